@@ -1,0 +1,66 @@
+"""Exceptions and warnings shared by the whole package.
+
+Every error about user input names the file, clip or key it concerns and what is wrong with it,
+so a researcher reading a batch report can act on each line without opening a debugger.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "EchoKDMError",
+    "ReadError",
+    "MissingDecoderError",
+    "ManifestError",
+    "EchoKDMWarning",
+    "NonUltrasoundWarning",
+    "TracingWarning",
+]
+
+
+class EchoKDMError(Exception):
+    """Base class of every error raised on purpose by echokdm."""
+
+
+class ReadError(EchoKDMError, ValueError):
+    """A file exists but cannot be read as what it should be.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file (or folder) that could not be read.
+    problem : str
+        What is wrong with it, in words a user can act on.
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class MissingDecoderError(ReadError):
+    """The file needs a decoder plugin that is not installed; the message says which package."""
+
+
+class ManifestError(EchoKDMError, ValueError):
+    """A manifest CSV is invalid; ``problems`` lists every problem, one line each."""
+
+    def __init__(self, path: str | os.PathLike, problems: list[str]):
+        self.path = os.fspath(path)
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{self.path}: {len(self.problems)} problem(s) in manifest:\n{lines}")
+
+
+class EchoKDMWarning(UserWarning):
+    """Base class of echokdm's warnings."""
+
+
+class NonUltrasoundWarning(EchoKDMWarning):
+    """A DICOM file whose modality is not US was read anyway."""
+
+
+class TracingWarning(EchoKDMWarning):
+    """EchoNet tracings of a frame were odd (duplicated or unexpected row counts) and left out."""

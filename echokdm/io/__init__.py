@@ -1,0 +1,37 @@
+"""Readers and writers of echo files: numpy in, numpy out, no torch.
+
+Every reader returns :class:`~echokdm.io.cine.Cine` records (shared/DESIGN.md conventions).
+Submodules are imported on first use so that ``import echokdm.io`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from echokdm.io.anonymise import pseudonymise
+from echokdm.io.cine import Cine
+
+# public name -> submodule that defines it
+_LAZY = {
+    "read_dicom": "dicom",
+    "read_video": "video",
+    "write_video": "video",
+    "read_echonet_filelist": "echonet",
+    "read_echonet_tracings": "echonet",
+    "read_echonet_clip": "echonet",
+    "tracing_to_polygon": "echonet",
+    "tracing_to_mask": "echonet",
+    "read_camus": "nifti",
+    "read_nifti": "nifti",
+    "read_cine": "dispatch",
+    "FORMATS": "dispatch",
+}
+
+__all__ = ["Cine", "pseudonymise", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f"echokdm.io.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'echokdm.io' has no attribute {name!r}")
