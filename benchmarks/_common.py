@@ -1,0 +1,42 @@
+"""Helpers shared by the benchmark scripts: timing and saving figures."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Best wall time in seconds of ``repeats`` calls of ``fn`` (the least disturbed run)."""
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def save(name: str, figures: dict) -> Path:
+    """Print ``figures`` and save them with machine facts to ``benchmarks/results/<name>.json``."""
+    import os
+
+    import torch
+
+    record = {
+        "benchmark": name,
+        "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "figures": figures,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2))
+    for key, value in figures.items():
+        print(f"{key:>40}: {value}")
+    print(f"saved {path}")
+    return path

@@ -1,0 +1,226 @@
+"""The ``echokdm`` command. It only parses arguments and calls the package's public functions;
+imported by nothing in the package."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_common_read_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("dicom", "echonet", "camus", "nifti", "video"),
+                   help="file format (default: guessed from the file)")
+    p.add_argument("--crop-to-fan", action="store_true",
+                   help="DICOM only: crop to the ultrasound fan, removing burned-in text outside it")
+
+
+def _read_kwargs(args: argparse.Namespace, fmt: str) -> dict:
+    return {"crop_to_fan": True} if args.crop_to_fan and fmt == "dicom" else {}
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Real ultrasound cine shipped with pydicom -> manifest + preview."""
+    import pydicom.examples
+
+    from echokdm.data.manifest import scan_folder, write_manifest
+    from echokdm.io.dispatch import read_cine
+    from echokdm.io.preview import write_preview
+
+    out = Path(args.out)
+    source = Path(pydicom.examples.get_path("ybr_color"))
+    data_dir = out / "data"
+    data_copy = data_dir / "us_cine.dcm"
+    manifest_path = out / "manifest.csv"
+    clashes = [p for p in (data_copy, manifest_path) if p.exists()]
+    if clashes and not args.overwrite:
+        raise FileExistsError(
+            f"{', '.join(map(str, clashes))}: already exist(s) from an earlier demo; "
+            "pass --overwrite to replace, or choose another --out"
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, data_copy)
+    print(f"[1/3] input: the real ultrasound cine that ships with pydicom ({source.name})")
+
+    scan = scan_folder(data_dir, "dicom", dataset="pydicom-example", progress=not args.no_progress)
+    for path, reason in scan.skipped:
+        print(f"  skipped {path}: {reason}")
+    write_manifest(scan.manifest, manifest_path, overwrite=args.overwrite)
+    row = scan.manifest.iloc[0]
+    print(f"[2/3] manifest: {manifest_path} ({len(scan.manifest)} clip: {int(row.n_frames)} frames "
+          f"{int(row.height)}x{int(row.width)} at {row.fps:.1f} fps, spacing {row.spacing_mm:.3f} mm)")
+
+    cine = read_cine(data_copy, "dicom", crop_to_fan=True)
+    written = write_preview(cine, out / "preview", stem="us_cine", overwrite=args.overwrite)
+    print(f"[3/3] preview (cropped to the ultrasound fan, {cine.height}x{cine.width}):")
+    for name, path in written.items():
+        print(f"  {name:>6}: {path}")
+    print(f"\nDone. Outputs are in {out.resolve()}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# manifest
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from echokdm.data.manifest import check_manifest, scan_folder, write_manifest
+
+    if args.check:
+        problems = check_manifest(args.check)
+        for line in problems:
+            print(f"{args.check}: {line}")
+        if problems:
+            print(f"{len(problems)} problem(s) found in {args.check}", file=sys.stderr)
+            return 1
+        from echokdm.data.manifest import load_manifest
+
+        frame = load_manifest(args.check)
+        counts = frame["split"].value_counts().to_dict()
+        print(f"{args.check}: OK, {len(frame)} clip(s), {frame['patient_id'].nunique()} patient(s), "
+              + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "val", "test")))
+        return 0
+    if args.folder is None or args.format is None or args.output is None:
+        raise ValueError("building a manifest needs FOLDER, --format and -o/--output (or use --check FILE)")
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise FileExistsError(f"{output}: already exists; pass --overwrite to replace it")
+    reader_kwargs = {"salt": args.salt} if args.salt and args.format in ("dicom", "camus") else None
+    scan = scan_folder(args.folder, args.format, dataset=args.dataset, seed=args.seed, fractions=args.fractions,
+                       patient_from=args.patient_from, reader_kwargs=reader_kwargs, progress=not args.no_progress)
+    write_manifest(scan.manifest, output, overwrite=args.overwrite)
+    m = scan.manifest
+    counts = m["split"].value_counts().to_dict()
+    print(f"wrote {output}: {len(m)} clip(s), {m['patient_id'].nunique()} patient(s), "
+          + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "val", "test")))
+    if scan.skipped:
+        import pandas as pd
+
+        report = output.with_name(output.stem + "_skipped.csv")
+        pd.DataFrame(scan.skipped, columns=["path", "reason"]).to_csv(report, index=False)
+        print(f"{len(scan.skipped)} item(s) skipped or flagged (also in {report}):")
+        for path, reason in scan.skipped:
+            print(f"  {path}: {reason}")
+    return 0 if len(m) else 1
+
+
+# --------------------------------------------------------------------------------------------
+# info / preview
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from echokdm.io.dispatch import guess_format, read_cine
+
+    fmt = args.format or guess_format(args.file)
+    cine = read_cine(args.file, fmt, **_read_kwargs(args, fmt))
+    print(cine.summary())
+    print(f"  format: {fmt}; source: {cine.source}")
+    print(f"  value range: {float(cine.frames.min()):.3f} .. {float(cine.frames.max()):.3f}")
+    for key, value in sorted(cine.metadata.items()):
+        print(f"  {key}: {value}")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from echokdm.io.dispatch import guess_format, read_cine
+    from echokdm.io.preview import write_preview
+
+    fmt = args.format or guess_format(args.file)
+    cine = read_cine(args.file, fmt, **_read_kwargs(args, fmt))
+    written = write_preview(cine, args.out, overwrite=args.overwrite)
+    for name, path in written.items():
+        print(f"{name:>6}: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------------
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    parts = [float(v) for v in text.replace(",", " ").split()]
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers 'train,val,test', got {text!r}")
+    return tuple(parts)  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from echokdm import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="echokdm",
+        description="Echocardiography toolkit: read echo cine loops, build manifests, "
+                    "and (in later releases) train and run the Key-point guided Diffusion Model.",
+    )
+    parser.add_argument("--version", action="version", version=f"echokdm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="run the demo on the embedded default data",
+                       description="Read the real ultrasound cine that ships with pydicom, write a manifest "
+                                   "and a preview (first/middle/last frame PNGs and an MP4).")
+    p.add_argument("--out", default="echokdm-demo", help="output folder (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier demo")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("manifest", help="build a manifest from a folder, or check one",
+                       description="Scan FOLDER for clips of one format and write a manifest CSV (one row per "
+                                   "clip, patient-level splits), or validate a manifest with --check.")
+    p.add_argument("folder", nargs="?", help="folder to scan")
+    p.add_argument("--format", choices=("dicom", "echonet", "camus", "nifti", "video"), help="format of the clips")
+    p.add_argument("-o", "--output", help="manifest CSV to write")
+    p.add_argument("--check", metavar="MANIFEST", help="validate MANIFEST and print one line per problem")
+    p.add_argument("--dataset", help="value of the dataset column (default: the format)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the patient-level split (default: %(default)s)")
+    p.add_argument("--fractions", type=_fractions, default=(0.7, 0.15, 0.15),
+                   help="train,val,test fractions for datasets without their own split (default: 0.7,0.15,0.15)")
+    p.add_argument("--patient-from", choices=("file", "folder"), default="file",
+                   help="videos/NIfTI: one patient per file, or per folder (default: %(default)s)")
+    p.add_argument("--salt", help="salt of the pseudonymous patient IDs (default: $ECHOKDM_ID_SALT or a public default)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing manifest")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=cmd_manifest)
+
+    p = sub.add_parser("info", help="describe one echo file",
+                       description="Read one file and print its frames, frame rate, calibration and metadata.")
+    p.add_argument("file")
+    _add_common_read_args(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("preview", help="write first/middle/last frame PNGs and an MP4 of one file",
+                       description="Write <clip>_first.png, _middle.png, _last.png and <clip>.mp4 into OUT.")
+    p.add_argument("file")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace existing previews")
+    _add_common_read_args(p)
+    p.set_defaults(func=cmd_preview)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 = success, 1 = failure, 2 = usage error)."""
+    from echokdm.errors import EchoKDMError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (EchoKDMError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"echokdm {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

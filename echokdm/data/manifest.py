@@ -1,0 +1,550 @@
+"""Manifests: one CSV row per clip, patient-level splits, validated on load.
+
+Everything downstream of the readers takes a manifest, so a change of dataset format touches only
+a reader. ``data_manifests/README.md`` documents every column.
+
+Paths inside a manifest file are relative to the manifest's own folder when the data lies under
+it (so a dataset folder with its manifest can be moved as one), absolute otherwise.
+:func:`load_manifest` returns them absolute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from echokdm.errors import ManifestError
+from echokdm.io.cine import Cine
+from echokdm.io.dispatch import CAMUS_NAME, FORMATS, NIFTI_SUFFIXES, VIDEO_SUFFIXES, _is_dicom_file, read_cine
+
+__all__ = [
+    "COLUMNS",
+    "REQUIRED_COLUMNS",
+    "SPLITS",
+    "ScanResult",
+    "scan_folder",
+    "assign_splits",
+    "check_manifest",
+    "load_manifest",
+    "write_manifest",
+    "read_clip",
+]
+
+#: Columns of a manifest, in the order they are written.
+COLUMNS = (
+    "patient_id", "clip_id", "dataset", "view", "path", "format", "mask_path", "tracings_path",
+    "fps", "n_frames", "height", "width", "spacing_mm", "spacing_y_mm",
+    "ef_reference", "edv_reference", "esv_reference", "split",
+)
+#: Columns a manifest must have; the others may be absent or empty.
+REQUIRED_COLUMNS = ("patient_id", "clip_id", "dataset", "path", "format", "split")
+#: Allowed values of the ``split`` column.
+SPLITS = ("train", "val", "test")
+_PATH_COLUMNS = ("path", "mask_path", "tracings_path")
+_MASK_SUFFIX = re.compile(r"_(gt|mask|seg|label|labels)$", re.IGNORECASE)
+
+
+@dataclasses.dataclass
+class ScanResult:
+    """What :func:`scan_folder` found.
+
+    Attributes
+    ----------
+    manifest : pandas.DataFrame
+        One row per readable clip, columns :data:`COLUMNS`, absolute paths.
+    skipped : list of (str, str)
+        ``(path, reason)`` for every file that was not included.
+    """
+
+    manifest: pd.DataFrame
+    skipped: list[tuple[str, str]]
+
+
+@dataclasses.dataclass
+class _Candidate:
+    """A file to read during a scan, with its reader options and known columns."""
+
+    path: Path
+    reader_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    columns: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# splits
+# --------------------------------------------------------------------------------------------
+
+
+def _normalise_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    if len(fractions) != 3 or any((not math.isfinite(f)) or f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise ValueError(f"fractions must be three non-negative numbers (train, val, test), got {tuple(fractions)}")
+    total = float(sum(fractions))
+    return tuple(float(f) / total for f in fractions)  # type: ignore[return-value]
+
+
+def assign_splits(
+    patient_ids: Iterable[str], fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
+) -> dict[str, str]:
+    """Assign each patient to ``train``, ``val`` or ``test``, deterministically.
+
+    Patients are ranked by a seeded hash of their ID (so the order does not depend on the order
+    they were found in) and cut into consecutive groups whose sizes follow ``fractions``
+    (largest-remainder rounding, so 20 patients at 0.7/0.15/0.15 give 14/3/3).
+
+    Parameters
+    ----------
+    patient_ids : iterable of str
+        Patient identifiers; duplicates are ignored.
+    fractions : sequence of three floats
+        Relative sizes of train, val and test (normalised to sum to one).
+    seed : int
+        Changes the assignment; the same seed and patients always give the same splits.
+
+    Returns
+    -------
+    dict
+        Patient ID → split name.
+
+    Examples
+    --------
+    >>> s = assign_splits([f"p{i}" for i in range(20)], seed=1)
+    >>> sorted(list(s.values()).count(k) for k in ("train", "val", "test"))
+    [3, 3, 14]
+    """
+    fr = _normalise_fractions(fractions)
+    unique = sorted(set(str(p) for p in patient_ids))
+    ranked = sorted(unique, key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
+    n = len(ranked)
+    exact = [f * n for f in fr]
+    counts = [int(math.floor(e)) for e in exact]
+    for i in sorted(range(3), key=lambda i: exact[i] - counts[i], reverse=True)[: n - sum(counts)]:
+        counts[i] += 1
+    out: dict[str, str] = {}
+    start = 0
+    for split, count in zip(SPLITS, counts):
+        for pid in ranked[start : start + count]:
+            out[pid] = split
+        start += count
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# scanning
+# --------------------------------------------------------------------------------------------
+
+
+def _relative_id(path: Path, root: Path) -> str:
+    """Clip identifier from the path below ``root`` without suffixes, '/'-separated."""
+    rel = path.relative_to(root).as_posix()
+    for suffix in (".nii.gz", *VIDEO_SUFFIXES, ".nii", ".dcm", ".dicom"):
+        if rel.lower().endswith(suffix):
+            return rel[: -len(suffix)]
+    return rel
+
+
+def _mask_sibling(path: Path) -> Path | None:
+    """The ``<stem>_gt`` / ``_mask`` / ``_seg`` / ``_label`` file next to a NIfTI image, if any."""
+    stem = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+    for tag in ("_gt", "_mask", "_seg", "_label", "_labels"):
+        for ext in (".nii.gz", ".nii"):
+            candidate = path.with_name(stem + tag + ext)
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def _echonet_candidates(root: Path, skipped: list[tuple[str, str]]) -> tuple[list[_Candidate], bool]:
+    from echokdm.io.echonet import read_echonet_filelist, read_echonet_tracings
+
+    filelist = read_echonet_filelist(root)
+    tracings_csv = root / "VolumeTracings.csv"
+    tracings = None
+    if tracings_csv.exists():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # problems are listed in the skipped report instead
+            tracings, problems = read_echonet_tracings(tracings_csv)
+        skipped.extend((str(tracings_csv), p) for p in problems)
+    listed = set()
+    out = []
+    for rec in filelist.to_dict("records"):
+        name = rec["FileName"]
+        listed.add(name)
+        split = str(rec.get("Split", "")).lower()
+        out.append(_Candidate(
+            path=root / "Videos" / name,
+            reader_kwargs={"filelist": filelist, "tracings": tracings},
+            columns={
+                "ef_reference": rec.get("EF"), "edv_reference": rec.get("EDV"), "esv_reference": rec.get("ESV"),
+                "split": split, "view": "A4C",
+                "tracings_path": str(tracings_csv) if tracings_csv.exists() else "",
+            },
+        ))
+    videos = root / "Videos"
+    if videos.is_dir():
+        for extra in sorted(p for p in videos.iterdir() if p.name not in listed and p.suffix.lower() == ".avi"):
+            skipped.append((str(extra), "video not listed in FileList.csv"))
+    return out, True
+
+
+def _camus_candidates(root: Path) -> list[_Candidate]:
+    images = sorted(p for p in root.rglob("patient*_*.nii*") if CAMUS_NAME.match(p.name))
+    by_view: dict[tuple[Path, str], list[Path]] = {}
+    for p in images:
+        patient, view = p.name.split("_")[:2]
+        by_view.setdefault((p.parent / patient, view), []).append(p)
+    out = []
+    for files in by_view.values():
+        sequences = [p for p in files if "sequence" in p.name]
+        for p in sequences or files:  # the cine when present, else the single ED/ES frames
+            out.append(_Candidate(p, columns={"mask_path": str(_mask_sibling(p) or "")}))
+    return out
+
+
+def _file_candidates(root: Path, fmt: str, patient_from: str) -> list[_Candidate]:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    out = []
+    for p in files:
+        name = p.name.lower()
+        if fmt == "video" and not name.endswith(VIDEO_SUFFIXES):
+            continue
+        if fmt == "nifti":
+            stem = p.name[: -len(".nii.gz")] if name.endswith(".nii.gz") else p.stem
+            if not name.endswith(NIFTI_SUFFIXES) or _MASK_SUFFIX.search(stem):
+                continue
+        if fmt == "dicom" and (p.name.upper() == "DICOMDIR" or not _is_dicom_file(p)):
+            continue
+        kwargs: dict[str, Any] = {}
+        columns: dict[str, Any] = {}
+        if fmt in ("video", "nifti"):
+            kwargs["clip_id"] = _relative_id(p, root)
+            if patient_from == "folder" and p.parent != root:
+                kwargs["patient_id"] = p.parent.relative_to(root).as_posix()
+        if fmt == "nifti":
+            mask = _mask_sibling(p)
+            if mask is not None:
+                kwargs["mask_path"] = mask
+            columns["mask_path"] = str(mask or "")
+        out.append(_Candidate(p, kwargs, columns))
+    return out
+
+
+def _row_from_cine(cine: Cine, candidate: _Candidate, fmt: str, dataset: str | None) -> dict[str, Any]:
+    meta = cine.metadata
+    row: dict[str, Any] = {
+        "patient_id": cine.patient_id,
+        "clip_id": cine.clip_id,
+        "dataset": dataset or cine.dataset or fmt,
+        "view": cine.view or "",
+        "path": str(candidate.path),
+        "format": fmt,
+        "mask_path": "",
+        "tracings_path": "",
+        "fps": cine.fps,
+        "n_frames": cine.n_frames,
+        "height": cine.height,
+        "width": cine.width,
+        "spacing_mm": cine.spacing_mm[0] if cine.spacing_mm else None,
+        "spacing_y_mm": cine.spacing_mm[1] if cine.spacing_mm else None,
+        "ef_reference": meta.get("ef"),
+        "edv_reference": meta.get("edv"),
+        "esv_reference": meta.get("esv"),
+        "split": "",
+    }
+    row.update({k: v for k, v in candidate.columns.items() if v is not None})
+    return row
+
+
+def scan_folder(
+    root: str | os.PathLike,
+    format: str,
+    *,
+    dataset: str | None = None,
+    seed: int = 0,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    patient_from: str = "file",
+    reader_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+    on_item: Callable[[Path], None] | None = None,
+) -> ScanResult:
+    """Build a manifest by reading every clip of a folder.
+
+    Each clip is read in full with its reader, so a truncated or undecodable file is caught
+    here rather than during training. Bad files do not stop the scan: they are listed in
+    :attr:`ScanResult.skipped` with the reason.
+
+    Parameters
+    ----------
+    root : path
+        The folder. For ``"echonet"`` the release folder holding ``FileList.csv``.
+    format : str
+        One of :data:`~echokdm.io.dispatch.FORMATS`.
+    dataset : str, optional
+        Value of the ``dataset`` column (default: the format's name).
+    seed, fractions
+        Patient-level split assignment (:func:`assign_splits`) for datasets that define no split.
+        EchoNet-Dynamic's own ``Split`` column is kept.
+    patient_from : {"file", "folder"}
+        For videos and generic NIfTI: the patient is the file itself, or the folder holding it
+        (one folder per patient). DICOM and CAMUS files name their patient themselves.
+    reader_kwargs : dict, optional
+        Extra options for the reader (e.g. ``{"salt": "..."}`` for DICOM and CAMUS).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    ScanResult
+    """
+    root = Path(root)
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if patient_from not in ("file", "folder"):
+        raise ValueError(f"patient_from must be 'file' or 'folder', got {patient_from!r}")
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    skipped: list[tuple[str, str]] = []
+    keep_splits = False
+    if format == "echonet":
+        candidates, keep_splits = _echonet_candidates(root, skipped)
+    elif format == "camus":
+        candidates = _camus_candidates(root)
+    else:
+        candidates = _file_candidates(root, format, patient_from)
+
+    from tqdm.auto import tqdm
+
+    rows = []
+    for cand in tqdm(candidates, desc=f"reading {format} clips", unit="clip", disable=not progress):
+        if on_item is not None:
+            on_item(cand.path)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                cine = read_cine(cand.path, format, **cand.reader_kwargs, **(reader_kwargs or {}))
+        except Exception as exc:  # noqa: BLE001 - a batch scan lists every failure and goes on
+            skipped.append((str(cand.path), f"{type(exc).__name__}: {exc}"))
+            continue
+        for w in caught:
+            skipped.append((str(cand.path), f"warning (clip kept): {w.message}"))
+        rows.append(_row_from_cine(cine, cand, format, dataset))
+
+    manifest = pd.DataFrame(rows, columns=list(COLUMNS))
+    if not keep_splits and len(manifest):
+        keys = manifest["dataset"].astype(str) + "\x00" + manifest["patient_id"].astype(str)
+        splits = assign_splits(keys, fractions, seed)
+        manifest["split"] = keys.map(splits)
+    if not len(candidates):
+        skipped.append((str(root), f"no {format} files found"))
+    return ScanResult(manifest=manifest, skipped=skipped)
+
+
+# --------------------------------------------------------------------------------------------
+# validation, load and write
+# --------------------------------------------------------------------------------------------
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
+def _check_number(problems: list[str], where: str, column: str, value: Any, *, low: float | None = None,
+                  high: float | None = None, integer: bool = False, strict_low: bool = False) -> None:
+    if _blank(value):
+        return
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        problems.append(f"{where}: {column} is not a number: {value!r}")
+        return
+    if not math.isfinite(number):
+        problems.append(f"{where}: {column} is not finite: {value!r}")
+        return
+    if integer and number != int(number):
+        problems.append(f"{where}: {column} must be a whole number, got {value!r}")
+    if low is not None and (number <= low if strict_low else number < low):
+        problems.append(f"{where}: {column} must be {'>' if strict_low else '>='} {low:g}, got {value!r}")
+    if high is not None and number > high:
+        problems.append(f"{where}: {column} must be <= {high:g}, got {value!r}")
+
+
+def _resolve(value: Any, base: Path | None) -> Path | None:
+    if _blank(value):
+        return None
+    p = Path(str(value))
+    return p if p.is_absolute() or base is None else base / p
+
+
+def check_manifest(
+    manifest: pd.DataFrame | str | os.PathLike, *, base_dir: str | os.PathLike | None = None, check_files: bool = True
+) -> list[str]:
+    """Validate a manifest and return one line per problem (empty when valid).
+
+    Checks: required columns; known ``format`` and ``split`` values; non-empty IDs; files that
+    exist (``path``, and ``mask_path`` / ``tracings_path`` when given); duplicate clip IDs within
+    a dataset; a patient in two splits; numbers in range (fps > 0, n_frames/height/width >= 1
+    integers, spacing > 0, EF in [0, 100], volumes >= 0 and ESV <= EDV).
+
+    Parameters
+    ----------
+    manifest : DataFrame or path
+        The manifest, or the CSV file holding it.
+    base_dir : path, optional
+        Folder that relative paths are relative to (default: the CSV's folder, or the current one).
+    check_files : bool
+        Whether to check that the files exist.
+    """
+    if not isinstance(manifest, pd.DataFrame):
+        csv = Path(manifest)
+        if not csv.exists():
+            raise FileNotFoundError(f"{csv}: no such manifest file")
+        try:
+            manifest = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        except Exception as exc:  # noqa: BLE001 - pandas raises many parser errors
+            return [f"cannot parse as CSV: {exc}"]
+        base_dir = base_dir if base_dir is not None else csv.parent
+    base = Path(base_dir) if base_dir is not None else None
+    problems: list[str] = []
+    missing = [c for c in REQUIRED_COLUMNS if c not in manifest.columns]
+    if missing:
+        return [f"missing column(s): {', '.join(missing)}"]
+    unknown = [c for c in manifest.columns if c not in COLUMNS]
+    if unknown:
+        problems.append(f"unknown column(s) (misspelt?): {', '.join(map(str, unknown))}")
+
+    records = manifest.to_dict("records")
+    for i, rec in enumerate(records):
+        where = f"line {i + 2} (clip {rec.get('clip_id', '')!r})"
+        for col in ("patient_id", "clip_id", "dataset", "path"):
+            if _blank(rec.get(col)):
+                problems.append(f"{where}: {col} is empty")
+        if str(rec.get("format", "")) not in FORMATS:
+            problems.append(f"{where}: format {rec.get('format')!r} is not one of {', '.join(FORMATS)}")
+        if str(rec.get("split", "")) not in SPLITS:
+            problems.append(f"{where}: split {rec.get('split')!r} is not one of {', '.join(SPLITS)}")
+        if check_files:
+            for col in _PATH_COLUMNS:
+                p = _resolve(rec.get(col), base)
+                if p is not None and not p.exists():
+                    problems.append(f"{where}: {col} {p} does not exist")
+        _check_number(problems, where, "fps", rec.get("fps"), low=0, strict_low=True)
+        for col in ("n_frames", "height", "width"):
+            _check_number(problems, where, col, rec.get(col), low=1, integer=True)
+        for col in ("spacing_mm", "spacing_y_mm"):
+            _check_number(problems, where, col, rec.get(col), low=0, strict_low=True)
+        _check_number(problems, where, "ef_reference", rec.get("ef_reference"), low=0, high=100)
+        for col in ("edv_reference", "esv_reference"):
+            _check_number(problems, where, col, rec.get(col), low=0)
+        try:
+            if not _blank(rec.get("edv_reference")) and not _blank(rec.get("esv_reference")):
+                if float(rec["esv_reference"]) > float(rec["edv_reference"]):
+                    problems.append(f"{where}: esv_reference {rec['esv_reference']} exceeds edv_reference {rec['edv_reference']}")
+        except (TypeError, ValueError):
+            pass  # already reported as not a number
+
+    frame = manifest.astype({"dataset": str, "clip_id": str, "patient_id": str, "split": str})
+    dups = frame[frame.duplicated(["dataset", "clip_id"], keep=False)]
+    for (dataset, clip), group in dups.groupby(["dataset", "clip_id"], sort=True):
+        lines = ", ".join(str(i + 2) for i in group.index)
+        problems.append(f"clip {clip!r} of dataset {dataset!r} appears more than once (lines {lines})")
+    splits = frame.groupby(["dataset", "patient_id"])["split"].unique()
+    for (dataset, patient), values in splits.items():
+        if len(values) > 1:
+            problems.append(
+                f"patient {patient!r} of dataset {dataset!r} is in several splits ({', '.join(sorted(values))}): "
+                "splits must be by patient"
+            )
+    return problems
+
+
+_NUMERIC = ("fps", "n_frames", "height", "width", "spacing_mm", "spacing_y_mm",
+            "ef_reference", "edv_reference", "esv_reference")
+
+
+def load_manifest(path: str | os.PathLike, *, check_files: bool = True) -> pd.DataFrame:
+    """Read and validate a manifest CSV.
+
+    Returns a DataFrame with every column of :data:`COLUMNS` (missing optional ones empty),
+    numbers as floats (NaN when empty), and paths made absolute.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the CSV does not exist.
+    ManifestError
+        Listing every problem :func:`check_manifest` finds.
+    """
+    path = Path(path)
+    problems = check_manifest(path, check_files=check_files)
+    if problems:
+        raise ManifestError(path, problems)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for col in COLUMNS:
+        if col not in frame.columns:
+            frame[col] = ""
+    frame = frame[list(COLUMNS)].copy()
+    for col in _NUMERIC:
+        frame[col] = pd.to_numeric(frame[col].replace("", np.nan), errors="raise").astype(float)
+    for col in _PATH_COLUMNS:
+        frame[col] = [str(_resolve(v, path.parent)) if not _blank(v) else "" for v in frame[col]]
+    return frame
+
+
+def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a manifest CSV atomically; paths under its folder are stored relative to it.
+
+    Raises ``FileExistsError`` when ``path`` exists and ``overwrite`` is false.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = manifest.copy()
+    for col in COLUMNS:
+        if col not in frame.columns:
+            frame[col] = ""
+    frame = frame[list(COLUMNS)]
+    base = path.parent.resolve()
+
+    def relative(value: Any) -> str:
+        if _blank(value):
+            return ""
+        p = Path(str(value)).resolve()
+        try:
+            return p.relative_to(base).as_posix()
+        except ValueError:
+            return str(p)
+
+    for col in _PATH_COLUMNS:
+        frame[col] = [relative(v) for v in frame[col]]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            frame.to_csv(fh, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_clip(row: pd.Series | dict[str, Any], **reader_kwargs: Any) -> Cine:
+    """Read the clip of one row of a loaded manifest (absolute paths, see :func:`load_manifest`)."""
+    fmt = str(row["format"])
+    kwargs = dict(reader_kwargs)
+    if fmt == "nifti" and not _blank(row.get("mask_path")):
+        kwargs.setdefault("mask_path", row["mask_path"])
+    if fmt in ("nifti", "video"):
+        kwargs.setdefault("clip_id", str(row["clip_id"]))
+        kwargs.setdefault("patient_id", str(row["patient_id"]))
+    return read_cine(row["path"], fmt, **kwargs)

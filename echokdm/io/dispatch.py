@@ -1,0 +1,106 @@
+"""One entry point for every reader: :func:`read_cine` picks the reader from the format name
+or, when none is given, from the file itself."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from echokdm.io.cine import Cine
+
+__all__ = ["FORMATS", "VIDEO_SUFFIXES", "read_cine", "guess_format"]
+
+#: Formats understood by :func:`read_cine` and the manifest builder.
+FORMATS = ("dicom", "echonet", "camus", "nifti", "video")
+
+VIDEO_SUFFIXES = (".avi", ".mp4", ".gif", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+CAMUS_NAME = re.compile(r"^patient\d+_(2CH|4CH)_(half_sequence|sequence|ED|ES)\.nii(\.gz)?$")
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """True for a file with the DICOM preamble ("DICM" at byte 128) or a .dcm suffix."""
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def guess_format(path: str | os.PathLike) -> str:
+    """Guess the format of a file from its name and first bytes.
+
+    Returns one of :data:`FORMATS`. An AVI inside a ``Videos`` folder whose parent holds a
+    ``FileList.csv`` is ``"echonet"``; a NIfTI file named like CAMUS is ``"camus"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When the format cannot be recognised; the message names the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    name = path.name.lower()
+    if name.endswith(VIDEO_SUFFIXES):
+        if name.endswith(".avi") and path.parent.name == "Videos" and (path.parent.parent / "FileList.csv").exists():
+            return "echonet"
+        return "video"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "camus" if CAMUS_NAME.match(path.name) else "nifti"
+    if path.is_file() and _is_dicom_file(path):
+        return "dicom"
+    raise ValueError(
+        f"{path}: cannot tell the format from the file; pass one of {', '.join(FORMATS)} explicitly"
+    )
+
+
+def read_cine(path: str | os.PathLike, format: str | None = None, **kwargs: Any) -> Cine:
+    """Read any supported echo file into a :class:`Cine`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file: a DICOM file, a video, a NIfTI volume, or an EchoNet ``Videos/*.avi``.
+    format : str, optional
+        One of :data:`FORMATS`; guessed with :func:`guess_format` when omitted.
+    **kwargs
+        Passed to the format's reader (e.g. ``crop_to_fan=True`` for DICOM, ``mask_path`` for NIfTI).
+
+    Examples
+    --------
+    >>> import pydicom.examples
+    >>> cine = read_cine(pydicom.examples.get_path("ybr_color"))  # doctest: +SKIP
+    >>> cine.frames.shape  # doctest: +SKIP
+    (30, 240, 320)
+    """
+    path = Path(path)
+    fmt = format or guess_format(path)
+    if fmt == "dicom":
+        from echokdm.io.dicom import read_dicom
+
+        return read_dicom(path, **kwargs)
+    if fmt == "video":
+        from echokdm.io.video import read_video
+
+        return read_video(path, **kwargs)
+    if fmt == "echonet":
+        from echokdm.io.echonet import read_echonet_clip
+
+        return read_echonet_clip(path.parent.parent, path.name, **kwargs)
+    if fmt == "camus":
+        from echokdm.io.nifti import read_camus
+
+        return read_camus(path, **kwargs)
+    if fmt == "nifti":
+        from echokdm.io.nifti import read_nifti
+
+        return read_nifti(path, **kwargs)
+    raise ValueError(f"{path}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
