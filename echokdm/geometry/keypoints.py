@@ -1,0 +1,492 @@
+"""The 40 LV blood-pool keypoints from a mask (paper §4.1, shared/DESIGN.md).
+
+Definition. The mitral annulus is the pair of basal hinge points, the ends of the flat basal
+side of the blood pool (the side facing away from the apex); the basal centre is their
+midpoint; the apex is the boundary point farthest from the basal centre; the long axis runs from
+the basal centre to the apex, length ``L``. Twenty chords perpendicular to the long axis cross it
+at fractions ``t_j = (j + 0.5) / 20`` (``j = 0`` basal … ``19`` apical). Keypoint ``j`` is the
+chord's crossing on the image-left side of the axis, keypoint ``39 - j`` the image-right one, so
+read 0 … 39 the keypoints walk from the left base up to the apex and down to the right base.
+"Image-left" is the side where the 2-D cross product ``(apex - base) × (p - base)`` is negative
+(smaller x when the apex points straight up).
+
+All coordinates are ``(x, y)`` pixels: x = column, y = row, integer values at pixel centres.
+
+Method. The boundary is the 0.5 iso-contour of the mask smoothed by a small Gaussian (sub-pixel,
+without the staircase of the pixel grid). The basal side is found on the convex hull: runs of
+nearly collinear hull edges are merged, and the base is the longest run whose far side (the apex)
+lies in the expected direction (``apex_direction``); each hinge point is refined as the
+intersection of the base line with a line fitted to the adjacent wall, so the blur's rounding of
+the corners does not pull the annulus inwards. The apex position is refined by a quadratic fit
+of the distance to the basal centre along the contour. Each chord takes the boundary crossing
+nearest to the axis on each side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+__all__ = [
+    "N_CHORDS",
+    "N_KEYPOINTS",
+    "CHORD_FRACTIONS",
+    "KeypointError",
+    "LVGeometry",
+    "boundary_contour",
+    "mask_keypoints",
+    "keypoints_from_landmarks",
+    "keypoints_to_polygon",
+]
+
+N_CHORDS = 20
+N_KEYPOINTS = 2 * N_CHORDS
+#: Positions of the chords along the long axis, basal (0) to apical (19): t_j = (j + 0.5) / 20.
+CHORD_FRACTIONS = ((np.arange(N_CHORDS) + 0.5) / N_CHORDS).astype(np.float64)
+
+_DIRECTIONS = {"up": (0.0, -1.0), "down": (0.0, 1.0), "left": (-1.0, 0.0), "right": (1.0, 0.0)}
+
+
+class KeypointError(ValueError):
+    """A mask from which the 40 keypoints cannot be derived; the message says why."""
+
+
+@dataclasses.dataclass
+class LVGeometry:
+    """Keypoints and landmarks of one LV blood-pool mask.
+
+    Attributes
+    ----------
+    keypoints : numpy.ndarray
+        ``float32`` ``(40, 2)`` ``(x, y)`` pixels; a row of NaN where a chord missed the boundary.
+    apex : numpy.ndarray
+        ``(2,)`` ``(x, y)``.
+    annulus : numpy.ndarray
+        ``(2, 2)``: the image-left hinge point then the image-right one.
+    basal_centre : numpy.ndarray
+        ``(2,)`` midpoint of the annulus.
+    length : float
+        Long-axis length ``L`` in pixels.
+    flags : tuple of str
+        Observations that did not prevent the keypoints (``"several components"``,
+        ``"holes filled"``, ``"touches border"``, ``"chord missed boundary"``).
+    """
+
+    keypoints: np.ndarray
+    apex: np.ndarray
+    annulus: np.ndarray
+    basal_centre: np.ndarray
+    length: float
+    flags: tuple[str, ...] = ()
+
+    @property
+    def chord_lengths(self) -> np.ndarray:
+        """``(20,)`` chord lengths d_j in pixels (NaN where a crossing is missing)."""
+        return np.linalg.norm(self.keypoints[:N_CHORDS] - self.keypoints[::-1][:N_CHORDS], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# boundary
+# ---------------------------------------------------------------------------------------------
+
+
+def _clean_mask(mask: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Binary largest component with holes filled; raises on unusable masks."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise KeypointError(f"mask must be 2-D (H, W), got shape {mask.shape}")
+    values = np.unique(mask)
+    if not np.isin(values, (0, 1)).all():
+        raise KeypointError(
+            f"mask must be binary (0 = background, 1 = LV blood pool), found values {values[:10].tolist()}; "
+            "map multi-label masks first (e.g. mask == 1)"
+        )
+    binary = mask.astype(bool)
+    if not binary.any():
+        raise KeypointError("mask is empty")
+    flags = []
+    labels, n = ndimage.label(binary)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        binary = labels == (int(np.argmax(sizes)) + 1)
+        flags.append(f"several components ({n}; kept the largest, {int(sizes.max())} px)")
+    filled = ndimage.binary_fill_holes(binary)
+    if filled.sum() > binary.sum():
+        flags.append(f"holes filled ({int(filled.sum() - binary.sum())} px)")
+    if filled[0].any() or filled[-1].any() or filled[:, 0].any() or filled[:, -1].any():
+        flags.append("touches border")
+    return filled, flags
+
+
+def boundary_contour(mask: np.ndarray, sigma: float = 0.7) -> np.ndarray:
+    """Sub-pixel boundary of a binary mask as a closed polygon.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        ``(H, W)`` binary mask (one component expected).
+    sigma : float
+        Gaussian smoothing in pixels before taking the 0.5 iso-contour.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64`` ``(P, 2)`` ``(x, y)`` vertices, counter-clockwise on screen is not guaranteed;
+        the first vertex is not repeated at the end.
+    """
+    from scipy import ndimage
+    from skimage import measure
+
+    binary = np.asarray(mask, dtype=bool)
+    rows, cols = np.nonzero(binary)
+    if rows.size == 0:
+        raise KeypointError("mask is empty")
+    pad = int(math.ceil(3 * sigma)) + 2
+    r0, c0 = max(rows.min() - pad, 0), max(cols.min() - pad, 0)
+    crop = np.zeros((rows.max() - r0 + pad + 1, cols.max() - c0 + pad + 1), dtype=np.float32)
+    crop[rows - r0, cols - c0] = 1.0
+    # pad so that masks touching the image border still give a closed contour
+    crop = np.pad(crop, 1)
+    smooth = ndimage.gaussian_filter(crop, sigma) if sigma > 0 else crop
+    contours = measure.find_contours(smooth, 0.5)
+    if not contours:
+        raise KeypointError("mask has no boundary (too small after smoothing)")
+    contour = max(contours, key=len)
+    if np.allclose(contour[0], contour[-1]):
+        contour = contour[:-1]
+    # (row, col) in the padded crop -> (x, y) in the image
+    return np.stack([contour[:, 1] - 1 + c0, contour[:, 0] - 1 + r0], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# landmarks: annulus and apex
+# ---------------------------------------------------------------------------------------------
+
+
+def _hull_runs(contour: np.ndarray, flat_tol: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Straight runs of the convex hull, as (start, end) points.
+
+    A run grows along the hull while every hull vertex it spans stays within ``flat_tol`` pixels
+    of the segment from its first to its last vertex, so a gently curved arc (the apex) is never
+    mistaken for one long flat side.
+    """
+    from scipy.spatial import ConvexHull
+
+    hull = contour[ConvexHull(contour).vertices]  # counter-clockwise in (x, y)
+    n = len(hull)
+    edges = np.roll(hull, -1, axis=0) - hull
+    angles = np.arctan2(edges[:, 1], edges[:, 0])
+    turn = np.abs(np.angle(np.exp(1j * (angles - np.roll(angles, 1)))))  # turn at each hull vertex
+    order = (int(np.argmax(turn)) + np.arange(n + 1)) % n  # start at the sharpest corner, wrap once
+    runs = []
+    first = 0
+    for k in range(2, n + 1):
+        pts = hull[order[first : k + 1]]
+        a, b = pts[0], pts[-1]
+        u = (b - a) / max(np.linalg.norm(b - a), 1e-9)
+        off = np.abs((pts - a) @ np.array([-u[1], u[0]]))
+        if off.max() > flat_tol:
+            runs.append((hull[order[first]], hull[order[k - 1]]))
+            first = k - 1
+    runs.append((hull[order[first]], hull[order[n]]))
+    return runs
+
+
+def _cyclic_run(mask: np.ndarray, seed: int) -> np.ndarray:
+    """The contiguous run of True values around index ``seed`` of a cyclic boolean array."""
+    n = len(mask)
+    out = np.zeros(n, dtype=bool)
+    if not mask[seed]:
+        out[seed] = True
+        return out
+    if mask.all():
+        return mask.copy()
+    i = seed
+    while mask[i % n]:
+        out[i % n] = True
+        i += 1
+    i = seed - 1
+    while mask[i % n]:
+        out[i % n] = True
+        i -= 1
+    return out
+
+
+def _fit_line(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Total-least-squares line: (centroid, unit direction)."""
+    centre = points.mean(axis=0)
+    _, _, vt = np.linalg.svd(points - centre, full_matrices=False)
+    return centre, vt[0]
+
+
+def _intersect(p: np.ndarray, u: np.ndarray, q: np.ndarray, v: np.ndarray) -> np.ndarray | None:
+    """Intersection of lines p + s u and q + r v, None when nearly parallel."""
+    m = np.array([[u[0], -v[0]], [u[1], -v[1]]])
+    if abs(np.linalg.det(m)) < 1e-6:
+        return None
+    s, _ = np.linalg.solve(m, q - p)
+    return p + s * u
+
+
+def _refine_hinge(contour: np.ndarray, idx: int, step: int, base_p: np.ndarray, base_u: np.ndarray) -> np.ndarray:
+    """Intersect the base line with a line fitted to the wall next to contour vertex ``idx``.
+
+    ``step`` (+1 or -1) walks along the contour away from the base onto the wall.
+    """
+    n = len(contour)
+    seg = np.diff(contour[np.arange(idx, idx + step * 12, step) % n], axis=0)
+    arclen = np.concatenate([[0.0], np.cumsum(np.linalg.norm(seg, axis=1))])
+    take = (arclen >= 2.0) & (arclen <= 6.0)
+    wall = contour[np.arange(idx, idx + step * 12, step) % n][take]
+    corner = contour[idx]
+    if len(wall) < 3:
+        return corner
+    wp, wu = _fit_line(wall)
+    hit = _intersect(base_p, base_u, wp, wu)
+    if hit is None or np.linalg.norm(hit - corner) > 3.0:
+        return corner
+    return hit
+
+
+def _annulus(contour: np.ndarray, apex_direction: tuple[float, float] | None, flat_tol: float = 0.6):
+    """Hinge points of the flat basal side and the wall between them.
+
+    Returns the two hinge points (unordered) and the wall: an open polyline from the first hinge
+    around the apex to the second, without the basal side.
+    """
+    runs = _hull_runs(contour, flat_tol=1.0)
+    lengths = np.array([np.linalg.norm(b - a) for a, b in runs])
+    allowed = np.ones(len(runs), dtype=bool)
+    if apex_direction is not None:
+        # the base faces away from the apex: its inward normal must point within 50 degrees
+        # of apex_direction
+        want = np.asarray(apex_direction, dtype=np.float64)
+        want = want / np.linalg.norm(want)
+        centroid = contour.mean(axis=0)
+        for i, (a, b) in enumerate(runs):
+            u = (b - a) / max(np.linalg.norm(b - a), 1e-9)
+            inward = np.array([-u[1], u[0]])
+            if np.dot(centroid - a, inward) < 0:
+                inward = -inward
+            allowed[i] = np.dot(inward, want) > 0.64
+    if not allowed.any():
+        allowed[:] = True
+    chosen = int(np.argmax(np.where(allowed, lengths, -1.0)))
+    a, b = runs[chosen]
+    u = (b - a) / np.linalg.norm(b - a)
+    normal = np.array([-u[1], u[0]])
+    along = (contour - a) @ u
+    flat = (np.abs((contour - a) @ normal) <= flat_tol) & (along >= -1.0) & (along <= np.linalg.norm(b - a) + 1.0)
+    if flat.sum() < 2:
+        raise KeypointError("no flat basal side found")
+    # grow the flat run along the contour with the fitted line (the hull run may cover only part
+    # of the base when the corners are rounded)
+    for _ in range(3):
+        base_p, base_u = _fit_line(contour[flat])
+        near = np.abs((contour - base_p) @ np.array([-base_u[1], base_u[0]])) <= flat_tol
+        seed = int(np.nonzero(flat)[0][flat.sum() // 2])
+        flat = _cyclic_run(near, seed)
+    base_p, base_u = _fit_line(contour[flat])
+    proj = (contour - base_p) @ base_u
+    idx = np.nonzero(flat)[0]
+    lo, hi = idx[np.argmin(proj[idx])], idx[np.argmax(proj[idx])]
+    # walk away from the flat run onto the wall: the neighbour that is not flat
+    n = len(contour)
+    step = 1 if not flat[(lo + 1) % n] else -1  # direction from the lo end onto the wall
+    h_lo = _refine_hinge(contour, int(lo), step, base_p, base_u)
+    h_hi = _refine_hinge(contour, int(hi), -step, base_p, base_u)
+    # the wall: from one hinge around the apex to the other, without the basal side
+    count = ((hi - lo) * step) % n
+    wall = np.concatenate([h_lo[None], contour[(lo + step * np.arange(1, count)) % n], h_hi[None]])
+    # continue the wall 2 px past each hinge, so that a basal chord that runs a hair below the
+    # annulus (chord 0 lies only L/40 above it) still meets the wall instead of the annulus
+    ends = []
+    for hinge, inner in ((wall[0], wall[min(4, len(wall) - 1)]), (wall[-1], wall[max(-5, -len(wall))])):
+        d = hinge - inner
+        ends.append(hinge + 2.0 * d / max(np.linalg.norm(d), 1e-9))
+    return h_lo, h_hi, np.concatenate([ends[0][None], wall, ends[1][None]])
+
+
+def _apex(contour: np.ndarray, basal_centre: np.ndarray, base_normal: np.ndarray, window_px: float = 1.5) -> np.ndarray:
+    """Boundary point farthest from the basal centre.
+
+    The farthest vertex is refined by a least-squares parabola of the distance against arc
+    length over the stretch of contour within ``window_px`` of the maximum distance: near a
+    blunt apex the distance is flat along the boundary, and the raw argmax jitters with the
+    pixel grid.
+    """
+    d = np.linalg.norm(contour - basal_centre, axis=1)
+    d = np.where((contour - basal_centre) @ base_normal > 0, d, -np.inf)
+    i = int(np.argmax(d))
+    n = len(contour)
+    near = _cyclic_run(d >= d[i] - window_px, i)
+    k_lo = 0
+    while near[(i - k_lo - 1) % n] and k_lo < n // 2:
+        k_lo += 1
+    k_hi = 0
+    while near[(i + k_hi + 1) % n] and k_hi < n // 2:
+        k_hi += 1
+    window = np.arange(i - max(k_lo, 2), i + max(k_hi, 2) + 1) % n
+    seg = np.diff(contour[window], axis=0)
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(seg, axis=1))])
+    coef = np.polyfit(s, d[window], 2)
+    if coef[0] >= 0:
+        return contour[i]
+    s_star = float(np.clip(-coef[1] / (2 * coef[0]), s[0], s[-1]))
+    return np.array([np.interp(s_star, s, contour[window, 0]), np.interp(s_star, s, contour[window, 1])])
+
+
+# ---------------------------------------------------------------------------------------------
+# chords
+# ---------------------------------------------------------------------------------------------
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+
+
+def keypoints_from_landmarks(
+    contour: np.ndarray, hinge_a: np.ndarray, hinge_b: np.ndarray, apex: np.ndarray, *, closed: bool = True
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The 40 keypoints from a boundary and the three landmarks.
+
+    Parameters
+    ----------
+    contour : numpy.ndarray
+        ``(P, 2)`` boundary ``(x, y)``: a closed polygon, or (``closed=False``) the open wall from
+        one hinge around the apex to the other, which keeps the basal chords off the annulus.
+    hinge_a, hinge_b : numpy.ndarray
+        The two annulus hinge points, in any order.
+    apex : numpy.ndarray
+        ``(2,)`` apex.
+
+    Returns
+    -------
+    keypoints : numpy.ndarray
+        ``float32`` ``(40, 2)``; NaN rows where a chord does not meet the boundary.
+    annulus : numpy.ndarray
+        ``(2, 2)`` hinge points ordered image-left, image-right.
+    n_missed : int
+        Number of keypoints that could not be found.
+    """
+    contour = np.asarray(contour, dtype=np.float64)
+    base = (np.asarray(hinge_a, float) + np.asarray(hinge_b, float)) / 2
+    axis = np.asarray(apex, float) - base
+    length = float(np.linalg.norm(axis))
+    if length < 1e-6:
+        raise KeypointError("apex coincides with the basal centre")
+    a = axis / length
+    n = np.array([-a[1], a[0]])  # perpendicular; cross(a, n) > 0, so +n is the image-right side
+    annulus = np.stack([hinge_a, hinge_b]).astype(np.float64)
+    if _cross(a, annulus[0] - base) > 0:
+        annulus = annulus[::-1]
+    centres = base + CHORD_FRACTIONS[:, None] * axis  # (20, 2)
+    nxt = np.roll(contour, -1, axis=0)
+    if not closed:
+        contour, nxt = contour[:-1], contour[1:]
+    g0 = (contour @ a)[None, :] - (centres @ a)[:, None]  # (20, P) signed offset along the axis
+    g1 = (nxt @ a)[None, :] - (centres @ a)[:, None]
+    crosses = (g0 == 0) | (g0 * g1 < 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(crosses, g0 / (g0 - g1), np.nan)  # (20, P) fraction along each polygon edge
+    px = contour[None, :, 0] + w * (nxt[None, :, 0] - contour[None, :, 0])
+    py = contour[None, :, 1] + w * (nxt[None, :, 1] - contour[None, :, 1])
+    s = (px - centres[:, :1]) * n[0] + (py - centres[:, 1:]) * n[1]  # (20, P) signed position on chord
+    keypoints = np.full((N_KEYPOINTS, 2), np.nan)
+    left_s = np.where(s < 0, s, -np.inf).max(axis=1)  # nearest crossing on the left (largest negative)
+    right_s = np.where(s > 0, s, np.inf).min(axis=1)
+    for j in range(N_CHORDS):
+        if np.isfinite(left_s[j]):
+            keypoints[j] = centres[j] + left_s[j] * n
+        if np.isfinite(right_s[j]):
+            keypoints[N_KEYPOINTS - 1 - j] = centres[j] + right_s[j] * n
+    n_missed = int(np.isnan(keypoints[:, 0]).sum())
+    return keypoints.astype(np.float32), annulus, n_missed
+
+
+def mask_keypoints(
+    mask: np.ndarray,
+    *,
+    apex_direction: str | tuple[float, float] | None = "up",
+    sigma: float = 0.7,
+    min_area: int = 40,
+) -> LVGeometry:
+    """The 40 keypoints, annulus, apex and long axis of one LV blood-pool mask.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        ``(H, W)`` binary mask, 1 = LV blood pool (bool or 0/1 integers).
+    apex_direction : {"up", "down", "left", "right"} or (dx, dy) or None
+        Where the apex roughly points in the image ("up" in apical views with the transducer at
+        the top). Used only to choose between flat sides of similar length; ``None`` takes the
+        longest flat side.
+    sigma : float
+        Boundary smoothing in pixels (:func:`boundary_contour`).
+    min_area : int
+        Smallest blood pool in pixels from which 20 chords are meaningful.
+
+    Returns
+    -------
+    LVGeometry
+
+    Raises
+    ------
+    KeypointError
+        Empty, non-binary or too small mask, or no flat basal side. A chord that misses the
+        boundary does not raise: its keypoint is NaN and ``flags`` says so.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[0:112, 0:112]
+    >>> mask = ((((xx - 56) / 18) ** 2 + ((yy - 80) / 50) ** 2) < 1) & (yy <= 80)
+    >>> geo = mask_keypoints(mask)
+    >>> geo.keypoints.shape
+    (40, 2)
+    >>> bool(geo.keypoints[0, 0] < geo.keypoints[39, 0])  # left wall first
+    True
+    """
+    binary, flags = _clean_mask(mask)
+    area = int(binary.sum())
+    if area < min_area:
+        raise KeypointError(f"mask too small for 20 chords ({area} px < min_area={min_area})")
+    contour = boundary_contour(binary, sigma=sigma)
+    if isinstance(apex_direction, str):
+        if apex_direction not in _DIRECTIONS:
+            raise ValueError(f"apex_direction must be one of {sorted(_DIRECTIONS)} or (dx, dy), got {apex_direction!r}")
+        apex_direction = _DIRECTIONS[apex_direction]
+    h1, h2, wall = _annulus(contour, apex_direction)
+    if np.linalg.norm(h2 - h1) < 2.0:
+        raise KeypointError("no flat basal side found (annulus shorter than 2 px)")
+    basal_centre = (h1 + h2) / 2
+    u = (h2 - h1) / np.linalg.norm(h2 - h1)
+    normal = np.array([-u[1], u[0]])
+    if np.dot(contour.mean(axis=0) - basal_centre, normal) < 0:
+        normal = -normal
+    apex = _apex(contour, basal_centre, normal)
+    keypoints, annulus, missed = keypoints_from_landmarks(wall, h1, h2, apex, closed=False)
+    if missed:
+        flags.append(f"chord missed boundary ({missed} keypoint(s) NaN)")
+    return LVGeometry(
+        keypoints=keypoints,
+        apex=apex.astype(np.float32),
+        annulus=annulus.astype(np.float32),
+        basal_centre=basal_centre.astype(np.float32),
+        length=float(np.linalg.norm(apex - basal_centre)),
+        flags=tuple(flags),
+    )
+
+
+def keypoints_to_polygon(keypoints: np.ndarray) -> np.ndarray:
+    """The closed boundary polygon through the keypoints in order 0 … 39 (NaN rows dropped).
+
+    Keypoints walk left base → apex → right base, so the polygon closes along the annulus.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    if kp.shape != (N_KEYPOINTS, 2):
+        raise ValueError(f"keypoints must have shape (40, 2), got {kp.shape}")
+    return kp[~np.isnan(kp).any(axis=1)]
