@@ -23,6 +23,10 @@ _LAZY = {
     "tracing_to_mask": "echonet",
     "read_camus": "nifti",
     "read_nifti": "nifti",
+    "read_camus_cfg": "nifti",
+    "write_nifti": "nifti",
+    "write_label_nifti": "nifti",
+    "write_camus_patient": "nifti",
     "read_cine": "dispatch",
     "FORMATS": "dispatch",
 }

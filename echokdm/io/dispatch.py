@@ -54,6 +54,12 @@ def guess_format(path: str | os.PathLike) -> str:
             return "echonet"
         return "video"
     if name.endswith(NIFTI_SUFFIXES):
+        stem = path.name[: -len(".nii.gz")] if name.endswith(".nii.gz") else path.stem
+        if stem.lower().endswith(("_gt", "_mask", "_seg")):
+            raise ValueError(
+                f"{path}: this looks like a label/mask volume, not an image; read the image file "
+                f"and pass the mask with mask_path= (CAMUS _gt files are found automatically)"
+            )
         return "camus" if CAMUS_NAME.match(path.name) else "nifti"
     if path.is_file() and _is_dicom_file(path):
         return "dicom"
