@@ -1,0 +1,70 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _shapes import simpson_analytic, truncated_ellipse  # noqa: E402
+
+from echokdm.geometry.keypoints import mask_keypoints  # noqa: E402
+from echokdm.geometry.volumes import cardiac_cycle, long_axis_from_keypoints, simpson_volume  # noqa: E402
+
+
+def test_simpson_from_keypoints_equals_the_disc_sum_with_known_axis():
+    _, kp, apex, annulus = truncated_ellipse(tilt_deg=17, cut=6)
+    base, ap, length = long_axis_from_keypoints(kp)
+    np.testing.assert_allclose(base, annulus.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(ap, apex, atol=1e-6)
+    assert float(simpson_volume(kp)) == pytest.approx(simpson_analytic(kp, apex, annulus), rel=1e-9)
+
+
+def test_simpson_units_and_batches():
+    _, kp, *_ = truncated_ellipse()
+    px3 = float(simpson_volume(kp))
+    ml = float(simpson_volume(kp, spacing_mm=(0.5, 0.5)))
+    assert ml == pytest.approx(px3 * 0.125 / 1000)
+    batch = simpson_volume(np.stack([kp, kp * 2]))
+    assert batch.shape == (2,) and batch[1] == pytest.approx(8 * batch[0])
+    kp_nan = kp.copy()
+    kp_nan[5] = np.nan
+    assert np.isnan(simpson_volume(kp_nan))
+
+
+def test_half_ellipsoid_volume_converges_to_analytic():
+    # half prolate spheroid: V = 2/3 * pi * b^2 * a; Simpson with 20 discs is within ~0.5 %
+    _, kp, *_ = truncated_ellipse(size=(400, 400), centre=(200, 250), a=150, b=60, cut=0)
+    assert float(simpson_volume(kp)) == pytest.approx(2 / 3 * np.pi * 60**2 * 150, rel=0.005)
+
+
+def _curve(ef, n_beats, fps=50, hr=75, phase=0.0):
+    t = np.arange(int(n_beats * 60 / hr * fps)) / fps
+    edv = 120.0
+    return edv * (1 - ef / 100 * 0.5 * (1 - np.cos(2 * np.pi * (t * hr / 60 + phase))))
+
+
+def test_cardiac_cycle_finds_each_beat():
+    v = _curve(55, 3.2)
+    cyc = cardiac_cycle(v, fps=50)
+    assert cyc.n_beats == 3
+    np.testing.assert_allclose(cyc.ef, 55, atol=0.5)
+    assert (cyc.ed_frames < cyc.es_frames).all()
+    assert cyc.ef_mean == pytest.approx(55, abs=0.5)
+
+
+def test_cardiac_cycle_less_than_one_beat_is_flagged():
+    v = _curve(40, 0.45)  # starts at ED, ends just before ES
+    cyc = cardiac_cycle(v, fps=50)
+    assert cyc.n_beats == 1 and cyc.flags
+    with pytest.raises(ValueError, match="1-D"):
+        cardiac_cycle(np.zeros((2, 5)))
+
+
+def test_ef_from_masks_of_a_shrinking_shape():
+    vols = []
+    for s in np.concatenate([np.linspace(1, 0.8, 10), np.linspace(0.8, 1, 10)]):
+        mask, *_ = truncated_ellipse(a=38 * s, b=17 * s, cut=10 * s)
+        vols.append(float(simpson_volume(mask_keypoints(mask).keypoints)))
+    cyc = cardiac_cycle(np.array(vols))
+    assert cyc.n_beats == 1
+    assert cyc.ef[0] == pytest.approx(100 * (1 - 0.8**3), abs=2.5)
