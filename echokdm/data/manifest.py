@@ -255,9 +255,9 @@ def _row_from_cine(cine: Cine, candidate: _Candidate, fmt: str, dataset: str | N
         "width": cine.width,
         "spacing_mm": cine.spacing_mm[0] if cine.spacing_mm else None,
         "spacing_y_mm": cine.spacing_mm[1] if cine.spacing_mm else None,
-        "ef_reference": meta.get("ef"),
-        "edv_reference": meta.get("edv"),
-        "esv_reference": meta.get("esv"),
+        "ef_reference": meta.get("ef_percent"),
+        "edv_reference": meta.get("edv_ml"),
+        "esv_reference": meta.get("esv_ml"),
         "split": "",
     }
     row.update({k: v for k, v in candidate.columns.items() if v is not None})

@@ -21,6 +21,7 @@ _LAZY = {
     "read_echonet_clip": "echonet",
     "tracing_to_polygon": "echonet",
     "tracing_to_mask": "echonet",
+    "write_echonet_dataset": "echonet",
     "read_camus": "nifti",
     "read_nifti": "nifti",
     "read_camus_cfg": "nifti",

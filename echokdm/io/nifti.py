@@ -346,9 +346,9 @@ _CFG_KEYS = {
     "ES": ("es_frame", int),
     "NbFrame": ("n_frames", int),
     "ImageQuality": ("image_quality", str),
-    "EF": ("ef", float),
-    "LVedv": ("edv", float),
-    "LVesv": ("esv", float),
+    "EF": ("ef_percent", float),
+    "LVedv": ("edv_ml", float),
+    "LVesv": ("esv_ml", float),
 }
 
 
@@ -383,8 +383,8 @@ def read_camus_cfg(cfg_path: str | os.PathLike) -> dict[str, Any]:
     -------
     dict
         ``ed_frame`` and ``es_frame`` as **0-based** frame indices (CAMUS counts frames from 1:
-        ``ED: 1`` is frame 0), ``n_frames``, ``image_quality``, ``ef`` (percent), ``edv`` and
-        ``esv`` (mL), each only when present. ``Sex``, ``Age`` and unknown keys are ignored:
+        ``ED: 1`` is frame 0), ``n_frames``, ``image_quality``, ``ef_percent``, ``edv_ml`` and
+        ``esv_ml``, each only when present (the same keys as the EchoNet reader). ``Sex``, ``Age`` and unknown keys are ignored:
         metadata holds no personal data.
 
     Raises

@@ -336,7 +336,7 @@ def test_cfg_parsing_zero_based_and_no_personal_data(tmp_path):
     cfg.write_text(CFG)
     out = read_camus_cfg(cfg)
     assert out == {"ed_frame": 0, "es_frame": 11, "n_frames": 20, "image_quality": "Good",
-                   "ef": 51.5, "edv": 100.2, "esv": 48.6}
+                   "ef_percent": 51.5, "edv_ml": 100.2, "esv_ml": 48.6}
     assert not {"Sex", "Age", "sex", "age", "Foo"} & set(out)
 
 
@@ -399,7 +399,7 @@ def test_read_camus_sequence(tmp_path):
     assert_block_top_left(cine.frames)
     np.testing.assert_array_equal(cine.masks, (labels == 1).transpose(2, 1, 0))
     assert cine.metadata["ed_frame"] == 0 and cine.metadata["es_frame"] == 3
-    assert cine.metadata["image_quality"] == "Poor" and cine.metadata["ef"] == 40.0
+    assert cine.metadata["image_quality"] == "Poor" and cine.metadata["ef_percent"] == 40.0
     assert "phase" not in cine.metadata
     assert "64" not in repr(cine.metadata) and "sex" not in repr(cine.metadata).lower()
 
@@ -553,7 +553,7 @@ def test_write_camus_patient_round_trip(tmp_path):
     np.testing.assert_array_equal(seq.masks, labels == 1)
     assert (seq.spacing_mm, seq.fps, seq.view) == ((0.3, 0.15), 40.0, "A4C")
     assert seq.patient_id == pseudonymise("patient0042", "x")
-    expected = {"ed_frame": 1, "es_frame": 4, "n_frames": 6, "ef": 55.5, "edv": 90.0, "esv": 40.05}
+    expected = {"ed_frame": 1, "es_frame": 4, "n_frames": 6, "ef_percent": 55.5, "edv_ml": 90.0, "esv_ml": 40.05}
     assert expected.items() <= seq.metadata.items()
 
     for phase, index in (("ED", 1), ("ES", 4)):
