@@ -14,6 +14,7 @@ from echokdm.io.cine import Cine
 # public name -> submodule that defines it
 _LAZY = {
     "read_dicom": "dicom",
+    "write_dicom": "dicom",
     "read_video": "video",
     "write_video": "video",
     "read_echonet_filelist": "echonet",

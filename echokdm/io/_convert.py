@@ -40,16 +40,15 @@ def to_unit_range(pixels: np.ndarray, max_value: float | None = None) -> np.ndar
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def to_gray_frames(pixels: np.ndarray, max_value: float | None = None, channel_last: bool = True) -> np.ndarray:
-    """Frames of any layout to grayscale ``float32`` ``(T, H, W)`` in [0, 1].
+def to_gray_frames(pixels: np.ndarray, max_value: float | None = None) -> np.ndarray:
+    """Frames to grayscale ``float32`` ``(T, H, W)`` in [0, 1].
 
-    Accepts ``(H, W)``, ``(T, H, W)``, ``(H, W, 3)`` and ``(T, H, W, 3|4)`` arrays. A 3-D array whose
-    last axis is 3 or 4 is read as one colour image when ``channel_last`` is true.
+    The layout is never guessed from sizes: ``(H, W)`` is one gray frame, ``(T, H, W)`` a gray
+    cine and ``(T, H, W, 3|4)`` colour frames (BT.601 luma, alpha ignored). Pass a single colour
+    image as ``image[None]``.
     """
     pixels = np.asarray(pixels)
     if pixels.ndim == 2:
-        pixels = pixels[None]
-    elif pixels.ndim == 3 and channel_last and pixels.shape[-1] in (3, 4) and pixels.shape[0] > 4:
         pixels = pixels[None]
     if pixels.ndim == 4:
         if pixels.shape[-1] not in (3, 4):

@@ -410,8 +410,9 @@ def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
 
 
 def _check_writable(path: Path, overwrite: bool) -> None:
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path.parent}: output folder does not exist (writing {path.name})")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise NotADirectoryError(f"{path.parent}: is not a folder (writing {path.name})")
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder, cannot write a file there")
     if path.exists() and not overwrite:

@@ -55,7 +55,8 @@ def test_to_unit_range_scales_integers_and_floats():
 def test_to_gray_frames_layouts():
     assert to_gray_frames(np.zeros((6, 7), np.uint8)).shape == (1, 6, 7)
     assert to_gray_frames(np.zeros((3, 6, 7), np.uint8)).shape == (3, 6, 7)
-    assert to_gray_frames(np.zeros((6, 7, 3), np.uint8)).shape == (1, 6, 7)
+    assert to_gray_frames(np.zeros((6, 7, 3), np.uint8)[None]).shape == (1, 6, 7)
+    assert to_gray_frames(np.zeros((6, 7, 3), np.uint8)).shape == (6, 7, 3)  # 3-D is always a gray cine
     assert to_gray_frames(np.zeros((2, 6, 7, 3), np.uint8)).shape == (2, 6, 7)
     with pytest.raises(ValueError, match="shape"):
         to_gray_frames(np.zeros((2, 6, 7, 5)))

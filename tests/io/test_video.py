@@ -200,8 +200,11 @@ def test_bad_arguments_are_refused(tmp_path):
         write_video(tmp_path / "a.mp4", frames, fps=25, quality=99)
     with pytest.raises(ValueError, match="quality"):
         write_video(tmp_path / "a.gif", frames, fps=25, quality=3)
-    with pytest.raises(FileNotFoundError, match="missing"):
-        write_video(tmp_path / "missing" / "a.avi", frames, fps=25)
+    # a missing output folder is created; a file where the folder should be is refused
+    assert write_video(tmp_path / "new" / "a.avi", frames, fps=25).exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError, match="afile"):
+        write_video(tmp_path / "afile" / "a.avi", frames, fps=25)
 
 
 # --------------------------------------------------------------------------------------------

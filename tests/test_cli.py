@@ -1,0 +1,86 @@
+"""The echokdm command: help, demo, manifest, info, preview — run in-process through main()."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from echokdm.cli import build_parser, main
+from echokdm.io import write_video
+
+
+def test_help_lists_every_subcommand_and_each_has_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    commands = [a for a in build_parser()._subparsers._group_actions[0].choices]
+    assert {"demo", "manifest", "info", "preview"} <= set(commands)
+    for cmd in commands:
+        assert cmd in out
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "echokdm", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("echokdm ")
+
+
+@pytest.mark.slow
+def test_demo_writes_manifest_and_preview_and_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("manifest.csv", "preview/us_cine_first.png", "preview/us_cine_middle.png",
+                 "preview/us_cine_last.png", "preview/us_cine.mp4"):
+        assert (out / name).stat().st_size > 0, name
+        assert name.split("/")[-1] in printed
+    from echokdm.data.manifest import load_manifest
+    from echokdm.io import read_video
+
+    m = load_manifest(out / "manifest.csv")
+    assert len(m) == 1 and int(m.n_frames[0]) == 30 and m.fps[0] == pytest.approx(30, rel=0.01)
+    assert read_video(out / "preview" / "us_cine.mp4").n_frames == 30
+    before = (out / "manifest.csv").read_bytes()
+    assert main(["demo", "--out", str(out), "--no-progress"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "manifest.csv").read_bytes() == before
+    assert main(["demo", "--out", str(out), "--no-progress", "--overwrite"]) == 0
+
+
+def test_manifest_build_check_and_skipped_report(tmp_path, capsys):
+    data = tmp_path / "data"
+    frames = np.random.default_rng(0).random((5, 16, 16)).astype(np.float32)
+    write_video(data / "a.avi", frames, fps=25)
+    write_video(data / "b.avi", frames, fps=25)
+    (data / "c.avi").write_bytes(b"junk")
+    out = tmp_path / "m.csv"
+    assert main(["manifest", str(data), "--format", "video", "-o", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 clip(s)" in printed and "c.avi" in printed
+    skipped = (tmp_path / "m_skipped.csv").read_text().splitlines()
+    assert len(skipped) == 2 and skipped[1].split(",")[0].endswith("c.avi")
+    assert main(["manifest", "--check", str(out)]) == 0
+    assert "OK, 2 clip(s)" in capsys.readouterr().out
+    # a broken manifest: one line per problem, exit 1
+    text = out.read_text().replace(",train", ",training").replace(",val", ",training").replace(",test", ",training")
+    out.write_text(text)
+    assert main(["manifest", "--check", str(out)]) == 1
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.strip()]
+    assert len(lines) == 2 and all("split 'training'" in l for l in lines)
+    assert main(["manifest", str(data), "--format", "video", "-o", str(out), "--no-progress"]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_info_and_preview(tmp_path, capsys):
+    frames = np.random.default_rng(0).random((7, 20, 30)).astype(np.float32)
+    clip = write_video(tmp_path / "x.mp4", frames, fps=10)
+    assert main(["info", str(clip)]) == 0
+    assert "7x20x30" in capsys.readouterr().out
+    assert main(["preview", str(clip), "-o", str(tmp_path / "prev")]) == 0
+    assert (tmp_path / "prev" / "x_middle.png").exists() and (tmp_path / "prev" / "x.mp4").exists()
+    assert main(["info", str(tmp_path / "missing.avi")]) == 1
+    assert "missing.avi" in capsys.readouterr().err
