@@ -59,9 +59,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"[2/3] manifest: {manifest_path} ({len(scan.manifest)} clip: {int(row.n_frames)} frames "
           f"{int(row.height)}x{int(row.width)} at {row.fps:.1f} fps, spacing {row.spacing_mm:.3f} mm)")
 
-    cine = read_cine(data_copy, "dicom", crop_to_fan=True)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cine = read_cine(data_copy, "dicom", crop_to_fan=True)
     written = write_preview(cine, out / "preview", stem="us_cine", overwrite=args.overwrite)
-    print(f"[3/3] preview (cropped to the ultrasound fan, {cine.height}x{cine.width}):")
+    print(f"[3/3] preview (cropped to the ultrasound fan by {cine.metadata.get('crop_method')}, "
+          f"{cine.height}x{cine.width}):")
+    for w in caught:
+        print(f"  note: {w.message}")
     for name, path in written.items():
         print(f"  {name:>6}: {path}")
     print(f"\nDone. Outputs are in {out.resolve()}")

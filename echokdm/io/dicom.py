@@ -540,9 +540,12 @@ def _clip_region_box(
                       "cropping by motion instead", EchoKDMWarning, stacklevel=4)
         return None
     if overshoot > 1:  # one pixel is common (a corner written as exclusive): clip silently
+        # the region was drawn for another image size (e.g. the image was downsampled after
+        # calibration), so its box would cut the fan: find the fan by motion instead
         warnings.warn(f"{path}: calibration region {box} extends beyond the {width}x{height} image "
-                      f"and was clipped to {clipped} (the calibration may belong to another image "
-                      "size)", EchoKDMWarning, stacklevel=4)
+                      "(it may belong to another image size, and so may its spacing); cropping by "
+                      "motion instead", EchoKDMWarning, stacklevel=4)
+        return None
     return clipped
 
 
