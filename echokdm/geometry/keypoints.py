@@ -39,6 +39,8 @@ __all__ = [
     "mask_keypoints",
     "keypoints_from_landmarks",
     "keypoints_to_polygon",
+    "keypoints_to_mask",
+    "tracing_keypoints",
 ]
 
 N_CHORDS = 20
@@ -490,3 +492,72 @@ def keypoints_to_polygon(keypoints: np.ndarray) -> np.ndarray:
     if kp.shape != (N_KEYPOINTS, 2):
         raise ValueError(f"keypoints must have shape (40, 2), got {kp.shape}")
     return kp[~np.isnan(kp).any(axis=1)]
+
+
+def keypoints_to_mask(keypoints: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Filled polygon through the 40 keypoints (closed along the annulus), ``uint8`` ``(H, W)``.
+
+    Pixels whose centre lies inside the polygon are 1. NaN keypoints are skipped.
+    """
+    from skimage.draw import polygon
+
+    poly = keypoints_to_polygon(keypoints)
+    mask = np.zeros(shape, dtype=np.uint8)
+    if len(poly) >= 3:
+        rr, cc = polygon(poly[:, 1], poly[:, 0], shape=shape)
+        mask[rr, cc] = 1
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# EchoNet tracings
+# ---------------------------------------------------------------------------------------------
+
+
+def tracing_keypoints(segments: np.ndarray) -> LVGeometry:
+    """The 40 keypoints from an EchoNet-style tracing, resampled to the chords of DESIGN.md.
+
+    Parameters
+    ----------
+    segments : numpy.ndarray
+        ``(K, 4)`` rows ``(x1, y1, x2, y2)``: row 0 the long axis (one end at the apex, the
+        other at the mitral annulus midpoint), rows 1 … K-1 the chords perpendicular to it.
+
+    The traced boundary is the chord ends on each side plus the apex. Its basal ends are
+    extended along the wall to the annulus plane (the line through the axis' basal end,
+    perpendicular to the axis) to give the hinge points, so the long axis is the traced one;
+    the 20 chords are then re-cut at ``t_j = (j + 0.5) / 20`` whatever the tracing's own
+    chord positions were. The apex end of the axis is the one next to the shorter chords.
+    """
+    seg = np.asarray(segments, dtype=np.float64)
+    if seg.ndim != 2 or seg.shape[1] != 4 or len(seg) < 4:
+        raise KeypointError(f"a tracing needs (K, 4) segments with K >= 4 (axis + 3 chords), got shape {seg.shape}")
+    p, q = seg[0, :2], seg[0, 2:]
+    if np.linalg.norm(q - p) < 1e-6:
+        raise KeypointError("the tracing's long axis has zero length")
+    u = (q - p) / np.linalg.norm(q - p)
+    ends_a, ends_b = seg[1:, :2], seg[1:, 2:]
+    mids = (ends_a + ends_b) / 2
+    s = (mids - p) @ u  # position of each chord along p -> q
+    lengths = np.linalg.norm(ends_b - ends_a, axis=1)
+    slope = np.polyfit(s, lengths, 1)[0] if np.ptp(s) > 0 else 0.0
+    apex, base = (q, p) if slope < 0 else (p, q)
+    axis = apex - base
+    a = axis / np.linalg.norm(axis)
+    order = np.argsort((mids - base) @ a)  # basal -> apical
+    ends_a, ends_b = ends_a[order], ends_b[order]
+    # put each chord's ends on the same sides: left (negative cross product) first
+    swap = _cross(a, ends_a - base) > 0
+    left = np.where(swap[:, None], ends_b, ends_a)
+    right = np.where(swap[:, None], ends_a, ends_b)
+    hinges = []
+    for side in (left, right):
+        d = side[0] - side[min(2, len(side) - 1)]  # wall direction towards the base
+        along = np.dot(side[0] - base, a)
+        denom = np.dot(d, a)
+        hinges.append(side[0] - along / denom * d if abs(denom) > 1e-9 else side[0] - along * a)
+    wall = np.concatenate([hinges[0][None], left, apex[None], right[::-1], hinges[1][None]])
+    keypoints, annulus, missed = keypoints_from_landmarks(wall, hinges[0], hinges[1], apex, closed=False)
+    flags = (f"chord missed boundary ({missed} keypoint(s) NaN)",) if missed else ()
+    return LVGeometry(keypoints, apex.astype(np.float32), annulus.astype(np.float32),
+                      ((annulus[0] + annulus[1]) / 2).astype(np.float32), float(np.linalg.norm(axis)), flags)

@@ -119,3 +119,43 @@ def test_bad_masks_raise_clear_errors_or_flag():
     assert any("holes filled" in f for f in geo.flags)
     edge, *_ = truncated_ellipse(centre=(56, 30), a=38, b=17, cut=10)  # apex cut by the top border
     assert "touches border" in mask_keypoints(edge).flags
+
+
+def _tracing_from_shape(kp, apex, annulus, n_chords=20, offset=0.0, flip=False):
+    """EchoNet-like tracing of an analytic shape: axis row then chords at their own positions."""
+    base = annulus.mean(axis=0)
+    axis = apex - base
+    t = np.linspace(0.05, 0.95, n_chords) + offset
+    # chord ends by interpolating the analytic keypoints along the axis
+    a = axis / np.linalg.norm(axis)
+    left, right = kp[:20], kp[::-1][:20]
+    tl = (left - base) @ a / np.linalg.norm(axis)
+    rows = [np.concatenate([apex, base]) if not flip else np.concatenate([base, apex])]
+    for tj in t:
+        lx, ly = np.interp(tj, tl, left[:, 0]), np.interp(tj, tl, left[:, 1])
+        rx, ry = np.interp(tj, tl, right[:, 0]), np.interp(tj, tl, right[:, 1])
+        rows.append([rx, ry, lx, ly] if flip else [lx, ly, rx, ry])
+    return np.array(rows[:1] + (rows[1:][::-1] if flip else rows[1:]))
+
+
+def test_tracing_keypoints_resample_to_design_chords():
+    from echokdm.geometry.keypoints import tracing_keypoints
+
+    _, kp, apex, annulus = truncated_ellipse(size=(224, 224), centre=(112, 120), a=76, b=34, cut=14, tilt_deg=12)
+    for flip in (False, True):
+        geo = tracing_keypoints(_tracing_from_shape(kp, apex, annulus, flip=flip))
+        np.testing.assert_allclose(geo.apex, apex, atol=1e-4)  # the traced axis is kept
+        np.testing.assert_allclose(geo.basal_centre, annulus.mean(axis=0), atol=0.3)
+        err = np.linalg.norm(geo.keypoints - kp, axis=1)
+        assert np.median(err) < 0.1 and err[1:19].max() < 0.5 and err[21:39].max() < 0.5
+        # apical pair: between the last traced chord and the apex the wall is a straight line
+        assert err.max() < 3.0
+
+
+def test_keypoints_to_mask_matches_the_source_mask():
+    from echokdm.geometry.keypoints import keypoints_to_mask
+
+    mask, kp, *_ = truncated_ellipse(tilt_deg=-12)
+    rebuilt = keypoints_to_mask(mask_keypoints(mask).keypoints, mask.shape)
+    dice = 2 * (rebuilt & mask).sum() / (rebuilt.sum() + mask.sum())
+    assert dice > 0.95 and rebuilt.dtype == np.uint8
