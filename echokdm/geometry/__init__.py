@@ -1,0 +1,41 @@
+"""Cardiac geometry: keypoints, Simpson volumes, EF, and the package's one ``warp``.
+
+Submodules are imported on first use so that ``import echokdm.geometry`` stays cheap (no torch,
+no scipy until a function needs them).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# public name -> submodule that defines it
+_LAZY = {
+    "warp": "flow",
+    "flow_to_grid": "flow",
+    "transport_keypoints": "flow",
+    "compose_flows": "flow",
+    "N_KEYPOINTS": "keypoints",
+    "CHORD_FRACTIONS": "keypoints",
+    "KeypointError": "keypoints",
+    "LVGeometry": "keypoints",
+    "mask_keypoints": "keypoints",
+    "tracing_keypoints": "keypoints",
+    "keypoints_to_mask": "keypoints",
+    "boundary_contour": "keypoints",
+    "simpson_volume": "volumes",
+    "cardiac_cycle": "volumes",
+    "CardiacCycle": "volumes",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f"echokdm.geometry.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'echokdm.geometry' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

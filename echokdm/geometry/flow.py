@@ -1,0 +1,259 @@
+"""Backward warping with dense flow: the one ``warp`` of echokdm.
+
+Convention (shared/DESIGN.md). A flow is ``(2, H, W)`` (or batched ``(B, 2, H, W)``): channel 0
+is ``dx`` (columns), channel 1 is ``dy`` (rows), in pixels, defined on the *target* grid and
+pointing into the *source*::
+
+    warp(source, flow)[y, x] = source(y + dy[y, x], x + dx[y, x])
+
+sampled bilinearly with border padding (coordinates outside the image are clamped to the edge).
+Integer coordinates are pixel centres, origin top-left. A target keypoint ``q = (x, y)``
+therefore corresponds to the source point ``q + flow(q)``.
+
+Every function takes numpy arrays or torch tensors and returns the same kind. The numpy path
+uses :func:`scipy.ndimage.map_coordinates` (``order=1, mode="nearest"``, which is exactly border
+padding for bilinear interpolation); the torch path uses
+:func:`torch.nn.functional.grid_sample` with ``align_corners=True`` and ``padding_mode="border"``.
+The two agree to float32 rounding. torch is imported only when a tensor is passed, so
+``import echokdm.geometry`` stays light.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+__all__ = ["warp", "flow_to_grid", "transport_keypoints", "compose_flows"]
+
+_MODES = ("bilinear", "nearest")
+
+
+def _is_tensor(x: Any) -> bool:
+    """True for a torch tensor, without importing torch (a tensor implies torch is loaded)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _check_flow(flow: Any, name: str = "flow") -> tuple[int, int]:
+    """Validate a ``(2, H, W)`` or ``(B, 2, H, W)`` flow; return ``(H, W)``."""
+    shape = tuple(flow.shape)
+    if len(shape) not in (3, 4) or shape[-3] != 2:
+        raise ValueError(f"{name} must have shape (2, H, W) or (B, 2, H, W) with channels (dx, dy), got {shape}")
+    return shape[-2], shape[-1]
+
+
+def _batch_shapes(source: Any, flow: Any) -> tuple[tuple[int, int, int, int], int]:
+    """Check that source and flow fit together.
+
+    Returns the source viewed as ``(B, C, H, W)`` and the flow's batch size (0 for an
+    unbatched ``(2, H, W)`` flow, which applies to every source image).
+    """
+    h, w = _check_flow(flow)
+    src = tuple(source.shape)
+    if len(src) not in (2, 3, 4):
+        raise ValueError(f"source must have shape (H, W), (C, H, W) or (B, C, H, W), got {src}")
+    if src[-2:] != (h, w):
+        raise ValueError(f"source spatial size {src[-2:]} differs from the flow's (H, W) = {(h, w)}")
+    flow_batch = flow.shape[0] if flow.ndim == 4 else 0
+    if flow_batch and len(src) != 4:
+        raise ValueError(f"a batched flow {tuple(flow.shape)} needs a batched source (B, C, H, W), got {src}")
+    if flow_batch and src[0] != flow_batch:
+        raise ValueError(f"source batch {src[0]} differs from flow batch {flow_batch}")
+    bchw = (1,) * (4 - len(src)) + src
+    return bchw, flow_batch
+
+
+def warp(source: Any, flow: Any, *, mode: str = "bilinear") -> Any:
+    """Backward-warp ``source`` with ``flow`` (shared/DESIGN.md convention).
+
+    ``out[..., y, x] = source[..., y + dy[y, x], x + dx[y, x]]``, interpolated, with coordinates
+    outside the image clamped to the border.
+
+    Parameters
+    ----------
+    source : numpy.ndarray or torch.Tensor
+        ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` image(s) to sample from.
+    flow : numpy.ndarray or torch.Tensor
+        ``(2, H, W)`` (applied to every image) or ``(B, 2, H, W)`` (one per batch item; needs a
+        ``(B, C, H, W)`` source). Channel 0 = dx (columns), channel 1 = dy (rows), in pixels, on
+        the target grid, pointing into the source. Same kind (numpy/torch) as ``source``.
+    mode : {"bilinear", "nearest"}
+        Interpolation. ``"nearest"`` suits label masks; ties at exactly half a pixel may round
+        differently in numpy and torch.
+
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor
+        Same shape as ``source``; floating sources keep their dtype, others become float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.arange(12, dtype=np.float32).reshape(3, 4)
+    >>> shift = np.zeros((2, 3, 4), np.float32); shift[0] = 1.0   # sample one column to the right
+    >>> warp(img, shift)[0].tolist()
+    [1.0, 2.0, 3.0, 3.0]
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if _is_tensor(source) != _is_tensor(flow):
+        raise TypeError("source and flow must both be numpy arrays or both be torch tensors, "
+                        f"got {type(source).__name__} and {type(flow).__name__}")
+    if _is_tensor(source):
+        return _warp_torch(source, flow, mode)
+    return _warp_numpy(np.asarray(source), np.asarray(flow), mode)
+
+
+def _warp_numpy(source: np.ndarray, flow: np.ndarray, mode: str) -> np.ndarray:
+    from scipy import ndimage
+
+    (b, c, h, w), flow_batch = _batch_shapes(source, flow)
+    dtype = source.dtype if np.issubdtype(source.dtype, np.floating) else np.dtype(np.float32)
+    work = np.float64 if dtype == np.float64 else np.float32  # scipy interpolates float32/64 only
+    planes = source.reshape(b, c, h, w).astype(work, copy=False)  # (B, C, H, W)
+    flows = flow.reshape(-1, 2, h, w).astype(np.float64)  # (B or 1, 2, H, W)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)  # (H, W) each
+    out = np.empty((b, c, h, w), dtype=work)
+    order = 1 if mode == "bilinear" else 0
+    for i in range(b):
+        f = flows[i if flow_batch else 0]
+        coords = np.stack([yy + f[1], xx + f[0]])  # (2, H, W) as (row, col)
+        for j in range(c):
+            # mode="nearest" extends the edge values, i.e. clamps the sample point to the image
+            out[i, j] = ndimage.map_coordinates(planes[i, j], coords, order=order, mode="nearest")
+    return out.astype(dtype, copy=False).reshape(source.shape)
+
+
+def _warp_torch(source: Any, flow: Any, mode: str) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    (b, c, h, w), flow_batch = _batch_shapes(source, flow)
+    dtype = source.dtype if source.is_floating_point() else torch.float32
+    src = source.reshape(b, c, h, w).to(dtype)  # (B, C, H, W)
+    grid = flow_to_grid(flow.to(device=source.device))  # (B or 1, H, W, 2)
+    if not flow_batch:
+        grid = grid.reshape(1, h, w, 2).expand(b, h, w, 2)
+    out = F.grid_sample(src, grid.to(dtype), mode=mode, padding_mode="border", align_corners=True)
+    return out.reshape(source.shape)
+
+
+def flow_to_grid(flow: Any) -> Any:
+    """Sampling grid of a flow, normalised for ``grid_sample(..., align_corners=True)``.
+
+    With ``align_corners=True`` the normalised coordinates -1 and +1 are the *centres* of the
+    first and last pixels, so pixel coordinate ``x`` (integer = pixel centre) maps to
+    ``x_norm = 2 x / (W - 1) - 1`` (and likewise ``y_norm = 2 y / (H - 1) - 1``). A size-1 axis maps
+    to 0.
+
+    Parameters
+    ----------
+    flow : numpy.ndarray or torch.Tensor
+        ``(2, H, W)`` or ``(B, 2, H, W)`` flow, channels (dx, dy) in pixels.
+
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor
+        ``(H, W, 2)`` or ``(B, H, W, 2)`` grid whose last axis is ``(x_norm, y_norm)`` of the
+        sample point ``(x + dx, y + dy)``; float32 unless the flow is float64.
+    """
+    h, w = _check_flow(flow)
+    sx = 2.0 / (w - 1) if w > 1 else 0.0  # pixels -> normalised units, align_corners=True
+    sy = 2.0 / (h - 1) if h > 1 else 0.0
+    if _is_tensor(flow):
+        import torch
+
+        dtype = flow.dtype if flow.is_floating_point() else torch.float32
+        yy, xx = torch.meshgrid(torch.arange(h, dtype=dtype, device=flow.device),
+                                torch.arange(w, dtype=dtype, device=flow.device), indexing="ij")
+        fx, fy = flow.to(dtype).unbind(-3)  # each (..., H, W)
+        return torch.stack([(xx + fx) * sx - 1.0, (yy + fy) * sy - 1.0], dim=-1)
+    flow = np.asarray(flow)
+    dtype = np.float64 if flow.dtype == np.float64 else np.float32
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    fx, fy = flow[..., 0, :, :], flow[..., 1, :, :]
+    return np.stack([(xx + fx) * sx - 1.0, (yy + fy) * sy - 1.0], axis=-1).astype(dtype)
+
+
+def _sample_points(flow: Any, points: Any) -> Any:
+    """Bilinear, border-clamped samples of ``flow`` (B, 2, H, W) at ``points`` (B, N, 2) (x, y)."""
+    if _is_tensor(flow):
+        import torch.nn.functional as F
+
+        h, w = flow.shape[-2:]
+        sx = 2.0 / (w - 1) if w > 1 else 0.0
+        sy = 2.0 / (h - 1) if h > 1 else 0.0
+        grid = (points.to(flow.dtype) * points.new_tensor([sx, sy]).to(flow.dtype) - 1.0)[:, None]  # (B, 1, N, 2)
+        out = F.grid_sample(flow, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        return out[:, :, 0].transpose(1, 2)  # (B, N, 2)
+    from scipy import ndimage
+
+    out = np.empty(points.shape, dtype=np.float64)
+    for i in range(flow.shape[0]):
+        coords = np.stack([points[i, :, 1], points[i, :, 0]])  # (2, N) as (row, col)
+        for ch in range(2):
+            out[i, :, ch] = ndimage.map_coordinates(flow[i, ch].astype(np.float64), coords, order=1, mode="nearest")
+    return out
+
+
+def transport_keypoints(keypoints_target: Any, flow: Any) -> Any:
+    """Source positions of target keypoints: ``q + flow(q)``, the flow sampled at sub-pixel ``q``.
+
+    Parameters
+    ----------
+    keypoints_target : numpy.ndarray or torch.Tensor
+        ``(N, 2)`` (with a ``(2, H, W)`` flow) or ``(B, N, 2)`` (with ``(B, 2, H, W)``) keypoints
+        ``(x, y)`` in pixels of the target frame. Rows of NaN stay NaN.
+    flow : numpy.ndarray or torch.Tensor
+        Flow in the shared/DESIGN.md convention (target grid, pointing into the source).
+
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor
+        Same shape as ``keypoints_target``: the corresponding ``(x, y)`` in the source frame,
+        the flow sampled bilinearly with border clamping (as :func:`warp`). Floating keypoints
+        keep their dtype; others become float32.
+    """
+    if not _is_tensor(flow):
+        flow, keypoints_target = np.asarray(flow), np.asarray(keypoints_target)
+    _check_flow(flow)
+    kp_shape = tuple(keypoints_target.shape)
+    expected = 3 if flow.ndim == 4 else 2
+    if len(kp_shape) != expected or kp_shape[-1] != 2 or (expected == 3 and kp_shape[0] != flow.shape[0]):
+        want = "(B, N, 2) with B = the flow's batch" if expected == 3 else "(N, 2)"
+        raise ValueError(f"keypoints must have shape {want} (x, y) for a flow of shape {tuple(flow.shape)}, "
+                         f"got {kp_shape}")
+    flows = flow.reshape(-1, *flow.shape[-3:])  # (B, 2, H, W)
+    if _is_tensor(keypoints_target):
+        import torch
+
+        dtype = keypoints_target.dtype if keypoints_target.is_floating_point() else torch.float32
+        pts = keypoints_target.reshape(flows.shape[0], -1, 2).to(dtype)  # (B, N, 2)
+        missing = torch.isnan(pts).any(-1, keepdim=True)
+        moved = pts + _sample_points(flows.to(dtype), torch.nan_to_num(pts))
+        return torch.where(missing, torch.full_like(moved, float("nan")), moved).reshape(kp_shape)
+    kp = np.asarray(keypoints_target)
+    dtype = kp.dtype if np.issubdtype(kp.dtype, np.floating) else np.dtype(np.float32)
+    pts = kp.reshape(flows.shape[0], -1, 2).astype(np.float64)  # (B, N, 2)
+    missing = np.isnan(pts).any(-1, keepdims=True)
+    moved = pts + _sample_points(np.asarray(flows), np.nan_to_num(pts))
+    return np.where(missing, np.nan, moved).astype(dtype).reshape(kp_shape)
+
+
+def compose_flows(flow_ab: Any, flow_bc: Any) -> Any:
+    """The flow from frame a to frame c through b.
+
+    With ``frame_b = warp(frame_a, flow_ab)`` and ``frame_c = warp(frame_b, flow_bc)``, the result
+    ``flow_ac`` gives ``frame_c ≈ warp(frame_a, flow_ac)``:
+    ``flow_ac(q) = flow_bc(q) + flow_ab(q + flow_bc(q))`` (``flow_ab`` sampled bilinearly, border
+    clamped). Shapes ``(2, H, W)`` or ``(B, 2, H, W)``, both the same.
+    """
+    if not _is_tensor(flow_ab):
+        flow_ab, flow_bc = np.asarray(flow_ab), np.asarray(flow_bc)
+    _check_flow(flow_ab, "flow_ab")
+    _check_flow(flow_bc, "flow_bc")
+    if tuple(flow_ab.shape) != tuple(flow_bc.shape):
+        raise ValueError(f"flow_ab {tuple(flow_ab.shape)} and flow_bc {tuple(flow_bc.shape)} must have the same shape")
+    return flow_bc + warp(flow_ab, flow_bc)
