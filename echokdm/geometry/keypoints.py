@@ -107,21 +107,29 @@ def _clean_mask(mask: np.ndarray) -> tuple[np.ndarray, list[str]]:
             f"mask must be binary (0 = background, 1 = LV blood pool), found values {values[:10].tolist()}; "
             "map multi-label masks first (e.g. mask == 1)"
         )
-    binary = mask.astype(bool)
-    if not binary.any():
+    full = mask.astype(bool)
+    rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
+    if rows.size == 0:
         raise KeypointError("mask is empty")
     flags = []
+    if rows[0] == 0 or cols[0] == 0 or rows[-1] == full.shape[0] - 1 or cols[-1] == full.shape[1] - 1:
+        flags.append("touches border")
+    # work on the bounding box (plus a 1 px margin so holes touching it are seen as holes)
+    r0, r1 = max(rows[0] - 1, 0), min(rows[-1] + 2, full.shape[0])
+    c0, c1 = max(cols[0] - 1, 0), min(cols[-1] + 2, full.shape[1])
+    binary = full[r0:r1, c0:c1]
     labels, n = ndimage.label(binary)
     if n > 1:
         sizes = np.bincount(labels.ravel())[1:]
         binary = labels == (int(np.argmax(sizes)) + 1)
         flags.append(f"several components ({n}; kept the largest, {int(sizes.max())} px)")
     filled = ndimage.binary_fill_holes(binary)
-    if filled.sum() > binary.sum():
-        flags.append(f"holes filled ({int(filled.sum() - binary.sum())} px)")
-    if filled[0].any() or filled[-1].any() or filled[:, 0].any() or filled[:, -1].any():
-        flags.append("touches border")
-    return filled, flags
+    n_filled = int(filled.sum() - binary.sum())
+    if n_filled:
+        flags.append(f"holes filled ({n_filled} px)")
+    out = np.zeros_like(full)
+    out[r0:r1, c0:c1] = filled
+    return out, flags
 
 
 def boundary_contour(mask: np.ndarray, sigma: float = 0.7) -> np.ndarray:
@@ -184,14 +192,14 @@ def _hull_runs(contour: np.ndarray, flat_tol: float) -> list[tuple[np.ndarray, n
     angles = np.arctan2(edges[:, 1], edges[:, 0])
     turn = np.abs(np.angle(np.exp(1j * (angles - np.roll(angles, 1)))))  # turn at each hull vertex
     order = (int(np.argmax(turn)) + np.arange(n + 1)) % n  # start at the sharpest corner, wrap once
+    pts = hull[order].tolist()  # plain floats: the runs are short and numpy overhead dominates
     runs = []
     first = 0
     for k in range(2, n + 1):
-        pts = hull[order[first : k + 1]]
-        a, b = pts[0], pts[-1]
-        u = (b - a) / max(np.linalg.norm(b - a), 1e-9)
-        off = np.abs((pts - a) @ np.array([-u[1], u[0]]))
-        if off.max() > flat_tol:
+        (ax, ay), (bx, by) = pts[first], pts[k]
+        norm = math.hypot(bx - ax, by - ay) or 1e-9
+        nx, ny = -(by - ay) / norm, (bx - ax) / norm
+        if any(abs((x - ax) * nx + (y - ay) * ny) > flat_tol for x, y in pts[first + 1 : k]):
             runs.append((hull[order[first]], hull[order[k - 1]]))
             first = k - 1
     runs.append((hull[order[first]], hull[order[n]]))
@@ -221,16 +229,19 @@ def _cyclic_run(mask: np.ndarray, seed: int) -> np.ndarray:
 def _fit_line(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Total-least-squares line: (centroid, unit direction)."""
     centre = points.mean(axis=0)
-    _, _, vt = np.linalg.svd(points - centre, full_matrices=False)
-    return centre, vt[0]
+    d = points - centre
+    sxx, syy, sxy = float(d[:, 0] @ d[:, 0]), float(d[:, 1] @ d[:, 1]), float(d[:, 0] @ d[:, 1])
+    theta = 0.5 * math.atan2(2.0 * sxy, sxx - syy)  # principal axis of the 2x2 scatter matrix
+    return centre, np.array([math.cos(theta), math.sin(theta)])
 
 
 def _intersect(p: np.ndarray, u: np.ndarray, q: np.ndarray, v: np.ndarray) -> np.ndarray | None:
     """Intersection of lines p + s u and q + r v, None when nearly parallel."""
-    m = np.array([[u[0], -v[0]], [u[1], -v[1]]])
-    if abs(np.linalg.det(m)) < 1e-6:
+    det = v[0] * u[1] - u[0] * v[1]  # det [[u0, -v0], [u1, -v1]]
+    if abs(det) < 1e-6:
         return None
-    s, _ = np.linalg.solve(m, q - p)
+    w = q - p
+    s = (v[0] * w[1] - v[1] * w[0]) / det  # Cramer's rule
     return p + s * u
 
 
