@@ -101,8 +101,8 @@ def _clean_mask(mask: np.ndarray) -> tuple[np.ndarray, list[str]]:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise KeypointError(f"mask must be 2-D (H, W), got shape {mask.shape}")
-    values = np.unique(mask)
-    if not np.isin(values, (0, 1)).all():
+    if mask.dtype != np.bool_ and ((mask != 0) & (mask != 1)).any():
+        values = np.unique(mask)
         raise KeypointError(
             f"mask must be binary (0 = background, 1 = LV blood pool), found values {values[:10].tolist()}; "
             "map multi-label masks first (e.g. mask == 1)"
@@ -187,10 +187,10 @@ def _hull_runs(contour: np.ndarray, flat_tol: float) -> list[tuple[np.ndarray, n
     from scipy.spatial import ConvexHull
 
     hull = contour[ConvexHull(contour).vertices]  # counter-clockwise in (x, y)
-    n = len(hull)
     edges = np.roll(hull, -1, axis=0) - hull
     angles = np.arctan2(edges[:, 1], edges[:, 0])
     turn = np.abs(np.angle(np.exp(1j * (angles - np.roll(angles, 1)))))  # turn at each hull vertex
+    n = len(hull)
     order = (int(np.argmax(turn)) + np.arange(n + 1)) % n  # start at the sharpest corner, wrap once
     pts = hull[order].tolist()  # plain floats: the runs are short and numpy overhead dominates
     runs = []
@@ -265,7 +265,7 @@ def _refine_hinge(contour: np.ndarray, idx: int, step: int, base_p: np.ndarray, 
     return hit
 
 
-def _annulus(contour: np.ndarray, apex_direction: tuple[float, float] | None, flat_tol: float = 0.6):
+def _annulus(contour: np.ndarray, apex_direction: tuple[float, float] | None, flat_tol: float = 0.8):
     """Hinge points of the flat basal side and the wall between them.
 
     Returns the two hinge points (unordered) and the wall: an open polyline from the first hinge
@@ -304,17 +304,18 @@ def _annulus(contour: np.ndarray, apex_direction: tuple[float, float] | None, fl
         seed = int(np.nonzero(flat)[0][flat.sum() // 2])
         flat = _cyclic_run(near, seed)
     base_p, base_u = _fit_line(contour[flat])
-    proj = (contour - base_p) @ base_u
-    idx = np.nonzero(flat)[0]
-    lo, hi = idx[np.argmin(proj[idx])], idx[np.argmax(proj[idx])]
-    # walk away from the flat run onto the wall: the neighbour that is not flat
     n = len(contour)
-    step = 1 if not flat[(lo + 1) % n] else -1  # direction from the lo end onto the wall
-    h_lo = _refine_hinge(contour, int(lo), step, base_p, base_u)
-    h_hi = _refine_hinge(contour, int(hi), -step, base_p, base_u)
-    # the wall: from one hinge around the apex to the other, without the basal side
-    count = ((hi - lo) * step) % n
-    wall = np.concatenate([h_lo[None], contour[(lo + step * np.arange(1, count)) % n], h_hi[None]])
+    if flat.all():
+        raise KeypointError("no flat basal side found (the whole boundary is straight)")
+    # ends of the flat run in contour order; the wall is everything else, around the apex
+    idx = np.nonzero(flat)[0]
+    run_start = int(idx[~flat[(idx - 1) % n]][0])
+    run_end = int(idx[~flat[(idx + 1) % n]][0])
+    h_end = _refine_hinge(contour, run_end, 1, base_p, base_u)
+    h_start = _refine_hinge(contour, run_start, -1, base_p, base_u)
+    count = (run_start - run_end) % n
+    h_lo, h_hi = h_end, h_start
+    wall = np.concatenate([h_lo[None], contour[(run_end + np.arange(1, count)) % n], h_hi[None]])
     # continue the wall 2 px past each hinge, so that a basal chord that runs a hair below the
     # annulus (chord 0 lies only L/40 above it) still meets the wall instead of the annulus
     ends = []

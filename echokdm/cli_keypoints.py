@@ -1,0 +1,138 @@
+"""The ``echokdm keypoints`` and ``echokdm ef`` commands.
+
+Argument parsing and printing only; the work is done by :mod:`echokdm.metrics.lv_function`.
+:func:`register` adds both commands to the ``echokdm`` parser's subparsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register", "cmd_keypoints", "cmd_ef"]
+
+_DIRECTIONS = ("up", "down", "left", "right")
+
+
+def _check_free(paths: list[Path], overwrite: bool) -> None:
+    """Fail before any work when an output exists and ``--overwrite`` was not given."""
+    clashes = [str(p) for p in paths if p.exists()]
+    if clashes and not overwrite:
+        raise FileExistsError(f"{', '.join(clashes)}: already exist(s); pass --overwrite to replace, "
+                              "or choose another output")
+
+
+def _print_skipped(skipped: list[tuple[str, str]], report: Path | None) -> None:
+    if not skipped:
+        return
+    where = f" (also in {report})" if report else ""
+    print(f"{len(skipped)} item(s) skipped{where}:")
+    for item, reason in skipped:
+        print(f"  {item}: {reason}")
+
+
+def _write_skipped(skipped: list[tuple[str, str]], path: Path, overwrite: bool) -> Path | None:
+    import pandas as pd
+
+    from echokdm.metrics.lv_function import write_table
+
+    if not skipped:
+        return None
+    return write_table(pd.DataFrame(skipped, columns=["item", "reason"]), path, overwrite=overwrite)
+
+
+def _table(args: argparse.Namespace):
+    from echokdm.metrics.lv_function import keypoints_table
+
+    return keypoints_table(args.manifest, smooth_sigma_frames=args.smooth_sigma, apex_direction=args.apex_direction,
+                           progress=not args.no_progress)
+
+
+def cmd_keypoints(args: argparse.Namespace) -> int:
+    """Per-frame keypoints, volume and flags of every clip of a manifest -> .parquet or .csv."""
+    from echokdm.metrics.lv_function import write_table
+
+    output = Path(args.output)
+    if output.suffix.lower() not in (".parquet", ".csv"):
+        raise ValueError(f"{output}: the output must end in .parquet or .csv")
+    skipped_path = output.with_name(output.stem + "_skipped.csv")
+    _check_free([output, skipped_path], args.overwrite)
+    result = _table(args)
+    write_table(result.frames, output, overwrite=args.overwrite)
+    frames = result.frames
+    print(f"wrote {output}: {len(frames)} frame(s) of {len(result.clips)} clip(s) "
+          f"({(frames['mask_source'] == 'mask').sum()} from masks, {(frames['mask_source'] == 'tracing').sum()} "
+          "from tracings)")
+    _print_skipped(result.skipped, _write_skipped(result.skipped, skipped_path, args.overwrite))
+    return 0 if len(result.clips) else 1
+
+
+def _print_summary(summary) -> None:
+    for rec in summary.to_dict("records"):
+        print(f"  {rec['dataset']}: n={rec['n']}, MAE {rec['mae']:.2f} (95% CI {rec['mae_ci_low']:.2f}-"
+              f"{rec['mae_ci_high']:.2f}), bias {rec['bias']:+.2f}, limits of agreement {rec['loa_low']:+.2f} "
+              f"to {rec['loa_high']:+.2f}, Pearson r {rec['pearson_r']:.3f} (EF points)")
+
+
+def cmd_ef(args: argparse.Namespace) -> int:
+    """Per-clip EDV, ESV, EF and beats; agreement with ef_reference and Bland–Altman plot."""
+    from echokdm.metrics.lv_function import ef_agreement, ef_table, plot_ef_agreement, write_table
+
+    out = Path(args.out)
+    paths = {name: out / f"ef_{name}" for name in ("per_clip.csv", "summary.csv", "skipped.csv",
+                                                  "bland_altman.png", "scatter.png")}
+    _check_free(list(paths.values()), args.overwrite)
+    table = _table(args)
+    result = ef_table(table)
+    write_table(result.clips, paths["per_clip.csv"], overwrite=args.overwrite)
+    measured = result.clips["ef"].notna().sum()
+    print(f"wrote {paths['per_clip.csv']}: EF of {measured} of {len(result.clips)} clip(s)")
+    summary = ef_agreement(result.clips)
+    if len(summary):
+        write_table(summary, paths["summary.csv"], overwrite=args.overwrite)
+        plots = plot_ef_agreement(result.clips, out, overwrite=args.overwrite)
+        print(f"agreement with ef_reference (also in {paths['summary.csv']}):")
+        _print_summary(summary)
+        print(f"plots: {plots['bland_altman']}, {plots['scatter']}")
+    else:
+        print("no clip has both an EF and an ef_reference: no agreement summary or plots")
+    skipped = table.skipped + result.skipped
+    _print_skipped(skipped, _write_skipped(skipped, paths["skipped.csv"], args.overwrite))
+    return 0 if measured else 1
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="manifest CSV (see data_manifests/README.md)")
+    p.add_argument("--smooth-sigma", type=float, default=1.0, metavar="FRAMES",
+                   help="Gaussian smoothing of apex/annulus over consecutive labelled frames, in frames; "
+                        "0 for none (default: %(default)s)")
+    p.add_argument("--apex-direction", choices=_DIRECTIONS, default="up",
+                   help="where the apex points in the image (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def register(subparsers) -> None:
+    """Add the ``keypoints`` and ``ef`` commands to an argparse subparsers object.
+
+    Each parser's ``func`` default is the command function: ``args.func(args)`` returns the
+    exit code (0 = success, 1 = nothing could be measured).
+    """
+    p = subparsers.add_parser(
+        "keypoints", help="40 LV keypoints, volume and flags of every labelled frame of a manifest",
+        description="For every clip of MANIFEST and every frame with a mask or tracing: the 40 LV blood-pool "
+                    "keypoints (x0..x39, y0..y39 in pixels), the Simpson volume (mL with pixel spacing, else "
+                    "pixel^3) and flags. Clips without masks or tracings are listed as skipped.")
+    _add_common(p)
+    p.add_argument("-o", "--output", default="keypoints.parquet",
+                   help="output table, .parquet or .csv (default: %(default)s)")
+    p.set_defaults(func=cmd_keypoints)
+
+    p = subparsers.add_parser(
+        "ef", help="EDV, ESV and EF per clip of a manifest, against ef_reference",
+        description="Volumes and ejection fraction per clip (per beat when every frame is labelled, else from "
+                    "the labelled ED/ES frames); against the manifest's ef_reference: MAE, bias, limits of "
+                    "agreement, Pearson r and a Bland-Altman plot.")
+    _add_common(p)
+    p.add_argument("-o", "--out", default=".", help="output folder (default: the current folder)")
+    p.set_defaults(func=cmd_ef)

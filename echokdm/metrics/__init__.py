@@ -1,0 +1,1 @@
+"""Image, flow, keypoint and clinical metrics; per-patient and per-dataset reports."""

@@ -1,0 +1,76 @@
+"""Tests of the ``echokdm keypoints`` and ``echokdm ef`` commands, through register()."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import pytest
+
+from echokdm.cli_keypoints import register
+from echokdm.data.manifest import load_manifest, write_manifest
+from echokdm.data.phantom.export import write_cohort
+
+
+def _run(argv):
+    parser = argparse.ArgumentParser(prog="echokdm")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """Two phantom CAMUS clips plus a manifest that adds one clip without masks."""
+    out = tmp_path_factory.mktemp("cohort")
+    write_cohort(out, 2, "camus", seed=4, fps=30.0, n_beats=1.2, progress=False)
+    manifest = load_manifest(out / "manifest.csv")
+    extra = manifest.iloc[[0]].copy()
+    extra["clip_id"], extra["mask_path"], extra["format"] = "nomask", "", "nifti"
+    write_manifest(pd.concat([manifest, extra]), out / "with_unlabelled.csv")
+    return out
+
+
+def test_keypoints_command_writes_parquet_and_refuses_to_overwrite(cohort, tmp_path, capsys):
+    out = tmp_path / "kp.parquet"
+    assert _run(["keypoints", str(cohort / "with_unlabelled.csv"), "-o", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_parquet(out)
+    assert f"wrote {out}" in printed and f"{len(table)} frame(s) of 2 clip(s)" in printed
+    assert "1 item(s) skipped" in printed and "nomask" in printed and "no masks or tracings" in printed
+    skipped = pd.read_csv(tmp_path / "kp_skipped.csv")
+    assert skipped["item"].str.contains("nomask").any()
+    assert {"x0", "y39", "volume", "volume_units", "flags", "mask_source"} <= set(table.columns)
+    with pytest.raises(FileExistsError, match="kp.parquet"):
+        _run(["keypoints", str(cohort / "manifest.csv"), "-o", str(out), "--no-progress"])
+    assert _run(["keypoints", str(cohort / "manifest.csv"), "-o", str(out), "--overwrite", "--no-progress",
+                 "--smooth-sigma", "0"]) == 0
+
+
+def test_keypoints_command_writes_csv_and_rejects_other_suffixes(cohort, tmp_path):
+    out = tmp_path / "kp.csv"
+    assert _run(["keypoints", str(cohort / "manifest.csv"), "-o", str(out), "--no-progress"]) == 0
+    assert len(pd.read_csv(out)) > 0
+    with pytest.raises(ValueError, match="parquet or .csv"):
+        _run(["keypoints", str(cohort / "manifest.csv"), "-o", str(tmp_path / "kp.json"), "--no-progress"])
+
+
+def test_ef_command_writes_per_clip_csv_summary_and_bland_altman(cohort, tmp_path, capsys):
+    out = tmp_path / "ef"
+    assert _run(["ef", str(cohort / "with_unlabelled.csv"), "-o", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    clips = pd.read_csv(out / "ef_per_clip.csv")
+    assert len(clips) == 2 and clips["ef_error"].abs().max() < 3.0
+    summary = pd.read_csv(out / "ef_summary.csv")
+    assert summary["dataset"].tolist() == ["phantom-camus", "all"]
+    assert (out / "ef_bland_altman.png").stat().st_size > 1000 and (out / "ef_scatter.png").exists()
+    assert "MAE" in printed and "bias" in printed and "Pearson r" in printed
+    assert "nomask" in printed and (out / "ef_skipped.csv").exists()
+    with pytest.raises(FileExistsError, match="ef_per_clip.csv"):
+        _run(["ef", str(cohort / "manifest.csv"), "-o", str(out), "--no-progress"])
+    assert _run(["ef", str(cohort / "manifest.csv"), "-o", str(out), "--overwrite", "--no-progress"]) == 0
+
+
+def test_missing_manifest_is_a_file_not_found_error_naming_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.csv"):
+        _run(["ef", str(tmp_path / "absent.csv"), "-o", str(tmp_path), "--no-progress"])
