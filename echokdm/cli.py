@@ -243,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_phantom)
 
+    from echokdm.cli_keypoints import register as register_keypoint_commands
+
+    register_keypoint_commands(sub)
+
     p = sub.add_parser("info", help="describe one echo file",
                        description="Read one file and print its frames, frame rate, calibration and metadata.")
     p.add_argument("file")
