@@ -146,6 +146,43 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# train / segment
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_train_seg(args: argparse.Namespace) -> int:
+    from echokdm.training.segmentation import load_seg_config, train_segmentation
+
+    overrides = {"train": {"steps": args.steps}} if args.steps is not None else None
+    config = load_seg_config(args.config, overrides)
+    result = train_segmentation(config, args.manifest, args.out, resume=args.resume, overwrite=args.overwrite,
+                                progress=not args.no_progress)
+    print(f"trained {result['steps']} steps on {result['train_frames']} labelled frames; best mean per-patient "
+          f"Dice on {result['validated_on']} ({result['val_frames']} frames): {result['best_dice']:.3f}")
+    print(f"run folder: {result['run']} (config.yaml, git.txt, log.csv, best/, last/)")
+    for clip, reason in result["skipped"]:
+        print(f"  skipped {clip}: {reason}")
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from echokdm.training.segmentation import segment_manifest
+
+    table, skipped = segment_manifest(args.manifest, args.checkpoint, args.out, overwrite=args.overwrite,
+                                      progress=not args.no_progress)
+    print(f"segmented {len(table)} clip(s), {int(table['n_frames'].sum()) if len(table) else 0} frames -> {args.out}")
+    scored = table.dropna(subset=["dice"]) if len(table) else table
+    if len(scored):
+        per_patient = scored.groupby(["split", "patient_id"])["dice"].mean().groupby("split")
+        for split, values in per_patient:
+            print(f"  {split}: Dice on labelled frames, mean per patient {values.mean():.3f} "
+                  f"(min {values.min():.3f}, {len(values)} patients)")
+    for clip, reason in skipped:
+        print(f"  skipped {clip}: {reason}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # info / preview
 # --------------------------------------------------------------------------------------------
 
@@ -242,6 +279,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace files of an earlier cohort")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("train", help="train a model (seg)", description="Train one of echokdm's models.")
+    train_sub = p.add_subparsers(dest="model", metavar="MODEL", required=True)
+    t = train_sub.add_parser("seg", help="LV segmentation network on the labelled frames of a manifest",
+                             description="Train the LV blood-pool segmentation U-Net on the train split's labelled "
+                                         "frames, validating Dice per patient on the val split.")
+    t.add_argument("--config", default=None, help="YAML config (default: built-in defaults = configs/echo/seg.yaml)")
+    t.add_argument("--manifest", required=True, help="manifest CSV with masks or tracings")
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--steps", type=int, default=None, help="override train.steps")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--overwrite", action="store_true", help="start afresh in an existing run folder")
+    t.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    t.set_defaults(func=cmd_train_seg)
+
+    p = sub.add_parser("segment", help="LV masks for every frame of a manifest",
+                       description="Segment every frame of every clip with a trained segmentation model; report "
+                                   "Dice per clip and per patient on the frames that have labels.")
+    p.add_argument("manifest")
+    p.add_argument("--checkpoint", required=True, help="model folder (a run's best/ or last/)")
+    p.add_argument("-o", "--out", required=True, help="output folder (masks/*.npz, segmentation.csv)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier segmentation.csv")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=cmd_segment)
 
     from echokdm.cli_keypoints import register as register_keypoint_commands
 

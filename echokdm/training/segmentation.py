@@ -1,0 +1,292 @@
+"""Train the LV segmentation network on the labelled frames of a manifest, and segment clips.
+
+EchoNet-Dynamic traces only two frames per clip; the network trained here fills every other
+frame with a mask (``echokdm segment``), so keypoints, volumes and EF can follow the whole cycle.
+
+    echokdm train seg --config configs/echo/seg.yaml --manifest data_manifests/echonet.csv --out runs/seg
+    echokdm segment data_manifests/echonet.csv --checkpoint runs/seg/best -o segmentations/
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from echokdm.config import load_config
+from echokdm.data.manifest import load_manifest, read_clip
+from echokdm.models.segmentation import LVSegmentationNet
+from echokdm.training.run import RunFolder
+
+__all__ = [
+    "SegModelConfig", "SegDataConfig", "SegTrainConfig", "SegConfig", "load_seg_config",
+    "LabelledFrames", "labelled_frames", "dice_scores", "train_segmentation", "segment_manifest",
+]
+
+
+@dataclasses.dataclass
+class SegModelConfig:
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    num_res_units: int = 2
+    dropout: float = 0.0
+
+
+@dataclasses.dataclass
+class SegDataConfig:
+    size: int = 112
+    augment: bool = True
+    max_clips: int | None = None
+
+
+@dataclasses.dataclass
+class SegTrainConfig:
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    val_every: int = 250
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclasses.dataclass
+class SegConfig:
+    """``echokdm train seg`` configuration (``configs/echo/seg.yaml``)."""
+
+    model: SegModelConfig = dataclasses.field(default_factory=SegModelConfig)
+    data: SegDataConfig = dataclasses.field(default_factory=SegDataConfig)
+    train: SegTrainConfig = dataclasses.field(default_factory=SegTrainConfig)
+
+
+def load_seg_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> SegConfig:
+    """Read and validate a segmentation config (defaults when ``path`` is None)."""
+    return load_config(path, SegConfig, overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LabelledFrames:
+    """Labelled frames resized to a square size: ``frames`` ``uint8`` ``(N, S, S)`` (0-255),
+    ``masks`` ``uint8`` ``(N, S, S)``, and per frame its ``patient_id`` and ``clip_id``."""
+
+    frames: np.ndarray
+    masks: np.ndarray
+    patient_ids: list[str]
+    clip_ids: list[str]
+    skipped: list[tuple[str, str]]
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def _resize(x: np.ndarray, size: int, mode: str) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, None]  # (N, 1, H, W)
+    if t.shape[-2:] != (size, size):
+        kwargs = {"align_corners": False} if mode == "bilinear" else {}
+        t = F.interpolate(t, size=(size, size), mode=mode, **kwargs)
+    return t[:, 0].numpy()
+
+
+def labelled_frames(manifest: pd.DataFrame, split: str, size: int, max_clips: int | None = None,
+                    progress: bool = True) -> LabelledFrames:
+    """Collect the labelled frames of the clips of one split, resized to ``size`` × ``size``."""
+    from tqdm.auto import tqdm
+
+    rows = manifest[manifest["split"] == split]
+    if max_clips is not None:
+        rows = rows.iloc[:max_clips]
+    frames, masks, pids, cids, skipped = [], [], [], [], []
+    for _, row in tqdm(list(rows.iterrows()), desc=f"loading {split} masks", unit="clip", disable=not progress):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cine = read_clip(row)
+        except Exception as exc:  # noqa: BLE001 - listed and skipped, never silently
+            skipped.append((str(row["clip_id"]), f"{type(exc).__name__}: {exc}"))
+            continue
+        if cine.masks is None:
+            skipped.append((str(row["clip_id"]), "no masks or tracings"))
+            continue
+        idx = np.arange(cine.n_frames) if cine.labelled_frames is None else cine.labelled_frames
+        frames.append(np.round(_resize(cine.frames[idx], size, "bilinear") * 255).clip(0, 255).astype(np.uint8))
+        masks.append((_resize(cine.masks[idx], size, "nearest") > 0.5).astype(np.uint8))
+        pids += [str(row["patient_id"])] * len(idx)
+        cids += [str(row["clip_id"])] * len(idx)
+    if not frames:
+        return LabelledFrames(np.zeros((0, size, size), np.uint8), np.zeros((0, size, size), np.uint8), [], [], skipped)
+    return LabelledFrames(np.concatenate(frames), np.concatenate(masks), pids, cids, skipped)
+
+
+def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random affine and gain/gamma per sample, the same affine for frame and mask."""
+    b = x.shape[0]
+    angle = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(15)
+    scale = 1 + (torch.rand(b, generator=gen) * 2 - 1) * 0.1
+    shift = (torch.rand(b, 2, generator=gen) * 2 - 1) * 0.08
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    gain = (0.8 + 0.4 * torch.rand(b, 1, 1, 1, generator=gen)).to(x)
+    gamma = (0.8 + 0.45 * torch.rand(b, 1, 1, 1, generator=gen)).to(x)
+    return (gain * x.clamp(0, 1) ** gamma).clamp(0, 1), y
+
+
+def dice_scores(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Dice per frame of binary masks ``(N, H, W)``; 1.0 when both are empty."""
+    p = torch.as_tensor(pred).reshape(len(pred), -1).float()
+    t = torch.as_tensor(target).reshape(len(target), -1).float()
+    inter = (p * t).sum(1)
+    total = p.sum(1) + t.sum(1)
+    return torch.where(total > 0, 2 * inter / total.clamp(min=1e-9), torch.ones_like(total)).numpy()
+
+
+def _evaluate(model: LVSegmentationNet, data: LabelledFrames) -> tuple[float, pd.DataFrame]:
+    """Mean over patients of the per-patient mean Dice."""
+    frames = torch.from_numpy(data.frames).float() / 255.0
+    pred = model.predict_masks(frames)
+    dice = dice_scores(pred, data.masks)
+    per_patient = pd.DataFrame({"patient_id": data.patient_ids, "dice": dice}).groupby("patient_id")["dice"].mean()
+    return float(per_patient.mean()), per_patient.reset_index()
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train_segmentation(config: SegConfig, manifest: str | os.PathLike, out: str | os.PathLike, *,
+                       resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    """Train :class:`LVSegmentationNet` on the train split's labelled frames; validate on val.
+
+    Writes the run folder (:class:`~echokdm.training.run.RunFolder`): ``best/`` holds the model
+    with the highest mean per-patient validation Dice. Returns a summary dict.
+    """
+    from monai.losses import DiceCELoss
+    from tqdm.auto import tqdm
+
+    frame = load_manifest(manifest)
+    run = RunFolder(out, config, resume=resume, overwrite=overwrite)
+    train = labelled_frames(frame, "train", config.data.size, config.data.max_clips, progress)
+    val = labelled_frames(frame, "val", config.data.size, config.data.max_clips, progress)
+    if len(train) == 0:
+        raise ValueError(f"{manifest}: no labelled frames in the train split (skipped: {train.skipped[:5]})")
+    val_source = "val"
+    if len(val) == 0:
+        warnings.warn(f"{manifest}: no labelled frames in the val split; validating on train frames", stacklevel=2)
+        val, val_source = train, "train"
+    device = _device(config.train.device)
+    torch.manual_seed(config.train.seed)
+    if resume:
+        model = LVSegmentationNet.from_pretrained(run.last)
+    else:
+        model = LVSegmentationNet(channels=config.model.channels, num_res_units=config.model.num_res_units,
+                                  dropout=config.model.dropout, sample_size=config.data.size)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    gen = torch.Generator().manual_seed(config.train.seed)  # CPU generator: same batches on any device
+    step, best = 0, -1.0
+    if resume:
+        state = torch.load(run.last / "trainer_state.pt", map_location="cpu", weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        step, best = int(state["step"]), float(state["best_dice"])
+        gen.set_state(state["generator"])
+    loss_fn = DiceCELoss(sigmoid=True)
+    frames = torch.from_numpy(train.frames)
+    masks = torch.from_numpy(train.masks)
+    bar = tqdm(total=config.train.steps, initial=step, desc="training seg", unit="step", disable=not progress)
+    losses = []
+    while step < config.train.steps:
+        model.train()
+        idx = torch.randint(len(train), (config.train.batch_size,), generator=gen)
+        x = frames[idx, None].float() / 255.0  # (B, 1, S, S)
+        y = masks[idx, None].float()
+        if config.data.augment:
+            x, y = _augment(x, y, gen)
+        loss = loss_fn(model(x.to(device)), y.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+        bar.update(1)
+        if step % config.train.val_every == 0 or step == config.train.steps:
+            dice, _ = _evaluate(model, val)
+            run.log({"step": step, "train_loss": float(np.mean(losses)), f"{val_source}_dice_per_patient": dice})
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}", dice=f"{dice:.3f}")
+            losses = []
+            if dice > best:
+                best = dice
+                model.save_pretrained(run.best)
+            model.save_pretrained(run.last)
+            torch.save({"optimizer": opt.state_dict(), "step": step, "best_dice": best,
+                        "generator": gen.get_state()}, run.last / "trainer_state.pt")
+    bar.close()
+    return {"run": str(run.path), "steps": step, "best_dice": best, "validated_on": val_source,
+            "train_frames": len(train), "val_frames": len(val), "skipped": train.skipped + val.skipped}
+
+
+def _safe_name(clip_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", clip_id)
+
+
+def segment_manifest(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
+                     overwrite: bool = False, progress: bool = True, batch_size: int = 32,
+                     device: str = "auto") -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Segment every frame of every clip; Dice against the clip's own labelled frames.
+
+    Writes ``out/masks/<clip>.npz`` (``masks`` ``uint8`` ``(T, H, W)`` at the clip's size) and
+    ``out/segmentation.csv`` (one row per clip: frames, labelled frames, mean Dice). Returns the
+    table and the skipped clips with their reasons.
+    """
+    from tqdm.auto import tqdm
+
+    frame = load_manifest(manifest)
+    out = Path(out)
+    report_path = out / "segmentation.csv"
+    if report_path.exists() and not overwrite:
+        raise FileExistsError(f"{report_path}: already exists; pass --overwrite to replace it")
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    model = LVSegmentationNet.from_pretrained(checkpoint).to(_device(device))
+    rows, skipped = [], []
+    for _, row in tqdm(list(frame.iterrows()), desc="segmenting", unit="clip", disable=not progress):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cine = read_clip(row)
+        except Exception as exc:  # noqa: BLE001 - listed and skipped
+            skipped.append((str(row["clip_id"]), f"{type(exc).__name__}: {exc}"))
+            continue
+        pred = model.predict_masks(torch.from_numpy(cine.frames), batch_size=batch_size).numpy()
+        target = out / "masks" / f"{_safe_name(str(row['clip_id']))}.npz"
+        tmp = target.with_name(f".{target.stem}.tmp.npz")
+        np.savez_compressed(tmp, masks=pred)
+        os.replace(tmp, target)
+        dice = np.nan
+        n_labelled = 0
+        if cine.masks is not None:
+            idx = np.arange(cine.n_frames) if cine.labelled_frames is None else cine.labelled_frames
+            n_labelled = len(idx)
+            dice = float(np.mean(dice_scores(pred[idx], cine.masks[idx]))) if n_labelled else np.nan
+        rows.append({"clip_id": row["clip_id"], "patient_id": row["patient_id"], "dataset": row["dataset"],
+                     "split": row["split"], "n_frames": cine.n_frames, "n_labelled": n_labelled,
+                     "dice": dice, "masks": str(target.relative_to(out))})
+    table = pd.DataFrame(rows)
+    tmp = out / ".segmentation.csv.tmp"
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, report_path)
+    return table, skipped
