@@ -45,7 +45,7 @@ def _table(args: argparse.Namespace):
     from echokdm.metrics.lv_function import keypoints_table
 
     return keypoints_table(args.manifest, smooth_sigma_frames=args.smooth_sigma, apex_direction=args.apex_direction,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, segmentation=args.segmentation)
 
 
 def cmd_keypoints(args: argparse.Namespace) -> int:
@@ -103,6 +103,9 @@ def cmd_ef(args: argparse.Namespace) -> int:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", help="manifest CSV (see data_manifests/README.md)")
+    p.add_argument("--segmentation", metavar="DIR", default=None,
+                   help="output folder of 'echokdm segment': use its predicted mask of every frame "
+                        "(whole cardiac cycles for EchoNet clips traced on two frames)")
     p.add_argument("--smooth-sigma", type=float, default=1.0, metavar="FRAMES",
                    help="Gaussian smoothing of apex/annulus over consecutive labelled frames, in frames; "
                         "0 for none (default: %(default)s)")

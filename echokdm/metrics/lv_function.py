@@ -202,10 +202,21 @@ def _clip_info(cine, row, frames: pd.DataFrame) -> dict:
     return {
         "clip_id": str(row["clip_id"]), "patient_id": str(row["patient_id"]), "dataset": str(row["dataset"]),
         "n_frames": cine.n_frames, "fps": cine.fps, "mask_source": source, "n_labelled": n_labelled,
-        "all_labelled": bool(source == "mask" and n_labelled == cine.n_frames),
+        "all_labelled": bool(source in ("mask", "segmentation") and n_labelled == cine.n_frames),
         "volume_units": "mL" if cine.spacing_mm else "px^3",
         **{k: row.get(k, np.nan) for k in ("ef_reference", "edv_reference", "esv_reference")},
     }
+
+
+def _segmentation_index(folder: str | os.PathLike | None) -> dict[tuple[str, str], Path]:
+    """(dataset, clip_id) -> predicted-mask file, from an ``echokdm segment`` output folder."""
+    if folder is None:
+        return {}
+    report = Path(folder) / "segmentation.csv"
+    if not report.exists():
+        raise FileNotFoundError(f"{report}: no such file (run echokdm segment first)")
+    table = pd.read_csv(report, dtype=str, keep_default_na=False)
+    return {(r["dataset"], r["clip_id"]): Path(folder) / r["masks"] for r in table.to_dict("records")}
 
 
 def keypoints_table(
@@ -215,6 +226,7 @@ def keypoints_table(
     apex_direction: str | tuple[float, float] | None = "up",
     progress: bool = True,
     read_clip: Callable | None = None,
+    segmentation: str | os.PathLike | None = None,
 ) -> KeypointsTable:
     """Keypoints, volume and flags of every labelled frame of every clip of a manifest.
 
@@ -228,6 +240,10 @@ def keypoints_table(
         Show a progress bar.
     read_clip : callable, optional
         ``row -> Cine`` (default :func:`~echokdm.data.manifest.read_clip`).
+    segmentation : path, optional
+        Output folder of ``echokdm segment`` (``segmentation.csv`` + ``masks/*.npz``). Clips found
+        there use the predicted mask of every frame (``mask_source`` = ``"segmentation"``), so
+        EchoNet clips get keypoints and volumes over the whole cycle; other clips keep their labels.
 
     Returns
     -------
@@ -241,6 +257,7 @@ def keypoints_table(
 
     frame = manifest if isinstance(manifest, pd.DataFrame) else manifest_module.load_manifest(manifest)
     read = read_clip or manifest_module.read_clip
+    predicted = _segmentation_index(segmentation)
     tables, infos, skipped = [], [], []
     for _, row in tqdm(frame.iterrows(), total=len(frame), desc="keypoints", unit="clip", disable=not progress):
         item = f"{row['dataset']}/{row['clip_id']}"
@@ -248,7 +265,15 @@ def keypoints_table(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # reader notes do not stop a batch; problems raise
                 cine = read(row)
+            seg_path = predicted.get((str(row["dataset"]), str(row["clip_id"])))
+            if seg_path is not None:
+                masks = np.load(seg_path)["masks"]
+                if masks.shape != cine.frames.shape:
+                    raise ValueError(f"{seg_path}: predicted masks {masks.shape} do not match the clip {cine.frames.shape}")
+                cine = dataclasses.replace(cine, masks=masks, labelled_frames=None, tracings=None)
             rows = cine_keypoints(cine, smooth_sigma_frames=smooth_sigma_frames, apex_direction=apex_direction)
+            if seg_path is not None:
+                rows["mask_source"] = "segmentation"
         except Exception as exc:  # noqa: BLE001 - a batch lists every failure and goes on
             skipped.append((f"{item} ({row['path']})", f"{type(exc).__name__}: {exc}"))
             continue

@@ -205,3 +205,32 @@ def test_plots_and_tables_are_written_once_unless_overwrite(tmp_path):
         write_table(clips, tmp_path / "t.xlsx")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["ef_bland_altman.png", "ef_scatter.png", "t.csv", "t.parquet"])  # no temporary files left
+
+
+def test_segmentation_masks_fill_every_frame_of_traced_clips(tmp_path):
+    """EchoNet-style clips traced on two frames get whole cycles from `echokdm segment` output."""
+    import numpy as np
+    import pandas as pd
+
+    from echokdm.data.phantom import load_npz
+    from echokdm.data.phantom.export import write_cohort
+    from echokdm.metrics.lv_function import ef_table, keypoints_table
+
+    cohort = write_cohort(tmp_path / "c", n_patients=2, format="echonet", seed=4, size=64, fps=25.0, n_beats=1.3,
+                          progress=False)
+    seg = tmp_path / "seg"
+    (seg / "masks").mkdir(parents=True)
+    rows = []
+    for _, t in cohort.ground_truth.iterrows():  # stand-in for the model: the exact masks
+        gt = load_npz(cohort.out / t.npz)
+        np.savez_compressed(seg / "masks" / f"{t.clip_id}.npz", masks=gt.masks)
+        rows.append({"clip_id": t.clip_id, "dataset": "phantom-echonet", "masks": f"masks/{t.clip_id}.npz"})
+    pd.DataFrame(rows).to_csv(seg / "segmentation.csv", index=False)
+    table = keypoints_table(cohort.out / "manifest.csv", segmentation=seg, progress=False)
+    assert set(table.frames["mask_source"]) == {"segmentation"}
+    assert (table.clips["n_labelled"] == table.clips["n_frames"]).all() and table.clips["all_labelled"].all()
+    efs = ef_table(table).clips
+    truth = cohort.ground_truth.set_index("clip_id")["ef_percent"]
+    assert (efs.set_index("clip_id")["ef"] - truth).abs().max() < 2.5
+    traced = keypoints_table(cohort.out / "manifest.csv", progress=False)
+    assert set(traced.frames["mask_source"]) == {"tracing"} and (traced.clips["n_labelled"] == 2).all()
