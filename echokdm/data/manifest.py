@@ -15,7 +15,6 @@ import hashlib
 import math
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from echokdm.errors import ManifestError
+from echokdm.io._atomic import atomic_output
 from echokdm.io.cine import Cine
 from echokdm.io.dispatch import CAMUS_NAME, FORMATS, NIFTI_SUFFIXES, VIDEO_SUFFIXES, _is_dicom_file, read_cine
 
@@ -526,15 +526,8 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike, *, overwrite
 
     for col in _PATH_COLUMNS:
         frame[col] = [relative(v) for v in frame[col]]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            frame.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        frame.to_csv(tmp, index=False)
     return path
 
 

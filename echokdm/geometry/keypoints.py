@@ -422,6 +422,32 @@ def keypoints_from_landmarks(
     return keypoints.astype(np.float32), annulus, n_missed
 
 
+def _detect_landmarks(mask: np.ndarray, apex_direction, sigma: float, min_area: int):
+    """Wall polyline, the two hinge points, the apex and the flags of one mask.
+
+    Shared by :func:`mask_keypoints` and the sequence smoothing of
+    :mod:`echokdm.geometry.temporal`; raises :class:`KeypointError` on unusable masks.
+    """
+    binary, flags = _clean_mask(mask)
+    area = int(binary.sum())
+    if area < min_area:
+        raise KeypointError(f"mask too small for 20 chords ({area} px < min_area={min_area})")
+    contour = boundary_contour(binary, sigma=sigma)
+    if isinstance(apex_direction, str):
+        if apex_direction not in _DIRECTIONS:
+            raise ValueError(f"apex_direction must be one of {sorted(_DIRECTIONS)} or (dx, dy), got {apex_direction!r}")
+        apex_direction = _DIRECTIONS[apex_direction]
+    h1, h2, wall = _annulus(contour, apex_direction)
+    if np.linalg.norm(h2 - h1) < 2.0:
+        raise KeypointError("no flat basal side found (annulus shorter than 2 px)")
+    basal_centre = (h1 + h2) / 2
+    u = (h2 - h1) / np.linalg.norm(h2 - h1)
+    normal = np.array([-u[1], u[0]])
+    if np.dot(contour.mean(axis=0) - basal_centre, normal) < 0:
+        normal = -normal
+    return wall, h1, h2, _apex(contour, basal_centre, normal), flags
+
+
 def mask_keypoints(
     mask: np.ndarray,
     *,
@@ -464,24 +490,8 @@ def mask_keypoints(
     >>> bool(geo.keypoints[0, 0] < geo.keypoints[39, 0])  # left wall first
     True
     """
-    binary, flags = _clean_mask(mask)
-    area = int(binary.sum())
-    if area < min_area:
-        raise KeypointError(f"mask too small for 20 chords ({area} px < min_area={min_area})")
-    contour = boundary_contour(binary, sigma=sigma)
-    if isinstance(apex_direction, str):
-        if apex_direction not in _DIRECTIONS:
-            raise ValueError(f"apex_direction must be one of {sorted(_DIRECTIONS)} or (dx, dy), got {apex_direction!r}")
-        apex_direction = _DIRECTIONS[apex_direction]
-    h1, h2, wall = _annulus(contour, apex_direction)
-    if np.linalg.norm(h2 - h1) < 2.0:
-        raise KeypointError("no flat basal side found (annulus shorter than 2 px)")
+    wall, h1, h2, apex, flags = _detect_landmarks(mask, apex_direction, sigma, min_area)
     basal_centre = (h1 + h2) / 2
-    u = (h2 - h1) / np.linalg.norm(h2 - h1)
-    normal = np.array([-u[1], u[0]])
-    if np.dot(contour.mean(axis=0) - basal_centre, normal) < 0:
-        normal = -normal
-    apex = _apex(contour, basal_centre, normal)
     keypoints, annulus, missed = keypoints_from_landmarks(wall, h1, h2, apex, closed=False)
     if missed:
         flags.append(f"chord missed boundary ({missed} keypoint(s) NaN)")

@@ -28,10 +28,7 @@ from echokdm.geometry.keypoints import (
     _DIRECTIONS,
     N_KEYPOINTS,
     KeypointError,
-    _annulus,
-    _apex,
-    _clean_mask,
-    boundary_contour,
+    _detect_landmarks,
     keypoints_from_landmarks,
 )
 
@@ -104,20 +101,7 @@ class _FrameLandmarks:
 
 def _frame_landmarks(mask: np.ndarray, direction, sigma: float, min_area: int) -> _FrameLandmarks:
     """Boundary, annulus and apex of one mask, as in ``mask_keypoints``; raises KeypointError."""
-    binary, flags = _clean_mask(mask)
-    area = int(binary.sum())
-    if area < min_area:
-        raise KeypointError(f"mask too small for 20 chords ({area} px < min_area={min_area})")
-    contour = boundary_contour(binary, sigma=sigma)
-    h1, h2, wall = _annulus(contour, direction)
-    if np.linalg.norm(h2 - h1) < 2.0:
-        raise KeypointError("no flat basal side found (annulus shorter than 2 px)")
-    base = (h1 + h2) / 2
-    u = (h2 - h1) / np.linalg.norm(h2 - h1)
-    normal = np.array([-u[1], u[0]])
-    if np.dot(contour.mean(axis=0) - base, normal) < 0:
-        normal = -normal
-    apex = _apex(contour, base, normal)
+    wall, h1, h2, apex, flags = _detect_landmarks(mask, direction, sigma, min_area)
     keypoints, annulus, _ = keypoints_from_landmarks(wall, h1, h2, apex, closed=False)
     return _FrameLandmarks(wall, annulus, apex, keypoints, flags)
 

@@ -36,7 +36,8 @@ import skimage.draw
 
 from echokdm.errors import EchoKDMWarning, ReadError, TracingWarning
 from echokdm.io.cine import Cine
-from echokdm.io.video import atomic_output, read_video, write_video
+from echokdm.io._atomic import atomic_output
+from echokdm.io.video import read_video, write_video
 
 __all__ = [
     "FILELIST_COLUMNS",

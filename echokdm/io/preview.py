@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from echokdm.io._atomic import atomic_output
 from echokdm.io.cine import Cine
 
 __all__ = ["write_png", "write_preview", "preview_frame_indices"]
@@ -34,16 +34,8 @@ def write_png(path: str | os.PathLike, frame: np.ndarray, *, overwrite: bool = F
     if frame.ndim != 2:
         raise ValueError(f"{path}: expected one (H, W) frame, got shape {frame.shape}")
     pixels = np.round(np.clip(frame, 0.0, 1.0) * 255.0).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, overwrite=overwrite) as tmp:
         Image.fromarray(pixels, mode="L").save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -30,10 +30,7 @@ the pixel formats and quality scales.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -43,6 +40,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from echokdm.errors import MissingDecoderError, ReadError
+from echokdm.io._atomic import _check_writable, atomic_output
 from echokdm.io._convert import to_gray_frames
 from echokdm.io.cine import Cine
 
@@ -381,42 +379,6 @@ def write_video(
     with atomic_output(path, overwrite=overwrite) as tmp:
         _encode(tmp, pixels, rate, codec, pix_fmt, options, is_colour)
     return path
-
-
-@contextlib.contextmanager
-def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it to ``path``.
-
-    The temporary name keeps the extension (ffmpeg picks the container from it) and starts
-    with a dot. It is removed if the body raises. Used by every writer of this module and of
-    :mod:`echokdm.io.echonet`.
-
-    Raises
-    ------
-    FileExistsError
-        ``path`` exists (checked before and after the body) and ``overwrite`` is false.
-    FileNotFoundError
-        The folder of ``path`` does not exist.
-    """
-    path = Path(path)
-    _check_writable(path, overwrite)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        yield tmp
-        _check_writable(path, overwrite)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _check_writable(path: Path, overwrite: bool) -> None:
-    if path.parent.exists() and not path.parent.is_dir():
-        raise NotADirectoryError(f"{path.parent}: is not a folder (writing {path.name})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: is a folder, cannot write a file there")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: file exists; pass overwrite=True to replace it")
 
 
 def _frames_to_uint8(frames: np.ndarray) -> tuple[np.ndarray, bool]:
