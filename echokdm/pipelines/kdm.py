@@ -1,0 +1,319 @@
+"""KDM inference pipelines (paper §3.4 and appendices B-C): keypoints → flow → image.
+
+Inference only. Each pipeline writes its DDIM loop out, takes a ``torch.Generator`` (noise is
+drawn on the CPU so CPU and GPU runs start from the same noise, DESIGN.md) and returns numpy
+arrays in the package's conventions: frames ``(T, H, W)`` in [0, 1], flows ``(T, 2, H, W)`` in
+pixels on the target grid pointing into the source.
+
+* :class:`KeypointToFlowPipeline` — K2F: Gaussian noise → flow at the latent resolution → flow.
+* :class:`FlowToImagePipeline` — F2I with the k-initialisation: the source warped by the flow is
+  encoded, noised to step ``k`` of ``num_inference_steps`` and denoised; ``k = 0`` returns the
+  warp itself ("w/o F2I"), ``k = num_inference_steps`` starts from pure noise.
+* :class:`KDMPipeline` — both, for one target or a keypoint sequence, either one K2F flow per
+  frame or one K2F flow scaled by γ per frame (appendix B), γ taken from the keypoint motion.
+
+A pipeline folder holds ``k2f/``, ``f2i/``, ``vae/`` (``save_pretrained`` folders),
+``scheduler/`` and ``kdm_pipeline.json`` (adapter name, whether F2I takes the flow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler
+
+from echokdm.geometry.flow import warp
+from echokdm.models.kdm import ConditionalUNet, decode_flow
+
+__all__ = [
+    "default_scheduler",
+    "render_batch",
+    "k2f_condition",
+    "f2i_condition",
+    "gamma_from_keypoints",
+    "KeypointToFlowPipeline",
+    "FlowToImagePipeline",
+    "KDMPipeline",
+    "KDMOutput",
+]
+
+
+def default_scheduler(num_train_timesteps: int = 1000) -> DDIMScheduler:
+    """DDIM with ``clip_sample=False`` (flows and latents are not bounded to [-1, 1])."""
+    return DDIMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear", clip_sample=False,
+                         set_alpha_to_one=True, prediction_type="epsilon")
+
+
+def _renderer(adapter: str) -> Callable:
+    if adapter == "echo":
+        from echokdm.adapters.echo import render_keypoints
+
+        return render_keypoints
+    raise ValueError(f"unknown keypoint adapter {adapter!r}; available: echo")
+
+
+def render_batch(keypoints: np.ndarray | torch.Tensor, shape: tuple[int, int], renderer: Callable) -> torch.Tensor:
+    """Rendered keypoint images ``(B, C, H, W)`` in [-1, 1] for keypoints ``(B, N, 2)``."""
+    kp = keypoints.detach().cpu().numpy() if isinstance(keypoints, torch.Tensor) else np.asarray(keypoints)
+    images = np.stack([renderer(k, shape) for k in kp])  # (B, C, H, W) in [0, 1]
+    return torch.from_numpy(images).float() * 2 - 1
+
+
+def k2f_condition(source: torch.Tensor, source_kp, target_kp, renderer: Callable) -> torch.Tensor:
+    """K2F condition ``(B, 1 + 2C, H, W)``: source frame, rendered source and target keypoints, in [-1, 1]."""
+    shape = tuple(source.shape[-2:])
+    return torch.cat([source * 2 - 1, render_batch(source_kp, shape, renderer).to(source),
+                      render_batch(target_kp, shape, renderer).to(source)], dim=1)
+
+
+def f2i_condition(source: torch.Tensor, target_kp, flow: torch.Tensor | None, renderer: Callable,
+                  flow_scale: float) -> torch.Tensor:
+    """F2I condition ``(B, 1 + C [+ 2], H, W)``: source, rendered target keypoints [, flow / flow_scale]."""
+    parts = [source * 2 - 1, render_batch(target_kp, tuple(source.shape[-2:]), renderer).to(source)]
+    if flow is not None:
+        parts.append(flow / flow_scale)
+    return torch.cat(parts, dim=1)
+
+
+def gamma_from_keypoints(source_kp: np.ndarray, sequence: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """γ per frame (appendix B): the projection of each frame's keypoint motion onto the reference
+    motion, ``γ_t = <kp_t − kp_src, kp_ref − kp_src> / |kp_ref − kp_src|²`` clipped to [0, 1]
+    (NaN keypoints ignored)."""
+    d_ref = (np.asarray(reference, np.float64) - source_kp).reshape(-1)
+    d = (np.asarray(sequence, np.float64) - source_kp).reshape(len(sequence), -1)
+    ok = np.isfinite(d_ref) & np.isfinite(d).all(axis=0)
+    denom = float(d_ref[ok] @ d_ref[ok])
+    if denom == 0:
+        return np.zeros(len(sequence))
+    return np.clip(d[:, ok] @ d_ref[ok] / denom, 0.0, 1.0)
+
+
+def _as_batch(frames, device) -> torch.Tensor:
+    """``(H, W)`` / ``(B, H, W)`` / ``(B, 1, H, W)`` numpy or torch in [0, 1] → ``(B, 1, H, W)`` float32."""
+    t = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames).float()
+    if t.ndim == 2:
+        t = t[None, None]
+    elif t.ndim == 3:
+        t = t[:, None]
+    if t.ndim != 4 or t.shape[1] != 1:
+        raise ValueError(f"frames must be (H, W), (B, H, W) or (B, 1, H, W), got {tuple(t.shape)}")
+    return t.to(device)
+
+
+def _noise(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device="cpu").to(device)
+
+
+class _Saved:
+    """Folder save/load shared by the pipelines."""
+
+    _components: tuple[str, ...] = ()
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in self._components:
+            getattr(self, name).save_pretrained(folder / name)
+        self.scheduler.save_pretrained(folder / "scheduler")
+        (folder / "kdm_pipeline.json").write_text(json.dumps({"adapter": self.adapter, "f2i_uses_flow": getattr(
+            self, "use_flow", True)}, indent=2))
+        return folder
+
+    @classmethod
+    def _load(cls, folder: str | os.PathLike) -> dict:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such pipeline folder")
+        missing = [n for n in (*cls._components, "scheduler") if not (folder / n).is_dir()]
+        if missing:
+            raise FileNotFoundError(f"{folder}: missing component folder(s) {', '.join(missing)}")
+        meta = json.loads((folder / "kdm_pipeline.json").read_text()) if (folder / "kdm_pipeline.json").exists() else {}
+        parts = {"scheduler": DDIMScheduler.from_pretrained(folder / "scheduler"), "adapter": meta.get("adapter", "echo")}
+        loaders = {"k2f": ConditionalUNet, "f2i": ConditionalUNet, "vae": AutoencoderKL}
+        for name in cls._components:
+            parts[name] = loaders[name].from_pretrained(folder / name).eval()
+        if "f2i" in cls._components:
+            parts["use_flow"] = bool(meta.get("f2i_uses_flow", True))
+        return parts
+
+    @property
+    def device(self) -> torch.device:
+        return next(getattr(self, self._components[0]).parameters()).device
+
+    def to(self, device):
+        for name in self._components:
+            getattr(self, name).to(device)
+        return self
+
+    def progress_bar(self, iterable, disable: bool):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, disable=disable, leave=False, desc=type(self).__name__)
+
+
+class KeypointToFlowPipeline(_Saved):
+    """K2F: a flow from the source frame and a source → target keypoint edit."""
+
+    _components = ("k2f",)
+
+    def __init__(self, k2f: ConditionalUNet, scheduler: DDIMScheduler | None = None, adapter: str = "echo"):
+        self.k2f, self.scheduler, self.adapter = k2f, scheduler or default_scheduler(), adapter
+        self.renderer = _renderer(adapter)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> KeypointToFlowPipeline:
+        p = cls._load(folder)
+        return cls(p["k2f"], p["scheduler"], p["adapter"])
+
+    @torch.inference_mode()
+    def __call__(self, source_frame, source_keypoints, target_keypoints, *, num_inference_steps: int = 200,
+                 generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+                 progress: bool = False) -> np.ndarray:
+        """Flows ``(B, 2, H, W)`` in pixels for frames ``(B, H, W)`` and keypoints ``(B, N, 2)``."""
+        src = _as_batch(source_frame, self.device)
+        src_kp, tgt_kp = np.asarray(source_keypoints, np.float32), np.asarray(target_keypoints, np.float32)
+        src_kp = src_kp[None] if src_kp.ndim == 2 else src_kp
+        tgt_kp = tgt_kp[None] if tgt_kp.ndim == 2 else tgt_kp
+        if tgt_kp.shape[0] != src.shape[0]:
+            src = src.expand(tgt_kp.shape[0], -1, -1, -1)
+            src_kp = np.broadcast_to(src_kp, tgt_kp.shape)
+        cfg = self.k2f.config
+        cond = k2f_condition(src, src_kp, tgt_kp, self.renderer)
+        h, w = src.shape[-2] // cfg.downsample, src.shape[-1] // cfg.downsample
+        x = noise.to(self.device) if noise is not None else _noise((src.shape[0], 2, h, w), generator, self.device)
+        self.scheduler.set_timesteps(num_inference_steps)
+        for t in self.progress_bar(self.scheduler.timesteps, not progress):
+            eps = self.k2f(x, t, cond)
+            x = self.scheduler.step(eps, t, x).prev_sample
+        return decode_flow(x, cfg.downsample, cfg.flow_scale).cpu().numpy()
+
+
+class FlowToImagePipeline(_Saved):
+    """F2I: a frame from the source, the target keypoints and a flow, with the k-initialisation."""
+
+    _components = ("f2i", "vae")
+
+    def __init__(self, f2i: ConditionalUNet, vae: AutoencoderKL, scheduler: DDIMScheduler | None = None,
+                 adapter: str = "echo", use_flow: bool = True):
+        self.f2i, self.vae, self.scheduler, self.adapter = f2i, vae, scheduler or default_scheduler(), adapter
+        self.use_flow = use_flow
+        self.renderer = _renderer(adapter)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> FlowToImagePipeline:
+        p = cls._load(folder)
+        return cls(p["f2i"], p["vae"], p["scheduler"], p["adapter"], p["use_flow"])
+
+    @torch.inference_mode()
+    def __call__(self, source_frame, target_keypoints, flow, *, k: int = 100, num_inference_steps: int = 200,
+                 generator: torch.Generator | None = None,
+                 noise: torch.Tensor | None = None, progress: bool = False) -> np.ndarray:
+        """Frames ``(B, H, W)`` in [0, 1]. ``flow`` ``(B, 2, H, W)`` px (zeros for the "w/o K2F" F2I)."""
+        if not 0 <= k <= num_inference_steps:
+            raise ValueError(f"k must be in 0..num_inference_steps ({num_inference_steps}), got {k}")
+        flow_t = torch.as_tensor(np.asarray(flow) if not isinstance(flow, torch.Tensor) else flow).float().to(self.device)
+        if flow_t.ndim == 3:
+            flow_t = flow_t[None]
+        src = _as_batch(source_frame, self.device).expand(flow_t.shape[0], -1, -1, -1)
+        warped = warp(src, flow_t).clamp(0, 1)  # (B, 1, H, W)
+        if k == 0:
+            return warped[:, 0].cpu().numpy()
+        tgt_kp = np.asarray(target_keypoints, np.float32)
+        tgt_kp = tgt_kp[None] if tgt_kp.ndim == 2 else tgt_kp
+        cond = f2i_condition(src, tgt_kp, flow_t if self.use_flow else None, self.renderer, self.f2i.config.flow_scale)
+        z0 = self.vae.encode(warped * 2 - 1).latent_dist.mean * self.vae.config.scaling_factor
+        eps0 = noise.to(self.device) if noise is not None else _noise(tuple(z0.shape), generator, self.device)
+        self.scheduler.set_timesteps(num_inference_steps)
+        timesteps = self.scheduler.timesteps[num_inference_steps - k:]
+        z = eps0 if k == num_inference_steps else self.scheduler.add_noise(z0, eps0, timesteps[:1])
+        for t in self.progress_bar(timesteps, not progress):
+            eps = self.f2i(z, t, cond)
+            z = self.scheduler.step(eps, t, z).prev_sample
+        image = self.vae.decode(z / self.vae.config.scaling_factor).sample
+        return ((image + 1) / 2).clamp(0, 1)[:, 0].cpu().numpy()
+
+
+@dataclasses.dataclass
+class KDMOutput:
+    """Generated ``frames`` ``(T, H, W)`` in [0, 1], the ``flows`` ``(T, 2, H, W)`` used for each frame,
+    and ``gammas`` ``(T,)`` (None in per-frame mode)."""
+
+    frames: np.ndarray
+    flows: np.ndarray
+    gammas: np.ndarray | None
+
+
+class KDMPipeline(_Saved):
+    """KDM: one frame and a keypoint motion → new frames (paper Fig. 2, appendices B and C)."""
+
+    _components = ("k2f", "f2i", "vae")
+
+    def __init__(self, k2f: ConditionalUNet, f2i: ConditionalUNet, vae: AutoencoderKL,
+                 scheduler: DDIMScheduler | None = None, adapter: str = "echo", use_flow: bool = True):
+        self.k2f, self.f2i, self.vae = k2f, f2i, vae
+        self.scheduler, self.adapter, self.use_flow = scheduler or default_scheduler(), adapter, use_flow
+        self.flow_pipe = KeypointToFlowPipeline(k2f, self.scheduler, adapter)
+        self.image_pipe = FlowToImagePipeline(f2i, vae, self.scheduler, adapter, use_flow)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> KDMPipeline:
+        p = cls._load(folder)
+        return cls(p["k2f"], p["f2i"], p["vae"], p["scheduler"], p["adapter"], p["use_flow"])
+
+    def __call__(self, source_frame, source_keypoints, target_keypoints, *, mode: str = "gamma", k: int = 100,
+                 num_inference_steps: int = 200, generator: torch.Generator | None = None,
+                 shared_noise: bool = True, batch_size: int = 8, progress: bool = True) -> KDMOutput:
+        """Generate one frame per target keypoint set.
+
+        Parameters
+        ----------
+        source_frame : array ``(H, W)`` in [0, 1]
+        source_keypoints : array ``(N, 2)``
+        target_keypoints : array ``(N, 2)`` or ``(T, N, 2)``
+        mode : {"gamma", "per_frame"}
+            ``"gamma"``: one K2F flow towards the target farthest from the source, scaled by γ per
+            frame (appendix B); ``"per_frame"``: one K2F flow per target.
+        k : int
+            F2I start step (appendix C); 0 returns the warp.
+        shared_noise : bool
+            Use the same initial noise for every frame (temporal consistency).
+        """
+        if mode not in ("gamma", "per_frame"):
+            raise ValueError(f"mode must be 'gamma' or 'per_frame', got {mode!r}")
+        src = np.asarray(source_frame, np.float32)
+        src_kp = np.asarray(source_keypoints, np.float32)
+        targets = np.asarray(target_keypoints, np.float32)
+        targets = targets[None] if targets.ndim == 2 else targets
+        n = len(targets)
+        h, w = src.shape[-2:]
+        d = self.k2f.config.downsample
+        flow_noise = _noise((1, 2, h // d, w // d), generator, "cpu")
+        gammas = None
+        if mode == "gamma":
+            motion = np.nan_to_num(np.linalg.norm(targets - src_kp, axis=-1)).mean(axis=-1)  # (T,)
+            ref = targets[int(np.argmax(motion))]
+            flow_ref = self.flow_pipe(src, src_kp, ref, num_inference_steps=num_inference_steps, noise=flow_noise)
+            gammas = gamma_from_keypoints(src_kp, targets, ref)
+            flows = gammas[:, None, None, None].astype(np.float32) * flow_ref  # (T, 2, H, W)
+        else:
+            flows = np.concatenate([
+                self.flow_pipe(src, src_kp, targets[i:i + batch_size], num_inference_steps=num_inference_steps,
+                               noise=flow_noise.expand(len(targets[i:i + batch_size]), -1, -1, -1)
+                               if shared_noise else _noise((len(targets[i:i + batch_size]), 2, h // d, w // d),
+                                                           generator, "cpu"))
+                for i in range(0, n, batch_size)])
+        frames = []
+        latent_shape = (1, self.vae.config.latent_channels, h // d, w // d)
+        image_noise = _noise(latent_shape, generator, "cpu")
+        for i in self.progress_bar(range(0, n, batch_size), not progress):
+            b = len(targets[i:i + batch_size])
+            noise = image_noise.expand(b, -1, -1, -1) if shared_noise else _noise((b, *latent_shape[1:]), generator, "cpu")
+            frames.append(self.image_pipe(src, targets[i:i + batch_size], flows[i:i + batch_size], k=k,
+                                          num_inference_steps=num_inference_steps, noise=noise))
+        return KDMOutput(frames=np.concatenate(frames), flows=flows, gammas=gammas)

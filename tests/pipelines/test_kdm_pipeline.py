@@ -1,0 +1,93 @@
+"""KDM pipelines with tiny random components: shapes, determinism, k = 0, γ = 0, save/load."""
+
+import numpy as np
+import pytest
+import torch
+
+from echokdm.data.phantom import sample_patient, simulate_clip
+from echokdm.geometry.flow import warp
+from echokdm.models.kdm import ConditionalUNet, make_autoencoder
+from echokdm.pipelines import FlowToImagePipeline, KDMPipeline, KeypointToFlowPipeline
+from echokdm.pipelines.kdm import gamma_from_keypoints
+
+SIZE = 32
+
+
+def _unet(sample_channels, condition_channels):
+    torch.manual_seed(0)
+    return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
+                           condition_embed_channels=8, downsample=4, sample_size=SIZE // 4,
+                           block_out_channels=(16, 32), attention_levels=(False, True), layers_per_block=1,
+                           norm_num_groups=8, flow_scale=4.0).eval()
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.manual_seed(0)
+    vae = make_autoencoder(block_out_channels=(8, 16, 16), latent_channels=4, sample_size=SIZE, norm_num_groups=8).eval()
+    return KDMPipeline(_unet(2, 7), _unet(4, 6), vae)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return simulate_clip(sample_patient(0, 0), n_frames=12, size=SIZE, fps=25.0)
+
+
+def test_k2f_shapes_and_seed(pipe, clip):
+    k2f = pipe.flow_pipe
+    a = k2f(clip.frames[0], clip.keypoints[0], clip.keypoints[5], num_inference_steps=5,
+            generator=torch.Generator().manual_seed(3))
+    b = k2f(clip.frames[0], clip.keypoints[0], clip.keypoints[5], num_inference_steps=5,
+            generator=torch.Generator().manual_seed(3))
+    c = k2f(clip.frames[0], clip.keypoints[0], clip.keypoints[5], num_inference_steps=5,
+            generator=torch.Generator().manual_seed(4))
+    assert a.shape == (1, 2, SIZE, SIZE) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_f2i_k0_returns_the_warp_and_k_bounds(pipe, clip):
+    flow = clip.flow(0, 6)[None]
+    out = pipe.image_pipe(clip.frames[0], clip.keypoints[6], flow, k=0, num_inference_steps=5)
+    expected = warp(torch.from_numpy(clip.frames[0])[None, None], torch.from_numpy(flow)).clamp(0, 1)[:, 0].numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    img = pipe.image_pipe(clip.frames[0], clip.keypoints[6], flow, k=5, num_inference_steps=5,
+                          generator=torch.Generator().manual_seed(0))
+    assert img.shape == (1, SIZE, SIZE) and 0 <= img.min() and img.max() <= 1
+    with pytest.raises(ValueError, match="k must be"):
+        pipe.image_pipe(clip.frames[0], clip.keypoints[6], flow, k=6, num_inference_steps=5)
+
+
+def test_gamma_from_keypoints():
+    src = np.zeros((3, 2))
+    ref = np.ones((3, 2))
+    seq = np.stack([src, 0.5 * ref, ref, 2 * ref, -ref])
+    np.testing.assert_allclose(gamma_from_keypoints(src, seq, ref), [0, 0.5, 1, 1, 0])
+
+
+def test_kdm_loop_gamma_zero_gives_the_source_and_modes(pipe, clip):
+    targets = clip.keypoints[[0, 3, 6]]  # the first target is the source itself: gamma = 0
+    out = pipe(clip.frames[0], clip.keypoints[0], targets, mode="gamma", k=0, num_inference_steps=4,
+               generator=torch.Generator().manual_seed(0), progress=False)
+    assert out.frames.shape == (3, SIZE, SIZE) and out.flows.shape == (3, 2, SIZE, SIZE)
+    assert out.gammas[0] == 0 and out.gammas.max() == 1
+    np.testing.assert_allclose(out.frames[0], clip.frames[0], atol=1e-5)
+    per = pipe(clip.frames[0], clip.keypoints[0], targets, mode="per_frame", k=2, num_inference_steps=4,
+               generator=torch.Generator().manual_seed(0), progress=False, batch_size=2)
+    assert per.frames.shape == (3, SIZE, SIZE) and per.gammas is None
+    again = pipe(clip.frames[0], clip.keypoints[0], targets, mode="per_frame", k=2, num_inference_steps=4,
+                 generator=torch.Generator().manual_seed(0), progress=False, batch_size=2)
+    np.testing.assert_array_equal(per.frames, again.frames)
+
+
+def test_save_and_load_round_trip(pipe, clip, tmp_path):
+    pipe.save_pretrained(tmp_path / "kdm")
+    loaded = KDMPipeline.from_pretrained(tmp_path / "kdm")
+    kw = dict(mode="per_frame", k=3, num_inference_steps=3, progress=False)
+    a = pipe(clip.frames[0], clip.keypoints[0], clip.keypoints[4], generator=torch.Generator().manual_seed(1), **kw)
+    b = loaded(clip.frames[0], clip.keypoints[0], clip.keypoints[4], generator=torch.Generator().manual_seed(1), **kw)
+    np.testing.assert_allclose(a.frames, b.frames, atol=1e-5)
+    assert isinstance(KeypointToFlowPipeline.from_pretrained(tmp_path / "kdm"), KeypointToFlowPipeline)
+    assert isinstance(FlowToImagePipeline.from_pretrained(tmp_path / "kdm"), FlowToImagePipeline)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        KDMPipeline.from_pretrained(tmp_path / "nope")
