@@ -1,0 +1,464 @@
+"""Train KDM (paper §3): the latent autoencoder, K2F, F2I and the "w/o K2F" F2I, in order, through
+the one training loop (:class:`~echokdm.training.loop.Trainer`), then assemble the pipeline folder.
+
+    echokdm train kdm --config configs/echo/kdm_112.yaml --manifest phantom/manifest.csv --out runs/kdm
+
+Training pairs ``(source frame, target frame, source keypoints, target keypoints, flow)`` come from a
+manifest. Keypoints: the phantom's exact ones (``data.keypoints: phantom``) or those derived from the
+clip's masks (``masks``). Flows: the phantom's exact flows (``data.flows: phantom``) or OF-net flows
+cached by ``echokdm flow`` (``cache``, the paper's setting for real data). Losses follow the paper:
+ε-prediction with an L2 (or L1) loss for K2F (eq. 2) and F2I (eq. 3); L1 + LPIPS + a small KL term
+for the autoencoder.
+
+Run folder: ``<out>/autoencoder``, ``<out>/k2f``, ``<out>/f2i``, ``<out>/f2i_noflow`` (one run folder
+each, see :mod:`echokdm.training.run`) and ``<out>/pipeline`` (the :class:`~echokdm.pipelines.KDMPipeline`
+folder) plus ``<out>/pipeline_noflow`` (the "w/o K2F" ablation). A stage whose ``best/`` exists is
+skipped unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from echokdm.config import load_config
+from echokdm.models.kdm import ConditionalUNet, encode_flow, make_autoencoder
+from echokdm.pipelines.kdm import KDMPipeline, _renderer, default_scheduler
+from echokdm.training.loop import LoopConfig, Trainer
+from echokdm.training.run import RunFolder
+
+__all__ = [
+    "KDMDataConfig", "AutoencoderConfig", "DiffusionStageConfig", "KDMConfig", "load_kdm_config",
+    "PairBank", "build_pair_bank", "train_kdm", "STAGES",
+]
+
+STAGES = ("autoencoder", "k2f", "f2i", "f2i_noflow")
+
+
+# ---------------------------------------------------------------------------------------------
+# configs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class KDMDataConfig:
+    size: int = 112
+    keypoints: Literal["phantom", "masks"] = "phantom"
+    flows: Literal["phantom", "cache"] = "phantom"
+    flow_cache: str | None = None
+    pairs_per_clip: int = 24
+    max_clips: int | None = None
+    val_pairs: int = 24
+    adapter: str = "echo"
+
+
+@dataclasses.dataclass
+class AutoencoderModelConfig:
+    block_out_channels: tuple[int, ...] = (32, 64, 128)
+    latent_channels: int = 4
+    layers_per_block: int = 1
+    norm_num_groups: int = 32
+
+
+@dataclasses.dataclass
+class AutoencoderLossConfig:
+    l1: float = 1.0
+    lpips: float = 0.1
+    lpips_net: Literal["alex", "vgg"] = "alex"
+    lpips_backbone: str | None = None
+    kl: float = 1e-6
+
+
+@dataclasses.dataclass
+class AutoencoderConfig:
+    model: AutoencoderModelConfig = dataclasses.field(default_factory=AutoencoderModelConfig)
+    loss: AutoencoderLossConfig = dataclasses.field(default_factory=AutoencoderLossConfig)
+    train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(steps=1500, batch_size=16, lr=1e-3))
+
+
+@dataclasses.dataclass
+class UNetConfig:
+    block_out_channels: tuple[int, ...] = (64, 128, 256)
+    layers_per_block: int = 2
+    attention_levels: tuple[bool, ...] = (False, True, True)
+    condition_embed_channels: int = 32
+    norm_num_groups: int = 32
+    flow_scale: float = 8.0
+
+
+@dataclasses.dataclass
+class DiffusionStageConfig:
+    model: UNetConfig = dataclasses.field(default_factory=UNetConfig)
+    loss: Literal["l2", "l1"] = "l2"
+    train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(steps=3000, batch_size=16, lr=3e-4,
+                                                                             ema_decay=0.999))
+
+
+@dataclasses.dataclass
+class SamplingConfig:
+    num_train_timesteps: int = 1000
+    num_inference_steps: int = 200
+    k: int = 100
+    val_inference_steps: int = 20
+
+
+@dataclasses.dataclass
+class KDMConfig:
+    """``echokdm train kdm`` configuration (``configs/echo/kdm_112.yaml``)."""
+
+    data: KDMDataConfig = dataclasses.field(default_factory=KDMDataConfig)
+    autoencoder: AutoencoderConfig = dataclasses.field(default_factory=AutoencoderConfig)
+    k2f: DiffusionStageConfig = dataclasses.field(default_factory=DiffusionStageConfig)
+    f2i: DiffusionStageConfig = dataclasses.field(default_factory=DiffusionStageConfig)
+    sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
+    train_noflow_ablation: bool = True
+
+
+def load_kdm_config(path: str | os.PathLike | dict | None = None, overrides: dict | None = None) -> KDMConfig:
+    """Read and validate a KDM config (defaults when ``path`` is None)."""
+    return load_config(path, KDMConfig, overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class PairBank:
+    """Frames, rendered keypoints and frame pairs of one split, in memory.
+
+    ``frames`` ``float32`` ``(F, S, S)`` in [0, 1]; ``keypoints`` ``(F, N, 2)``; ``renders`` ``uint8``
+    ``(F, C, S, S)`` (the adapter's conditioning image of each frame's keypoints); ``pairs`` ``(P, 2)``
+    global frame indices (source, target); ``flows`` ``float16`` ``(P, 2, S, S)`` source → target;
+    ``patient_ids`` per pair.
+    """
+
+    frames: np.ndarray
+    keypoints: np.ndarray
+    renders: np.ndarray
+    pairs: np.ndarray
+    flows: np.ndarray
+    patient_ids: list[str]
+    skipped: list[tuple[str, str]]
+
+    def __len__(self) -> int:
+        return int(len(self.pairs))
+
+    def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Tensors of the pairs ``index`` (CPU): source/target ``(B, 1, S, S)``, renders in [-1, 1], flow."""
+        idx = index.numpy()
+        s, t = self.pairs[idx, 0], self.pairs[idx, 1]
+        return {
+            "source": torch.from_numpy(self.frames[s])[:, None],
+            "target": torch.from_numpy(self.frames[t])[:, None],
+            "source_render": torch.from_numpy(self.renders[s]).float() / 127.5 - 1,
+            "target_render": torch.from_numpy(self.renders[t]).float() / 127.5 - 1,
+            "flow": torch.from_numpy(self.flows[idx].astype(np.float32)),
+        }
+
+
+def _scale_keypoints(kp: np.ndarray, factor: float) -> np.ndarray:
+    """Keypoints of a frame resized by ``factor`` (pixel centres at integers: x' = (x + 0.5)·f − 0.5)."""
+    return ((kp + 0.5) * factor - 0.5).astype(np.float32)
+
+
+def _clip_keypoints(cine, row, data: KDMDataConfig, truth: dict, size: int) -> tuple[np.ndarray, object | None]:
+    from echokdm.data.phantom import load_npz
+
+    if data.keypoints == "phantom" or data.flows == "phantom":
+        npz = truth.get(str(row["clip_id"]))
+        if npz is None:
+            raise ValueError("not in the phantom ground truth (data.keypoints/flows: phantom needs a phantom cohort)")
+        clip = load_npz(npz)
+    else:
+        clip = None
+    if data.keypoints == "phantom":
+        kp = clip.keypoints
+    else:
+        from echokdm.geometry.temporal import sequence_keypoints
+
+        if cine.masks is None or cine.labelled_frames is not None:
+            raise ValueError("data.keypoints: masks needs a mask on every frame (run echokdm segment first)")
+        kp = sequence_keypoints(cine.masks).keypoints
+    return _scale_keypoints(kp, size / cine.width), clip
+
+
+def _clip_pairs(n_frames: int, data: KDMDataConfig, rng: np.random.Generator, row, cache: Path | None):
+    if data.flows == "cache":
+        path = cache / "flows" / f"{_safe(str(row['clip_id']))}.npz"
+        with np.load(path) as f:
+            return f["pairs"].astype(np.int64), f["flows"]
+    a = rng.integers(0, n_frames, size=data.pairs_per_clip)
+    b = (a + rng.integers(1, n_frames, size=data.pairs_per_clip)) % n_frames  # any other frame
+    return np.stack([a, b], axis=1), None
+
+
+def _safe(clip_id: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", clip_id)
+
+
+def build_pair_bank(manifest: pd.DataFrame, manifest_path: str | os.PathLike, split: str, data: KDMDataConfig,
+                    *, seed: int = 0, progress: bool = True) -> PairBank:
+    """Collect the training pairs of one split (see the module docstring)."""
+    from tqdm.auto import tqdm
+
+    from echokdm.data.manifest import read_clip
+    from echokdm.training.flow import _resize_flow, _resize_frames, phantom_truth
+
+    truth = phantom_truth(manifest_path)
+    renderer = _renderer(data.adapter)
+    cache = Path(data.flow_cache) if data.flow_cache else None
+    if data.flows == "cache" and cache is None:
+        raise ValueError("data.flows: cache needs data.flow_cache (the output folder of echokdm flow)")
+    rng = np.random.default_rng(seed)
+    rows = manifest[manifest["split"] == split]
+    if data.max_clips is not None:
+        rows = rows.iloc[: data.max_clips]
+    frames, kps, renders, pairs, flows, pids, skipped = [], [], [], [], [], [], []
+    offset = 0
+    for _, row in tqdm(list(rows.iterrows()), desc=f"loading {split} pairs", unit="clip", disable=not progress):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cine = read_clip(row)
+            kp, clip = _clip_keypoints(cine, row, data, truth, data.size)
+            clip_pairs, cached = _clip_pairs(cine.n_frames, data, rng, row, cache)
+        except Exception as exc:  # noqa: BLE001 - listed and skipped, never silently
+            skipped.append((str(row["clip_id"]), f"{type(exc).__name__}: {exc}"))
+            continue
+        frames.append(_resize_frames(cine.frames, data.size).astype(np.float32) / 255.0)
+        kps.append(kp)
+        renders.append(np.stack([np.round(renderer(k, (data.size, data.size)) * 255) for k in kp]).astype(np.uint8))
+        if cached is not None:
+            clip_flows = cached.astype(np.float16)
+        else:
+            clip_flows = np.stack([_resize_flow(clip.flow(int(a), int(b)), data.size) for a, b in clip_pairs])
+        pairs.append(clip_pairs + offset)
+        flows.append(clip_flows.astype(np.float16))
+        pids += [str(row["patient_id"])] * len(clip_pairs)
+        offset += cine.n_frames
+    if not frames:
+        raise ValueError(f"{manifest_path}: no usable clips in split {split!r}: {skipped[:5]}")
+    return PairBank(np.concatenate(frames), np.concatenate(kps), np.concatenate(renders), np.concatenate(pairs),
+                    np.concatenate(flows), pids, skipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+# ---------------------------------------------------------------------------------------------
+
+
+def _frames_batch(bank: PairBank, batch_size: int):
+    def batch_fn(generator: torch.Generator) -> dict[str, torch.Tensor]:
+        idx = torch.randint(len(bank.frames), (batch_size,), generator=generator)
+        return {"image": torch.from_numpy(bank.frames[idx.numpy()])[:, None]}
+    return batch_fn
+
+
+def _pairs_batch(bank: PairBank, batch_size: int):
+    def batch_fn(generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return bank.batch(torch.randint(len(bank), (batch_size,), generator=generator))
+    return batch_fn
+
+
+def _autoencoder_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder, resume: bool,
+                       progress: bool) -> dict:
+    from echokdm.metrics.image import psnr, ssim
+
+    cfg = config.autoencoder
+    m = cfg.model
+    vae = make_autoencoder(m.block_out_channels, m.latent_channels, config.data.size, m.layers_per_block,
+                           m.norm_num_groups)
+    lpips_model = None
+    if cfg.loss.lpips > 0:
+        from echokdm.metrics.lpips import LPIPSMetric
+
+        lpips_model = LPIPSMetric(cfg.loss.lpips_net, cfg.loss.lpips_backbone).model
+
+    def loss_fn(model, batch, step):
+        x = batch["image"] * 2 - 1
+        posterior = model.encode(x).latent_dist
+        recon = model.decode(posterior.sample()).sample
+        l1 = F.l1_loss(recon, x)
+        kl = posterior.kl().mean()
+        loss = cfg.loss.l1 * l1 + cfg.loss.kl * kl
+        parts = {"l1": float(l1.detach()), "kl": float(kl.detach())}
+        if lpips_model is not None:
+            lp = lpips_model.to(x.device)(recon.repeat(1, 3, 1, 1), x.repeat(1, 3, 1, 1)).mean()
+            loss = loss + cfg.loss.lpips * lp
+            parts["lpips"] = float(lp.detach())
+        return loss, parts
+
+    held_out = torch.from_numpy(val.frames[: 64])[:, None]
+
+    @torch.inference_mode()
+    def validate_fn(model):
+        dev = next(model.parameters()).device
+        x = held_out.to(dev) * 2 - 1
+        recon = ((model.decode(model.encode(x).latent_dist.mean).sample + 1) / 2).clamp(0, 1).cpu().numpy()[:, 0]
+        ref = held_out.numpy()[:, 0]
+        return {"val_psnr": float(np.mean(psnr(recon, ref))), "val_ssim": float(np.mean(ssim(recon, ref)))}
+
+    trainer = Trainer(vae, run, dataclasses.replace(cfg.train, best_mode="max"),
+                      batch_fn=_frames_batch(train, cfg.train.batch_size), loss_fn=loss_fn, validate_fn=validate_fn,
+                      best_metric="val_psnr", resume=resume, progress=progress, description="autoencoder")
+    return trainer.fit()
+
+
+def _diffusion_loss(kind: str):
+    return F.mse_loss if kind == "l2" else F.l1_loss
+
+
+def _unet(stage: DiffusionStageConfig, sample_channels: int, condition_channels: int, size: int, downsample: int):
+    m = stage.model
+    return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
+                           condition_embed_channels=m.condition_embed_channels, downsample=downsample,
+                           sample_size=size // downsample, block_out_channels=m.block_out_channels,
+                           layers_per_block=m.layers_per_block, attention_levels=m.attention_levels,
+                           norm_num_groups=m.norm_num_groups, flow_scale=m.flow_scale)
+
+
+def _k2f_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder, resume: bool,
+               progress: bool) -> dict:
+    from echokdm.metrics.flow import endpoint_error
+    from echokdm.pipelines.kdm import KeypointToFlowPipeline
+
+    stage = config.k2f
+    downsample = 2 ** (len(config.autoencoder.model.block_out_channels) - 1)
+    channels = train.renders.shape[1]
+    model = _unet(stage, 2, 1 + 2 * channels, config.data.size, downsample)
+    scheduler = default_scheduler(config.sampling.num_train_timesteps)
+    loss_of = _diffusion_loss(stage.loss)
+
+    def loss_fn(model, batch, step):
+        code = encode_flow(batch["flow"], downsample, stage.model.flow_scale)
+        noise = torch.randn_like(code)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (code.shape[0],), device=code.device)
+        noisy = scheduler.add_noise(code, noise, t)
+        cond = torch.cat([batch["source"] * 2 - 1, batch["source_render"], batch["target_render"]], dim=1)
+        return loss_of(model(noisy, t, cond), noise), {}
+
+    n_val = min(config.data.val_pairs, len(val))
+    vb = val.batch(torch.arange(n_val))
+
+    def validate_fn(model):
+        pipe = KeypointToFlowPipeline(model, default_scheduler(config.sampling.num_train_timesteps), config.data.adapter)
+        s, t = val.pairs[:n_val, 0], val.pairs[:n_val, 1]
+        flow = pipe(vb["source"][:, 0], val.keypoints[s], val.keypoints[t],
+                    num_inference_steps=config.sampling.val_inference_steps,
+                    generator=torch.Generator().manual_seed(0))
+        return {"val_flow_epe": float(np.mean(endpoint_error(flow, vb["flow"].numpy())))}
+
+    trainer = Trainer(model, run, stage.train, batch_fn=_pairs_batch(train, stage.train.batch_size), loss_fn=loss_fn,
+                      validate_fn=validate_fn, best_metric="val_flow_epe", resume=resume, progress=progress,
+                      description="K2F")
+    return trainer.fit()
+
+
+def _f2i_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder, vae, use_flow: bool,
+               resume: bool, progress: bool) -> dict:
+    from echokdm.metrics.image import mse
+    from echokdm.pipelines.kdm import FlowToImagePipeline
+
+    stage = config.f2i
+    downsample = 2 ** (len(config.autoencoder.model.block_out_channels) - 1)
+    channels = train.renders.shape[1]
+    model = _unet(stage, vae.config.latent_channels, 1 + channels + (2 if use_flow else 0), config.data.size,
+                  downsample)
+    scheduler = default_scheduler(config.sampling.num_train_timesteps)
+    loss_of = _diffusion_loss(stage.loss)
+    vae.eval().requires_grad_(False)
+
+    def loss_fn(model, batch, step):
+        with torch.no_grad():
+            z = vae.to(batch["target"].device).encode(batch["target"] * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+        noise = torch.randn_like(z)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (z.shape[0],), device=z.device)
+        parts = [batch["source"] * 2 - 1, batch["target_render"]]
+        if use_flow:
+            parts.append(batch["flow"] / stage.model.flow_scale)
+        return loss_of(model(scheduler.add_noise(z, noise, t), t, torch.cat(parts, dim=1)), noise), {}
+
+    n_val = min(config.data.val_pairs, len(val))
+    vb = val.batch(torch.arange(n_val))
+
+    def validate_fn(model):
+        pipe = FlowToImagePipeline(model, vae, default_scheduler(config.sampling.num_train_timesteps),
+                                   config.data.adapter, use_flow)
+        steps = config.sampling.val_inference_steps
+        k = max(1, round(steps * config.sampling.k / config.sampling.num_inference_steps))
+        flow = vb["flow"] if use_flow else torch.zeros_like(vb["flow"])
+        out = pipe(vb["source"][:, 0], val.keypoints[val.pairs[:n_val, 1]], flow, k=k, num_inference_steps=steps,
+                   generator=torch.Generator().manual_seed(0))
+        return {"val_mse": float(np.mean(mse(out, vb["target"].numpy()[:, 0])))}
+
+    trainer = Trainer(model, run, stage.train, batch_fn=_pairs_batch(train, stage.train.batch_size), loss_fn=loss_fn,
+                      validate_fn=validate_fn, best_metric="val_mse", resume=resume, progress=progress,
+                      description="F2I" if use_flow else "F2I w/o flow")
+    return trainer.fit()
+
+
+def train_kdm(config: KDMConfig, manifest: str | os.PathLike, out: str | os.PathLike, *,
+              stages: Sequence[str] = STAGES, resume: bool = False, overwrite: bool = False,
+              progress: bool = True) -> dict:
+    """Train the KDM stages in order (skipping finished ones) and assemble the pipeline folders."""
+    from diffusers import AutoencoderKL
+
+    from echokdm.data.manifest import load_manifest
+
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    out = Path(out)
+    frame = load_manifest(manifest)
+    train = build_pair_bank(frame, manifest, "train", config.data, seed=0, progress=progress)
+    val = build_pair_bank(frame, manifest, "val", config.data, seed=1, progress=progress)
+    results: dict[str, dict | str] = {}
+    for stage in stages:
+        if stage == "f2i_noflow" and not config.train_noflow_ablation:
+            continue
+        folder = out / stage
+        if (folder / "best").exists() and not (overwrite or resume):
+            results[stage] = "skipped (best/ exists)"
+            continue
+        stage_resume = resume and (folder / "last" / "trainer_state.pt").exists()
+        run = RunFolder(folder, config, resume=stage_resume, overwrite=overwrite or (resume and not stage_resume))
+        if stage == "autoencoder":
+            results[stage] = _autoencoder_stage(config, train, val, run, stage_resume, progress)
+        elif stage == "k2f":
+            results[stage] = _k2f_stage(config, train, val, run, stage_resume, progress)
+        else:
+            vae = AutoencoderKL.from_pretrained(out / "autoencoder" / "best")
+            results[stage] = _f2i_stage(config, train, val, run, vae, stage == "f2i", stage_resume, progress)
+    results["pipelines"] = _assemble(out, config)
+    results["skipped_clips"] = train.skipped + val.skipped
+    return results
+
+
+def _assemble(out: Path, config: KDMConfig) -> list[str]:
+    """Write ``pipeline/`` (and ``pipeline_noflow/``) from the stages' ``best/`` folders."""
+    from diffusers import AutoencoderKL
+
+    made = []
+    for name, f2i_stage, use_flow in (("pipeline", "f2i", True), ("pipeline_noflow", "f2i_noflow", False)):
+        needed = [out / s / "best" for s in ("autoencoder", "k2f", f2i_stage)]
+        if not all(p.exists() for p in needed):
+            continue
+        pipe = KDMPipeline(ConditionalUNet.from_pretrained(needed[1]), ConditionalUNet.from_pretrained(needed[2]),
+                           AutoencoderKL.from_pretrained(needed[0]), default_scheduler(config.sampling.num_train_timesteps),
+                           config.data.adapter, use_flow)
+        pipe.save_pretrained(out / name)
+        made.append(str(out / name))
+    return made
