@@ -1,0 +1,233 @@
+"""LPIPS (Zhang et al., CVPR 2018) through the ``lpips`` package, with an offline backbone option.
+
+The ``lpips`` package ships only the small linear heads of LPIPS v0.1; its AlexNet / VGG16
+backbones are torchvision's ImageNet weights, downloaded on first use. Where that download is
+impossible (CI, hospital networks), pass ``backbone``: a file, or a folder holding
+``alexnet_features.pth`` / ``vgg16_features.pth`` (torchvision ``alexnet().features`` /
+``vgg16().features`` state dicts, see ``shared/weights/lpips/README.md``), or set the
+environment variable ``ECHOKDM_LPIPS_WEIGHTS`` to such a path.
+
+Frames follow shared/DESIGN.md (grayscale, [0, 1], ``(H, W)`` or ``(N, H, W)``); they are
+repeated to 3 channels and mapped to [-1, 1] as ``lpips`` expects. Models are built on first
+use (not at import) and cached per ``(net, backbone, device)`` in the process.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LPIPSMetric", "lpips_distance", "resolve_backbone", "load_backbone", "BACKBONE_FILES", "LPIPS_WEIGHTS_ENV"]
+
+LPIPS_WEIGHTS_ENV = "ECHOKDM_LPIPS_WEIGHTS"
+#: File name of each backbone in a weights folder, and the torchvision model it belongs to.
+BACKBONE_FILES = {"alex": ("alexnet_features.pth", "alexnet"), "vgg": ("vgg16_features.pth", "vgg16")}
+
+_MODELS: dict[tuple[str, str | None, str], Any] = {}  # (net, backbone file, device) -> lpips.LPIPS
+
+
+def resolve_backbone(net: str, backbone: str | os.PathLike | None) -> Path | None:
+    """The backbone weights file for ``net``: from ``backbone``, else ``$ECHOKDM_LPIPS_WEIGHTS``, else None.
+
+    Raises ``FileNotFoundError`` naming the path when it does not exist, or naming the expected
+    file when a folder lacks it.
+    """
+    if backbone is None:
+        backbone = os.environ.get(LPIPS_WEIGHTS_ENV) or None
+        if backbone is None:
+            return None
+    path = Path(backbone).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: LPIPS backbone weights not found (no such file or folder)")
+    if path.is_dir():
+        name, arch = BACKBONE_FILES[net]
+        path = path / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing {name}, the torchvision {arch}().features state dict that "
+                                    f"LPIPS-{net} needs (see shared/weights/lpips/README.md)")
+    return path
+
+
+def _slice_of_index(net_module: Any) -> dict[str, str]:
+    """Map each torchvision ``features`` index (``"0"``, ``"3"``…) to the lpips slice holding it.
+
+    ``lpips.pretrained_networks`` copies ``features[i]`` into ``slice<k>`` under the name
+    ``str(i)``, so the mapping is read from the module itself, not hard-coded.
+    """
+    return {index: slice_name for slice_name, block in net_module.named_children()
+            for index, _ in block.named_children()}
+
+
+def _read_backbone(path: Path, net: str) -> dict:
+    """The state dict in ``path`` (``torch.load(weights_only=True)``); ``ValueError`` naming the file if unreadable."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle / zip errors of a damaged or foreign file
+        raise ValueError(f"{path}: cannot read LPIPS backbone weights ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a torchvision {BACKBONE_FILES[net][1]}().features state dict, "
+                         f"got {type(state).__name__}")
+    return state
+
+
+def load_backbone(model: Any, net: str, path: Path, state: dict | None = None) -> None:
+    """Copy a torchvision ``features`` state dict from ``path`` into ``model.net``'s slices (strict).
+
+    ``state`` is the file's content when already read. Raises ``ValueError`` naming the file
+    when its keys or shapes do not fit.
+    """
+    state = _read_backbone(path, net) if state is None else state
+    slices = _slice_of_index(model.net)
+    mapped, unknown = {}, []
+    for key, tensor in state.items():
+        index, _, param = key.partition(".")
+        if index in slices:
+            mapped[f"{slices[index]}.{index}.{param}"] = tensor  # "3.weight" -> "slice2.3.weight"
+        else:
+            unknown.append(key)
+    try:
+        if unknown:
+            raise RuntimeError(f"unexpected key(s) {unknown}")
+        model.net.load_state_dict(mapped, strict=True)  # every parameter present, with its shape
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: not a torchvision {BACKBONE_FILES[net][1]}().features state dict: {exc}") from exc
+
+
+def _build_model(net: str, path: Path | None) -> Any:
+    """An ``lpips.LPIPS`` in eval mode with its backbone from ``path`` or torchvision's download."""
+    import lpips
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
+        if path is not None:
+            state = _read_backbone(path, net)  # a bad file fails before the network is built
+            model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+            load_backbone(model, net, path, state)
+            return model.eval()
+        try:
+            return lpips.LPIPS(net=net, pnet_rand=False, verbose=False).eval()
+        except Exception as exc:  # urllib / OSError / RuntimeError from the torchvision download
+            name = BACKBONE_FILES[net][0]
+            raise RuntimeError(
+                f"LPIPS-{net}: could not download torchvision's ImageNet backbone ({type(exc).__name__}: {exc}). "
+                f"Offline, pass a local backbone: LPIPSMetric(net={net!r}, backbone='path/to/folder') with "
+                f"path/to/folder/{name} (a torchvision {BACKBONE_FILES[net][1]}().features state dict, as in "
+                f"shared/weights/lpips/), or set the environment variable {LPIPS_WEIGHTS_ENV} to that folder."
+            ) from exc
+
+
+class LPIPSMetric:
+    """LPIPS v0.1 distance between grayscale frames, one value per frame pair (0 = identical).
+
+    Parameters
+    ----------
+    net : {"alex", "vgg"}
+        Backbone: "alex" (the paper's LPIPS_alx) or "vgg" (LPIPS_vgg).
+    backbone : str or os.PathLike, optional
+        Local backbone weights: a ``.pth`` file or a folder holding ``alexnet_features.pth`` /
+        ``vgg16_features.pth``. Default: ``$ECHOKDM_LPIPS_WEIGHTS`` if set, else torchvision's
+        download (a ``RuntimeError`` explaining the offline option if that fails).
+    device : str or torch.device
+        Where the network runs.
+
+    Examples
+    --------
+    >>> metric = LPIPSMetric("alex", backbone="../shared/weights/lpips")  # doctest: +SKIP
+    >>> metric(generated_frames, reference_frames)  # (N,) float64              # doctest: +SKIP
+    """
+
+    def __init__(self, net: str = "alex", backbone: str | os.PathLike | None = None, device: Any = "cpu") -> None:
+        if net not in BACKBONE_FILES:
+            raise ValueError(f"net must be one of {sorted(BACKBONE_FILES)}, got {net!r}")
+        self.net = net
+        self.backbone = resolve_backbone(net, backbone)
+        self.device = str(device)
+        self._model = None
+
+    @property
+    def model(self) -> Any:
+        """The ``lpips.LPIPS`` module on ``device`` (built on first use, shared in the process)."""
+        if self._model is None:
+            key = (self.net, None if self.backbone is None else str(self.backbone.resolve()), self.device)
+            if key not in _MODELS:
+                _MODELS[key] = _build_model(self.net, self.backbone).to(self.device)
+            self._model = _MODELS[key]
+        return self._model
+
+    def _to_input(self, frames: Any) -> Any:
+        """Frames ``(N, H, W)`` in [0, 1] -> float32 tensor ``(N, 3, H, W)`` in [-1, 1] on ``device``."""
+        import torch
+
+        if isinstance(frames, np.ndarray):
+            frames = np.array(frames, dtype=np.float32)  # a writable copy (inputs may be read-only views)
+        x = torch.as_tensor(frames).detach().to(self.device, torch.float32)  # (N, H, W)
+        return (x * 2.0 - 1.0)[:, None].expand(-1, 3, -1, -1)  # (N, 3, H, W)
+
+    def __call__(self, generated: Any, reference: Any, *, batch_size: int = 32) -> np.ndarray | np.float64:
+        """LPIPS between ``generated`` and ``reference`` frames, one value per frame.
+
+        Parameters
+        ----------
+        generated, reference : numpy.ndarray or torch.Tensor
+            ``(H, W)`` or ``(N, H, W)`` grayscale frames in [0, 1], same shape (H, W >= 32).
+        batch_size : int
+            Frame pairs per forward pass.
+
+        Returns
+        -------
+        numpy.float64 or numpy.ndarray
+            One LPIPS value per frame (>= 0; 0 for identical frames): scalar, or ``(N,)`` float64.
+        """
+        import torch
+
+        from echokdm.metrics.image import _frame_stacks
+
+        a, b, batched = _frame_stacks(generated, reference, ("generated", "reference"))  # (N, H, W) each
+        if min(a.shape[1:]) < 32:
+            raise ValueError(f"LPIPS needs frames of at least 32 x 32 pixels, got {a.shape[1:]}")
+        values = np.empty(a.shape[0])
+        with torch.inference_mode():
+            for start in range(0, a.shape[0], batch_size):
+                stop = start + batch_size
+                out = self.model(self._to_input(a[start:stop]), self._to_input(b[start:stop]))  # (n, 1, 1, 1)
+                values[start:stop] = out.reshape(-1).double().cpu().numpy()
+        return values if batched else np.float64(values[0])
+
+    def features(self, frames: Any) -> list[Any]:
+        """Unit-normalised backbone features of ``frames``, scaled by the LPIPS linear weights.
+
+        Parameters
+        ----------
+        frames : numpy.ndarray or torch.Tensor
+            ``(N, H, W)`` grayscale frames in [0, 1].
+
+        Returns
+        -------
+        list of torch.Tensor
+            One float32 ``(N, C_l, H_l, W_l)`` tensor per layer ``l``: ``sqrt(w_l) * f_l / |f_l|``,
+            so that ``LPIPS(a, b) = sum_l mean_{h,w} sum_c (F_l(a) - F_l(b))^2``. Used by
+            :func:`echokdm.metrics.privacy.nearest_distance` to compare many frames at once.
+        """
+        import lpips
+        import torch
+
+        model = self.model
+        with torch.inference_mode():
+            outs = model.net(model.scaling_layer(self._to_input(frames)))
+            feats = []
+            for layer, out in zip(model.lins, outs):
+                weight = layer.model[-1].weight.reshape(1, -1, 1, 1)  # (1, C, 1, 1), >= 0 in LPIPS v0.1
+                feats.append(lpips.normalize_tensor(out) * weight.clamp(min=0).sqrt())
+        return feats
+
+
+def lpips_distance(generated: Any, reference: Any, net: str = "alex", backbone: str | os.PathLike | None = None,
+                   device: Any = "cpu") -> np.ndarray | np.float64:
+    """LPIPS per frame in one call: ``LPIPSMetric(net, backbone, device)(generated, reference)``."""
+    return LPIPSMetric(net, backbone, device)(generated, reference)
