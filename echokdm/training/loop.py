@@ -1,0 +1,366 @@
+"""One training loop for every echokdm stage (OF-net now; autoencoder, K2F and F2I later).
+
+A stage supplies three plain functions and the loop does the rest:
+
+* ``batch_fn(generator) -> batch``: draws one batch on the CPU using only ``generator`` (a CPU
+  ``torch.Generator`` owned and checkpointed by the loop), so that resuming replays the same data;
+* ``loss_fn(model, batch, step) -> (loss, parts)``: the scalar loss and a dict of floats to log;
+* ``validate_fn(model) -> metrics`` (optional): floats written to ``log.csv``; one of them picks
+  ``best/``. It runs on the EMA weights when EMA is on, in eval mode, with the training RNG
+  states untouched.
+
+The loop: AdamW (paper), optional linear warm-up and cosine decay, gradient clipping, optional EMA
+weights, mixed precision on GPU (bf16 or fp16 autocast; off on the CPU), a tqdm bar showing the
+loss, validation every ``val_every`` steps, checkpoints every ``checkpoint_every`` steps, at the
+end and on ``KeyboardInterrupt``, and *exact* resume: model, optimiser, scheduler, grad scaler, EMA,
+step, best value, the torch / CUDA / numpy / python RNG states and the data generator state are
+all restored, so ``N`` steps straight and ``N/2 + resume + N/2`` give the same weights on the CPU.
+
+Run folder (:class:`~echokdm.training.run.RunFolder`): ``last/`` holds the raw weights
+(``save_pretrained``) and ``trainer_state.pt``; ``best/`` the weights (EMA ones when EMA is on)
+with the best validation metric; ``log.csv`` one row per validation.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import random
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from echokdm.training.run import RunFolder
+
+__all__ = ["LoopConfig", "EMA", "Trainer", "resolve_device", "to_device"]
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    """Optimisation settings shared by every stage (the ``train:`` section of a stage config).
+
+    ``steps`` optimiser steps of ``batch_size`` samples; AdamW with ``lr``, ``weight_decay``,
+    ``betas``; ``warmup_steps`` of linear warm-up then ``lr_schedule`` (constant or cosine to
+    ``min_lr_ratio · lr``); gradient norm clipped at ``grad_clip`` (null = off); EMA of the weights
+    with ``ema_decay`` (null = off); ``mixed_precision`` on GPU only; validation every
+    ``val_every`` and checkpoints every ``checkpoint_every`` steps; ``best_mode`` says whether
+    the stage's validation metric is better low or high; ``seed`` seeds everything; ``device``
+    ``auto`` = CUDA when available.
+    """
+
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = 0.1
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = None
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    val_every: int = 250
+    checkpoint_every: int = 250
+    best_mode: Literal["min", "max"] = "min"
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "val_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move the tensors of a (nested dict / list / tuple) batch to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class EMA:
+    """Exponential moving average of a model's weights (a frozen copy of the model).
+
+    ``update(model, step)`` applies ``ema ← d · ema + (1 - d) · weights`` with the warm-up
+    ``d = min(decay, (1 + step) / (10 + step))`` so that early weights do not linger; buffers are
+    copied. ``model`` is the averaged copy, ready for validation and ``save_pretrained``.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = float(decay)
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach(), 1.0 - d)
+        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+
+
+def _lr_lambda(config: LoopConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.lr_schedule == "constant":
+            return 1.0
+        span = max(1, config.steps - config.warmup_steps)
+        progress = min(1.0, (step - config.warmup_steps) / span)
+        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _rng_state() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and python RNG states, in types ``torch.load(weights_only=True)`` reads."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                      gauss), "python": (version, list(internal), py_gauss)}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, py_gauss = state["python"]
+    random.setstate((version, tuple(internal), py_gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_model_atomically(model: Any, folder: Path) -> None:
+    """``save_pretrained`` into a temporary sibling, then swap it in (a crash never leaves half a folder)."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class Trainer:
+    """Train ``model`` with ``loss_fn`` on batches from ``batch_fn``; see the module docstring.
+
+    Parameters
+    ----------
+    model : diffusers ModelMixin
+        The network (moved to the config's device); weights are restored from ``run.last``
+        when ``resume`` is set.
+    run : RunFolder
+        Where ``last/``, ``best/`` and ``log.csv`` go.
+    config : LoopConfig
+        Optimisation settings.
+    batch_fn : callable
+        ``batch_fn(generator) -> batch`` (tensors on the CPU; moved to the device by the loop).
+    loss_fn : callable
+        ``loss_fn(model, batch, step) -> (loss, parts)``; ``parts`` is a dict of floats with the
+        same keys at every step (averaged and logged as ``train_<key>``).
+    validate_fn : callable, optional
+        ``validate_fn(model) -> dict`` of floats; must contain ``best_metric`` when that is set.
+    best_metric : str, optional
+        Key of ``validate_fn``'s dict that selects ``best/`` (lower is better unless
+        ``config.best_mode == "max"``).
+    resume : bool
+        Continue from ``run.last``.
+    progress : bool
+        Show the tqdm bar.
+    description : str
+        Label of the progress bar.
+    """
+
+    def __init__(self, model: Any, run: RunFolder, config: LoopConfig, *, batch_fn: Callable[[torch.Generator], Any],
+                 loss_fn: Callable[[Any, Any, int], tuple[torch.Tensor, dict[str, float]]],
+                 validate_fn: Callable[[Any], dict[str, float]] | None = None, best_metric: str | None = None,
+                 resume: bool = False, progress: bool = True, description: str = "training"):
+        self.run, self.config = run, config
+        self.batch_fn, self.loss_fn, self.validate_fn = batch_fn, loss_fn, validate_fn
+        self.best_metric, self.progress, self.description = best_metric, progress, description
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        random.seed(config.seed)
+        self.model = model.to(self.device)
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                           betas=tuple(config.betas), weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config))
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.ema = EMA(model, config.ema_decay) if config.ema_decay else None
+        self.generator = torch.Generator().manual_seed(config.seed)  # CPU: same batches on any device
+        self.step, self.best = 0, None
+        self._in_step, self._snapshot = False, None
+        if resume:
+            self._load()
+
+    # -- state -----------------------------------------------------------------------------
+    def _amp_dtype(self) -> torch.dtype | None:
+        if self.config.mixed_precision == "no":
+            return None
+        if self.device.type != "cuda":
+            warnings.warn(f"mixed_precision={self.config.mixed_precision!r} applies on GPU only; training in "
+                          f"float32 on {self.device}", stacklevel=3)
+            return None
+        return torch.bfloat16 if self.config.mixed_precision == "bf16" else torch.float16
+
+    def save(self) -> Path:
+        """Write ``last/`` (raw weights) and ``last/trainer_state.pt`` (everything else).
+
+        Interrupted inside a step, the data generator and RNG states saved are those from the
+        start of that unfinished step, so a resumed run redraws the same batch.
+        """
+        _save_model_atomically(self.model, self.run.last)
+        generator, rng = self._snapshot if self._in_step else (self.generator.get_state(), _rng_state())
+        state = {
+            "step": self.step, "best": self.best, "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None, "generator": generator, "rng": rng,
+        }
+        tmp = self.run.last / ".trainer_state.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.run.last / "trainer_state.pt")
+        return self.run.last
+
+    def _load(self) -> None:
+        fresh = type(self.model).from_pretrained(self.run.last)
+        self.model.load_state_dict(fresh.state_dict())
+        state = torch.load(self.run.last / "trainer_state.pt", map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state["ema"] is None:
+                raise ValueError(f"{self.run.last}: the run was trained without EMA but the config enables it")
+            self.ema.load_state_dict(state["ema"])
+        self.generator.set_state(state["generator"])
+        _set_rng_state(state["rng"])
+        self.step, self.best = int(state["step"]), state["best"]
+
+    # -- steps -----------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step on one batch; returns ``{"loss": ..., **parts}``."""
+        self.model.train()
+        self._snapshot, self._in_step = (self.generator.get_state(), _rng_state()), True
+        batch = to_device(self.batch_fn(self.generator), self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            loss, parts = self.loss_fn(self.model, batch, self.step)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{self.run.path}: loss is {loss.item()} at step {self.step}; lower train.lr "
+                                     "or check the data")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        self._in_step = False
+        return {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}
+
+    def validate(self) -> dict[str, float]:
+        """Run ``validate_fn`` on the evaluated weights (EMA when on) without touching the training RNGs."""
+        if self.validate_fn is None:
+            return {}
+        model = self.ema.model if self.ema else self.model
+        was_training = model.training
+        model.eval()
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            metrics = self.validate_fn(model)
+        model.train(was_training)
+        return {k: float(v) for k, v in metrics.items()}
+
+    def _is_better(self, value: float) -> bool:
+        if self.best is None or not math.isfinite(self.best):
+            return math.isfinite(value)
+        return value < self.best if self.config.best_mode == "min" else value > self.best
+
+    def _evaluate_and_log(self, totals: dict[str, float], count: int, started: float) -> dict[str, float]:
+        metrics = self.validate()
+        row = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"]}
+        row.update({f"train_{k}": v / max(count, 1) for k, v in totals.items()})
+        row.update(metrics)
+        row["seconds"] = round(time.perf_counter() - started, 1)
+        self.run.log(row)
+        if self.best_metric is not None:
+            if self.best_metric not in metrics:
+                raise KeyError(f"validation returned {sorted(metrics)}, not the best metric {self.best_metric!r}")
+            if self._is_better(metrics[self.best_metric]):
+                self.best = metrics[self.best_metric]
+                _save_model_atomically(self.ema.model if self.ema else self.model, self.run.best)
+        return row
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``config.steps``; returns ``{"run", "steps", "best", "last_row", "seconds"}``.
+
+        On ``KeyboardInterrupt`` the state after the last completed step is saved to ``last/``
+        (resume with ``resume=True``) and the interrupt is raised again.
+        """
+        from tqdm.auto import tqdm
+
+        started = time.perf_counter()
+        totals: dict[str, float] = {}
+        count, row = 0, {}
+        bar = tqdm(total=self.config.steps, initial=self.step, desc=self.description, unit="step",
+                   disable=not self.progress)
+        try:
+            while self.step < self.config.steps:
+                parts = self.train_step()
+                for key, value in parts.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                count += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{totals['loss'] / count:.4f}", refresh=False)
+                final = self.step == self.config.steps
+                if self.step % self.config.val_every == 0 or final:
+                    row = self._evaluate_and_log(totals, count, started)
+                    if self.best_metric in row:
+                        bar.set_postfix(loss=f"{totals['loss'] / count:.4f}", **{self.best_metric: f"{row[self.best_metric]:.4f}"})
+                    totals, count = {}, 0
+                if self.step % self.config.checkpoint_every == 0 or final:
+                    self.save()
+        except KeyboardInterrupt:
+            self.save()
+            bar.close()
+            print(f"interrupted: saved step {self.step} to {self.run.last}; continue with resume (--resume)")
+            raise
+        bar.close()
+        return {"run": str(self.run.path), "steps": self.step, "best": self.best, "last_row": row,
+                "seconds": round(time.perf_counter() - started, 1)}
