@@ -165,6 +165,24 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_kdm(args: argparse.Namespace) -> int:
+    from echokdm.training.kdm import STAGES, load_kdm_config, train_kdm
+
+    config = load_kdm_config(args.config)
+    result = train_kdm(config, args.manifest, args.out, stages=args.stages or STAGES, resume=args.resume,
+                       overwrite=args.overwrite, progress=not args.no_progress)
+    for stage in STAGES:
+        if stage in result:
+            info = result[stage]
+            text = info if isinstance(info, str) else f"{info['steps']} steps, best {info['best']}, {info['seconds']} s"
+            print(f"  {stage}: {text}")
+    for folder in result["pipelines"]:
+        print(f"pipeline: {folder}")
+    for clip, reason in result["skipped_clips"]:
+        print(f"  skipped {clip}: {reason}")
+    return 0
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from echokdm.training.segmentation import segment_manifest
 
@@ -293,6 +311,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="start afresh in an existing run folder")
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
     t.set_defaults(func=cmd_train_seg)
+
+    t = train_sub.add_parser("kdm", help="KDM: autoencoder, K2F, F2I (and the w/o-K2F F2I), then the pipeline",
+                             description="Train the KDM stages in order on a manifest's frame pairs; a stage whose "
+                                         "best/ exists is skipped. Writes <out>/pipeline (and pipeline_noflow).")
+    t.add_argument("--config", required=True, help="YAML config, e.g. configs/echo/kdm_112.yaml")
+    t.add_argument("--manifest", required=True, help="manifest CSV (a phantom cohort, or real data with masks)")
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--stages", nargs="+", choices=("autoencoder", "k2f", "f2i", "f2i_noflow"),
+                   help="train only these stages (default: all, in order)")
+    t.add_argument("--resume", action="store_true", help="continue interrupted stages")
+    t.add_argument("--overwrite", action="store_true", help="retrain stages that already finished")
+    t.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    t.set_defaults(func=cmd_train_kdm)
 
     p = sub.add_parser("segment", help="LV masks for every frame of a manifest",
                        description="Segment every frame of every clip with a trained segmentation model; report "

@@ -65,3 +65,15 @@ def test_shipped_configs_are_valid():
 
     root = Path(__file__).resolve().parents[1] / "configs" / "echo"
     assert load_config(root / "seg.yaml", SegConfig) == SegConfig()  # the file documents the defaults
+
+
+def test_shipped_kdm_configs_are_valid():
+    from pathlib import Path
+
+    from echokdm.training.kdm import load_kdm_config
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "echo"
+    small, paper = load_kdm_config(root / "kdm_112.yaml"), load_kdm_config(root / "kdm_224_paper.yaml")
+    assert small.data.size == 112 and paper.data.size == 224
+    assert small.sampling.num_inference_steps == 200 and small.sampling.k == 100
+    assert paper.k2f.train.mixed_precision == "bf16" and paper.data.flows == "cache"

@@ -55,6 +55,7 @@ class KDMDataConfig:
     keypoints: Literal["phantom", "masks"] = "phantom"
     flows: Literal["phantom", "cache"] = "phantom"
     flow_cache: str | None = None
+    segmentation: str | None = None
     pairs_per_clip: int = 24
     max_clips: int | None = None
     val_pairs: int = 24
@@ -187,9 +188,16 @@ def _clip_keypoints(cine, row, data: KDMDataConfig, truth: dict, size: int) -> t
     else:
         from echokdm.geometry.temporal import sequence_keypoints
 
-        if cine.masks is None or cine.labelled_frames is not None:
-            raise ValueError("data.keypoints: masks needs a mask on every frame (run echokdm segment first)")
-        kp = sequence_keypoints(cine.masks).keypoints
+        masks = cine.masks if cine.labelled_frames is None else None
+        if data.segmentation:
+            path = Path(data.segmentation) / "masks" / f"{_safe(str(row['clip_id']))}.npz"
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: no predicted masks for this clip (echokdm segment)")
+            masks = np.load(path)["masks"]
+        if masks is None:
+            raise ValueError("data.keypoints: masks needs a mask on every frame; set data.segmentation to the "
+                             "output of echokdm segment")
+        kp = sequence_keypoints(masks).keypoints
     return _scale_keypoints(kp, size / cine.width), clip
 
 
@@ -242,7 +250,8 @@ def build_pair_bank(manifest: pd.DataFrame, manifest_path: str | os.PathLike, sp
         kps.append(kp)
         renders.append(np.stack([np.round(renderer(k, (data.size, data.size)) * 255) for k in kp]).astype(np.uint8))
         if cached is not None:
-            clip_flows = cached.astype(np.float16)
+            clip_flows = cached if cached.shape[-1] == data.size else np.stack(
+                [_resize_flow(f.astype(np.float32), data.size) for f in cached])
         else:
             clip_flows = np.stack([_resize_flow(clip.flow(int(a), int(b)), data.size) for a, b in clip_pairs])
         pairs.append(clip_pairs + offset)
