@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_phantom)
 
-    p = sub.add_parser("train", help="train a model (seg)", description="Train one of echokdm's models.")
+    p = sub.add_parser("train", help="train a model (seg, flow, kdm)", description="Train one of echokdm's models.")
     train_sub = p.add_subparsers(dest="model", metavar="MODEL", required=True)
     t = train_sub.add_parser("seg", help="LV segmentation network on the labelled frames of a manifest",
                              description="Train the LV blood-pool segmentation U-Net on the train split's labelled "
@@ -325,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
     t.set_defaults(func=cmd_train_kdm)
 
+    from echokdm.cli_flow import register as register_flow_command
+    from echokdm.cli_flow import register_train as register_train_flow
+
+    register_train_flow(train_sub)
+
     p = sub.add_parser("segment", help="LV masks for every frame of a manifest",
                        description="Segment every frame of every clip with a trained segmentation model; report "
                                    "Dice per clip and per patient on the frames that have labels.")
@@ -338,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     from echokdm.cli_keypoints import register as register_keypoint_commands
 
     register_keypoint_commands(sub)
+    register_flow_command(sub)
 
     p = sub.add_parser("info", help="describe one echo file",
                        description="Read one file and print its frames, frame rate, calibration and metadata.")

@@ -94,17 +94,32 @@ def _convert(value: Any, annotation: Any, where: str, source: str) -> Any:
     return value
 
 
-def _build(data: dict, cls: type[T], prefix: str, source: str) -> T:
+def _field_default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return field.default_factory()  # type: ignore[misc]
+    return None
+
+
+def _build(data: dict, cls: type[T], prefix: str, source: str, base: Any = None) -> T:
+    """``cls`` from ``data``; keys absent from ``data`` keep ``base``'s values (the enclosing
+    config's default for this section) when given, else the class defaults."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
+    kwargs = {name: getattr(base, name) for name in fields} if base is not None else {}
     for key, value in data.items():
         where = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(fields)}"
             raise ConfigError(f"{source}: unknown key {where!r} ({hint})")
-        kwargs[key] = _convert(value, hints[key], where, source)
+        default = getattr(base, key) if base is not None else _field_default(fields[key])
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict) and dataclasses.is_dataclass(default):
+            # a partial section overrides the enclosing default section, not the bare class defaults
+            kwargs[key] = _build(value, hints[key], where, source, base=default)
+        else:
+            kwargs[key] = _convert(value, hints[key], where, source)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:

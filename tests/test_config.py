@@ -77,3 +77,22 @@ def test_shipped_kdm_configs_are_valid():
     assert small.data.size == 112 and paper.data.size == 224
     assert small.sampling.num_inference_steps == 200 and small.sampling.k == 100
     assert paper.k2f.train.mixed_precision == "bf16" and paper.data.flows == "cache"
+
+
+def test_partial_sections_override_the_enclosing_defaults():
+    @dataclasses.dataclass
+    class Train:
+        steps: int = 1
+        lr: float = 0.1
+
+    @dataclasses.dataclass
+    class Stage:
+        train: Train = dataclasses.field(default_factory=lambda: Train(steps=500, lr=0.01))
+
+    @dataclasses.dataclass
+    class Top:
+        stage: Stage = dataclasses.field(default_factory=Stage)
+
+    cfg = load_config({"stage": {"train": {"steps": 7}}}, Top)
+    assert cfg.stage.train == Train(steps=7, lr=0.01)  # lr from Stage's default, not Train's
+    assert load_config(None, Top).stage.train == Train(steps=500, lr=0.01)

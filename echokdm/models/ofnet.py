@@ -2,10 +2,11 @@
 
 The network follows PWC-Net (Sun et al., CVPR 2018) as slimmed down by ARFlow's "PWC-lite"
 (Liu et al., CVPR 2020): a feature pyramid shared by both frames, a local cost volume in plain
-PyTorch, warping of the source features by the current flow, one residual flow estimator
-shared by all levels (after a 1×1 convolution to a common width), and a dilated context network
-at the finest level. It is sized for a CPU: at 112×112 the finest estimate is made at stride 4
-(28×28) and upsampled bilinearly, which suits the smooth motion of the heart.
+PyTorch (row-wise batched matrix products), warping of the source features by the current
+flow, one residual flow estimator shared by all levels (after a 1×1 convolution to a common
+width), and a dilated context network at the finest level. It is sized for a CPU: at 112×112
+the finest estimate is made at stride 4 (28×28) and upsampled bilinearly, which suits the smooth
+motion of the heart.
 
 Flow convention (shared/DESIGN.md): the output is a backward flow ``(B, 2, H, W)``, channel 0 =
 dx (columns), channel 1 = dy (rows), in pixels of the input, on the *target* grid and pointing
@@ -140,7 +141,9 @@ class OFNet(ModelMixin, ConfigMixin):
         Widths and dilations of the context network (same length); empty to disable it.
     max_displacement : int
         Search radius of the cost volume in pixels of each level (4 → 81 displacements; at
-        stride 16 this covers ±64 input pixels before refinement).
+        stride 16 this covers ±64 input pixels before refinement). The cost volume correlates
+        L2-normalised features (cosine similarity in [-1, 1]), which keeps its scale independent
+        of the feature magnitudes while the network is young.
     output_level : int
         Finest pyramid level that gets an estimate (0 = stride 2, 1 = stride 4); the flow is
         upsampled bilinearly from there to the input size.
@@ -168,8 +171,8 @@ class OFNet(ModelMixin, ConfigMixin):
         self,
         pyramid_channels: tuple[int, ...] = (16, 32, 48, 64),
         feature_channels: int = 32,
-        estimator_channels: tuple[int, ...] = (96, 64, 32),
-        context_channels: tuple[int, ...] = (64, 64, 48, 32),
+        estimator_channels: tuple[int, ...] = (64, 48, 32),
+        context_channels: tuple[int, ...] = (48, 48, 32, 32),
         context_dilations: tuple[int, ...] = (1, 2, 4, 8),
         max_displacement: int = 4,
         output_level: int = 1,
@@ -191,14 +194,19 @@ class OFNet(ModelMixin, ConfigMixin):
         self.estimator = _Estimator(n_cost + feature_channels + 2, tuple(estimator_channels))
         self.context = (_Context(estimator_channels[-1] + 2, tuple(context_channels), tuple(context_dilations))
                         if context_channels else None)
-        self._zero_flow_heads()
+        self._initialise()
 
-    def _zero_flow_heads(self) -> None:
-        """Start from the zero flow: the convolutions that output flow residuals begin at zero.
+    def _initialise(self) -> None:
+        """He initialisation for LeakyReLU(0.1) (PyTorch's default shrinks activations layer after
+        layer, which stalls training of a network this deep), and flow heads that start at zero.
 
         An untrained network then predicts no motion (the right prior for echo, where most of the
         sector is static), so the forward–backward occlusion check is meaningful from step 0.
         """
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, a=0.1, nonlinearity="leaky_relu")
+                nn.init.zeros_(module.bias)
         heads = [self.estimator.head] + ([self.context.body[-1]] if self.context is not None else [])
         for head in heads:
             nn.init.zeros_(head.weight)
@@ -253,7 +261,9 @@ class OFNet(ModelMixin, ConfigMixin):
             else:
                 flow = upsample_flow(flow, tuple(src.shape[-2:]))
                 aligned = warp(src, flow)  # source features moved onto the target grid
-            cost = local_correlation(tgt, aligned, d)  # (B, (2d+1)^2, h, w)
+            # cosine similarity of unit feature vectors (local_correlation averages over channels)
+            cost = local_correlation(F.normalize(tgt, dim=1), F.normalize(aligned, dim=1), d) * tgt.shape[1]
+            # cost: (B, (2d+1)^2, h, w)
             residual, hidden = self.estimator(torch.cat([cost, tgt, flow], 1))
             flow = flow + residual
             flows.append(flow)

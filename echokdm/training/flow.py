@@ -26,6 +26,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -41,8 +42,9 @@ from echokdm.training.loop import LoopConfig, Trainer, resolve_device
 from echokdm.training.run import RunFolder
 
 __all__ = [
-    "FlowModelConfig", "FlowDataConfig", "FlowLossConfig", "FlowConfig", "load_flow_config", "build_ofnet",
-    "frame_pairs", "PairData", "load_pair_data", "phantom_truth", "TruthFlows", "PairSampler", "flow_loss",
+    "FlowModelConfig", "FlowDataConfig", "FlowLossConfig", "FlowTrainConfig", "FlowConfig", "load_flow_config",
+    "build_ofnet", "frame_pairs", "random_smooth_flow", "synthetic_pairs", "PairData", "load_pair_data",
+    "phantom_truth", "TruthFlows", "PairSampler", "flow_loss",
     "train_flow", "predict_clip_flows", "cache_flows", "CACHE_FORMAT_VERSION",
 ]
 
@@ -76,11 +78,14 @@ class FlowDataConfig:
     pairs; intensity augmentation (gain, gamma, the same for both frames of a pair) with
     ``intensity_prob``; spatial augmentation (one random rotation, scale, shift and flip for both
     frames, and the ground-truth flow, :class:`~echokdm.transforms.RandSpatialEchod`) with
-    ``spatial_prob``.
+    ``spatial_prob``. Synthetic pairs (used when ``loss.synthetic_weight > 0``): each source frame
+    warped by a random smooth flow (a ``synthetic_grid²`` grid of Gaussian vectors, rms up to
+    ``synthetic_amplitude_px``, upsampled bicubically, times a smooth random on/off mask so that
+    some regions stay still), with independent Gaussian noise of ``synthetic_noise`` on both frames.
     """
 
     size: int = 112
-    gaps: tuple[int, ...] = (1, 2, 4, 8)
+    gaps: tuple[int, ...] = (1, 2, 4, 8, 16)
     max_clips: int | None = None
     val_pairs: int = 96
     intensity_prob: float = 0.8
@@ -91,6 +96,9 @@ class FlowDataConfig:
     scale_range: tuple[float, float] = (0.9, 1.1)
     translate_px: float = 4.0
     flip_prob: float = 0.5
+    synthetic_amplitude_px: float = 3.0
+    synthetic_grid: int = 4
+    synthetic_noise: float = 0.03
 
 
 @dataclasses.dataclass
@@ -102,15 +110,17 @@ class FlowLossConfig:
     ``exp(-smooth_edge_alpha |∇I|)``. Occlusion: forward–backward check with ``occlusion_alpha``,
     ``occlusion_beta`` from step ``occlusion_start`` (before it every pixel counts).
     ``level_weights``: photometric weight of the final flow, then of each coarser estimate
-    (upsampled), finest first; missing entries are 0. ``supervised_weight``: EPE against the
+    (upsampled), finest first; missing entries are 0. ``synthetic_weight``: EPE on synthetic
+    pairs (a training frame and its own copy warped by a known random smooth flow; no labels
+    needed, so it applies to real echo too; 0 = off). ``supervised_weight``: EPE against the
     phantom's exact flow (0 = unsupervised, the default; needs ``ground_truth.csv``).
     """
 
-    l1_weight: float = 0.15
-    ssim_weight: float = 0.85
-    census_weight: float = 1.0
+    l1_weight: float = 1.0
+    ssim_weight: float = 0.0
+    census_weight: float = 0.0
     census_patch: int = 7
-    smooth_weight: float = 10.0
+    smooth_weight: float = 1.0
     smooth_order: int = 2
     smooth_edge_alpha: float = 10.0
     occlusion: bool = True
@@ -118,7 +128,22 @@ class FlowLossConfig:
     occlusion_beta: float = 0.5
     occlusion_start: int = 0
     level_weights: tuple[float, ...] = (1.0,)
+    synthetic_weight: float = 0.0
     supervised_weight: float = 0.0
+
+
+@dataclasses.dataclass
+class FlowTrainConfig(LoopConfig):
+    """:class:`~echokdm.training.loop.LoopConfig` with OF-net's defaults (a short CPU run)."""
+
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 5e-4
+    warmup_steps: int = 50
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    ema_decay: float | None = 0.99
+    val_every: int = 250
+    checkpoint_every: int = 250
 
 
 @dataclasses.dataclass
@@ -128,9 +153,7 @@ class FlowConfig:
     model: FlowModelConfig = dataclasses.field(default_factory=FlowModelConfig)
     data: FlowDataConfig = dataclasses.field(default_factory=FlowDataConfig)
     loss: FlowLossConfig = dataclasses.field(default_factory=FlowLossConfig)
-    train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(
-        steps=1500, batch_size=8, lr=4e-4, warmup_steps=50, lr_schedule="cosine", ema_decay=0.99,
-        val_every=250, checkpoint_every=250))
+    train: FlowTrainConfig = dataclasses.field(default_factory=FlowTrainConfig)
 
 
 def load_flow_config(path: str | os.PathLike | dict | None = None, overrides: dict | None = None) -> FlowConfig:
@@ -301,20 +324,56 @@ class TruthFlows:
         return resized[0, 0].numpy() > 0.5
 
 
+def random_smooth_flow(batch: int, size: int, amplitude: float, grid: int, generator: torch.Generator) -> torch.Tensor:
+    """Random smooth flows ``(B, 2, S, S)`` in pixels for synthetic pairs.
+
+    A ``grid × grid`` field of Gaussian vectors with an rms drawn uniformly in ``[0, amplitude]``
+    per sample, upsampled bicubically (``align_corners=False``), times a smooth random mask in
+    [0, 1] (coarse uniform noise, upsampled and sharpened) so that parts of the frame stay still,
+    as most of an echo sector does.
+    """
+    rms = amplitude * torch.rand(batch, 1, 1, 1, generator=generator)
+    coarse = torch.randn(batch, 2, grid, grid, generator=generator) * rms  # (B, 2, g, g)
+    flow = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)  # (B, 2, S, S)
+    gate = F.interpolate(torch.rand(batch, 1, grid, grid, generator=generator), size=(size, size), mode="bicubic",
+                         align_corners=False)
+    return flow * ((gate - 0.3) * 3.0).clamp(0.0, 1.0)
+
+
+def synthetic_pairs(frames: torch.Tensor, config: FlowDataConfig,
+                    generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Synthetic training pairs with a known flow from frames ``(B, 1, S, S)`` in [0, 1].
+
+    ``target = warp(source, flow)`` (the shared warp) for a :func:`random_smooth_flow`, then
+    independent Gaussian noise on both frames (a crude stand-in for speckle decorrelation).
+    Returns ``synthetic_source``, ``synthetic_target`` ``(B, 1, S, S)`` and ``synthetic_flow``
+    ``(B, 2, S, S)``, the exact answer in the DESIGN.md convention.
+    """
+    b, _, s, _ = frames.shape
+    flow = random_smooth_flow(b, s, config.synthetic_amplitude_px, config.synthetic_grid, generator)
+    target = warp(frames, flow)
+    noise = config.synthetic_noise
+    source = (frames + noise * torch.randn(frames.shape, generator=generator)).clamp(0, 1)
+    target = (target + noise * torch.randn(frames.shape, generator=generator)).clamp(0, 1)
+    return {"synthetic_source": source, "synthetic_target": target, "synthetic_flow": flow}
+
+
 class PairSampler:
     """Random training batches of a :class:`PairData`, drawn only from the given generator.
 
     ``__call__(generator)`` returns ``{"source", "target"}`` float ``(B, 1, S, S)`` in [0, 1]
     (and ``"flow"`` ``(B, 2, S, S)`` exact flows when ``with_truth``), augmented identically for
     both frames of a pair (intensity: gain and gamma; spatial: one affine for frames and flow).
+    With ``synthetic`` it adds :func:`synthetic_pairs` made from the batch's source frames.
     """
 
-    def __init__(self, data: PairData, config: FlowDataConfig, batch_size: int, *, with_truth: bool = False):
+    def __init__(self, data: PairData, config: FlowDataConfig, batch_size: int, *, with_truth: bool = False,
+                 synthetic: bool = False):
         from echokdm.transforms import RandSpatialEchod
 
         if len(data) == 0:
             raise ValueError("no training pairs: the train split has no readable clip with two frames")
-        self.data, self.config, self.batch_size = data, config, batch_size
+        self.data, self.config, self.batch_size, self.synthetic = data, config, batch_size, synthetic
         self.truth = TruthFlows(data) if with_truth else None
         self.spatial = RandSpatialEchod(
             image_keys=("source", "target"), flow_keys=("flow",) if with_truth else (), prob=1.0,
@@ -354,6 +413,8 @@ class PairSampler:
         batch = {"source": pair[:, :1].contiguous(), "target": pair[:, 1:].contiguous()}
         if self.truth is not None:
             batch["flow"] = torch.stack([torch.as_tensor(s["flow"]) for s in samples]).float()
+        if self.synthetic:
+            batch.update(synthetic_pairs(batch["source"], self.config, generator))
         return batch
 
 
@@ -367,13 +428,15 @@ def _photometric(source, target, flow, mask, cfg: FlowLossConfig) -> torch.Tenso
                                    census_weight=cfg.census_weight, census_patch=cfg.census_patch)
 
 
-def flow_loss(model: OFNet, batch: dict[str, torch.Tensor], step: int, cfg: FlowLossConfig) -> tuple[torch.Tensor, dict]:
+def flow_loss(model: OFNet, batch: dict[str, torch.Tensor], step: int,
+              cfg: FlowLossConfig) -> tuple[torch.Tensor, dict]:
     """Bidirectional unsupervised loss of one batch (plus supervised EPE when weighted).
 
     Both directions of each pair share the pyramid features: the pair (a, b) gives ``f_ab`` (on
     b's grid, into a) and ``f_ba``; occlusions of each follow from the other
-    (:func:`~echokdm.training.losses.occlusion_mask`). Returns the loss and its parts
-    (``photo``, ``smooth``, ``visible`` fraction, ``epe`` when ground truth is in the batch).
+    (:func:`~echokdm.training.losses.occlusion_mask`). Synthetic pairs in the batch add
+    ``synthetic_weight`` × their EPE. Returns the loss and its parts (``photo``, ``smooth``,
+    ``visible`` fraction, ``synthetic_epe``, and ``epe`` when ground truth is in the batch).
     """
     source, target = batch["source"], batch["target"]  # (B, 1, S, S) each
     b, size = source.shape[0], tuple(source.shape[-2:])
@@ -397,6 +460,11 @@ def flow_loss(model: OFNet, batch: dict[str, torch.Tensor], step: int, cfg: Flow
     smooth = losses.smoothness_loss(final, images_tgt, order=cfg.smooth_order, edge_alpha=cfg.smooth_edge_alpha)
     loss = photo + cfg.smooth_weight * smooth
     parts = {"photo": float(photo.detach()), "smooth": float(smooth.detach()), "visible": float(visible.mean())}
+    if cfg.synthetic_weight and "synthetic_flow" in batch:
+        predicted = model(batch["synthetic_source"], batch["synthetic_target"])
+        synthetic = losses.endpoint_error(predicted, batch["synthetic_flow"])
+        loss = loss + cfg.synthetic_weight * synthetic
+        parts["synthetic_epe"] = float(synthetic.detach())
     if "flow" in batch:
         epe = losses.endpoint_error(final[:b], batch["flow"])
         parts["epe"] = float(epe.detach())
@@ -437,8 +505,11 @@ def _validate(model: OFNet, val: _ValidationSet, batch_size: int = 32) -> dict[s
     """``val_photometric`` (mean |warp(source) - target|, in the sector when known) and, with ground
     truth, ``val_epe`` and ``val_epe_zero`` (the zero flow's EPE) in the sector, in pixels."""
     device = next(model.parameters()).device
-    flows = torch.cat([model(val.source[i:i + batch_size].to(device), val.target[i:i + batch_size].to(device)).float().cpu()
-                       for i in range(0, len(val.source), batch_size)])
+    flows = []
+    for i in range(0, len(val.source), batch_size):
+        src, tgt = val.source[i:i + batch_size].to(device), val.target[i:i + batch_size].to(device)
+        flows.append(model(src, tgt).float().cpu())
+    flows = torch.cat(flows)  # (N, 2, S, S)
     warped = warp(val.source, flows)
     metrics = {"val_photometric": float(losses.masked_mean((warped - val.target).abs(), val.fan))}
     if val.flow is not None:
@@ -477,7 +548,7 @@ def train_flow(config: FlowConfig, manifest: str | os.PathLike, out: str | os.Pa
     torch.manual_seed(config.train.seed)
     model = build_ofnet(config.model, size)
     sampler = PairSampler(train, config.data, config.train.batch_size,
-                          with_truth=bool(config.loss.supervised_weight))
+                          with_truth=bool(config.loss.supervised_weight), synthetic=bool(config.loss.synthetic_weight))
     val_set = _validation_set(val, config.data.val_pairs, config.train.seed)
     metric = "val_epe" if val_set.flow is not None else "val_photometric"
     trainer = Trainer(model, run, config.train, batch_fn=sampler,
@@ -485,7 +556,8 @@ def train_flow(config: FlowConfig, manifest: str | os.PathLike, out: str | os.Pa
                       validate_fn=lambda m: _validate(m, val_set), best_metric=metric, resume=resume,
                       progress=progress, description="training OF-net")
     result = trainer.fit()
-    result.update({"metric": metric, "validated_on": validated_on, "train_pairs": len(train), "val_pairs": len(val_set.source),
+    result.update({"metric": metric, "validated_on": validated_on, "train_pairs": len(train),
+                   "val_pairs": len(val_set.source),
                    "skipped": train.skipped + (val.skipped if val is not train else [])})
     return result
 
@@ -535,11 +607,16 @@ def _safe_name(clip_id: str) -> str:
 
 
 def _cache_complete(path: Path, pairs: np.ndarray, size: int) -> bool:
-    """True when ``path`` is a readable cache file of this version holding exactly ``pairs``."""
+    """True when ``path`` is a readable cache file of this version, size and exactly these ``pairs``.
+
+    Files are only ever created complete (written under a temporary name, then renamed), so the
+    small arrays are checked and the flows are not decompressed; an unreadable or truncated
+    file (its zip directory sits at the end) counts as incomplete.
+    """
     try:
         with np.load(path, allow_pickle=False) as data:
-            return (int(data["format_version"]) == CACHE_FORMAT_VERSION and int(data["size"]) == size
-                    and np.array_equal(data["pairs"], pairs) and data["flows"].shape == (len(pairs), 2, size, size))
+            return ("flows" in data.files and int(data["format_version"]) == CACHE_FORMAT_VERSION
+                    and int(data["size"]) == size and np.array_equal(data["pairs"], pairs))
     except Exception:  # noqa: BLE001 - any unreadable file is recomputed
         return False
 
@@ -614,7 +691,8 @@ def cache_flows(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out:
             continue
         pairs = frame_pairs(cine.n_frames, gaps)
         if resume and not overwrite and _cache_complete(target, pairs, size):
-            rows.append({**record, "n_frames": cine.n_frames, "n_pairs": len(pairs), "status": "cached", "seconds": 0.0})
+            rows.append({**record, "n_frames": cine.n_frames, "n_pairs": len(pairs), "status": "cached",
+                         "seconds": 0.0})
             continue
         flows = predict_clip_flows(model, _resize_frames(cine.frames, size), pairs, batch_size=batch_size)
         _write_cache(target, flows, pairs, clip_id, size, cine.frames.shape[-2:], str(checkpoint))
@@ -625,6 +703,8 @@ def cache_flows(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out:
     tmp = out / ".flows.csv.tmp"
     table.to_csv(tmp, index=False)
     os.replace(tmp, out / "flows.csv")
-    (out / "cache.json").write_text(json.dumps({"checkpoint": str(checkpoint), "gaps": list(gaps), "size": size,
-                                                "format_version": CACHE_FORMAT_VERSION}, indent=2))
+    tmp = out / ".cache.json.tmp"
+    tmp.write_text(json.dumps({"checkpoint": str(checkpoint), "gaps": list(gaps), "size": size,
+                               "format_version": CACHE_FORMAT_VERSION}, indent=2))
+    os.replace(tmp, out / "cache.json")
     return table, skipped

@@ -275,7 +275,8 @@ class Trainer:
         self.model.train()
         self._snapshot, self._in_step = (self.generator.get_state(), _rng_state()), True
         batch = to_device(self.batch_fn(self.generator), self.device)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        amp = self.amp_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp):
             loss, parts = self.loss_fn(self.model, batch, self.step)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{self.run.path}: loss is {loss.item()} at step {self.step}; lower train.lr "
@@ -352,7 +353,8 @@ class Trainer:
                 if self.step % self.config.val_every == 0 or final:
                     row = self._evaluate_and_log(totals, count, started)
                     if self.best_metric in row:
-                        bar.set_postfix(loss=f"{totals['loss'] / count:.4f}", **{self.best_metric: f"{row[self.best_metric]:.4f}"})
+                        shown = {self.best_metric: f"{row[self.best_metric]:.4f}"}
+                        bar.set_postfix(loss=f"{totals['loss'] / count:.4f}", **shown)
                     totals, count = {}, 0
                 if self.step % self.config.checkpoint_every == 0 or final:
                     self.save()

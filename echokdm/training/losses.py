@@ -113,7 +113,8 @@ def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
-def smoothness_loss(flow: torch.Tensor, image: torch.Tensor, *, order: int = 2, edge_alpha: float = 10.0) -> torch.Tensor:
+def smoothness_loss(flow: torch.Tensor, image: torch.Tensor, *, order: int = 2,
+                    edge_alpha: float = 10.0) -> torch.Tensor:
     """Edge-aware smoothness of ``flow`` (scalar), weighted by the gradients of ``image``.
 
     ``mean |∇ᵏ flow| · exp(-edge_alpha · |∇ image|)`` along x and y, with ``k = order`` (1: first
