@@ -10,7 +10,8 @@ Submodules are imported on first use so that ``import echokdm.baselines`` stays 
 
 from __future__ import annotations
 
-import importlib
+from echokdm._lazy import lazy_exports
+
 from typing import Any
 
 # public name -> submodule that defines it
@@ -57,13 +58,4 @@ def no_edit(source: Any, source_keypoints: Any = None, target_keypoints: Any = N
 
     return np.array(source, copy=True)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        module = importlib.import_module(f"echokdm.baselines.{_LAZY[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module 'echokdm.baselines' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -6,8 +6,7 @@ no scipy until a function needs them).
 
 from __future__ import annotations
 
-import importlib
-
+from echokdm._lazy import lazy_exports
 # public name -> submodule that defines it
 _LAZY = {
     "warp": "flow",
@@ -33,13 +32,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        module = importlib.import_module(f"echokdm.geometry.{_LAZY[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module 'echokdm.geometry' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

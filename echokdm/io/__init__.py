@@ -6,8 +6,7 @@ Submodules are imported on first use so that ``import echokdm.io`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-
+from echokdm._lazy import lazy_exports
 from echokdm.io.anonymise import pseudonymise
 from echokdm.io.cine import Cine
 
@@ -35,9 +34,4 @@ _LAZY = {
 
 __all__ = ["Cine", "pseudonymise", *_LAZY]
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        module = importlib.import_module(f"echokdm.io.{_LAZY[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module 'echokdm.io' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -6,8 +6,7 @@ scikit-image are heavy).
 
 from __future__ import annotations
 
-import importlib
-
+from echokdm._lazy import lazy_exports
 # public name -> submodule that defines it
 _LAZY = {
     "mse": "image", "psnr": "image", "ssim": "image",
@@ -22,12 +21,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"echokdm.metrics.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'echokdm.metrics' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -17,8 +17,7 @@ Submodules are imported on first use (MONAI and torch are slow to import).
 
 from __future__ import annotations
 
-import importlib
-
+from echokdm._lazy import lazy_exports
 _ARRAY = ["BloodPoolKeypoints", "TracingsToKeypoints", "KeypointsToMask", "RenderKeypoints",
           "KeypointsToHeatmaps", "EchoAffine", "RandIntensityEcho", "adjust_intensity"]
 _DICT = [f"{name}{suffix}" for name in ("BloodPoolKeypoints", "TracingsToKeypoints", "KeypointsToMask",
@@ -29,13 +28,4 @@ _LAZY = {**{name: "array" for name in _ARRAY}, **{name: "dictionary" for name in
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        module = importlib.import_module(f"echokdm.transforms.{_LAZY[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module 'echokdm.transforms' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
