@@ -39,6 +39,7 @@ __all__ = [
     "load_manifest",
     "write_manifest",
     "read_clip",
+    "clip_file_stem",
 ]
 
 #: Columns of a manifest, in the order they are written.
@@ -529,6 +530,12 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike, *, overwrite
     with atomic_output(path, overwrite=overwrite) as tmp:
         frame.to_csv(tmp, index=False)
     return path
+
+
+def clip_file_stem(clip_id: str) -> str:
+    """A file name for per-clip outputs (masks, flow caches): ``clip_id`` with every run of
+    characters outside ``[A-Za-z0-9._-]`` replaced by ``_`` (clip IDs may hold ``/``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(clip_id))
 
 
 def read_clip(row: pd.Series | dict[str, Any], **reader_kwargs: Any) -> Cine:

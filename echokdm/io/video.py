@@ -40,7 +40,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from echokdm.errors import MissingDecoderError, ReadError
-from echokdm.io._atomic import _check_writable, atomic_output
+from echokdm.io._atomic import atomic_output
 from echokdm.io._convert import to_gray_frames
 from echokdm.io.cine import Cine
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import time
 import warnings
 from collections import OrderedDict
@@ -34,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from echokdm.config import load_config
-from echokdm.data.manifest import load_manifest, read_clip
+from echokdm.data.manifest import clip_file_stem, load_manifest, read_clip
 from echokdm.geometry.flow import warp
 from echokdm.models.ofnet import OFNet, upsample_flow
 from echokdm.training import losses
@@ -602,8 +601,6 @@ def predict_clip_flows(model: OFNet, frames: np.ndarray | torch.Tensor, pairs: n
     return np.concatenate(out) if out else np.zeros((0, 2, *size), np.float32)
 
 
-def _safe_name(clip_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", clip_id)
 
 
 def _cache_complete(path: Path, pairs: np.ndarray, size: int) -> bool:
@@ -670,7 +667,7 @@ def cache_flows(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out:
     rows, skipped = [], []
     for _, row in tqdm(list(frame.iterrows()), desc="caching flows", unit="clip", disable=not progress):
         clip_id = str(row["clip_id"])
-        target = out / "flows" / f"{_safe_name(clip_id)}.npz"
+        target = out / "flows" / f"{clip_file_stem(clip_id)}.npz"
         record = {"clip_id": clip_id, "patient_id": row["patient_id"], "dataset": row["dataset"],
                   "split": row["split"], "file": str(target.relative_to(out))}
         n_frames = int(row["n_frames"]) if np.isfinite(row["n_frames"]) else None

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from echokdm.config import load_config
+from echokdm.data.manifest import clip_file_stem
 from echokdm.models.kdm import ConditionalUNet, encode_flow, make_autoencoder
 from echokdm.pipelines.kdm import KDMPipeline, _renderer, default_scheduler
 from echokdm.training.loop import LoopConfig, Trainer
@@ -190,7 +191,7 @@ def _clip_keypoints(cine, row, data: KDMDataConfig, truth: dict, size: int) -> t
 
         masks = cine.masks if cine.labelled_frames is None else None
         if data.segmentation:
-            path = Path(data.segmentation) / "masks" / f"{_safe(str(row['clip_id']))}.npz"
+            path = Path(data.segmentation) / "masks" / f"{clip_file_stem(str(row['clip_id']))}.npz"
             if not path.exists():
                 raise FileNotFoundError(f"{path}: no predicted masks for this clip (echokdm segment)")
             masks = np.load(path)["masks"]
@@ -203,7 +204,7 @@ def _clip_keypoints(cine, row, data: KDMDataConfig, truth: dict, size: int) -> t
 
 def _clip_pairs(n_frames: int, data: KDMDataConfig, rng: np.random.Generator, row, cache: Path | None):
     if data.flows == "cache":
-        path = cache / "flows" / f"{_safe(str(row['clip_id']))}.npz"
+        path = cache / "flows" / f"{clip_file_stem(str(row['clip_id']))}.npz"
         with np.load(path) as f:
             return f["pairs"].astype(np.int64), f["flows"]
     a = rng.integers(0, n_frames, size=data.pairs_per_clip)
@@ -211,10 +212,6 @@ def _clip_pairs(n_frames: int, data: KDMDataConfig, rng: np.random.Generator, ro
     return np.stack([a, b], axis=1), None
 
 
-def _safe(clip_id: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", clip_id)
 
 
 def build_pair_bank(manifest: pd.DataFrame, manifest_path: str | os.PathLike, split: str, data: KDMDataConfig,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import warnings
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from echokdm.config import load_config
-from echokdm.data.manifest import load_manifest, read_clip
+from echokdm.data.manifest import clip_file_stem, load_manifest, read_clip
 from echokdm.models.segmentation import LVSegmentationNet
 from echokdm.training.run import RunFolder
 
@@ -240,8 +239,6 @@ def train_segmentation(config: SegConfig, manifest: str | os.PathLike, out: str 
             "train_frames": len(train), "val_frames": len(val), "skipped": train.skipped + val.skipped}
 
 
-def _safe_name(clip_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", clip_id)
 
 
 def segment_manifest(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
@@ -272,7 +269,7 @@ def segment_manifest(manifest: str | os.PathLike, checkpoint: str | os.PathLike,
             skipped.append((str(row["clip_id"]), f"{type(exc).__name__}: {exc}"))
             continue
         pred = model.predict_masks(torch.from_numpy(cine.frames), batch_size=batch_size).numpy()
-        target = out / "masks" / f"{_safe_name(str(row['clip_id']))}.npz"
+        target = out / "masks" / f"{clip_file_stem(str(row['clip_id']))}.npz"
         tmp = target.with_name(f".{target.stem}.tmp.npz")
         np.savez_compressed(tmp, masks=pred)
         os.replace(tmp, target)

@@ -79,7 +79,21 @@ class _ToSpatial(MapTransform):
         return d
 
 
-class BloodPoolKeypointsd(MapTransform):
+class _WithFlagsd(MapTransform):
+    """Writes ``converter.with_flags(value)`` to ``<output key>`` and ``<output key><flags_suffix>``."""
+
+    converter: Any
+    output_keys: tuple
+    flags_suffix: str
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key, out_key in self.key_iterator(d, self.output_keys):
+            d[out_key], d[f"{out_key}{self.flags_suffix}"] = self.converter.with_flags(d[key])
+        return d
+
+
+class BloodPoolKeypointsd(_WithFlagsd):
     """Dictionary :class:`~echokdm.transforms.array.BloodPoolKeypoints`.
 
     Masks ``(..., H, W)`` at ``keys`` -> ``float32`` ``(..., 40, 2)`` ``(x, y)`` keypoints at
@@ -97,14 +111,9 @@ class BloodPoolKeypointsd(MapTransform):
         self.output_keys = _output_keys(self.keys, output_keys)
         self.flags_suffix = flags_suffix
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key, out_key in self.key_iterator(d, self.output_keys):
-            d[out_key], d[f"{out_key}{self.flags_suffix}"] = self.converter.with_flags(d[key])
-        return d
 
 
-class TracingsToKeypointsd(MapTransform):
+class TracingsToKeypointsd(_WithFlagsd):
     """Dictionary :class:`~echokdm.transforms.array.TracingsToKeypoints`.
 
     Tracings (``(K, 4)``, ``(N, K, 4)`` or ``{frame: (K, 4)}``) at ``keys`` -> keypoints of the
@@ -118,11 +127,6 @@ class TracingsToKeypointsd(MapTransform):
         self.output_keys = _output_keys(self.keys, output_keys)
         self.flags_suffix = flags_suffix
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key, out_key in self.key_iterator(d, self.output_keys):
-            d[out_key], d[f"{out_key}{self.flags_suffix}"] = self.converter.with_flags(d[key])
-        return d
 
 
 class KeypointsToMaskd(_ToSpatial):
