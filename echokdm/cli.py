@@ -345,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     register_keypoint_commands(sub)
     register_flow_command(sub)
 
+    from echokdm.cli_evaluate import register as register_evaluate_command
+
+    register_evaluate_command(sub)
+
     p = sub.add_parser("info", help="describe one echo file",
                        description="Read one file and print its frames, frame rate, calibration and metadata.")
     p.add_argument("file")

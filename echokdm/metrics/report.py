@@ -21,7 +21,8 @@ __all__ = ["bootstrap_ci", "per_patient", "summarise", "table3_markdown", "METRI
 
 #: Column titles of :func:`table3_markdown` (the paper's names); other metrics keep their own name.
 METRIC_LABELS = {"mse": "MSE_img", "lpips_alex": "LPIPS_alx", "lpips_vgg": "LPIPS_vgg", "ssim": "SSIM",
-                 "psnr": "PSNR (dB)"}
+                 "psnr": "PSNR (dB)", "epe": "EPE (px)", "epe_lv": "EPE_LV (px)", "kp_md": "MD (px)",
+                 "ef_error": "EF error (%)"}
 
 _ID_COLUMNS = ("patient_id", "dataset", "method", "clip_id", "frame")
 

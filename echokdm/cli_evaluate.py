@@ -1,0 +1,78 @@
+"""The ``echokdm evaluate`` command (argument parsing and printing; the work is in
+:mod:`echokdm.evaluation`)."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "cmd_evaluate"]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a pipeline on a manifest split, or score folders of generated loops."""
+    from echokdm.evaluation import EvaluateConfig, evaluate, evaluate_folders
+
+    if args.generated or args.reference:
+        if not (args.generated and args.reference):
+            raise SystemExit("echokdm evaluate: --generated and --reference go together")
+        result = evaluate_folders(args.generated, args.reference, out=args.out, lpips_nets=tuple(args.lpips_nets),
+                                  lpips_backbone=args.lpips_backbone, progress=not args.no_progress)
+    else:
+        if not args.manifest:
+            raise SystemExit("echokdm evaluate: give a manifest (and --pipeline), or --generated and --reference")
+        config = EvaluateConfig(split=args.split, methods=tuple(args.methods), max_targets=args.max_targets,
+                                max_clips=args.max_clips, num_inference_steps=args.steps, k=args.k, mode=args.mode,
+                                seed=args.seed, lpips_nets=tuple(args.lpips_nets), lpips_backbone=args.lpips_backbone,
+                                segmentation=args.segmentation, masks=args.masks,
+                                memorisation=not args.no_memorisation, size=args.size, device=args.device)
+        result = evaluate(args.manifest, args.pipeline, pipeline_noflow=args.pipeline_noflow, out=args.out,
+                          config=config, overwrite=args.overwrite, progress=not args.no_progress)
+    print(result.table3)
+    n_patients = result.frames["patient_id"].nunique()
+    print(f"{len(result.frames)} frame scores, {n_patients} patient(s); intervals: patient-level bootstrap 95 %")
+    if len(result.memorisation):
+        for row in result.memorisation.itertuples():
+            print(f"memorisation ({row.method}): {100 * row.fraction_closer:.1f} % of generated frames closer to a "
+                  f"training frame than the 5th percentile of real held-out frames (one-sided p = {row.mannwhitney_p:.3g})")
+    print(f"results: {result.out} (per_frame.csv, per_clip.csv, per_patient.csv, summary.csv, table3.md, plots/)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``evaluate`` to the ``echokdm`` sub-commands."""
+    from echokdm.evaluation.runner import METHODS
+
+    p = sub.add_parser(
+        "evaluate", help="score KDM, its ablations and baselines per frame, patient and dataset",
+        description="Generate with fixed seeds (one sample per case, no best-of-N) on a manifest split and score "
+                    "MSE, PSNR, SSIM, LPIPS-Alex/VGG, flow EPE, keypoint MD and EF per frame, clip, patient and "
+                    "dataset, with patient-level bootstrap 95 %% intervals. Resumable: rerun the same command after "
+                    "an interruption. Or score folders of generated loops against references "
+                    "(--generated, --reference).")
+    p.add_argument("manifest", nargs="?", help="manifest CSV (phantom cohorts give exact keypoints and flows)")
+    p.add_argument("--pipeline", help="KDM pipeline folder (<run>/pipeline); omit to score the baselines only")
+    p.add_argument("--pipeline-noflow", help="'w/o K2F' pipeline (default: <pipeline>/../pipeline_noflow)")
+    p.add_argument("-o", "--out", required=True, help="output folder (created; resumed when it holds this evaluation)")
+    p.add_argument("--split", default="test", help="manifest split, or 'all' (default: test)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to score")
+    p.add_argument("--max-targets", type=int, default=8, help="target frames per clip, one beat (default 8)")
+    p.add_argument("--max-clips", type=int, default=None, help="evaluate only the first N clips")
+    p.add_argument("--steps", type=int, default=200, help="DDIM steps (default 200, the paper's)")
+    p.add_argument("--k", type=int, default=100, help="F2I start step of --steps (default 100)")
+    p.add_argument("--mode", default="per_frame", choices=("per_frame", "gamma"),
+                   help="one K2F flow per target (default) or one flow scaled by gamma")
+    p.add_argument("--seed", type=int, default=0, help="base seed (each clip's seed derives from it and its id)")
+    p.add_argument("--lpips-nets", nargs="+", default=["alex", "vgg"], choices=("alex", "vgg", "squeeze"))
+    p.add_argument("--lpips-backbone", default=None,
+                   help="folder with alexnet_features.pth / vgg16_features.pth for offline use "
+                        "(default: $ECHOKDM_LPIPS_WEIGHTS, else download)")
+    p.add_argument("--segmentation", default=None, help="segmentation model folder: keypoint MD and EF of generated loops")
+    p.add_argument("--masks", default=None, help="output folder of `echokdm segment` (keypoints of real clips without masks)")
+    p.add_argument("--size", type=int, default=None, help="frame size without a pipeline (default: the model's, or 112)")
+    p.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-frame check")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0 ...")
+    p.add_argument("--generated", help="folder of generated loops (folder mode)")
+    p.add_argument("--reference", help="folder of reference loops, matched by file name (folder mode)")
+    p.add_argument("--overwrite", action="store_true", help="discard an evaluation in --out made with other settings")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=cmd_evaluate)

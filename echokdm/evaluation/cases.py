@@ -1,0 +1,164 @@
+"""Evaluation cases: one source frame and the frames of one heart beat to reproduce, per clip.
+
+For every clip of the evaluated split the source is the end-diastolic (ED) frame of the first
+complete beat (the largest LV volume before the first end-systole) and the targets are frames of
+the rest of that beat up to the next ED, evenly subsampled to at most ``max_targets`` and always
+including the end-systolic (ES) frame, so that the generated loop has an ejection fraction to
+compare. Everything is resized to the model's square frame size; keypoints follow the resize.
+
+Keypoints come from the phantom's exact ones when the manifest is a phantom cohort, else from the
+masks on every frame, else from ``echokdm segment`` masks; reference flows (for the flow EPE and the
+temporal-consistency reference) are the phantom's exact flows when available, and absent
+otherwise (the EPE columns are then NaN: no metric is invented from an estimate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["EvalCase", "choose_frames", "load_case"]
+
+
+@dataclasses.dataclass
+class EvalCase:
+    """One clip's evaluation case, at the model's frame size ``S``.
+
+    Attributes
+    ----------
+    clip_id, patient_id, dataset : str
+        Identifiers (manifest columns).
+    frames : numpy.ndarray
+        ``float32`` ``(T, S, S)`` in [0, 1], the whole clip resized.
+    keypoints : numpy.ndarray
+        ``float32`` ``(T, 40, 2)`` ``(x, y)`` pixels at size ``S`` (NaN where unknown).
+    source : int
+        Source frame index (ED).
+    targets : numpy.ndarray
+        ``int64`` ``(K,)`` target frame indices, increasing, all after ``source``.
+    reference_flows : numpy.ndarray or None
+        ``float32`` ``(K, 2, S, S)`` exact source → target flows (target grid, pointing into the
+        source, pixels), or None when the clip has no ground truth.
+    step_flows : numpy.ndarray or None
+        ``float32`` ``(K - 1, 2, S, S)`` exact flows between consecutive targets (for the
+        temporal warping error), or None.
+    """
+
+    clip_id: str
+    patient_id: str
+    dataset: str
+    frames: np.ndarray
+    keypoints: np.ndarray
+    source: int
+    targets: np.ndarray
+    reference_flows: np.ndarray | None = None
+    step_flows: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.frames.shape[-1])
+
+
+def choose_frames(volumes: np.ndarray, max_targets: int, fps: float | None = None) -> tuple[int, np.ndarray]:
+    """Source (ED) and target frames of one beat from a volume curve.
+
+    Parameters
+    ----------
+    volumes : numpy.ndarray
+        ``(T,)`` LV volumes in any unit (NaN allowed).
+    max_targets : int
+        Most targets (>= 2); the ES frame is always among them.
+    fps : float, optional
+        Frame rate, for the beat detection of :func:`~echokdm.geometry.volumes.cardiac_cycle`.
+
+    Returns
+    -------
+    source : int
+    targets : numpy.ndarray
+        ``int64`` ``(K,)``, ``2 <= K <= max_targets`` increasing indices after ``source``.
+    """
+    from echokdm.geometry.volumes import cardiac_cycle
+
+    if max_targets < 2:
+        raise ValueError(f"max_targets must be >= 2, got {max_targets}")
+    v = np.asarray(volumes, dtype=np.float64)
+    if len(v) < 3:
+        raise ValueError(f"a clip needs at least 3 frames to evaluate, got {len(v)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cycle = cardiac_cycle(v, fps)
+    filled = np.where(np.isfinite(v), v, np.nanmin(v) if np.isfinite(v).any() else 0.0)
+    if len(cycle.ed_frames):
+        source, es = int(cycle.ed_frames[0]), int(cycle.es_frames[0])
+        later = cycle.ed_frames[cycle.ed_frames > es]
+        end = int(later[0]) if len(later) else len(v) - 1
+    else:  # no beat found: largest volume, then up to the end of the clip
+        source = int(np.argmax(filled[: max(1, len(v) - 2)]))
+        end = len(v) - 1
+        es = source + 1 + int(np.argmin(filled[source + 1:end + 1]))
+    span = np.arange(source + 1, end + 1)
+    if len(span) < 2:
+        span = np.arange(source + 1, min(len(v), source + 3))
+    if len(span) <= max_targets:
+        return source, span.astype(np.int64)
+    picks = span[np.round(np.linspace(0, len(span) - 1, max_targets)).astype(int)]
+    if es not in picks and source < es <= end:
+        picks[np.argmin(np.abs(picks - es))] = es
+    return source, np.unique(picks).astype(np.int64)
+
+
+def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targets: int = 8,
+              keypoints: str = "auto", segmentation: str | None = None,
+              truth: dict[str, Path] | None = None) -> EvalCase:
+    """Read one manifest row into an :class:`EvalCase` at frame size ``size``.
+
+    Parameters
+    ----------
+    row : pandas.Series
+        A manifest row.
+    manifest_path : path
+        The manifest (its folder holds ``ground_truth.csv`` for a phantom cohort).
+    size : int
+        Model frame size (square).
+    max_targets : int
+        Targets per clip.
+    keypoints : {"auto", "phantom", "masks"}
+        ``auto`` = phantom when the clip has ground truth, else masks (the clip's own on every
+        frame, or ``segmentation``'s).
+    segmentation : str, optional
+        Output folder of ``echokdm segment`` (masks of unlabelled frames).
+    truth : dict, optional
+        ``clip_id → ground-truth .npz`` (:func:`echokdm.training.flow.phantom_truth`), looked up
+        when None.
+    """
+    from echokdm.data.manifest import read_clip
+    from echokdm.geometry.volumes import simpson_volume
+    from echokdm.training.flow import _resize_flow, _resize_frames, phantom_truth
+    from echokdm.training.kdm import KDMDataConfig, _clip_keypoints
+
+    truth = phantom_truth(manifest_path) if truth is None else truth
+    clip_id = str(row["clip_id"])
+    has_truth = clip_id in truth
+    mode = ("phantom" if has_truth else "masks") if keypoints == "auto" else keypoints
+    data = KDMDataConfig(size=size, keypoints=mode, flows="phantom" if has_truth else "cache",
+                         segmentation=segmentation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cine = read_clip(row)
+    kp, clip = _clip_keypoints(cine, row, data, truth, size)
+    frames = _resize_frames(cine.frames, size).astype(np.float32) / 255.0
+    source, targets = choose_frames(simpson_volume(kp), max_targets, cine.fps)
+    ref = steps = None
+    if clip is not None:
+        ref = np.stack([_resize_flow(clip.flow(source, int(t)), size) for t in targets]).astype(np.float32)
+        steps = np.stack([_resize_flow(clip.flow(int(a), int(b)), size)
+                          for a, b in zip(targets[:-1], targets[1:])]).astype(np.float32)
+    dataset = row.get("dataset", "")
+    return EvalCase(clip_id=clip_id, patient_id=str(row["patient_id"]),
+                    dataset=str(dataset) if isinstance(dataset, str) and dataset else "default",
+                    frames=frames, keypoints=kp.astype(np.float32), source=source, targets=targets,
+                    reference_flows=ref, step_flows=steps)

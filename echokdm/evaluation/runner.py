@@ -1,0 +1,516 @@
+"""``echokdm evaluate``: generate with fixed seeds and score KDM, its ablations and the baselines.
+
+For every clip of the evaluated split (:mod:`echokdm.evaluation.cases`) each method predicts the
+target frames of one beat from the ED source frame and the target keypoints, one sample per case
+with a seed derived from the clip id (no best-of-N, and the same numbers whatever the order or
+interruptions). Methods:
+
+* ``no_edit`` — the source frame itself;
+* ``tps`` — thin-plate-spline warp of the source by the keypoints;
+* ``wo_f2i`` — the source warped by the K2F flow (the paper's "w/o F2I");
+* ``wo_k2f`` — F2I trained without the flow (``pipeline_noflow``; the paper's "w/o K2F");
+* ``kdm`` — K2F then F2I with the k-initialisation.
+
+Per generated frame: MSE, PSNR, SSIM, LPIPS-Alex, LPIPS-VGG, flow EPE / MAE / RMSE against the exact
+flow (phantom cohorts) over the whole frame, EPE inside the target LV (``epe_lv``: the motion that was
+asked for; the whole-frame EPE also counts how a method moves the surroundings) and, with a segmentation model, the keypoint mean distance MD (keypoints
+re-detected on the generated frame against the target keypoints). Per clip: temporal warping
+error along the exact motion, EF of the generated beat against the target's (segmentation
+model), seconds per frame. Per patient and per dataset: means with patient-level bootstrap 95 %
+intervals; a Table-3-style markdown table; plots; and a memorisation check of the KDM frames
+against the training split.
+
+The run folder is resumable: each finished clip leaves ``parts/<clip>.frames.csv``,
+``parts/<clip>.clip.csv`` and ``generated/<clip>.npz``; a rerun with the same settings skips
+them, a rerun with different settings refuses (pass ``overwrite``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from echokdm.evaluation.cases import EvalCase, load_case
+
+__all__ = ["EvaluateConfig", "EvaluationResult", "METHODS", "METHOD_LABELS", "FRAME_METRICS", "evaluate",
+           "generate_case", "score_case", "summarise_frames"]
+
+METHODS = ("no_edit", "tps", "wo_f2i", "wo_k2f", "kdm")
+METHOD_LABELS = {"no_edit": "no edit", "tps": "TPS warp", "wo_f2i": "w/o F2I", "wo_k2f": "w/o K2F", "kdm": "KDM",
+                 "real": "real", "generated": "generated"}
+FRAME_METRICS = ("mse", "psnr", "ssim", "lpips_alex", "lpips_vgg", "epe", "epe_lv", "flow_mae", "flow_rmse", "kp_md")
+CLIP_METRICS = ("temporal_error", "ef_target", "ef_achieved", "ef_error", "seconds_per_frame")
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """Settings of :func:`evaluate` (all recorded in ``evaluate.json``).
+
+    ``split``: manifest split to evaluate (``all`` = every clip); ``methods``: subset of
+    :data:`METHODS`; ``max_targets`` frames per clip; ``max_clips`` (None = all);
+    ``num_inference_steps`` DDIM steps and ``k`` F2I start step; ``mode`` ``per_frame`` (one K2F
+    flow per target, the paper's Table 3) or ``gamma``; ``seed`` base seed; ``lpips_nets`` and
+    ``lpips_backbone`` (local folder of backbone weights, or None to download); ``segmentation``
+    a segmentation model folder (keypoint MD and EF; None = those columns are NaN);
+    ``keypoints``/``masks`` how target keypoints are obtained (:func:`~echokdm.evaluation.cases.load_case`);
+    ``memorisation`` and ``memorisation_frames`` (most training frames compared); ``n_boot``
+    bootstrap resamples; ``size`` frame size (None = the model's, 112 without a model); ``device`` ``auto`` = CUDA when available.
+    """
+
+    split: str = "test"
+    methods: tuple[str, ...] = METHODS
+    max_targets: int = 8
+    max_clips: int | None = None
+    num_inference_steps: int = 200
+    k: int = 100
+    mode: str = "per_frame"
+    batch_size: int = 8
+    seed: int = 0
+    lpips_nets: tuple[str, ...] = ("alex", "vgg")
+    lpips_backbone: str | None = None
+    segmentation: str | None = None
+    keypoints: str = "auto"
+    masks: str | None = None
+    memorisation: bool = True
+    memorisation_frames: int = 2000
+    n_boot: int = 2000
+    size: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.methods = tuple(self.methods)
+        self.lpips_nets = tuple(self.lpips_nets)
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; methods are {', '.join(METHODS)}")
+        if self.mode not in ("per_frame", "gamma"):
+            raise ValueError(f"mode must be 'per_frame' or 'gamma', got {self.mode!r}")
+        if not 0 <= self.k <= self.num_inference_steps:
+            raise ValueError(f"k must be in 0..num_inference_steps ({self.num_inference_steps}), got {self.k}")
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    """Tables of one evaluation (also written as CSV in the run folder).
+
+    ``frames``: one row per generated frame and method (:data:`FRAME_METRICS`); ``clips``: one
+    row per clip and method (:data:`CLIP_METRICS`, plus a ``real`` row: the segmentation's EF on
+    the real frames and the real loop's temporal error); ``patients``: per-patient means;
+    ``summary``: per dataset and method, mean over patients with ``_low``/``_high`` bootstrap 95 %
+    bounds; ``table3``: the markdown table; ``memorisation``: the privacy check (may be empty);
+    ``out``: the run folder (None when nothing was written).
+    """
+
+    frames: pd.DataFrame
+    clips: pd.DataFrame
+    patients: pd.DataFrame
+    summary: pd.DataFrame
+    table3: str
+    memorisation: pd.DataFrame
+    out: Path | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# generation
+# ---------------------------------------------------------------------------------------------
+
+
+def case_seed(clip_id: str, seed: int) -> int:
+    """A seed from the clip id and the base seed (order-independent, stable across runs)."""
+    digest = hashlib.sha256(f"{seed}:{clip_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _warp_source(source: np.ndarray, flows: np.ndarray) -> np.ndarray:
+    from echokdm.geometry.flow import warp
+
+    src = torch.from_numpy(np.ascontiguousarray(source, np.float32))[None, None].expand(len(flows), -1, -1, -1)
+    return warp(src, torch.from_numpy(np.ascontiguousarray(flows, np.float32))).clamp(0, 1)[:, 0].numpy()
+
+
+def generate_case(case: EvalCase, config: EvaluateConfig, pipeline: Any = None,
+                  pipeline_noflow: Any = None) -> dict[str, dict[str, Any]]:
+    """Every configured method's prediction of the case's targets.
+
+    Returns
+    -------
+    dict
+        ``method → {"frames": float32 (K, S, S), "flows": float32 (K, 2, S, S) or None,
+        "seconds": float}``. Methods whose model is missing (``pipeline`` / ``pipeline_noflow``
+        None) are left out.
+    """
+    from echokdm.baselines.tps import tps_flow
+
+    src, src_kp = case.frames[case.source], case.keypoints[case.source]
+    tgt_kp = case.keypoints[case.targets]
+    n, shape = len(case.targets), src.shape
+    out: dict[str, dict[str, Any]] = {}
+    seed = case_seed(case.clip_id, config.seed)
+    if "no_edit" in config.methods:
+        out["no_edit"] = {"frames": np.repeat(src[None], n, axis=0), "flows": np.zeros((n, 2, *shape), np.float32),
+                          "seconds": 0.0}
+    if "tps" in config.methods:
+        start = time.perf_counter()
+        flows = np.stack([tps_flow(src_kp, k, shape) for k in tgt_kp]).astype(np.float32)
+        out["tps"] = {"frames": _warp_source(src, flows), "flows": flows, "seconds": time.perf_counter() - start}
+    if pipeline is not None and ({"kdm", "wo_f2i"} & set(config.methods)):
+        start = time.perf_counter()
+        result = pipeline(src, src_kp, tgt_kp, mode=config.mode, k=config.k,
+                          num_inference_steps=config.num_inference_steps,
+                          generator=torch.Generator().manual_seed(seed), shared_noise=True,
+                          batch_size=config.batch_size, progress=False)
+        seconds = time.perf_counter() - start
+        flows = result.flows.astype(np.float32)
+        if "kdm" in config.methods:
+            out["kdm"] = {"frames": result.frames.astype(np.float32), "flows": flows, "seconds": seconds}
+        if "wo_f2i" in config.methods:
+            out["wo_f2i"] = {"frames": _warp_source(src, flows), "flows": flows, "seconds": seconds}
+    if pipeline_noflow is not None and "wo_k2f" in config.methods:
+        start = time.perf_counter()
+        zeros = np.zeros((n, 2, *shape), np.float32)
+        generator = torch.Generator().manual_seed(seed)
+        d = pipeline_noflow.k2f.config.downsample
+        noise = torch.randn((1, pipeline_noflow.vae.config.latent_channels, shape[0] // d, shape[1] // d),
+                            generator=generator)
+        frames = np.concatenate([
+            pipeline_noflow.image_pipe(src, tgt_kp[i:i + config.batch_size], zeros[i:i + config.batch_size],
+                                       k=config.k, num_inference_steps=config.num_inference_steps,
+                                       noise=noise.expand(len(tgt_kp[i:i + config.batch_size]), -1, -1, -1))
+            for i in range(0, n, config.batch_size)])
+        out["wo_k2f"] = {"frames": frames.astype(np.float32), "flows": None, "seconds": time.perf_counter() - start}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring
+# ---------------------------------------------------------------------------------------------
+
+
+class _Scorers:
+    """LPIPS models and the optional segmentation model, loaded once."""
+
+    def __init__(self, config: EvaluateConfig, device: torch.device):
+        from echokdm.metrics.lpips import LPIPSMetric
+
+        self.lpips = {net: LPIPSMetric(net, config.lpips_backbone, device=device) for net in config.lpips_nets}
+        self.segmentation = None
+        if config.segmentation:
+            from echokdm.models.segmentation import LVSegmentationNet
+
+            path = Path(config.segmentation)
+            if not path.is_dir():
+                raise FileNotFoundError(f"{path}: no segmentation model folder (a run's best/ from echokdm train seg)")
+            self.segmentation = LVSegmentationNet.from_pretrained(path).eval().to(device)
+
+    def keypoints(self, frames: np.ndarray) -> np.ndarray:
+        """Keypoints ``(T, 40, 2)`` re-detected on ``frames`` (NaN where detection fails)."""
+        from echokdm.geometry.temporal import sequence_keypoints
+
+        with torch.inference_mode():
+            masks = self.segmentation.predict_masks(torch.from_numpy(np.ascontiguousarray(frames, np.float32)))
+        return sequence_keypoints(masks.cpu().numpy(), smooth_sigma_frames=0.0).keypoints
+
+
+def _ef(volumes: np.ndarray) -> float:
+    v = volumes[np.isfinite(volumes)]
+    if len(v) < 2 or v.max() <= 0:
+        return float("nan")
+    return float(100.0 * (v.max() - v.min()) / v.max())
+
+
+def _keypoint_distance(detected: np.ndarray, target: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        d = np.linalg.norm(detected - target, axis=-1)  # (K, 40)
+    finite = np.isfinite(d).any(axis=1)
+    out = np.full(len(d), np.nan)
+    out[finite] = np.nanmean(d[finite], axis=1)
+    return out
+
+
+def score_case(case: EvalCase, generated: dict[str, dict[str, Any]], scorers: _Scorers) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-frame and per-clip metric rows of one case (see the module docstring)."""
+    from echokdm.geometry.keypoints import keypoints_to_mask
+    from echokdm.geometry.volumes import simpson_volume
+    from echokdm.metrics.flow import endpoint_error, flow_mae, flow_rmse
+    from echokdm.metrics.image import mse, psnr, ssim
+    from echokdm.metrics.temporal import temporal_warping_error
+
+    real = case.frames[case.targets]
+    tgt_kp = case.keypoints[case.targets]
+    ids = {"dataset": case.dataset, "patient_id": case.patient_id, "clip_id": case.clip_id}
+    ef_target = _ef(simpson_volume(np.concatenate([case.keypoints[case.source][None], tgt_kp])))
+    lv_masks = np.stack([keypoints_to_mask(k, case.frames.shape[1:]) for k in tgt_kp])  # (K, S, S) target LV
+    seg = scorers.segmentation is not None
+    src_detected = scorers.keypoints(case.frames[case.source][None]) if seg else None
+    frame_rows, clip_rows = [], []
+
+    def clip_row(method: str, frames: np.ndarray, detected: np.ndarray | None, seconds: float) -> dict:
+        row = {**ids, "method": method, "n_frames": len(frames), "temporal_error": np.nan, "ef_target": ef_target,
+               "ef_achieved": np.nan, "ef_error": np.nan, "seconds_per_frame": seconds / len(frames)}
+        if case.step_flows is not None and len(frames) >= 2:
+            row["temporal_error"] = temporal_warping_error(frames, case.step_flows).mean
+        if detected is not None:
+            row["ef_achieved"] = _ef(simpson_volume(np.concatenate([src_detected, detected])))
+            row["ef_error"] = row["ef_achieved"] - ef_target
+        return row
+
+    for method, pred in generated.items():
+        frames = np.clip(pred["frames"], 0.0, 1.0)
+        table = pd.DataFrame({**ids, "method": method, "frame": case.targets, "source_frame": case.source,
+                              "mse": mse(frames, real), "psnr": psnr(frames, real), "ssim": ssim(frames, real)})
+        for net, metric in scorers.lpips.items():
+            table[f"lpips_{net}"] = metric(frames, real)
+        for name in ("epe", "epe_lv", "flow_mae", "flow_rmse"):
+            table[name] = np.nan
+        if pred["flows"] is not None and case.reference_flows is not None:
+            table["epe"] = endpoint_error(pred["flows"], case.reference_flows)
+            table["epe_lv"] = endpoint_error(pred["flows"], case.reference_flows, mask=lv_masks)
+            table["flow_mae"] = flow_mae(pred["flows"], case.reference_flows)
+            table["flow_rmse"] = flow_rmse(pred["flows"], case.reference_flows)
+        detected = scorers.keypoints(frames) if seg else None
+        table["kp_md"] = _keypoint_distance(detected, tgt_kp) if seg else np.nan
+        frame_rows.append(table)
+        clip_rows.append(clip_row(method, frames, detected, pred["seconds"]))
+    clip_rows.append(clip_row("real", real, scorers.keypoints(real) if seg else None, 0.0))
+    clips = pd.DataFrame(clip_rows)
+    clips.loc[clips["method"] == "real", "seconds_per_frame"] = np.nan
+    return pd.concat(frame_rows, ignore_index=True), clips
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------
+
+
+def _settings(config: EvaluateConfig, manifest: Path, pipeline: str | None, pipeline_noflow: str | None) -> dict:
+    return {"manifest": str(manifest.resolve()), "pipeline": str(Path(pipeline).resolve()) if pipeline else None,
+            "pipeline_noflow": str(Path(pipeline_noflow).resolve()) if pipeline_noflow else None,
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+               if k not in ("device", "n_boot", "memorisation", "memorisation_frames")}}
+
+
+def _prepare_folder(out: Path, settings: dict, overwrite: bool) -> None:
+    """Create ``out`` or check that a previous run there used the same settings."""
+    record = out / "evaluate.json"
+    if record.exists():
+        previous = json.loads(record.read_text())
+        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        if changed and not overwrite:
+            raise ValueError(f"{out}: holds an evaluation with different settings ({', '.join(changed)}); use "
+                             "another --out, or --overwrite to discard it")
+        if changed:
+            for name in ("parts", "generated"):
+                shutil.rmtree(out / name, ignore_errors=True)
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out}: exists and is not an echokdm evaluation folder; choose another --out")
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+    (out / "generated").mkdir(exist_ok=True)
+    record.write_text(json.dumps(settings, indent=2))
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _save_generated(path: Path, case: EvalCase, generated: dict) -> None:
+    arrays = {f"{m}_frames": np.round(np.clip(g["frames"], 0, 1) * 255).astype(np.uint8) for m, g in generated.items()}
+    arrays["real"] = np.round(case.frames[case.targets] * 255).astype(np.uint8)
+    arrays["source"] = np.round(case.frames[case.source] * 255).astype(np.uint8)
+    arrays["targets"] = case.targets
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_pipeline(folder: str | None, device: torch.device):
+    if not folder:
+        return None
+    from echokdm.pipelines.kdm import KDMPipeline
+
+    return KDMPipeline.from_pretrained(folder).to(device)
+
+
+def summarise_frames(frames: pd.DataFrame, clips: pd.DataFrame, *, n_boot: int = 2000) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Per-patient table, per-dataset summary with bootstrap intervals, and the Table-3 markdown."""
+    from echokdm.metrics.report import per_patient, summarise, table3_markdown
+
+    metrics = [m for m in FRAME_METRICS if m in frames.columns and frames[m].notna().any()]
+    patients = per_patient(frames, metrics)
+    summary = summarise(frames, metrics, n_boot=n_boot)
+    clip_metrics = [m for m in CLIP_METRICS if m in clips.columns and clips[m].notna().any()]
+    if len(clips) and clip_metrics:
+        clip_summary = summarise(clips.rename(columns={"n_frames": "clip_frames"}), clip_metrics, n_boot=n_boot)
+        summary = summary.merge(clip_summary.drop(columns=["n_frames"]).rename(columns={"n_patients": "n_patients_clips"}),
+                                on=["dataset", "method"], how="outer")
+    order = [m for m in (*METHODS, "generated", "real") if m in set(summary["method"])]
+    summary = summary.assign(_o=summary["method"].map({m: i for i, m in enumerate(order)}))
+    summary = summary.sort_values(["dataset", "_o"]).drop(columns="_o").reset_index(drop=True)
+    shown = summary[summary["method"] != "real"].assign(method=lambda t: t["method"].map(lambda m: METHOD_LABELS.get(m, m)))
+    columns = [m for m in ("mse", "lpips_alex", "lpips_vgg", "ssim", "epe", "epe_lv", "kp_md", "ef_error") if m in shown.columns
+               and shown[m].notna().any()]
+    table3 = table3_markdown(shown, columns)
+    return patients, summary, table3
+
+
+def _memorisation(frame_table: pd.DataFrame, manifest: pd.DataFrame, manifest_path: Path, out: Path | None,
+                  cases: list[EvalCase], generated: dict[str, np.ndarray], config: EvaluateConfig,
+                  size: int, progress: bool) -> pd.DataFrame:
+    """Nearest-training-frame distances of the KDM frames against those of the real held-out targets."""
+    from tqdm.auto import tqdm
+
+    from echokdm.data.manifest import read_clip
+    from echokdm.metrics.privacy import memorisation_report
+    from echokdm.training.flow import _resize_frames
+
+    train = manifest[manifest["split"] == "train"]
+    if train.empty or config.split in ("train", "all") or not generated:
+        return pd.DataFrame()
+    per_clip = max(1, config.memorisation_frames // len(train))
+    frames = []
+    for _, row in tqdm(list(train.iterrows()), desc="memorisation: training frames", unit="clip",
+                       disable=not progress, leave=False):
+        try:
+            cine = read_clip(row)
+        except Exception:  # noqa: BLE001 - a training clip that cannot be read is simply not compared
+            continue
+        idx = np.unique(np.linspace(0, cine.n_frames - 1, min(per_clip, cine.n_frames)).astype(int))
+        frames.append(_resize_frames(cine.frames[idx], size).astype(np.float32) / 255.0)
+    if not frames:
+        return pd.DataFrame()
+    training = np.concatenate(frames)
+    held = np.concatenate([c.frames[c.targets] for c in cases])
+    rows = []
+    for method, gen in generated.items():
+        report = memorisation_report(gen, training, held, metric="mse")
+        rows.append({"method": method, "n_training_frames": len(training), **report.summary()})
+    table = pd.DataFrame(rows)
+    if out is not None:
+        _write_csv(table, out / "memorisation.csv")
+    return table
+
+
+def evaluate(manifest: str | os.PathLike, pipeline: str | os.PathLike | None = None, *,
+             pipeline_noflow: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+             config: EvaluateConfig | None = None, overwrite: bool = False, progress: bool = True,
+             plots: bool = True) -> EvaluationResult:
+    """Evaluate KDM (and its ablations and baselines) on a manifest split; see the module docstring.
+
+    Parameters
+    ----------
+    manifest : path
+        Manifest CSV (a phantom cohort gives exact keypoints and flows).
+    pipeline : path, optional
+        A KDM pipeline folder (``<run>/pipeline``); None scores only the baselines.
+    pipeline_noflow : path, optional
+        The "w/o K2F" pipeline folder; default ``<pipeline>/../pipeline_noflow`` when it exists.
+    out : path, optional
+        Run folder for the CSVs, plots and resumable parts; None keeps everything in memory.
+    config : EvaluateConfig, optional
+    overwrite : bool
+        Discard a previous evaluation in ``out`` made with other settings.
+    progress : bool
+        Progress bars.
+    plots : bool
+        Write the plots (needs ``out``).
+
+    Returns
+    -------
+    EvaluationResult
+    """
+    from tqdm.auto import tqdm
+
+    from echokdm.data.manifest import clip_file_stem, load_manifest
+    from echokdm.training.flow import phantom_truth
+    from echokdm.training.loop import resolve_device
+
+    config = config or EvaluateConfig()
+    manifest_path = Path(manifest)
+    table = load_manifest(manifest_path)
+    rows = table if config.split == "all" else table[table["split"] == config.split]
+    if rows.empty:
+        raise ValueError(f"{manifest_path}: no clips in split {config.split!r} "
+                         f"(splits: {', '.join(sorted(table['split'].unique()))})")
+    if config.max_clips is not None:
+        rows = rows.iloc[: config.max_clips]
+    if pipeline_noflow is None and pipeline is not None and (Path(pipeline).parent / "pipeline_noflow").is_dir():
+        pipeline_noflow = Path(pipeline).parent / "pipeline_noflow"
+    device = resolve_device(config.device)
+    pipe, pipe_noflow = _load_pipeline(pipeline, device), _load_pipeline(pipeline_noflow, device)
+    size = config.size or _model_size(pipe or pipe_noflow)
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        _prepare_folder(out_path, _settings(config, manifest_path, pipeline, pipeline_noflow), overwrite)
+    scorers = _Scorers(config, device)
+    truth = phantom_truth(manifest_path)
+    frame_parts, clip_parts, cases, kdm_frames, skipped = [], [], [], {}, []
+    for _, row in tqdm(list(rows.iterrows()), desc="evaluating", unit="clip", disable=not progress):
+        stem = clip_file_stem(str(row["clip_id"]))
+        try:
+            case = load_case(row, manifest_path, size, max_targets=config.max_targets, keypoints=config.keypoints,
+                             segmentation=config.masks, truth=truth)
+        except Exception as exc:  # noqa: BLE001 - listed, never silently dropped
+            skipped.append((str(row["clip_id"]), f"{type(exc).__name__}: {exc}"))
+            continue
+        cases.append(case)
+        done = out_path is not None and (out_path / "parts" / f"{stem}.clip.csv").exists()
+        if done:
+            frames_t = pd.read_csv(out_path / "parts" / f"{stem}.frames.csv", dtype={"patient_id": str, "clip_id": str,
+                                                                                    "dataset": str})
+            clips_t = pd.read_csv(out_path / "parts" / f"{stem}.clip.csv", dtype={"patient_id": str, "clip_id": str,
+                                                                                  "dataset": str})
+            with np.load(out_path / "generated" / f"{stem}.npz") as saved:
+                generated = {m: {"frames": saved[f"{m}_frames"].astype(np.float32) / 255.0}
+                             for m in ("kdm",) if f"{m}_frames" in saved}
+        else:
+            generated = generate_case(case, config, pipe, pipe_noflow)
+            frames_t, clips_t = score_case(case, generated, scorers)
+            if out_path is not None:
+                _save_generated(out_path / "generated" / f"{stem}.npz", case, generated)
+                _write_csv(frames_t, out_path / "parts" / f"{stem}.frames.csv")
+                _write_csv(clips_t, out_path / "parts" / f"{stem}.clip.csv")
+        frame_parts.append(frames_t)
+        clip_parts.append(clips_t)
+        for method in ("kdm",):
+            if method in generated:
+                kdm_frames.setdefault(method, []).append(generated[method]["frames"])
+    if not frame_parts:
+        raise ValueError(f"{manifest_path}: no clip could be evaluated: {skipped[:5]}")
+    frames_all = pd.concat(frame_parts, ignore_index=True)
+    clips_all = pd.concat(clip_parts, ignore_index=True)
+    patients, summary, table3 = summarise_frames(frames_all, clips_all, n_boot=config.n_boot)
+    memo = pd.DataFrame()
+    if config.memorisation:
+        memo = _memorisation(frames_all, table, manifest_path, out_path, cases,
+                             {m: np.concatenate(v) for m, v in kdm_frames.items()}, config, size, progress)
+    if out_path is not None:
+        _write_csv(frames_all, out_path / "per_frame.csv")
+        _write_csv(clips_all, out_path / "per_clip.csv")
+        _write_csv(patients, out_path / "per_patient.csv")
+        _write_csv(summary, out_path / "summary.csv")
+        (out_path / "table3.md").write_text(table3)
+        if skipped:
+            _write_csv(pd.DataFrame(skipped, columns=["clip_id", "reason"]), out_path / "skipped.csv")
+        if plots:
+            from echokdm.evaluation.plots import write_plots
+
+            write_plots(out_path, frames_all, clips_all, patients)
+    return EvaluationResult(frames_all, clips_all, patients, summary, table3, memo, out_path)
+
+
+def _model_size(pipe: Any) -> int:
+    """Frame size the pipeline was trained at (112 when there is no pipeline)."""
+    if pipe is None:
+        return 112
+    return int(pipe.vae.config.sample_size)

@@ -1,0 +1,56 @@
+"""Choosing the evaluated beat, and reading a phantom clip into an evaluation case."""
+
+import numpy as np
+import pytest
+
+from echokdm.data.manifest import load_manifest
+from echokdm.data.phantom import load_npz
+from echokdm.data.phantom.export import write_cohort
+from echokdm.evaluation.cases import choose_frames, load_case
+from echokdm.geometry.flow import warp
+
+
+def _volumes(n=60, period=30, phase=5):
+    t = np.arange(n)
+    return 100 + 40 * np.cos(2 * np.pi * (t - phase) / period)  # ED at 5, 35; ES at 20, 50
+
+
+def test_source_is_ed_targets_span_the_beat_and_include_es():
+    source, targets = choose_frames(_volumes(), max_targets=6, fps=30.0)
+    assert source == 5
+    assert targets[0] > source and targets[-1] == 35 and len(targets) == 6
+    assert 20 in targets and (np.diff(targets) > 0).all()
+
+
+def test_short_beat_keeps_every_frame_and_no_beat_falls_back():
+    source, targets = choose_frames(_volumes(), max_targets=100, fps=30.0)
+    assert list(targets) == list(range(6, 36))
+    rising = np.linspace(50, 100, 12)[::-1]  # volumes only fall: no complete beat
+    source, targets = choose_frames(rising, max_targets=4)
+    assert source == 0 and 11 in targets and len(targets) == 4
+    with pytest.raises(ValueError, match="max_targets"):
+        choose_frames(_volumes(), max_targets=1)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval_cohort")
+    write_cohort(out, n_patients=3, format="nifti", seed=5, size=48, fps=20.0, n_beats=1.3, progress=False)
+    return out / "manifest.csv"
+
+
+def test_phantom_case_has_exact_keypoints_and_flows(cohort):
+    row = load_manifest(cohort).iloc[0]
+    case = load_case(row, cohort, 32, max_targets=5)
+    assert case.frames.shape[1:] == (32, 32) and case.frames.dtype == np.float32
+    assert case.keypoints.shape == (len(case.frames), 40, 2)
+    assert case.reference_flows.shape == (len(case.targets), 2, 32, 32)
+    assert case.step_flows.shape == (len(case.targets) - 1, 2, 32, 32)
+    # the exact flow warps the source onto the target far better than no motion
+    src = case.frames[case.source][None, None].repeat(len(case.targets), 0)
+    warped = warp(src, case.reference_flows)[:, 0]
+    real = case.frames[case.targets]
+    assert np.mean((warped - real) ** 2) < 0.8 * np.mean((src[:, 0] - real) ** 2)  # speckle decorrelates: not 0
+    # keypoints follow the resize from the cohort's 48 px to 32 px
+    truth = load_npz(next((cohort.parent / "ground_truth").glob(f"{row['clip_id']}*.npz")))
+    np.testing.assert_allclose(case.keypoints, (truth.keypoints + 0.5) * 32 / 48 - 0.5, atol=1e-4)
