@@ -183,6 +183,30 @@ def cmd_train_kdm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_autoencoder(args: argparse.Namespace) -> int:
+    """KDM's latent autoencoder alone (the first stage of ``train kdm``); prints its best validation PSNR."""
+    from echokdm.training.distributed import is_main_process
+    from echokdm.training.kdm import load_kdm_config, train_kdm
+
+    config = load_kdm_config(args.config)
+    main_process = is_main_process()  # under accelerate launch / torchrun only rank 0 reports
+    result = train_kdm(config, args.manifest, args.out, stages=("autoencoder",), resume=args.resume,
+                       overwrite=args.overwrite, progress=not args.no_progress and main_process)
+    if not main_process:
+        return 0
+    info = result["autoencoder"]
+    folder = Path(args.out) / "autoencoder"
+    if isinstance(info, str):
+        print(f"autoencoder: {info}; run folder {folder} (pass --overwrite to retrain)")
+    else:
+        print(f"autoencoder: {info['steps']} steps in {info['seconds']} s; best validation PSNR "
+              f"{info['best']:.2f} dB (weights: {folder / 'best'})")
+        print(f"run folder: {info['run']} (config.yaml, git.txt, log.csv, best/, last/)")
+    for clip, reason in result["skipped_clips"]:
+        print(f"  skipped {clip}: {reason}")
+    return 0
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from echokdm.training.segmentation import segment_manifest
 
@@ -298,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_phantom)
 
-    p = sub.add_parser("train", help="train a model (seg, flow, kdm)", description="Train one of echokdm's models.")
+    p = sub.add_parser("train", help="train a model (seg, flow, kdm, autoencoder)",
+                       description="Train one of echokdm's models.")
     train_sub = p.add_subparsers(dest="model", metavar="MODEL", required=True)
     t = train_sub.add_parser("seg", help="LV segmentation network on the labelled frames of a manifest",
                              description="Train the LV blood-pool segmentation U-Net on the train split's labelled "
@@ -325,6 +350,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
     t.set_defaults(func=cmd_train_kdm)
 
+    t = train_sub.add_parser("autoencoder", help="KDM's latent autoencoder alone (the first stage of train kdm)",
+                             description="Train KDM's latent autoencoder (AutoencoderKL; L1 + LPIPS + KL) on the "
+                                         "frames of a manifest's train split, selecting best/ by the validation "
+                                         "PSNR on the val split. Writes <out>/autoencoder, the folder train kdm "
+                                         "reads (its later stages then skip this one).")
+    t.add_argument("--config", required=True, help="YAML config, e.g. configs/echo/kdm_112.yaml (its autoencoder "
+                                                   "and data sections are used)")
+    t.add_argument("--manifest", required=True, help="manifest CSV (a phantom cohort, or real data with masks)")
+    t.add_argument("--out", required=True, help="KDM run folder (the autoencoder goes to <out>/autoencoder)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    t.add_argument("--overwrite", action="store_true", help="retrain an autoencoder that already finished")
+    t.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    t.set_defaults(func=cmd_train_autoencoder)
+
     from echokdm.cli_flow import register as register_flow_command
     from echokdm.cli_flow import register_train as register_train_flow
 
@@ -348,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     from echokdm.cli_evaluate import register as register_evaluate_command
 
     register_evaluate_command(sub)
+
+    from echokdm.cli_generate import register as register_generate_command
+
+    register_generate_command(sub)
 
     p = sub.add_parser("info", help="describe one echo file",
                        description="Read one file and print its frames, frame rate, calibration and metadata.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["register", "cmd_evaluate"]
+__all__ = ["cmd_evaluate", "register"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -24,7 +24,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                 max_clips=args.max_clips, num_inference_steps=args.steps, k=args.k, mode=args.mode,
                                 seed=args.seed, lpips_nets=tuple(args.lpips_nets), lpips_backbone=args.lpips_backbone,
                                 segmentation=args.segmentation, masks=args.masks,
-                                memorisation=not args.no_memorisation, size=args.size, device=args.device)
+                                memorisation=not args.no_memorisation, training_manifest=args.training_manifest,
+                                size=args.size, device=args.device)
         result = evaluate(args.manifest, args.pipeline, pipeline_noflow=args.pipeline_noflow, out=args.out,
                           config=config, overwrite=args.overwrite, progress=not args.no_progress)
     print(result.table3)
@@ -69,6 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmentation", default=None, help="segmentation model folder: keypoint MD and EF of generated loops")
     p.add_argument("--masks", default=None, help="output folder of `echokdm segment` (keypoints of real clips without masks)")
     p.add_argument("--size", type=int, default=None, help="frame size without a pipeline (default: the model's, or 112)")
+    p.add_argument("--training-manifest", default=None,
+                   help="manifest whose train split trained the model (memorisation check; default: the evaluated one)")
     p.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-frame check")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0 ...")
     p.add_argument("--generated", help="folder of generated loops (folder mode)")

@@ -15,6 +15,7 @@ otherwise (the EPE columns are then NaN: no metric is invented from an estimate)
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import warnings
 from pathlib import Path
 
@@ -46,6 +47,8 @@ class EvalCase:
     step_flows : numpy.ndarray or None
         ``float32`` ``(K - 1, 2, S, S)`` exact flows between consecutive targets (for the
         temporal warping error), or None.
+    spacing_mm : tuple of float or None
+        ``(dx, dy)`` mm per pixel at size ``S`` (the clip's spacing times its resize factor).
     """
 
     clip_id: str
@@ -57,6 +60,7 @@ class EvalCase:
     targets: np.ndarray
     reference_flows: np.ndarray | None = None
     step_flows: np.ndarray | None = None
+    spacing_mm: tuple[float, float] | None = None
 
     @property
     def size(self) -> int:
@@ -156,9 +160,11 @@ def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targe
     if clip is not None:
         ref = np.stack([_resize_flow(clip.flow(source, int(t)), size) for t in targets]).astype(np.float32)
         steps = np.stack([_resize_flow(clip.flow(int(a), int(b)), size)
-                          for a, b in zip(targets[:-1], targets[1:])]).astype(np.float32)
+                          for a, b in itertools.pairwise(targets)]).astype(np.float32)
     dataset = row.get("dataset", "")
     return EvalCase(clip_id=clip_id, patient_id=str(row["patient_id"]),
                     dataset=str(dataset) if isinstance(dataset, str) and dataset else "default",
                     frames=frames, keypoints=kp.astype(np.float32), source=source, targets=targets,
-                    reference_flows=ref, step_flows=steps)
+                    reference_flows=ref, step_flows=steps,
+                    spacing_mm=None if cine.spacing_mm is None else (cine.spacing_mm[0] * cine.width / size,
+                                                                     cine.spacing_mm[1] * cine.height / size))

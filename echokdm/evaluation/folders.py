@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["pair_folders", "evaluate_folders"]
+__all__ = ["evaluate_folders", "pair_folders"]
 
 _SUFFIXES = {".dcm", ".dicom", ".avi", ".mp4", ".gif", ".nii", ".gz", ".mov", ".mkv", ""}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["write_plots", "metric_boxplots", "worst_patient_strips"]
+__all__ = ["metric_boxplots", "worst_patient_strips", "write_plots"]
 
 
 def _save(fig, path: Path) -> Path:

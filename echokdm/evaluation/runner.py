@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,24 @@ import torch
 
 from echokdm.evaluation.cases import EvalCase, load_case
 
-__all__ = ["EvaluateConfig", "EvaluationResult", "METHODS", "METHOD_LABELS", "FRAME_METRICS", "evaluate",
-           "generate_case", "score_case", "summarise_frames"]
+__all__ = [
+    "FRAME_METRICS",
+    "METHODS",
+    "METHOD_LABELS",
+    "EvaluateConfig",
+    "EvaluationResult",
+    "evaluate",
+    "generate_case",
+    "score_case",
+    "summarise_frames",
+]
 
 METHODS = ("no_edit", "tps", "wo_f2i", "wo_k2f", "kdm")
 METHOD_LABELS = {"no_edit": "no edit", "tps": "TPS warp", "wo_f2i": "w/o F2I", "wo_k2f": "w/o K2F", "kdm": "KDM",
                  "real": "real", "generated": "generated"}
 FRAME_METRICS = ("mse", "psnr", "ssim", "lpips_alex", "lpips_vgg", "epe", "epe_lv", "flow_mae", "flow_rmse", "kp_md")
-CLIP_METRICS = ("temporal_error", "ef_target", "ef_achieved", "ef_error", "seconds_per_frame")
+CLIP_METRICS = ("temporal_error", "ef_target", "ef_achieved", "ef_error", "edv_target", "edv_achieved", "esv_target",
+                "esv_achieved", "seconds_per_frame")
 
 
 @dataclasses.dataclass
@@ -63,7 +74,8 @@ class EvaluateConfig:
     ``lpips_backbone`` (local folder of backbone weights, or None to download); ``segmentation``
     a segmentation model folder (keypoint MD and EF; None = those columns are NaN);
     ``keypoints``/``masks`` how target keypoints are obtained (:func:`~echokdm.evaluation.cases.load_case`);
-    ``memorisation`` and ``memorisation_frames`` (most training frames compared); ``n_boot``
+    ``memorisation`` and ``memorisation_frames`` (most training frames compared) against the train
+    split of ``training_manifest`` (default: the evaluated manifest's own train split); ``n_boot``
     bootstrap resamples; ``size`` frame size (None = the model's, 112 without a model); ``device`` ``auto`` = CUDA when available.
     """
 
@@ -83,6 +95,7 @@ class EvaluateConfig:
     masks: str | None = None
     memorisation: bool = True
     memorisation_frames: int = 2000
+    training_manifest: str | None = None
     n_boot: int = 2000
     size: int | None = None
     device: str = "auto"
@@ -221,11 +234,12 @@ class _Scorers:
         return sequence_keypoints(masks.cpu().numpy(), smooth_sigma_frames=0.0).keypoints
 
 
-def _ef(volumes: np.ndarray) -> float:
+def _lv_function(volumes: np.ndarray) -> tuple[float, float, float]:
+    """``(EF %, EDV, ESV)`` of a loop's volume curve: EDV its largest, ESV its smallest volume."""
     v = volumes[np.isfinite(volumes)]
     if len(v) < 2 or v.max() <= 0:
-        return float("nan")
-    return float(100.0 * (v.max() - v.min()) / v.max())
+        return float("nan"), float("nan"), float("nan")
+    return float(100.0 * (v.max() - v.min()) / v.max()), float(v.max()), float(v.min())
 
 
 def _keypoint_distance(detected: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -248,7 +262,9 @@ def score_case(case: EvalCase, generated: dict[str, dict[str, Any]], scorers: _S
     real = case.frames[case.targets]
     tgt_kp = case.keypoints[case.targets]
     ids = {"dataset": case.dataset, "patient_id": case.patient_id, "clip_id": case.clip_id}
-    ef_target = _ef(simpson_volume(np.concatenate([case.keypoints[case.source][None], tgt_kp])))
+    spacing = case.spacing_mm
+    ef_target, edv_target, esv_target = _lv_function(simpson_volume(np.concatenate([case.keypoints[case.source][None],
+                                                                                    tgt_kp]), spacing))
     lv_masks = np.stack([keypoints_to_mask(k, case.frames.shape[1:]) for k in tgt_kp])  # (K, S, S) target LV
     seg = scorers.segmentation is not None
     src_detected = scorers.keypoints(case.frames[case.source][None]) if seg else None
@@ -256,12 +272,14 @@ def score_case(case: EvalCase, generated: dict[str, dict[str, Any]], scorers: _S
 
     def clip_row(method: str, frames: np.ndarray, detected: np.ndarray | None, seconds: float) -> dict:
         row = {**ids, "method": method, "n_frames": len(frames), "temporal_error": np.nan, "ef_target": ef_target,
-               "ef_achieved": np.nan, "ef_error": np.nan, "seconds_per_frame": seconds / len(frames)}
+               "ef_achieved": np.nan, "ef_error": np.nan, "edv_target": edv_target, "edv_achieved": np.nan,
+               "esv_target": esv_target, "esv_achieved": np.nan, "volume_units": "mL" if spacing else "px^3",
+               "seconds_per_frame": seconds / len(frames)}
         if case.step_flows is not None and len(frames) >= 2:
             row["temporal_error"] = temporal_warping_error(frames, case.step_flows).mean
         if detected is not None:
-            row["ef_achieved"] = _ef(simpson_volume(np.concatenate([src_detected, detected])))
-            row["ef_error"] = row["ef_achieved"] - ef_target
+            ef, edv, esv = _lv_function(simpson_volume(np.concatenate([src_detected, detected]), spacing))
+            row.update(ef_achieved=ef, ef_error=ef - ef_target, edv_achieved=edv, esv_achieved=esv)
         return row
 
     for method, pred in generated.items():
@@ -296,7 +314,7 @@ def _settings(config: EvaluateConfig, manifest: Path, pipeline: str | None, pipe
     return {"manifest": str(manifest.resolve()), "pipeline": str(Path(pipeline).resolve()) if pipeline else None,
             "pipeline_noflow": str(Path(pipeline_noflow).resolve()) if pipeline_noflow else None,
             **{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
-               if k not in ("device", "n_boot", "memorisation", "memorisation_frames")}}
+               if k not in ("device", "n_boot", "memorisation", "memorisation_frames", "training_manifest")}}
 
 
 def _prepare_folder(out: Path, settings: dict, overwrite: bool) -> None:
@@ -374,19 +392,29 @@ def _memorisation(frame_table: pd.DataFrame, manifest: pd.DataFrame, manifest_pa
     from echokdm.metrics.privacy import memorisation_report
     from echokdm.training.flow import _resize_frames
 
+    if config.training_manifest:
+        from echokdm.data.manifest import load_manifest
+
+        manifest = load_manifest(config.training_manifest)
+    elif config.split in ("train", "all"):
+        return pd.DataFrame()  # the evaluated clips are (or include) the training clips
     train = manifest[manifest["split"] == "train"]
-    if train.empty or config.split in ("train", "all") or not generated:
+    if train.empty or not generated:
         return pd.DataFrame()
     per_clip = max(1, config.memorisation_frames // len(train))
-    frames = []
+    frames, unreadable = [], []
     for _, row in tqdm(list(train.iterrows()), desc="memorisation: training frames", unit="clip",
                        disable=not progress, leave=False):
         try:
             cine = read_clip(row)
-        except Exception:  # noqa: BLE001 - a training clip that cannot be read is simply not compared
+        except Exception as exc:  # noqa: BLE001 - an unreadable training clip is reported, not compared
+            unreadable.append(f"{row['clip_id']}: {type(exc).__name__}: {exc}")
             continue
         idx = np.unique(np.linspace(0, cine.n_frames - 1, min(per_clip, cine.n_frames)).astype(int))
         frames.append(_resize_frames(cine.frames[idx], size).astype(np.float32) / 255.0)
+    if unreadable:
+        warnings.warn(f"memorisation check: {len(unreadable)} training clip(s) could not be read and are left out: "
+                      + "; ".join(unreadable[:3]), stacklevel=2)
     if not frames:
         return pd.DataFrame()
     training = np.concatenate(frames)

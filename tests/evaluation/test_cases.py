@@ -54,3 +54,11 @@ def test_phantom_case_has_exact_keypoints_and_flows(cohort):
     # keypoints follow the resize from the cohort's 48 px to 32 px
     truth = load_npz(next((cohort.parent / "ground_truth").glob(f"{row['clip_id']}*.npz")))
     np.testing.assert_allclose(case.keypoints, (truth.keypoints + 0.5) * 32 / 48 - 0.5, atol=1e-4)
+
+
+def test_lv_function_of_a_known_volume_curve():
+    from echokdm.evaluation.runner import _lv_function
+
+    ef, edv, esv = _lv_function(np.array([120.0, 100.0, np.nan, 60.0, 90.0]))
+    assert (ef, edv, esv) == (50.0, 120.0, 60.0)
+    assert np.isnan(_lv_function(np.array([np.nan, 5.0]))[0])

@@ -7,9 +7,7 @@ import pytest
 import torch
 
 from echokdm.data.phantom.export import write_cohort
-from echokdm.evaluation import EvaluateConfig, evaluate
-from echokdm.evaluation import runner
-from echokdm.geometry.flow import warp
+from echokdm.evaluation import EvaluateConfig, evaluate, runner
 from echokdm.metrics.image import mse
 from echokdm.models.kdm import ConditionalUNet, make_autoencoder
 from echokdm.pipelines import KDMPipeline
@@ -37,7 +35,7 @@ def setup(tmp_path_factory):
     return root
 
 
-CONFIG = dict(split="all", num_inference_steps=4, k=2, max_targets=4, lpips_nets=(), n_boot=200, device="cpu")
+CONFIG = {"split": "all", "num_inference_steps": 4, "k": 2, "max_targets": 4, "lpips_nets": (), "n_boot": 200, "device": "cpu"}
 
 
 def test_tables_hold_every_method_and_honest_values(setup, tmp_path):
@@ -71,6 +69,15 @@ def test_tables_hold_every_method_and_honest_values(setup, tmp_path):
     clips = result.clips
     assert (clips.groupby("clip_id")["method"].apply(set) == {"no_edit", "tps", "wo_f2i", "wo_k2f", "kdm", "real"}).all()
     assert clips["ef_target"].between(10, 90).all() and clips["temporal_error"].notna().all()
+    # the target EF and volumes are those of the phantom's exact volume curve over the evaluated frames
+    from echokdm.data.phantom import load_npz
+    from echokdm.training.flow import phantom_truth
+
+    truth = load_npz(phantom_truth(manifest)[row["clip_id"]]).volumes_ml[[case.source, *case.targets]]
+    mine = clips[(clips["clip_id"] == row["clip_id"]) & (clips["method"] == "kdm")].iloc[0]
+    assert mine["volume_units"] == "mL"
+    assert abs(mine["ef_target"] - 100 * (truth.max() - truth.min()) / truth.max()) < 3.0
+    np.testing.assert_allclose([mine["edv_target"], mine["esv_target"]], [truth.max(), truth.min()], rtol=0.08)
     assert (clips.loc[clips["method"] == "kdm", "seconds_per_frame"] > 0).all()
     # summary: patient-level intervals bracket the mean
     s = result.summary.set_index("method")

@@ -1,0 +1,355 @@
+"""The ``echokdm generate`` command: one source frame + a motion → a KDM cine loop.
+
+Argument parsing, printing and writing only; the work is done by :mod:`echokdm.generation`.
+:func:`register` adds the command to the ``echokdm`` parser's subparsers.
+
+Outputs in ``--out`` (``<stem>`` defaults to ``<clip>_f<frame>_<motion>``):
+
+* by :func:`echokdm.generation.export.write_loop`: the loop in each of ``--formats``,
+  ``<stem>_keypoints.csv`` (per frame ``frame, x0 … x39, y0 … y39``; ``--target-keypoints``
+  reads it, so a loop's keypoints can be edited and generated again), ``<stem>_preview.png``
+  and, with ``--side-by-side``, ``<stem>_side_by_side.mp4``;
+* ``<stem>_flows.npz``: ``flows`` ``float32`` ``(T, 2, H, W)`` (dx, dy px into the source),
+  ``keypoints`` ``(T, 40, 2)``, ``gammas`` (empty in per-frame mode) and ``fps``;
+* ``<stem>_generate.json``: the settings, the EF target and the EF achieved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DEFAULT_FPS", "cmd_generate", "register"]
+
+#: Loop frame rate when neither --fps nor the motion's clip gives one.
+DEFAULT_FPS = 50.0
+_MOTIONS = ("own", "transfer", "ef", "drag", "target_keypoints")
+_MOTION_NAMES = {"own": "own", "transfer": "transfer", "ef": "synthetic", "drag": "drag",
+                 "target_keypoints": "keypoints"}
+
+
+# --------------------------------------------------------------------------------------------
+# motion
+# --------------------------------------------------------------------------------------------
+
+
+def _chosen_motion(args: argparse.Namespace) -> str:
+    chosen = [m for m in _MOTIONS if getattr(args, m) not in (None, False)]
+    if len(chosen) != 1:
+        raise ValueError("give exactly one motion: --own, --transfer FILE, --ef EF, --drag FILE or "
+                         f"--target-keypoints FILE (got {len(chosen)})")
+    return chosen[0]
+
+
+def _stop(start: int, n_frames: int | None) -> int | None:
+    if n_frames is None:
+        return None
+    if n_frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {n_frames}")
+    return start + n_frames
+
+
+def _ed_index(keypoints: np.ndarray, fps: float | None, where: str) -> int:
+    """The first end-diastole of a keypoint sequence (largest volume before the first ES)."""
+    from echokdm.geometry.volumes import cardiac_cycle, simpson_volume
+
+    volumes = simpson_volume(keypoints)
+    if np.isfinite(volumes).sum() < 3:
+        raise ValueError(f"{where}: fewer than 3 frames with keypoints; cannot find end-diastole (give --transfer-ed)")
+    cycle = cardiac_cycle(volumes, fps)
+    if len(cycle.ed_frames):
+        return int(cycle.ed_frames[0])
+    return int(np.nanargmax(volumes))
+
+
+def _own(args, source, seg):
+    """Own motion from --frame; applied to explicitly given source keypoints when there are some."""
+    from echokdm.generation.loop import clip_keypoints
+    from echokdm.generation.motion import own_motion, transfer_motion
+
+    seq = clip_keypoints(source.cine, seg, apex_direction=args.apex_direction)
+    stop = _stop(args.frame, args.frames)
+    if source.keypoints_source == "given" or args.mask or not np.isfinite(seq[args.frame]).all():
+        return source.keypoints, transfer_motion(source.keypoints, seq, args.frame, stop), source.fps
+    return seq[args.frame], own_motion(seq, args.frame, stop), source.fps
+
+
+def _transfer(args, source, seg):
+    from echokdm.generation.loop import clip_keypoints, read_source
+    from echokdm.generation.motion import load_keypoints_file, transfer_motion
+
+    other = read_source(args.transfer, args.format)
+    if args.transfer_keypoints:
+        seq = load_keypoints_file(args.transfer_keypoints)
+        if len(seq) != other.n_frames:
+            raise ValueError(f"{args.transfer_keypoints}: {len(seq)} keypoint set(s) for the {other.n_frames} frames "
+                             f"of {args.transfer}")
+    else:
+        seq = clip_keypoints(other, seg, apex_direction=args.apex_direction)
+    ed = args.transfer_ed if args.transfer_ed is not None else _ed_index(seq, other.fps, str(args.transfer))
+    return transfer_motion(source.keypoints, seq, ed, _stop(ed, args.frames)), other.fps, ed
+
+
+def _targets(args: argparse.Namespace, source, seg) -> tuple[np.ndarray, np.ndarray, float | None, dict]:
+    """``(source keypoints, targets (T, 40, 2), fps of the motion or None, motion settings)``."""
+    from echokdm.generation.motion import (
+        drag_motion,
+        load_drag_file,
+        load_keypoints_file,
+        synthetic_motion,
+    )
+
+    motion = _chosen_motion(args)
+    if motion == "own":
+        src, targets, fps = _own(args, source, seg)
+        return src, targets, fps, {}
+    if motion == "transfer":
+        targets, fps, ed = _transfer(args, source, seg)
+        return source.keypoints, targets, fps, {"transfer_ed": ed}
+    if motion == "ef":
+        fps = args.fps or source.fps or DEFAULT_FPS
+        targets = synthetic_motion(source.keypoints, args.ef, args.heart_rate, fps, args.beats)
+        return source.keypoints, targets, fps, {"ef_requested": args.ef, "heart_rate_bpm": args.heart_rate,
+                                               "beats": args.beats}
+    if motion == "drag":
+        vectors = load_drag_file(args.drag)
+        targets = drag_motion(source.keypoints, vectors, args.frames or 1, sigma=args.drag_sigma)
+        return source.keypoints, targets, source.fps, {"drag_sigma": args.drag_sigma}
+    return source.keypoints, load_keypoints_file(args.target_keypoints), source.fps, {}
+
+
+# --------------------------------------------------------------------------------------------
+# outputs
+# --------------------------------------------------------------------------------------------
+
+
+def _default_stem(cine, frame: int, motion: str) -> str:
+    from echokdm.data.manifest import clip_file_stem
+
+    name = cine.clip_id or (cine.source.name.split(".")[0] if cine.source else "loop")
+    return f"{clip_file_stem(name)}_f{frame}_{_MOTION_NAMES[motion]}"
+
+
+def _own_outputs(out: Path, stem: str) -> dict[str, Path]:
+    return {name: out / f"{stem}_{name}" for name in ("flows.npz", "generate.json")}
+
+
+def _check_free(out: Path, stem: str, overwrite: bool) -> None:
+    """Fail before generating when an output of this stem exists and ``--overwrite`` was not given
+    (``write_loop`` checks its own files again before writing)."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: is not a folder (--out)")
+    names = [f"{stem}_{n}" for n in ("flows.npz", "generate.json", "keypoints.csv", "preview.png",
+                                     "side_by_side.mp4")]
+    clashes = [out / n for n in names if (out / n).exists()]
+    clashes += sorted(p for p in out.iterdir() if p.name.startswith(f"{stem}.")) if out.is_dir() else []
+    if clashes and not overwrite:
+        raise FileExistsError(f"{', '.join(map(str, clashes))}: already exist(s); pass --overwrite to replace, "
+                              "or choose another --out or --stem")
+
+
+def _write_npz(path: Path, loop, overwrite: bool) -> Path:
+    from echokdm.io._atomic import atomic_output
+
+    gammas = np.zeros(0) if loop.gammas is None else np.asarray(loop.gammas, np.float64)
+    with atomic_output(path, overwrite=overwrite) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, flows=loop.flows, keypoints=loop.keypoints, gammas=gammas, fps=np.float64(loop.fps))
+    return path
+
+
+def _write_text(path: Path, text: str, overwrite: bool) -> Path:
+    from echokdm.io._atomic import atomic_output
+
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def _json_number(value):
+    return None if value is None or not math.isfinite(value) else round(float(value), 4)
+
+
+def _write_outputs(out: Path, stem: str, loop, args: argparse.Namespace, settings: dict, extras: dict):
+    """Write the loop (``write_loop``), its flows and settings; returns the paths by name."""
+    from echokdm.generation.export import write_loop
+
+    overwrite = args.overwrite
+    written = dict(write_loop(out, loop, formats=_formats(args.formats), stem=stem, overwrite=overwrite, **extras))
+    own = _own_outputs(out, stem)
+    written["flows"] = _write_npz(own["flows.npz"], loop, overwrite)
+    record = {**settings, "n_frames": loop.n_frames, "fps": loop.fps, "ef_target": _json_number(loop.ef_target),
+              "ef_achieved": _json_number(loop.ef_achieved), "outputs": {k: str(v) for k, v in written.items()}}
+    written["settings"] = _write_text(own["generate.json"], json.dumps(record, indent=2), overwrite)
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# command
+# --------------------------------------------------------------------------------------------
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    """``--formats`` checked against :data:`echokdm.generation.export.LOOP_FORMATS`."""
+    from echokdm.generation.export import LOOP_FORMATS
+
+    formats = tuple(f.strip().lower() for f in text.split(",") if f.strip())
+    unknown = [f for f in formats if f not in LOOP_FORMATS]
+    if not formats or unknown:
+        raise ValueError(f"--formats {text!r}: choose one or more of {', '.join(LOOP_FORMATS)} (comma-separated)")
+    return formats
+
+
+def _export_extras(args: argparse.Namespace, source, n_frames: int) -> dict:
+    """``write_loop`` keywords: the source DICOM (allow-listed attributes) and the real frames."""
+    from echokdm.io.dispatch import guess_format
+
+    extras = {}
+    if source.cine.dataset != "image" and (args.format or guess_format(args.source)) == "dicom":
+        extras["source_dataset"] = Path(args.source)
+    if args.side_by_side:  # --own only (checked first)
+        extras["side_by_side"] = source.cine.frames[args.frame : args.frame + n_frames]
+    return extras
+
+
+def _read_the_source(args: argparse.Namespace, seg):
+    from echokdm.generation.loop import source_from_file
+    from echokdm.io.dispatch import guess_format
+
+    kwargs = {}
+    if args.crop_to_fan:
+        if (args.format or guess_format(args.source)) != "dicom":
+            raise ValueError(f"{args.source}: --crop-to-fan applies to DICOM files only")
+        kwargs["crop_to_fan"] = True
+    return source_from_file(args.source, args.frame, keypoints=args.keypoints, mask=args.mask,
+                            segmentation=seg, format=args.format, apex_direction=args.apex_direction, **kwargs)
+
+
+def _load_pipeline(folder: str, device: str | None):
+    import torch
+
+    from echokdm.pipelines.kdm import KDMPipeline
+
+    pipe = KDMPipeline.from_pretrained(folder)
+    return pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _settings(args: argparse.Namespace, motion: str, source, extra: dict) -> dict:
+    return {"source": str(Path(args.source).resolve()), "frame": args.frame, "motion": _MOTION_NAMES[motion],
+            "keypoints_source": source.keypoints_source, "pipeline": str(Path(args.pipeline).resolve()),
+            "mode": args.mode, "k": args.k, "steps": args.steps, "seed": args.seed, **extra}
+
+
+def _percent(value: float | None, missing: str) -> str:
+    return missing if value is None else f"{value:.1f} %"
+
+
+def _print_result(loop, written: dict) -> None:
+    achieved = _percent(loop.ef_achieved, f"not measured ({loop.metadata.get('ef_achieved_note', 'n/a')})")
+    print(f"generated {loop.n_frames} frame(s) {loop.frames.shape[1]}x{loop.frames.shape[2]} at {loop.fps:.3g} fps "
+          f"({loop.motion} motion)")
+    print(f"  EF target {_percent(loop.ef_target, 'not measurable (missing keypoints)')}, achieved {achieved}")
+    for name, path in written.items():
+        print(f"  {name:>9}: {path}")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generate one loop and write it; returns the exit code (0 = success)."""
+    motion = _chosen_motion(args)
+    _formats(args.formats)
+    if args.side_by_side and motion != "own":
+        raise ValueError("--side-by-side needs --own (the real frames of the clip are the reference)")
+    from echokdm.generation.loop import generate_loop, load_segmentation
+
+    pipe = _load_pipeline(args.pipeline, args.device)
+    seg = None if args.segmentation is None else load_segmentation(args.segmentation)
+    source = _read_the_source(args, seg)
+    out = Path(args.out)
+    stem = args.stem or _default_stem(source.cine, args.frame, motion)
+    _check_free(out, stem, args.overwrite)
+    src_kp, targets, motion_fps, extra = _targets(args, source, seg)
+    fps = args.fps or motion_fps or DEFAULT_FPS
+    settings = _settings(args, motion, source, extra)
+    loop = generate_loop(
+        pipe, source.frame, src_kp, targets, fps=fps,
+        spacing_mm=source.spacing_mm, mode=args.mode, k=args.k, num_inference_steps=args.steps, seed=args.seed,
+        batch_size=args.batch_size, segmentation=seg, progress=not args.no_progress,
+        motion=_MOTION_NAMES[motion], source_index=args.frame, patient_id=source.patient_id,
+        metadata={k: v for k, v in settings.items() if k not in ("source", "pipeline")},
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    extras = _export_extras(args, source, loop.n_frames)
+    _print_result(loop, _write_outputs(out, stem, loop, args, settings, extras))
+    return 0
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="source clip or image: DICOM, AVI/MP4, NIfTI, CAMUS, EchoNet Videos/*.avi, PNG")
+    p.add_argument("--frame", type=int, default=0, help="source frame index, 0-based (default: %(default)s)")
+    p.add_argument("--format", choices=("dicom", "echonet", "camus", "nifti", "video"),
+                   help="file format of SOURCE and --transfer (default: guessed from the file)")
+    p.add_argument("--crop-to-fan", action="store_true", help="DICOM only: crop to the ultrasound fan")
+    kp = p.add_mutually_exclusive_group()
+    kp.add_argument("--keypoints", metavar="FILE",
+                    help="source keypoints: .csv (frame, x0..x39, y0..y39) or .npy (40, 2) / (T, 40, 2)")
+    kp.add_argument("--mask", metavar="FILE", help="LV mask of the source frame: .npy, .png or .nii.gz")
+    p.add_argument("--segmentation", metavar="MODEL",
+                   help="segmentation model folder: source keypoints when neither --keypoints, --mask nor the "
+                        "clip's own mask/tracing of the frame gives them, keypoints of every frame for --own and "
+                        "--transfer when the clip is not labelled on every frame, and the achieved EF")
+    p.add_argument("--apex-direction", choices=("up", "down", "left", "right"), default="up",
+                   help="where the apex points in the image (default: %(default)s)")
+
+
+def _add_motion_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("motion (exactly one)").add_mutually_exclusive_group(required=True)
+    g.add_argument("--own", action="store_true", help="the clip's own motion from --frame on")
+    g.add_argument("--transfer", metavar="OTHER", help="another clip whose motion is transferred onto the source")
+    g.add_argument("--ef", type=float, metavar="EF", help="a synthetic beat with this ejection fraction (percent)")
+    g.add_argument("--drag", metavar="FILE",
+                   help="drag vectors: .npy (40, 2) dx, dy px, or .csv (keypoint, dx, dy) spread to neighbours")
+    g.add_argument("--target-keypoints", metavar="FILE", help="target keypoints (T, 40, 2): .csv or .npy")
+    o = p.add_argument_group("motion options")
+    o.add_argument("--transfer-keypoints", metavar="FILE", help="keypoints of every frame of OTHER (.csv or .npy)")
+    o.add_argument("--transfer-ed", type=int, metavar="N", help="OTHER's end-diastolic frame (default: detected)")
+    o.add_argument("--frames", type=int, metavar="N",
+                   help="--own/--transfer: at most N frames (default: to the end of the clip); --drag: loop "
+                        "length, source -> target -> back (default: 1, the edited frame alone)")
+    o.add_argument("--heart-rate", type=float, default=70.0, help="--ef: heart rate in bpm (default: %(default)s)")
+    o.add_argument("--beats", type=float, default=1.0, help="--ef: number of beats (default: %(default)s)")
+    o.add_argument("--drag-sigma", type=float, default=3.0,
+                   help="--drag with sparse vectors: spread along the wall in keypoints (default: %(default)s)")
+    o.add_argument("--fps", type=float, help=f"frame rate of the loop (default: the motion's clip, else {DEFAULT_FPS:g})")
+
+
+def register(subparsers) -> None:
+    """Add the ``generate`` command to an argparse subparsers object (``args.func(args)`` runs it)."""
+    p = subparsers.add_parser(
+        "generate", help="generate a cine loop from one frame and a keypoint motion with KDM",
+        description="Generate a cine loop with a KDM pipeline from one SOURCE frame and a motion of its 40 LV "
+                    "keypoints: the clip's own motion, another clip's motion transferred onto this heart, a "
+                    "synthetic beat at a chosen EF, a drag edit, or given target keypoints. Writes the loop, its "
+                    "keypoints, flows and settings, and prints the EF target and achieved.")
+    _add_source_args(p)
+    _add_motion_args(p)
+    p.add_argument("--pipeline", required=True, metavar="FOLDER", help="KDM pipeline folder (save_pretrained)")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--stem", help="output file name stem (default: <clip>_f<frame>_<motion>)")
+    p.add_argument("--formats", default="mp4,gif,dicom,nifti",
+                   help="comma-separated loop formats for write_loop (default: %(default)s)")
+    p.add_argument("--mode", choices=("gamma", "per_frame"), default="gamma",
+                   help="one K2F flow scaled by gamma per frame, or one flow per frame (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=200, help="DDIM steps (default: %(default)s)")
+    p.add_argument("--k", type=int, default=100, help="F2I start step, 0 = warp only (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per network call (default: %(default)s)")
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="with --own: also write <stem>_side_by_side.mp4, the real clip | the generated loop")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=cmd_generate)
+

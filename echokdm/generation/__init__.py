@@ -1,0 +1,43 @@
+"""Generated cine loops: motion sources, KDM generation and writers (``echokdm generate``).
+
+* :mod:`~echokdm.generation.motion`: target keypoint trajectories ``(T, 40, 2)``: the clip's
+  own motion, another patient's motion transferred, a synthetic beat at a chosen EF, drag edits.
+* :mod:`~echokdm.generation.loop`: :func:`generate_loop` runs a KDM pipeline on one source
+  frame and a trajectory and returns a :class:`GeneratedLoop`; :func:`source_from_file` reads
+  the source frame and its keypoints from any supported file.
+* :mod:`~echokdm.generation.export`: :func:`write_loop` writes a loop as MP4, GIF, synthetic
+  DICOM and NIfTI.
+
+Submodules are imported on first use (torch only when a loop is generated).
+"""
+
+from __future__ import annotations
+
+from echokdm._lazy import lazy_exports
+
+# public name -> submodule that defines it
+_LAZY = {
+    "own_motion": "motion",
+    "transfer_motion": "motion",
+    "synthetic_motion": "motion",
+    "synthetic_volume_curve": "motion",
+    "drag_motion": "motion",
+    "spread_drag_vectors": "motion",
+    "load_keypoints_file": "motion",
+    "load_drag_file": "motion",
+    "GeneratedLoop": "loop",
+    "generate_loop": "loop",
+    "LoopSource": "loop",
+    "source_from_file": "loop",
+    "read_source": "loop",
+    "clip_keypoints": "loop",
+    "loop_ef": "loop",
+    "load_segmentation": "loop",
+    "write_loop": "export",
+    "write_synthetic_dicom": "export",
+    "write_echonet_cohort": "export",
+}
+
+__all__ = list(_LAZY)
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

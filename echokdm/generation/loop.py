@@ -1,0 +1,600 @@
+"""Generated cine loops: one source frame + a keypoint motion → a KDM loop, with its EF.
+
+:func:`generate_loop` runs a :class:`~echokdm.pipelines.KDMPipeline` on one source frame and a
+target keypoint trajectory (:mod:`echokdm.generation.motion`) and returns a
+:class:`GeneratedLoop`: frames, flows, keypoints, the target EF of the motion and, with a
+segmentation model, the EF re-measured on the generated frames.
+
+The pipeline works at its own size (``pipeline.vae.config.sample_size``, e.g. 112×112): the
+source frame is resized to it (bilinear, anti-aliased when shrinking) and the keypoints mapped
+with the pixel-centre convention ``x' = (x + 0.5) · S / W − 0.5`` (the same for y with ``H``);
+the generated frames and flows are resized back to the input size (flows also rescaled per
+component: ``dx · W / S``, ``dy · H / S``), so everything returned is in the input frame's pixel
+grid. A non-square input is stretched to the square working size and back.
+
+:func:`source_from_file` reads the source frame of any supported file (DICOM, AVI/MP4,
+NIfTI, CAMUS, EchoNet, or a PNG/JPEG image) and its keypoints; :func:`clip_keypoints` gives the
+keypoints of every frame of a clip, for :func:`~echokdm.generation.motion.own_motion` and
+:func:`~echokdm.generation.motion.transfer_motion`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from echokdm.geometry.keypoints import N_KEYPOINTS
+from echokdm.geometry.volumes import simpson_volume
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "GeneratedLoop",
+    "LoopSource",
+    "clip_keypoints",
+    "generate_loop",
+    "load_segmentation",
+    "loop_ef",
+    "read_source",
+    "source_from_file",
+]
+
+#: Suffixes read as a single still image with Pillow by :func:`source_from_file`.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_SOURCE_TOLERANCE_PX = 1e-3  # a first target this close to the source keypoints is the source pose
+
+
+@dataclasses.dataclass
+class GeneratedLoop:
+    """A generated cine loop and what a writer needs to save it.
+
+    Attributes
+    ----------
+    frames : numpy.ndarray
+        ``float32`` ``(T, H, W)`` in [0, 1], at the source frame's size.
+    fps : float
+        Frames per second of the loop.
+    keypoints : numpy.ndarray
+        ``float32`` ``(T, 40, 2)`` ``(x, y)`` pixels: the target keypoints of each frame (the
+        source keypoints on the source frame).
+    flows : numpy.ndarray
+        ``float32`` ``(T, 2, H, W)`` (dx, dy) pixels on each frame's grid pointing into the source
+        frame (shared/DESIGN.md); zero on the source frame.
+    ef_target : float or None
+        EF in percent of the target motion: ``100 (max V − min V) / max V`` of the Simpson volumes
+        of the target keypoints and the source keypoints; ``None`` when fewer than two of them
+        have all 40 keypoints.
+    spacing_mm : tuple of float or None
+        ``(dx, dy)`` mm per pixel of the source, if known.
+    ef_achieved : float or None
+        The same EF from keypoints re-detected on the generated frames (and the source) by a
+        segmentation model; ``None`` without a model or when fewer than two frames gave
+        keypoints (``metadata["ef_achieved_note"]`` says which).
+    source_frame : int or None
+        Index of the source frame in its clip.
+    motion : str
+        Name of the motion source (``"own"``, ``"transfer"``, ``"synthetic"``, ``"drag"``,
+        ``"keypoints"`` …).
+    patient_id : str or None
+        Pseudonymous patient identifier of the source clip.
+    gammas : numpy.ndarray or None
+        ``(T,)`` γ per frame in ``"gamma"`` mode (0 on the source frame), else ``None``.
+    detected_keypoints : numpy.ndarray or None
+        ``float32`` ``(T, 40, 2)`` re-detected keypoints behind ``ef_achieved``, else ``None``.
+    metadata : dict
+        Technical facts: ``mode``, ``k``, ``num_inference_steps``, ``seed``, ``input_size``,
+        ``pipeline_size``, ``source_included`` (frame 0 is the real source frame),
+        ``ef_achieved_note`` and what the caller added. No personal data.
+    """
+
+    frames: np.ndarray
+    fps: float
+    keypoints: np.ndarray
+    flows: np.ndarray
+    ef_target: float | None
+    spacing_mm: tuple[float, float] | None = None
+    ef_achieved: float | None = None
+    source_frame: int | None = None
+    motion: str = "custom"
+    patient_id: str | None = None
+    gammas: np.ndarray | None = None
+    detected_keypoints: np.ndarray | None = None
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.frames = np.asarray(self.frames, dtype=np.float32)
+        if self.frames.ndim != 3 or len(self.frames) == 0:
+            raise ValueError(f"frames must have shape (T, H, W) with T >= 1, got {self.frames.shape}")
+        t, h, w = self.frames.shape
+        self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
+        if self.keypoints.shape != (t, N_KEYPOINTS, 2):
+            raise ValueError(f"keypoints must have shape ({t}, {N_KEYPOINTS}, 2), got {self.keypoints.shape}")
+        self.flows = np.asarray(self.flows, dtype=np.float32)
+        if self.flows.shape != (t, 2, h, w):
+            raise ValueError(f"flows must have shape ({t}, 2, {h}, {w}), got {self.flows.shape}")
+        if not (math.isfinite(float(self.fps)) and float(self.fps) > 0):
+            raise ValueError(f"fps must be a positive number, got {self.fps}")
+        self.fps = float(self.fps)
+        if self.spacing_mm is not None:
+            self.spacing_mm = (float(self.spacing_mm[0]), float(self.spacing_mm[1]))
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames ``T``."""
+        return int(self.frames.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# EF and segmentation
+# ---------------------------------------------------------------------------------------------
+
+
+def loop_ef(keypoints: np.ndarray, spacing_mm: tuple[float, float] | None = None) -> float:
+    """``100 (max V − min V) / max V`` over the Simpson volumes of ``(T, 40, 2)`` keypoints.
+
+    Frames with a missing keypoint are left out; NaN when fewer than two volumes remain.
+    """
+    volumes = np.asarray(simpson_volume(keypoints, spacing_mm), dtype=np.float64)
+    v = volumes[np.isfinite(volumes)]
+    if len(v) < 2 or v.max() <= 0:
+        return float("nan")
+    return float(100.0 * (v.max() - v.min()) / v.max())
+
+
+def load_segmentation(segmentation):
+    """An :class:`~echokdm.models.segmentation.LVSegmentationNet` from an instance or its folder."""
+    from echokdm.models.segmentation import LVSegmentationNet
+
+    if isinstance(segmentation, LVSegmentationNet):
+        return segmentation.eval()
+    path = Path(segmentation)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no segmentation model folder (a run's best/ from echokdm train seg)")
+    return LVSegmentationNet.from_pretrained(path).eval()
+
+
+def _segment(model, frames: np.ndarray) -> np.ndarray:
+    """``uint8`` masks ``(T, H, W)`` of frames ``(T, H, W)`` in [0, 1]."""
+    import torch
+
+    with torch.inference_mode():
+        masks = model.predict_masks(torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)))
+    return masks.cpu().numpy()
+
+
+def _detect_keypoints(model, frames: np.ndarray) -> np.ndarray:
+    """Keypoints ``(T, 40, 2)`` re-detected on frames (NaN where detection fails), as ``echokdm
+    evaluate`` does: per-frame landmarks, no temporal smoothing."""
+    from echokdm.geometry.temporal import sequence_keypoints
+
+    return sequence_keypoints(_segment(model, frames), smooth_sigma_frames=0.0).keypoints
+
+
+# ---------------------------------------------------------------------------------------------
+# resizing to and from the pipeline's size
+# ---------------------------------------------------------------------------------------------
+
+
+def _pipeline_size(pipeline) -> tuple[int, int]:
+    """``(rows, cols)`` the pipeline works at (``vae.config.sample_size``)."""
+    size = pipeline.vae.config.sample_size
+    if isinstance(size, (list, tuple)):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of ``(B, C, H, W)`` to ``(B, C, *size)`` (``align_corners=False``, so pixel
+    centres map as ``x' = (x + 0.5) s − 0.5``); anti-aliased when shrinking."""
+    import torch
+    import torch.nn.functional as F
+
+    if tuple(images.shape[-2:]) == tuple(size):
+        return np.asarray(images, dtype=np.float32)
+    shrink = size[0] < images.shape[-2] or size[1] < images.shape[-1]
+    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=shrink).numpy()
+
+
+def _map_keypoints(keypoints: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
+    """``(..., 2)`` (x, y) pixels of a ``from_hw`` grid → the ``to_hw`` grid (pixel centres)."""
+    scale = np.array([to_hw[1] / from_hw[1], to_hw[0] / from_hw[0]])  # (sx, sy)
+    return ((np.asarray(keypoints, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+
+
+def _run_pipeline(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.ndarray, *, mode, k,
+                  num_inference_steps, seed, batch_size, progress):
+    """Frames ``(T, H, W)``, flows ``(T, 2, H, W)`` and γ at the input size ``(H, W)`` of ``frame``."""
+    import torch
+
+    hw = frame.shape
+    size = _pipeline_size(pipeline)
+    small = _resize(frame[None, None], size)[0, 0]  # (S, S)
+    out = pipeline(np.clip(small, 0.0, 1.0), _map_keypoints(src_kp, hw, size), _map_keypoints(targets, hw, size),
+                   mode=mode, k=k, num_inference_steps=num_inference_steps,
+                   generator=torch.Generator().manual_seed(int(seed)), batch_size=batch_size, progress=progress)
+    frames = np.clip(_resize(out.frames[:, None], hw)[:, 0], 0.0, 1.0)  # (T, H, W)
+    flows = _resize(out.flows, hw)  # (T, 2, H, W), still in pipeline pixels
+    flows[:, 0] *= hw[1] / size[1]
+    flows[:, 1] *= hw[0] / size[0]
+    return frames, flows, out.gammas
+
+
+# ---------------------------------------------------------------------------------------------
+# generate_loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _checked_inputs(source_frame, source_keypoints, target_keypoints, fps, mode):
+    frame = np.asarray(source_frame, dtype=np.float32)
+    if frame.ndim != 2 or min(frame.shape) < 2:
+        raise ValueError(f"source_frame must be one grayscale frame (H, W), got shape {frame.shape}")
+    if not np.isfinite(frame).all():
+        raise ValueError("source_frame contains NaN or infinite values")
+    src_kp = np.asarray(source_keypoints, dtype=np.float32)
+    if src_kp.shape != (N_KEYPOINTS, 2):
+        raise ValueError(f"source_keypoints must have shape ({N_KEYPOINTS}, 2), got {src_kp.shape}")
+    targets = np.asarray(target_keypoints, dtype=np.float32)
+    targets = targets[None] if targets.shape == (N_KEYPOINTS, 2) else targets
+    if targets.ndim != 3 or targets.shape[1:] != (N_KEYPOINTS, 2) or len(targets) == 0:
+        raise ValueError(f"target_keypoints must have shape (T, {N_KEYPOINTS}, 2) with T >= 1, got {targets.shape}")
+    if not (fps is not None and math.isfinite(float(fps)) and float(fps) > 0):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    if mode not in ("gamma", "per_frame"):
+        raise ValueError(f"mode must be 'gamma' or 'per_frame', got {mode!r}")
+    return frame, src_kp, targets
+
+
+def _or_none(value: float) -> float | None:
+    return None if not math.isfinite(value) else float(value)
+
+
+def _is_source_pose(targets: np.ndarray, src_kp: np.ndarray) -> bool:
+    diff = np.abs(targets[0] - src_kp)
+    same_nan = np.isnan(targets[0]) == np.isnan(src_kp)
+    return bool(same_nan.all() and np.nan_to_num(diff).max() <= _SOURCE_TOLERANCE_PX)
+
+
+def generate_loop(
+    pipeline,
+    source_frame: np.ndarray,
+    source_keypoints: np.ndarray,
+    target_keypoints: np.ndarray,
+    *,
+    fps: float,
+    spacing_mm: tuple[float, float] | None = None,
+    mode: str = "gamma",
+    k: int = 100,
+    num_inference_steps: int = 200,
+    seed: int = 0,
+    batch_size: int = 8,
+    segmentation=None,
+    include_source: bool = True,
+    progress: bool = True,
+    motion: str = "custom",
+    source_index: int | None = None,
+    patient_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> GeneratedLoop:
+    """Generate a cine loop from one frame and a target keypoint trajectory with KDM.
+
+    Parameters
+    ----------
+    pipeline : KDMPipeline or path
+        The pipeline, or its ``save_pretrained`` folder.
+    source_frame : numpy.ndarray
+        ``(H, W)`` grayscale frame in [0, 1], any size (resized to the pipeline's size and back,
+        see the module docstring).
+    source_keypoints : numpy.ndarray
+        ``(40, 2)`` ``(x, y)`` pixels of the source frame.
+    target_keypoints : numpy.ndarray
+        ``(T, 40, 2)`` (or ``(40, 2)``) ``(x, y)`` pixels in the source frame's grid, e.g. from
+        :mod:`echokdm.generation.motion`.
+    fps : float
+        Frame rate of the loop.
+    spacing_mm : (dx, dy), optional
+        Pixel size, for volumes in mL (the EF is a ratio and needs it only for anisotropic pixels).
+    mode : {"gamma", "per_frame"}
+        One K2F flow scaled by γ per frame (appendix B), or one K2F flow per frame.
+    k, num_inference_steps : int
+        F2I start step (appendix C) and DDIM steps.
+    seed : int
+        Seeds the CPU generator of all noise: the same seed gives the same loop on one device.
+    batch_size : int
+        Frames per network call.
+    segmentation : LVSegmentationNet or path, optional
+        Model (or its folder) that re-detects the keypoints on the generated frames for
+        ``ef_achieved``; without it ``ef_achieved`` is ``None``.
+    include_source : bool
+        True: the loop starts with the real source frame (zero flow, the source keypoints). When
+        the first target is the source pose (within 1e-3 px), as for every multi-frame motion of
+        :mod:`echokdm.generation.motion`, that frame is the source itself instead of a
+        generated copy (``T`` frames); otherwise the source is put before the generated frames
+        (``T + 1`` frames). False: one generated frame per target (``T`` frames).
+    progress : bool
+        Show progress bars.
+    motion, source_index, patient_id, metadata
+        Stored in the :class:`GeneratedLoop` (``metadata`` must hold no personal data).
+
+    Returns
+    -------
+    GeneratedLoop
+    """
+    if isinstance(pipeline, (str, os.PathLike)):
+        from echokdm.pipelines.kdm import KDMPipeline
+
+        pipeline = KDMPipeline.from_pretrained(pipeline)
+    frame, src_kp, targets = _checked_inputs(source_frame, source_keypoints, target_keypoints, fps, mode)
+    first_is_source = include_source and _is_source_pose(targets, src_kp)
+    to_generate = targets[1:] if first_is_source else targets
+    h, w = frame.shape
+    frames = np.zeros((0, h, w), np.float32)
+    flows = np.zeros((0, 2, h, w), np.float32)
+    gammas = np.zeros(0) if mode == "gamma" else None
+    if len(to_generate):
+        frames, flows, gammas = _run_pipeline(pipeline, frame, src_kp, to_generate, mode=mode, k=k,
+                                              num_inference_steps=num_inference_steps, seed=seed,
+                                              batch_size=batch_size, progress=progress)
+    keypoints = to_generate
+    if include_source:
+        frames = np.concatenate([frame[None], frames])
+        flows = np.concatenate([np.zeros((1, 2, h, w), np.float32), flows])
+        keypoints = np.concatenate([src_kp[None], to_generate])
+        gammas = None if gammas is None else np.concatenate([[0.0], gammas])
+    ef_target = _or_none(loop_ef(np.concatenate([src_kp[None], to_generate]), spacing_mm))
+    detected, ef_achieved, note = None, None, "no segmentation model"
+    if segmentation is not None:
+        model = load_segmentation(segmentation)
+        detected = _detect_keypoints(model, frames)
+        with_source = detected if include_source else np.concatenate([_detect_keypoints(model, frame[None]), detected])
+        ef_achieved = _or_none(loop_ef(with_source, spacing_mm))
+        note = "measured" if ef_achieved is not None else "fewer than 2 frames with keypoints detected"
+    info = {"mode": mode, "k": int(k), "num_inference_steps": int(num_inference_steps), "seed": int(seed),
+            "input_size": [h, w], "pipeline_size": list(_pipeline_size(pipeline)),
+            "source_included": bool(include_source), "ef_achieved_note": note, **(metadata or {})}
+    return GeneratedLoop(frames=frames, fps=float(fps), keypoints=keypoints, flows=flows, ef_target=ef_target,
+                         spacing_mm=spacing_mm, ef_achieved=ef_achieved, source_frame=source_index, motion=motion,
+                         patient_id=patient_id, gammas=gammas, detected_keypoints=detected, metadata=info)
+
+
+# ---------------------------------------------------------------------------------------------
+# sources from files
+# ---------------------------------------------------------------------------------------------
+
+
+class LoopSource(NamedTuple):
+    """What :func:`source_from_file` found (unpacks as a tuple in this order).
+
+    ``frame`` ``float32`` ``(H, W)`` in [0, 1]; ``keypoints`` ``float32`` ``(40, 2)`` ``(x, y)``
+    pixels; ``fps`` or None; ``spacing_mm`` ``(dx, dy)`` or None; ``patient_id`` (pseudonymous)
+    or None; ``cine`` the whole clip that was read; ``keypoints_source`` one of ``"given"``,
+    ``"mask"``, ``"tracing"``, ``"segmentation"``.
+    """
+
+    frame: np.ndarray
+    keypoints: np.ndarray
+    fps: float | None
+    spacing_mm: tuple[float, float] | None
+    patient_id: str | None
+    cine: Any
+    keypoints_source: str
+
+
+def _read_image(path: Path):
+    """A still image as a one-frame :class:`~echokdm.io.cine.Cine` (gray; colour → BT.601 luma)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from echokdm.errors import ReadError
+    from echokdm.io._convert import to_gray_frames
+    from echokdm.io.cine import Cine
+
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("L", "I;16", "I;16B", "I;16L"):
+                frames = to_gray_frames(np.asarray(img))
+            else:
+                frames = to_gray_frames(np.asarray(img.convert("RGB"))[None])
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ReadError(path, f"not a readable image ({exc})") from exc
+    return Cine(frames=frames, clip_id=path.stem, source=path, dataset="image",
+                metadata={"image_format": path.suffix.lower().lstrip(".")})
+
+
+def read_source(path: str | os.PathLike, format: str | None = None, **read_kwargs: Any):
+    """Read any supported file (or a still image) as a :class:`~echokdm.io.cine.Cine`.
+
+    Like :func:`~echokdm.io.read_cine`, plus: a PNG/JPEG/BMP/TIFF image becomes a one-frame
+    cine (gray, BT.601 luma for colour), and a plain NIfTI image picks up the ``<stem>_gt`` /
+    ``_mask`` / ``_seg`` / ``_label`` mask next to it unless ``mask_path`` is given.
+    """
+    from echokdm.io.dispatch import guess_format, read_cine
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if format is None and path.suffix.lower() in IMAGE_SUFFIXES:
+        return _read_image(path)
+    fmt = format or guess_format(path)
+    kwargs = dict(read_kwargs)
+    if fmt == "nifti" and "mask_path" not in kwargs:
+        from echokdm.data.manifest import _mask_sibling
+
+        sibling = _mask_sibling(path)
+        if sibling is not None:
+            kwargs["mask_path"] = sibling
+    return read_cine(path, fmt, **kwargs)
+
+
+def _read_mask_file(path: Path, frame_index: int, shape: tuple[int, int], lv_label: int = 1) -> np.ndarray:
+    """A binary mask ``(H, W)`` from ``.npy`` / image / NIfTI (``(T, H, W)`` files: frame ``frame_index``)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        from echokdm.io.nifti import _load_volume, _to_frames_layout
+
+        _, data = _load_volume(path)
+        labels, _ = _to_frames_layout(np.asarray(data), path)  # (T, H, W)
+    elif name.endswith(".npy"):
+        labels = np.load(path, allow_pickle=False)
+    elif name.endswith(IMAGE_SUFFIXES):
+        from PIL import Image
+
+        with Image.open(path) as img:
+            labels = np.asarray(img.convert("L"))
+    else:
+        raise ValueError(f"{path}: unknown mask file type; use .npy, .png or .nii/.nii.gz")
+    if labels.ndim not in (2, 3) or labels.shape[-2:] != tuple(shape):
+        raise ValueError(f"{path}: mask of shape {labels.shape} does not match the source frame (H, W) = {shape}")
+    labels = labels[None] if labels.ndim == 2 else labels
+    if len(labels) == 1:
+        mask = labels[0]
+    elif 0 <= frame_index < len(labels):
+        mask = labels[frame_index]
+    else:
+        raise ValueError(f"{path}: frame {frame_index} is outside the mask file's {len(labels)} frame(s)")
+    values = np.unique(mask)
+    return (mask != 0 if len(values) <= 2 else mask == lv_label).astype(np.uint8)
+
+
+def _given_keypoints(value, frame_index: int) -> np.ndarray:
+    """Keypoints ``(40, 2)`` from an array or a keypoint file (one set, or the set of ``frame_index``)."""
+    from echokdm.generation.motion import _keypoints_from_csv, load_keypoints_file
+
+    if not isinstance(value, (str, os.PathLike)):
+        kp = np.asarray(value, dtype=np.float32)
+        if kp.shape != (N_KEYPOINTS, 2):
+            raise ValueError(f"keypoints must have shape ({N_KEYPOINTS}, 2), got {kp.shape}")
+        return kp
+    path = Path(value)
+    every = load_keypoints_file(path)
+    has_frames = path.suffix.lower() == ".csv" and _keypoints_from_csv(path)[1] is not None
+    if len(every) == 1 and not has_frames:
+        return every[0]
+    return load_keypoints_file(path, frame=frame_index)
+
+
+def _own_label_keypoints(cine, frame_index: int, apex_direction) -> tuple[np.ndarray, str] | None:
+    """Keypoints from the clip's own tracing or mask at ``frame_index``, None when it has neither."""
+    from echokdm.geometry.keypoints import mask_keypoints, tracing_keypoints
+
+    if cine.tracings and frame_index in cine.tracings:
+        return tracing_keypoints(cine.tracings[frame_index]).keypoints, "tracing"
+    labelled = cine.labelled_frames is None or frame_index in set(np.asarray(cine.labelled_frames).tolist())
+    if cine.masks is not None and labelled and cine.masks[frame_index].any():
+        return mask_keypoints(cine.masks[frame_index], apex_direction=apex_direction).keypoints, "mask"
+    return None
+
+
+def source_from_file(
+    path: str | os.PathLike,
+    frame_index: int = 0,
+    keypoints=None,
+    mask=None,
+    segmentation=None,
+    *,
+    format: str | None = None,
+    apex_direction: str | tuple[float, float] | None = "up",
+    **read_kwargs: Any,
+) -> LoopSource:
+    """The source frame of a file and its 40 keypoints.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        DICOM, AVI/MP4/GIF, NIfTI (its ``<stem>_gt`` mask next to it is used), CAMUS, EchoNet
+        ``Videos/*.avi`` (read with :func:`~echokdm.io.read_cine`), or a still image
+        (PNG/JPEG/BMP/TIFF, read with Pillow as gray).
+    frame_index : int
+        The source frame (0 for a still image).
+    keypoints : array or path, optional
+        ``(40, 2)`` keypoints, or a keypoint file (:func:`~echokdm.generation.motion.load_keypoints_file`:
+        its only set, or the row of ``frame_index``).
+    mask : array or path, optional
+        LV blood-pool mask ``(H, W)`` (or a ``(T, H, W)`` file: frame ``frame_index``) as
+        ``.npy``, PNG or NIfTI; keypoints by :func:`~echokdm.geometry.mask_keypoints`.
+    segmentation : LVSegmentationNet or path, optional
+        Model that segments the frame when neither ``keypoints``, ``mask`` nor the clip's own
+        tracing or mask of the frame gives the keypoints.
+    format : str, optional
+        Reader format (:data:`echokdm.io.dispatch.FORMATS`); guessed by default.
+    apex_direction
+        As in :func:`~echokdm.geometry.mask_keypoints`.
+    **read_kwargs
+        Passed to the reader (e.g. ``crop_to_fan=True`` for DICOM).
+
+    Returns
+    -------
+    LoopSource
+        ``(frame, keypoints, fps, spacing_mm, patient_id, cine, keypoints_source)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` (or a keypoint/mask file) does not exist.
+    ValueError
+        ``frame_index`` outside the clip, unreadable keypoints or mask, or no way to get the
+        keypoints; the message names the file.
+    """
+    from echokdm.geometry.keypoints import KeypointError, mask_keypoints
+
+    path = Path(path)
+    cine = read_source(path, format, **read_kwargs)
+    if isinstance(frame_index, bool) or not isinstance(frame_index, (int, np.integer)) or not (
+            0 <= frame_index < cine.n_frames):
+        raise ValueError(f"{path}: frame {frame_index!r} is outside the clip's frames 0..{cine.n_frames - 1}")
+    frame_index = int(frame_index)
+    frame = cine.frames[frame_index]
+    try:
+        if keypoints is not None:
+            kp, how = _given_keypoints(keypoints, frame_index), "given"
+        elif mask is not None:
+            m = _read_mask_file(Path(mask), frame_index, frame.shape) if isinstance(mask, (str, os.PathLike)) \
+                else np.asarray(mask)
+            kp, how = mask_keypoints(m, apex_direction=apex_direction).keypoints, "mask"
+        else:
+            own = _own_label_keypoints(cine, frame_index, apex_direction)
+            if own is None and segmentation is None:
+                raise ValueError(f"{path}: frame {frame_index} has no mask or tracing of its own; give keypoints, "
+                                 "a mask or a segmentation model")
+            if own is None:
+                m = _segment(load_segmentation(segmentation), frame[None])[0]
+                own = mask_keypoints(m, apex_direction=apex_direction).keypoints, "segmentation"
+            kp, how = own
+    except KeypointError as exc:
+        raise ValueError(f"{path}: frame {frame_index}: no keypoints from the mask ({exc})") from exc
+    return LoopSource(frame, np.asarray(kp, np.float32), cine.fps, cine.spacing_mm, cine.patient_id or None,
+                      cine, how)
+
+
+def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
+                   apex_direction: str | tuple[float, float] | None = "up") -> np.ndarray:
+    """Keypoints of every frame of a clip, ``float32`` ``(T, 40, 2)`` (NaN where detection fails).
+
+    From the clip's own masks when every frame is labelled, else from the segmentation model's
+    masks of every frame, with the landmark smoothing of
+    :func:`~echokdm.geometry.temporal.sequence_keypoints`.
+
+    Raises
+    ------
+    ValueError
+        When the clip is not labelled on every frame and no model is given (names the clip).
+    """
+    from echokdm.geometry.temporal import sequence_keypoints
+
+    fully_labelled = cine.masks is not None and (cine.labelled_frames is None
+                                                 or len(cine.labelled_frames) == cine.n_frames)
+    if fully_labelled:
+        masks = cine.masks
+    elif segmentation is not None:
+        masks = _segment(load_segmentation(segmentation), cine.frames)
+    else:
+        where = cine.source or cine.clip_id
+        raise ValueError(f"{where}: the motion needs keypoints on every frame, but the clip has masks on "
+                         f"{0 if cine.masks is None else len(cine.labelled_frames)} of {cine.n_frames} frames; "
+                         "give a segmentation model or a keypoint file")
+    return sequence_keypoints(masks, smooth_sigma_frames=smooth_sigma_frames, apex_direction=apex_direction).keypoints

@@ -1,0 +1,142 @@
+"""``echokdm generate`` on a tiny phantom NIfTI cohort with a tiny random pipeline."""
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from echokdm.cli_generate import cmd_generate, register
+from echokdm.data.phantom.export import write_cohort
+from echokdm.generation.motion import load_keypoints_file
+from echokdm.geometry.volumes import simpson_volume
+from echokdm.models.kdm import ConditionalUNet, make_autoencoder
+from echokdm.pipelines import KDMPipeline
+
+SIZE = 32
+FAST = ["--steps", "3", "--k", "2", "--no-progress", "--formats", "mp4", "--device", "cpu"]
+
+
+def _unet(sample_channels, condition_channels):
+    torch.manual_seed(0)
+    return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
+                           condition_embed_channels=8, downsample=4, sample_size=SIZE // 4,
+                           block_out_channels=(16, 32), attention_levels=(False, True), layers_per_block=1,
+                           norm_num_groups=8, flow_scale=4.0).eval()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("generate")
+    write_cohort(root / "cohort", n_patients=2, format="nifti", size=SIZE, fps=25.0, n_beats=1.0, progress=False)
+    torch.manual_seed(0)
+    vae = make_autoencoder(block_out_channels=(8, 16, 16), latent_channels=4, sample_size=SIZE, norm_num_groups=8)
+    KDMPipeline(_unet(2, 7), _unet(4, 6), vae.eval()).save_pretrained(root / "pipe")
+    return {"clip": root / "cohort" / "nifti" / "phantom0000.nii.gz",
+            "other": root / "cohort" / "nifti" / "phantom0001.nii.gz", "pipe": root / "pipe"}
+
+
+def run(argv):
+    parser = argparse.ArgumentParser(prog="echokdm")
+    sub = parser.add_subparsers(dest="command")
+    register(sub)
+    args = parser.parse_args(["generate", *argv])
+    return args.func(args)
+
+
+def test_ef_motion_writes_the_loop_flows_and_settings(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = run([str(data["clip"]), "--frame", "0", "--pipeline", str(data["pipe"]), "--out", str(out),
+                "--ef", "40", "--heart-rate", "100", "--fps", "15", *FAST])
+    assert code == 0
+    stem = "phantom0000_f0_synthetic"
+    printed = capsys.readouterr().out
+    assert "EF target 40.0 %" in printed and "not measured (no segmentation model)" in printed
+    assert (out / f"{stem}.mp4").stat().st_size > 0
+    keypoints = load_keypoints_file(out / f"{stem}_keypoints.csv")
+    assert keypoints.shape == (9, 40, 2)  # round(60 / 100 * 15)
+    v = simpson_volume(keypoints)
+    assert 100 * (v.max() - v.min()) / v.max() == pytest.approx(40.0, abs=0.5)
+    with np.load(out / f"{stem}_flows.npz") as saved:
+        assert saved["flows"].shape == (9, 2, SIZE, SIZE) and float(saved["fps"]) == 15.0
+        assert saved["gammas"].shape == (9,)
+    record = json.loads((out / f"{stem}_generate.json").read_text())
+    assert record["motion"] == "synthetic" and record["ef_target"] == pytest.approx(40.0, abs=0.5)
+    assert record["keypoints_source"] == "mask" and record["ef_achieved"] is None
+    # nothing is replaced without --overwrite, and the check comes before the work
+    with pytest.raises(FileExistsError, match="phantom0000_f0_synthetic"):
+        run([str(data["clip"]), "--pipeline", str(data["pipe"]), "--out", str(out), "--ef", "40", *FAST])
+    # the written keypoints are a valid target motion: generate them again
+    code = run([str(data["clip"]), "--pipeline", str(data["pipe"]), "--out", str(out), "--stem", "again",
+                "--target-keypoints", str(out / f"{stem}_keypoints.csv"), "--fps", "15", *FAST])
+    assert code == 0 and load_keypoints_file(out / "again_keypoints.csv").shape == (9, 40, 2)
+
+
+def test_own_motion_with_side_by_side(data, tmp_path, capsys):
+    out = tmp_path / "own"
+    code = run([str(data["clip"]), "--frame", "2", "--pipeline", str(data["pipe"]), "--out", str(out), "--own",
+                "--frames", "4", "--mode", "per_frame", "--side-by-side", *FAST])
+    assert code == 0
+    assert load_keypoints_file(out / "phantom0000_f2_own_keypoints.csv").shape == (4, 40, 2)
+    assert (out / "phantom0000_f2_own_side_by_side.mp4").exists()
+    assert "at 25 fps (own motion)" in capsys.readouterr().out
+
+
+def test_transfer_and_drag_motions(data, tmp_path):
+    out = tmp_path / "more"
+    assert run([str(data["clip"]), "--pipeline", str(data["pipe"]), "--out", str(out),
+                "--transfer", str(data["other"]), "--frames", "6", *FAST]) == 0
+    record = json.loads((out / "phantom0000_f0_transfer_generate.json").read_text())
+    assert record["transfer_ed"] == 0 and record["n_frames"] == 6
+    drag = tmp_path / "drag.csv"
+    pd.DataFrame({"keypoint": [19, 20], "dx": [0.0, 0.0], "dy": [-2.0, -2.0]}).to_csv(drag, index=False)
+    assert run([str(data["clip"]), "--pipeline", str(data["pipe"]), "--out", str(out), "--drag", str(drag),
+                "--frames", "3", *FAST]) == 0
+    kp = load_keypoints_file(out / "phantom0000_f0_drag_keypoints.csv")
+    assert kp.shape == (3, 40, 2)
+    np.testing.assert_allclose(kp[1, 19] - kp[0, 19], [0, -2], atol=1e-3)
+
+
+def test_dicom_source_with_given_keypoints(data, tmp_path, capsys):
+    from echokdm.io.dicom import write_dicom
+
+    with np.load(data["clip"].parent.parent / "ground_truth" / "phantom0000.npz") as truth:
+        frames, keypoints, spacing = truth["frames"], truth["keypoints"], tuple(truth["spacing_mm"])
+    dcm = write_dicom(tmp_path / "src.dcm", frames, fps=25.0, spacing_mm=spacing, patient_id="P-TEST")
+    np.save(tmp_path / "kp.npy", keypoints[3])
+    out = tmp_path / "dcm"
+    assert run([str(dcm), "--frame", "3", "--keypoints", str(tmp_path / "kp.npy"), "--pipeline", str(data["pipe"]),
+                "--out", str(out), "--ef", "50", "--heart-rate", "120", "--fps", "10", "--stem", "s",
+                *FAST, "--formats", "dicom"]) == 0  # the last --formats wins
+    import pydicom
+
+    ds = pydicom.dcmread(out / "s.dcm")
+    assert ds.NumberOfFrames == 5 and str(ds.SyntheticData) == "YES"
+    assert json.loads((out / "s_generate.json").read_text())["keypoints_source"] == "given"
+    with pytest.raises(ValueError, match="--crop-to-fan applies to DICOM files only"):
+        run([str(data["clip"]), "--crop-to-fan", "--pipeline", str(data["pipe"]), "--out", str(out), "--own"])
+
+
+def test_clear_errors(data, tmp_path):
+    common = [str(data["clip"]), "--pipeline", str(data["pipe"]), "--out", str(tmp_path / "e"), *FAST]
+    with pytest.raises(SystemExit):  # argparse: the motions exclude each other, one is required
+        run([*common, "--own", "--ef", "40"])
+    with pytest.raises(SystemExit):
+        run(common)
+    args = argparse.Namespace(own=True, transfer=None, ef=40.0, drag=None, target_keypoints=None)
+    with pytest.raises(ValueError, match="exactly one motion"):
+        cmd_generate(args)
+    with pytest.raises(ValueError, match="--side-by-side needs --own"):
+        run([*common, "--ef", "40", "--side-by-side"])
+    with pytest.raises(ValueError, match="--formats 'avi'"):
+        run([*common, "--ef", "40", "--formats", "avi"])
+    with pytest.raises(FileNotFoundError, match="nope"):
+        run([str(data["clip"]), "--pipeline", str(tmp_path / "nope"), "--out", str(tmp_path), "--ef", "40"])
+    with pytest.raises(FileNotFoundError, match="missing.nii.gz"):
+        run([str(tmp_path / "missing.nii.gz"), "--pipeline", str(data["pipe"]), "--out", str(tmp_path), "--own"])
+    with pytest.raises(ValueError, match="frame 99 is outside"):
+        run([*common, "--frame", "99", "--own"])
+    with pytest.raises(SystemExit):  # argparse: --keypoints and --mask exclude each other
+        run([*common, "--own", "--keypoints", "a.csv", "--mask", "b.npy"])

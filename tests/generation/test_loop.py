@@ -1,0 +1,263 @@
+"""generate_loop with a tiny random KDM pipeline, and reading sources from files."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from echokdm.data.phantom import sample_patient, simulate_clip
+from echokdm.generation.loop import (
+    GeneratedLoop,
+    clip_keypoints,
+    generate_loop,
+    loop_ef,
+    source_from_file,
+)
+from echokdm.generation.motion import (
+    drag_motion,
+    own_motion,
+    synthetic_motion,
+    transfer_motion,
+)
+from echokdm.geometry.keypoints import keypoints_to_mask
+from echokdm.io.nifti import write_label_nifti, write_nifti
+from echokdm.models.kdm import ConditionalUNet, make_autoencoder
+from echokdm.models.segmentation import LVSegmentationNet
+from echokdm.pipelines import KDMOutput, KDMPipeline
+
+SIZE = 32
+FAST = {"k": 2, "num_inference_steps": 3, "progress": False}
+
+
+def _unet(sample_channels, condition_channels):
+    torch.manual_seed(0)
+    return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
+                           condition_embed_channels=8, downsample=4, sample_size=SIZE // 4,
+                           block_out_channels=(16, 32), attention_levels=(False, True), layers_per_block=1,
+                           norm_num_groups=8, flow_scale=4.0).eval()
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.manual_seed(0)
+    vae = make_autoencoder(block_out_channels=(8, 16, 16), latent_channels=4, sample_size=SIZE, norm_num_groups=8).eval()
+    return KDMPipeline(_unet(2, 7), _unet(4, 6), vae)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return simulate_clip(sample_patient(0, 0), n_frames=12, size=SIZE, fps=25.0)
+
+
+@pytest.fixture(scope="module")
+def other():
+    return simulate_clip(sample_patient(0, 1), n_frames=10, size=SIZE, fps=25.0)
+
+
+class OracleSegmentation(LVSegmentationNet):
+    """A 'model' whose masks are the polygons of known keypoints (one per frame, in order)."""
+
+    def __init__(self, keypoints):
+        super().__init__(channels=(4, 8), num_res_units=0, sample_size=SIZE)
+        self.known = np.asarray(keypoints)
+
+    def predict_masks(self, frames, batch_size=32, threshold=0.5):
+        shape = tuple(frames.shape[-2:])
+        return torch.from_numpy(np.stack([keypoints_to_mask(k, shape) for k in self.known[: len(frames)]]))
+
+
+# --------------------------------------------------------------------------------------------
+# generate_loop
+# --------------------------------------------------------------------------------------------
+
+
+def test_own_motion_loop_shapes_source_frame_and_seed(pipe, clip):
+    targets = own_motion(clip.keypoints, 0)
+    loop = generate_loop(pipe, clip.frames[0], clip.keypoints[0], targets, fps=clip.fps, seed=1, motion="own",
+                         source_index=0, patient_id="P1", **FAST)
+    assert isinstance(loop, GeneratedLoop)
+    assert loop.frames.shape == (12, SIZE, SIZE) and loop.frames.dtype == np.float32
+    assert loop.flows.shape == (12, 2, SIZE, SIZE) and loop.keypoints.shape == (12, 40, 2)
+    assert 0 <= loop.frames.min() and loop.frames.max() <= 1
+    np.testing.assert_array_equal(loop.frames[0], clip.frames[0])  # frame 0 is the real source
+    assert not loop.flows[0].any() and loop.gammas[0] == 0 and loop.gammas.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(loop.keypoints, targets)
+    assert loop.ef_target == pytest.approx(loop_ef(clip.keypoints), abs=1e-6)
+    assert loop.ef_achieved is None and loop.detected_keypoints is None
+    assert (loop.motion, loop.source_frame, loop.patient_id, loop.fps) == ("own", 0, "P1", 25.0)
+    assert loop.metadata["source_included"] and loop.metadata["pipeline_size"] == [SIZE, SIZE]
+    again = generate_loop(pipe, clip.frames[0], clip.keypoints[0], targets, fps=clip.fps, seed=1, **FAST)
+    np.testing.assert_array_equal(loop.frames, again.frames)
+    np.testing.assert_array_equal(loop.flows, again.flows)
+    other_seed = generate_loop(pipe, clip.frames[0], clip.keypoints[0], targets, fps=clip.fps, seed=2, **FAST)
+    assert not np.allclose(loop.frames[1:], other_seed.frames[1:])
+
+
+def test_include_source_false_generates_every_frame(pipe, clip):
+    targets = own_motion(clip.keypoints, 0, stop=5)
+    loop = generate_loop(pipe, clip.frames[0], clip.keypoints[0], targets, fps=25, include_source=False,
+                         mode="per_frame", batch_size=2, **FAST)
+    assert loop.frames.shape == (5, SIZE, SIZE) and loop.gammas is None
+    assert not np.array_equal(loop.frames[0], clip.frames[0])  # generated, not copied
+    assert not loop.metadata["source_included"]
+
+
+def test_drag_edit_gets_the_source_put_in_front(pipe, clip):
+    edit = drag_motion(clip.keypoints[0], {19: (0.0, -2.0)}, n_frames=1)
+    loop = generate_loop(pipe, clip.frames[0], clip.keypoints[0], edit, fps=25, motion="drag", **FAST)
+    assert loop.frames.shape == (2, SIZE, SIZE)
+    np.testing.assert_array_equal(loop.frames[0], clip.frames[0])
+    np.testing.assert_allclose(loop.keypoints[1], edit[0])
+    only = generate_loop(pipe, clip.frames[0], clip.keypoints[0], edit[0], fps=25, include_source=False, **FAST)
+    assert only.frames.shape == (1, SIZE, SIZE)
+
+
+def test_synthetic_motion_loop_has_the_requested_ef_target(pipe, clip):
+    targets = synthetic_motion(clip.keypoints[0], ef=35, heart_rate_bpm=100, fps=15, n_beats=1)
+    loop = generate_loop(pipe, clip.frames[0], clip.keypoints[0], targets, fps=15, motion="synthetic", **FAST)
+    assert loop.n_frames == round(60 / 100 * 15) == 9
+    assert loop.ef_target == pytest.approx(35.0, abs=0.5)
+
+
+def test_transfer_motion_loop(pipe, clip, other):
+    targets = transfer_motion(clip.keypoints[0], other.keypoints, 0)
+    loop = generate_loop(pipe, clip.frames[0], clip.keypoints[0], targets, fps=other.fps, motion="transfer", **FAST)
+    assert loop.frames.shape == (10, SIZE, SIZE)
+    # about the other patient's EF: displacements scale with L, so a heart of another width/length ratio
+    # gets a slightly different EF
+    assert loop.ef_target == pytest.approx(loop_ef(other.keypoints), abs=2.0)
+
+
+def test_input_size_is_kept_and_ef_achieved_with_a_segmentation_model(pipe, clip):
+    big = torch.nn.functional.interpolate(torch.from_numpy(clip.frames[:1, None]), size=(96, 80), mode="bilinear",
+                                          align_corners=False)[0, 0].numpy()
+    scale = np.array([80 / SIZE, 96 / SIZE])
+    src = (clip.keypoints[0] + 0.5) * scale - 0.5
+    targets = synthetic_motion(src, ef=45, heart_rate_bpm=120, fps=16)
+    oracle = OracleSegmentation(targets)
+    loop = generate_loop(pipe, big, src, targets, fps=16, segmentation=oracle, **FAST)
+    assert loop.frames.shape == (8, 96, 80) and loop.flows.shape == (8, 2, 96, 80)
+    assert loop.metadata["input_size"] == [96, 80]
+    assert loop.detected_keypoints.shape == (8, 40, 2)
+    assert loop.ef_achieved == pytest.approx(loop.ef_target, abs=4.0)
+
+
+class _ConstantPipe:
+    """Stands in for KDMPipeline: records its inputs, returns the source and a constant flow (1, 2) px."""
+
+    class vae:
+        class config:
+            sample_size = 16
+
+    def __call__(self, source_frame, source_keypoints, target_keypoints, **kwargs):
+        self.seen = (source_frame, source_keypoints, target_keypoints)
+        n = len(target_keypoints)
+        flows = np.stack([np.ones((n, 16, 16)), 2 * np.ones((n, 16, 16))], axis=1).astype(np.float32)
+        return KDMOutput(frames=np.repeat(source_frame[None], n, 0), flows=flows, gammas=None)
+
+
+def test_resizing_maps_keypoints_and_flows_between_grids():
+    fake = _ConstantPipe()
+    frame = np.tile(np.linspace(0, 1, 48, dtype=np.float32), (32, 1))  # (H, W) = (32, 48)
+    src = np.zeros((40, 2), np.float32)
+    src[:, 0], src[:, 1] = 47.5, 31.5  # the bottom-right corner of the image
+    loop = generate_loop(fake, frame, src, src[None] + 1.0, fps=10, mode="per_frame", include_source=False,
+                         progress=False)
+    seen_frame, seen_src, seen_tgt = fake.seen
+    assert seen_frame.shape == (16, 16)
+    np.testing.assert_allclose(seen_src[0], [15.5, 15.5])  # corner -> corner (pixel-centre convention)
+    np.testing.assert_allclose(seen_tgt[0, 0], [(49.0 * 16 / 48) - 0.5, (33.0 * 16 / 32) - 0.5])
+    np.testing.assert_allclose(loop.flows[0, 0], 48 / 16)  # dx in input pixels
+    np.testing.assert_allclose(loop.flows[0, 1], 2 * 32 / 16)
+    assert loop.frames.shape == (1, 32, 48)
+    np.testing.assert_allclose(loop.frames[0].mean(axis=0), frame.mean(axis=0), atol=0.05)
+
+
+def test_generate_loop_validates_its_inputs(pipe, clip):
+    kp = clip.keypoints[0]
+    with pytest.raises(ValueError, match=r"source_frame must be one grayscale frame"):
+        generate_loop(pipe, clip.frames, kp, kp, fps=25)
+    with pytest.raises(ValueError, match=r"source_keypoints must have shape \(40, 2\)"):
+        generate_loop(pipe, clip.frames[0], kp[:20], kp, fps=25)
+    with pytest.raises(ValueError, match=r"target_keypoints must have shape"):
+        generate_loop(pipe, clip.frames[0], kp, kp[None, :, :1], fps=25)
+    with pytest.raises(ValueError, match="fps must be a positive"):
+        generate_loop(pipe, clip.frames[0], kp, kp, fps=0)
+    with pytest.raises(ValueError, match="mode must be"):
+        generate_loop(pipe, clip.frames[0], kp, kp, fps=25, mode="warp")
+
+
+def test_unmeasurable_efs_are_none(pipe, clip):
+    src = clip.keypoints[0].copy()
+    src[7] = np.nan  # no Simpson volume without all 40 keypoints
+    empty = OracleSegmentation(np.full((3, 40, 2), np.nan))  # detects nothing
+    loop = generate_loop(pipe, clip.frames[0], src, drag_motion(src, np.ones((40, 2)), n_frames=3), fps=25,
+                         segmentation=empty, **FAST)
+    assert loop.ef_target is None and loop.ef_achieved is None
+    assert loop.metadata["ef_achieved_note"] == "fewer than 2 frames with keypoints detected"
+    assert np.isnan(loop.detected_keypoints).all()
+
+
+# --------------------------------------------------------------------------------------------
+# sources
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nifti_clip(tmp_path_factory, clip):
+    folder = tmp_path_factory.mktemp("nifti")
+    path = write_nifti(folder / "c1.nii.gz", clip.frames, spacing_mm=clip.spacing_mm, fps=clip.fps)
+    write_label_nifti(folder / "c1_gt.nii.gz", clip.masks, spacing_mm=clip.spacing_mm)
+    return path
+
+
+def test_source_from_nifti_uses_its_mask(nifti_clip, clip):
+    src = source_from_file(nifti_clip, 4)
+    frame, kp, fps, spacing, patient_id, cine, how = src
+    assert frame.shape == (SIZE, SIZE) and kp.shape == (40, 2) and how == "mask"
+    np.testing.assert_allclose(frame, clip.frames[4], atol=1 / 255)
+    assert fps == 25.0 and spacing == pytest.approx(clip.spacing_mm, rel=1e-4)
+    assert patient_id and cine.n_frames == 12
+    assert np.abs(kp - clip.keypoints[4]).max() < 1.0
+    seq = clip_keypoints(cine)
+    assert seq.shape == (12, 40, 2) and np.isfinite(seq).all()
+    with pytest.raises(ValueError, match=r"c1\.nii\.gz: frame 12 is outside"):
+        source_from_file(nifti_clip, 12)
+
+
+def test_source_from_png_with_keypoints_mask_or_nothing(tmp_path, clip):
+    png = tmp_path / "still.png"
+    Image.fromarray((clip.frames[0] * 255).round().astype(np.uint8)).save(png)
+    mask_png = tmp_path / "mask.png"
+    Image.fromarray(clip.masks[0] * 255).save(mask_png)
+    by_mask = source_from_file(png, 0, mask=mask_png)
+    assert by_mask.keypoints_source == "mask" and by_mask.fps is None and by_mask.patient_id is None
+    assert np.abs(by_mask.keypoints - clip.keypoints[0]).max() < 1.0
+    np.save(tmp_path / "kp.npy", clip.keypoints[0])
+    given = source_from_file(png, 0, keypoints=tmp_path / "kp.npy")
+    np.testing.assert_array_equal(given.keypoints, clip.keypoints[0])
+    assert given.keypoints_source == "given"
+    with pytest.raises(ValueError, match=r"still\.png: frame 0 has no mask or tracing"):
+        source_from_file(png, 0)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        source_from_file(tmp_path / "missing.png", 0)
+    with pytest.raises(ValueError, match=r"small\.npy: mask of shape \(5, 5\) does not match"):
+        source_from_file(png, 0, mask=_small_mask(tmp_path))
+
+
+def _small_mask(folder):
+    path = folder / "small.npy"
+    np.save(path, np.ones((5, 5), np.uint8))
+    return path
+
+
+def test_source_from_a_video_needs_labels_or_a_model(tmp_path, clip):
+    from echokdm.io.video import write_video
+
+    path = write_video(tmp_path / "c.avi", clip.frames, fps=25.0)
+    seg = OracleSegmentation(clip.keypoints[3:4])
+    src = source_from_file(path, 3, segmentation=seg)
+    assert src.keypoints_source == "segmentation" and src.fps == pytest.approx(25.0)
+    assert np.abs(src.keypoints - clip.keypoints[3]).max() < 1.5
+    with pytest.raises(ValueError, match=r"c\.avi: the motion needs keypoints on every frame"):
+        clip_keypoints(src.cine)
