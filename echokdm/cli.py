@@ -4,12 +4,11 @@ imported by nothing in the package."""
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def _add_common_read_args(p: argparse.ArgumentParser) -> None:
@@ -29,49 +28,15 @@ def _read_kwargs(args: argparse.Namespace, fmt: str) -> dict:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Real ultrasound cine shipped with pydicom -> manifest + preview."""
-    import pydicom.examples
+    """The demo: real DICOM → phantom patients → keypoints → KDM loops → evaluation (echokdm.demo)."""
+    from echokdm.demo import DemoSettings, run_demo
 
-    from echokdm.data.manifest import scan_folder, write_manifest
-    from echokdm.io.dispatch import read_cine
-    from echokdm.io.preview import write_preview
-
-    out = Path(args.out)
-    source = Path(pydicom.examples.get_path("ybr_color"))
-    data_dir = out / "data"
-    data_copy = data_dir / "us_cine.dcm"
-    manifest_path = out / "manifest.csv"
-    clashes = [p for p in (data_copy, manifest_path) if p.exists()]
-    if clashes and not args.overwrite:
-        raise FileExistsError(
-            f"{', '.join(map(str, clashes))}: already exist(s) from an earlier demo; "
-            "pass --overwrite to replace, or choose another --out"
-        )
-    data_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, data_copy)
-    print(f"[1/3] input: the real ultrasound cine that ships with pydicom ({source.name})")
-
-    scan = scan_folder(data_dir, "dicom", dataset="pydicom-example", progress=not args.no_progress)
-    for path, reason in scan.skipped:
-        print(f"  skipped {path}: {reason}")
-    write_manifest(scan.manifest, manifest_path, overwrite=args.overwrite)
-    row = scan.manifest.iloc[0]
-    print(f"[2/3] manifest: {manifest_path} ({len(scan.manifest)} clip: {int(row.n_frames)} frames "
-          f"{int(row.height)}x{int(row.width)} at {row.fps:.1f} fps, spacing {row.spacing_mm:.3f} mm)")
-
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cine = read_cine(data_copy, "dicom", crop_to_fan=True)
-    written = write_preview(cine, out / "preview", stem="us_cine", overwrite=args.overwrite)
-    print(f"[3/3] preview (cropped to the ultrasound fan by {cine.metadata.get('crop_method')}, "
-          f"{cine.height}x{cine.width}):")
-    for w in caught:
-        print(f"  note: {w.message}")
-    for name, path in written.items():
-        print(f"  {name:>6}: {path}")
-    print(f"\nDone. Outputs are in {out.resolve()}")
+    settings = DemoSettings.quick() if args.quick else DemoSettings()
+    if args.patients is not None:
+        settings.n_patients = args.patients
+    if args.steps is not None:
+        settings.num_inference_steps, settings.k = args.steps, args.steps // 2
+    run_demo(args.out, settings=settings, train=args.train, overwrite=args.overwrite, progress=not args.no_progress)
     return 0
 
 
@@ -278,9 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("demo", help="run the demo on the embedded default data",
-                       description="Read the real ultrasound cine that ships with pydicom, write a manifest "
-                                   "and a preview (first/middle/last frame PNGs and an MP4).")
+                       description="Read the real ultrasound cine that ships with pydicom; simulate held-out phantom "
+                                   "patients as DICOM; derive their keypoints; generate each patient's own beat and a "
+                                   "beat at a new EF with the packaged KDM checkpoint; write MP4/GIF/DICOM, a per-patient "
+                                   "report (image metrics, EF target vs re-measured) and a summary figure. A few minutes "
+                                   "on a laptop CPU.")
     p.add_argument("--out", default="echokdm-demo", help="output folder (default: %(default)s)")
+    p.add_argument("--patients", type=int, default=None, help="held-out phantom patients (default 3)")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default 200, the paper's; k = steps / 2)")
+    p.add_argument("--quick", action="store_true", help="1 patient, 20 DDIM steps (a smoke run for CI)")
+    p.add_argument("--train", action="store_true",
+                   help="retrain the demo checkpoints from scratch first (about 45 min on a 2-core CPU)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier demo")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_demo)
@@ -391,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     from echokdm.cli_generate import register as register_generate_command
 
     register_generate_command(sub)
+
+    from echokdm.cli_synthesize import register as register_synthesize_command
+
+    register_synthesize_command(sub)
 
     p = sub.add_parser("info", help="describe one echo file",
                        description="Read one file and print its frames, frame rate, calibration and metadata.")

@@ -36,6 +36,9 @@ _LAZY = {
     "write_loop": "export",
     "write_synthetic_dicom": "export",
     "write_echonet_cohort": "export",
+    "synthesize_cohort": "synthesize",
+    "sample_efs": "synthesize",
+    "SynthesisResult": "synthesize",
 }
 
 __all__ = list(_LAZY)

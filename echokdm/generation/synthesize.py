@@ -1,0 +1,997 @@
+"""A synthetic cohort for augmentation or data sharing (``echokdm synthesize``).
+
+:func:`synthesize_cohort` animates the end-diastolic (ED) frames of a manifest split with KDM:
+``n_loops`` loops, each a synthetic beat (:func:`~echokdm.generation.motion.synthetic_motion`)
+at an EF drawn from a range or matched to a reference distribution and a heart rate drawn from
+a range. It writes them in the EchoNet-Dynamic layout and checks them for memorisation.
+
+Choices
+-------
+* **Sources.** The clips of ``split`` in manifest order, cycled when ``n_loops`` exceeds their
+  number (loop ``i`` animates the ``i mod n``-th usable clip). The source frame is the ED frame,
+  the frame of largest Simpson volume, and its 40 keypoints come from, in this order: the
+  phantom's ground truth (``ground_truth.csv`` beside a phantom manifest; its first ED frame);
+  the clip's masks when every frame is labelled (:func:`~echokdm.generation.loop.clip_keypoints`);
+  its traced or masked frames (EchoNet tracings, CAMUS ED/ES masks: the largest of them); the
+  segmentation model on every frame. A clip with none of these, or without all 40 keypoints at
+  ED, is skipped and listed with its reason in ``skipped.csv``.
+* **Randomness.** Loop ``i`` draws its EF, heart rate and the seed of its noise from generators
+  seeded with ``(seed, i, stream)``: its loop does not depend on ``n_loops`` or on the order in
+  which loops are made, and :func:`sample_efs` reproduces the EFs without generating anything.
+* **EFs.** Uniform on ``ef_range`` (default 20–70 %); or, with ``ef_reference``, a *smoothed
+  bootstrap* of the reference (sampling its Gaussian kernel density estimate): a reference EF
+  picked at random plus Gaussian jitter of standard deviation ``h`` (Silverman's rule,
+  ``h = 0.9 min(SD, IQR / 1.34) n^(-1/5)``), redrawn when it falls outside the reference's range
+  widened by ``h``. Unlike quantile matching it needs no smooth reference CDF, keeps every mode
+  of a multimodal reference and never repeats a reference value exactly.
+* **Frame 0.** By default each loop starts with the real source frame (``include_source``), so
+  it plays as a seamless loop. That frame is a real image of the source patient: for data that
+  leave the institution, use sources that may be shared or pass ``include_source=False`` (every
+  frame is then made by the model, the first at the source pose).
+* **Memorisation.** Every model-made frame (frame 0 left out when it is the real source) is
+  compared at the pipeline's working size with the training frames of the pipeline (the train
+  split of ``training_manifest``, default the given manifest), against real frames of patients
+  outside that split (the manifest's other patients), with
+  :class:`~echokdm.metrics.privacy.MemorisationReport` (MSE, 5th-percentile threshold). At most
+  ``memorisation_frames`` frames of each reference set are read, evenly spread over clips and
+  frames. Loops animate real frames, so loops made from *training* patients (``split="train"`` or
+  ``"all"``) sit close to training frames and the report says so. The report measures closeness to
+  the training set, not to the source patients.
+* **Memory.** Loops are made one at a time and streamed to the EchoNet writer; only the table
+  rows and the nearest-training distances are kept.
+
+Outputs in ``out``: ``Videos/synthetic_00000.avi`` …, ``FileList.csv``, ``VolumeTracings.csv``
+and ``echokdm_cohort.csv`` (:func:`~echokdm.generation.export.write_echonet_cohort`'s layout;
+``EF`` is the achieved EF when a segmentation model measured it, else the target), ``cohort.csv``
+(:data:`COHORT_COLUMNS`), ``memorisation.csv`` (:data:`MEMORISATION_COLUMNS`), ``skipped.csv``
+(``item, reason``; header only when nothing was skipped), ``memorisation.png`` and
+``ef_distribution.png``, and ``settings.json`` (the arguments, the echokdm version). Every one is
+checked before anything is generated: nothing is replaced without ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "COHORT_COLUMNS",
+    "DEFAULT_EF_RANGE",
+    "DEFAULT_HEART_RATE_RANGE",
+    "MEMORISATION_COLUMNS",
+    "SynthesisResult",
+    "load_ef_reference",
+    "loop_name",
+    "loop_seed",
+    "plot_ef_distribution",
+    "plot_memorisation",
+    "reference_bandwidth",
+    "sample_efs",
+    "sample_heart_rates",
+    "synthesize_cohort",
+]
+
+#: EF range (percent) of :func:`synthesize_cohort` when no reference distribution is given.
+DEFAULT_EF_RANGE = (20.0, 70.0)
+#: Heart-rate range (beats per minute) of :func:`synthesize_cohort`.
+DEFAULT_HEART_RATE_RANGE = (55.0, 95.0)
+#: Columns of ``cohort.csv``: one row per loop written. ``ef_target`` is the drawn EF (the
+#: target keypoints' Simpson EF, exact to 1e-9 for square pixels), ``ef_achieved`` the EF
+#: re-measured by the segmentation model (empty without one), ``seed`` the loop's noise seed.
+COHORT_COLUMNS = ("loop", "source_clip_id", "source_patient_id", "source_dataset", "source_frame",
+                  "keypoints_source", "ef_target", "ef_achieved", "heart_rate_bpm", "fps", "n_frames",
+                  "seed")
+#: Columns of ``memorisation.csv`` (one row; :meth:`~echokdm.metrics.privacy.MemorisationReport.summary`
+#: plus the number of training frames compared, and ``note`` saying why it is empty when it is).
+MEMORISATION_COLUMNS = ("metric", "n_generated", "n_held_out", "n_training_frames", "median_generated",
+                        "median_held_out", "percentile", "threshold", "fraction_closer", "expected_fraction",
+                        "mannwhitney_p", "note")
+_REFERENCE_COLUMNS = ("EF", "ef", "ef_reference", "ef_target")  # tried in order by load_ef_reference
+_EF_STREAM, _HEART_RATE_STREAM, _NOISE_STREAM = 0, 1, 2
+_SPLITS = ("train", "val", "test", "all")
+_OWN_FILES = ("cohort.csv", "memorisation.csv", "skipped.csv", "memorisation.png", "ef_distribution.png",
+              "settings.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# EFs, heart rates and seeds per loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
+    """The generator of loop ``index`` for one stream (EF, heart rate, noise)."""
+    return np.random.default_rng([int(seed), int(index), stream])
+
+
+def _checked_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def _checked_count(n: Any, name: str, minimum: int = 1) -> int:
+    """``int(n)`` or a ValueError naming ``name`` unless ``n`` is an integer ``>= minimum``."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {n!r}")
+    return int(n)
+
+
+def _checked_range(value: Any, name: str, low: float, high: float) -> tuple[float, float]:
+    """``(a, b)`` floats with ``low < a <= b < high`` (``high`` may be ``inf``)."""
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be two numbers (low, high), got {value!r}") from None
+    if not (low < a <= b < high):
+        raise ValueError(f"{name} must satisfy {low:g} < low <= high < {high:g}, got ({a:g}, {b:g})")
+    return a, b
+
+
+def loop_seed(seed: int, index: int) -> int:
+    """Seed of the noise of loop ``index`` (for :func:`~echokdm.generation.loop.generate_loop`)."""
+    return int(_rng(_checked_seed(seed), index, _NOISE_STREAM).integers(2**31 - 1))
+
+
+def loop_name(index: int) -> str:
+    """File name (without ``.avi``) of loop ``index``: ``synthetic_00000``, ``synthetic_00001`` …"""
+    return f"synthetic_{int(index):05d}"
+
+
+def sample_heart_rates(n: int, heart_rate_range: tuple[float, float] = DEFAULT_HEART_RATE_RANGE,
+                       seed: int = 0) -> np.ndarray:
+    """Heart rates ``float64`` ``(n,)`` in beats/min, uniform on ``heart_rate_range``; value ``i``
+    is the one loop ``i`` of :func:`synthesize_cohort` gets with this ``seed``."""
+    low, high = _checked_range(heart_rate_range, "heart_rate_range", 0.0, math.inf)
+    seed = _checked_seed(seed)
+    return np.array([_rng(seed, i, _HEART_RATE_STREAM).uniform(low, high)
+                     for i in range(_checked_count(n, "n"))])
+
+
+def reference_bandwidth(reference: np.ndarray) -> float:
+    """Silverman's rule of thumb ``0.9 min(SD, IQR / 1.34) n^(-1/5)`` for the EF jitter (percent)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    sd = float(np.std(ref, ddof=1))
+    iqr = float(np.subtract(*np.percentile(ref, [75, 25])))
+    spread = min(sd, iqr / 1.34) if iqr > 0 else sd
+    return 0.9 * spread * len(ref) ** -0.2
+
+
+def _draw_from_reference(rng: np.random.Generator, reference: np.ndarray, h: float) -> float:
+    """One smoothed-bootstrap draw, redrawn until within the reference's range widened by ``h``."""
+    low = max(float(reference.min()) - h, 0.5)
+    high = min(float(reference.max()) + h, 99.5)
+    for _ in range(100):
+        value = float(reference[rng.integers(len(reference))] + h * rng.standard_normal())
+        if low <= value <= high:
+            return value
+    return float(np.clip(value, low, high))  # pragma: no cover - needs 100 draws beyond 1 h in a row
+
+
+def sample_efs(n: int, *, ef_range: tuple[float, float] | None = None, reference: Any = None,
+               seed: int = 0) -> np.ndarray:
+    """Target EFs ``float64`` ``(n,)`` in percent, as :func:`synthesize_cohort` draws them.
+
+    Parameters
+    ----------
+    n : int
+        Number of EFs; value ``i`` is loop ``i``'s for this ``seed`` whatever ``n`` is.
+    ef_range : (low, high), optional
+        Uniform EFs on this range (default :data:`DEFAULT_EF_RANGE`), within (0, 100).
+    reference : array_like or path, optional
+        EFs whose distribution to match (see :func:`load_ef_reference` for files): a smoothed
+        bootstrap (module docstring). Not together with ``ef_range``.
+    seed : int
+        Non-negative seed.
+
+    Examples
+    --------
+    >>> efs = sample_efs(4, ef_range=(30, 40), seed=1)
+    >>> bool(((efs >= 30) & (efs <= 40)).all()), bool((sample_efs(2, ef_range=(30, 40), seed=1) == efs[:2]).all())
+    (True, True)
+    """
+    n, seed = _checked_count(n, "n"), _checked_seed(seed)
+    if reference is not None and ef_range is not None:
+        raise ValueError("give either ef_range or an EF reference distribution, not both")
+    if reference is None:
+        low, high = _checked_range(DEFAULT_EF_RANGE if ef_range is None else ef_range, "ef_range", 0.0, 100.0)
+        return np.array([_rng(seed, i, _EF_STREAM).uniform(low, high) for i in range(n)])
+    ref = load_ef_reference(reference)
+    h = reference_bandwidth(ref)
+    return np.array([_draw_from_reference(_rng(seed, i, _EF_STREAM), ref, h) for i in range(n)])
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference distribution
+# ---------------------------------------------------------------------------------------------
+
+
+def _split_reference_spec(spec: str) -> tuple[Path, str | None]:
+    """``"file.csv:column"`` → ``(file.csv, column)``; a path that exists as given is kept whole."""
+    if Path(spec).exists() or ":" not in spec:
+        return Path(spec), None
+    path, column = spec.rsplit(":", 1)
+    if not column or any(sep in column for sep in "/\\"):
+        return Path(spec), None
+    return Path(path), column
+
+
+def _reference_column(table: pd.DataFrame, path: Path, column: str | None) -> str:
+    if column is not None:
+        if column not in table.columns:
+            raise ValueError(f"{path}: no column {column!r}; columns are {', '.join(map(str, table.columns))}")
+        return column
+    found = [c for c in _REFERENCE_COLUMNS if c in table.columns]
+    if found:
+        return found[0]
+    if len(table.columns) == 1:
+        return str(table.columns[0])
+    raise ValueError(f"{path}: no EF column ({', '.join(_REFERENCE_COLUMNS)}); name one as {path}:COLUMN "
+                     f"(columns: {', '.join(map(str, table.columns))})")
+
+
+def load_ef_reference(reference: Any, column: str | None = None) -> np.ndarray:
+    """EFs (percent) whose distribution a synthetic cohort should match, ``float64`` ``(n,)``.
+
+    Parameters
+    ----------
+    reference : array_like, path or str
+        Values, or a CSV file: an EchoNet ``FileList.csv`` (``EF``), a manifest
+        (``ef_reference``), a ``cohort.csv`` (``ef_target``) or any table; ``"file.csv:column"``
+        names the column. Empty cells are left out.
+    column : str, optional
+        Column of the CSV (overrides one given after ``:``).
+
+    Raises
+    ------
+    FileNotFoundError
+        The CSV does not exist.
+    ValueError
+        No EF column, a value that is not a number, fewer than 2 values, or a value outside
+        (0, 100) (the file and column are named).
+    """
+    if isinstance(reference, (str, os.PathLike)):
+        path, given = _split_reference_spec(os.fspath(reference))
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such EF reference file")
+        table = pd.read_csv(path)
+        name = _reference_column(table, path, column or given)
+        values = pd.to_numeric(table[name], errors="coerce")
+        bad = table[name][values.isna() & table[name].notna()]
+        if len(bad):
+            raise ValueError(f"{path}: column {name!r} holds non-numbers, e.g. {bad.iloc[0]!r}")
+        where = f"{path}: column {name!r}"
+        values = values.to_numpy(np.float64)
+    else:
+        where, values = "ef_reference", np.asarray(reference, dtype=np.float64).ravel()
+    values = values[~np.isnan(values)]
+    if len(values) < 2 or not np.isfinite(values).all():
+        raise ValueError(f"{where}: needs at least 2 finite EF values, got {len(values)}")
+    if values.min() <= 0 or values.max() >= 100:
+        raise ValueError(f"{where}: EFs must be percentages within (0, 100), got [{values.min():g}, {values.max():g}]")
+    return values
+
+
+# ---------------------------------------------------------------------------------------------
+# sources: the ED frame of each clip and its keypoints
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """One source: ``frame`` ``float32`` ``(H, W)``, ``keypoints`` ``(40, 2)`` ``(x, y)`` px."""
+
+    clip_id: str
+    patient_id: str
+    dataset: str
+    split: str
+    index: int
+    frame: np.ndarray
+    keypoints: np.ndarray
+    spacing_mm: tuple[float, float] | None
+    keypoints_source: str
+
+
+def _largest(keypoints: dict[int, np.ndarray] | np.ndarray, spacing_mm) -> int:
+    """Frame of the largest Simpson volume among keypoint sets with all 40 points."""
+    from echokdm.geometry.volumes import simpson_volume
+
+    frames = list(keypoints) if isinstance(keypoints, dict) else list(range(len(keypoints)))
+    volumes = np.array([simpson_volume(keypoints[f], spacing_mm) for f in frames], dtype=np.float64)
+    if not np.isfinite(volumes).any():
+        raise ValueError("no frame has all 40 keypoints")
+    return int(frames[int(np.nanargmax(volumes))])
+
+
+def _labelled_keypoints(cine) -> tuple[dict[int, np.ndarray], str]:
+    """Keypoints of the traced frames (EchoNet), else of the masked frames (CAMUS), by frame."""
+    from echokdm.geometry.keypoints import (
+        KeypointError,
+        mask_keypoints,
+        tracing_keypoints,
+    )
+
+    found: dict[int, np.ndarray] = {}
+    if cine.tracings:
+        for frame, segments in cine.tracings.items():
+            try:
+                found[int(frame)] = tracing_keypoints(segments).keypoints
+            except KeypointError:
+                continue
+        return found, "tracing"
+    if cine.masks is not None and cine.labelled_frames is not None:
+        for frame in np.asarray(cine.labelled_frames).tolist():
+            if cine.masks[frame].any():
+                try:
+                    found[int(frame)] = mask_keypoints(cine.masks[frame]).keypoints
+                except KeypointError:
+                    continue
+    return found, "mask"
+
+
+def _ed_keypoints(cine, truth: Path | None, segmentation) -> tuple[int, np.ndarray, str]:
+    """``(ED frame, keypoints (40, 2), how)``, trying the sources of the module docstring in order."""
+    from echokdm.generation.loop import clip_keypoints
+
+    if truth is not None:
+        from echokdm.data.phantom import load_npz
+
+        clip = load_npz(truth)
+        if clip.frames.shape == cine.frames.shape:
+            ed = int(clip.ed_frames[0]) if len(clip.ed_frames) else _largest(clip.keypoints, None)
+            return ed, clip.keypoints[ed], "phantom"
+    fully_labelled = cine.masks is not None and (cine.labelled_frames is None
+                                                 or len(cine.labelled_frames) == cine.n_frames)
+    labelled, how = ({}, "mask") if fully_labelled else _labelled_keypoints(cine)
+    if fully_labelled or (not labelled and segmentation is not None):
+        sequence = clip_keypoints(cine, None if fully_labelled else segmentation)  # (T, 40, 2)
+        ed = _largest(sequence, cine.spacing_mm)
+        return ed, sequence[ed], "mask" if fully_labelled else "segmentation"
+    if labelled:
+        ed = _largest(labelled, cine.spacing_mm)
+        return ed, labelled[ed], how
+    raise ValueError("no phantom ground truth, masks or tracings, and no segmentation model")
+
+
+def _source_from_row(row: pd.Series, truth: Path | None, segmentation) -> _Source:
+    """The source of one manifest row; ValueError/OSError when it cannot be used."""
+    from echokdm.data.manifest import read_clip
+
+    cine = read_clip(row)
+    ed, keypoints, how = _ed_keypoints(cine, truth, segmentation)
+    keypoints = np.asarray(keypoints, dtype=np.float32)
+    if keypoints.shape != (40, 2) or not np.isfinite(keypoints).all():
+        raise ValueError(f"frame {ed} (ED) lacks some of the 40 keypoints ({how})")
+    return _Source(clip_id=str(row["clip_id"]), patient_id=str(row["patient_id"]), dataset=str(row["dataset"]),
+                   split=str(row["split"]), index=ed, frame=np.asarray(cine.frames[ed], dtype=np.float32),
+                   keypoints=keypoints, spacing_mm=cine.spacing_mm, keypoints_source=how)
+
+
+def _prepare_sources(rows: pd.DataFrame, n_needed: int, truth: dict[str, Path], segmentation, progress: bool,
+                     skipped: list[tuple[str, str]]) -> list[_Source]:
+    """Sources of the first ``n_needed`` usable rows; unusable ones go to ``skipped``."""
+    from tqdm.auto import tqdm
+
+    sources: list[_Source] = []
+    for _, row in tqdm(rows.iterrows(), total=len(rows), desc="sources", unit="clip", disable=not progress,
+                       leave=False):
+        if len(sources) == n_needed:
+            break
+        try:
+            sources.append(_source_from_row(row, truth.get(str(row["clip_id"])), segmentation))
+        except (ValueError, OSError) as exc:
+            skipped.append((f"clip {row['clip_id']}", f"{type(exc).__name__}: {exc}"))
+    return sources
+
+
+# ---------------------------------------------------------------------------------------------
+# memorisation: reference frames and nearest-training distances
+# ---------------------------------------------------------------------------------------------
+
+
+def _to_size(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Frames ``(N, H, W)`` in [0, 1] → ``float32`` ``(N, *size)`` (bilinear, anti-aliased when shrinking)."""
+    from echokdm.generation.loop import _resize
+
+    return np.clip(_resize(np.asarray(frames, np.float32)[:, None], size)[:, 0], 0.0, 1.0)
+
+
+def _reference_frames(rows: pd.DataFrame, size: tuple[int, int], budget: int, what: str, progress: bool,
+                      skipped: list[tuple[str, str]]) -> np.ndarray | None:
+    """At most ``budget`` frames ``(N, *size)`` evenly spread over the clips of ``rows`` and their frames."""
+    from tqdm.auto import tqdm
+
+    from echokdm.data.manifest import read_clip
+
+    if rows.empty:
+        return None
+    picked = np.unique(np.linspace(0, len(rows) - 1, min(budget, len(rows))).round().astype(int))
+    per_clip = max(1, budget // len(picked))
+    frames = []
+    for _, row in tqdm(rows.iloc[picked].iterrows(), total=len(picked), desc=f"memorisation: {what} frames",
+                       unit="clip", disable=not progress, leave=False):
+        try:
+            cine = read_clip(row)
+        except (ValueError, OSError) as exc:
+            skipped.append((f"{what} clip {row['clip_id']}", f"{type(exc).__name__}: {exc}"))
+            continue
+        index = np.unique(np.linspace(0, cine.n_frames - 1, min(per_clip, cine.n_frames)).round().astype(int))
+        frames.append(_to_size(cine.frames[index], size))
+    return np.concatenate(frames) if frames else None
+
+
+class _NearestTraining:
+    """Nearest-training MSE of frames added a loop at a time, computed in chunks of ``chunk`` frames."""
+
+    def __init__(self, training: np.ndarray, chunk: int = 1024):
+        self.training, self.chunk = training, chunk
+        self.pending: list[np.ndarray] = []
+        self.distance: list[np.ndarray] = []
+        self.index: list[np.ndarray] = []
+
+    def add(self, frames: np.ndarray) -> None:
+        self.pending.append(frames)
+        if sum(len(f) for f in self.pending) >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        from echokdm.metrics.privacy import nearest_distance
+
+        if self.pending:
+            distance, index = nearest_distance(np.concatenate(self.pending), self.training, "mse")
+            self.distance.append(distance)
+            self.index.append(index)
+            self.pending = []
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(distance float64 (N,), index int64 (N,))`` of every frame added, in order."""
+        self._flush()
+        if not self.distance:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        return np.concatenate(self.distance), np.concatenate(self.index)
+
+
+@dataclasses.dataclass
+class _Memorisation:
+    """Reference frames of the memorisation check, or why there are none (``note``)."""
+
+    training: np.ndarray | None
+    held_out: np.ndarray | None
+    note: str
+
+    @property
+    def ready(self) -> bool:
+        return self.training is not None and self.held_out is not None
+
+
+def _memorisation_sets(table: pd.DataFrame, training_table: pd.DataFrame, size: tuple[int, int], budget: int,
+                       progress: bool, skipped: list[tuple[str, str]]) -> _Memorisation:
+    """Training frames (train split of ``training_table``) and held-out real frames (the patients of
+    ``table`` outside it), each at most ``budget`` frames at the pipeline's ``size``."""
+    train = training_table[training_table["split"] == "train"]
+    if train.empty:
+        return _Memorisation(None, None, "the training manifest has no train split")
+    train_patients = set(zip(train["dataset"], train["patient_id"]))
+    outside = [(d, p) not in train_patients for d, p in zip(table["dataset"], table["patient_id"])]
+    held_rows = table[outside]
+    if held_rows.empty:
+        return _Memorisation(None, None, "every patient of the manifest is in the training split")
+    training = _reference_frames(train, size, budget, "training", progress, skipped)
+    held_out = _reference_frames(held_rows, size, budget, "held-out", progress, skipped)
+    if training is None or held_out is None:
+        return _Memorisation(None, None, "no training or held-out clip could be read (see skipped.csv)")
+    return _Memorisation(training, held_out, "")
+
+
+def _memorisation_row(report, n_training: int, note: str) -> dict[str, Any]:
+    """The row of ``memorisation.csv`` (:data:`MEMORISATION_COLUMNS`)."""
+    row: dict[str, Any] = {column: np.nan for column in MEMORISATION_COLUMNS}
+    row.update(metric="mse", n_training_frames=n_training, note=note)
+    if report is not None:
+        row.update(report.summary())
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# generation and writing
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What every loop gets: EFs, heart rates and seeds ``(n_loops,)``, and the shared settings."""
+
+    efs: np.ndarray
+    heart_rates: np.ndarray
+    seeds: np.ndarray
+    fps: float
+    n_beats: float
+    mode: str
+    k: int
+    num_inference_steps: int
+    batch_size: int
+    include_source: bool
+
+
+def _make_loop(pipe, seg, source: _Source, plan: _Plan, i: int):
+    """Loop ``i``: the synthetic beat of ``source`` at the planned EF and heart rate."""
+    from echokdm.generation.loop import generate_loop
+    from echokdm.generation.motion import synthetic_motion
+
+    targets = synthetic_motion(source.keypoints, plan.efs[i], plan.heart_rates[i], plan.fps, plan.n_beats)
+    info = {"ef_requested": float(plan.efs[i]), "heart_rate_bpm": float(plan.heart_rates[i]),
+            "n_beats": plan.n_beats, "keypoints_source": source.keypoints_source}
+    return generate_loop(pipe, source.frame, source.keypoints, targets, fps=plan.fps, spacing_mm=source.spacing_mm,
+                         mode=plan.mode, k=plan.k, num_inference_steps=plan.num_inference_steps,
+                         seed=int(plan.seeds[i]), batch_size=plan.batch_size, segmentation=seg,
+                         include_source=plan.include_source, progress=False, motion="synthetic",
+                         source_index=source.index, patient_id=source.patient_id, metadata=info)
+
+
+def _cohort_row(name: str, loop, source: _Source, plan: _Plan, i: int) -> dict[str, Any]:
+    return {"loop": name, "source_clip_id": source.clip_id, "source_patient_id": source.patient_id,
+            "source_dataset": source.dataset, "source_frame": source.index,
+            "keypoints_source": source.keypoints_source, "ef_target": float(plan.efs[i]),
+            "ef_achieved": np.nan if loop.ef_achieved is None else float(loop.ef_achieved),
+            "heart_rate_bpm": float(plan.heart_rates[i]), "fps": loop.fps, "n_frames": loop.n_frames,
+            "seed": int(plan.seeds[i])}
+
+
+def _loops(pipe, seg, sources: list[_Source], plan: _Plan, size: tuple[int, int], nearest: _NearestTraining | None,
+           rows: list[dict], skipped: list[tuple[str, str]], progress: bool) -> Iterator[tuple[str, Any, str]]:
+    """Generate the loops one at a time: yield ``(name, loop, split)`` (the source's split); fill
+    ``rows``, ``skipped`` and ``nearest``."""
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(len(plan.efs)), desc="synthesizing", unit="loop", disable=not progress):
+        source, name = sources[i % len(sources)], loop_name(i)
+        try:
+            loop = _make_loop(pipe, seg, source, plan, i)
+        except ValueError as exc:
+            skipped.append((f"loop {name} (clip {source.clip_id})", f"{type(exc).__name__}: {exc}"))
+            continue
+        if nearest is not None:
+            made = loop.frames[1:] if plan.include_source else loop.frames  # model-made frames only
+            if len(made):
+                nearest.add(_to_size(made, size))
+        loop.ef_target = float(plan.efs[i])  # the drawn EF (equal to the keypoints' for square pixels)
+        rows.append(_cohort_row(name, loop, source, plan, i))
+        yield name, loop, source.split
+
+
+def _write_echonet_streaming(root: Path, named_loops: Iterable[tuple[str, Any, str]], overwrite: bool) -> None:
+    """:func:`~echokdm.generation.export.write_echonet_cohort` for loops made one at a time.
+
+    ``write_echonet_cohort`` holds every loop in memory before writing; this feeds
+    :func:`~echokdm.io.echonet.write_echonet_dataset` (which writes each video as its item
+    arrives) from a generator and writes the same side table, with the same helpers. Each clip's
+    ``Split`` is its own (the source clip's split, upper case).
+    """
+    from echokdm.generation.export import (
+        COHORT_CSV_NAME,
+        _echonet_item,
+        _loop_fields,
+        _warn_pixel_volumes,
+    )
+    from echokdm.io._atomic import atomic_output
+    from echokdm.io.echonet import write_echonet_dataset
+
+    side_rows: list[dict[str, Any]] = []
+
+    def items() -> Iterator[dict[str, Any]]:
+        for name, loop, split in named_loops:
+            item, row = _echonet_item(name, _loop_fields(loop, what=f"loop {name!r}"), split.upper())
+            side_rows.append(row)
+            yield item
+
+    write_echonet_dataset(root, items(), overwrite=overwrite)
+    with atomic_output(root / COHORT_CSV_NAME, overwrite=overwrite) as tmp:
+        pd.DataFrame(side_rows).to_csv(tmp, index=False)
+    _warn_pixel_volumes([row["FileName"] for row in side_rows if row["volume_units"] != "mL"])
+
+
+def _planned_paths(out: Path, n_loops: int) -> list[Path]:
+    """Every file :func:`synthesize_cohort` may write."""
+    from echokdm.generation.export import COHORT_CSV_NAME
+
+    echonet = [out / "FileList.csv", out / "VolumeTracings.csv", out / COHORT_CSV_NAME]
+    videos = [out / "Videos" / f"{loop_name(i)}.avi" for i in range(n_loops)]
+    return [*echonet, *(out / name for name in _OWN_FILES), *videos]
+
+
+def _refuse_existing(out: Path, n_loops: int, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: is not a folder (out)")
+    existing = [p for p in _planned_paths(out, n_loops) if p.exists()]
+    if existing and not overwrite:
+        shown = ", ".join(map(str, existing[:3])) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise FileExistsError(f"{shown}: already exist(s); pass overwrite=True (--overwrite) or choose another folder")
+
+
+def _write_table(table: pd.DataFrame, path: Path, overwrite: bool) -> Path:
+    from echokdm.io._atomic import atomic_output
+
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        table.to_csv(tmp, index=False)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# plots
+# ---------------------------------------------------------------------------------------------
+
+
+def _save_figure(fig, path: Path, overwrite: bool) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from echokdm.io._atomic import atomic_output
+
+    FigureCanvasAgg(fig)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return path
+
+
+def plot_memorisation(report, path: Path, *, note: str = "", overwrite: bool = False) -> Path:
+    """Histograms of the nearest-training MSE of generated and of held-out real frames, with the
+    threshold (the held-out ``percentile``); the ``note`` alone when there is no report."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 3.6))
+    ax = fig.add_subplot()
+    if report is None:
+        ax.text(0.5, 0.5, f"memorisation check not run:\n{note}", ha="center", va="center", wrap=True)
+        ax.set_axis_off()
+        return _save_figure(fig, path, overwrite)
+    both = np.concatenate([report.generated_distance, report.held_out_distance])
+    bins = np.linspace(both.min(), both.max() if both.max() > both.min() else both.min() + 1e-6, 31)
+    ax.hist(report.held_out_distance, bins=bins, density=True, alpha=0.6, color="tab:blue",
+            label=f"real held-out (n={report.held_out_distance.size})")
+    ax.hist(report.generated_distance, bins=bins, density=True, alpha=0.6, color="tab:orange",
+            label=f"generated (n={report.generated_distance.size})")
+    ax.axvline(report.threshold, color="k", linestyle="--",
+               label=f"{report.percentile:g}th percentile of held-out: {100 * report.fraction_closer:.1f} % "
+                     "of generated below")
+    ax.set_xlabel("MSE to the nearest training frame")
+    ax.set_ylabel("density")
+    ax.set_title("Memorisation check")
+    ax.legend(fontsize=7)
+    return _save_figure(fig, path, overwrite)
+
+
+def plot_ef_distribution(cohort: pd.DataFrame, path: Path, *, reference: np.ndarray | None = None,
+                         overwrite: bool = False) -> Path:
+    """Histograms of the target EFs, the achieved EFs (when measured) and the reference EFs."""
+    from matplotlib.figure import Figure
+
+    series = [("target", cohort["ef_target"].to_numpy(np.float64), "tab:blue"),
+              ("achieved", cohort["ef_achieved"].to_numpy(np.float64), "tab:orange")]
+    if reference is not None:
+        series.append(("reference", np.asarray(reference, np.float64), "tab:gray"))
+    series = [(label, v[np.isfinite(v)], colour) for label, v, colour in series if np.isfinite(v).any()]
+    fig = Figure(figsize=(6.0, 3.6))
+    ax = fig.add_subplot()
+    values = np.concatenate([v for _, v, _ in series]) if series else np.array([0.0, 100.0])
+    bins = np.linspace(np.floor(values.min()) - 1, np.ceil(values.max()) + 1, 26)
+    for label, v, colour in series:
+        ax.hist(v, bins=bins, density=True, alpha=0.5, color=colour, label=f"{label} (n={v.size})")
+    ax.set_xlabel("ejection fraction (%)")
+    ax.set_ylabel("density")
+    ax.set_title("EF of the synthetic cohort")
+    if series:
+        ax.legend(fontsize=7)
+    return _save_figure(fig, path, overwrite)
+
+
+# ---------------------------------------------------------------------------------------------
+# synthesize_cohort
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class SynthesisResult:
+    """What :func:`synthesize_cohort` made.
+
+    Attributes
+    ----------
+    cohort : pandas.DataFrame
+        One row per loop written (:data:`COHORT_COLUMNS`).
+    memorisation : dict
+        The ``memorisation.csv`` row (:data:`MEMORISATION_COLUMNS`); NaN values and a ``note``
+        when the check could not run.
+    report : MemorisationReport or None
+        The distances behind it.
+    skipped : pandas.DataFrame
+        ``item, reason`` of every clip or loop left out.
+    out : pathlib.Path
+        The cohort folder.
+    paths : dict of str to pathlib.Path
+        The files written, by name (``filelist``, ``tracings``, ``side_table``, ``videos``,
+        ``cohort``, ``memorisation``, ``skipped``, ``memorisation_plot``, ``ef_plot``, ``settings``).
+    ef_reference : numpy.ndarray or None
+        The reference EFs matched, if any.
+    """
+
+    cohort: pd.DataFrame
+    memorisation: dict[str, Any]
+    report: Any
+    skipped: pd.DataFrame
+    out: Path
+    paths: dict[str, Path]
+    ef_reference: np.ndarray | None = None
+
+    def summary_lines(self) -> list[str]:
+        """A few lines for a person: loops, EF target vs achieved (mean ± SD), memorisation."""
+        cohort = self.cohort
+        lines = [(f"{len(cohort)} loop(s) from {cohort['source_clip_id'].nunique()} source clip(s) of "
+                  f"{cohort['source_patient_id'].nunique()} patient(s); {len(self.skipped)} item(s) skipped")]
+        target = _mean_sd(self.cohort["ef_target"])
+        achieved = self.cohort["ef_achieved"].dropna()
+        measured = f"{_mean_sd(achieved)} ({len(achieved)} measured)" if len(achieved) else \
+            "not measured (no segmentation model)"
+        lines.append(f"EF target {target}; achieved {measured}")
+        if self.ef_reference is not None:
+            lines.append(f"EF reference {_mean_sd(pd.Series(self.ef_reference))} (n={len(self.ef_reference)})")
+        memo = self.memorisation
+        if self.report is None:
+            lines.append(f"memorisation: not checked ({memo.get('note', '')})")
+        else:
+            lines.append(f"memorisation (MSE): {100 * memo['fraction_closer']:.1f} % of {memo['n_generated']} "
+                         f"generated frames closer to a training frame than the {memo['percentile']:g}th percentile "
+                         f"of {memo['n_held_out']} real held-out frames (expected "
+                         f"{100 * memo['expected_fraction']:.1f} %; one-sided Mann-Whitney p = "
+                         f"{memo['mannwhitney_p']:.3g})")
+        return lines
+
+
+def _mean_sd(values: pd.Series) -> str:
+    v = pd.to_numeric(values, errors="coerce").dropna().to_numpy(np.float64)
+    if v.size == 0:
+        return "n/a"
+    return f"{v.mean():.1f} ± {v.std(ddof=1) if v.size > 1 else 0.0:.1f} %"
+
+
+def _load_pipeline(pipeline, device):
+    """A KDM pipeline from an instance or its folder, on ``device`` (None: CUDA when available for a
+    folder, the instance's own device otherwise)."""
+    import torch
+
+    from echokdm.pipelines.kdm import KDMPipeline
+
+    if isinstance(pipeline, (str, os.PathLike)):
+        path = Path(pipeline)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: no KDM pipeline folder (save_pretrained output)")
+        pipeline = KDMPipeline.from_pretrained(path)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return pipeline.to(device) if device else pipeline
+
+
+def _source_rows(table: pd.DataFrame, split: str, where: Path) -> pd.DataFrame:
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {', '.join(_SPLITS)}, got {split!r}")
+    rows = table if split == "all" else table[table["split"] == split]
+    if rows.empty:
+        raise ValueError(f"{where}: no clips in split {split!r} (splits present: "
+                         f"{', '.join(sorted(set(table['split'])))})")
+    return rows
+
+
+def _plan(n_loops, *, ef_range, ef_reference, heart_rate_range, fps, n_beats, seed, mode, k,
+          num_inference_steps, batch_size, include_source) -> tuple[_Plan, np.ndarray | None]:
+    """Validated settings and the draws of every loop; the reference EFs when given."""
+    from echokdm.generation.motion import synthetic_volume_curve
+
+    n_loops, seed = _checked_count(n_loops, "n_loops"), _checked_seed(seed)
+    reference = None if ef_reference is None else load_ef_reference(ef_reference)
+    efs = sample_efs(n_loops, ef_range=ef_range, reference=reference, seed=seed)
+    for value, name in ((fps, "fps"), (n_beats, "n_beats")):
+        if not (math.isfinite(float(value)) and float(value) > 0):
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if mode not in ("gamma", "per_frame"):
+        raise ValueError(f"mode must be 'gamma' or 'per_frame', got {mode!r}")
+    plan = _Plan(efs=efs, heart_rates=sample_heart_rates(n_loops, heart_rate_range, seed),
+                 seeds=np.array([loop_seed(seed, i) for i in range(n_loops)]), fps=float(fps),
+                 n_beats=float(n_beats), mode=mode, k=_checked_count(k, "k", 0),
+                 num_inference_steps=_checked_count(num_inference_steps, "num_inference_steps"),
+                 batch_size=_checked_count(batch_size, "batch_size"), include_source=bool(include_source))
+    # the fastest heart gives the shortest loop: it must still have 2 frames (raises otherwise)
+    synthetic_volume_curve(float(efs[0]), float(plan.heart_rates.max()), plan.fps, plan.n_beats)
+    return plan, reference
+
+
+def synthesize_cohort(
+    manifest: str | os.PathLike,
+    pipeline,
+    out: str | os.PathLike,
+    *,
+    n_loops: int,
+    split: str = "test",
+    ef_range: tuple[float, float] | None = None,
+    ef_reference: Any = None,
+    heart_rate_range: tuple[float, float] = DEFAULT_HEART_RATE_RANGE,
+    fps: float = 50.0,
+    n_beats: float = 1.0,
+    segmentation=None,
+    training_manifest: str | os.PathLike | None = None,
+    seed: int = 0,
+    mode: str = "gamma",
+    k: int = 100,
+    num_inference_steps: int = 200,
+    batch_size: int = 8,
+    include_source: bool = True,
+    memorisation_frames: int = 2000,
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> SynthesisResult:
+    """Generate a synthetic cohort of ``n_loops`` KDM loops in the EchoNet-Dynamic layout.
+
+    See the module docstring for the choices (sources, EF draws, seeds, memorisation) and the
+    files written.
+
+    Parameters
+    ----------
+    manifest : path
+        Manifest CSV of the source clips (a phantom cohort's gives exact keypoints).
+    pipeline : KDMPipeline or path
+        The pipeline, or its ``save_pretrained`` folder.
+    out : path
+        Cohort folder (created).
+    n_loops : int
+        Number of loops; sources are cycled when there are fewer usable clips.
+    split : {"test", "val", "train", "all"}
+        Split of the source clips. Loops keep their source's split in ``FileList.csv``: to augment
+        the training of a model evaluated on this manifest, use ``"train"`` so that no test patient
+        reaches its training data.
+    ef_range : (low, high), optional
+        Uniform target EFs in percent (default :data:`DEFAULT_EF_RANGE`).
+    ef_reference : array_like or path, optional
+        EFs whose distribution to match instead (:func:`load_ef_reference`; ``"file.csv:column"``).
+    heart_rate_range : (low, high)
+        Uniform heart rates in beats/min.
+    fps, n_beats : float
+        Frame rate of the loops and beats per loop: ``round(n_beats · 60 / HR · fps)`` frames.
+    segmentation : LVSegmentationNet or path, optional
+        Segmentation model (folder): source keypoints of clips without masks, tracings or phantom
+        truth, and ``ef_achieved`` re-measured on every loop.
+    training_manifest : path, optional
+        Manifest whose train split trained the pipeline (default: ``manifest``), for the
+        memorisation check.
+    seed : int
+        Non-negative; loop ``i`` depends only on ``(seed, i)`` and its source.
+    mode, k, num_inference_steps, batch_size
+        As in :func:`~echokdm.generation.loop.generate_loop`.
+    include_source : bool
+        Frame 0 of each loop is the real source frame (default), or made by the model too.
+    memorisation_frames : int
+        Most training frames, and most held-out frames, read for the memorisation check.
+    device : str, optional
+        Torch device of the pipeline (default: CUDA when available for a folder).
+    overwrite : bool
+        Replace existing outputs; otherwise any existing one raises before anything is generated.
+    progress : bool
+        Progress bars (one over the loops).
+
+    Returns
+    -------
+    SynthesisResult
+
+    Raises
+    ------
+    FileNotFoundError
+        The manifest, pipeline, segmentation model or reference file does not exist.
+    FileExistsError
+        An output exists and ``overwrite`` is false.
+    ValueError
+        Bad settings, an empty split, or no usable source clip (every reason listed).
+    """
+    from echokdm.data.manifest import load_manifest
+    from echokdm.generation.loop import _pipeline_size, load_segmentation
+    from echokdm.training.flow import phantom_truth
+
+    plan, reference = _plan(n_loops, ef_range=ef_range, ef_reference=ef_reference,
+                            heart_rate_range=heart_rate_range, fps=fps, n_beats=n_beats, seed=seed, mode=mode, k=k,
+                            num_inference_steps=num_inference_steps, batch_size=batch_size,
+                            include_source=include_source)
+    budget = _checked_count(memorisation_frames, "memorisation_frames")
+    out = Path(out)
+    _refuse_existing(out, len(plan.efs), overwrite)
+    manifest = Path(manifest)
+    table = load_manifest(manifest)
+    rows = _source_rows(table, split, manifest)
+    pipe = _load_pipeline(pipeline, device)
+    seg = None if segmentation is None else load_segmentation(segmentation)
+    skipped: list[tuple[str, str]] = []
+    sources = _prepare_sources(rows, len(plan.efs), phantom_truth(manifest), seg, progress, skipped)
+    if not sources:
+        raise ValueError(f"{manifest}: no usable source clip in split {split!r}: "
+                         + "; ".join(f"{item}: {reason}" for item, reason in skipped))
+    size = _pipeline_size(pipe)
+    training_table = table if training_manifest is None else load_manifest(training_manifest)
+    memo = _memorisation_sets(table, training_table, size, budget, progress, skipped)
+    nearest = _NearestTraining(memo.training) if memo.ready else None
+    settings = _settings(manifest, pipeline, segmentation, training_manifest, ef_reference, plan,
+                         split=split, ef_range=ef_range, heart_rate_range=heart_rate_range, seed=seed,
+                         memorisation_frames=budget)
+    cohort_rows: list[dict[str, Any]] = []
+    out.mkdir(parents=True, exist_ok=True)
+    _write_echonet_streaming(out, _loops(pipe, seg, sources, plan, size, nearest, cohort_rows, skipped, progress),
+                             overwrite)
+    return _finish(out, cohort_rows, skipped, memo, nearest, reference, settings, overwrite)
+
+
+def _described(value: Any) -> str | None:
+    """A path as an absolute path, an in-memory object by its type (for ``settings.json``)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        return str(Path(value).resolve())
+    return f"<{type(value).__name__} object>"
+
+
+def _settings(manifest, pipeline, segmentation, training_manifest, ef_reference, plan: _Plan,
+              **given: Any) -> dict[str, Any]:
+    """What ``settings.json`` records: enough, with the same pipeline, to make the cohort again."""
+    from echokdm import __version__
+
+    if ef_reference is None or isinstance(ef_reference, (str, os.PathLike)):
+        reference = None if ef_reference is None else os.fspath(ef_reference)  # may end in ":column"
+    else:
+        reference = np.asarray(ef_reference, np.float64).ravel().tolist()
+    return {"echokdm_version": __version__, "manifest": _described(manifest), "pipeline": _described(pipeline),
+            "segmentation": _described(segmentation), "training_manifest": _described(training_manifest),
+            "ef_reference": reference,
+            "n_loops": len(plan.efs), "fps": plan.fps, "n_beats": plan.n_beats, "mode": plan.mode, "k": plan.k,
+            "num_inference_steps": plan.num_inference_steps, "batch_size": plan.batch_size,
+            "include_source": plan.include_source,
+            **{key: list(value) if isinstance(value, tuple) else value for key, value in given.items()}}
+
+
+def _write_json(record: dict[str, Any], path: Path, overwrite: bool) -> Path:
+    import json
+
+    from echokdm.io._atomic import atomic_output
+
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    return path
+
+
+def _finish(out: Path, cohort_rows: list[dict], skipped: list[tuple[str, str]], memo: _Memorisation,
+            nearest: _NearestTraining | None, reference: np.ndarray | None, settings: dict[str, Any],
+            overwrite: bool) -> SynthesisResult:
+    """Write the tables, plots and settings after the loops; the result."""
+    from echokdm.generation.export import COHORT_CSV_NAME
+    from echokdm.metrics.privacy import MemorisationReport, nearest_distance
+
+    cohort = pd.DataFrame(cohort_rows, columns=list(COHORT_COLUMNS))
+    report, note = None, memo.note
+    if nearest is not None:
+        generated_distance, generated_index = nearest.result()
+        if generated_distance.size:
+            held_distance, held_index = nearest_distance(memo.held_out, memo.training, "mse")
+            report = MemorisationReport("mse", generated_distance, generated_index, held_distance, held_index)
+        else:
+            note = "no generated frames to compare"
+    n_training = 0 if memo.training is None else len(memo.training)
+    memorisation = _memorisation_row(report, n_training, note)
+    skipped_table = pd.DataFrame(skipped, columns=["item", "reason"])
+    paths = {"filelist": out / "FileList.csv", "tracings": out / "VolumeTracings.csv",
+             "side_table": out / COHORT_CSV_NAME, "videos": out / "Videos",
+             "cohort": _write_table(cohort, out / "cohort.csv", overwrite),
+             "memorisation": _write_table(pd.DataFrame([memorisation], columns=list(MEMORISATION_COLUMNS)),
+                                          out / "memorisation.csv", overwrite),
+             "skipped": _write_table(skipped_table, out / "skipped.csv", overwrite),
+             "memorisation_plot": plot_memorisation(report, out / "memorisation.png", note=note, overwrite=overwrite),
+             "ef_plot": plot_ef_distribution(cohort, out / "ef_distribution.png", reference=reference,
+                                             overwrite=overwrite),
+             "settings": _write_json(settings, out / "settings.json", overwrite)}
+    return SynthesisResult(cohort=cohort, memorisation=memorisation, report=report, skipped=skipped_table, out=out,
+                           paths=paths, ef_reference=reference)

@@ -1,0 +1,337 @@
+"""``synthesize_cohort`` and ``echokdm synthesize`` on a tiny phantom NIfTI cohort with a tiny random pipeline."""
+
+import argparse
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import ks_2samp, kstest
+
+from echokdm.cli_synthesize import register
+from echokdm.data.phantom import load_npz
+from echokdm.data.phantom.export import write_cohort
+from echokdm.generation.motion import synthetic_motion
+from echokdm.generation.synthesize import (
+    COHORT_COLUMNS,
+    MEMORISATION_COLUMNS,
+    load_ef_reference,
+    loop_seed,
+    sample_efs,
+    sample_heart_rates,
+    synthesize_cohort,
+)
+from echokdm.geometry.keypoints import keypoints_to_mask
+from echokdm.io.echonet import read_echonet_clip, read_echonet_filelist
+from echokdm.models.kdm import ConditionalUNet, make_autoencoder
+from echokdm.models.segmentation import LVSegmentationNet
+from echokdm.pipelines import KDMPipeline
+
+SIZE = 32
+FAST = {"k": 2, "num_inference_steps": 3, "fps": 10.0, "progress": False}
+
+
+def _unet(sample_channels, condition_channels):
+    torch.manual_seed(0)
+    return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
+                           condition_embed_channels=8, downsample=4, sample_size=SIZE // 4,
+                           block_out_channels=(16, 32), attention_levels=(False, True), layers_per_block=1,
+                           norm_num_groups=8, flow_scale=4.0).eval()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthesize")
+    cohort = write_cohort(root / "cohort", n_patients=3, format="nifti", size=SIZE, fps=20.0, n_beats=1.3, seed=0,
+                          progress=False)
+    torch.manual_seed(0)
+    vae = make_autoencoder(block_out_channels=(8, 16, 16), latent_channels=4, sample_size=SIZE, norm_num_groups=8)
+    KDMPipeline(_unet(2, 7), _unet(4, 6), vae.eval()).save_pretrained(root / "pipe")
+    manifest = cohort.manifest
+    assert sorted(manifest["split"]) == ["train", "train", "val"]  # the layout the tests rely on
+    return {"manifest": root / "cohort" / "manifest.csv", "pipe": root / "pipe", "table": manifest}
+
+
+@pytest.fixture(scope="module")
+def made(data, tmp_path_factory):
+    """Four loops from the three clips (split 'all': sources cycle) with seed 3."""
+    out = tmp_path_factory.mktemp("made") / "cohort"
+    result = synthesize_cohort(data["manifest"], data["pipe"], out, n_loops=4, split="all", seed=3, **FAST)
+    return result, out
+
+
+class CopyPipeline:
+    """A 'generator' that returns its source frame for every target: it memorises perfectly."""
+
+    vae = types.SimpleNamespace(config=types.SimpleNamespace(sample_size=SIZE))
+
+    def __call__(self, source_frame, source_keypoints, target_keypoints, **kwargs):
+        t = len(target_keypoints)
+        return types.SimpleNamespace(frames=np.repeat(source_frame[None], t, axis=0),
+                                     flows=np.zeros((t, 2, SIZE, SIZE), np.float32), gammas=np.zeros(t))
+
+
+# --------------------------------------------------------------------------------------------
+# the cohort on disk
+# --------------------------------------------------------------------------------------------
+
+
+def test_loops_are_written_in_echonet_layout_and_read_back(made, data):
+    result, out = made
+    filelist = read_echonet_filelist(out)
+    cohort = pd.read_csv(out / "cohort.csv")
+    assert list(cohort.columns) == list(COHORT_COLUMNS)
+    assert filelist["FileName"].tolist() == [f"synthetic_{i:05d}.avi" for i in range(4)]
+    expected_frames = np.round(60.0 / cohort["heart_rate_bpm"] * 10.0).astype(int)
+    assert cohort["n_frames"].tolist() == expected_frames.tolist()
+    assert filelist["NumberOfFrames"].tolist() == expected_frames.tolist()
+    np.testing.assert_allclose(filelist["FPS"], 10.0)
+    np.testing.assert_allclose(filelist["EF"], cohort["ef_target"], rtol=1e-6)  # no segmentation: EF = target
+    assert cohort["ef_achieved"].isna().all()
+    for name, n_frames in zip(filelist["FileName"], expected_frames):
+        cine = read_echonet_clip(out, name, filelist=filelist)
+        assert cine.frames.shape == (n_frames, SIZE, SIZE) and cine.fps == pytest.approx(10.0)
+        assert cine.tracings and len(cine.tracings) == 2  # ES and ED, 21 segments each
+    for name in ("VolumeTracings.csv", "echokdm_cohort.csv", "memorisation.png", "ef_distribution.png"):
+        assert (out / name).stat().st_size > 0
+    pd.testing.assert_frame_equal(result.cohort, cohort, check_dtype=False)
+
+
+def test_sources_cycle_and_splits_follow_the_source(made, data):
+    result, out = made
+    table = data["table"]
+    cohort = result.cohort
+    assert cohort["source_clip_id"].tolist() == [*table["clip_id"], table["clip_id"].iloc[0]]
+    assert (cohort["keypoints_source"] == "phantom").all()
+    truth = pd.read_csv(data["manifest"].parent / "ground_truth.csv")
+    first_ed = {row.clip_id: int(str(row.ed_frames).split()[0]) for row in truth.itertuples()}
+    assert cohort["source_frame"].tolist() == [first_ed[c] for c in cohort["source_clip_id"]]
+    splits = dict(zip(table["clip_id"], table["split"].str.upper()))
+    filelist = read_echonet_filelist(out)
+    assert filelist["Split"].tolist() == [splits[c] for c in cohort["source_clip_id"]]
+    patients = dict(zip(table["clip_id"], table["patient_id"]))
+    assert cohort["source_patient_id"].tolist() == [patients[c] for c in cohort["source_clip_id"]]
+
+
+def test_targets_are_in_range_and_reproducible_from_the_seed(made):
+    result, _ = made
+    cohort = result.cohort
+    assert ((cohort["ef_target"] >= 20) & (cohort["ef_target"] <= 70)).all()
+    assert ((cohort["heart_rate_bpm"] >= 55) & (cohort["heart_rate_bpm"] <= 95)).all()
+    np.testing.assert_array_equal(cohort["ef_target"], sample_efs(4, seed=3))
+    np.testing.assert_array_equal(cohort["heart_rate_bpm"], sample_heart_rates(4, seed=3))
+    assert cohort["seed"].tolist() == [loop_seed(3, i) for i in range(4)]
+    assert not np.array_equal(sample_efs(4, seed=4), sample_efs(4, seed=3))
+
+
+def test_a_loop_depends_only_on_seed_and_index(made, data, tmp_path):
+    result, out = made
+    again = synthesize_cohort(data["manifest"], data["pipe"], tmp_path / "two", n_loops=2, split="all", seed=3,
+                              **FAST)
+    pd.testing.assert_frame_equal(again.cohort, result.cohort.iloc[:2].reset_index(drop=True))
+    for name in ("synthetic_00000", "synthetic_00001"):
+        first = read_echonet_clip(out, name).frames
+        second = read_echonet_clip(tmp_path / "two", name).frames
+        np.testing.assert_array_equal(first, second)
+
+
+def test_memorisation_csv_counts_every_generated_frame(made, data):
+    result, out = made
+    memo = pd.read_csv(out / "memorisation.csv")
+    assert list(memo.columns) == list(MEMORISATION_COLUMNS) and len(memo) == 1
+    row = memo.iloc[0]
+    assert 0.0 <= row["fraction_closer"] <= 1.0
+    assert row["n_generated"] == (result.cohort["n_frames"] - 1).sum()  # frame 0 is the real source frame
+    table = data["table"]
+    assert row["n_held_out"] == table.loc[table["split"] == "val", "n_frames"].sum()
+    assert row["n_training_frames"] == table.loc[table["split"] == "train", "n_frames"].sum()
+    assert row["expected_fraction"] == pytest.approx(0.05)
+    assert result.report.generated_distance.size == row["n_generated"]
+
+
+def test_settings_record_what_made_the_cohort(made, data):
+    import json
+
+    _, out = made
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["seed"] == 3 and settings["n_loops"] == 4 and settings["split"] == "all"
+    assert settings["num_inference_steps"] == 3 and settings["k"] == 2 and settings["fps"] == 10.0
+    assert settings["pipeline"] == str(data["pipe"].resolve()) and settings["ef_reference"] is None
+
+
+def test_memorisation_flags_a_generator_that_copies_training_frames(data, tmp_path):
+    result = synthesize_cohort(data["manifest"], CopyPipeline(), tmp_path / "copy", n_loops=2, split="train",
+                               seed=0, **FAST)
+    assert result.memorisation["fraction_closer"] == 1.0
+    assert result.memorisation["median_generated"] == 0.0
+    assert result.memorisation["mannwhitney_p"] < 0.01
+    assert "100.0 % of" in "\n".join(result.summary_lines())
+
+
+def test_every_frame_is_generated_without_the_source_frame(data, tmp_path):
+    result = synthesize_cohort(data["manifest"], CopyPipeline(), tmp_path / "gen", n_loops=2, split="val",
+                               include_source=False, **FAST)
+    assert result.memorisation["n_generated"] == result.cohort["n_frames"].sum()
+
+
+def test_existing_outputs_are_not_overwritten(made, data, tmp_path):
+    _, out = made
+    before = (out / "cohort.csv").read_bytes()
+    with pytest.raises(FileExistsError, match="FileList.csv"):
+        synthesize_cohort(data["manifest"], data["pipe"], out, n_loops=2, split="all", seed=9, **FAST)
+    assert (out / "cohort.csv").read_bytes() == before
+    late = tmp_path / "late"
+    late.mkdir()
+    (late / "memorisation.png").write_bytes(b"mine")  # written last: checked before generating anything
+    with pytest.raises(FileExistsError, match="memorisation.png"):
+        synthesize_cohort(data["manifest"], data["pipe"], late, n_loops=2, split="all", **FAST)
+    assert sorted(p.name for p in late.iterdir()) == ["memorisation.png"]
+
+
+def test_overwrite_replaces_the_outputs(data, tmp_path):
+    out = tmp_path / "cohort"
+    synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=2, split="val", seed=0, **FAST)
+    result = synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=2, split="val", seed=1,
+                               overwrite=True, **FAST)
+    np.testing.assert_array_equal(pd.read_csv(out / "cohort.csv")["ef_target"], result.cohort["ef_target"])
+    np.testing.assert_allclose(read_echonet_filelist(out)["EF"], sample_efs(2, seed=1), rtol=1e-6)
+
+
+def test_unusable_clips_are_skipped_and_listed(data, tmp_path):
+    table = pd.read_csv(data["manifest"])
+    table["path"] = [str((data["manifest"].parent / p).resolve()) for p in table["path"]]
+    table["mask_path"] = [str((data["manifest"].parent / p).resolve()) for p in table["mask_path"]]
+    table.loc[0, "mask_path"] = ""  # no mask, no phantom truth (not beside the copy), no segmentation model
+    copy = tmp_path / "manifest.csv"
+    table.to_csv(copy, index=False)
+    result = synthesize_cohort(copy, CopyPipeline(), tmp_path / "out", n_loops=2, split="all", **FAST)
+    assert result.cohort["source_clip_id"].tolist() == table["clip_id"].iloc[1:].tolist()
+    assert (result.cohort["keypoints_source"] == "mask").all()
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    assert skipped["item"].tolist() == [f"clip {table['clip_id'].iloc[0]}"]
+    assert "segmentation" in skipped["reason"].iloc[0]
+
+
+def test_bad_settings_fail_before_anything_is_written(data, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="no clips in split 'test'"):
+        synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=1, **FAST)
+    with pytest.raises(ValueError, match="not both"):
+        synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=1, ef_range=(30, 40),
+                          ef_reference=[30, 40], **FAST)
+    with pytest.raises(ValueError, match="ef_range"):
+        synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=1, ef_range=(40, 120), **FAST)
+    with pytest.raises(ValueError, match="n_loops"):
+        synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=0, **FAST)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        synthesize_cohort(data["manifest"], tmp_path / "nowhere", out, n_loops=1, split="val", **FAST)
+    assert not (out / "FileList.csv").exists()
+
+
+class OracleSegmentation(LVSegmentationNet):
+    """A 'model' whose masks are the polygons of known keypoints (one set per frame, in order)."""
+
+    def __init__(self, keypoints):
+        super().__init__(channels=(4, 8), num_res_units=0, sample_size=SIZE)
+        self.known = np.asarray(keypoints)
+
+    def predict_masks(self, frames, batch_size=32, threshold=0.5):
+        return torch.from_numpy(np.stack([keypoints_to_mask(k, tuple(frames.shape[-2:]))
+                                          for k in self.known[: len(frames)]]))
+
+
+def test_achieved_ef_is_measured_and_written_as_the_echonet_ef(data, tmp_path):
+    val = data["table"][data["table"]["split"] == "val"].iloc[0]
+    truth = load_npz(data["manifest"].parent / "ground_truth" / f"{val['clip_id']}.npz")
+    ed = int(truth.ed_frames[0])
+    ef, hr = sample_efs(1, ef_range=(35, 45), seed=0)[0], sample_heart_rates(1, seed=0)[0]
+    targets = synthetic_motion(truth.keypoints[ed], ef, hr, 10.0, 1.0)
+    result = synthesize_cohort(data["manifest"], CopyPipeline(), tmp_path / "seg", n_loops=1, split="val",
+                               ef_range=(35, 45), segmentation=OracleSegmentation(targets), **FAST)
+    achieved = result.cohort["ef_achieved"].iloc[0]
+    assert achieved == pytest.approx(ef, abs=8.0)  # re-detected from the masks of the target keypoints
+    assert read_echonet_filelist(tmp_path / "seg")["EF"].iloc[0] == pytest.approx(achieved, rel=1e-6)
+    assert "(1 measured)" in "\n".join(result.summary_lines())
+
+
+# --------------------------------------------------------------------------------------------
+# the EF sampler
+# --------------------------------------------------------------------------------------------
+
+
+def test_uniform_efs_fill_the_range():
+    efs = sample_efs(300, ef_range=(25.0, 65.0), seed=0)
+    assert efs.min() >= 25.0 and efs.max() <= 65.0
+    assert kstest((efs - 25.0) / 40.0, "uniform").pvalue > 0.05
+    np.testing.assert_array_equal(sample_efs(10, ef_range=(25.0, 65.0), seed=0), efs[:10])
+
+
+def test_reference_matching_keeps_a_bimodal_distribution():
+    rng = np.random.default_rng(7)
+    reference = np.concatenate([rng.normal(30.0, 3.0, 150), rng.normal(62.0, 3.0, 150)])
+    efs = sample_efs(200, reference=reference, seed=1)
+    assert ks_2samp(efs, reference).pvalue > 0.05
+    low, gap, high = np.mean(efs < 40), np.mean((efs > 42) & (efs < 50)), np.mean(efs > 52)
+    assert low > 0.35 and high > 0.35 and gap < 0.03  # two modes, almost nothing between them
+    assert not np.isin(efs, reference).any()  # jittered, never a reference value repeated
+    assert reference.min() - 10 < efs.min() and efs.max() < reference.max() + 10
+
+
+def test_a_unimodal_reference_is_not_matched_by_a_uniform_draw():
+    reference = np.random.default_rng(0).normal(55.0, 4.0, 300)
+    assert ks_2samp(sample_efs(200, reference=reference, seed=2), reference).pvalue > 0.05
+    assert ks_2samp(sample_efs(200, ef_range=(20, 70), seed=2), reference).pvalue < 1e-6
+
+
+def test_load_ef_reference_reads_csv_columns(tmp_path):
+    path = tmp_path / "FileList.csv"
+    pd.DataFrame({"FileName": ["a", "b", "c"], "EF": [35.0, None, 60.0], "other": [1.0, 2.0, 3.0]}).to_csv(path)
+    np.testing.assert_array_equal(load_ef_reference(path), [35.0, 60.0])
+    np.testing.assert_array_equal(load_ef_reference(f"{path}:other"), [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="no column 'nope'"):
+        load_ef_reference(f"{path}:nope")
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        load_ef_reference(tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match=r"within \(0, 100\)"):
+        load_ef_reference([30.0, 130.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        load_ef_reference([30.0])
+
+
+# --------------------------------------------------------------------------------------------
+# the command
+# --------------------------------------------------------------------------------------------
+
+
+def run(argv):
+    parser = argparse.ArgumentParser(prog="echokdm")
+    sub = parser.add_subparsers(dest="command")
+    register(sub)
+    args = parser.parse_args(["synthesize", *argv])
+    return args.func(args)
+
+
+def test_command_writes_the_cohort_and_prints_its_summary(data, tmp_path, capsys):
+    reference = tmp_path / "reference.csv"
+    pd.DataFrame({"ef": np.linspace(30, 60, 40)}).to_csv(reference, index=False)
+    out = tmp_path / "out"
+    code = run([str(data["manifest"]), "--pipeline", str(data["pipe"]), "--out", str(out), "--n", "3", "--split",
+                "val", "--ef-reference", f"{reference}:ef", "--heart-rate-range", "60", "70", "--fps", "10",
+                "--beats", "1", "--steps", "3", "--k", "2", "--seed", "5", "--no-segmentation", "--device", "cpu",
+                "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "3 loop(s) from 1 source clip(s)" in printed
+    assert "not measured (no segmentation model)" in printed and "memorisation (MSE)" in printed
+    assert str(out / "cohort.csv") in printed
+    cohort = pd.read_csv(out / "cohort.csv")
+    np.testing.assert_array_equal(cohort["ef_target"], sample_efs(3, reference=np.linspace(30, 60, 40), seed=5))
+    assert cohort["heart_rate_bpm"].between(60, 70).all()
+    assert len(read_echonet_filelist(out)) == 3
+
+
+def test_command_without_packaged_pipeline_says_what_to_give(data, tmp_path, monkeypatch):
+    monkeypatch.setattr("echokdm.pretrained.CHECKPOINTS", tmp_path / "no_checkpoints")
+    with pytest.raises(FileNotFoundError, match="--pipeline"):
+        run([str(data["manifest"]), "--out", str(tmp_path / "out"), "--n", "1"])
