@@ -28,6 +28,8 @@ _LAZY = {
     "simpson_volume": "volumes",
     "cardiac_cycle": "volumes",
     "CardiacCycle": "volumes",
+    "sequence_keypoints": "temporal",
+    "SequenceKeypoints": "temporal",
 }
 
 __all__ = list(_LAZY)

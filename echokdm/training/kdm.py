@@ -34,6 +34,7 @@ from echokdm.config import load_config
 from echokdm.data.manifest import clip_file_stem
 from echokdm.models.kdm import ConditionalUNet, encode_flow, make_autoencoder
 from echokdm.pipelines.kdm import KDMPipeline, _renderer, default_scheduler
+from echokdm.training.distributed import is_main_process
 from echokdm.training.loop import LoopConfig, Trainer
 from echokdm.training.run import RunFolder
 
@@ -285,6 +286,7 @@ def _autoencoder_stage(config: KDMConfig, train: PairBank, val: PairBank, run: R
 
     cfg = config.autoencoder
     m = cfg.model
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every run and every process
     vae = make_autoencoder(m.block_out_channels, m.latent_channels, config.data.size, m.layers_per_block,
                            m.norm_num_groups)
     lpips_model = None
@@ -329,6 +331,7 @@ def _diffusion_loss(kind: str):
 
 def _unet(stage: DiffusionStageConfig, sample_channels: int, condition_channels: int, size: int, downsample: int):
     m = stage.model
+    torch.manual_seed(stage.train.seed)  # the same initial weights on every run and every process
     return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
                            condition_embed_channels=m.condition_embed_channels, downsample=downsample,
                            sample_size=size // downsample, block_out_channels=m.block_out_channels,
@@ -448,7 +451,7 @@ def train_kdm(config: KDMConfig, manifest: str | os.PathLike, out: str | os.Path
         else:
             vae = AutoencoderKL.from_pretrained(out / "autoencoder" / "best")
             results[stage] = _f2i_stage(config, train, val, run, vae, stage == "f2i", stage_resume, progress)
-    results["pipelines"] = _assemble(out, config)
+    results["pipelines"] = _assemble(out, config) if is_main_process() else []
     results["skipped_clips"] = train.skipped + val.skipped
     return results
 

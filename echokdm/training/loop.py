@@ -19,6 +19,19 @@ all restored, so ``N`` steps straight and ``N/2 + resume + N/2`` give the same w
 Run folder (:class:`~echokdm.training.run.RunFolder`): ``last/`` holds the raw weights
 (``save_pretrained``) and ``trainer_state.pt``; ``best/`` the weights (EMA ones when EMA is on)
 with the best validation metric; ``log.csv`` one row per validation.
+
+Several processes (``accelerate launch --num_processes N`` or ``torchrun``, see
+:mod:`echokdm.training.distributed` and ``docs/training.md``): the loss is computed inside the
+DDP forward, so the gradients of the N processes are averaged before each optimiser step and the
+weights stay identical; ``loss_fn`` still receives the plain model (attribute access such as
+``model.config`` or ``model.encode`` works). Process ``r`` draws its batches with its own
+generator seeded ``seed + r`` (and seeds the global RNGs with ``seed + r``), so the processes
+see different batches and rank 0 behaves exactly as a single-process run; the effective batch
+is ``N · batch_size``. Only rank 0 validates (the others wait), writes ``log.csv``, ``best/``
+and ``last/`` and shows the progress bar; ``last/trainer_state.pt`` keeps every rank's data
+generator and RNG states, so resuming with the same number of processes is exact, and with a
+different number it continues with a warning (not exactly). Interrupted, a multi-process run
+keeps its last periodic checkpoint (saving needs all processes, which may already have stopped).
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from echokdm.training.distributed import Processes
 from echokdm.training.run import RunFolder
 
 __all__ = ["LoopConfig", "EMA", "Trainer", "resolve_device", "to_device"]
@@ -159,6 +173,32 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _load_rank_state(state: dict[str, Any], processes: Processes, path: Path) -> dict[str, Any] | None:
+    """This process's saved ``{"generator", "rng"}`` (None for a rank the checkpoint lacks).
+
+    Warns when the checkpoint was written by a different number of processes: the run then
+    continues, but not exactly as an uninterrupted one would.
+    """
+    ranks = state.get("rank_states") or [{"generator": state["generator"], "rng": state["rng"]}]
+    if len(ranks) != processes.world_size:
+        warnings.warn(f"{path}: saved by {len(ranks)} process(es), resumed with {processes.world_size}; the data "
+                      "order and random draws will not continue exactly as in an uninterrupted run", stacklevel=3)
+    return ranks[processes.rank] if processes.rank < len(ranks) else None
+
+
+class _LossModule(torch.nn.Module):
+    """Holds the model so that DDP can wrap the whole loss computation: DDP only averages the
+    gradients of a backward that follows its own forward, and loss functions may call methods other
+    than ``forward`` (``model.encode``) or read ``model.config``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, loss_fn: Callable, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        return loss_fn(self.model, batch, step)
+
+
 def _save_model_atomically(model: Any, folder: Path) -> None:
     """``save_pretrained`` into a temporary sibling, then swap it in (a crash never leaves half a folder)."""
     tmp = folder.with_name(f".{folder.name}.tmp")
@@ -197,9 +237,14 @@ class Trainer:
     resume : bool
         Continue from ``run.last``.
     progress : bool
-        Show the tqdm bar.
+        Show the tqdm bar (on the main process only).
     description : str
         Label of the progress bar.
+
+    Notes
+    -----
+    ``model`` stays the plain (unwrapped) network: in a multi-process run the DDP wrapper is
+    ``_ddp`` and is used only to compute the loss; checkpoints and validation use ``model``.
     """
 
     def __init__(self, model: Any, run: RunFolder, config: LoopConfig, *, batch_fn: Callable[[torch.Generator], Any],
@@ -209,10 +254,12 @@ class Trainer:
         self.run, self.config = run, config
         self.batch_fn, self.loss_fn, self.validate_fn = batch_fn, loss_fn, validate_fn
         self.best_metric, self.progress, self.description = best_metric, progress, description
-        self.device = resolve_device(config.device)
-        torch.manual_seed(config.seed)
-        np.random.seed(config.seed)
-        random.seed(config.seed)
+        self.processes = Processes.from_environment(config.device)
+        self.device = self.processes.device
+        seed = config.seed + self.processes.rank  # each process its own batches and noise; rank 0 = one process
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
         self.model = model.to(self.device)
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                            betas=tuple(config.betas), weight_decay=config.weight_decay)
@@ -220,11 +267,12 @@ class Trainer:
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.ema = EMA(model, config.ema_decay) if config.ema_decay else None
-        self.generator = torch.Generator().manual_seed(config.seed)  # CPU: same batches on any device
+        self.generator = torch.Generator().manual_seed(seed)  # CPU: same batches on any device
         self.step, self.best = 0, None
         self._in_step, self._snapshot = False, None
         if resume:
             self._load()
+        self._ddp = self.processes.wrap(_LossModule(self.model))  # None in a single process
 
     # -- state -----------------------------------------------------------------------------
     def _amp_dtype(self) -> torch.dtype | None:
@@ -240,18 +288,24 @@ class Trainer:
         """Write ``last/`` (raw weights) and ``last/trainer_state.pt`` (everything else).
 
         Interrupted inside a step, the data generator and RNG states saved are those from the
-        start of that unfinished step, so a resumed run redraws the same batch.
+        start of that unfinished step, so a resumed run redraws the same batch. With several
+        processes every one must call this; rank 0 writes, with every rank's generator and RNGs.
         """
-        _save_model_atomically(self.model, self.run.last)
         generator, rng = self._snapshot if self._in_step else (self.generator.get_state(), _rng_state())
-        state = {
-            "step": self.step, "best": self.best, "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "ema": self.ema.state_dict() if self.ema else None, "generator": generator, "rng": rng,
-        }
-        tmp = self.run.last / ".trainer_state.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.run.last / "trainer_state.pt")
+        ranks = self.processes.gather({"generator": generator, "rng": rng})
+        if self.processes.is_main:
+            _save_model_atomically(self.model, self.run.last)
+            state = {
+                "step": self.step, "best": self.best, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema else None, "generator": generator, "rng": rng,
+            }
+            if len(ranks) > 1:
+                state["rank_states"] = ranks
+            tmp = self.run.last / ".trainer_state.pt.tmp"
+            torch.save(state, tmp)
+            tmp.replace(self.run.last / "trainer_state.pt")
+        self.processes.barrier()
         return self.run.last
 
     def _load(self) -> None:
@@ -265,8 +319,10 @@ class Trainer:
             if state["ema"] is None:
                 raise ValueError(f"{self.run.last}: the run was trained without EMA but the config enables it")
             self.ema.load_state_dict(state["ema"])
-        self.generator.set_state(state["generator"])
-        _set_rng_state(state["rng"])
+        own = _load_rank_state(state, self.processes, self.run.last)
+        if own is not None:  # a rank the checkpoint lacks keeps its fresh seed + rank states
+            self.generator.set_state(own["generator"])
+            _set_rng_state(own["rng"])
         self.step, self.best = int(state["step"]), state["best"]
 
     # -- steps -----------------------------------------------------------------------------
@@ -277,7 +333,10 @@ class Trainer:
         batch = to_device(self.batch_fn(self.generator), self.device)
         amp = self.amp_dtype is not None
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp):
-            loss, parts = self.loss_fn(self.model, batch, self.step)
+            if self._ddp is None:
+                loss, parts = self.loss_fn(self.model, batch, self.step)
+            else:  # the DDP forward, so that backward averages the gradients of all processes
+                loss, parts = self._ddp(self.loss_fn, batch, self.step)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{self.run.path}: loss is {loss.item()} at step {self.step}; lower train.lr "
                                      "or check the data")
@@ -314,6 +373,12 @@ class Trainer:
         return value < self.best if self.config.best_mode == "min" else value > self.best
 
     def _evaluate_and_log(self, totals: dict[str, float], count: int, started: float) -> dict[str, float]:
+        """Validate, log and keep ``best/`` on the main process; every process gets its row and best value."""
+        row = self._validate_and_log(totals, count, started) if self.processes.is_main else {}
+        row, self.best = self.processes.from_main((row, self.best))  # the others wait here
+        return row
+
+    def _validate_and_log(self, totals: dict[str, float], count: int, started: float) -> dict[str, float]:
         metrics = self.validate()
         row = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"]}
         row.update({f"train_{k}": v / max(count, 1) for k, v in totals.items()})
@@ -340,7 +405,7 @@ class Trainer:
         totals: dict[str, float] = {}
         count, row = 0, {}
         bar = tqdm(total=self.config.steps, initial=self.step, desc=self.description, unit="step",
-                   disable=not self.progress)
+                   disable=not (self.progress and self.processes.is_main))
         try:
             while self.step < self.config.steps:
                 parts = self.train_step()
@@ -359,8 +424,13 @@ class Trainer:
                 if self.step % self.config.checkpoint_every == 0 or final:
                     self.save()
         except KeyboardInterrupt:
-            self.save()
             bar.close()
+            if self.processes.world_size > 1:  # the other processes may be gone: saving needs them all
+                if self.processes.is_main:
+                    print(f"interrupted at step {self.step}; {self.run.last} holds the last periodic checkpoint; "
+                          "continue with resume (--resume)")
+                raise
+            self.save()
             print(f"interrupted: saved step {self.step} to {self.run.last}; continue with resume (--resume)")
             raise
         bar.close()

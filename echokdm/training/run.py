@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from echokdm.config import save_config
+from echokdm.training.distributed import is_main_process
 
 __all__ = ["RunFolder", "git_description"]
 
@@ -54,6 +55,8 @@ class RunFolder:
 
     def __init__(self, path: str | os.PathLike, config: Any, *, resume: bool = False, overwrite: bool = False):
         self.path = Path(path)
+        if not is_main_process():  # under a multi-process launcher only rank 0 creates and writes the folder
+            return
         existing = (self.path / "config.yaml").exists()
         if existing and not (resume or overwrite):
             raise FileExistsError(

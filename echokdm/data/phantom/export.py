@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from echokdm.data.manifest import assign_splits, scan_folder, write_manifest
+from echokdm.io.anonymise import pseudonymise
 from echokdm.data.phantom.clip import PhantomClip, simulate_clip
 from echokdm.data.phantom.patient import sample_patient
 
@@ -190,6 +191,9 @@ def write_cohort(
     manifest = scan.manifest
     clip_of = manifest["path"].map(lambda p: written.get(str(Path(p).resolve())))
     manifest["split"] = clip_of.map(splits).fillna(manifest["split"])
+    # patient pseudonyms that depend on the seed: patient i of two cohorts is two different people
+    manifest["patient_id"] = clip_of.map(lambda n: pseudonymise(f"phantom-seed{seed}-{n}") if n else None).fillna(
+        manifest["patient_id"])
     truth_of = {r["clip_name"]: r for r in rows}
     for column, key in (("ef_reference", "ef_percent"), ("edv_reference", "edv_ml"), ("esv_reference", "esv_ml")):
         known = clip_of.map(lambda n: truth_of[n][key] if n in truth_of else np.nan)
