@@ -139,11 +139,13 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
     common = {"fps": cine.fps, "spacing_mm": cine.spacing_mm, "mode": "gamma", "k": settings.k,
                   "num_inference_steps": settings.num_inference_steps, "seed": settings.seed, "segmentation": seg,
                   "progress": progress, "source_index": ed, "patient_id": cine.patient_id}
-    loops = {
-        "own": generate_loop(pipe, cine.frames[ed], kp[ed], own_motion(kp, ed, end), motion="own", **common),
-        "new_ef": generate_loop(pipe, cine.frames[ed], kp[ed],
-                                synthetic_motion(kp[ed], new_ef, heart_rate, cine.fps, 1.0), motion="synthetic", **common),
-    }
+    motions = {"own": (own_motion(kp, ed, end), "own"),
+               "new_ef": (synthetic_motion(kp[ed], new_ef, heart_rate, cine.fps, 1.0), "synthetic")}
+    loops, seconds = {}, {}
+    for name, (targets, motion) in motions.items():
+        start = time.perf_counter()
+        loops[name] = generate_loop(pipe, cine.frames[ed], kp[ed], targets, motion=motion, **common)
+        seconds[name] = time.perf_counter() - start
     pid = str(row["patient_id"])
     rows = []
     for name, loop in loops.items():
@@ -151,7 +153,8 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
         paths = write_loop(out / "loops" / pid, loop, formats=("mp4", "gif", "dicom"), stem=f"{pid}_{name}",
                            overwrite=overwrite, side_by_side=reference)
         rows.append({"patient_id": pid, "loop": name, "frames": loop.n_frames, "ef_clip_truth": row.get("ef_reference"),
-                     "ef_clip_keypoints": ef_clip,
+                     "ef_clip_keypoints": ef_clip, "seconds": round(seconds[name], 2),
+                     "seconds_per_frame": round(seconds[name] / max(loop.n_frames - 1, 1), 3),
                      "ef_target": loop.ef_target, "ef_achieved": loop.ef_achieved,
                      "ef_error": None if loop.ef_achieved is None or loop.ef_target is None
                      else loop.ef_achieved - loop.ef_target,

@@ -30,25 +30,38 @@ def test_console_script_runs():
 
 
 @pytest.mark.slow
-def test_demo_writes_manifest_and_preview_and_refuses_to_overwrite(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
-    for name in ("manifest.csv", "preview/us_cine_first.png", "preview/us_cine_middle.png",
-                 "preview/us_cine_last.png", "preview/us_cine.mp4"):
-        assert (out / name).stat().st_size > 0, name
-        assert name.split("/")[-1] in printed
-    from echokdm.data.manifest import load_manifest
-    from echokdm.io import read_video
+def test_demo_quick_generates_evaluates_and_refuses_to_overwrite(tmp_path, capsys):
+    """``echokdm demo --quick`` with the packaged checkpoints: every output exists and says what it should."""
+    import pandas as pd
 
-    m = load_manifest(out / "manifest.csv")
-    assert len(m) == 1 and int(m.n_frames[0]) == 30 and m.fps[0] == pytest.approx(30, rel=0.01)
-    assert read_video(out / "preview" / "us_cine.mp4").n_frames == 30
-    before = (out / "manifest.csv").read_bytes()
-    assert main(["demo", "--out", str(out), "--no-progress"]) == 1
+    from echokdm.data.manifest import load_manifest
+    from echokdm.generation.export import validate_dicom
+    from echokdm.io import read_dicom, read_video
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    # 1: the real DICOM cine read, scanned and previewed
+    real = load_manifest(out / "real_manifest.csv")
+    assert len(real) == 1 and int(real.n_frames[0]) == 30 and real.fps[0] == pytest.approx(30, rel=0.01)
+    assert read_video(out / "real_preview" / "us_cine.mp4").n_frames == 30
+    # 2-6: one held-out patient, two loops written, scored and summarised
+    report = pd.read_csv(out / "report.csv")
+    assert list(report["loop"]) == ["own", "new_ef"] and report["patient_id"].nunique() == 1
+    assert report["ef_achieved"].notna().all(), "the packaged segmentation model re-measures EF"
+    own, new = report.iloc[0], report.iloc[1]
+    assert abs(new["ef_target"] - own["ef_clip_keypoints"]) == pytest.approx(25, abs=1.0) or new["ef_target"] in (15, 75)
+    assert 0 < own["mse"] < 0.1 and 0 < own["ssim"] <= 1
+    for r in report.itertuples():
+        assert read_video(r.mp4).n_frames == r.frames
+        assert read_dicom(r.dicom).n_frames == r.frames
+        assert validate_dicom(r.dicom, external=False) == []
+    assert (out / "summary.png").stat().st_size > 10_000
+    assert "EF target" in printed and "Done in" in printed
+    before = (out / "report.csv").read_bytes()
+    assert main(["demo", "--out", str(out), "--quick", "--no-progress"]) == 1
     assert "--overwrite" in capsys.readouterr().err
-    assert (out / "manifest.csv").read_bytes() == before
-    assert main(["demo", "--out", str(out), "--no-progress", "--overwrite"]) == 0
+    assert (out / "report.csv").read_bytes() == before
 
 
 def test_manifest_build_check_and_skipped_report(tmp_path, capsys):

@@ -79,6 +79,9 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         UNet width and depth; ``attention_levels[i]`` puts self-attention at level ``i``.
     flow_scale : float
         K2F only: pixels of full-resolution motion that map to 1.0 in the diffused flow.
+    prediction_type : {"epsilon", "sample", "v_prediction"}
+        What the network predicts (the DDIM scheduler of a pipeline follows it): the noise ε
+        (the paper), the clean sample x0, or v.
     """
 
     @register_to_config
@@ -94,8 +97,11 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         attention_levels: tuple[bool, ...] = (False, True, True),
         norm_num_groups: int = 32,
         flow_scale: float = 8.0,
+        prediction_type: str = "epsilon",
     ):
         super().__init__()
+        if prediction_type not in ("epsilon", "sample", "v_prediction"):
+            raise ValueError(f"prediction_type must be epsilon, sample or v_prediction, got {prediction_type!r}")
         if len(attention_levels) != len(block_out_channels):
             raise ValueError("attention_levels needs one entry per block_out_channels entry")
         self.psi = ConditionEncoder(condition_channels, condition_embed_channels, downsample)
@@ -109,7 +115,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         )
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, condition: torch.Tensor) -> torch.Tensor:
-        """Predicted noise ε for ``sample`` ``(B, C, h, w)`` at ``timestep`` given ``condition`` ``(B, Cc, H, W)``."""
+        """The prediction (``config.prediction_type``: ε, x0 or v) for ``sample`` ``(B, C, h, w)`` at ``timestep`` given ``condition`` ``(B, Cc, H, W)``."""
         embedded = self.psi(condition)  # (B, Ce, h, w)
         if embedded.shape[-2:] != sample.shape[-2:]:
             raise ValueError(f"condition {tuple(condition.shape)} does not downsample to the sample's "

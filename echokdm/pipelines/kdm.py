@@ -33,6 +33,7 @@ from echokdm.models.kdm import ConditionalUNet, decode_flow
 
 __all__ = [
     "default_scheduler",
+    "scheduler_for",
     "render_batch",
     "k2f_condition",
     "f2i_condition",
@@ -104,6 +105,14 @@ def _as_batch(frames, device) -> torch.Tensor:
     if t.ndim != 4 or t.shape[1] != 1:
         raise ValueError(f"frames must be (H, W), (B, H, W) or (B, 1, H, W), got {tuple(t.shape)}")
     return t.to(device)
+
+
+def scheduler_for(scheduler: DDIMScheduler, model: ConditionalUNet) -> DDIMScheduler:
+    """``scheduler`` set to the model's ``prediction_type`` (ε for models saved before it existed)."""
+    kind = getattr(model.config, "prediction_type", "epsilon")
+    if scheduler.config.prediction_type == kind:
+        return scheduler
+    return DDIMScheduler.from_config(scheduler.config, prediction_type=kind)
 
 
 def _noise(shape, generator: torch.Generator | None, device) -> torch.Tensor:
@@ -187,10 +196,11 @@ class KeypointToFlowPipeline(_Saved):
         cond = k2f_condition(src, src_kp, tgt_kp, self.renderer)
         h, w = src.shape[-2] // cfg.downsample, src.shape[-1] // cfg.downsample
         x = noise.to(self.device) if noise is not None else _noise((src.shape[0], 2, h, w), generator, self.device)
-        self.scheduler.set_timesteps(num_inference_steps)
-        for t in self.progress_bar(self.scheduler.timesteps, not progress):
-            eps = self.k2f(x, t, cond)
-            x = self.scheduler.step(eps, t, x).prev_sample
+        scheduler = scheduler_for(self.scheduler, self.k2f)
+        scheduler.set_timesteps(num_inference_steps)
+        for t in self.progress_bar(scheduler.timesteps, not progress):
+            out = self.k2f(x, t, cond)
+            x = scheduler.step(out, t, x).prev_sample
         return decode_flow(x, cfg.downsample, cfg.flow_scale).cpu().numpy()
 
 
@@ -229,12 +239,13 @@ class FlowToImagePipeline(_Saved):
         cond = f2i_condition(src, tgt_kp, flow_t if self.use_flow else None, self.renderer, self.f2i.config.flow_scale)
         z0 = self.vae.encode(warped * 2 - 1).latent_dist.mean * self.vae.config.scaling_factor
         eps0 = noise.to(self.device) if noise is not None else _noise(tuple(z0.shape), generator, self.device)
-        self.scheduler.set_timesteps(num_inference_steps)
-        timesteps = self.scheduler.timesteps[num_inference_steps - k:]
-        z = eps0 if k == num_inference_steps else self.scheduler.add_noise(z0, eps0, timesteps[:1])
+        scheduler = scheduler_for(self.scheduler, self.f2i)
+        scheduler.set_timesteps(num_inference_steps)
+        timesteps = scheduler.timesteps[num_inference_steps - k:]
+        z = eps0 if k == num_inference_steps else scheduler.add_noise(z0, eps0, timesteps[:1])
         for t in self.progress_bar(timesteps, not progress):
-            eps = self.f2i(z, t, cond)
-            z = self.scheduler.step(eps, t, z).prev_sample
+            out = self.f2i(z, t, cond)
+            z = scheduler.step(out, t, z).prev_sample
         image = self.vae.decode(z / self.vae.config.scaling_factor).sample
         return ((image + 1) / 2).clamp(0, 1)[:, 0].cpu().numpy()
 

@@ -95,13 +95,14 @@ class UNetConfig:
     attention_levels: tuple[bool, ...] = (False, True, True)
     condition_embed_channels: int = 32
     norm_num_groups: int = 32
-    flow_scale: float = 8.0
+    flow_scale: float | None = 8.0  # px per unit of the flow code; null (K2F): RMS of the training flows
 
 
 @dataclasses.dataclass
 class DiffusionStageConfig:
     model: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     loss: Literal["l2", "l1"] = "l2"
+    prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon"  # the paper: epsilon
     train: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(steps=3000, batch_size=16, lr=3e-4,
                                                                              ema_decay=0.999))
 
@@ -329,14 +330,38 @@ def _diffusion_loss(kind: str):
     return F.mse_loss if kind == "l2" else F.l1_loss
 
 
-def _unet(stage: DiffusionStageConfig, sample_channels: int, condition_channels: int, size: int, downsample: int):
+def _unet(stage: DiffusionStageConfig, sample_channels: int, condition_channels: int, size: int, downsample: int,
+          flow_scale: float | None = None):
     m = stage.model
     torch.manual_seed(stage.train.seed)  # the same initial weights on every run and every process
     return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
                            condition_embed_channels=m.condition_embed_channels, downsample=downsample,
                            sample_size=size // downsample, block_out_channels=m.block_out_channels,
                            layers_per_block=m.layers_per_block, attention_levels=m.attention_levels,
-                           norm_num_groups=m.norm_num_groups, flow_scale=m.flow_scale)
+                           norm_num_groups=m.norm_num_groups, flow_scale=flow_scale or m.flow_scale or 1.0,
+                           prediction_type=stage.prediction_type)
+
+
+def _target(scheduler, kind: str, clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the network is trained to predict: ε (the paper), x0 or v."""
+    if kind == "epsilon":
+        return noise
+    if kind == "sample":
+        return clean
+    return scheduler.get_velocity(clean, noise, t)
+
+
+def _flow_rms(bank: PairBank, downsample: int, n: int = 4096) -> float:
+    """RMS (px) of the training flows at the latent resolution: the K2F flow scale that gives the
+    diffused flow code unit variance, as the latent diffusion recipe scales its latents.
+
+    With ε-prediction a code of small variance is ruinous: the x0 estimate at large t divides
+    the ε error by ``sqrt(ᾱ_t)`` (≈ 0.006 at t = T), so a code of standard deviation 0.05 (phantom
+    flows of ~0.4 px over a scale of 8 px) comes out of DDIM tens of pixels off.
+    """
+    idx = np.linspace(0, len(bank) - 1, min(n, len(bank))).astype(int)
+    code = encode_flow(torch.from_numpy(bank.flows[idx].astype(np.float32)), downsample, 1.0)
+    return max(float(code.pow(2).mean().sqrt()), 1e-3)
 
 
 def _k2f_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder, resume: bool,
@@ -347,17 +372,18 @@ def _k2f_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
     stage = config.k2f
     downsample = 2 ** (len(config.autoencoder.model.block_out_channels) - 1)
     channels = train.renders.shape[1]
-    model = _unet(stage, 2, 1 + 2 * channels, config.data.size, downsample)
+    flow_scale = stage.model.flow_scale or _flow_rms(train, downsample)
+    model = _unet(stage, 2, 1 + 2 * channels, config.data.size, downsample, flow_scale)
     scheduler = default_scheduler(config.sampling.num_train_timesteps)
     loss_of = _diffusion_loss(stage.loss)
 
     def loss_fn(model, batch, step):
-        code = encode_flow(batch["flow"], downsample, stage.model.flow_scale)
+        code = encode_flow(batch["flow"], downsample, flow_scale)
         noise = torch.randn_like(code)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (code.shape[0],), device=code.device)
         noisy = scheduler.add_noise(code, noise, t)
         cond = torch.cat([batch["source"] * 2 - 1, batch["source_render"], batch["target_render"]], dim=1)
-        return loss_of(model(noisy, t, cond), noise), {}
+        return loss_of(model(noisy, t, cond), _target(scheduler, stage.prediction_type, code, noise, t)), {}
 
     n_val = min(config.data.val_pairs, len(val))
     vb = val.batch(torch.arange(n_val))
@@ -398,7 +424,8 @@ def _f2i_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
         parts = [batch["source"] * 2 - 1, batch["target_render"]]
         if use_flow:
             parts.append(batch["flow"] / stage.model.flow_scale)
-        return loss_of(model(scheduler.add_noise(z, noise, t), t, torch.cat(parts, dim=1)), noise), {}
+        target = _target(scheduler, stage.prediction_type, z, noise, t)
+        return loss_of(model(scheduler.add_noise(z, noise, t), t, torch.cat(parts, dim=1)), target), {}
 
     n_val = min(config.data.val_pairs, len(val))
     vb = val.batch(torch.arange(n_val))

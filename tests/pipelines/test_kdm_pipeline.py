@@ -91,3 +91,29 @@ def test_save_and_load_round_trip(pipe, clip, tmp_path):
     assert isinstance(FlowToImagePipeline.from_pretrained(tmp_path / "kdm"), FlowToImagePipeline)
     with pytest.raises(FileNotFoundError, match="nope"):
         KDMPipeline.from_pretrained(tmp_path / "nope")
+
+
+def test_scheduler_follows_the_models_prediction_type(clip):
+    """A K2F that predicts x0 = 0 must give a zero flow; read as ε, the same output gives noise."""
+    from echokdm.pipelines.kdm import scheduler_for
+
+    def zero_output(kind):
+        torch.manual_seed(0)
+        net = ConditionalUNet(sample_channels=2, condition_channels=7, condition_embed_channels=8, downsample=4,
+                              sample_size=SIZE // 4, block_out_channels=(16, 32), attention_levels=(False, True),
+                              layers_per_block=1, norm_num_groups=8, flow_scale=4.0, prediction_type=kind).eval()
+        with torch.no_grad():
+            net.unet.conv_out.weight.zero_()
+            net.unet.conv_out.bias.zero_()
+        return net
+
+    frames, kp = clip.frames, clip.keypoints
+    flows = {}
+    for kind in ("sample", "epsilon"):
+        pipe = KeypointToFlowPipeline(zero_output(kind))
+        assert scheduler_for(pipe.scheduler, pipe.k2f).config.prediction_type == kind
+        flows[kind] = pipe(frames[0], kp[0], kp[5], num_inference_steps=5, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(flows["sample"], 0.0, atol=1e-6)
+    assert np.abs(flows["epsilon"]).mean() > 0.1
+    with pytest.raises(ValueError, match="prediction_type"):
+        ConditionalUNet(prediction_type="score")
