@@ -1,26 +1,19 @@
 """``evaluate`` on a tiny random pipeline and a tiny phantom cohort: content of every table,
 fixed seeds, resume, and refusal to mix settings."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from echokdm.data.phantom.export import write_cohort
 from echokdm.evaluation import EvaluateConfig, evaluate, runner
 from echokdm.metrics.image import mse
-from echokdm.models.kdm import ConditionalUNet, make_autoencoder
-from echokdm.pipelines import KDMPipeline
 
-SIZE = 32
-
-
-def _unet(sample_channels, condition_channels):
-    torch.manual_seed(0)
-    return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
-                           condition_embed_channels=8, downsample=4, sample_size=SIZE // 4,
-                           block_out_channels=(16, 32), attention_levels=(False, True), layers_per_block=1,
-                           norm_num_groups=8, flow_scale=4.0).eval()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _tiny_kdm import SIZE, tiny_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +21,8 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     write_cohort(root / "cohort", n_patients=4, format="nifti", seed=3, size=SIZE, fps=20.0, n_beats=1.3,
                  progress=False)
-    torch.manual_seed(0)
-    vae = make_autoencoder(block_out_channels=(8, 16, 16), latent_channels=4, sample_size=SIZE, norm_num_groups=8)
-    KDMPipeline(_unet(2, 7), _unet(4, 6), vae.eval()).save_pretrained(root / "run" / "pipeline")
-    KDMPipeline(_unet(2, 7), _unet(4, 4), vae.eval(), use_flow=False).save_pretrained(root / "run" / "pipeline_noflow")
+    tiny_pipeline().save_pretrained(root / "run" / "pipeline")
+    tiny_pipeline(use_flow=False).save_pretrained(root / "run" / "pipeline_noflow")
     return root
 
 

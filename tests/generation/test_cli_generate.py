@@ -2,38 +2,29 @@
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from echokdm.cli_generate import cmd_generate, register
 from echokdm.data.phantom.export import write_cohort
 from echokdm.generation.motion import load_keypoints_file
 from echokdm.geometry.volumes import simpson_volume
-from echokdm.models.kdm import ConditionalUNet, make_autoencoder
-from echokdm.pipelines import KDMPipeline
 
-SIZE = 32
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _tiny_kdm import SIZE, tiny_pipeline
+
 FAST = ["--steps", "3", "--k", "2", "--no-progress", "--formats", "mp4", "--device", "cpu"]
-
-
-def _unet(sample_channels, condition_channels):
-    torch.manual_seed(0)
-    return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
-                           condition_embed_channels=8, downsample=4, sample_size=SIZE // 4,
-                           block_out_channels=(16, 32), attention_levels=(False, True), layers_per_block=1,
-                           norm_num_groups=8, flow_scale=4.0).eval()
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("generate")
     write_cohort(root / "cohort", n_patients=2, format="nifti", size=SIZE, fps=25.0, n_beats=1.0, progress=False)
-    torch.manual_seed(0)
-    vae = make_autoencoder(block_out_channels=(8, 16, 16), latent_channels=4, sample_size=SIZE, norm_num_groups=8)
-    KDMPipeline(_unet(2, 7), _unet(4, 6), vae.eval()).save_pretrained(root / "pipe")
+    tiny_pipeline().save_pretrained(root / "pipe")
     return {"clip": root / "cohort" / "nifti" / "phantom0000.nii.gz",
             "other": root / "cohort" / "nifti" / "phantom0001.nii.gz", "pipe": root / "pipe"}
 

@@ -1,5 +1,8 @@
 """generate_loop with a tiny random KDM pipeline, and reading sources from files."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -21,27 +24,18 @@ from echokdm.generation.motion import (
 )
 from echokdm.geometry.keypoints import keypoints_to_mask
 from echokdm.io.nifti import write_label_nifti, write_nifti
-from echokdm.models.kdm import ConditionalUNet, make_autoencoder
 from echokdm.models.segmentation import LVSegmentationNet
-from echokdm.pipelines import KDMOutput, KDMPipeline
+from echokdm.pipelines import KDMOutput
 
-SIZE = 32
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _tiny_kdm import SIZE, tiny_pipeline
+
 FAST = {"k": 2, "num_inference_steps": 3, "progress": False}
-
-
-def _unet(sample_channels, condition_channels):
-    torch.manual_seed(0)
-    return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
-                           condition_embed_channels=8, downsample=4, sample_size=SIZE // 4,
-                           block_out_channels=(16, 32), attention_levels=(False, True), layers_per_block=1,
-                           norm_num_groups=8, flow_scale=4.0).eval()
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    torch.manual_seed(0)
-    vae = make_autoencoder(block_out_channels=(8, 16, 16), latent_channels=4, sample_size=SIZE, norm_num_groups=8).eval()
-    return KDMPipeline(_unet(2, 7), _unet(4, 6), vae)
+    return tiny_pipeline()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """``synthesize_cohort`` and ``echokdm synthesize`` on a tiny phantom NIfTI cohort with a tiny random pipeline."""
 
 import argparse
+import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,20 +26,12 @@ from echokdm.generation.synthesize import (
 )
 from echokdm.geometry.keypoints import keypoints_to_mask
 from echokdm.io.echonet import read_echonet_clip, read_echonet_filelist
-from echokdm.models.kdm import ConditionalUNet, make_autoencoder
 from echokdm.models.segmentation import LVSegmentationNet
-from echokdm.pipelines import KDMPipeline
 
-SIZE = 32
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _tiny_kdm import SIZE, tiny_pipeline
+
 FAST = {"k": 2, "num_inference_steps": 3, "fps": 10.0, "progress": False}
-
-
-def _unet(sample_channels, condition_channels):
-    torch.manual_seed(0)
-    return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
-                           condition_embed_channels=8, downsample=4, sample_size=SIZE // 4,
-                           block_out_channels=(16, 32), attention_levels=(False, True), layers_per_block=1,
-                           norm_num_groups=8, flow_scale=4.0).eval()
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +39,7 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthesize")
     cohort = write_cohort(root / "cohort", n_patients=3, format="nifti", size=SIZE, fps=20.0, n_beats=1.3, seed=0,
                           progress=False)
-    torch.manual_seed(0)
-    vae = make_autoencoder(block_out_channels=(8, 16, 16), latent_channels=4, sample_size=SIZE, norm_num_groups=8)
-    KDMPipeline(_unet(2, 7), _unet(4, 6), vae.eval()).save_pretrained(root / "pipe")
+    tiny_pipeline().save_pretrained(root / "pipe")
     manifest = cohort.manifest
     assert sorted(manifest["split"]) == ["train", "train", "val"]  # the layout the tests rely on
     return {"manifest": root / "cohort" / "manifest.csv", "pipe": root / "pipe", "table": manifest}

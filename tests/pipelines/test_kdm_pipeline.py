@@ -1,31 +1,25 @@
 """KDM pipelines with tiny random components: shapes, determinism, k = 0, γ = 0, save/load."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from echokdm.data.phantom import sample_patient, simulate_clip
 from echokdm.geometry.flow import warp
-from echokdm.models.kdm import ConditionalUNet, make_autoencoder
+from echokdm.models.kdm import ConditionalUNet
 from echokdm.pipelines import FlowToImagePipeline, KDMPipeline, KeypointToFlowPipeline
 from echokdm.pipelines.kdm import gamma_from_keypoints
 
-SIZE = 32
-
-
-def _unet(sample_channels, condition_channels):
-    torch.manual_seed(0)
-    return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
-                           condition_embed_channels=8, downsample=4, sample_size=SIZE // 4,
-                           block_out_channels=(16, 32), attention_levels=(False, True), layers_per_block=1,
-                           norm_num_groups=8, flow_scale=4.0).eval()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _tiny_kdm import SIZE, tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    torch.manual_seed(0)
-    vae = make_autoencoder(block_out_channels=(8, 16, 16), latent_channels=4, sample_size=SIZE, norm_num_groups=8).eval()
-    return KDMPipeline(_unet(2, 7), _unet(4, 6), vae)
+    return tiny_pipeline()
 
 
 @pytest.fixture(scope="module")
