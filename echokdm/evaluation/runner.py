@@ -382,9 +382,8 @@ def summarise_frames(frames: pd.DataFrame, clips: pd.DataFrame, *, n_boot: int =
     return patients, summary, table3
 
 
-def _memorisation(frame_table: pd.DataFrame, manifest: pd.DataFrame, manifest_path: Path, out: Path | None,
-                  cases: list[EvalCase], generated: dict[str, np.ndarray], config: EvaluateConfig,
-                  size: int, progress: bool) -> pd.DataFrame:
+def _memorisation(manifest: pd.DataFrame, out: Path | None, cases: list[EvalCase], generated: dict[str, np.ndarray],
+                  config: EvaluateConfig, size: int, progress: bool) -> pd.DataFrame:
     """Nearest-training-frame distances of the KDM frames against those of the real held-out targets."""
     from tqdm.auto import tqdm
 
@@ -520,8 +519,8 @@ def evaluate(manifest: str | os.PathLike, pipeline: str | os.PathLike | None = N
     patients, summary, table3 = summarise_frames(frames_all, clips_all, n_boot=config.n_boot)
     memo = pd.DataFrame()
     if config.memorisation:
-        memo = _memorisation(frames_all, table, manifest_path, out_path, cases,
-                             {m: np.concatenate(v) for m, v in kdm_frames.items()}, config, size, progress)
+        memo = _memorisation(table, out_path, cases, {m: np.concatenate(v) for m, v in kdm_frames.items()}, config,
+                             size, progress)
     if out_path is not None:
         _write_csv(frames_all, out_path / "per_frame.csv")
         _write_csv(clips_all, out_path / "per_clip.csv")
