@@ -36,6 +36,7 @@ _LAZY = {
     "write_loop": "export",
     "write_synthetic_dicom": "export",
     "write_echonet_cohort": "export",
+    "write_echonet_items": "export",
     "synthesize_cohort": "synthesize",
     "sample_efs": "synthesize",
     "SynthesisResult": "synthesize",

@@ -117,6 +117,7 @@ __all__ = [
     "read_keypoints_csv",
     "validate_dicom",
     "write_echonet_cohort",
+    "write_echonet_items",
     "write_loop",
     "write_synthetic_dicom",
 ]
@@ -1013,13 +1014,29 @@ def write_echonet_cohort(
         (f"synthetic_{number:05d}", loop) for number, loop in enumerate(loops)]
     targets = [root / "FileList.csv", root / "VolumeTracings.csv", root / COHORT_CSV_NAME]
     _refuse_existing([*targets, *(root / "Videos" / f"{name}.avi" for name, _ in named)], overwrite)
-    items, rows = [], []
-    for name, loop in named:
-        item, row = _echonet_item(str(name), _loop_fields(loop, what=f"loop {name!r}"), split)
-        items.append(item)
-        rows.append(row)
-    write_echonet_dataset(root, items, overwrite=overwrite)
-    with atomic_output(targets[2], overwrite=overwrite) as tmp:
+    return write_echonet_items(root, ((name, loop, split) for name, loop in named), overwrite=overwrite)
+
+
+def write_echonet_items(root: str | os.PathLike, named_loops: Iterable[tuple[str, Any, str]], *,
+                        overwrite: bool = False) -> Path:
+    """Write ``(name, loop, split)`` triples in the EchoNet-Dynamic layout, one loop at a time.
+
+    The streaming core of :func:`write_echonet_cohort` (which checks every target first): each
+    video is written as its loop arrives (:func:`~echokdm.io.echonet.write_echonet_dataset`
+    consumes a generator), so loops made one by one (``echokdm synthesize``) need not all be
+    held in memory; ``FileList.csv``, ``VolumeTracings.csv`` and the side table follow.
+    """
+    root = Path(root)
+    rows: list[dict[str, Any]] = []
+
+    def items():
+        for name, loop, split in named_loops:
+            item, row = _echonet_item(str(name), _loop_fields(loop, what=f"loop {name!r}"), split)
+            rows.append(row)
+            yield item
+
+    write_echonet_dataset(root, items(), overwrite=overwrite)
+    with atomic_output(root / COHORT_CSV_NAME, overwrite=overwrite) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     _warn_pixel_volumes([row["FileName"] for row in rows if row["volume_units"] != "mL"])
     return root

@@ -54,7 +54,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -565,37 +565,6 @@ def _loops(pipe, seg, sources: list[_Source], plan: _Plan, size: tuple[int, int]
         yield name, loop, source.split
 
 
-def _write_echonet_streaming(root: Path, named_loops: Iterable[tuple[str, Any, str]], overwrite: bool) -> None:
-    """:func:`~echokdm.generation.export.write_echonet_cohort` for loops made one at a time.
-
-    ``write_echonet_cohort`` holds every loop in memory before writing; this feeds
-    :func:`~echokdm.io.echonet.write_echonet_dataset` (which writes each video as its item
-    arrives) from a generator and writes the same side table, with the same helpers. Each clip's
-    ``Split`` is its own (the source clip's split, upper case).
-    """
-    from echokdm.generation.export import (
-        COHORT_CSV_NAME,
-        _echonet_item,
-        _loop_fields,
-        _warn_pixel_volumes,
-    )
-    from echokdm.io._atomic import atomic_output
-    from echokdm.io.echonet import write_echonet_dataset
-
-    side_rows: list[dict[str, Any]] = []
-
-    def items() -> Iterator[dict[str, Any]]:
-        for name, loop, split in named_loops:
-            item, row = _echonet_item(name, _loop_fields(loop, what=f"loop {name!r}"), split.upper())
-            side_rows.append(row)
-            yield item
-
-    write_echonet_dataset(root, items(), overwrite=overwrite)
-    with atomic_output(root / COHORT_CSV_NAME, overwrite=overwrite) as tmp:
-        pd.DataFrame(side_rows).to_csv(tmp, index=False)
-    _warn_pixel_volumes([row["FileName"] for row in side_rows if row["volume_units"] != "mL"])
-
-
 def _planned_paths(out: Path, n_loops: int) -> list[Path]:
     """Every file :func:`synthesize_cohort` may write."""
     from echokdm.generation.export import COHORT_CSV_NAME
@@ -922,8 +891,10 @@ def synthesize_cohort(
                          memorisation_frames=budget)
     cohort_rows: list[dict[str, Any]] = []
     out.mkdir(parents=True, exist_ok=True)
-    _write_echonet_streaming(out, _loops(pipe, seg, sources, plan, size, nearest, cohort_rows, skipped, progress),
-                             overwrite)
+    from echokdm.generation.export import write_echonet_items
+
+    loops = _loops(pipe, seg, sources, plan, size, nearest, cohort_rows, skipped, progress)
+    write_echonet_items(out, ((name, loop, split.upper()) for name, loop, split in loops), overwrite=overwrite)
     return _finish(out, cohort_rows, skipped, memo, nearest, reference, settings, overwrite)
 
 
