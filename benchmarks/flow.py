@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_time, save  # noqa: E402
+from _common import best_time, save
 
 PACKAGED = Path(__file__).resolve().parent.parent / "echokdm" / "checkpoints" / "ofnet_phantom_112"
 GAPS = (1, 2, 4, 8, 16)
@@ -73,23 +73,23 @@ def _dataset(n_patients: int, per_gap: int, seed: int):
     return data, clips
 
 
-def _ofnet_flows(checkpoint: Path, data: dict) -> tuple[np.ndarray, object]:
+def _ofnet_flows(checkpoint: Path, data: dict, device: str = "cpu") -> tuple[np.ndarray, object]:
     import torch
 
     from echokdm.models.ofnet import OFNet
 
-    model = OFNet.from_pretrained(checkpoint).eval()
+    model = OFNet.from_pretrained(checkpoint).eval().to(device)
     flows = model.predict(torch.from_numpy(data["source"]), torch.from_numpy(data["target"]), batch_size=32)
     return flows.numpy(), model
 
 
-def _method_flows(data: dict, checkpoint: Path | None, figures: dict) -> dict[str, np.ndarray]:
+def _method_flows(data: dict, checkpoint: Path | None, figures: dict, device: str = "cpu") -> dict[str, np.ndarray]:
     from echokdm.baselines import ilk_flow, tps_flow, tvl1_flow
 
     flows = {"zero": np.zeros_like(data["flow"])}
     if checkpoint is not None:
         start = time.perf_counter()
-        flows["ofnet"], _ = _ofnet_flows(checkpoint, data)
+        flows["ofnet"], _ = _ofnet_flows(checkpoint, data, device)
         figures["ofnet_eval_seconds"] = round(time.perf_counter() - start, 2)
     for name, fn in (("tvl1", tvl1_flow), ("ilk", ilk_flow)):
         start = time.perf_counter()
@@ -100,7 +100,13 @@ def _method_flows(data: dict, checkpoint: Path | None, figures: dict) -> dict[st
 
 
 def _metrics(data: dict, flows: dict[str, np.ndarray], figures: dict) -> None:
-    from echokdm.metrics.flow import endpoint_error, flow_mae, flow_rmse, warped_mse, warped_ssim
+    from echokdm.metrics.flow import (
+        endpoint_error,
+        flow_mae,
+        flow_rmse,
+        warped_mse,
+        warped_ssim,
+    )
 
     truth, fan = data["flow"], data["fan"]
     moving = fan & (np.linalg.norm(truth, axis=1) > 0.5)
@@ -119,14 +125,14 @@ def _metrics(data: dict, flows: dict[str, np.ndarray], figures: dict) -> None:
     figures["paper_ofnet_warp_mse_echonet"] = PAPER_WARP_MSE
 
 
-def _speed(checkpoint: Path, clips, figures: dict, repeats: int) -> None:
+def _speed(checkpoint: Path, clips, figures: dict, repeats: int, device: str = "cpu") -> None:
     import torch
 
     from echokdm.models.ofnet import OFNet
     from echokdm.training.flow import frame_pairs, predict_clip_flows
 
-    model = OFNet.from_pretrained(checkpoint).eval()
-    frames = torch.from_numpy(np.concatenate([c.frames for c in clips]))[:, None]  # (N, 1, 112, 112)
+    model = OFNet.from_pretrained(checkpoint).eval().to(device)
+    frames = torch.from_numpy(np.concatenate([c.frames for c in clips]))[:, None].to(device)  # (N, 1, 112, 112)
     n = min(128, len(frames) - 1)
     src, tgt = frames[:n], frames[1 : n + 1]
 
@@ -134,6 +140,8 @@ def _speed(checkpoint: Path, clips, figures: dict, repeats: int) -> None:
         with torch.inference_mode():
             for i in range(0, n, 32):
                 model(src[i : i + 32], tgt[i : i + 32])
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     figures["ofnet_pairs_per_s_112"] = round(n / best_time(batched, repeats), 1)
     clip = clips[0]
@@ -159,6 +167,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="OF-net folder (a run's best/); default: the packaged ofnet_phantom_112 if present")
     parser.add_argument("--seed", type=int, default=2024, help="held-out phantom patients (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where OF-net runs (default cpu)")
     args = parser.parse_args()
     n_patients, per_gap, repeats = (2, 2, 2) if args.quick else (8, 4, 5)
     checkpoint = args.checkpoint or (PACKAGED if (PACKAGED / "config.json").exists() else None)
@@ -168,11 +177,11 @@ def main() -> None:
     start = time.perf_counter()
     data, clips = _dataset(n_patients, per_gap, args.seed)
     figures: dict = {"checkpoint": str(checkpoint) if checkpoint else "none", "patients": n_patients,
-                     "pairs": len(data["label"]), "size": 112, "decorrelation": 0.03}
-    flows = _method_flows(data, checkpoint, figures)
+                     "pairs": len(data["label"]), "size": 112, "decorrelation": 0.03, "device": args.device}
+    flows = _method_flows(data, checkpoint, figures, args.device)
     _metrics(data, flows, figures)
     if checkpoint is not None:
-        _speed(checkpoint, clips, figures, repeats)
+        _speed(checkpoint, clips, figures, repeats, args.device)
     _checks(figures)
     figures["benchmark_seconds"] = round(time.perf_counter() - start, 1)
     save("flow" + ("_quick" if args.quick else ""), figures)

@@ -87,13 +87,13 @@ def _flow_representation(flows: np.ndarray) -> dict:
             "flow_mean_magnitude_px": round(float(np.linalg.norm(flows, axis=1).mean()), 4)}
 
 
-def _speed(pipe_folder: Path, case, steps: int, k: int) -> dict:
+def _speed(pipe_folder: Path, case, steps: int, k: int, device: str = "cpu") -> dict:
     """Seconds per generated frame, per-frame and γ modes, on one case (one batch)."""
     import torch
 
     from echokdm.pipelines.kdm import KDMPipeline
 
-    pipe = KDMPipeline.from_pretrained(pipe_folder)
+    pipe = KDMPipeline.from_pretrained(pipe_folder).to(device)
     src, kp = case.frames[case.source], case.keypoints[case.source]
     targets = case.keypoints[case.targets]
     figures = {}
@@ -118,6 +118,7 @@ def main() -> None:
                         help="the training cohort's manifest: adds the memorisation check against its train split")
     parser.add_argument("--out", type=Path, default=None, help="evaluation folder (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="2 patients, 3 targets, 20 steps (CI smoke run)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the models run (default cpu)")
     args = parser.parse_args()
 
     from echokdm.data.phantom.export import write_cohort
@@ -136,7 +137,7 @@ def main() -> None:
         seg = PACKAGED.with_name("seg_phantom_112")
         config = EvaluateConfig(split="all", max_targets=max_targets, num_inference_steps=steps, k=k,
                                 lpips_backbone=backbone, segmentation=str(seg) if seg.is_dir() else None, memorisation=args.training_manifest is not None,
-                                training_manifest=args.training_manifest, n_boot=2000)
+                                training_manifest=args.training_manifest, n_boot=2000, device=args.device)
         started = time.perf_counter()
         result = evaluate(cohort / "manifest.csv", pipe, pipeline_noflow=noflow, out=out, config=config,
                           progress=not args.quick, overwrite=True)
@@ -161,7 +162,7 @@ def main() -> None:
         figures.update(PAPER)
         figures.update(_autoencoder_figures(vae, frames, backbone))
         figures.update(_flow_representation(flows))
-        figures.update(_speed(pipe, cases[0], steps, k))
+        figures.update(_speed(pipe, cases[0], steps, k, args.device))
         if len(result.memorisation):
             memo = result.memorisation.iloc[0]
             figures["memorisation_fraction_closer"] = round(float(memo["fraction_closer"]), 4)

@@ -173,10 +173,10 @@ def cmd_train_autoencoder(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from echokdm.training.segmentation import segment_manifest
+    from echokdm.parallel import segment_manifest_parallel
 
-    table, skipped = segment_manifest(args.manifest, args.checkpoint, args.out, overwrite=args.overwrite,
-                                      progress=not args.no_progress)
+    table, skipped = segment_manifest_parallel(args.manifest, args.checkpoint, args.out, workers=args.workers,
+                                               overwrite=args.overwrite, progress=not args.no_progress)
     print(f"segmented {len(table)} clip(s), {int(table['n_frames'].sum()) if len(table) else 0} frames -> {args.out}")
     scored = table.dropna(subset=["dice"]) if len(table) else table
     if len(scored):
@@ -312,9 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = train_sub.add_parser("kdm", help="KDM: autoencoder, K2F, F2I (and the w/o-K2F F2I), then the pipeline",
                              description="Train the KDM stages in order on a manifest's frame pairs; a stage whose "
-                                         "best/ exists is skipped. Writes <out>/pipeline (and pipeline_noflow).")
-    t.add_argument("--config", required=True, help="YAML config, e.g. configs/echo/kdm_112.yaml")
-    t.add_argument("--manifest", required=True, help="manifest CSV (a phantom cohort, or real data with masks)")
+                                         "best/ exists is skipped. Writes <out>/pipeline (and pipeline_noflow). The "
+                                         "config's data.adapter (echo, face, pose …) chooses the keypoints, the "
+                                         "manifest kind and the conditioning images (docs/adapters.md).")
+    t.add_argument("--config", required=True,
+                   help="YAML config, e.g. configs/echo/kdm_112.yaml, configs/face/kdm_224.yaml, configs/pose/kdm_224.yaml")
+    t.add_argument("--manifest", required=True,
+                   help="manifest CSV: echo (a phantom cohort, or real data with masks) or, for face/pose, a sequence "
+                        "manifest (echokdm procedural writes one)")
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--stages", nargs="+", choices=("autoencoder", "k2f", "f2i", "f2i_noflow"),
                    help="train only these stages (default: all, in order)")
@@ -348,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest")
     p.add_argument("--checkpoint", required=True, help="model folder (a run's best/ or last/)")
     p.add_argument("-o", "--out", required=True, help="output folder (masks/*.npz, segmentation.csv)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes, one clip at a time each (default: %(default)s); an interrupted run "
+                        "continues where it stopped when run again")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier segmentation.csv")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_segment)
@@ -368,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     from echokdm.cli_synthesize import register as register_synthesize_command
 
     register_synthesize_command(sub)
+
+    from echokdm.cli_procedural import register as register_procedural_command
+
+    register_procedural_command(sub)
 
     p = sub.add_parser("info", help="describe one echo file",
                        description="Read one file and print its frames, frame rate, calibration and metadata.")

@@ -8,8 +8,9 @@ adds the ``flow`` command (flow caching) to the ``echokdm`` parser's subparsers.
 from __future__ import annotations
 
 import argparse
+import functools
 
-__all__ = ["register_train", "register", "cmd_train_flow", "cmd_flow"]
+__all__ = ["cmd_flow", "cmd_train_flow", "register", "register_train"]
 
 
 def cmd_train_flow(args: argparse.Namespace) -> int:
@@ -34,12 +35,16 @@ def cmd_train_flow(args: argparse.Namespace) -> int:
 
 
 def cmd_flow(args: argparse.Namespace) -> int:
-    """Cache OF-net flows of every frame pair of a manifest (resumable)."""
+    """Cache OF-net flows of every frame pair of a manifest (resumable), in ``--workers`` processes."""
+    from echokdm.parallel import cache_flows_parallel
     from echokdm.training.flow import cache_flows
 
-    table, skipped = cache_flows(args.manifest, args.checkpoint, args.out, gaps=tuple(args.gaps), splits=args.splits,
-                                 batch_size=args.batch_size, device=args.device, resume=not args.no_resume,
-                                 overwrite=args.overwrite, progress=not args.no_progress)
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    run = cache_flows if args.workers == 1 else functools.partial(cache_flows_parallel, workers=args.workers)
+    table, skipped = run(args.manifest, args.checkpoint, args.out, gaps=tuple(args.gaps), splits=args.splits,
+                         batch_size=args.batch_size, device=args.device, resume=not args.no_resume,
+                         overwrite=args.overwrite, progress=not args.no_progress)
     computed = table[table["status"] == "computed"] if len(table) else table
     cached = len(table) - len(computed)
     pairs = int(computed["n_pairs"].sum()) if len(computed) else 0
@@ -86,6 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="splits to cache (default: all)")
     p.add_argument("--batch-size", type=int, default=32, help="pairs per batch (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes, one clip at a time each, with cpu_count / N threads (default: "
+                        "%(default)s; on a GPU one process with a large --batch-size is usually enough)")
     p.add_argument("--no-resume", action="store_true", help="fail instead of skipping clips already cached")
     p.add_argument("--overwrite", action="store_true", help="recompute every clip")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -12,6 +12,14 @@ Outputs in ``--out`` (``<stem>`` defaults to ``<clip>_f<frame>_<motion>``):
 * ``<stem>_flows.npz``: ``flows`` ``float32`` ``(T, 2, H, W)`` (dx, dy px into the source),
   ``keypoints`` ``(T, 40, 2)``, ``gammas`` (empty in per-frame mode) and ``fps``;
 * ``<stem>_generate.json``: the settings, the EF target and the EF achieved.
+
+The pipeline folder names its keypoint adapter (``kdm_pipeline.json``). A pipeline of another
+adapter than echo (faces, poses) goes through the generic path of
+:mod:`echokdm.generation.keypoint_edit`: SOURCE is an image, a folder of frames or a video,
+``--keypoints`` the adapter's keypoint file(s) of it (``.pts``, OpenPose JSON, CSV …), the motion
+``--target-keypoints``, ``--drag`` or ``--own`` (a sequence with a keypoint file per frame), and
+the outputs MP4, GIF, PNG frames, keypoints (wide CSV and the adapter's own files), flows, a
+preview and the settings (with the keypoint distance MD of re-detected keypoints, ``--detect``).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ __all__ = ["DEFAULT_FPS", "cmd_generate", "register"]
 
 #: Loop frame rate when neither --fps nor the motion's clip gives one.
 DEFAULT_FPS = 50.0
+_ECHO_FORMATS = "mp4,gif,dicom,nifti"
 _MOTIONS = ("own", "transfer", "ef", "drag", "target_keypoints")
 _MOTION_NAMES = {"own": "own", "transfer": "transfer", "ef": "synthetic", "drag": "drag",
                  "target_keypoints": "keypoints"}
@@ -256,9 +265,27 @@ def _print_result(loop, written: dict) -> None:
         print(f"  {name:>9}: {path}")
 
 
+def _pipeline_adapter(args: argparse.Namespace) -> str:
+    """The adapter named by the pipeline folder (``kdm_pipeline.json``; echo for older folders);
+    ``--adapter`` must agree with it."""
+    folder = Path(args.pipeline)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such pipeline folder (--pipeline)")
+    meta = folder / "kdm_pipeline.json"
+    saved = json.loads(meta.read_text()).get("adapter", "echo") if meta.exists() else "echo"
+    if args.adapter is not None and args.adapter != saved:
+        raise ValueError(f"--adapter {args.adapter}: the pipeline {folder} was trained for adapter {saved!r}")
+    return saved
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate one loop and write it; returns the exit code (0 = success)."""
     motion = _chosen_motion(args)
+    adapter = _pipeline_adapter(args)
+    if adapter != "echo":
+        return _cmd_generate_edit(args, adapter)
+    args.formats = args.formats or _ECHO_FORMATS
+    args.drag_sigma = 3.0 if args.drag_sigma is None else args.drag_sigma
     _formats(args.formats)
     if args.side_by_side and motion != "own":
         raise ValueError("--side-by-side needs --own (the real frames of the clip are the reference)")
@@ -286,15 +313,86 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------
+# other adapters (faces, poses): echokdm.generation.keypoint_edit
+# --------------------------------------------------------------------------------------------
+
+#: Options that only echo has (hearts: EF, masks, segmentation, DICOM …).
+_ECHO_ONLY = {"transfer": "--transfer", "ef": "--ef", "mask": "--mask", "segmentation": "--segmentation",
+              "crop_to_fan": "--crop-to-fan", "side_by_side": "--side-by-side", "format": "--format",
+              "transfer_keypoints": "--transfer-keypoints", "transfer_ed": "--transfer-ed"}
+
+
+def _edit_targets(args: argparse.Namespace, adapter, source) -> tuple[np.ndarray, np.ndarray]:
+    """``(source keypoints (N, 2), targets (T, N, 2))`` of the chosen motion for a non-echo adapter."""
+    from echokdm.generation.keypoint_edit import read_keypoint_sequence
+    from echokdm.generation.motion import drag_motion, load_drag_file
+
+    motion = _chosen_motion(args)
+    if motion == "own":
+        if source.sequence is None:
+            raise ValueError("--own needs a sequence: SOURCE a folder of frames or a video and --keypoints a folder "
+                             "(one file per frame) or a file holding every frame")
+        return source.sequence[args.frame], source.sequence[args.frame:_stop(args.frame, args.frames)]
+    if motion == "drag":
+        vectors = load_drag_file(args.drag, n_keypoints=adapter.n_keypoints)
+        sigma = 0.0 if args.drag_sigma is None else args.drag_sigma
+        return source.keypoints, drag_motion(source.keypoints, vectors, args.frames or 1, sigma=sigma)
+    return source.keypoints, read_keypoint_sequence(args.target_keypoints, adapter)
+
+
+def _cmd_generate_edit(args: argparse.Namespace, adapter_name: str) -> int:
+    """``echokdm generate`` for a pipeline of another adapter than echo (see the module docstring)."""
+    from echokdm.adapters import get_adapter
+    from echokdm.generation.keypoint_edit import (
+        generate_keypoint_edit,
+        read_edit_source,
+        write_keypoint_edit,
+    )
+
+    used = [flag for name, flag in _ECHO_ONLY.items() if getattr(args, name, None) not in (None, False)]
+    if used:
+        raise ValueError(f"{', '.join(used)}: echo only; this pipeline is for adapter {adapter_name!r} (motions: "
+                         "--target-keypoints, --drag, --own)")
+    adapter = get_adapter(adapter_name)
+    motion = _chosen_motion(args)
+    formats = args.formats or "mp4,gif,png"
+    pipe = _load_pipeline(args.pipeline, args.device)
+    source = read_edit_source(args.source, args.frame, adapter, args.keypoints)
+    out = Path(args.out)
+    stem = args.stem or f"{Path(args.source).name.split('.')[0]}_f{args.frame}_{_MOTION_NAMES[motion]}"
+    _check_free(out, stem, args.overwrite)
+    src_kp, targets = _edit_targets(args, adapter, source)
+    settings = {"source": str(Path(args.source).resolve()), "frame": args.frame, "motion": _MOTION_NAMES[motion],
+                "keypoints_source": source.keypoints_source, "pipeline": str(Path(args.pipeline).resolve()),
+                "steps": args.steps}
+    edit = generate_keypoint_edit(pipe, source.frame, src_kp, targets, fps=args.fps or DEFAULT_FPS, mode=args.mode,
+                                  k=args.k, num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                                  detect=args.detect, progress=not args.no_progress)
+    written = write_keypoint_edit(out, edit, stem=stem, formats=formats, settings=settings, overwrite=args.overwrite)
+    h, w = edit.frames.shape[1:]
+    print(f"generated {edit.n_frames} frame(s) {h}x{w} at {edit.fps:.3g} fps ({adapter_name}, {_MOTION_NAMES[motion]} "
+          "motion)")
+    if edit.kp_md is not None:
+        print(f"  keypoint distance MD (re-detected vs target): {np.nanmean(edit.kp_md[1:]):.2f} px")
+    for name, path in written.items():
+        print(f"  {name:>14}: {path}")
+    return 0
+
+
 def _add_source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="source clip or image: DICOM, AVI/MP4, NIfTI, CAMUS, EchoNet Videos/*.avi, PNG")
+    p.add_argument("source", help="source clip or image: DICOM, AVI/MP4, NIfTI, CAMUS, EchoNet Videos/*.avi, PNG; "
+                                  "for face/pose pipelines an image, a folder of frames or a video")
+    p.add_argument("--adapter", help="keypoint adapter (echo, face, pose …); default, and checked against: the "
+                                     "pipeline's own (kdm_pipeline.json)")
     p.add_argument("--frame", type=int, default=0, help="source frame index, 0-based (default: %(default)s)")
     p.add_argument("--format", choices=("dicom", "echonet", "camus", "nifti", "video"),
                    help="file format of SOURCE and --transfer (default: guessed from the file)")
     p.add_argument("--crop-to-fan", action="store_true", help="DICOM only: crop to the ultrasound fan")
     kp = p.add_mutually_exclusive_group()
     kp.add_argument("--keypoints", metavar="FILE",
-                    help="source keypoints: .csv (frame, x0..x39, y0..y39) or .npy (40, 2) / (T, 40, 2)")
+                    help="source keypoints: .csv (frame, x0..x{N-1}, y0..y{N-1}) or .npy (N, 2) / (T, N, 2); "
+                         "face: .pts/.json, pose: OpenPose .json; a folder of one file per frame for sequences")
     kp.add_argument("--mask", metavar="FILE", help="LV mask of the source frame: .npy, .png or .nii.gz")
     p.add_argument("--segmentation", metavar="MODEL",
                    help="segmentation model folder: source keypoints when neither --keypoints, --mask nor the "
@@ -310,8 +408,10 @@ def _add_motion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--transfer", metavar="OTHER", help="another clip whose motion is transferred onto the source")
     g.add_argument("--ef", type=float, metavar="EF", help="a synthetic beat with this ejection fraction (percent)")
     g.add_argument("--drag", metavar="FILE",
-                   help="drag vectors: .npy (40, 2) dx, dy px, or .csv (keypoint, dx, dy) spread to neighbours")
-    g.add_argument("--target-keypoints", metavar="FILE", help="target keypoints (T, 40, 2): .csv or .npy")
+                   help="drag vectors (appendix D, target = source + v): .npy (N, 2) dx, dy px, or .csv (keypoint, "
+                        "dx, dy) spread to neighbours")
+    g.add_argument("--target-keypoints", metavar="FILE",
+                   help="target keypoints (T, N, 2): .csv or .npy (face/pose also .pts/.json, or a folder of files)")
     o = p.add_argument_group("motion options")
     o.add_argument("--transfer-keypoints", metavar="FILE", help="keypoints of every frame of OTHER (.csv or .npy)")
     o.add_argument("--transfer-ed", type=int, metavar="N", help="OTHER's end-diastolic frame (default: detected)")
@@ -320,8 +420,9 @@ def _add_motion_args(p: argparse.ArgumentParser) -> None:
                         "length, source -> target -> back (default: 1, the edited frame alone)")
     o.add_argument("--heart-rate", type=float, default=70.0, help="--ef: heart rate in bpm (default: %(default)s)")
     o.add_argument("--beats", type=float, default=1.0, help="--ef: number of beats (default: %(default)s)")
-    o.add_argument("--drag-sigma", type=float, default=3.0,
-                   help="--drag with sparse vectors: spread along the wall in keypoints (default: %(default)s)")
+    o.add_argument("--drag-sigma", type=float, default=None,
+                   help="--drag with sparse vectors: spread along the keypoint index (echo: along the wall) in "
+                        "keypoints (default: 3 for echo, 0 = only the listed keypoints for other adapters)")
     o.add_argument("--fps", type=float, help=f"frame rate of the loop (default: the motion's clip, else {DEFAULT_FPS:g})")
 
 
@@ -332,14 +433,17 @@ def register(subparsers) -> None:
         description="Generate a cine loop with a KDM pipeline from one SOURCE frame and a motion of its 40 LV "
                     "keypoints: the clip's own motion, another clip's motion transferred onto this heart, a "
                     "synthetic beat at a chosen EF, a drag edit, or given target keypoints. Writes the loop, its "
-                    "keypoints, flows and settings, and prints the EF target and achieved.")
+                    "keypoints, flows and settings, and prints the EF target and achieved. A face or pose "
+                    "pipeline (its folder names the adapter) takes an image, frames folder or video with its "
+                    "keypoint files and --target-keypoints, --drag or --own, and writes MP4/GIF/PNG frames, "
+                    "keypoints, flows and a preview.")
     _add_source_args(p)
     _add_motion_args(p)
     p.add_argument("--pipeline", required=True, metavar="FOLDER", help="KDM pipeline folder (save_pretrained)")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--stem", help="output file name stem (default: <clip>_f<frame>_<motion>)")
-    p.add_argument("--formats", default="mp4,gif,dicom,nifti",
-                   help="comma-separated loop formats for write_loop (default: %(default)s)")
+    p.add_argument("--formats", default=None,
+                   help=f"comma-separated loop formats (default: {_ECHO_FORMATS} for echo, mp4,gif,png otherwise)")
     p.add_argument("--mode", choices=("gamma", "per_frame"), default="gamma",
                    help="one K2F flow scaled by gamma per frame, or one flow per frame (default: %(default)s)")
     p.add_argument("--steps", type=int, default=200, help="DDIM steps (default: %(default)s)")
@@ -347,6 +451,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=8, help="frames per network call (default: %(default)s)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--detect", action="store_true",
+                   help="face/pose: re-detect keypoints on the generated frames with the adapter's detector and "
+                        "report the keypoint distance MD (face: needs face-alignment or dlib)")
     p.add_argument("--side-by-side", action="store_true",
                    help="with --own: also write <stem>_side_by_side.mp4, the real clip | the generated loop")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -1,15 +1,19 @@
 """The ``echokdm keypoints`` and ``echokdm ef`` commands.
 
-Argument parsing and printing only; the work is done by :mod:`echokdm.metrics.lv_function`.
-:func:`register` adds both commands to the ``echokdm`` parser's subparsers.
+Argument parsing and printing only; the work is done by :mod:`echokdm.metrics.lv_function`, one
+clip at a time through :func:`echokdm.parallel.keypoints_table_parallel` (``--workers N``
+processes; each clip's result is kept in a hidden parts folder next to the output until the table
+is written, so an interrupted run continues where it stopped when run again). :func:`register`
+adds both commands to the ``echokdm`` parser's subparsers.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
-__all__ = ["register", "cmd_keypoints", "cmd_ef"]
+__all__ = ["cmd_ef", "cmd_keypoints", "register"]
 
 _DIRECTIONS = ("up", "down", "left", "right")
 
@@ -41,11 +45,19 @@ def _write_skipped(skipped: list[tuple[str, str]], path: Path, overwrite: bool) 
     return write_table(pd.DataFrame(skipped, columns=["item", "reason"]), path, overwrite=overwrite)
 
 
-def _table(args: argparse.Namespace):
-    from echokdm.metrics.lv_function import keypoints_table
+def _table(args: argparse.Namespace, parts: Path):
+    """The keypoints table of the manifest, clip by clip in ``args.workers`` processes; per-clip results
+    in ``parts`` (reused when the same command is run again after an interruption)."""
+    from echokdm.parallel import keypoints_table_parallel
 
-    return keypoints_table(args.manifest, smooth_sigma_frames=args.smooth_sigma, apex_direction=args.apex_direction,
-                           progress=not args.no_progress, segmentation=args.segmentation)
+    return keypoints_table_parallel(args.manifest, parts, workers=args.workers, smooth_sigma_frames=args.smooth_sigma,
+                                    apex_direction=args.apex_direction, segmentation=args.segmentation,
+                                    progress=not args.no_progress)
+
+
+def _parts_folder(output: Path) -> Path:
+    """The hidden folder of per-clip results beside ``output``."""
+    return output.with_name(f".{output.name}.parts")
 
 
 def cmd_keypoints(args: argparse.Namespace) -> int:
@@ -57,13 +69,15 @@ def cmd_keypoints(args: argparse.Namespace) -> int:
         raise ValueError(f"{output}: the output must end in .parquet or .csv")
     skipped_path = output.with_name(output.stem + "_skipped.csv")
     _check_free([output, skipped_path], args.overwrite)
-    result = _table(args)
+    parts = _parts_folder(output)
+    result = _table(args, parts)
     write_table(result.frames, output, overwrite=args.overwrite)
     frames = result.frames
     print(f"wrote {output}: {len(frames)} frame(s) of {len(result.clips)} clip(s) "
           f"({(frames['mask_source'] == 'mask').sum()} from masks, {(frames['mask_source'] == 'tracing').sum()} "
           "from tracings)")
     _print_skipped(result.skipped, _write_skipped(result.skipped, skipped_path, args.overwrite))
+    shutil.rmtree(parts, ignore_errors=True)
     return 0 if len(result.clips) else 1
 
 
@@ -76,13 +90,19 @@ def _print_summary(summary) -> None:
 
 def cmd_ef(args: argparse.Namespace) -> int:
     """Per-clip EDV, ESV, EF and beats; agreement with ef_reference and Bland–Altman plot."""
-    from echokdm.metrics.lv_function import ef_agreement, ef_table, plot_ef_agreement, write_table
+    from echokdm.metrics.lv_function import (
+        ef_agreement,
+        ef_table,
+        plot_ef_agreement,
+        write_table,
+    )
 
     out = Path(args.out)
     paths = {name: out / f"ef_{name}" for name in ("per_clip.csv", "summary.csv", "skipped.csv",
                                                   "bland_altman.png", "scatter.png")}
     _check_free(list(paths.values()), args.overwrite)
-    table = _table(args)
+    parts = _parts_folder(out / "ef_keypoints")
+    table = _table(args, parts)
     result = ef_table(table)
     write_table(result.clips, paths["per_clip.csv"], overwrite=args.overwrite)
     measured = result.clips["ef"].notna().sum()
@@ -98,6 +118,7 @@ def cmd_ef(args: argparse.Namespace) -> int:
         print("no clip has both an EF and an ef_reference: no agreement summary or plots")
     skipped = table.skipped + result.skipped
     _print_skipped(skipped, _write_skipped(skipped, paths["skipped.csv"], args.overwrite))
+    shutil.rmtree(parts, ignore_errors=True)
     return 0 if measured else 1
 
 
@@ -111,8 +132,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "0 for none (default: %(default)s)")
     p.add_argument("--apex-direction", choices=_DIRECTIONS, default="up",
                    help="where the apex points in the image (default: %(default)s)")
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="worker processes, one clip at a time each (default: %(default)s); an interrupted run "
+                        "continues where it stopped when run again")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def register(subparsers) -> None:

@@ -13,6 +13,7 @@ __all__ = [
     "ReadError",
     "MissingDecoderError",
     "ManifestError",
+    "MissingDependencyError",
     "EchoKDMWarning",
     "NonUltrasoundWarning",
     "TracingWarning",
@@ -52,6 +53,10 @@ class ManifestError(EchoKDMError, ValueError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{self.path}: {len(self.problems)} problem(s) in manifest:\n{lines}")
+
+
+class MissingDependencyError(EchoKDMError, ImportError):
+    """An optional package that a feature needs is not installed; the message says what to install."""
 
 
 class EchoKDMWarning(UserWarning):

@@ -13,6 +13,7 @@ top-left (shared/DESIGN.md). numpy only.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -67,7 +68,7 @@ class KeypointSchema:
     @property
     def edges(self) -> tuple[tuple[int, int], ...]:
         """Every ``(i, j)`` keypoint pair joined by a drawn segment, in drawing order."""
-        return tuple((a, b) for idx in self.lines.values() for a, b in zip(idx[:-1], idx[1:]))
+        return tuple(pair for idx in self.lines.values() for pair in itertools.pairwise(idx))
 
     def polylines(self, keypoints: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """``[(line name, (P, 2) float64 polyline (x, y)), ...]`` in drawing order (derived first)."""

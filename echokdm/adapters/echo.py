@@ -17,6 +17,11 @@ right wall     keypoints 20 … 39                                      :data:`R
 
 Later rows are drawn over earlier ones. The two walls are not joined at the apex (keypoints
 19 and 20 are the two ends of the most apical chord): the apical gap and its width stay visible.
+
+:data:`ECHO_ADAPTER` (registry name ``"echo"``, :func:`echokdm.adapters.get_adapter`) is what the
+generic KDM core sees: this renderer, the echo manifests and training clips
+(:mod:`echokdm.data.echo_pairs`: phantom or mask keypoints; phantom, cached or TPS flows) and
+keypoint re-detection by an LV segmentation model.
 """
 
 from __future__ import annotations
@@ -24,18 +29,21 @@ from __future__ import annotations
 import numpy as np
 
 from echokdm.adapters._render import KeypointSchema, render_schema
+from echokdm.adapters.base import Adapter
 from echokdm.geometry.keypoints import CHORD_FRACTIONS, N_CHORDS, N_KEYPOINTS
 from echokdm.geometry.volumes import long_axis_from_keypoints
 
 __all__ = [
+    "ANNULUS_COLOUR",
+    "ECHO_ADAPTER",
+    "ECHO_FLIP_PERMUTATION",
     "ECHO_SCHEMA",
     "LEFT_WALL",
-    "RIGHT_WALL",
     "LEFT_WALL_COLOUR",
-    "RIGHT_WALL_COLOUR",
-    "ANNULUS_COLOUR",
     "LONG_AXIS_COLOUR",
-    "ECHO_FLIP_PERMUTATION",
+    "RIGHT_WALL",
+    "RIGHT_WALL_COLOUR",
+    "EchoAdapter",
     "long_axis_line",
     "render_keypoints",
 ]
@@ -120,3 +128,48 @@ def render_keypoints(keypoints: np.ndarray, shape: tuple[int, int], *, thickness
     ((3, 32, 32), [1.0, 0.0, 0.0])
     """
     return render_schema(ECHO_SCHEMA, keypoints, shape, thickness=thickness)
+
+
+class EchoAdapter(Adapter):
+    """The echo domain for the generic KDM core (see the module docstring).
+
+    Training data (``data.keypoints``: ``phantom`` | ``masks``; ``data.flows``: ``phantom`` |
+    ``cache`` | ``tps``) come from an echo manifest (:func:`echokdm.data.manifest.load_manifest`)
+    through :func:`echokdm.data.echo_pairs.echo_clip_loader`.
+    """
+
+    name = "echo"
+    schema = ECHO_SCHEMA
+    default_config = "echo/kdm_112.yaml"
+    keypoint_sources = ("phantom", "masks")
+    flow_sources = ("phantom", "cache", "tps")
+    thickness = 1.0
+
+    def load_manifest(self, path):
+        from echokdm.data.manifest import load_manifest
+
+        return load_manifest(path)
+
+    def clip_loader(self, manifest_path, data):
+        from echokdm.data.echo_pairs import echo_clip_loader
+
+        return echo_clip_loader(manifest_path, data)
+
+    def detect_keypoints(self, frames: np.ndarray, model=None) -> np.ndarray:
+        """40 keypoints ``(T, 40, 2)`` per frame from the masks of an LV segmentation ``model``
+        (an :class:`~echokdm.models.segmentation.LVSegmentationNet`, or anything with its
+        ``predict_masks``), per frame, no temporal smoothing (as ``echokdm evaluate`` scores MD)."""
+        import torch
+
+        from echokdm.geometry.temporal import sequence_keypoints
+
+        if model is None:
+            raise ValueError("echo keypoints are re-detected by an LV segmentation model: pass one "
+                             "(a run's best/ from echokdm train seg, loaded with LVSegmentationNet.from_pretrained)")
+        with torch.inference_mode():
+            masks = model.predict_masks(torch.from_numpy(np.ascontiguousarray(frames, np.float32)))
+        return sequence_keypoints(masks.cpu().numpy(), smooth_sigma_frames=0.0).keypoints
+
+
+ECHO_ADAPTER = EchoAdapter()
+"""The echo adapter instance (registry name ``"echo"``)."""

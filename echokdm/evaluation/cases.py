@@ -139,21 +139,19 @@ def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targe
         ``clip_id → ground-truth .npz`` (:func:`echokdm.training.flow.phantom_truth`), looked up
         when None.
     """
+    from echokdm.data.echo_pairs import echo_clip_keypoints
     from echokdm.data.manifest import read_clip
     from echokdm.geometry.volumes import simpson_volume
     from echokdm.training.flow import _resize_flow, _resize_frames, phantom_truth
-    from echokdm.training.kdm import KDMDataConfig, _clip_keypoints
 
     truth = phantom_truth(manifest_path) if truth is None else truth
     clip_id = str(row["clip_id"])
     has_truth = clip_id in truth
     mode = ("phantom" if has_truth else "masks") if keypoints == "auto" else keypoints
-    data = KDMDataConfig(size=size, keypoints=mode, flows="phantom" if has_truth else "cache",
-                         segmentation=segmentation)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cine = read_clip(row)
-    kp, clip = _clip_keypoints(cine, row, data, truth, size)
+    kp, clip = echo_clip_keypoints(cine, row, mode, truth, size, segmentation=segmentation, need_truth=has_truth)
     frames = _resize_frames(cine.frames, size).astype(np.float32) / 255.0
     source, targets = choose_frames(simpson_volume(kp), max_targets, cine.fps)
     ref = steps = None

@@ -226,12 +226,11 @@ class _Scorers:
             self.segmentation = LVSegmentationNet.from_pretrained(path).eval().to(device)
 
     def keypoints(self, frames: np.ndarray) -> np.ndarray:
-        """Keypoints ``(T, 40, 2)`` re-detected on ``frames`` (NaN where detection fails)."""
-        from echokdm.geometry.temporal import sequence_keypoints
+        """Keypoints ``(T, 40, 2)`` re-detected on ``frames`` (NaN where detection fails) by the echo
+        adapter's detector hook (:meth:`echokdm.adapters.echo.EchoAdapter.detect_keypoints`)."""
+        from echokdm.adapters import get_adapter
 
-        with torch.inference_mode():
-            masks = self.segmentation.predict_masks(torch.from_numpy(np.ascontiguousarray(frames, np.float32)))
-        return sequence_keypoints(masks.cpu().numpy(), smooth_sigma_frames=0.0).keypoints
+        return get_adapter("echo").detect_keypoints(frames, self.segmentation)
 
 
 def _lv_function(volumes: np.ndarray) -> tuple[float, float, float]:

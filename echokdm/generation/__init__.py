@@ -7,6 +7,8 @@
   the source frame and its keypoints from any supported file.
 * :mod:`~echokdm.generation.export`: :func:`write_loop` writes a loop as MP4, GIF, synthetic
   DICOM and NIfTI.
+* :mod:`~echokdm.generation.keypoint_edit`: the same KDM generation for any adapter (faces, poses):
+  :func:`generate_keypoint_edit`, :func:`read_edit_source`, :func:`write_keypoint_edit`.
 
 Submodules are imported on first use (torch only when a loop is generated).
 """
@@ -37,6 +39,10 @@ _LAZY = {
     "write_synthetic_dicom": "export",
     "write_echonet_cohort": "export",
     "write_echonet_items": "export",
+    "generate_keypoint_edit": "keypoint_edit",
+    "read_edit_source": "keypoint_edit",
+    "write_keypoint_edit": "keypoint_edit",
+    "GeneratedEdit": "keypoint_edit",
     "synthesize_cohort": "synthesize",
     "sample_efs": "synthesize",
     "SynthesisResult": "synthesize",

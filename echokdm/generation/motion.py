@@ -14,7 +14,7 @@ frame there. The one exception is :func:`drag_motion` with ``n_frames == 1``: ju
   phantom's volume–time curve, :func:`echokdm.data.phantom.volume_ratio`), by shortening the
   long axis and narrowing the chords about the fixed apex.
 * :func:`drag_motion` — drag editing (KDM paper, appendix D): ``target = source + v``, played
-  source → target → source.
+  source → target → source; for any adapter (``N`` keypoints, 40 for echo).
 * :func:`load_keypoints_file` / :func:`load_drag_file` — keypoints or drag vectors from files.
 
 A keypoint that is missing (a NaN row) stays NaN in the output; it is never guessed.
@@ -309,33 +309,37 @@ def synthetic_motion(
 # ---------------------------------------------------------------------------------------------
 
 
-def spread_drag_vectors(vectors: Mapping[int, tuple[float, float]], sigma: float = 3.0) -> np.ndarray:
-    """Dense drag vectors ``(40, 2)`` from a few dragged keypoints, spread smoothly along the wall.
+def spread_drag_vectors(vectors: Mapping[int, tuple[float, float]], sigma: float = 3.0, *,
+                        n_keypoints: int = N_KEYPOINTS) -> np.ndarray:
+    """Dense drag vectors ``(N, 2)`` from a few dragged keypoints, spread smoothly along the index.
 
-    The displacement field over the keypoint index ``i`` (the boundary walk 0 … 39, left base
-    over the apex to the right base; the annulus is not crossed) is a Gaussian radial-basis
+    The displacement field over the keypoint index ``i`` (for echo the boundary walk 0 … 39, left
+    base over the apex to the right base; the annulus is not crossed) is a Gaussian radial-basis
     interpolation: ``v_i = Σ_k exp(-(i - i_k)² / 2σ²) c_k``, with the coefficients ``c_k``
     chosen so that each dragged keypoint moves by exactly its own vector. Neighbours follow with
-    weights that fall to 0.6 at ``σ`` keypoints and 0.01 at ``3σ``.
+    weights that fall to 0.6 at ``σ`` keypoints and 0.01 at ``3σ``. (For face or pose keypoints,
+    whose index runs over several lines or limbs, use ``sigma=0``: only the listed ones move.)
 
     Parameters
     ----------
     vectors : mapping
-        ``{keypoint index: (dx, dy)}`` in pixels, indices within 0..39.
+        ``{keypoint index: (dx, dy)}`` in pixels, indices within ``0..N-1``.
     sigma : float
         Spread in keypoints; 0 moves only the listed keypoints.
+    n_keypoints : int
+        ``N``, the adapter's keypoint count (40 for echo).
 
     Returns
     -------
     numpy.ndarray
-        ``float64`` ``(40, 2)`` ``(dx, dy)`` pixels.
+        ``float64`` ``(N, 2)`` ``(dx, dy)`` pixels.
     """
     if not vectors:
         raise ValueError("drag vectors are empty: give at least one {keypoint index: (dx, dy)}")
     idx = []
     for key in vectors:
-        if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= int(key) < N_KEYPOINTS:
-            raise ValueError(f"drag keypoint index must be an integer within 0..{N_KEYPOINTS - 1}, got {key!r}")
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= int(key) < n_keypoints:
+            raise ValueError(f"drag keypoint index must be an integer within 0..{n_keypoints - 1}, got {key!r}")
         idx.append(int(key))
     values = np.asarray([vectors[k] for k in vectors], dtype=np.float64)
     if values.shape != (len(idx), 2) or not np.isfinite(values).all():
@@ -343,7 +347,7 @@ def spread_drag_vectors(vectors: Mapping[int, tuple[float, float]], sigma: float
     if not (math.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"sigma must be >= 0 keypoints, got {sigma}")
     if sigma == 0:
-        dense = np.zeros((N_KEYPOINTS, 2))
+        dense = np.zeros((n_keypoints, 2))
         dense[idx] = values
         return dense
     centres = np.asarray(idx, dtype=np.float64)
@@ -352,7 +356,7 @@ def spread_drag_vectors(vectors: Mapping[int, tuple[float, float]], sigma: float
         return np.exp(-((a[:, None] - b[None, :]) ** 2) / (2.0 * sigma**2))
 
     coef = np.linalg.lstsq(kernel(centres, centres), values, rcond=None)[0]  # (K, 2)
-    return kernel(np.arange(N_KEYPOINTS, dtype=np.float64), centres) @ coef
+    return kernel(np.arange(n_keypoints, dtype=np.float64), centres) @ coef
 
 
 def _drag_gammas(n_frames: int) -> np.ndarray:
@@ -372,12 +376,15 @@ def drag_motion(
 ) -> np.ndarray:
     """Drag editing (KDM paper, appendix D): target ``= src_kp + v``, as an edit or a loop.
 
+    Works for any adapter: ``N`` is the number of source keypoints (40 for echo, 68 for faces,
+    25 for BODY_25 poses). A NaN source keypoint stays NaN.
+
     Parameters
     ----------
     src_kp : numpy.ndarray
-        ``(40, 2)`` source keypoints ``(x, y)`` pixels.
+        ``(N, 2)`` source keypoints ``(x, y)`` pixels.
     vectors : numpy.ndarray or mapping
-        ``(40, 2)`` drag vector ``(dx, dy)`` px per keypoint, or a sparse
+        ``(N, 2)`` drag vector ``(dx, dy)`` px per keypoint, or a sparse
         ``{keypoint index: (dx, dy)}`` spread to the neighbours by :func:`spread_drag_vectors`.
     n_frames : int
         1: the edited keypoints alone. More: a loop source → target → back, frame ``i`` being
@@ -390,7 +397,7 @@ def drag_motion(
     Returns
     -------
     numpy.ndarray
-        ``float32`` ``(n_frames, 40, 2)``.
+        ``float32`` ``(n_frames, N, 2)``.
 
     Examples
     --------
@@ -399,15 +406,18 @@ def drag_motion(
     >>> loop[:, 19, 1].round(2).tolist()
     [0.0, -2.0, -4.0, -2.0]
     """
-    src = _keypoints(src_kp, "src_kp")
+    src = np.asarray(src_kp, dtype=np.float64)
+    if src.ndim != 2 or src.shape[1] != 2 or len(src) == 0:
+        raise ValueError(f"src_kp must have shape (N, 2) (x, y pixels), got {src.shape}")
+    n = len(src)
     if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) or n_frames < 1:
         raise ValueError(f"n_frames must be a positive integer, got {n_frames!r}")
     if isinstance(vectors, Mapping):
-        v = spread_drag_vectors(vectors, sigma)
+        v = spread_drag_vectors(vectors, sigma, n_keypoints=n)
     else:
         v = np.asarray(vectors, dtype=np.float64)
-        if v.shape != (N_KEYPOINTS, 2):
-            raise ValueError(f"drag vectors must have shape ({N_KEYPOINTS}, 2) (dx, dy pixels) or be a "
+        if v.shape != (n, 2):
+            raise ValueError(f"drag vectors must have shape ({n}, 2) (dx, dy pixels) or be a "
                              f"{{keypoint index: (dx, dy)}} mapping, got shape {v.shape}")
         if not np.isfinite(v).all():
             raise ValueError("drag vectors contain NaN or infinite values")
@@ -524,20 +534,23 @@ def load_keypoints_file(path: str | os.PathLike, frame: int | None = None) -> np
     return keypoints[int(frame)].astype(np.float32)
 
 
-def load_drag_file(path: str | os.PathLike) -> np.ndarray | dict[int, tuple[float, float]]:
+def load_drag_file(path: str | os.PathLike, *, n_keypoints: int = N_KEYPOINTS
+                   ) -> np.ndarray | dict[int, tuple[float, float]]:
     """Drag vectors from a file, for :func:`drag_motion`.
 
     Parameters
     ----------
     path : str or os.PathLike
-        ``.npy`` of shape ``(40, 2)`` ``(dx, dy)`` pixels; or a ``.csv`` either sparse, with
+        ``.npy`` of shape ``(N, 2)`` ``(dx, dy)`` pixels; or a ``.csv`` either sparse, with
         columns ``keypoint, dx, dy`` (one row per dragged keypoint, spread to its neighbours), or
-        dense, one row with columns ``x0 … x39, y0 … y39`` holding ``dx`` and ``dy``.
+        dense, one row with columns ``x0 … x{N-1}, y0 … y{N-1}`` holding ``dx`` and ``dy``.
+    n_keypoints : int
+        ``N``, the adapter's keypoint count (40 for echo).
 
     Returns
     -------
     numpy.ndarray or dict
-        ``float64`` ``(40, 2)``, or ``{keypoint index: (dx, dy)}``.
+        ``float64`` ``(N, 2)``, or ``{keypoint index: (dx, dy)}``.
     """
     import pandas as pd
 
@@ -545,6 +558,8 @@ def load_drag_file(path: str | os.PathLike) -> np.ndarray | dict[int, tuple[floa
     _check_file(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
+        if n_keypoints != N_KEYPOINTS:
+            return _generic_dense_drag(path, n_keypoints)
         array = _keypoints_from_npy(path)
         if len(array) != 1:
             raise ValueError(f"{path}: drag vectors must have shape (40, 2), got {array.shape}")
@@ -560,7 +575,22 @@ def load_drag_file(path: str | os.PathLike) -> np.ndarray | dict[int, tuple[floa
             return {int(r.keypoint): (float(r.dx), float(r.dy)) for r in table.itertuples(index=False)}
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}: keypoint, dx, dy must be numbers ({exc})") from exc
+    if n_keypoints != N_KEYPOINTS:
+        return _generic_dense_drag(path, n_keypoints)
     dense, _ = _keypoints_from_csv(path)
     if len(dense) != 1:
         raise ValueError(f"{path}: a dense drag file has exactly one row of x0..x39, y0..y39, got {len(dense)}")
+    return dense[0]
+
+
+def _generic_dense_drag(path: Path, n_keypoints: int) -> np.ndarray:
+    """``(N, 2)`` dense drag vectors of a ``.npy`` or wide ``.csv`` for ``N != 40`` keypoints."""
+    from echokdm.io.keypoint_files import read_keypoint_file
+
+    dense = read_keypoint_file(path, n_keypoints=n_keypoints)
+    if len(dense) != 1:
+        raise ValueError(f"{path}: a dense drag file holds exactly one ({n_keypoints}, 2) set of (dx, dy), "
+                         f"got {len(dense)}")
+    if not np.isfinite(dense).all():
+        raise ValueError(f"{path}: drag vectors contain NaN or empty cells")
     return dense[0]

@@ -7,13 +7,15 @@ takes the full-resolution condition images down to the latent resolution (paper:
 channel concatenation with a condition encoder").
 
 * K2F denoises a flow at the latent resolution: condition = source frame (1 channel) + rendered
-  source keypoints + rendered target keypoints (3 channels each for the echo renderer).
+  source keypoints + rendered target keypoints (3 RGB channels each, the adapter's renderer), and, when
+  ``displacement_sigma`` is set, the keypoint displacement field (3 channels, see
+  :func:`echokdm.pipelines.kdm.keypoint_displacement`).
 * F2I denoises the image latent: condition = source frame + rendered target keypoints + the flow
   (2 channels, normalised); the "w/o K2F" ablation drops the flow channels.
 
 Flow representation. A flow is smooth, signed and two-channel; K2F diffuses it directly at the
 latent resolution (area-downsampled by the autoencoder's factor, divided by ``flow_scale`` so that
-typical echo motions fall in [-1, 1]) and it is decoded by bilinear upsampling. This costs no
+typical motions fall in [-1, 1]) and it is decoded by bilinear upsampling. This costs no
 autoencoder and keeps the flow's units explicit; its round-trip error is measured by
 :func:`flow_round_trip_epe` (see the benchmark).
 """
@@ -82,6 +84,11 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
     prediction_type : {"epsilon", "sample", "v_prediction"}
         What the network predicts (the DDIM scheduler of a pipeline follows it): the noise ε
         (the paper), the clean sample x0, or v.
+    displacement_sigma : float or None
+        K2F only: ``None`` (the paper) conditions on the rendered keypoints alone; a width in
+        full-resolution pixels adds the keypoint displacement field (Gaussian-weighted keypoint
+        motion, in flow code units, and its confidence: 3 channels, included in
+        ``condition_channels``). The pipelines build the condition from this setting.
     """
 
     @register_to_config
@@ -98,6 +105,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         norm_num_groups: int = 32,
         flow_scale: float = 8.0,
         prediction_type: str = "epsilon",
+        displacement_sigma: float | None = None,
     ):
         super().__init__()
         if prediction_type not in ("epsilon", "sample", "v_prediction"):
@@ -114,12 +122,29 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
             norm_num_groups=norm_num_groups, attention_head_dim=8,
         )
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, condition: torch.Tensor) -> torch.Tensor:
-        """The prediction (``config.prediction_type``: ε, x0 or v) for ``sample`` ``(B, C, h, w)`` at ``timestep`` given ``condition`` ``(B, Cc, H, W)``."""
-        embedded = self.psi(condition)  # (B, Ce, h, w)
+    def embed(self, condition: torch.Tensor) -> torch.Tensor:
+        """Ψ(condition): ``(B, Cc, H, W)`` full resolution → ``(B, Ce, H / downsample, W / downsample)``.
+
+        Ψ does not depend on the timestep, so a sampler computes it once per sample and passes it
+        to every denoising step as ``forward(..., embedded=...)``.
+        """
+        return self.psi(condition)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, condition: torch.Tensor | None = None, *,
+                embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """The prediction (``config.prediction_type``: ε, x0 or v) for ``sample`` ``(B, C, h, w)`` at ``timestep``.
+
+        Give either ``condition`` ``(B, Cc, H, W)`` (Ψ is applied) or its embedding ``embedded``
+        ``(B, Ce, h, w)`` from :meth:`embed` (the same result without recomputing Ψ at every step).
+        """
+        if (condition is None) == (embedded is None):
+            raise ValueError("give exactly one of condition (full resolution) and embedded (Ψ(condition))")
+        if embedded is None:
+            embedded = self.psi(condition)  # (B, Ce, h, w)
         if embedded.shape[-2:] != sample.shape[-2:]:
-            raise ValueError(f"condition {tuple(condition.shape)} does not downsample to the sample's "
-                             f"{tuple(sample.shape[-2:])} (downsample={self.config.downsample})")
+            what = (f"condition {tuple(condition.shape)} does not downsample to" if condition is not None
+                    else f"embedded {tuple(embedded.shape)} does not match")
+            raise ValueError(f"{what} the sample's {tuple(sample.shape[-2:])} (downsample={self.config.downsample})")
         return self.unet(torch.cat([sample, embedded], dim=1), timestep).sample
 
 

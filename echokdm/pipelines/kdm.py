@@ -18,6 +18,7 @@ A pipeline folder holds ``k2f/``, ``f2i/``, ``vae/`` (``save_pretrained`` folder
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler
 
+from echokdm.adapters import DEFAULT_ADAPTER, get_adapter
 from echokdm.geometry.flow import warp
 from echokdm.models.kdm import ConditionalUNet, decode_flow
 
@@ -36,6 +38,7 @@ __all__ = [
     "scheduler_for",
     "render_batch",
     "k2f_condition",
+    "keypoint_displacement",
     "f2i_condition",
     "gamma_from_keypoints",
     "KeypointToFlowPipeline",
@@ -52,11 +55,9 @@ def default_scheduler(num_train_timesteps: int = 1000) -> DDIMScheduler:
 
 
 def _renderer(adapter: str) -> Callable:
-    if adapter == "echo":
-        from echokdm.adapters.echo import render_keypoints
-
-        return render_keypoints
-    raise ValueError(f"unknown keypoint adapter {adapter!r}; available: echo")
+    """The conditioning-image renderer of the keypoint adapter named ``adapter``
+    (:func:`echokdm.adapters.get_adapter`; ValueError listing the available ones when unknown)."""
+    return get_adapter(adapter).render
 
 
 def render_batch(keypoints: np.ndarray | torch.Tensor, shape: tuple[int, int], renderer: Callable) -> torch.Tensor:
@@ -66,11 +67,63 @@ def render_batch(keypoints: np.ndarray | torch.Tensor, shape: tuple[int, int], r
     return torch.from_numpy(images).float() * 2 - 1
 
 
-def k2f_condition(source: torch.Tensor, source_kp, target_kp, renderer: Callable) -> torch.Tensor:
-    """K2F condition ``(B, 1 + 2C, H, W)``: source frame, rendered source and target keypoints, in [-1, 1]."""
+def keypoint_displacement(source_kp, target_kp, shape: tuple[int, int], sigma: float,
+                          scale: float = 1.0) -> torch.Tensor:
+    """The keypoint motion as a dense condition image, in the flow convention.
+
+    Each target keypoint ``t_i`` carries the displacement ``s_i - t_i`` (a flow on the target grid
+    points into the source). At every pixel ``x`` the weights ``w_i = exp(-|x - t_i|² / 2σ²)`` give
+    the weighted mean displacement ``Σ w_i (s_i - t_i) / Σ w_i`` (divided by ``scale``, K2F's
+    ``flow_scale``, so it is in the units of the diffused flow code) and the confidence
+    ``1 - exp(-Σ w_i)``. Keypoints with a NaN coordinate in either set are left out.
+
+    Why: at the latent resolution (a quarter of the image) the keypoints move by a fraction of a
+    latent pixel between frames, which the rendered keypoint lines carry poorly; this image gives
+    K2F the motion's magnitude directly (DESIGN departure, see ``docs/training.md``).
+
+    Parameters
+    ----------
+    source_kp, target_kp : array or tensor ``(B, N, 2)`` or ``(N, 2)``
+        ``(x, y)`` pixels, integer values at pixel centres.
+    shape : (H, W)
+    sigma : float
+        Gaussian width in pixels.
+    scale : float
+        Pixels per unit of the returned displacement.
+
+    Returns
+    -------
+    torch.Tensor ``(B, 3, H, W)`` float32: ``dx / scale``, ``dy / scale``, confidence in [0, 1].
+    """
+    src = torch.as_tensor(np.asarray(source_kp, np.float32) if not isinstance(source_kp, torch.Tensor)
+                          else source_kp).float()
+    tgt = torch.as_tensor(np.asarray(target_kp, np.float32) if not isinstance(target_kp, torch.Tensor)
+                          else target_kp).float().to(src.device)
+    src, tgt = (src[None], tgt[None]) if src.ndim == 2 else (src, tgt)
+    ok = torch.isfinite(src).all(-1) & torch.isfinite(tgt).all(-1)  # (B, N)
+    disp = torch.where(ok[..., None], src - tgt, torch.zeros_like(src)) / scale  # (B, N, 2)
+    centre = torch.where(ok[..., None], tgt, torch.zeros_like(tgt))
+    h, w = shape
+    ys = torch.arange(h, dtype=torch.float32, device=src.device)
+    xs = torch.arange(w, dtype=torch.float32, device=src.device)
+    d2 = ((xs[None, None, None, :] - centre[..., 0, None, None]) ** 2
+          + (ys[None, None, :, None] - centre[..., 1, None, None]) ** 2)  # (B, N, H, W)
+    logw = (-d2 / (2 * sigma**2)).masked_fill(~ok[..., None, None], float("-inf"))
+    field = torch.einsum("bnhw,bnc->bchw", torch.softmax(logw, dim=1).nan_to_num(0.0), disp)
+    weight = torch.logsumexp(logw, dim=1).exp()  # Σ w_i, 0 where no keypoint is valid
+    return torch.cat([field, (1 - torch.exp(-weight))[:, None]], dim=1)
+
+
+def k2f_condition(source: torch.Tensor, source_kp, target_kp, renderer: Callable,
+                  displacement_sigma: float | None = None, flow_scale: float = 1.0) -> torch.Tensor:
+    """K2F condition ``(B, 1 + 2C [+ 3], H, W)``: source frame, rendered source and target keypoints
+    in [-1, 1] [, :func:`keypoint_displacement` when ``displacement_sigma`` is set]."""
     shape = tuple(source.shape[-2:])
-    return torch.cat([source * 2 - 1, render_batch(source_kp, shape, renderer).to(source),
-                      render_batch(target_kp, shape, renderer).to(source)], dim=1)
+    parts = [source * 2 - 1, render_batch(source_kp, shape, renderer).to(source),
+             render_batch(target_kp, shape, renderer).to(source)]
+    if displacement_sigma:
+        parts.append(keypoint_displacement(source_kp, target_kp, shape, displacement_sigma, flow_scale).to(source))
+    return torch.cat(parts, dim=1)
 
 
 def f2i_condition(source: torch.Tensor, target_kp, flow: torch.Tensor | None, renderer: Callable,
@@ -119,6 +172,27 @@ def _noise(shape, generator: torch.Generator | None, device) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device="cpu").to(device)
 
 
+_PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _autocast(device: torch.device, mixed_precision: str):
+    """Autocast context for ``mixed_precision`` (``"no"``: none) on ``device``'s type."""
+    if mixed_precision not in _PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {', '.join(_PRECISIONS)}, got {mixed_precision!r}")
+    dtype = _PRECISIONS[mixed_precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _compiled(pipeline, name: str) -> Callable:
+    """``torch.compile`` of the pipeline's network ``name``, built on first use and kept on the pipeline."""
+    cache = pipeline.__dict__.setdefault("_compiled_networks", {})
+    if name not in cache:
+        cache[name] = torch.compile(getattr(pipeline, name))
+    return cache[name]
+
+
 class _Saved:
     """Folder save/load shared by the pipelines."""
 
@@ -143,7 +217,7 @@ class _Saved:
         if missing:
             raise FileNotFoundError(f"{folder}: missing component folder(s) {', '.join(missing)}")
         meta = json.loads((folder / "kdm_pipeline.json").read_text()) if (folder / "kdm_pipeline.json").exists() else {}
-        parts = {"scheduler": DDIMScheduler.from_pretrained(folder / "scheduler"), "adapter": meta.get("adapter", "echo")}
+        parts = {"scheduler": DDIMScheduler.from_pretrained(folder / "scheduler"), "adapter": meta.get("adapter", DEFAULT_ADAPTER)}
         loaders = {"k2f": ConditionalUNet, "f2i": ConditionalUNet, "vae": AutoencoderKL}
         for name in cls._components:
             parts[name] = loaders[name].from_pretrained(folder / name).eval()
@@ -171,7 +245,7 @@ class KeypointToFlowPipeline(_Saved):
 
     _components = ("k2f",)
 
-    def __init__(self, k2f: ConditionalUNet, scheduler: DDIMScheduler | None = None, adapter: str = "echo"):
+    def __init__(self, k2f: ConditionalUNet, scheduler: DDIMScheduler | None = None, adapter: str = DEFAULT_ADAPTER):
         self.k2f, self.scheduler, self.adapter = k2f, scheduler or default_scheduler(), adapter
         self.renderer = _renderer(adapter)
 
@@ -193,7 +267,8 @@ class KeypointToFlowPipeline(_Saved):
             src = src.expand(tgt_kp.shape[0], -1, -1, -1)
             src_kp = np.broadcast_to(src_kp, tgt_kp.shape)
         cfg = self.k2f.config
-        cond = k2f_condition(src, src_kp, tgt_kp, self.renderer)
+        cond = k2f_condition(src, src_kp, tgt_kp, self.renderer,
+                             getattr(cfg, "displacement_sigma", None), cfg.flow_scale)
         h, w = src.shape[-2] // cfg.downsample, src.shape[-1] // cfg.downsample
         x = noise.to(self.device) if noise is not None else _noise((src.shape[0], 2, h, w), generator, self.device)
         scheduler = scheduler_for(self.scheduler, self.k2f)
@@ -210,7 +285,7 @@ class FlowToImagePipeline(_Saved):
     _components = ("f2i", "vae")
 
     def __init__(self, f2i: ConditionalUNet, vae: AutoencoderKL, scheduler: DDIMScheduler | None = None,
-                 adapter: str = "echo", use_flow: bool = True):
+                 adapter: str = DEFAULT_ADAPTER, use_flow: bool = True):
         self.f2i, self.vae, self.scheduler, self.adapter = f2i, vae, scheduler or default_scheduler(), adapter
         self.use_flow = use_flow
         self.renderer = _renderer(adapter)
@@ -223,8 +298,15 @@ class FlowToImagePipeline(_Saved):
     @torch.inference_mode()
     def __call__(self, source_frame, target_keypoints, flow, *, k: int = 100, num_inference_steps: int = 200,
                  generator: torch.Generator | None = None,
-                 noise: torch.Tensor | None = None, progress: bool = False) -> np.ndarray:
-        """Frames ``(B, H, W)`` in [0, 1]. ``flow`` ``(B, 2, H, W)`` px (zeros for the "w/o K2F" F2I)."""
+                 noise: torch.Tensor | None = None, progress: bool = False, mixed_precision: str = "no",
+                 compile: bool = False) -> np.ndarray:
+        """Frames ``(B, H, W)`` in [0, 1]. ``flow`` ``(B, 2, H, W)`` px (zeros for the "w/o K2F" F2I).
+
+        ``mixed_precision`` (``"no"``, ``"bf16"``, ``"fp16"``) runs the denoising network under
+        autocast (the autoencoder and the DDIM updates stay float32); ``compile`` runs it through
+        ``torch.compile`` (compiled once per pipeline; worth it on a GPU, not on a CPU, see
+        ``benchmarks/generation.py``). Ψ(condition) is computed once, not at every step.
+        """
         if not 0 <= k <= num_inference_steps:
             raise ValueError(f"k must be in 0..num_inference_steps ({num_inference_steps}), got {k}")
         flow_t = torch.as_tensor(np.asarray(flow) if not isinstance(flow, torch.Tensor) else flow).float().to(self.device)
@@ -243,9 +325,12 @@ class FlowToImagePipeline(_Saved):
         scheduler.set_timesteps(num_inference_steps)
         timesteps = scheduler.timesteps[num_inference_steps - k:]
         z = eps0 if k == num_inference_steps else scheduler.add_noise(z0, eps0, timesteps[:1])
-        for t in self.progress_bar(timesteps, not progress):
-            out = self.f2i(z, t, cond)
-            z = scheduler.step(out, t, z).prev_sample
+        denoiser = _compiled(self, "f2i") if compile else self.f2i
+        with _autocast(self.device, mixed_precision):
+            embedded = self.f2i.embed(cond)  # (B, Ce, h, w), constant over the steps
+            for t in self.progress_bar(timesteps, not progress):
+                out = denoiser(z, t, embedded=embedded).float()
+                z = scheduler.step(out, t, z).prev_sample
         image = self.vae.decode(z / self.vae.config.scaling_factor).sample
         return ((image + 1) / 2).clamp(0, 1)[:, 0].cpu().numpy()
 
@@ -266,7 +351,7 @@ class KDMPipeline(_Saved):
     _components = ("k2f", "f2i", "vae")
 
     def __init__(self, k2f: ConditionalUNet, f2i: ConditionalUNet, vae: AutoencoderKL,
-                 scheduler: DDIMScheduler | None = None, adapter: str = "echo", use_flow: bool = True):
+                 scheduler: DDIMScheduler | None = None, adapter: str = DEFAULT_ADAPTER, use_flow: bool = True):
         self.k2f, self.f2i, self.vae = k2f, f2i, vae
         self.scheduler, self.adapter, self.use_flow = scheduler or default_scheduler(), adapter, use_flow
         self.flow_pipe = KeypointToFlowPipeline(k2f, self.scheduler, adapter)
@@ -277,9 +362,11 @@ class KDMPipeline(_Saved):
         p = cls._load(folder)
         return cls(p["k2f"], p["f2i"], p["vae"], p["scheduler"], p["adapter"], p["use_flow"])
 
+    @torch.inference_mode()
     def __call__(self, source_frame, source_keypoints, target_keypoints, *, mode: str = "gamma", k: int = 100,
                  num_inference_steps: int = 200, generator: torch.Generator | None = None,
-                 shared_noise: bool = True, batch_size: int = 8, progress: bool = True) -> KDMOutput:
+                 shared_noise: bool = True, batch_size: int = 8, progress: bool = True, mixed_precision: str = "no",
+                 compile: bool = False) -> KDMOutput:
         """Generate one frame per target keypoint set.
 
         Parameters
@@ -294,37 +381,56 @@ class KDMPipeline(_Saved):
             F2I start step (appendix C); 0 returns the warp.
         shared_noise : bool
             Use the same initial noise for every frame (temporal consistency).
+        batch_size : int
+            Frames denoised together (F2I, and K2F in per-frame mode). On a 2-core CPU 8 to 16 is
+            fastest per frame; on a GPU use the whole loop (e.g. 32).
+        mixed_precision : {"no", "bf16", "fp16"}
+            Autocast for the denoising networks (K2F and F2I); the autoencoder and the DDIM updates
+            stay float32. For GPUs; bf16 on a CPU is faster where it has AMX but does not give the
+            float32 frames (``benchmarks/generation.py`` measures the difference).
+        compile : bool
+            ``torch.compile`` the F2I network (first call compiles, about a minute; for GPUs).
         """
         if mode not in ("gamma", "per_frame"):
             raise ValueError(f"mode must be 'gamma' or 'per_frame', got {mode!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _autocast(self.device, mixed_precision)  # checks the name before any work
         src = np.asarray(source_frame, np.float32)
         src_kp = np.asarray(source_keypoints, np.float32)
         targets = np.asarray(target_keypoints, np.float32)
         targets = targets[None] if targets.ndim == 2 else targets
-        n = len(targets)
+        steps = {"num_inference_steps": num_inference_steps}
+        with _autocast(self.device, mixed_precision):
+            flows, gammas = self._flows(src, src_kp, targets, mode, generator, shared_noise, batch_size, steps)
+        frames = []
+        h, w = src.shape[-2:]
+        d = self.k2f.config.downsample
+        latent_shape = (1, self.vae.config.latent_channels, h // d, w // d)
+        image_noise = _noise(latent_shape, generator, "cpu")
+        for i in self.progress_bar(range(0, len(targets), batch_size), not progress):
+            b = len(targets[i:i + batch_size])
+            noise = image_noise.expand(b, -1, -1, -1) if shared_noise else _noise((b, *latent_shape[1:]), generator, "cpu")
+            frames.append(self.image_pipe(src, targets[i:i + batch_size], flows[i:i + batch_size], k=k, noise=noise,
+                                          mixed_precision=mixed_precision, compile=compile, **steps))
+        return KDMOutput(frames=np.concatenate(frames), flows=flows, gammas=gammas)
+
+    def _flows(self, src: np.ndarray, src_kp: np.ndarray, targets: np.ndarray, mode: str,
+               generator: torch.Generator | None, shared_noise: bool, batch_size: int,
+               steps: dict) -> tuple[np.ndarray, np.ndarray | None]:
+        """K2F flows ``(T, 2, H, W)`` (px) for targets ``(T, N, 2)``, and γ ``(T,)`` in γ mode (else None)."""
         h, w = src.shape[-2:]
         d = self.k2f.config.downsample
         flow_noise = _noise((1, 2, h // d, w // d), generator, "cpu")
-        gammas = None
         if mode == "gamma":
             motion = np.nan_to_num(np.linalg.norm(targets - src_kp, axis=-1)).mean(axis=-1)  # (T,)
             ref = targets[int(np.argmax(motion))]
-            flow_ref = self.flow_pipe(src, src_kp, ref, num_inference_steps=num_inference_steps, noise=flow_noise)
+            flow_ref = self.flow_pipe(src, src_kp, ref, noise=flow_noise, **steps)  # (1, 2, H, W)
             gammas = gamma_from_keypoints(src_kp, targets, ref)
-            flows = gammas[:, None, None, None].astype(np.float32) * flow_ref  # (T, 2, H, W)
-        else:
-            flows = np.concatenate([
-                self.flow_pipe(src, src_kp, targets[i:i + batch_size], num_inference_steps=num_inference_steps,
-                               noise=flow_noise.expand(len(targets[i:i + batch_size]), -1, -1, -1)
-                               if shared_noise else _noise((len(targets[i:i + batch_size]), 2, h // d, w // d),
-                                                           generator, "cpu"))
-                for i in range(0, n, batch_size)])
-        frames = []
-        latent_shape = (1, self.vae.config.latent_channels, h // d, w // d)
-        image_noise = _noise(latent_shape, generator, "cpu")
-        for i in self.progress_bar(range(0, n, batch_size), not progress):
+            return gammas[:, None, None, None].astype(np.float32) * flow_ref, gammas  # (T, 2, H, W)
+        flows = []
+        for i in range(0, len(targets), batch_size):
             b = len(targets[i:i + batch_size])
-            noise = image_noise.expand(b, -1, -1, -1) if shared_noise else _noise((b, *latent_shape[1:]), generator, "cpu")
-            frames.append(self.image_pipe(src, targets[i:i + batch_size], flows[i:i + batch_size], k=k,
-                                          num_inference_steps=num_inference_steps, noise=noise))
-        return KDMOutput(frames=np.concatenate(frames), flows=flows, gammas=gammas)
+            noise = flow_noise.expand(b, -1, -1, -1) if shared_noise else _noise((b, 2, h // d, w // d), generator, "cpu")
+            flows.append(self.flow_pipe(src, src_kp, targets[i:i + batch_size], noise=noise, **steps))
+        return np.concatenate(flows), None

@@ -65,11 +65,13 @@ class Processes:
     accelerator: Any = None
 
     @classmethod
-    def from_environment(cls, device: str) -> Processes:
+    def from_environment(cls, device: str, static_graph: bool = True) -> Processes:
         """One process: ``device`` (``"auto"`` = CUDA when available). Several: accelerate's device.
 
         In a distributed run ``device`` can only force the CPU (``"cpu"``); any other value leaves
-        the choice of one GPU per process to accelerate.
+        the choice of one GPU per process to accelerate. ``static_graph=False`` makes DDP look for
+        unused parameters at every step instead (``find_unused_parameters``): needed with gradient
+        accumulation, because DDP's static graph breaks under ``no_sync`` (pytorch/pytorch#143580).
         """
         from echokdm.training.loop import resolve_device
 
@@ -83,7 +85,7 @@ class Processes:
         cpu = device == "cpu" or not torch.cuda.is_available()
         # static graph: parameters a model never uses (OF-net's coarsest level) are found once, at the
         # first step, so a loss function must use the same parameters at every step
-        ddp = DistributedDataParallelKwargs(static_graph=True)
+        ddp = DistributedDataParallelKwargs(static_graph=static_graph, find_unused_parameters=not static_graph)
         # mixed precision stays the loop's own (autocast + grad scaler, from train.mixed_precision)
         accelerator = Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=[ddp])
         atexit.unregister(_end_process_group)  # once, however many trainers a command runs

@@ -1,12 +1,15 @@
 """Train KDM (paper §3): the latent autoencoder, K2F, F2I and the "w/o K2F" F2I, in order, through
 the one training loop (:class:`~echokdm.training.loop.Trainer`), then assemble the pipeline folder.
 
-    echokdm train kdm --config configs/echo/kdm_112.yaml --manifest phantom/manifest.csv --out runs/kdm
+    echokdm train kdm --config configs/<adapter>/<config>.yaml --manifest MANIFEST --out runs/kdm
 
 Training pairs ``(source frame, target frame, source keypoints, target keypoints, flow)`` come from a
-manifest. Keypoints: the phantom's exact ones (``data.keypoints: phantom``) or those derived from the
-clip's masks (``masks``). Flows: the phantom's exact flows (``data.flows: phantom``) or OF-net flows
-cached by ``echokdm flow`` (``cache``, the paper's setting for real data). Losses follow the paper:
+manifest, through the keypoint adapter named by ``data.adapter`` (:func:`echokdm.adapters.get_adapter`):
+the adapter reads its manifest, gives each clip's frames, keypoints, frame pairs and flows at the
+working size (:class:`~echokdm.data.pairs.TrainingClip`; ``data.keypoints`` and ``data.flows``
+choose among the adapter's sources, e.g. exact flows shipped with the data or OF-net flows cached
+by ``echokdm flow``, the paper's setting for real data) and renders the conditioning images. This
+module holds no domain-specific code (docs/adapters.md). Losses follow the paper:
 ε-prediction with an L2 (or L1) loss for K2F (eq. 2) and F2I (eq. 3); L1 + LPIPS + a small KL term
 for the autoencoder.
 
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -30,10 +32,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from echokdm.adapters import DEFAULT_ADAPTER, get_adapter
 from echokdm.config import load_config
-from echokdm.data.manifest import clip_file_stem
 from echokdm.models.kdm import ConditionalUNet, encode_flow, make_autoencoder
-from echokdm.pipelines.kdm import KDMPipeline, _renderer, default_scheduler
+from echokdm.pipelines.kdm import KDMPipeline, default_scheduler, keypoint_displacement
 from echokdm.training.distributed import is_main_process
 from echokdm.training.loop import LoopConfig, Trainer
 from echokdm.training.run import RunFolder
@@ -53,15 +55,21 @@ STAGES = ("autoencoder", "k2f", "f2i", "f2i_noflow")
 
 @dataclasses.dataclass
 class KDMDataConfig:
+    """Training data. ``adapter`` names the keypoint adapter; ``keypoints`` and ``flows`` are its
+    sources (None = the adapter's default; unknown values are an error naming the allowed ones)."""
+
     size: int = 112
-    keypoints: Literal["phantom", "masks"] = "phantom"
-    flows: Literal["phantom", "cache"] = "phantom"
+    keypoints: str | None = None
+    flows: str | None = None
     flow_cache: str | None = None
     segmentation: str | None = None
     pairs_per_clip: int = 24
     max_clips: int | None = None
     val_pairs: int = 24
-    adapter: str = "echo"
+    adapter: str = DEFAULT_ADAPTER
+
+    def __post_init__(self) -> None:
+        get_adapter(self.adapter).check_data_config(self)
 
 
 @dataclasses.dataclass
@@ -96,6 +104,7 @@ class UNetConfig:
     condition_embed_channels: int = 32
     norm_num_groups: int = 32
     flow_scale: float | None = 8.0  # px per unit of the flow code; null (K2F): RMS of the training flows
+    displacement_sigma: float | None = None  # K2F: keypoint displacement condition width (px); null = paper
 
 
 @dataclasses.dataclass
@@ -117,7 +126,7 @@ class SamplingConfig:
 
 @dataclasses.dataclass
 class KDMConfig:
-    """``echokdm train kdm`` configuration (``configs/echo/kdm_112.yaml``)."""
+    """``echokdm train kdm`` configuration (``configs/<adapter>/*.yaml``)."""
 
     data: KDMDataConfig = dataclasses.field(default_factory=KDMDataConfig)
     autoencoder: AutoencoderConfig = dataclasses.field(default_factory=AutoencoderConfig)
@@ -159,7 +168,8 @@ class PairBank:
         return int(len(self.pairs))
 
     def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Tensors of the pairs ``index`` (CPU): source/target ``(B, 1, S, S)``, renders in [-1, 1], flow."""
+        """Tensors of the pairs ``index`` (CPU): source/target ``(B, 1, S, S)``, renders in [-1, 1], flow,
+        source/target keypoints ``(B, N, 2)``."""
         idx = index.numpy()
         s, t = self.pairs[idx, 0], self.pairs[idx, 1]
         return {
@@ -168,67 +178,21 @@ class PairBank:
             "source_render": torch.from_numpy(self.renders[s]).float() / 127.5 - 1,
             "target_render": torch.from_numpy(self.renders[t]).float() / 127.5 - 1,
             "flow": torch.from_numpy(self.flows[idx].astype(np.float32)),
+            "source_kp": torch.from_numpy(self.keypoints[s].astype(np.float32)),
+            "target_kp": torch.from_numpy(self.keypoints[t].astype(np.float32)),
         }
-
-
-def _scale_keypoints(kp: np.ndarray, factor: float) -> np.ndarray:
-    """Keypoints of a frame resized by ``factor`` (pixel centres at integers: x' = (x + 0.5)·f − 0.5)."""
-    return ((kp + 0.5) * factor - 0.5).astype(np.float32)
-
-
-def _clip_keypoints(cine, row, data: KDMDataConfig, truth: dict, size: int) -> tuple[np.ndarray, object | None]:
-    from echokdm.data.phantom import load_npz
-
-    if data.keypoints == "phantom" or data.flows == "phantom":
-        npz = truth.get(str(row["clip_id"]))
-        if npz is None:
-            raise ValueError("not in the phantom ground truth (data.keypoints/flows: phantom needs a phantom cohort)")
-        clip = load_npz(npz)
-    else:
-        clip = None
-    if data.keypoints == "phantom":
-        kp = clip.keypoints
-    else:
-        from echokdm.geometry.temporal import sequence_keypoints
-
-        masks = cine.masks if cine.labelled_frames is None else None
-        if data.segmentation:
-            path = Path(data.segmentation) / "masks" / f"{clip_file_stem(str(row['clip_id']))}.npz"
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: no predicted masks for this clip (echokdm segment)")
-            masks = np.load(path)["masks"]
-        if masks is None:
-            raise ValueError("data.keypoints: masks needs a mask on every frame; set data.segmentation to the "
-                             "output of echokdm segment")
-        kp = sequence_keypoints(masks).keypoints
-    return _scale_keypoints(kp, size / cine.width), clip
-
-
-def _clip_pairs(n_frames: int, data: KDMDataConfig, rng: np.random.Generator, row, cache: Path | None):
-    if data.flows == "cache":
-        path = cache / "flows" / f"{clip_file_stem(str(row['clip_id']))}.npz"
-        with np.load(path) as f:
-            return f["pairs"].astype(np.int64), f["flows"]
-    a = rng.integers(0, n_frames, size=data.pairs_per_clip)
-    b = (a + rng.integers(1, n_frames, size=data.pairs_per_clip)) % n_frames  # any other frame
-    return np.stack([a, b], axis=1), None
-
-
 
 
 def build_pair_bank(manifest: pd.DataFrame, manifest_path: str | os.PathLike, split: str, data: KDMDataConfig,
                     *, seed: int = 0, progress: bool = True) -> PairBank:
-    """Collect the training pairs of one split (see the module docstring)."""
+    """Collect the training pairs of one split through the adapter's clip loader (module docstring).
+
+    Clips that cannot be used are listed in ``skipped`` with their reason, never dropped silently.
+    """
     from tqdm.auto import tqdm
 
-    from echokdm.data.manifest import read_clip
-    from echokdm.training.flow import _resize_flow, _resize_frames, phantom_truth
-
-    truth = phantom_truth(manifest_path)
-    renderer = _renderer(data.adapter)
-    cache = Path(data.flow_cache) if data.flow_cache else None
-    if data.flows == "cache" and cache is None:
-        raise ValueError("data.flows: cache needs data.flow_cache (the output folder of echokdm flow)")
+    adapter = get_adapter(data.adapter)
+    load = adapter.clip_loader(manifest_path, data)
     rng = np.random.default_rng(seed)
     rows = manifest[manifest["split"] == split]
     if data.max_clips is not None:
@@ -237,26 +201,18 @@ def build_pair_bank(manifest: pd.DataFrame, manifest_path: str | os.PathLike, sp
     offset = 0
     for _, row in tqdm(list(rows.iterrows()), desc=f"loading {split} pairs", unit="clip", disable=not progress):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                cine = read_clip(row)
-            kp, clip = _clip_keypoints(cine, row, data, truth, data.size)
-            clip_pairs, cached = _clip_pairs(cine.n_frames, data, rng, row, cache)
+            clip = load(row, rng)
         except Exception as exc:  # noqa: BLE001 - listed and skipped, never silently
             skipped.append((str(row["clip_id"]), f"{type(exc).__name__}: {exc}"))
             continue
-        frames.append(_resize_frames(cine.frames, data.size).astype(np.float32) / 255.0)
-        kps.append(kp)
-        renders.append(np.stack([np.round(renderer(k, (data.size, data.size)) * 255) for k in kp]).astype(np.uint8))
-        if cached is not None:
-            clip_flows = cached if cached.shape[-1] == data.size else np.stack(
-                [_resize_flow(f.astype(np.float32), data.size) for f in cached])
-        else:
-            clip_flows = np.stack([_resize_flow(clip.flow(int(a), int(b)), data.size) for a, b in clip_pairs])
-        pairs.append(clip_pairs + offset)
-        flows.append(clip_flows.astype(np.float16))
-        pids += [str(row["patient_id"])] * len(clip_pairs)
-        offset += cine.n_frames
+        frames.append(clip.frames.astype(np.float32) / 255.0)
+        kps.append(clip.keypoints)
+        shape = (data.size, data.size)
+        renders.append(np.stack([np.round(adapter.render(k, shape) * 255) for k in clip.keypoints]).astype(np.uint8))
+        pairs.append(clip.pairs + offset)
+        flows.append(clip.flows.astype(np.float16))
+        pids += [str(row["patient_id"])] * len(clip.pairs)
+        offset += len(clip.frames)
     if not frames:
         raise ValueError(f"{manifest_path}: no usable clips in split {split!r}: {skipped[:5]}")
     return PairBank(np.concatenate(frames), np.concatenate(kps), np.concatenate(renders), np.concatenate(pairs),
@@ -331,7 +287,7 @@ def _diffusion_loss(kind: str):
 
 
 def _unet(stage: DiffusionStageConfig, sample_channels: int, condition_channels: int, size: int, downsample: int,
-          flow_scale: float | None = None):
+          flow_scale: float | None = None, displacement_sigma: float | None = None):
     m = stage.model
     torch.manual_seed(stage.train.seed)  # the same initial weights on every run and every process
     return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
@@ -339,7 +295,7 @@ def _unet(stage: DiffusionStageConfig, sample_channels: int, condition_channels:
                            sample_size=size // downsample, block_out_channels=m.block_out_channels,
                            layers_per_block=m.layers_per_block, attention_levels=m.attention_levels,
                            norm_num_groups=m.norm_num_groups, flow_scale=flow_scale or m.flow_scale or 1.0,
-                           prediction_type=stage.prediction_type)
+                           prediction_type=stage.prediction_type, displacement_sigma=displacement_sigma)
 
 
 def _target(scheduler, kind: str, clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -356,8 +312,8 @@ def _flow_rms(bank: PairBank, downsample: int, n: int = 4096) -> float:
     diffused flow code unit variance, as the latent diffusion recipe scales its latents.
 
     With ε-prediction a code of small variance is ruinous: the x0 estimate at large t divides
-    the ε error by ``sqrt(ᾱ_t)`` (≈ 0.006 at t = T), so a code of standard deviation 0.05 (phantom
-    flows of ~0.4 px over a scale of 8 px) comes out of DDIM tens of pixels off.
+    the ε error by ``sqrt(ᾱ_t)`` (≈ 0.006 at t = T), so a code of standard deviation 0.05 (flows of
+    ~0.4 px over a scale of 8 px) comes out of DDIM tens of pixels off.
     """
     idx = np.linspace(0, len(bank) - 1, min(n, len(bank))).astype(int)
     code = encode_flow(torch.from_numpy(bank.flows[idx].astype(np.float32)), downsample, 1.0)
@@ -373,7 +329,8 @@ def _k2f_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
     downsample = 2 ** (len(config.autoencoder.model.block_out_channels) - 1)
     channels = train.renders.shape[1]
     flow_scale = stage.model.flow_scale or _flow_rms(train, downsample)
-    model = _unet(stage, 2, 1 + 2 * channels, config.data.size, downsample, flow_scale)
+    sigma = stage.model.displacement_sigma
+    model = _unet(stage, 2, 1 + 2 * channels + (3 if sigma else 0), config.data.size, downsample, flow_scale, sigma)
     scheduler = default_scheduler(config.sampling.num_train_timesteps)
     loss_of = _diffusion_loss(stage.loss)
 
@@ -382,7 +339,11 @@ def _k2f_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
         noise = torch.randn_like(code)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (code.shape[0],), device=code.device)
         noisy = scheduler.add_noise(code, noise, t)
-        cond = torch.cat([batch["source"] * 2 - 1, batch["source_render"], batch["target_render"]], dim=1)
+        parts = [batch["source"] * 2 - 1, batch["source_render"], batch["target_render"]]
+        if sigma:
+            parts.append(keypoint_displacement(batch["source_kp"], batch["target_kp"],
+                                               tuple(batch["source"].shape[-2:]), sigma, flow_scale).to(code))
+        cond = torch.cat(parts, dim=1)
         return loss_of(model(noisy, t, cond), _target(scheduler, stage.prediction_type, code, noise, t)), {}
 
     n_val = min(config.data.val_pairs, len(val))
@@ -452,13 +413,11 @@ def train_kdm(config: KDMConfig, manifest: str | os.PathLike, out: str | os.Path
     """Train the KDM stages in order (skipping finished ones) and assemble the pipeline folders."""
     from diffusers import AutoencoderKL
 
-    from echokdm.data.manifest import load_manifest
-
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
     out = Path(out)
-    frame = load_manifest(manifest)
+    frame = get_adapter(config.data.adapter).load_manifest(manifest)
     train = build_pair_bank(frame, manifest, "train", config.data, seed=0, progress=progress)
     val = build_pair_bank(frame, manifest, "val", config.data, seed=1, progress=progress)
     results: dict[str, dict | str] = {}

@@ -9,33 +9,37 @@ A stage supplies three plain functions and the loop does the rest:
   ``best/``. It runs on the EMA weights when EMA is on, in eval mode, with the training RNG
   states untouched.
 
-The loop: AdamW (paper), optional linear warm-up and cosine decay, gradient clipping, optional EMA
-weights, mixed precision on GPU (bf16 or fp16 autocast; off on the CPU), a tqdm bar showing the
-loss, validation every ``val_every`` steps, checkpoints every ``checkpoint_every`` steps, at the
-end and on ``KeyboardInterrupt``, and *exact* resume: model, optimiser, scheduler, grad scaler, EMA,
-step, best value, the torch / CUDA / numpy / python RNG states and the data generator state are
-all restored, so ``N`` steps straight and ``N/2 + resume + N/2`` give the same weights on the CPU.
+The loop: AdamW (paper), optional linear warm-up and cosine decay, gradient accumulation over
+several batches, gradient clipping, optional EMA weights, mixed precision on GPU (bf16 or fp16
+autocast; off on the CPU), a tqdm bar showing the loss, validation every ``val_every`` steps,
+checkpoints every ``checkpoint_every`` steps, at the end and on ``KeyboardInterrupt``, and *exact*
+resume: model, optimiser, scheduler, grad scaler, EMA, step, best value, the torch / CUDA / numpy /
+python RNG states and the data generator state are all restored, so ``N`` steps straight and ``N/2 +
+resume + N/2`` give the same weights on the CPU.
 
 Run folder (:class:`~echokdm.training.run.RunFolder`): ``last/`` holds the raw weights
 (``save_pretrained``) and ``trainer_state.pt``; ``best/`` the weights (EMA ones when EMA is on)
 with the best validation metric; ``log.csv`` one row per validation.
 
 Several processes (``accelerate launch --num_processes N`` or ``torchrun``, see
-:mod:`echokdm.training.distributed` and ``docs/training.md``): the loss is computed inside the
-DDP forward, so the gradients of the N processes are averaged before each optimiser step and the
-weights stay identical; ``loss_fn`` still receives the plain model (attribute access such as
-``model.config`` or ``model.encode`` works). Process ``r`` draws its batches with its own
-generator seeded ``seed + r`` (and seeds the global RNGs with ``seed + r``), so the processes
-see different batches and rank 0 behaves exactly as a single-process run; the effective batch
-is ``N · batch_size``. Only rank 0 validates (the others wait), writes ``log.csv``, ``best/``
-and ``last/`` and shows the progress bar; ``last/trainer_state.pt`` keeps every rank's data
-generator and RNG states, so resuming with the same number of processes is exact, and with a
-different number it continues with a warning (not exactly). Interrupted, a multi-process run
-keeps its last periodic checkpoint (saving needs all processes, which may already have stopped).
+:mod:`echokdm.training.distributed` and ``docs/training.md``): the loss is computed inside the DDP
+forward, so the gradients of the N processes are averaged before each optimiser step and the weights
+stay identical; ``loss_fn`` still receives the plain model (attribute access such as
+``model.config`` or ``model.encode`` works). Process ``r`` draws its batches with its own generator
+seeded ``seed + r`` (and seeds the global RNGs with ``seed + r``), so the processes see different
+batches and rank 0 behaves exactly as a single-process run; the effective batch is ``N · batch_size
+· grad_accumulation_steps``; with accumulation the gradients are averaged across processes once per
+optimiser step (the earlier batches run under DDP's ``no_sync``). Only rank 0 validates (the others
+wait), writes ``log.csv``, ``best/`` and ``last/`` and shows the progress bar;
+``last/trainer_state.pt`` keeps every rank's data generator and RNG states, so resuming with the
+same number of processes is exact, and with a different number it continues with a warning (not
+exactly). Interrupted, a multi-process run keeps its last periodic checkpoint (saving needs all
+processes, which may already have stopped).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -53,7 +57,7 @@ import torch
 from echokdm.training.distributed import Processes
 from echokdm.training.run import RunFolder
 
-__all__ = ["LoopConfig", "EMA", "Trainer", "resolve_device", "to_device"]
+__all__ = ["EMA", "LoopConfig", "Trainer", "resolve_device", "to_device"]
 
 
 @dataclasses.dataclass
@@ -62,8 +66,11 @@ class LoopConfig:
 
     ``steps`` optimiser steps of ``batch_size`` samples; AdamW with ``lr``, ``weight_decay``,
     ``betas``; ``warmup_steps`` of linear warm-up then ``lr_schedule`` (constant or cosine to
-    ``min_lr_ratio · lr``); gradient norm clipped at ``grad_clip`` (null = off); EMA of the weights
-    with ``ema_decay`` (null = off); ``mixed_precision`` on GPU only; validation every
+    ``min_lr_ratio · lr``); ``grad_accumulation_steps`` batches per optimiser step, their
+    gradients summed with each loss divided by that number (for a mean loss: the step on their
+    concatenation; ``steps`` counts optimiser steps, the effective batch is ``batch_size ·
+    grad_accumulation_steps · processes``); gradient norm clipped at ``grad_clip`` (null = off);
+    EMA of the weights with ``ema_decay`` (null = off); ``mixed_precision`` on GPU only; validation every
     ``val_every`` and checkpoints every ``checkpoint_every`` steps; ``best_mode`` says whether
     the stage's validation metric is better low or high; ``seed`` seeds everything; ``device``
     ``auto`` = CUDA when available.
@@ -78,6 +85,7 @@ class LoopConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"
     min_lr_ratio: float = 0.1
     grad_clip: float | None = 1.0
+    grad_accumulation_steps: int = 1
     ema_decay: float | None = None
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     val_every: int = 250
@@ -87,7 +95,7 @@ class LoopConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "val_every", "checkpoint_every"):
+        for name in ("steps", "batch_size", "grad_accumulation_steps", "val_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
@@ -254,7 +262,8 @@ class Trainer:
         self.run, self.config = run, config
         self.batch_fn, self.loss_fn, self.validate_fn = batch_fn, loss_fn, validate_fn
         self.best_metric, self.progress, self.description = best_metric, progress, description
-        self.processes = Processes.from_environment(config.device)
+        # DDP's static graph fails under no_sync, which gradient accumulation uses
+        self.processes = Processes.from_environment(config.device, static_graph=config.grad_accumulation_steps == 1)
         self.device = self.processes.device
         seed = config.seed + self.processes.rank  # each process its own batches and noise; rank 0 = one process
         torch.manual_seed(seed)
@@ -327,21 +336,16 @@ class Trainer:
 
     # -- steps -----------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
-        """One optimiser step on one batch; returns ``{"loss": ..., **parts}``."""
+        """One optimiser step on ``grad_accumulation_steps`` batches; returns ``{"loss": ..., **parts}``
+        averaged over them."""
         self.model.train()
         self._snapshot, self._in_step = (self.generator.get_state(), _rng_state()), True
-        batch = to_device(self.batch_fn(self.generator), self.device)
-        amp = self.amp_dtype is not None
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp):
-            if self._ddp is None:
-                loss, parts = self.loss_fn(self.model, batch, self.step)
-            else:  # the DDP forward, so that backward averages the gradients of all processes
-                loss, parts = self._ddp(self.loss_fn, batch, self.step)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{self.run.path}: loss is {loss.item()} at step {self.step}; lower train.lr "
-                                     "or check the data")
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        n = self.config.grad_accumulation_steps
+        logged: dict[str, float] = {}
+        for micro in range(n):
+            for key, value in self._accumulate(sync=micro == n - 1, scale=1.0 / n).items():
+                logged[key] = logged.get(key, 0.0) + value / n
         if self.config.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -352,6 +356,27 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model, self.step)
         self._in_step = False
+        return logged
+
+    def _accumulate(self, sync: bool, scale: float) -> dict[str, float]:
+        """Draw one batch and add ``scale`` × its loss gradient to the parameters' ``.grad``.
+
+        In a multi-process run the gradients are averaged across processes only when ``sync``
+        (the last batch of a step); the others run under DDP's ``no_sync``.
+        """
+        batch = to_device(self.batch_fn(self.generator), self.device)
+        amp = self.amp_dtype is not None
+        skip_sync = self._ddp.no_sync() if self._ddp is not None and not sync else contextlib.nullcontext()
+        with skip_sync:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp):
+                if self._ddp is None:
+                    loss, parts = self.loss_fn(self.model, batch, self.step)
+                else:  # the DDP forward, so that backward averages the gradients of all processes
+                    loss, parts = self._ddp(self.loss_fn, batch, self.step)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{self.run.path}: loss is {loss.item()} at step {self.step}; lower "
+                                         "train.lr or check the data")
+            self.scaler.scale(loss * scale).backward()
         return {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}
 
     def validate(self) -> dict[str, float]:

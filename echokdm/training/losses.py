@@ -56,7 +56,7 @@ def census_transform(image: torch.Tensor, patch: int = 7) -> torch.Tensor:
 def census_loss(warped: torch.Tensor, target: torch.Tensor, patch: int = 7) -> torch.Tensor:
     """Per-pixel census distance ``(B, 1, H, W)``: mean over the patch of ``d² / (0.1 + d²)``.
 
-    Robust to the speckle decorrelation and gain changes of echo (UnFlow's ternary census loss,
+    Robust to speckle decorrelation and gain changes (UnFlow's ternary census loss,
     with a soft Hamming distance). Values in [0, 1); 0 for identical images.
     """
     d = census_transform(warped, patch) - census_transform(target, patch)

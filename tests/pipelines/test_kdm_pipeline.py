@@ -111,3 +111,42 @@ def test_scheduler_follows_the_models_prediction_type(clip):
     assert np.abs(flows["epsilon"]).mean() > 0.1
     with pytest.raises(ValueError, match="prediction_type"):
         ConditionalUNet(prediction_type="score")
+
+
+def test_keypoint_displacement_of_a_translation_is_the_translation_everywhere():
+    from echokdm.pipelines.kdm import keypoint_displacement
+
+    rng = np.random.default_rng(0)
+    target = rng.uniform(8, 24, (2, 10, 2)).astype(np.float32)
+    source = target + np.array([1.5, -0.75], np.float32)  # flow convention: target → source
+    field = keypoint_displacement(source, target, (32, 32), sigma=3.0, scale=0.5).numpy()
+    assert field.shape == (2, 3, 32, 32)
+    assert np.allclose(field[:, 0], 3.0, atol=1e-4) and np.allclose(field[:, 1], -1.5, atol=1e-4)
+    conf = field[:, 2]
+    x, y = np.round(target[0, 0]).astype(int)
+    assert conf[0, y, x] > 0.6 and conf[0, 0, 31] < conf[0, y, x] and conf.max() <= 1
+
+
+def test_keypoint_displacement_is_local_and_skips_missing_keypoints():
+    from echokdm.pipelines.kdm import keypoint_displacement
+
+    target = np.array([[8.0, 8.0], [24.0, 24.0], [16.0, 4.0]], np.float32)
+    source = target.copy()
+    source[0] += [2.0, 0.0]   # only the first keypoint moves
+    source[2] = np.nan        # a missing keypoint (e.g. an undetected joint)
+    field = keypoint_displacement(source, target, (32, 32), sigma=2.0).numpy()[0]
+    assert np.isclose(field[0, 8, 8], 2.0, atol=1e-3) and abs(field[0, 24, 24]) < 1e-3
+    assert np.isfinite(field).all() and field[2, 4, 16] < 0.05  # no weight where the missing keypoint was
+
+
+def test_k2f_with_the_displacement_condition_runs_and_depends_on_it(clip):
+    from _tiny_kdm import tiny_unet
+
+    k2f = tiny_unet(2, 10, displacement_sigma=3.0)
+    pipe = KeypointToFlowPipeline(k2f)
+    src_kp = clip.keypoints[0]
+    run = lambda tgt: pipe(clip.frames[0], src_kp, tgt, num_inference_steps=3,
+                           generator=torch.Generator().manual_seed(0))
+    still, moved = run(src_kp), run(src_kp + 2.0)
+    assert still.shape == (1, 2, SIZE, SIZE) and np.isfinite(moved).all()
+    assert not np.allclose(still, moved)

@@ -67,3 +67,17 @@ def test_k2f_learns_to_lower_its_loss(cohort, tmp_path):
     train_kdm(config, cohort, tmp_path / "k", stages=("k2f",), progress=False)
     log = pd.read_csv(tmp_path / "k" / "k2f" / "log.csv")
     assert log["train_loss"].iloc[-1] < 0.8 * log["train_loss"].iloc[0]
+
+
+def test_k2f_with_the_displacement_condition_trains_and_saves_it(cohort, tmp_path):
+    from echokdm.models.kdm import ConditionalUNet
+    from echokdm.pipelines import KeypointToFlowPipeline
+
+    steps = {**LOOP, "steps": 4, "val_every": 4, "checkpoint_every": 4}
+    config = load_kdm_config(None, {**TINY, "k2f": {"model": {**UNET, "displacement_sigma": 2.0}, "train": steps}})
+    train_kdm(config, cohort, tmp_path / "k", stages=("k2f",), progress=False)
+    k2f = ConditionalUNet.from_pretrained(tmp_path / "k" / "k2f" / "best")
+    assert k2f.config.displacement_sigma == 2.0 and k2f.config.condition_channels == 1 + 2 * 3 + 3
+    bank = build_pair_bank(load_manifest(cohort), cohort, "val", config.data, progress=False)
+    flow = KeypointToFlowPipeline(k2f)(bank.frames[0], bank.keypoints[0], bank.keypoints[1], num_inference_steps=3)
+    assert flow.shape == (1, 2, 32, 32) and np.isfinite(flow).all()

@@ -1,0 +1,299 @@
+"""Sequence manifests: image sequences or videos with a keypoint file per frame (face, pose …).
+
+The generic counterpart of the echo manifest (:mod:`echokdm.data.manifest`) for the
+image-sequence adapters: one CSV row per sequence, patient-level (subject-level) splits, validated
+on load, paths relative to the manifest's folder when the data lies under it.
+
+=================  ==========  =================================================================
+column             required    meaning
+=================  ==========  =================================================================
+``patient_id``     yes         subject identifier; splits are made per subject
+``clip_id``        yes         sequence identifier, unique within ``dataset``
+``dataset``        yes         dataset name
+``path``           yes         a folder of frame images (``format: images``, sorted by file name)
+                               or a video file (``format: video``)
+``format``         yes         ``images`` or ``video``
+``keypoints_path`` yes         a folder with one keypoint file per frame (sorted by name, as many
+                               as frames) or one file holding every frame (CSV, JSON, ``.npy``);
+                               parsed by the adapter (``.pts``, OpenPose JSON …)
+``flows_path``     no          a flow file in the ``echokdm flow`` cache layout (``pairs``,
+                               ``flows``): the dataset's own flows (``data.flows: dataset``)
+``fps``            no          frames per second
+``n_frames``,      no          frame count and size in pixels
+``height``,
+``width``
+``split``          yes         ``train``, ``val`` or ``test``
+=================  ==========  =================================================================
+
+Frames are read as grayscale float32 ``(T, H, W)`` in [0, 1] (colour images by their ITU-R 601
+luma, Pillow's ``convert("L")``): the KDM core is 1-channel (see ``docs/adapters.md``).
+Keypoints are ``(T, N, 2)`` ``(x, y)`` pixels of the frames; a missing keypoint is NaN.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from echokdm.data.manifest import SPLITS, _blank, _check_number, _resolve
+from echokdm.data.pairs import (
+    TrainingClip,
+    flows_at_size,
+    random_pairs,
+    read_flow_file,
+    resize_frames,
+    scale_keypoints,
+    tps_pair_flows,
+)
+from echokdm.errors import ManifestError, ReadError
+from echokdm.io._atomic import atomic_output
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SEQUENCE_COLUMNS",
+    "SEQUENCE_FORMATS",
+    "SEQUENCE_REQUIRED_COLUMNS",
+    "check_sequence_manifest",
+    "frame_files",
+    "load_sequence_manifest",
+    "read_image",
+    "read_sequence_frames",
+    "read_sequence_keypoints",
+    "sequence_clip_loader",
+    "write_sequence_manifest",
+]
+
+SEQUENCE_COLUMNS = ("patient_id", "clip_id", "dataset", "path", "format", "keypoints_path", "flows_path", "fps",
+                    "n_frames", "height", "width", "split")
+SEQUENCE_REQUIRED_COLUMNS = ("patient_id", "clip_id", "dataset", "path", "format", "keypoints_path", "split")
+SEQUENCE_FORMATS = ("images", "video")
+#: Frame image suffixes of an ``images`` sequence.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_PATHS = ("path", "keypoints_path", "flows_path")
+_NUMERIC = ("fps", "n_frames", "height", "width")
+_DIGITS = re.compile(r"(\d+)")
+
+
+# ---------------------------------------------------------------------------------------------
+# manifest
+# ---------------------------------------------------------------------------------------------
+
+
+def _row_problems(i: int, rec: dict, base: Path | None, check_files: bool) -> list[str]:
+    where = f"line {i + 2} (clip {rec.get('clip_id', '')!r})"
+    problems = [f"{where}: {col} is empty" for col in ("patient_id", "clip_id", "dataset", "path", "keypoints_path")
+                if _blank(rec.get(col))]
+    if str(rec.get("format", "")) not in SEQUENCE_FORMATS:
+        problems.append(f"{where}: format {rec.get('format')!r} is not one of {', '.join(SEQUENCE_FORMATS)}")
+    if str(rec.get("split", "")) not in SPLITS:
+        problems.append(f"{where}: split {rec.get('split')!r} is not one of {', '.join(SPLITS)}")
+    if check_files:
+        for col in _PATHS:
+            p = _resolve(rec.get(col), base)
+            if p is not None and not p.exists():
+                problems.append(f"{where}: {col} {p} does not exist")
+    _check_number(problems, where, "fps", rec.get("fps"), low=0, strict_low=True)
+    for col in ("n_frames", "height", "width"):
+        _check_number(problems, where, col, rec.get(col), low=1, integer=True)
+    return problems
+
+
+def check_sequence_manifest(manifest: pd.DataFrame | str | os.PathLike, *, base_dir: str | os.PathLike | None = None,
+                            check_files: bool = True) -> list[str]:
+    """Validate a sequence manifest; one line per problem (empty when valid).
+
+    Checks required and unknown columns, formats and splits, empty IDs, files that exist, numbers
+    in range, duplicate ``(dataset, clip_id)`` and a subject in two splits.
+    """
+    if not isinstance(manifest, pd.DataFrame):
+        csv = Path(manifest)
+        if not csv.exists():
+            raise FileNotFoundError(f"{csv}: no such manifest file")
+        try:
+            manifest = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        except Exception as exc:  # noqa: BLE001 - pandas raises many parser errors
+            return [f"cannot parse as CSV: {exc}"]
+        base_dir = base_dir if base_dir is not None else csv.parent
+    base = Path(base_dir) if base_dir is not None else None
+    missing = [c for c in SEQUENCE_REQUIRED_COLUMNS if c not in manifest.columns]
+    if missing:
+        return [f"missing column(s): {', '.join(missing)} (a sequence manifest; see echokdm.data.sequences)"]
+    problems = []
+    unknown = [c for c in manifest.columns if c not in SEQUENCE_COLUMNS]
+    if unknown:
+        problems.append(f"unknown column(s) (misspelt?): {', '.join(map(str, unknown))}")
+    for i, rec in enumerate(manifest.to_dict("records")):
+        problems += _row_problems(i, rec, base, check_files)
+    frame = manifest.astype({"dataset": str, "clip_id": str, "patient_id": str, "split": str})
+    for (dataset, clip), group in frame[frame.duplicated(["dataset", "clip_id"], keep=False)].groupby(
+            ["dataset", "clip_id"], sort=True):
+        problems.append(f"clip {clip!r} of dataset {dataset!r} appears more than once (lines "
+                        f"{', '.join(str(i + 2) for i in group.index)})")
+    for (dataset, patient), values in frame.groupby(["dataset", "patient_id"])["split"].unique().items():
+        if len(values) > 1:
+            problems.append(f"subject {patient!r} of dataset {dataset!r} is in several splits "
+                            f"({', '.join(sorted(values))}): splits must be by subject")
+    return problems
+
+
+def load_sequence_manifest(path: str | os.PathLike, *, check_files: bool = True) -> pd.DataFrame:
+    """Read and validate a sequence manifest: every column of :data:`SEQUENCE_COLUMNS`, numbers as
+    floats (NaN when empty), paths absolute.
+
+    Raises
+    ------
+    FileNotFoundError
+    echokdm.errors.ManifestError
+        Listing every problem :func:`check_sequence_manifest` finds.
+    """
+    path = Path(path)
+    problems = check_sequence_manifest(path, check_files=check_files)
+    if problems:
+        raise ManifestError(path, problems)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for col in SEQUENCE_COLUMNS:
+        if col not in frame.columns:
+            frame[col] = ""
+    frame = frame[list(SEQUENCE_COLUMNS)].copy()
+    for col in _NUMERIC:
+        frame[col] = pd.to_numeric(frame[col].replace("", np.nan), errors="raise").astype(float)
+    for col in _PATHS:
+        frame[col] = [str(_resolve(v, path.parent)) if not _blank(v) else "" for v in frame[col]]
+    return frame
+
+
+def write_sequence_manifest(manifest: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a sequence manifest atomically; paths under its folder are stored relative to it.
+
+    Raises ``FileExistsError`` when ``path`` exists and ``overwrite`` is false.
+    """
+    path = Path(path)
+    frame = manifest.copy()
+    for col in SEQUENCE_COLUMNS:
+        if col not in frame.columns:
+            frame[col] = ""
+    frame = frame[list(SEQUENCE_COLUMNS)]
+    base = path.parent.resolve()
+
+    def relative(value: Any) -> str:
+        if _blank(value):
+            return ""
+        p = Path(str(value)).resolve()
+        try:
+            return p.relative_to(base).as_posix()
+        except ValueError:
+            return str(p)
+
+    for col in _PATHS:
+        frame[col] = [relative(v) for v in frame[col]]
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# frames and keypoints
+# ---------------------------------------------------------------------------------------------
+
+
+def _natural(path: Path) -> list:
+    """Sort key: digit runs as numbers (``frame2`` before ``frame10``)."""
+    return [int(p) if p.isdigit() else p for p in _DIGITS.split(path.name)]
+
+
+def frame_files(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
+    """Files of ``folder`` with one of ``suffixes``, in natural name order (hidden files left out)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in suffixes and not p.name.startswith(".")),
+                  key=_natural)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """One image as grayscale ``float32`` ``(H, W)`` in [0, 1] (colour by its ITU-R 601 luma)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            gray = image.convert("L")
+            return np.asarray(gray, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ReadError(path, f"not a readable image ({exc})") from exc
+
+
+def read_sequence_frames(row: pd.Series | dict) -> np.ndarray:
+    """Frames ``float32`` ``(T, H, W)`` in [0, 1] of one row of a loaded sequence manifest."""
+    if str(row["format"]) == "video":
+        from echokdm.io.video import read_video
+
+        return read_video(row["path"]).frames
+    files = frame_files(row["path"])
+    if not files:
+        raise ReadError(row["path"], f"no frame images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+    frames = [read_image(f) for f in files]
+    if len({f.shape for f in frames}) != 1:
+        raise ReadError(row["path"], f"frames differ in size: {sorted({f.shape for f in frames})}")
+    return np.stack(frames)
+
+
+def read_sequence_keypoints(row: pd.Series | dict, read_keypoints: Callable, n_frames: int) -> np.ndarray:
+    """Keypoints ``float32`` ``(T, N, 2)`` of one row: a folder of one file per frame, or one file.
+
+    ``read_keypoints(path) -> (T, N, 2)`` is the adapter's parser. The count must equal ``n_frames``.
+    """
+    path = Path(row["keypoints_path"])
+    if path.is_dir():
+        files = [p for p in sorted(path.iterdir(), key=_natural) if p.is_file() and not p.name.startswith(".")]
+        if len(files) != n_frames:
+            raise ReadError(path, f"{len(files)} keypoint file(s) for {n_frames} frames (one file per frame)")
+        kp = np.concatenate([np.asarray(read_keypoints(f), np.float32) for f in files])  # (T, N, 2)
+    else:
+        kp = np.asarray(read_keypoints(path), np.float32)
+    if len(kp) != n_frames:
+        raise ReadError(path, f"{len(kp)} keypoint set(s) for {n_frames} frames")
+    return kp
+
+
+# ---------------------------------------------------------------------------------------------
+# training clips
+# ---------------------------------------------------------------------------------------------
+
+
+def sequence_clip_loader(data: Any, read_keypoints: Callable) -> Callable[[pd.Series, np.random.Generator],
+                                                                        TrainingClip]:
+    """``loader(row, rng) -> TrainingClip`` for the rows of a sequence manifest.
+
+    ``data`` is the training config's ``data`` section: ``size``, ``flows`` (``dataset``: the
+    row's ``flows_path``; ``cache``: ``<flow_cache>/flows/<clip>.npz`` from ``echokdm flow``;
+    ``tps``: a thin-plate spline through ``pairs_per_clip`` random pairs' keypoints).
+    """
+    size = data.size
+
+    def load(row: pd.Series, rng: np.random.Generator) -> TrainingClip:
+        from echokdm.data.manifest import clip_file_stem
+
+        frames = read_sequence_frames(row)
+        kp = scale_keypoints(read_sequence_keypoints(row, read_keypoints, len(frames)), frames.shape[-2:], size)
+        if data.flows in ("dataset", "cache"):
+            if data.flows == "dataset" and _blank(row.get("flows_path")):
+                raise ValueError("data.flows: dataset needs a flows_path for every sequence (or use cache or tps)")
+            path = (Path(row["flows_path"]) if data.flows == "dataset"
+                    else Path(data.flow_cache) / "flows" / f"{clip_file_stem(str(row['clip_id']))}.npz")
+            pairs, flows = read_flow_file(path)
+            if pairs.size and pairs.max() >= len(frames):
+                raise ReadError(path, f"pairs reach frame {pairs.max()} of a {len(frames)}-frame sequence")
+            flows = flows_at_size(flows, size)
+        else:
+            pairs = random_pairs(len(frames), data.pairs_per_clip, rng)
+            flows = tps_pair_flows(kp, pairs, size)
+        return TrainingClip(resize_frames(frames, size), kp, pairs, flows)
+
+    return load

@@ -1,0 +1,75 @@
+"""Training-clip helpers and the echo clip loader (moved out of the KDM training module)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from echokdm.data.echo_pairs import echo_clip_loader, ground_truth_files
+from echokdm.data.pairs import (
+    TrainingClip,
+    random_pairs,
+    resize_flow,
+    resize_frames,
+    scale_keypoints,
+)
+
+
+def test_resizing_matches_the_training_helpers():
+    from echokdm.training.flow import _resize_flow, _resize_frames
+
+    rng = np.random.default_rng(0)
+    frames = rng.random((3, 40, 56)).astype(np.float32)
+    np.testing.assert_array_equal(resize_frames(frames, 32), _resize_frames(frames, 32))
+    flow = rng.normal(size=(2, 40, 56)).astype(np.float32)
+    np.testing.assert_allclose(resize_flow(flow, 32), _resize_flow(flow, 32), atol=1e-6)
+    assert resize_flow(flow, 32)[0].std() < flow[0].std()  # dx scaled by 32 / 56
+
+
+def test_scale_keypoints_per_axis_and_pairs():
+    kp = np.array([[0.0, 0.0], [55.0, 39.0]])  # the first and last pixel centres of a 56 x 40 frame
+    out = scale_keypoints(kp, (40, 56), 32)
+    np.testing.assert_allclose(out, [[0.5 * 32 / 56 - 0.5, 0.5 * 32 / 40 - 0.5],
+                                     [55.5 * 32 / 56 - 0.5, 39.5 * 32 / 40 - 0.5]], atol=1e-6)
+    pairs = random_pairs(5, 50, np.random.default_rng(1))
+    assert pairs.shape == (50, 2) and (pairs[:, 0] != pairs[:, 1]).all() and pairs.max() < 5
+    with pytest.raises(ValueError, match="at least two frames"):
+        random_pairs(1, 3, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="outside the clip"):
+        TrainingClip(np.zeros((2, 4, 4), np.uint8), np.zeros((2, 3, 2), np.float32), np.array([[0, 2]]),
+                     np.zeros((1, 2, 4, 4), np.float16))
+
+
+@dataclasses.dataclass
+class EchoData:
+    size: int = 32
+    keypoints: str = "phantom"
+    flows: str = "phantom"
+    flow_cache: str | None = None
+    segmentation: str | None = None
+    pairs_per_clip: int = 4
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    from echokdm.data.phantom.export import write_cohort
+
+    out = tmp_path_factory.mktemp("echo_pairs")
+    write_cohort(out, n_patients=2, format="nifti", seed=4, size=32, fps=20.0, n_beats=0.5, progress=False)
+    return out / "manifest.csv"
+
+
+def test_echo_loader_phantom_and_tps_flows(cohort):
+    from echokdm.data.manifest import load_manifest
+    from echokdm.training.flow import phantom_truth
+
+    assert ground_truth_files(cohort) == phantom_truth(cohort)
+    row = load_manifest(cohort).iloc[0]
+    exact = echo_clip_loader(cohort, EchoData())(row, np.random.default_rng(0))
+    assert exact.frames.dtype == np.uint8 and exact.keypoints.shape[1:] == (40, 2) and exact.flows.shape[1:] == (2, 32, 32)
+    tps = echo_clip_loader(cohort, EchoData(flows="tps"))(row, np.random.default_rng(0))
+    np.testing.assert_array_equal(tps.pairs, exact.pairs)  # the same random pairs from the same generator
+    # the TPS through the 40 keypoints agrees with the exact motion inside the LV roughly
+    b = exact.pairs[0, 1]
+    q = np.round(exact.keypoints[b, 10]).astype(int)
+    assert np.linalg.norm(tps.flows[0, :, q[1], q[0]].astype(float) - exact.flows[0, :, q[1], q[0]].astype(float)) < 1.0
