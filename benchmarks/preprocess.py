@@ -19,7 +19,7 @@ Measured: frames (or pairs) per second for each worker count, bytes written per 
 per frame (keypoints table, parquet) and per flow pair (compressed float16 npz). The EchoNet-
 Dynamic estimate scales these to 10,030 × 177 frames and 10,030 × 2 × (3 · 177 − 7) flow pairs
 (the figures' ``echonet_*``); the clips are read from AVI as EchoNet's are. Each worker takes a
-few seconds to start (it imports torch and the package), which a 4-clip run does not amortise:
+few seconds to start (it imports torch and the package), which a few clips do not amortise:
 for worker scaling use ``--clips 32`` or more, on free cores (the load average is recorded with
 the figures; with every core busy, more workers only add start-up time).
 """
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 one-beat clips, one worker (CI smoke run)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="segmentation and OF-net device")
-    parser.add_argument("--clips", type=int, default=4, help="phantom clips (default 4)")
+    parser.add_argument("--clips", type=int, default=24, help="phantom clips (default 24)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts (default 1 2)")
     args = parser.parse_args(argv)
     import torch

@@ -273,8 +273,9 @@ class KeypointToFlowPipeline(_Saved):
         x = noise.to(self.device) if noise is not None else _noise((src.shape[0], 2, h, w), generator, self.device)
         scheduler = scheduler_for(self.scheduler, self.k2f)
         scheduler.set_timesteps(num_inference_steps)
+        embedded = self.k2f.embed(cond)  # Ψ does not depend on the step: once per call
         for t in self.progress_bar(scheduler.timesteps, not progress):
-            out = self.k2f(x, t, cond)
+            out = self.k2f(x, t, embedded=embedded)
             x = scheduler.step(out, t, x).prev_sample
         return decode_flow(x, cfg.downsample, cfg.flow_scale).cpu().numpy()
 
