@@ -95,10 +95,10 @@ def keypoint_displacement(source_kp, target_kp, shape: tuple[int, int], sigma: f
     -------
     torch.Tensor ``(B, 3, H, W)`` float32: ``dx / scale``, ``dy / scale``, confidence in [0, 1].
     """
-    src = torch.as_tensor(np.asarray(source_kp, np.float32) if not isinstance(source_kp, torch.Tensor)
-                          else source_kp).float()
-    tgt = torch.as_tensor(np.asarray(target_kp, np.float32) if not isinstance(target_kp, torch.Tensor)
-                          else target_kp).float().to(src.device)
+    # np.array copies: keypoints often arrive as read-only broadcast views
+    src = (source_kp if isinstance(source_kp, torch.Tensor) else torch.from_numpy(np.array(source_kp, np.float32))).float()
+    tgt = (target_kp if isinstance(target_kp, torch.Tensor) else torch.from_numpy(np.array(target_kp, np.float32)))
+    tgt = tgt.float().to(src.device)
     src, tgt = (src[None], tgt[None]) if src.ndim == 2 else (src, tgt)
     ok = torch.isfinite(src).all(-1) & torch.isfinite(tgt).all(-1)  # (B, N)
     disp = torch.where(ok[..., None], src - tgt, torch.zeros_like(src)) / scale  # (B, N, 2)
