@@ -116,7 +116,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_train_seg(args: argparse.Namespace) -> int:
-    from echokdm.training.segmentation import load_seg_config, train_segmentation
+    from echokdm.echo.segmentation_training import load_seg_config, train_segmentation
 
     overrides = {"train": {"steps": args.steps}} if args.steps is not None else None
     config = load_seg_config(args.config, overrides)

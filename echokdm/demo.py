@@ -81,8 +81,8 @@ def _checkpoints(out: Path, train: bool, progress: bool) -> tuple[Path, Path]:
         _print("3/6", f"packaged demo checkpoints: {pipe.name} (KDM, 112x112) and {seg.name} (segmentation)")
         return pipe, seg
     from echokdm.data.phantom.export import write_cohort
+    from echokdm.echo.segmentation_training import load_seg_config, train_segmentation
     from echokdm.training.kdm import load_kdm_config, train_kdm
-    from echokdm.training.segmentation import load_seg_config, train_segmentation
 
     configs = Path(__file__).resolve().parent.parent / "configs" / "echo"
     if not (configs / "kdm_112.yaml").exists():

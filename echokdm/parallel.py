@@ -3,7 +3,7 @@
 What ``echokdm keypoints``, ``ef``, ``segment`` and ``flow --workers N`` run:
 
 * :func:`keypoints_table_parallel` — :func:`~echokdm.metrics.lv_function.keypoints_table`;
-* :func:`segment_manifest_parallel` — :func:`~echokdm.training.segmentation.segment_manifest`;
+* :func:`segment_manifest_parallel` — :func:`~echokdm.echo.segmentation_training.segment_manifest`;
 * :func:`cache_flows_parallel` — :func:`~echokdm.training.flow.cache_flows`;
 
 each the same outputs as the function it wraps, computed clip by clip by :func:`map_clips`.
@@ -281,7 +281,7 @@ def _segment_clip(rows: pd.DataFrame, checkpoint: str, out: str, batch_size: int
     import tempfile
 
     from echokdm.data.manifest import write_manifest
-    from echokdm.training.segmentation import segment_manifest
+    from echokdm.echo.segmentation_training import segment_manifest
 
     with tempfile.TemporaryDirectory(dir=Path(out) / ".segment.parts", prefix=".work-") as work:
         write_manifest(rows, Path(work) / "manifest.csv")
@@ -296,7 +296,7 @@ def segment_manifest_parallel(manifest: str | os.PathLike, checkpoint: str | os.
                               out: str | os.PathLike, *, workers: int = 1, overwrite: bool = False,
                               progress: bool = True, batch_size: int = 32,
                               device: str = "auto") -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """:func:`~echokdm.training.segmentation.segment_manifest`, one clip per task in ``workers`` processes.
+    """:func:`~echokdm.echo.segmentation_training.segment_manifest`, one clip per task in ``workers`` processes.
 
     Same outputs: ``out/masks/<clip>.npz`` (``masks`` uint8 ``(T, H, W)``, written as each clip is
     done) and ``out/segmentation.csv`` (one row per clip, written at the end). Resumable: run

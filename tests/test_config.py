@@ -61,7 +61,7 @@ def test_missing_config_file(tmp_path):
 def test_shipped_configs_are_valid():
     from pathlib import Path
 
-    from echokdm.training.segmentation import SegConfig
+    from echokdm.echo.segmentation_training import SegConfig
 
     root = Path(__file__).resolve().parents[1] / "configs" / "echo"
     assert load_config(root / "seg.yaml", SegConfig) == SegConfig()  # the file documents the defaults

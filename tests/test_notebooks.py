@@ -67,8 +67,8 @@ def tiny_models(tmp_path_factory):
     """``(pipeline folder, segmentation folder)`` of a tiny random KDM pipeline and segmentation net at 32 px."""
     import torch
 
+    from echokdm.echo.segmentation import LVSegmentationNet
     from echokdm.models.kdm import ConditionalUNet, make_autoencoder
-    from echokdm.models.segmentation import LVSegmentationNet
     from echokdm.pipelines import KDMPipeline
 
     def unet(sample_channels, condition_channels):

@@ -111,7 +111,7 @@ def _csv(frame: pd.DataFrame, folder: Path) -> Path:
 
 @pytest.mark.slow
 def test_segment_with_two_workers_equals_sequential(cohort, tmp_path):
-    from echokdm.training.segmentation import segment_manifest
+    from echokdm.echo.segmentation_training import segment_manifest
 
     checkpoint = CHECKPOINTS / "seg_phantom_112"
     expected, _ = segment_manifest(cohort, checkpoint, tmp_path / "one", progress=False)

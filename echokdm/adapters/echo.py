@@ -157,7 +157,7 @@ class EchoAdapter(Adapter):
 
     def detect_keypoints(self, frames: np.ndarray, model=None) -> np.ndarray:
         """40 keypoints ``(T, 40, 2)`` per frame from the masks of an LV segmentation ``model``
-        (an :class:`~echokdm.models.segmentation.LVSegmentationNet`, or anything with its
+        (an :class:`~echokdm.echo.segmentation.LVSegmentationNet`, or anything with its
         ``predict_masks``), per frame, no temporal smoothing (as ``echokdm evaluate`` scores MD)."""
         import torch
 

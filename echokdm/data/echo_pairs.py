@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from echokdm.data.ground_truth import ground_truth_files
 from echokdm.data.manifest import clip_file_stem
 from echokdm.data.pairs import (
     TrainingClip,
@@ -31,23 +32,7 @@ from echokdm.data.pairs import (
     scale_keypoints,
 )
 
-__all__ = ["echo_clip_keypoints", "echo_clip_loader", "ground_truth_files"]
-
-
-def ground_truth_files(manifest: str | os.PathLike) -> dict[str, Path]:
-    """``clip_id → ground-truth .npz`` of a phantom cohort (``ground_truth.csv`` beside the manifest).
-
-    Empty when the manifest is not a phantom cohort. (The same table as
-    :func:`echokdm.training.flow.phantom_truth`, read here so the data layer does not import training.)
-    """
-    path = Path(manifest).parent / "ground_truth.csv"
-    if not path.exists():
-        return {}
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = {"clip_id", "npz"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{path}: ground-truth table lacks column(s) {', '.join(sorted(missing))}")
-    return {row.clip_id: path.parent / row.npz for row in table.itertuples() if row.npz}
+__all__ = ["echo_clip_keypoints", "echo_clip_loader"]
 
 
 def _phantom_clip(row, truth: dict[str, Path]):
@@ -89,7 +74,7 @@ def echo_clip_keypoints(cine, row, keypoints: str, truth: dict[str, Path], size:
         The phantom's exact keypoints, or keypoints derived from every frame's mask (the clip's
         own, or ``echokdm segment`` output in ``segmentation``).
     truth : dict
-        ``clip_id → ground-truth .npz`` (:func:`ground_truth_files`).
+        ``clip_id → ground-truth .npz`` (:func:`~echokdm.data.ground_truth.ground_truth_files`).
     size : int
         Working size: keypoints are mapped from the clip's ``(H, W)`` to ``size × size``.
     need_truth : bool

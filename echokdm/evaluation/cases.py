@@ -136,15 +136,16 @@ def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targe
     segmentation : str, optional
         Output folder of ``echokdm segment`` (masks of unlabelled frames).
     truth : dict, optional
-        ``clip_id → ground-truth .npz`` (:func:`echokdm.training.flow.phantom_truth`), looked up
+        ``clip_id → ground-truth .npz`` (:func:`echokdm.data.ground_truth.ground_truth_files`), looked up
         when None.
     """
     from echokdm.data.echo_pairs import echo_clip_keypoints
+    from echokdm.data.ground_truth import ground_truth_files
     from echokdm.data.manifest import read_clip
     from echokdm.geometry.volumes import simpson_volume
-    from echokdm.training.flow import _resize_flow, _resize_frames, phantom_truth
+    from echokdm.training.flow import _resize_flow, _resize_frames
 
-    truth = phantom_truth(manifest_path) if truth is None else truth
+    truth = ground_truth_files(manifest_path) if truth is None else truth
     clip_id = str(row["clip_id"])
     has_truth = clip_id in truth
     mode = ("phantom" if has_truth else "masks") if keypoints == "auto" else keypoints

@@ -218,7 +218,7 @@ class _Scorers:
         self.lpips = {net: LPIPSMetric(net, config.lpips_backbone, device=device) for net in config.lpips_nets}
         self.segmentation = None
         if config.segmentation:
-            from echokdm.models.segmentation import LVSegmentationNet
+            from echokdm.echo.segmentation import LVSegmentationNet
 
             path = Path(config.segmentation)
             if not path.is_dir():
@@ -457,8 +457,8 @@ def evaluate(manifest: str | os.PathLike, pipeline: str | os.PathLike | None = N
     """
     from tqdm.auto import tqdm
 
+    from echokdm.data.ground_truth import ground_truth_files
     from echokdm.data.manifest import clip_file_stem, load_manifest
-    from echokdm.training.flow import phantom_truth
     from echokdm.training.loop import resolve_device
 
     config = config or EvaluateConfig()
@@ -479,7 +479,7 @@ def evaluate(manifest: str | os.PathLike, pipeline: str | os.PathLike | None = N
     if out_path is not None:
         _prepare_folder(out_path, _settings(config, manifest_path, pipeline, pipeline_noflow), overwrite)
     scorers = _Scorers(config, device)
-    truth = phantom_truth(manifest_path)
+    truth = ground_truth_files(manifest_path)
     frame_parts, clip_parts, cases, kdm_frames, skipped = [], [], [], {}, []
     for _, row in tqdm(list(rows.iterrows()), desc="evaluating", unit="clip", disable=not progress):
         stem = clip_file_stem(str(row["clip_id"]))

@@ -146,8 +146,8 @@ def loop_ef(keypoints: np.ndarray, spacing_mm: tuple[float, float] | None = None
 
 
 def load_segmentation(segmentation):
-    """An :class:`~echokdm.models.segmentation.LVSegmentationNet` from an instance or its folder."""
-    from echokdm.models.segmentation import LVSegmentationNet
+    """An :class:`~echokdm.echo.segmentation.LVSegmentationNet` from an instance or its folder."""
+    from echokdm.echo.segmentation import LVSegmentationNet
 
     if isinstance(segmentation, LVSegmentationNet):
         return segmentation.eval()

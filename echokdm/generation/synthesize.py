@@ -861,9 +861,9 @@ def synthesize_cohort(
     ValueError
         Bad settings, an empty split, or no usable source clip (every reason listed).
     """
+    from echokdm.data.ground_truth import ground_truth_files
     from echokdm.data.manifest import load_manifest
     from echokdm.generation.loop import _pipeline_size, load_segmentation
-    from echokdm.training.flow import phantom_truth
 
     plan, reference = _plan(n_loops, ef_range=ef_range, ef_reference=ef_reference,
                             heart_rate_range=heart_rate_range, fps=fps, n_beats=n_beats, seed=seed, mode=mode, k=k,
@@ -878,7 +878,7 @@ def synthesize_cohort(
     pipe = _load_pipeline(pipeline, device)
     seg = None if segmentation is None else load_segmentation(segmentation)
     skipped: list[tuple[str, str]] = []
-    sources = _prepare_sources(rows, len(plan.efs), phantom_truth(manifest), seg, progress, skipped)
+    sources = _prepare_sources(rows, len(plan.efs), ground_truth_files(manifest), seg, progress, skipped)
     if not sources:
         raise ValueError(f"{manifest}: no usable source clip in split {split!r}: "
                          + "; ".join(f"{item}: {reason}" for item, reason in skipped))

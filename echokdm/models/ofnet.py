@@ -1,12 +1,12 @@
-"""OF-net: a small PWC-Net-style optical-flow network for echo, trained without labels.
+"""OF-net: a small PWC-Net-style optical-flow network for grayscale frames, trained without labels.
 
 The network follows PWC-Net (Sun et al., CVPR 2018) as slimmed down by ARFlow's "PWC-lite"
 (Liu et al., CVPR 2020): a feature pyramid shared by both frames, a local cost volume in plain
 PyTorch (row-wise batched matrix products), warping of the source features by the current
 flow, one residual flow estimator shared by all levels (after a 1×1 convolution to a common
 width), and a dilated context network at the finest level. It is sized for a CPU: at 112×112
-the finest estimate is made at stride 4 (28×28) and upsampled bilinearly, which suits the smooth
-motion of the heart.
+the finest estimate is made at stride 4 (28×28) and upsampled bilinearly, which suits smooth,
+slowly varying motion (such as tissue moving in ultrasound speckle).
 
 Flow convention (shared/DESIGN.md): the output is a backward flow ``(B, 2, H, W)``, channel 0 =
 dx (columns), channel 1 = dy (rows), in pixels of the input, on the *target* grid and pointing
@@ -125,7 +125,7 @@ class _Context(nn.Module):
 
 
 class OFNet(ModelMixin, ConfigMixin):
-    """PWC-Net-style optical flow for grayscale echo frames.
+    """PWC-Net-style optical flow for single-channel grayscale frames (e.g. ultrasound speckle).
 
     Parameters
     ----------
@@ -200,8 +200,8 @@ class OFNet(ModelMixin, ConfigMixin):
         """He initialisation for LeakyReLU(0.1) (PyTorch's default shrinks activations layer after
         layer, which stalls training of a network this deep), and flow heads that start at zero.
 
-        An untrained network then predicts no motion (the right prior for echo, where most of the
-        sector is static), so the forward–backward occlusion check is meaningful from step 0.
+        An untrained network then predicts no motion (the right prior for scenes where most of the
+        field of view is static), so the forward–backward occlusion check is meaningful from step 0.
         """
         for module in self.modules():
             if isinstance(module, nn.Conv2d):

@@ -1,18 +1,17 @@
 """Train OF-net without labels on frame pairs from a manifest, and cache its flows for K2F.
 
-    echokdm phantom --patients 40 --out /tmp/ofnet_data/cohort --seed 0
-    echokdm train flow --config configs/echo/flow.yaml --manifest /tmp/ofnet_data/cohort/manifest.csv \\
-        --out /tmp/ofnet_run
-    echokdm flow /tmp/ofnet_data/cohort/manifest.csv --checkpoint /tmp/ofnet_run/best -o /tmp/ofnet_flows
+    echokdm train flow --config configs/<domain>/flow.yaml --manifest cohort/manifest.csv --out /tmp/ofnet_run
+    echokdm flow cohort/manifest.csv --checkpoint /tmp/ofnet_run/best -o /tmp/ofnet_flows
 
 Training pairs are frames ``(t, t + g)`` of one clip for every gap ``g`` of ``data.gaps``, in both
 directions, resized to ``data.size``. Each step computes the flow of a pair in both directions
 (sharing the feature pyramid), masks occlusions by the forward–backward check, and minimises a
 photometric loss (L1 + SSIM and/or census) plus edge-aware smoothness
-(:mod:`echokdm.training.losses`). When the manifest is a phantom cohort (``ground_truth.csv``
-next to it), validation measures the end-point error against the exact flow inside the imaging
-sector, and ``loss.supervised_weight > 0`` adds a supervised EPE term; otherwise validation
-reports the photometric error. The loop is :class:`echokdm.training.loop.Trainer`.
+(:mod:`echokdm.training.losses`). When the manifest has ground truth (``ground_truth.csv`` next
+to it, :func:`echokdm.data.ground_truth.ground_truth_files`), validation measures the end-point
+error against the exact flow inside the valid region of the frames, and
+``loss.supervised_weight > 0`` adds a supervised EPE term; otherwise validation reports the
+photometric error. The loop is :class:`echokdm.training.loop.Trainer`.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import json
 import os
 import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -33,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from echokdm.config import load_config
+from echokdm.data.ground_truth import GroundTruthFlows, ground_truth_files
 from echokdm.data.manifest import clip_file_stem, load_manifest, read_clip
 from echokdm.geometry.flow import warp
 from echokdm.models.ofnet import OFNet, upsample_flow
@@ -43,7 +42,7 @@ from echokdm.training.run import RunFolder
 __all__ = [
     "FlowModelConfig", "FlowDataConfig", "FlowLossConfig", "FlowTrainConfig", "FlowConfig", "load_flow_config",
     "build_ofnet", "frame_pairs", "random_smooth_flow", "synthetic_pairs", "PairData", "load_pair_data",
-    "phantom_truth", "TruthFlows", "PairSampler", "flow_loss",
+    "PairSampler", "flow_loss",
     "train_flow", "predict_clip_flows", "cache_flows", "CACHE_FORMAT_VERSION",
 ]
 
@@ -76,7 +75,7 @@ class FlowDataConfig:
     directions); ``max_clips``: clips per split (null = all); ``val_pairs``: fixed validation
     pairs; intensity augmentation (gain, gamma, the same for both frames of a pair) with
     ``intensity_prob``; spatial augmentation (one random rotation, scale, shift and flip for both
-    frames, and the ground-truth flow, :class:`~echokdm.transforms.RandSpatialEchod`) with
+    frames, and the ground-truth flow, :data:`~echokdm.transforms.RandSpatiald`) with
     ``spatial_prob``. Synthetic pairs (used when ``loss.synthetic_weight > 0``): each source frame
     warped by a random smooth flow (a ``synthetic_grid²`` grid of Gaussian vectors, rms up to
     ``synthetic_amplitude_px``, upsampled bicubically, times a smooth random on/off mask so that
@@ -111,8 +110,8 @@ class FlowLossConfig:
     ``level_weights``: photometric weight of the final flow, then of each coarser estimate
     (upsampled), finest first; missing entries are 0. ``synthetic_weight``: EPE on synthetic
     pairs (a training frame and its own copy warped by a known random smooth flow; no labels
-    needed, so it applies to real echo too; 0 = off). ``supervised_weight``: EPE against the
-    phantom's exact flow (0 = unsupervised, the default; needs ``ground_truth.csv``).
+    needed, so it applies to real data too; 0 = off). ``supervised_weight``: EPE against the
+    exact ground-truth flow (0 = unsupervised, the default; needs ``ground_truth.csv``).
     """
 
     l1_weight: float = 1.0
@@ -147,7 +146,7 @@ class FlowTrainConfig(LoopConfig):
 
 @dataclasses.dataclass
 class FlowConfig:
-    """``echokdm train flow`` configuration (``configs/echo/flow.yaml``)."""
+    """``echokdm train flow`` configuration (the flow config, ``configs/<domain>/flow.yaml``)."""
 
     model: FlowModelConfig = dataclasses.field(default_factory=FlowModelConfig)
     data: FlowDataConfig = dataclasses.field(default_factory=FlowDataConfig)
@@ -203,28 +202,14 @@ def _resize_flow(flow: np.ndarray, size: int) -> np.ndarray:
     return upsample_flow(torch.from_numpy(np.ascontiguousarray(flow, np.float32))[None], (size, size))[0].numpy()
 
 
-def phantom_truth(manifest: str | os.PathLike) -> dict[str, Path]:
-    """``clip_id → ground-truth .npz`` of a phantom cohort (``ground_truth.csv`` beside the manifest).
-
-    Empty when the manifest is not a phantom cohort.
-    """
-    path = Path(manifest).parent / "ground_truth.csv"
-    if not path.exists():
-        return {}
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = {"clip_id", "npz"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{path}: ground-truth table lacks column(s) {', '.join(sorted(missing))}")
-    return {row.clip_id: path.parent / row.npz for row in table.itertuples() if row.npz}
-
-
 @dataclasses.dataclass
 class PairData:
     """The frames of one split in memory, and its frame pairs.
 
     ``frames[i]`` is ``uint8`` ``(T_i, S, S)`` (0–255) of clip ``i``; ``pairs`` ``int64``
-    ``(N, 3)`` rows ``(clip index, source frame, target frame)``; ``truth[i]`` the phantom
-    ``.npz`` of the clip or None; ``skipped`` ``(clip_id, reason)`` of clips that could not be used.
+    ``(N, 3)`` rows ``(clip index, source frame, target frame)``; ``truth[i]`` the ground-truth
+    ``.npz`` of the clip or None (:func:`~echokdm.data.ground_truth.ground_truth_files`);
+    ``skipped`` ``(clip_id, reason)`` of clips that could not be used.
     """
 
     frames: list[np.ndarray]
@@ -280,56 +265,13 @@ def load_pair_data(manifest: pd.DataFrame, split: str, size: int, gaps: Sequence
     return PairData(frames, clip_ids, patient_ids, all_pairs, truths, size, skipped)
 
 
-class TruthFlows:
-    """Exact phantom flows of a :class:`PairData`, resized to its size, with two LRU caches.
-
-    ``flow(clip, source, target)`` → ``float32`` ``(2, S, S)`` (``load_npz(...).flow``, about
-    15 ms at 112×112, then cached); ``fan(clip)`` → ``bool`` ``(S, S)`` sector mask.
-    """
-
-    def __init__(self, data: PairData, max_flows: int = 4096, max_clips: int = 64):
-        self.data, self.max_flows, self.max_clips = data, max_flows, max_clips
-        self._flows: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
-        self._clips: OrderedDict[int, object] = OrderedDict()
-
-    def _clip(self, index: int):
-        from echokdm.data.phantom import load_npz
-
-        if index in self._clips:
-            self._clips.move_to_end(index)
-            return self._clips[index]
-        path = self.data.truth[index]
-        if path is None:
-            raise ValueError(f"clip {self.data.clip_ids[index]!r} has no ground truth (not a phantom clip)")
-        clip = self._clips[index] = load_npz(path)
-        if len(self._clips) > self.max_clips:
-            self._clips.popitem(last=False)
-        return clip
-
-    def flow(self, clip: int, source: int, target: int) -> np.ndarray:
-        key = (int(clip), int(source), int(target))
-        if key in self._flows:
-            self._flows.move_to_end(key)
-            return self._flows[key]
-        value = _resize_flow(self._clip(clip).flow(source, target), self.data.size)
-        self._flows[key] = value
-        if len(self._flows) > self.max_flows:
-            self._flows.popitem(last=False)
-        return value
-
-    def fan(self, clip: int) -> np.ndarray:
-        fan = self._clip(clip).fan_mask.astype(np.float32)[None, None]  # (1, 1, H, W)
-        resized = F.interpolate(torch.from_numpy(fan), size=(self.data.size,) * 2, mode="nearest")
-        return resized[0, 0].numpy() > 0.5
-
-
 def random_smooth_flow(batch: int, size: int, amplitude: float, grid: int, generator: torch.Generator) -> torch.Tensor:
     """Random smooth flows ``(B, 2, S, S)`` in pixels for synthetic pairs.
 
     A ``grid × grid`` field of Gaussian vectors with an rms drawn uniformly in ``[0, amplitude]``
     per sample, upsampled bicubically (``align_corners=False``), times a smooth random mask in
     [0, 1] (coarse uniform noise, upsampled and sharpened) so that parts of the frame stay still,
-    as most of an echo sector does.
+    as most of a mostly static field of view does.
     """
     rms = amplitude * torch.rand(batch, 1, 1, 1, generator=generator)
     coarse = torch.randn(batch, 2, grid, grid, generator=generator) * rms  # (B, 2, g, g)
@@ -368,13 +310,13 @@ class PairSampler:
 
     def __init__(self, data: PairData, config: FlowDataConfig, batch_size: int, *, with_truth: bool = False,
                  synthetic: bool = False):
-        from echokdm.transforms import RandSpatialEchod
+        from echokdm.transforms import RandSpatiald
 
         if len(data) == 0:
             raise ValueError("no training pairs: the train split has no readable clip with two frames")
         self.data, self.config, self.batch_size, self.synthetic = data, config, batch_size, synthetic
-        self.truth = TruthFlows(data) if with_truth else None
-        self.spatial = RandSpatialEchod(
+        self.truth = GroundTruthFlows(data) if with_truth else None
+        self.spatial = RandSpatiald(
             image_keys=("source", "target"), flow_keys=("flow",) if with_truth else (), prob=1.0,
             rotate_range=np.deg2rad(config.rotate_deg), scale_range=tuple(config.scale_range),
             translate_range=config.translate_px, flip_prob=config.flip_prob)
@@ -493,7 +435,7 @@ def _validation_set(data: PairData, n_pairs: int, seed: int) -> _ValidationSet:
     tgt = np.stack([data.frames[c][b] for c, _, b in chosen]).astype(np.float32)[:, None] / 255.0
     flow = fan = None
     if data.has_truth:
-        truth = TruthFlows(data)
+        truth = GroundTruthFlows(data)
         flow = torch.from_numpy(np.stack([truth.flow(c, a, b) for c, a, b in chosen]))
         fan = torch.from_numpy(np.stack([truth.fan(c) for c, _, _ in chosen]).astype(np.float32)[:, None])
     return _ValidationSet(torch.from_numpy(src), torch.from_numpy(tgt), flow, fan)
@@ -527,14 +469,14 @@ def train_flow(config: FlowConfig, manifest: str | os.PathLike, out: str | os.Pa
     """Train OF-net on the train split's frame pairs; validate on the val split.
 
     Writes the run folder (:class:`~echokdm.training.run.RunFolder`): ``best/`` holds the model
-    (EMA weights when ``train.ema_decay`` is set) with the lowest validation EPE (phantom) or
-    photometric error (other data). Returns a summary dict (run, steps, best, metric, pairs,
+    (EMA weights when ``train.ema_decay`` is set) with the lowest validation EPE (data with ground
+    truth) or photometric error (other data). Returns a summary dict (run, steps, best, metric, pairs,
     skipped clips).
     """
     frame = load_manifest(manifest)
-    truth = phantom_truth(manifest)
+    truth = ground_truth_files(manifest)
     if config.loss.supervised_weight and not truth:
-        raise ValueError(f"{manifest}: loss.supervised_weight > 0 needs ground truth (a phantom cohort with "
+        raise ValueError(f"{manifest}: loss.supervised_weight > 0 needs ground truth (a cohort with "
                          "ground_truth.csv beside the manifest)")
     run = RunFolder(out, config, resume=resume, overwrite=overwrite)
     size, gaps = config.data.size, config.data.gaps

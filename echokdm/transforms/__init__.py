@@ -9,6 +9,7 @@ array (:mod:`.array`)          dictionary (:mod:`.dictionary`)
 ``RenderKeypoints``            ``RenderKeypointsd``      keypoints -> conditioning image x̂_K
 ``KeypointsToHeatmaps``        ``KeypointsToHeatmapsd``  keypoints -> Gaussian heatmaps
 ``EchoAffine``                 ``RandSpatialEchod``      one affine for image/mask/keypoints/flow
+                               (also ``RandSpatiald``, its domain-free name)
 ``RandIntensityEcho``          ``RandIntensityEchod``    gain, gamma, speckle on images only
 =============================  ==============================================================
 
@@ -22,7 +23,7 @@ _ARRAY = ["BloodPoolKeypoints", "TracingsToKeypoints", "KeypointsToMask", "Rende
           "KeypointsToHeatmaps", "EchoAffine", "RandIntensityEcho", "adjust_intensity"]
 _DICT = [f"{name}{suffix}" for name in ("BloodPoolKeypoints", "TracingsToKeypoints", "KeypointsToMask",
                                         "RenderKeypoints", "KeypointsToHeatmaps", "RandSpatialEcho",
-                                        "RandIntensityEcho") for suffix in ("d", "D", "Dict")]
+                                        "RandIntensityEcho") for suffix in ("d", "D", "Dict")] + ["RandSpatiald"]
 # public name -> submodule that defines it
 _LAZY = {**{name: "array" for name in _ARRAY}, **{name: "dictionary" for name in _DICT}}
 

@@ -39,7 +39,7 @@ __all__ = [
     "KeypointsToMaskd", "KeypointsToMaskD", "KeypointsToMaskDict",
     "RenderKeypointsd", "RenderKeypointsD", "RenderKeypointsDict",
     "KeypointsToHeatmapsd", "KeypointsToHeatmapsD", "KeypointsToHeatmapsDict",
-    "RandSpatialEchod", "RandSpatialEchoD", "RandSpatialEchoDict",
+    "RandSpatialEchod", "RandSpatialEchoD", "RandSpatialEchoDict", "RandSpatiald",
     "RandIntensityEchod", "RandIntensityEchoD", "RandIntensityEchoDict",
 ]
 
@@ -289,4 +289,6 @@ KeypointsToMaskD = KeypointsToMaskDict = KeypointsToMaskd
 RenderKeypointsD = RenderKeypointsDict = RenderKeypointsd
 KeypointsToHeatmapsD = KeypointsToHeatmapsDict = KeypointsToHeatmapsd
 RandSpatialEchoD = RandSpatialEchoDict = RandSpatialEchod
+# nothing in it is echo-specific: the generic name, used by the domain-free training code
+RandSpatiald = RandSpatialEchod
 RandIntensityEchoD = RandIntensityEchoDict = RandIntensityEchod

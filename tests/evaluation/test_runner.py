@@ -61,10 +61,10 @@ def test_tables_hold_every_method_and_honest_values(setup, tmp_path):
     assert (clips.groupby("clip_id")["method"].apply(set) == {"no_edit", "tps", "wo_f2i", "wo_k2f", "kdm", "real"}).all()
     assert clips["ef_target"].between(10, 90).all() and clips["temporal_error"].notna().all()
     # the target EF and volumes are those of the phantom's exact volume curve over the evaluated frames
+    from echokdm.data.ground_truth import ground_truth_files
     from echokdm.data.phantom import load_npz
-    from echokdm.training.flow import phantom_truth
 
-    truth = load_npz(phantom_truth(manifest)[row["clip_id"]]).volumes_ml[[case.source, *case.targets]]
+    truth = load_npz(ground_truth_files(manifest)[row["clip_id"]]).volumes_ml[[case.source, *case.targets]]
     mine = clips[(clips["clip_id"] == row["clip_id"]) & (clips["method"] == "kdm")].iloc[0]
     assert mine["volume_units"] == "mL"
     assert abs(mine["ef_target"] - 100 * (truth.max() - truth.min()) / truth.max()) < 3.0

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from echokdm.data.phantom import sample_patient, simulate_clip
+from echokdm.echo.segmentation import LVSegmentationNet
 from echokdm.generation.loop import (
     GeneratedLoop,
     clip_keypoints,
@@ -24,7 +25,6 @@ from echokdm.generation.motion import (
 )
 from echokdm.geometry.keypoints import keypoints_to_mask
 from echokdm.io.nifti import write_label_nifti, write_nifti
-from echokdm.models.segmentation import LVSegmentationNet
 from echokdm.pipelines import KDMOutput
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

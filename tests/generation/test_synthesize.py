@@ -14,6 +14,7 @@ from scipy.stats import ks_2samp, kstest
 from echokdm.cli_synthesize import register
 from echokdm.data.phantom import load_npz
 from echokdm.data.phantom.export import write_cohort
+from echokdm.echo.segmentation import LVSegmentationNet
 from echokdm.generation.motion import synthetic_motion
 from echokdm.generation.synthesize import (
     COHORT_COLUMNS,
@@ -26,7 +27,6 @@ from echokdm.generation.synthesize import (
 )
 from echokdm.geometry.keypoints import keypoints_to_mask
 from echokdm.io.echonet import read_echonet_clip, read_echonet_filelist
-from echokdm.models.segmentation import LVSegmentationNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _tiny_kdm import SIZE, tiny_pipeline

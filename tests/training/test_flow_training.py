@@ -11,6 +11,7 @@ import yaml
 
 from echokdm.cli_flow import register, register_train
 from echokdm.config import ConfigError
+from echokdm.data.ground_truth import GroundTruthFlows, ground_truth_files
 from echokdm.data.manifest import load_manifest
 from echokdm.data.phantom.export import write_cohort
 from echokdm.geometry.flow import warp
@@ -18,14 +19,12 @@ from echokdm.models.ofnet import OFNet
 from echokdm.training import losses
 from echokdm.training.flow import (
     PairSampler,
-    TruthFlows,
     build_ofnet,
     cache_flows,
     flow_loss,
     frame_pairs,
     load_flow_config,
     load_pair_data,
-    phantom_truth,
     predict_clip_flows,
     train_flow,
 )
@@ -80,7 +79,7 @@ def test_config_defaults_match_the_yaml_and_typos_are_named():
 
 def test_pair_data_truth_and_sampler(cohort):
     frame = load_manifest(cohort)
-    truth = phantom_truth(cohort)
+    truth = ground_truth_files(cohort)
     assert set(truth) == set(frame["clip_id"])
     data = load_pair_data(frame, "train", 64, (1, 3), truth=truth, progress=False)
     assert data.has_truth and not data.skipped
@@ -99,8 +98,8 @@ def test_pair_data_truth_and_sampler(cohort):
 def test_truth_flows_explain_the_frames(cohort):
     """The exact flow (resized with the frames) warps source onto target better than no motion."""
     frame = load_manifest(cohort)
-    data = load_pair_data(frame, "train", 64, (3,), truth=phantom_truth(cohort), progress=False)
-    truth = TruthFlows(data)
+    data = load_pair_data(frame, "train", 64, (3,), truth=ground_truth_files(cohort), progress=False)
+    truth = GroundTruthFlows(data)
     clip, a, b = data.pairs[len(data) // 2]
     src = data.frames[clip][a].astype(np.float32) / 255
     tgt = data.frames[clip][b].astype(np.float32) / 255
@@ -114,7 +113,7 @@ def test_truth_flows_explain_the_frames(cohort):
 
 def test_spatial_augmentation_moves_frames_and_flow_together(cohort):
     frame = load_manifest(cohort)
-    data = load_pair_data(frame, "train", 64, (3,), truth=phantom_truth(cohort), progress=False)
+    data = load_pair_data(frame, "train", 64, (3,), truth=ground_truth_files(cohort), progress=False)
     config = load_flow_config(None, {**TINY, "data": {**TINY["data"], "spatial_prob": 1.0, "intensity_prob": 0.0,
                                                        "flip_prob": 0.5, "rotate_deg": 15.0}}).data
     batch = PairSampler(data, config, batch_size=6, with_truth=True)(torch.Generator().manual_seed(4))
@@ -131,7 +130,7 @@ def test_flow_loss_parts_and_gradients(cohort):
     torch.manual_seed(0)
     model = build_ofnet(config.model, 64)
     frame = load_manifest(cohort)
-    data = load_pair_data(frame, "train", 64, (3,), truth=phantom_truth(cohort), progress=False)
+    data = load_pair_data(frame, "train", 64, (3,), truth=ground_truth_files(cohort), progress=False)
     batch = PairSampler(data, config.data, 2, with_truth=True)(torch.Generator().manual_seed(0))
     loss, parts = flow_loss(model, batch, 0, config.loss)
     assert set(parts) == {"photo", "smooth", "visible", "epe"}
@@ -244,8 +243,8 @@ def test_training_on_a_few_pairs_lowers_the_loss_and_beats_zero_flow(cohort):
     """The issue's check: a small OF-net trained without labels on a few phantom pairs lowers the
     photometric loss and ends closer to the exact flow than the zero flow (EPE in the sector)."""
     frame = load_manifest(cohort)
-    data = load_pair_data(frame, "train", 64, (6,), truth=phantom_truth(cohort), progress=False)
-    truth = TruthFlows(data)
+    data = load_pair_data(frame, "train", 64, (6,), truth=ground_truth_files(cohort), progress=False)
+    truth = GroundTruthFlows(data)
     motion = [np.abs(truth.flow(*p)).mean() for p in data.pairs]
     chosen = data.pairs[np.argsort(motion)[-6:]]  # the pairs that move most
     src = torch.from_numpy(np.stack([data.frames[c][a] for c, a, _ in chosen]).astype(np.float32) / 255)[:, None]

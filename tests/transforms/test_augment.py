@@ -13,6 +13,7 @@ from echokdm.transforms import (
     EchoAffine,
     RandIntensityEcho,
     RandIntensityEchod,
+    RandSpatiald,
     RandSpatialEchoD,
     RandSpatialEchod,
     adjust_intensity,
@@ -152,6 +153,7 @@ def test_dict_preserves_other_keys_and_input(pair):
     skipped = _spatial(prob=0.0)(data)
     assert skipped["source"] is pair["source"]
     assert RandSpatialEchoD is RandSpatialEchod
+    assert RandSpatiald is RandSpatialEchod  # the domain-free name used by training/flow.py
 
 
 def test_spatial_errors(pair):

@@ -7,8 +7,8 @@ import torch
 
 from echokdm.data.manifest import load_manifest
 from echokdm.data.phantom.export import write_cohort
-from echokdm.models.segmentation import LVSegmentationNet
-from echokdm.training.segmentation import (
+from echokdm.echo.segmentation import LVSegmentationNet
+from echokdm.echo.segmentation_training import (
     _evaluate,
     dice_scores,
     labelled_frames,

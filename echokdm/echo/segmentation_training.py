@@ -22,12 +22,20 @@ import torch.nn.functional as F
 
 from echokdm.config import load_config
 from echokdm.data.manifest import clip_file_stem, load_manifest, read_clip
-from echokdm.models.segmentation import LVSegmentationNet
+from echokdm.echo.segmentation import LVSegmentationNet
 from echokdm.training.run import RunFolder
 
 __all__ = [
-    "SegModelConfig", "SegDataConfig", "SegTrainConfig", "SegConfig", "load_seg_config",
-    "LabelledFrames", "labelled_frames", "dice_scores", "train_segmentation", "segment_manifest",
+    "LabelledFrames",
+    "SegConfig",
+    "SegDataConfig",
+    "SegModelConfig",
+    "SegTrainConfig",
+    "dice_scores",
+    "labelled_frames",
+    "load_seg_config",
+    "segment_manifest",
+    "train_segmentation",
 ]
 
 
@@ -237,8 +245,6 @@ def train_segmentation(config: SegConfig, manifest: str | os.PathLike, out: str 
     bar.close()
     return {"run": str(run.path), "steps": step, "best_dice": best, "validated_on": val_source,
             "train_frames": len(train), "val_frames": len(val), "skipped": train.skipped + val.skipped}
-
-
 
 
 def segment_manifest(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
