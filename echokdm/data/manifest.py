@@ -38,6 +38,7 @@ __all__ = [
     "check_manifest",
     "load_manifest",
     "write_manifest",
+    "write_table",
     "read_clip",
     "clip_file_stem",
 ]
@@ -505,15 +506,26 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike, *, overwrite
 
     Raises ``FileExistsError`` when ``path`` exists and ``overwrite`` is false.
     """
+    return write_table(manifest, path, COLUMNS, _PATH_COLUMNS, overwrite=overwrite)
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike, columns, path_columns, *,
+                overwrite: bool = False) -> Path:
+    """Write ``table``'s ``columns`` (missing ones empty) as CSV atomically, with the file paths in
+    ``path_columns`` stored relative to the CSV's folder when they lie under it.
+
+    Shared by the clip manifest and the sequence manifest. Raises ``FileExistsError`` when
+    ``path`` exists and ``overwrite`` is false.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame = manifest.copy()
-    for col in COLUMNS:
+    frame = table.copy()
+    for col in columns:
         if col not in frame.columns:
             frame[col] = ""
-    frame = frame[list(COLUMNS)]
+    frame = frame[list(columns)]
     base = path.parent.resolve()
 
     def relative(value: Any) -> str:
@@ -525,7 +537,7 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike, *, overwrite
         except ValueError:
             return str(p)
 
-    for col in _PATH_COLUMNS:
+    for col in path_columns:
         frame[col] = [relative(v) for v in frame[col]]
     with atomic_output(path, overwrite=overwrite) as tmp:
         frame.to_csv(tmp, index=False)

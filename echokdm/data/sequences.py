@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from echokdm.data.manifest import SPLITS, _blank, _check_number, _resolve
+from echokdm.data.manifest import SPLITS, _blank, _check_number, _resolve, write_table
 from echokdm.data.pairs import (
     TrainingClip,
     flows_at_size,
@@ -52,7 +52,6 @@ from echokdm.data.pairs import (
     tps_pair_flows,
 )
 from echokdm.errors import ManifestError, ReadError
-from echokdm.io._atomic import atomic_output
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -173,28 +172,7 @@ def write_sequence_manifest(manifest: pd.DataFrame, path: str | os.PathLike, *, 
 
     Raises ``FileExistsError`` when ``path`` exists and ``overwrite`` is false.
     """
-    path = Path(path)
-    frame = manifest.copy()
-    for col in SEQUENCE_COLUMNS:
-        if col not in frame.columns:
-            frame[col] = ""
-    frame = frame[list(SEQUENCE_COLUMNS)]
-    base = path.parent.resolve()
-
-    def relative(value: Any) -> str:
-        if _blank(value):
-            return ""
-        p = Path(str(value)).resolve()
-        try:
-            return p.relative_to(base).as_posix()
-        except ValueError:
-            return str(p)
-
-    for col in _PATHS:
-        frame[col] = [relative(v) for v in frame[col]]
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        frame.to_csv(tmp, index=False)
-    return path
+    return write_table(manifest, path, SEQUENCE_COLUMNS, _PATHS, overwrite=overwrite)
 
 
 # ---------------------------------------------------------------------------------------------

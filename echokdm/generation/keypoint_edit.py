@@ -41,7 +41,6 @@ __all__ = [
 
 #: Formats :func:`write_keypoint_edit` writes.
 EDIT_FORMATS = ("mp4", "gif", "png")
-_SOURCE_TOLERANCE_PX = 1e-3
 
 
 class EditSource(NamedTuple):
@@ -172,12 +171,6 @@ def _checked(adapter, frame, source_keypoints, targets) -> tuple[np.ndarray, np.
     return frame, src, (tgt[None] if tgt.ndim == 2 else tgt)
 
 
-def _is_source_pose(target: np.ndarray, source: np.ndarray) -> bool:
-    """The same keypoints found, each within 1e-3 px."""
-    same_missing = bool((np.isnan(target) == np.isnan(source)).all())
-    return same_missing and float(np.nan_to_num(np.abs(target - source)).max()) <= _SOURCE_TOLERANCE_PX
-
-
 def generate_keypoint_edit(pipeline, source_frame: np.ndarray, source_keypoints: np.ndarray,
                            target_keypoints: np.ndarray, *, fps: float = 25.0, mode: str = "gamma", k: int = 100,
                            num_inference_steps: int = 200, seed: int = 0, batch_size: int = 8,
@@ -209,7 +202,7 @@ def generate_keypoint_edit(pipeline, source_frame: np.ndarray, source_keypoints:
     GeneratedEdit
     """
     from echokdm.adapters import get_adapter
-    from echokdm.generation.loop import _pipeline_size, _run_pipeline
+    from echokdm.generation.loop import _loop_frames, _pipeline_size
 
     if isinstance(pipeline, (str, os.PathLike)):
         from echokdm.pipelines.kdm import KDMPipeline
@@ -219,21 +212,10 @@ def generate_keypoint_edit(pipeline, source_frame: np.ndarray, source_keypoints:
     frame, src, targets = _checked(adapter, source_frame, source_keypoints, target_keypoints)
     if mode not in ("gamma", "per_frame"):
         raise ValueError(f"mode must be 'gamma' or 'per_frame', got {mode!r}")
-    first_is_source = include_source and _is_source_pose(targets[0], src)
-    todo = targets[1:] if first_is_source else targets
+    frames, flows, keypoints, gammas, _ = _loop_frames(
+        pipeline, frame, src, targets, include_source=include_source, mode=mode, k=k,
+        num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size, progress=progress)
     h, w = frame.shape
-    frames, flows = np.zeros((0, h, w), np.float32), np.zeros((0, 2, h, w), np.float32)
-    gammas = np.zeros(0) if mode == "gamma" else None
-    if len(todo):
-        frames, flows, gammas = _run_pipeline(pipeline, frame, src, todo, mode=mode, k=k,
-                                              num_inference_steps=num_inference_steps, seed=seed,
-                                              batch_size=batch_size, progress=progress)
-    keypoints = todo
-    if include_source:
-        frames = np.concatenate([frame[None], frames])
-        flows = np.concatenate([np.zeros((1, 2, h, w), np.float32), flows])
-        keypoints = np.concatenate([src[None], todo])
-        gammas = None if gammas is None else np.concatenate([[0.0], gammas])
     detected = kp_md = None
     if detect:
         detected = np.asarray(adapter.detect_keypoints(frames, detector_model), np.float32)

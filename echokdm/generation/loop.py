@@ -259,6 +259,30 @@ def _is_source_pose(targets: np.ndarray, src_kp: np.ndarray) -> bool:
     return bool(same_nan.all() and np.nan_to_num(diff).max() <= _SOURCE_TOLERANCE_PX)
 
 
+def _loop_frames(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.ndarray, *, include_source: bool,
+                 mode: str, k: int, num_inference_steps: int, seed: int, batch_size: int, progress: bool):
+    """The generated frames of a loop, with the real source first when ``include_source`` (see
+    :func:`generate_loop`). Returns ``frames (T, H, W)``, ``flows (T, 2, H, W)``, ``keypoints
+    (T, N, 2)``, ``gammas`` (``None`` in per-frame mode) and the targets actually generated."""
+    first_is_source = include_source and _is_source_pose(targets, src_kp)
+    to_generate = targets[1:] if first_is_source else targets
+    h, w = frame.shape
+    frames = np.zeros((0, h, w), np.float32)
+    flows = np.zeros((0, 2, h, w), np.float32)
+    gammas = np.zeros(0) if mode == "gamma" else None
+    if len(to_generate):
+        frames, flows, gammas = _run_pipeline(pipeline, frame, src_kp, to_generate, mode=mode, k=k,
+                                              num_inference_steps=num_inference_steps, seed=seed,
+                                              batch_size=batch_size, progress=progress)
+    keypoints = to_generate
+    if include_source:
+        frames = np.concatenate([frame[None], frames])
+        flows = np.concatenate([np.zeros((1, 2, h, w), np.float32), flows])
+        keypoints = np.concatenate([src_kp[None], to_generate])
+        gammas = None if gammas is None else np.concatenate([[0.0], gammas])
+    return frames, flows, keypoints, gammas, to_generate
+
+
 def generate_loop(
     pipeline,
     source_frame: np.ndarray,
@@ -329,22 +353,10 @@ def generate_loop(
 
         pipeline = KDMPipeline.from_pretrained(pipeline)
     frame, src_kp, targets = _checked_inputs(source_frame, source_keypoints, target_keypoints, fps, mode)
-    first_is_source = include_source and _is_source_pose(targets, src_kp)
-    to_generate = targets[1:] if first_is_source else targets
+    frames, flows, keypoints, gammas, to_generate = _loop_frames(
+        pipeline, frame, src_kp, targets, include_source=include_source, mode=mode, k=k,
+        num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size, progress=progress)
     h, w = frame.shape
-    frames = np.zeros((0, h, w), np.float32)
-    flows = np.zeros((0, 2, h, w), np.float32)
-    gammas = np.zeros(0) if mode == "gamma" else None
-    if len(to_generate):
-        frames, flows, gammas = _run_pipeline(pipeline, frame, src_kp, to_generate, mode=mode, k=k,
-                                              num_inference_steps=num_inference_steps, seed=seed,
-                                              batch_size=batch_size, progress=progress)
-    keypoints = to_generate
-    if include_source:
-        frames = np.concatenate([frame[None], frames])
-        flows = np.concatenate([np.zeros((1, 2, h, w), np.float32), flows])
-        keypoints = np.concatenate([src_kp[None], to_generate])
-        gammas = None if gammas is None else np.concatenate([[0.0], gammas])
     ef_target = _or_none(loop_ef(np.concatenate([src_kp[None], to_generate]), spacing_mm))
     detected, ef_achieved, note = None, None, "no segmentation model"
     if segmentation is not None:

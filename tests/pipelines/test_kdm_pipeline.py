@@ -7,24 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from echokdm.data.phantom import sample_patient, simulate_clip
 from echokdm.geometry.flow import warp
 from echokdm.models.kdm import ConditionalUNet
 from echokdm.pipelines import FlowToImagePipeline, KDMPipeline, KeypointToFlowPipeline
 from echokdm.pipelines.kdm import gamma_from_keypoints
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _tiny_kdm import SIZE, tiny_pipeline
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipeline()
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return simulate_clip(sample_patient(0, 0), n_frames=12, size=SIZE, fps=25.0)
+from _tiny_kdm import SIZE
 
 
 def test_k2f_shapes_and_seed(pipe, clip):

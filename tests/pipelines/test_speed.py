@@ -8,22 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from echokdm.data.phantom import sample_patient, simulate_clip
 from echokdm.geometry.flow import warp
 from echokdm.pipelines.kdm import f2i_condition, scheduler_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _tiny_kdm import SIZE, tiny_pipeline, tiny_unet
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipeline()
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return simulate_clip(sample_patient(0, 0), n_frames=12, size=SIZE, fps=25.0)
 
 
 def test_embedded_condition_gives_the_same_prediction():
