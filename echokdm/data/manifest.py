@@ -39,6 +39,7 @@ __all__ = [
     "load_manifest",
     "write_manifest",
     "write_table",
+    "read_table",
     "read_clip",
     "clip_file_stem",
 ]
@@ -489,14 +490,21 @@ def load_manifest(path: str | os.PathLike, *, check_files: bool = True) -> pd.Da
     problems = check_manifest(path, check_files=check_files)
     if problems:
         raise ManifestError(path, problems)
+    return read_table(path, COLUMNS, _NUMERIC, _PATH_COLUMNS)
+
+
+def read_table(path: Path, columns, numeric_columns, path_columns) -> pd.DataFrame:
+    """A checked manifest CSV as a table: ``columns`` in order (missing ones empty), numbers as
+    floats (NaN when empty), paths resolved against the CSV's folder. The reading half of
+    :func:`write_table`, shared by the clip and sequence manifests."""
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for col in COLUMNS:
+    for col in columns:
         if col not in frame.columns:
             frame[col] = ""
-    frame = frame[list(COLUMNS)].copy()
-    for col in _NUMERIC:
+    frame = frame[list(columns)].copy()
+    for col in numeric_columns:
         frame[col] = pd.to_numeric(frame[col].replace("", np.nan), errors="raise").astype(float)
-    for col in _PATH_COLUMNS:
+    for col in path_columns:
         frame[col] = [str(_resolve(v, path.parent)) if not _blank(v) else "" for v in frame[col]]
     return frame
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from echokdm.data.manifest import SPLITS, _blank, _check_number, _resolve, write_table
+from echokdm.data.manifest import SPLITS, _blank, _check_number, _resolve, read_table, write_table
 from echokdm.data.pairs import (
     TrainingClip,
     flows_at_size,
@@ -155,16 +155,7 @@ def load_sequence_manifest(path: str | os.PathLike, *, check_files: bool = True)
     problems = check_sequence_manifest(path, check_files=check_files)
     if problems:
         raise ManifestError(path, problems)
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for col in SEQUENCE_COLUMNS:
-        if col not in frame.columns:
-            frame[col] = ""
-    frame = frame[list(SEQUENCE_COLUMNS)].copy()
-    for col in _NUMERIC:
-        frame[col] = pd.to_numeric(frame[col].replace("", np.nan), errors="raise").astype(float)
-    for col in _PATHS:
-        frame[col] = [str(_resolve(v, path.parent)) if not _blank(v) else "" for v in frame[col]]
-    return frame
+    return read_table(path, SEQUENCE_COLUMNS, _NUMERIC, _PATHS)
 
 
 def write_sequence_manifest(manifest: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
