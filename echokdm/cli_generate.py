@@ -261,6 +261,11 @@ def _print_result(loop, written: dict) -> None:
     print(f"generated {loop.n_frames} frame(s) {loop.frames.shape[1]}x{loop.frames.shape[2]} at {loop.fps:.3g} fps "
           f"({loop.motion} motion)")
     print(f"  EF target {_percent(loop.ef_target, 'not measurable (missing keypoints)')}, achieved {achieved}")
+    attempts = loop.metadata.get("ef_attempts") or []
+    if len(attempts) > 1 or (attempts and not loop.metadata.get("ef_calibrated")):
+        state = "within" if loop.metadata.get("ef_calibrated") else "NOT within"
+        print(f"  EF control: {len(attempts)} loop(s) generated, re-measured EF {state} tolerance; the keypoint "
+              f"trajectory moves at EF {_percent(loop.metadata.get('ef_trajectory'), 'n/a')}")
     for name, path in written.items():
         print(f"  {name:>9}: {path}")
 
@@ -300,13 +305,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
     src_kp, targets, motion_fps, extra = _targets(args, source, seg)
     fps = args.fps or motion_fps or DEFAULT_FPS
     settings = _settings(args, motion, source, extra)
-    loop = generate_loop(
-        pipe, source.frame, src_kp, targets, fps=fps,
-        spacing_mm=source.spacing_mm, mode=args.mode, k=args.k, num_inference_steps=args.steps, seed=args.seed,
-        batch_size=args.batch_size, segmentation=seg, progress=not args.no_progress,
-        motion=_MOTION_NAMES[motion], source_index=args.frame, patient_id=source.patient_id,
-        metadata={k: v for k, v in settings.items() if k not in ("source", "pipeline")},
-    )
+    common = {"spacing_mm": source.spacing_mm, "mode": args.mode, "k": args.k, "num_inference_steps": args.steps,
+              "seed": args.seed, "batch_size": args.batch_size, "segmentation": seg, "progress": not args.no_progress,
+              "source_index": args.frame, "patient_id": source.patient_id,
+              "metadata": {k: v for k, v in settings.items() if k not in ("source", "pipeline")}}
+    if motion == "ef":
+        from echokdm.generation.ef_control import generate_ef_loop
+
+        calibrate = seg is not None and args.ef_attempts > 1
+        if seg is None:
+            print("note: no --segmentation model: the EF of the generated frames is neither measured nor corrected "
+                  f"(the keypoints move at EF {args.ef:g} %)")
+        loop = generate_ef_loop(pipe, source.frame, src_kp, args.ef, heart_rate_bpm=args.heart_rate, fps=fps,
+                                n_beats=args.beats, calibrate=calibrate, tolerance=args.ef_tolerance,
+                                max_attempts=args.ef_attempts, **common)
+        settings.update({k: loop.metadata[k] for k in ("ef_trajectory", "ef_attempts", "ef_calibrated")})
+    else:
+        loop = generate_loop(pipe, source.frame, src_kp, targets, fps=fps, motion=_MOTION_NAMES[motion], **common)
     out.mkdir(parents=True, exist_ok=True)
     extras = _export_extras(args, source, loop.n_frames)
     _print_result(loop, _write_outputs(out, stem, loop, args, settings, extras))
@@ -420,6 +435,11 @@ def _add_motion_args(p: argparse.ArgumentParser) -> None:
                         "length, source -> target -> back (default: 1, the edited frame alone)")
     o.add_argument("--heart-rate", type=float, default=70.0, help="--ef: heart rate in bpm (default: %(default)s)")
     o.add_argument("--beats", type=float, default=1.0, help="--ef: number of beats (default: %(default)s)")
+    o.add_argument("--ef-attempts", type=int, default=3,
+                   help="--ef: loops generated at most to bring the EF re-measured on the frames (by --segmentation) "
+                        "within --ef-tolerance of EF; 1 = one loop whose keypoints move at EF (default: %(default)s)")
+    o.add_argument("--ef-tolerance", type=float, default=2.0,
+                   help="--ef: EF points (default: %(default)s)")
     o.add_argument("--drag-sigma", type=float, default=None,
                    help="--drag with sparse vectors: spread along the keypoint index (echo: along the wall) in "
                         "keypoints (default: 3 for echo, 0 = only the listed keypoints for other adapters)")

@@ -58,7 +58,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         heart_rate_range=tuple(args.heart_rate_range), fps=args.fps,
         n_beats=args.beats, segmentation=segmentation, training_manifest=args.training_manifest, seed=args.seed,
         mode=args.mode, k=args.k, num_inference_steps=args.steps, batch_size=args.batch_size,
-        include_source=not args.no_source_frame, memorisation_frames=args.memorisation_frames, device=args.device,
+        include_source=not args.no_source_frame, ef_attempts=args.ef_attempts, memorisation_frames=args.memorisation_frames, device=args.device,
         overwrite=args.overwrite, progress=not args.no_progress)
     for line in result.summary_lines():
         print(line)
@@ -81,6 +81,9 @@ def _add_motion_args(p: argparse.ArgumentParser) -> None:
                    help="heart rates uniform on this range, bpm (default: 55 95)")
     p.add_argument("--fps", type=float, default=50.0, help="frame rate of the loops (default: %(default)s)")
     p.add_argument("--beats", type=float, default=1.0, help="beats per loop (default: %(default)s)")
+    p.add_argument("--ef-attempts", type=int, default=3,
+                   help="with a segmentation model: loops generated at most per cohort loop to bring its re-measured "
+                        "EF within 2 points of the drawn EF; 1 = keypoints at the drawn EF (default: %(default)s)")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

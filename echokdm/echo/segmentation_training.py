@@ -50,6 +50,7 @@ class SegModelConfig:
 class SegDataConfig:
     size: int = 112
     augment: bool = True
+    elastic_px: float = 0.0
     max_clips: int | None = None
 
 
@@ -136,17 +137,31 @@ def labelled_frames(manifest: pd.DataFrame, split: str, size: int, max_clips: in
     return LabelledFrames(np.concatenate(frames), np.concatenate(masks), pids, cids, skipped)
 
 
-def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One random affine and gain/gamma per sample, the same affine for frame and mask."""
-    b = x.shape[0]
+def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+             elastic_px: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random affine (and, when ``elastic_px`` > 0, a smooth random deformation of up to about
+    that many pixels) and gain/gamma per sample; the same geometry for frame and mask.
+
+    The mask is resampled bilinearly and thresholded at 0.5, so its boundary moves with sub-pixel
+    accuracy. The deformation is a 4 × 4 grid of random displacements upsampled bicubically: it
+    compresses and stretches the cavity locally, as the flows of generated frames do, so the model
+    learns to find the boundary on warped images too (the EF of generated loops is measured on
+    them).
+    """
+    b, _, h, w = x.shape
     angle = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(15)
     scale = 1 + (torch.rand(b, generator=gen) * 2 - 1) * 0.1
     shift = (torch.rand(b, 2, generator=gen) * 2 - 1) * 0.08
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    if elastic_px > 0:
+        coarse = (torch.rand(b, 2, 4, 4, generator=gen) * 2 - 1) * elastic_px
+        field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)  # pixels
+        norm = torch.tensor([2.0 / w, 2.0 / h]).view(1, 2, 1, 1)  # pixels → grid units
+        grid = grid + (field * norm).permute(0, 2, 3, 1).to(x)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    y = (F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).to(y)
     gain = (0.8 + 0.4 * torch.rand(b, 1, 1, 1, generator=gen)).to(x)
     gamma = (0.8 + 0.45 * torch.rand(b, 1, 1, 1, generator=gen)).to(x)
     return (gain * x.clamp(0, 1) ** gamma).clamp(0, 1), y
@@ -223,7 +238,7 @@ def train_segmentation(config: SegConfig, manifest: str | os.PathLike, out: str 
         x = frames[idx, None].float() / 255.0  # (B, 1, S, S)
         y = masks[idx, None].float()
         if config.data.augment:
-            x, y = _augment(x, y, gen)
+            x, y = _augment(x, y, gen, config.data.elastic_px)
         loss = loss_fn(model(x.to(device)), y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()

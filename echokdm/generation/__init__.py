@@ -35,6 +35,7 @@ _LAZY = {
     "clip_keypoints": "loop",
     "loop_ef": "loop",
     "load_segmentation": "loop",
+    "generate_ef_loop": "ef_control",
     "write_loop": "export",
     "write_synthetic_dicom": "export",
     "write_echonet_cohort": "export",

@@ -82,12 +82,14 @@ __all__ = [
 DEFAULT_EF_RANGE = (20.0, 70.0)
 #: Heart-rate range (beats per minute) of :func:`synthesize_cohort`.
 DEFAULT_HEART_RATE_RANGE = (55.0, 95.0)
-#: Columns of ``cohort.csv``: one row per loop written. ``ef_target`` is the drawn EF (the
-#: target keypoints' Simpson EF, exact to 1e-9 for square pixels), ``ef_achieved`` the EF
-#: re-measured by the segmentation model (empty without one), ``seed`` the loop's noise seed.
+#: Columns of ``cohort.csv``: one row per loop written. ``ef_target`` is the drawn EF,
+#: ``ef_achieved`` the EF re-measured by the segmentation model on the loop's frames (empty without
+#: one), ``ef_trajectory`` the Simpson EF of the keypoint trajectory the loop was generated from
+#: (above the drawn EF when the closed-loop EF control corrected it; equal to it, to 1e-9 for
+#: square pixels, without a segmentation model), ``seed`` the loop's noise seed.
 COHORT_COLUMNS = ("loop", "source_clip_id", "source_patient_id", "source_dataset", "source_frame",
-                  "keypoints_source", "ef_target", "ef_achieved", "heart_rate_bpm", "fps", "n_frames",
-                  "seed")
+                  "keypoints_source", "ef_target", "ef_achieved", "ef_trajectory", "heart_rate_bpm", "fps",
+                  "n_frames", "seed")
 #: Columns of ``memorisation.csv`` (one row; :meth:`~echokdm.metrics.privacy.MemorisationReport.summary`
 #: plus the number of training frames compared, and ``note`` saying why it is empty when it is).
 MEMORISATION_COLUMNS = ("metric", "n_generated", "n_held_out", "n_training_frames", "median_generated",
@@ -517,21 +519,27 @@ class _Plan:
     num_inference_steps: int
     batch_size: int
     include_source: bool
+    ef_attempts: int = 3
 
 
 def _make_loop(pipe, seg, source: _Source, plan: _Plan, i: int):
-    """Loop ``i``: the synthetic beat of ``source`` at the planned EF and heart rate."""
-    from echokdm.generation.loop import generate_loop
-    from echokdm.generation.motion import synthetic_motion
+    """Loop ``i``: the synthetic beat of ``source`` at the planned EF and heart rate (closed-loop EF
+    control with a segmentation model, :func:`~echokdm.generation.ef_control.generate_ef_loop`)."""
+    import warnings
 
-    targets = synthetic_motion(source.keypoints, plan.efs[i], plan.heart_rates[i], plan.fps, plan.n_beats)
-    info = {"ef_requested": float(plan.efs[i]), "heart_rate_bpm": float(plan.heart_rates[i]),
-            "n_beats": plan.n_beats, "keypoints_source": source.keypoints_source}
-    return generate_loop(pipe, source.frame, source.keypoints, targets, fps=plan.fps, spacing_mm=source.spacing_mm,
-                         mode=plan.mode, k=plan.k, num_inference_steps=plan.num_inference_steps,
-                         seed=int(plan.seeds[i]), batch_size=plan.batch_size, segmentation=seg,
-                         include_source=plan.include_source, progress=False, motion="synthetic",
-                         source_index=source.index, patient_id=source.patient_id, metadata=info)
+    from echokdm.generation.ef_control import generate_ef_loop
+
+    info = {"heart_rate_bpm": float(plan.heart_rates[i]), "n_beats": plan.n_beats,
+            "keypoints_source": source.keypoints_source}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a missed EF shows in cohort.csv (ef_target vs ef_achieved)
+        return generate_ef_loop(pipe, source.frame, source.keypoints, float(plan.efs[i]),
+                                heart_rate_bpm=float(plan.heart_rates[i]), fps=plan.fps, n_beats=plan.n_beats,
+                                segmentation=seg, calibrate=seg is not None and plan.ef_attempts > 1,
+                                max_attempts=plan.ef_attempts, spacing_mm=source.spacing_mm, mode=plan.mode,
+                                k=plan.k, num_inference_steps=plan.num_inference_steps, seed=int(plan.seeds[i]),
+                                batch_size=plan.batch_size, include_source=plan.include_source, progress=False,
+                                source_index=source.index, patient_id=source.patient_id, metadata=info)
 
 
 def _cohort_row(name: str, loop, source: _Source, plan: _Plan, i: int) -> dict[str, Any]:
@@ -539,6 +547,7 @@ def _cohort_row(name: str, loop, source: _Source, plan: _Plan, i: int) -> dict[s
             "source_dataset": source.dataset, "source_frame": source.index,
             "keypoints_source": source.keypoints_source, "ef_target": float(plan.efs[i]),
             "ef_achieved": np.nan if loop.ef_achieved is None else float(loop.ef_achieved),
+            "ef_trajectory": loop.metadata.get("ef_trajectory", np.nan),
             "heart_rate_bpm": float(plan.heart_rates[i]), "fps": loop.fps, "n_frames": loop.n_frames,
             "seed": int(plan.seeds[i])}
 
@@ -560,7 +569,7 @@ def _loops(pipe, seg, sources: list[_Source], plan: _Plan, size: tuple[int, int]
             made = loop.frames[1:] if plan.include_source else loop.frames  # model-made frames only
             if len(made):
                 nearest.add(_to_size(made, size))
-        loop.ef_target = float(plan.efs[i])  # the drawn EF (equal to the keypoints' for square pixels)
+        loop.ef_target = float(plan.efs[i])  # the drawn EF (generate_ef_loop sets it too)
         rows.append(_cohort_row(name, loop, source, plan, i))
         yield name, loop, source.split
 
@@ -753,7 +762,7 @@ def _source_rows(table: pd.DataFrame, split: str, where: Path) -> pd.DataFrame:
 
 
 def _plan(n_loops, *, ef_range, ef_reference, heart_rate_range, fps, n_beats, seed, mode, k,
-          num_inference_steps, batch_size, include_source) -> tuple[_Plan, np.ndarray | None]:
+          num_inference_steps, batch_size, include_source, ef_attempts=3) -> tuple[_Plan, np.ndarray | None]:
     """Validated settings and the draws of every loop; the reference EFs when given."""
     from echokdm.generation.motion import synthetic_volume_curve
 
@@ -769,7 +778,8 @@ def _plan(n_loops, *, ef_range, ef_reference, heart_rate_range, fps, n_beats, se
                  seeds=np.array([loop_seed(seed, i) for i in range(n_loops)]), fps=float(fps),
                  n_beats=float(n_beats), mode=mode, k=_checked_count(k, "k", 0),
                  num_inference_steps=_checked_count(num_inference_steps, "num_inference_steps"),
-                 batch_size=_checked_count(batch_size, "batch_size"), include_source=bool(include_source))
+                 batch_size=_checked_count(batch_size, "batch_size"), include_source=bool(include_source),
+                 ef_attempts=_checked_count(ef_attempts, "ef_attempts"))
     # the fastest heart gives the shortest loop: it must still have 2 frames (raises otherwise)
     synthetic_volume_curve(float(efs[0]), float(plan.heart_rates.max()), plan.fps, plan.n_beats)
     return plan, reference
@@ -795,6 +805,7 @@ def synthesize_cohort(
     num_inference_steps: int = 200,
     batch_size: int = 8,
     include_source: bool = True,
+    ef_attempts: int = 3,
     memorisation_frames: int = 2000,
     device: str | None = None,
     overwrite: bool = False,
@@ -839,6 +850,11 @@ def synthesize_cohort(
         As in :func:`~echokdm.generation.loop.generate_loop`.
     include_source : bool
         Frame 0 of each loop is the real source frame (default), or made by the model too.
+    ef_attempts : int
+        With a segmentation model, loops generated at most per cohort loop to bring the EF
+        re-measured on its frames within 2 points of the drawn EF
+        (:func:`~echokdm.generation.ef_control.generate_ef_loop`); 1 = one loop whose keypoints move
+        at the drawn EF. ``cohort.csv`` keeps the trajectory EF that was used (``ef_trajectory``).
     memorisation_frames : int
         Most training frames, and most held-out frames, read for the memorisation check.
     device : str, optional
@@ -868,7 +884,7 @@ def synthesize_cohort(
     plan, reference = _plan(n_loops, ef_range=ef_range, ef_reference=ef_reference,
                             heart_rate_range=heart_rate_range, fps=fps, n_beats=n_beats, seed=seed, mode=mode, k=k,
                             num_inference_steps=num_inference_steps, batch_size=batch_size,
-                            include_source=include_source)
+                            include_source=include_source, ef_attempts=ef_attempts)
     budget = _checked_count(memorisation_frames, "memorisation_frames")
     out = Path(out)
     _refuse_existing(out, len(plan.efs), overwrite)
