@@ -51,6 +51,9 @@ def test_demo_quick_generates_evaluates_and_refuses_to_overwrite(tmp_path, capsy
     assert report["ef_achieved"].notna().all(), "the packaged segmentation model re-measures EF"
     own, new = report.iloc[0], report.iloc[1]
     assert abs(new["ef_target"] - own["ef_clip_keypoints"]) == pytest.approx(25, abs=1.0) or new["ef_target"] in (15, 75)
+    # the new-EF loop comes from the closed-loop EF control: its attempts and keypoint EF are reported
+    assert 1 <= new["ef_attempts"] <= 3 and own["ef_attempts"] == 1
+    assert own["ef_trajectory"] == pytest.approx(own["ef_target"]) and np.isfinite(new["ef_trajectory"])
     assert 0 < own["mse"] < 0.1 and 0 < own["ssim"] <= 1
     for r in report.itertuples():
         assert read_video(r.mp4).n_frames == r.frames

@@ -50,7 +50,7 @@ class SegModelConfig:
 class SegDataConfig:
     size: int = 112
     augment: bool = True
-    elastic_px: float = 0.0
+    elastic_px: float = 3.0
     max_clips: int | None = None
 
 
@@ -138,7 +138,7 @@ def labelled_frames(manifest: pd.DataFrame, split: str, size: int, max_clips: in
 
 
 def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
-             elastic_px: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+             elastic_px: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One random affine (and, when ``elastic_px`` > 0, a smooth random deformation of up to about
     that many pixels) and gain/gamma per sample; the same geometry for frame and mask.
 

@@ -79,3 +79,27 @@ def test_training_learns_checkpoints_resumes_and_segments(cohort, tmp_path):
     assert table.loc[table.split == "train", "dice"].mean() > 0.6
     with pytest.raises(FileExistsError, match="segmentation.csv"):
         segment_manifest(cohort, run / "best", tmp_path / "seg", progress=False)
+
+
+@pytest.mark.parametrize("elastic_px", [0.0, 3.0])
+def test_augmentation_moves_frame_and_mask_together(elastic_px):
+    """The same geometry for frame and mask (the frame here is the mask itself, so the augmented
+    frame's bright pixels are the augmented mask), and the elastic deformation does deform."""
+    from echokdm.echo.segmentation_training import _augment
+    from echokdm.geometry.keypoints import keypoints_to_mask
+
+    t = (np.arange(20) + 0.5) / 20
+    half = 12 * np.sqrt(1 - t**2)
+    kp = np.concatenate([np.stack([32 - half, 54 - 40 * t], 1), np.stack([32 + half, 54 - 40 * t], 1)[::-1]])
+    mask = torch.from_numpy(keypoints_to_mask(kp, (64, 64)).astype(np.float32))[None, None].repeat(8, 1, 1, 1)
+    x, y = _augment(mask.clone(), mask.clone(), torch.Generator().manual_seed(0), elastic_px)
+    assert set(np.unique(y.numpy())) <= {0.0, 1.0}
+    x, inside = x.numpy(), y.numpy() > 0.5
+    top = x.max(axis=(1, 2, 3), keepdims=True)  # the gain: fully inside pixels
+    assert not (inside & (x == 0)).any(), "mask pixels where the frame is empty"
+    assert not (~inside & (x >= top - 1e-6)).any(), "frame interior outside the mask"
+    assert ((x > 0.5 * top) == inside).mean(axis=(1, 2, 3)).min() > 0.99  # they differ only on the boundary
+    # compared with the affine alone (same random draws), the deformation moves the boundary
+    x0, y0 = _augment(mask.clone(), mask.clone(), torch.Generator().manual_seed(0), 0.0)
+    changed = (y0 != y).float().mean().item()
+    assert (changed > 0.005) if elastic_px else (changed == 0.0)
