@@ -70,7 +70,7 @@ def run(args) -> dict:
 
     from echokdm.baselines.tps import tps_warp
     from echokdm.generation import generate_ef_loop, synthetic_motion
-    from echokdm.generation.loop import _detect_keypoints, load_segmentation, loop_ef
+    from echokdm.generation.loop import load_segmentation, measure_ef
     from echokdm.pipelines import KDMPipeline
     from echokdm.pretrained import pretrained_path
 
@@ -79,7 +79,7 @@ def run(args) -> dict:
     seg = load_segmentation(args.segmentation or pretrained_path("seg_phantom_112"))
 
     def measured(frames, spacing):
-        return loop_ef(_detect_keypoints(seg, frames), spacing)
+        return measure_ef(frames, seg, spacing)
 
     rows = []
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 
     python benchmarks/generation.py [--quick] [--device cpu|cuda] [--mixed-precision bf16] [--compile]
 
-What is measured (default settings = the demo's: γ mode, 200 DDIM steps, k = 100, batch 8):
+What is measured (default settings = the demo's: γ mode, 200 DDIM steps, k = 100, batch 16):
 
 * **speed at 112×112**, the packaged checkpoint (``echokdm/checkpoints/kdm_phantom_112``):
   seconds per 32-frame loop and per generated frame, for several batch sizes; bf16 autocast
@@ -334,7 +334,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 patient, 8 frames, 10 DDIM steps")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to generate (default cpu)")
     parser.add_argument("--patients", type=int, default=3, help="held-out phantom patients (default 3)")
-    parser.add_argument("--batch-size", type=int, default=8, help="frames per batch (default 8, the demo's)")
+    parser.add_argument("--batch-size", type=int, default=16, help="frames per batch (default 16, the demo's)")
     parser.add_argument("--mixed-precision", default="no", choices=("no", "bf16", "fp16"),
                         help="autocast for the denoising networks (default no)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the F2I network")

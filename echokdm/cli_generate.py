@@ -469,7 +469,7 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=200, help="DDIM steps (default: %(default)s)")
     p.add_argument("--k", type=int, default=100, help="F2I start step, 0 = warp only (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8, help="frames per network call (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16, help="frames per network call (default: %(default)s)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--detect", action="store_true",
                    help="face/pose: re-detect keypoints on the generated frames with the adapter's detector and "

@@ -99,7 +99,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="one K2F flow scaled by gamma per frame, or one flow per frame (default: %(default)s)")
     p.add_argument("--steps", type=int, default=200, help="DDIM steps (default: %(default)s)")
     p.add_argument("--k", type=int, default=100, help="F2I start step, 0 = warp only (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8, help="frames per network call (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16, help="frames per network call (default: %(default)s)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
 
 

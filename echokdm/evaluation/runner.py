@@ -86,7 +86,7 @@ class EvaluateConfig:
     num_inference_steps: int = 200
     k: int = 100
     mode: str = "per_frame"
-    batch_size: int = 8
+    batch_size: int = 16
     seed: int = 0
     lpips_nets: tuple[str, ...] = ("alex", "vgg")
     lpips_backbone: str | None = None

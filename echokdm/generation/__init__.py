@@ -34,6 +34,7 @@ _LAZY = {
     "read_source": "loop",
     "clip_keypoints": "loop",
     "loop_ef": "loop",
+    "measure_ef": "loop",
     "load_segmentation": "loop",
     "generate_ef_loop": "ef_control",
     "write_loop": "export",

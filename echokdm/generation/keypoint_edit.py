@@ -173,7 +173,7 @@ def _checked(adapter, frame, source_keypoints, targets) -> tuple[np.ndarray, np.
 
 def generate_keypoint_edit(pipeline, source_frame: np.ndarray, source_keypoints: np.ndarray,
                            target_keypoints: np.ndarray, *, fps: float = 25.0, mode: str = "gamma", k: int = 100,
-                           num_inference_steps: int = 200, seed: int = 0, batch_size: int = 8,
+                           num_inference_steps: int = 200, seed: int = 0, batch_size: int = 16,
                            include_source: bool = True, detector_model: Any = None, detect: bool = False,
                            progress: bool = True, metadata: dict | None = None) -> GeneratedEdit:
     """Generate one frame per target keypoint set with a KDM pipeline of any adapter.

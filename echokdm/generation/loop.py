@@ -39,6 +39,7 @@ __all__ = [
     "generate_loop",
     "load_segmentation",
     "loop_ef",
+    "measure_ef",
     "read_source",
     "source_from_file",
 ]
@@ -174,6 +175,18 @@ def _detect_keypoints(model, frames: np.ndarray) -> np.ndarray:
     return sequence_keypoints(_segment(model, frames), smooth_sigma_frames=0.0).keypoints
 
 
+def measure_ef(frames: np.ndarray, segmentation, spacing_mm: tuple[float, float] | None = None,
+               return_keypoints: bool = False):
+    """The EF (%) a segmentation model reads from frames ``(T, H, W)`` in [0, 1]: keypoints re-detected
+    on every frame (per-frame landmarks, no temporal smoothing, as ``echokdm evaluate``), Simpson
+    volumes, ``100 (max V − min V) / max V`` (:func:`loop_ef`). NaN when fewer than two frames give
+    all 40 keypoints. With ``return_keypoints``, ``(ef, keypoints (T, 40, 2))``. This is how
+    ``ef_achieved`` of a generated loop is measured."""
+    keypoints = _detect_keypoints(load_segmentation(segmentation), np.asarray(frames, dtype=np.float32))
+    ef = loop_ef(keypoints, spacing_mm)
+    return (ef, keypoints) if return_keypoints else ef
+
+
 # ---------------------------------------------------------------------------------------------
 # resizing to and from the pipeline's size
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +308,7 @@ def generate_loop(
     k: int = 100,
     num_inference_steps: int = 200,
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: int = 16,
     segmentation=None,
     include_source: bool = True,
     progress: bool = True,

@@ -803,7 +803,7 @@ def synthesize_cohort(
     mode: str = "gamma",
     k: int = 100,
     num_inference_steps: int = 200,
-    batch_size: int = 8,
+    batch_size: int = 16,
     include_source: bool = True,
     ef_attempts: int = 3,
     memorisation_frames: int = 2000,

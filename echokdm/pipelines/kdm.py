@@ -366,7 +366,7 @@ class KDMPipeline(_Saved):
     @torch.inference_mode()
     def __call__(self, source_frame, source_keypoints, target_keypoints, *, mode: str = "gamma", k: int = 100,
                  num_inference_steps: int = 200, generator: torch.Generator | None = None,
-                 shared_noise: bool = True, batch_size: int = 8, progress: bool = True, mixed_precision: str = "no",
+                 shared_noise: bool = True, batch_size: int = 16, progress: bool = True, mixed_precision: str = "no",
                  compile: bool = False) -> KDMOutput:
         """Generate one frame per target keypoint set.
 

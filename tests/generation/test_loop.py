@@ -15,6 +15,7 @@ from echokdm.generation.loop import (
     clip_keypoints,
     generate_loop,
     loop_ef,
+    measure_ef,
     source_from_file,
 )
 from echokdm.generation.motion import (
@@ -179,6 +180,15 @@ def test_generate_loop_validates_its_inputs(pipe, clip):
         generate_loop(pipe, clip.frames[0], kp, kp, fps=0)
     with pytest.raises(ValueError, match="mode must be"):
         generate_loop(pipe, clip.frames[0], kp, kp, fps=25, mode="warp")
+
+
+def test_measure_ef_reads_the_models_masks(clip):
+    targets = synthetic_motion(clip.keypoints[0], ef=40, heart_rate_bpm=120, fps=16)
+    oracle = OracleSegmentation(targets)
+    ef, kp = measure_ef(np.zeros((len(targets), SIZE, SIZE)), oracle, return_keypoints=True)
+    assert kp.shape == targets.shape and ef == pytest.approx(loop_ef(kp))
+    assert ef == pytest.approx(40.0, abs=6.0)  # polygon masks on the tiny grid read back near their EF
+    assert np.isnan(measure_ef(np.zeros((3, SIZE, SIZE)), OracleSegmentation(np.full((3, 40, 2), np.nan))))
 
 
 def test_unmeasurable_efs_are_none(pipe, clip):
