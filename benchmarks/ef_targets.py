@@ -10,7 +10,10 @@ DDIM steps, k = 100) and its EF re-measured by the segmentation model on the gen
   ``generate_loop`` on ``synthetic_motion`` gives);
 * ``kdm_calibrated``: the loop returned by the closed-loop control (at most 3 attempts, tolerance
   2 points); ``trajectory_excess`` is how far above the target its keypoint trajectory's EF had
-  to be.
+  to be;
+* ``kdm_flow_motion``: a referee independent of the segmentation model, the EF of the motion the
+  calibrated loop's flows produce (each frame's source keypoints carried by its flow: ``x`` with
+  ``x + F(x) = s``). It is the motion before F2I refines the frames.
 
 To show where an error comes from, the same re-measurement is made on
 
@@ -65,12 +68,24 @@ def _patient(index: int, seg, fps: float):
     return clip, cine, kp, ed
 
 
+def _flow_keypoints(source_kp: np.ndarray, targets: np.ndarray, flows: np.ndarray, iterations: int = 30) -> np.ndarray:
+    """Where each frame's flow puts the source keypoints: ``x`` with ``x + F(x) = s`` (the flow points
+    from the frame into the source), by the fixed-point iteration ``x ← s − F(x)`` from the targets."""
+    from echokdm.geometry.flow import transport_keypoints
+
+    x = np.array(targets, dtype=np.float64)
+    s = np.broadcast_to(np.asarray(source_kp, np.float64), x.shape)
+    for _ in range(iterations):
+        x = s - (transport_keypoints(x, flows) - x)
+    return x.astype(np.float32)
+
+
 def run(args) -> dict:
     import torch
 
     from echokdm.baselines.tps import tps_warp
     from echokdm.generation import generate_ef_loop, synthetic_motion
-    from echokdm.generation.loop import load_segmentation, measure_ef
+    from echokdm.generation.loop import load_segmentation, loop_ef, measure_ef
     from echokdm.pipelines import KDMPipeline
     from echokdm.pretrained import pretrained_path
 
@@ -103,13 +118,17 @@ def run(args) -> dict:
                                             max_attempts=args.attempts, mode="gamma", k=args.k,
                                             num_inference_steps=args.steps, seed=0, progress=False)
                 attempts = loop.metadata["ef_attempts"]
+                carried = _flow_keypoints(kp[ed], loop.keypoints, loop.flows)
+                row["ef_kdm_flow_motion"] = loop_ef(carried, cine.spacing_mm)
                 row.update({"ef_kdm_open_loop": attempts[0]["ef_achieved"] if attempts else np.nan,
                             "ef_kdm_calibrated": loop.ef_achieved, "ef_trajectory": loop.metadata["ef_trajectory"],
                             "attempts": len(attempts), "frames": loop.n_frames})
             rows.append(row)
             print(f"patient {i} target {target:.1f}: tps {row['ef_tps']:.1f}"
                   + (f"  kdm open loop {row['ef_kdm_open_loop']:.1f}  calibrated {row['ef_kdm_calibrated']:.1f} "
-                     f"(trajectory {row['ef_trajectory']:.1f}, {row['attempts']} attempts)" if pipe is not None else "")
+                     f"(trajectory {row['ef_trajectory']:.1f}, flow motion {row['ef_kdm_flow_motion']:.1f}, "
+                     f"attempts {[(a['trajectory_ef'], a['ef_achieved']) for a in attempts]})"
+                     if pipe is not None else "")
                   + f"  (real: truth {clip.ef:.1f}, measured {real_ef:.1f})", flush=True)
     import pandas as pd
 
@@ -123,7 +142,7 @@ def run(args) -> dict:
                "real_measured_vs_truth": _distribution(list(per_patient.ef_real_measured - per_patient.ef_truth)),
                "tps": _distribution(list(table.ef_tps - table.ef_target))}
     if pipe is not None:
-        for method in ("kdm_open_loop", "kdm_calibrated"):
+        for method in ("kdm_open_loop", "kdm_calibrated", "kdm_flow_motion"):
             figures[method] = _distribution(list(table[f"ef_{method}"] - table.ef_target))
         figures["trajectory_excess"] = _distribution(list(table.ef_trajectory - table.ef_target))
         figures["mean_attempts"] = round(float(table.attempts.mean()), 2)
