@@ -49,7 +49,7 @@ def _distribution(errors: list[float]) -> dict:
     if not len(e):
         return {"n": 0}
     a = np.abs(e)
-    return {"n": int(len(e)), "mean_error": round(float(e.mean()), 2), "mean_abs_error": round(float(a.mean()), 2),
+    return {"n": len(e), "mean_error": round(float(e.mean()), 2), "mean_abs_error": round(float(a.mean()), 2),
             "median_abs_error": round(float(np.median(a)), 2), "p90_abs_error": round(float(np.percentile(a, 90)), 2),
             "max_abs_error": round(float(a.max()), 2), "within_5": round(float((a <= 5).mean()), 3)}
 
