@@ -186,6 +186,7 @@ class _Loop:
     source_frame: int | None
     motion: str
     patient_id: str | None
+    detected_keypoints: np.ndarray | None = None  # (T, 40, 2) re-detected on the frames, if measured
 
 
 def _loop_fields(loop: Any, what: str = "loop") -> _Loop:
@@ -203,7 +204,14 @@ def _loop_fields(loop: Any, what: str = "loop") -> _Loop:
     if keypoints.shape != (frames.shape[0], N_KEYPOINTS, 2):
         raise ValueError(f"{what}: keypoints must have shape (T, 40, 2) = {(frames.shape[0], N_KEYPOINTS, 2)}, "
                          f"got {keypoints.shape}")
+    detected = getattr(loop, "detected_keypoints", None)
+    if detected is not None:
+        detected = np.asarray(detected, dtype=np.float32)
+        if detected.shape != keypoints.shape:
+            raise ValueError(f"{what}: detected_keypoints must have the keypoints' shape {keypoints.shape}, "
+                             f"got {detected.shape}")
     return _Loop(
+        detected_keypoints=detected,
         frames=frames.astype(np.float32, copy=False),
         fps=_positive(loop.fps, f"{what}: fps"),
         spacing_mm=_spacing(getattr(loop, "spacing_mm", None), what),
@@ -969,19 +977,24 @@ def write_echonet_cohort(
     EchoNet has no column for. Per loop:
 
     * ``EF`` = ``ef_achieved`` when known (not ``None`` or NaN), else ``ef_target`` (%);
-    * ``EDV`` / ``ESV`` = largest / smallest Simpson volume of the keypoints
+    * the traced keypoints: those re-detected on the frames (``detected_keypoints``) when
+      ``ef_achieved`` was measured from them, so that ``EF``, ``EDV``, ``ESV`` and the tracings
+      all describe what the frames show (``EF`` = (EDV − ESV) / EDV); otherwise the loop's target
+      keypoints;
+    * ``EDV`` / ``ESV`` = largest / smallest Simpson volume of the traced keypoints
       (:func:`~echokdm.geometry.volumes.simpson_volume`): mL when ``spacing_mm`` is known, else
       pixel³ (then an :class:`~echokdm.errors.EchoKDMWarning` names the clips, and the side
       table's ``volume_units`` says ``px^3``);
     * tracings at the ES frame then the ED frame (EchoNet's loader takes the first listed frame
       as ES), each 21 rows ``(x1, y1, x2, y2)`` from :func:`keypoints_to_tracing`: the long
-      axis, then the 20 chords from basal to apical. They are the discs of the keypoints, so
-      :func:`~echokdm.geometry.keypoints.tracing_keypoints` gives the keypoints back.
+      axis, then the 20 chords from basal to apical. They are the discs of the traced keypoints,
+      so :func:`~echokdm.geometry.keypoints.tracing_keypoints` gives them back.
 
     The side table has one row per clip: ``FileName``, ``patient_id`` (the source's pseudonym,
     for patient-level splits), ``source_frame``, ``motion``, ``ef_target``, ``ef_achieved``,
-    ``ef_keypoints`` (from the volumes), ``ed_frame``, ``es_frame``, ``edv``, ``esv``,
-    ``volume_units``, ``fps``, ``spacing_dx_mm``, ``spacing_dy_mm``.
+    ``ef_keypoints`` (the EF of the target keypoints), ``tracings_from`` (``frames`` or
+    ``keypoints``), ``ed_frame``, ``es_frame``, ``edv``, ``esv``, ``volume_units``, ``fps``,
+    ``spacing_dx_mm``, ``spacing_dy_mm``.
 
     Parameters
     ----------
@@ -1042,23 +1055,37 @@ def write_echonet_items(root: str | os.PathLike, named_loops: Iterable[tuple[str
     return root
 
 
+def _traced_keypoints(fields: _Loop) -> tuple[np.ndarray, str]:
+    """The keypoints EchoNet's EDV, ESV and tracings come from: those re-detected on the frames when
+    ``ef_achieved`` was measured from them (at least two frames with all 40), so EF, volumes and
+    tracings all describe what the frames show; else the target keypoints."""
+    if fields.detected_keypoints is not None and fields.ef_achieved is not None:
+        if np.isfinite(simpson_volume(fields.detected_keypoints, fields.spacing_mm)).sum() >= 2:
+            return fields.detected_keypoints, "frames"
+    return fields.keypoints, "keypoints"
+
+
 def _echonet_item(name: str, fields: _Loop, split: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The :func:`write_echonet_dataset` item of one loop, and its side-table row."""
-    volumes = simpson_volume(fields.keypoints, fields.spacing_mm)  # (T,) mL or pixel³
-    if not np.isfinite(volumes).any():
+    target_volumes = simpson_volume(fields.keypoints, fields.spacing_mm)  # (T,) mL or pixel³
+    if not np.isfinite(target_volumes).any():
         raise ValueError(f"loop {name!r}: no frame has all 40 keypoints; cannot derive EDV, ESV and tracings")
     ef = fields.ef_achieved if fields.ef_achieved is not None else fields.ef_target
     if ef is None:
         raise ValueError(f"loop {name!r}: neither ef_achieved nor ef_target is known; EchoNet needs an EF")
+    traced, traced_from = _traced_keypoints(fields)
+    volumes = simpson_volume(traced, fields.spacing_mm)
     ed, es = int(np.nanargmax(volumes)), int(np.nanargmin(volumes))
-    tracings = {es: keypoints_to_tracing(fields.keypoints[es]), ed: keypoints_to_tracing(fields.keypoints[ed])}
+    tracings = {es: keypoints_to_tracing(traced[es]), ed: keypoints_to_tracing(traced[ed])}
     edv, esv = float(volumes[ed]), float(volumes[es])
+    t_edv, t_esv = float(np.nanmax(target_volumes)), float(np.nanmin(target_volumes))
     item = {"file_name": name, "frames": fields.frames, "fps": fields.fps, "ef": ef, "edv": edv, "esv": esv,
             "split": split, "tracings": tracings}
     dx, dy = fields.spacing_mm if fields.spacing_mm is not None else (None, None)
     row = {"FileName": name, "patient_id": fields.patient_id, "source_frame": fields.source_frame,
            "motion": fields.motion, "ef_target": fields.ef_target, "ef_achieved": fields.ef_achieved,
-           "ef_keypoints": 100.0 * (edv - esv) / edv if edv > 0 else float("nan"), "ed_frame": ed,
+           "ef_keypoints": 100.0 * (t_edv - t_esv) / t_edv if t_edv > 0 else float("nan"),
+           "tracings_from": traced_from, "ed_frame": ed,
            "es_frame": es, "edv": edv, "esv": esv, "volume_units": "mL" if fields.spacing_mm else "px^3",
            "fps": fields.fps, "spacing_dx_mm": dx, "spacing_dy_mm": dy}
     return item, row

@@ -64,6 +64,7 @@ class Loop:
     source_frame: int
     motion: str
     patient_id: str | None
+    detected_keypoints: np.ndarray | None = None
     metadata: dict = dataclasses.field(default_factory=dict)
 
 
@@ -421,6 +422,34 @@ def test_echonet_cohort_round_trip(tmp_path):
     assert side.loc["synA", "volume_units"] == "mL" and side.loc["synB", "volume_units"] == "px^3"
     assert side.loc["synA", "patient_id"] == loops["synA"].patient_id
     assert (side.loc["synA", "ed_frame"], side.loc["synA", "es_frame"]) == (ed, es)
+
+
+def test_echonet_cohort_traces_the_keypoints_re_detected_on_the_frames(tmp_path):
+    """With re-detected keypoints behind ef_achieved, EF, EDV, ESV and the tracings all describe the
+    frames (EF = (EDV - ESV) / EDV); the target keypoints' EF stays in the side table."""
+    target = lv_keypoints(8)
+    ed = int(np.argmax(simpson_volume(target)))
+    detected = (target[ed] + 0.7 * (target - target[ed])).astype(np.float32)  # the frames move less
+    detected[2] = np.nan  # one frame without keypoints
+    v = simpson_volume(detected, SPACING)
+    achieved = float(100 * (np.nanmax(v) - np.nanmin(v)) / np.nanmax(v))
+    loop = make_loop(keypoints=target, detected_keypoints=detected, ef_achieved=achieved)
+    root = write_echonet_cohort(tmp_path / "echonet", {"syn": loop})
+    row = read_echonet_filelist(root).set_index("FileName").loc["syn.avi"]
+    assert row["EF"] == pytest.approx(achieved, rel=1e-4)
+    assert row["EDV"] == pytest.approx(np.nanmax(v), rel=1e-5) and row["ESV"] == pytest.approx(np.nanmin(v), rel=1e-5)
+    assert 100 * (row["EDV"] - row["ESV"]) / row["EDV"] == pytest.approx(row["EF"], rel=1e-3)
+    clip = read_echonet_clip(root, "syn")
+    for frame, segments in clip.tracings.items():
+        np.testing.assert_allclose(tracing_keypoints(segments).keypoints, detected[frame], atol=1e-3)
+    side = pd.read_csv(root / COHORT_CSV_NAME).set_index("FileName").loc["syn"]
+    vt = simpson_volume(target, SPACING)
+    assert side["tracings_from"] == "frames"
+    assert side["ef_keypoints"] == pytest.approx(100 * (vt.max() - vt.min()) / vt.max(), rel=1e-4)
+    assert side["ef_keypoints"] > row["EF"] + 3
+    # without a measured EF the target keypoints are traced
+    root = write_echonet_cohort(tmp_path / "b", {"syn": make_loop(detected_keypoints=detected, ef_achieved=None)})
+    assert pd.read_csv(root / COHORT_CSV_NAME)["tracings_from"].tolist() == ["keypoints"]
 
 
 def test_echonet_cohort_names_unnamed_loops_and_refuses_existing_files(tmp_path):
