@@ -7,8 +7,10 @@ spread), so the EF re-measured on the frames, which is what a reader of the loop
 ``e`` by several points (``benchmarks/ef_targets.py``). :func:`generate_ef_loop` therefore solves
 for the motion: it generates the loop, re-measures its EF with the segmentation model, and, while
 the re-measured EF is further than ``tolerance`` from the target, regenerates with the keypoint
-trajectory's EF corrected by the secant method (same seed, so only the amplitude changes). The
-loop whose re-measured EF is closest to the target is returned.
+trajectory's EF corrected by the secant method (same seed, so only the amplitude changes). It
+stops early when the model has saturated (asking for more motion changed the re-measured EF by
+less than 0.3 points per point, or lowered it). The loop whose re-measured EF is closest to the
+target is returned.
 
 What the returned loop says:
 
@@ -38,18 +40,22 @@ __all__ = ["generate_ef_loop"]
 
 #: Range of trajectory EFs the control may ask of the model (percent).
 EF_LIMITS = (5.0, 90.0)
-_MIN_SLOPE = 0.3  # a secant slope below this (or negative) is noise: fall back to slope 1
+_MIN_SLOPE = 0.3  # re-measured EF points per trajectory EF point below which the model has saturated
 
 
-def _next_request(attempts: list[tuple[float, float]], target: float, limits: tuple[float, float]) -> float:
-    """The next trajectory EF: one step of slope 1, then secant steps through the last two attempts."""
+def _next_request(attempts: list[tuple[float, float]], target: float, limits: tuple[float, float]) -> float | None:
+    """The next trajectory EF: one step of slope 1, then secant steps through the last two attempts;
+    ``None`` when the last step changed the re-measured EF by less than ``_MIN_SLOPE`` per point
+    asked (or the wrong way): the model has saturated, and asking for more only breaks the loop
+    (on the demo checkpoint, every such further attempt came out worse)."""
     (r1, a1) = attempts[-1]
     slope = 1.0
     if len(attempts) >= 2:
         r0, a0 = attempts[-2]
         if abs(r1 - r0) > 1e-6:
-            s = (a1 - a0) / (r1 - r0)
-            slope = s if math.isfinite(s) and s >= _MIN_SLOPE else 1.0
+            slope = (a1 - a0) / (r1 - r0)
+            if not (math.isfinite(slope) and slope >= _MIN_SLOPE):
+                return None
     return float(np.clip(r1 + (target - a1) / slope, *limits))
 
 
@@ -152,8 +158,8 @@ def generate_ef_loop(
         if error <= tolerance:
             break
         following = _next_request(attempts, ef, (low, high))
-        if min(abs(following - r) for r, _ in attempts) < 0.05:
-            break  # at a limit, or no change possible
+        if following is None or min(abs(following - r) for r, _ in attempts) < 0.05:
+            break  # saturated, at a limit, or no change possible
         request = following
     calibrated = bool(best_error <= tolerance)
     best.metadata.update({**(metadata or {}), "ef_requested": ef,

@@ -92,7 +92,7 @@ def test_unreachable_target_warns_and_returns_the_closest(source):
     with pytest.warns(UserWarning, match="did not reach it"):
         loop = generate_ef_loop(pipe, frame, kp, 60.0, segmentation=_ThresholdSegmentation(), max_attempts=3, **GEN)
     achieved = [a["ef_achieved"] for a in loop.metadata["ef_attempts"]]
-    assert loop.metadata["ef_calibrated"] is False
+    assert loop.metadata["ef_calibrated"] is False and len(achieved) == pipe.calls
     assert loop.ef_achieved == pytest.approx(min(achieved, key=lambda a: abs(a - 60.0)))
     assert max(a["trajectory_ef"] for a in loop.metadata["ef_attempts"]) <= 90.0  # within the limits
 
@@ -101,9 +101,27 @@ def test_next_request_steps():
     assert _next_request([(50.0, 40.0)], 50.0, (5, 90)) == pytest.approx(60.0)  # slope 1
     # secant through (50, 40) and (60, 45): slope 0.5 -> 60 + 5 / 0.5
     assert _next_request([(50.0, 40.0), (60.0, 45.0)], 50.0, (5, 90)) == pytest.approx(70.0)
-    # a non-increasing secant is noise: slope 1
-    assert _next_request([(50.0, 40.0), (60.0, 39.0)], 50.0, (5, 90)) == pytest.approx(71.0)
+    # a flat or falling response: the model has saturated, no further attempt
+    assert _next_request([(50.0, 40.0), (60.0, 39.0)], 50.0, (5, 90)) is None
+    assert _next_request([(50.0, 40.0), (60.0, 42.0)], 50.0, (5, 90)) is None
     assert _next_request([(85.0, 50.0)], 70.0, (5, 90)) == 90.0  # clipped
+
+
+def test_a_saturated_model_is_not_asked_again(source):
+    """A generator whose motion stops growing: the control stops after the step that showed it."""
+    frame, kp = source
+
+    class Saturating(_UnderMovingPipe):
+        def __call__(self, source_frame, source_keypoints, target_keypoints, **kwargs):
+            if self.calls == 0:
+                self.first = target_keypoints
+            # any larger ask moves the heart as the first did
+            return super().__call__(source_frame, source_keypoints, self.first, **kwargs)
+
+    pipe = Saturating(gain=0.6)
+    with pytest.warns(UserWarning, match="did not reach it"):
+        loop = generate_ef_loop(pipe, frame, kp, 50.0, segmentation=_ThresholdSegmentation(), max_attempts=5, **GEN)
+    assert pipe.calls == 2 and len(loop.metadata["ef_attempts"]) == 2
 
 
 def test_errors(source):
