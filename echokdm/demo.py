@@ -114,6 +114,20 @@ def _lpips_metric():
     return metric
 
 
+def _usable_source(volumes: np.ndarray, ed: int, window: int = 2) -> int:
+    """``ed`` when its keypoints are complete (finite volume); else the frame of largest volume with
+    complete keypoints within ``window`` frames of it (else in the whole clip): the source frame
+    needs all 40 keypoints (the segmentation can miss one on a frame)."""
+    valid = np.isfinite(volumes)
+    if valid[ed]:
+        return ed
+    near = [t for t in range(max(ed - window, 0), min(ed + window + 1, len(volumes))) if valid[t]]
+    if not near and not valid.any():
+        raise ValueError("no frame of the clip has all 40 keypoints; cannot pick a source frame")
+    candidates = near or np.flatnonzero(valid).tolist()
+    return int(max(candidates, key=lambda t: volumes[t]))
+
+
 def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, out: Path, overwrite: bool,
                    progress: bool) -> tuple[list[dict], dict]:
     """Own-beat and new-EF loops of one patient, written; their report rows and figure material."""
@@ -133,8 +147,8 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
     kp = clip_keypoints(cine, seg)  # scanner DICOMs carry no masks: the segmentation model finds the LV
     volumes = simpson_volume(kp, cine.spacing_mm)
     cycle = cardiac_cycle(volumes, cine.fps)
-    ed = int(cycle.ed_frames[0]) if len(cycle.ed_frames) else int(np.nanargmax(volumes))
-    later = cycle.ed_frames[cycle.ed_frames > ed] if len(cycle.ed_frames) else []
+    ed = _usable_source(volumes, int(cycle.ed_frames[0]) if len(cycle.ed_frames) else int(np.nanargmax(volumes)))
+    later = cycle.ed_frames[cycle.ed_frames > ed + 2] if len(cycle.ed_frames) else []
     end = int(later[0]) if len(later) else cine.n_frames
     ef_clip = float(cycle.ef[0]) if len(cycle.ef) else float("nan")
     new_ef = float(np.clip(ef_clip + (settings.ef_shift if ef_clip < 45 else -settings.ef_shift), 15, 75))

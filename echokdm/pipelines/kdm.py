@@ -137,15 +137,26 @@ def f2i_condition(source: torch.Tensor, target_kp, flow: torch.Tensor | None, re
 
 def gamma_from_keypoints(source_kp: np.ndarray, sequence: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """γ per frame (appendix B): the projection of each frame's keypoint motion onto the reference
-    motion, ``γ_t = <kp_t − kp_src, kp_ref − kp_src> / |kp_ref − kp_src|²`` clipped to [0, 1]
-    (NaN keypoints ignored)."""
+    motion, ``γ_t = <kp_t − kp_src, kp_ref − kp_src> / |kp_ref − kp_src|²`` clipped to [0, 1].
+
+    Each frame uses the coordinates finite in it, the source and the reference (a keypoint missing
+    on one frame does not change the others' γ); a frame with none gets γ interpolated in time
+    from its neighbours (0 when no frame has any)."""
     d_ref = (np.asarray(reference, np.float64) - source_kp).reshape(-1)
     d = (np.asarray(sequence, np.float64) - source_kp).reshape(len(sequence), -1)
-    ok = np.isfinite(d_ref) & np.isfinite(d).all(axis=0)
-    denom = float(d_ref[ok] @ d_ref[ok])
-    if denom == 0:
+    ok = np.isfinite(d_ref)[None] & np.isfinite(d)  # (T, 2N)
+    ref = np.where(ok, d_ref[None], 0.0)
+    denom = (ref * ref).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gammas = np.where(denom > 0, (np.where(ok, d, 0.0) * ref).sum(axis=1) / denom, np.nan)
+    known = np.isfinite(gammas)
+    if not known.any():
         return np.zeros(len(sequence))
-    return np.clip(d[:, ok] @ d_ref[ok] / denom, 0.0, 1.0)
+    gammas = np.clip(gammas, 0.0, 1.0)
+    if not known.all():
+        t = np.arange(len(sequence))
+        gammas = np.interp(t, t[known], gammas[known])
+    return gammas
 
 
 def _as_batch(frames, device) -> torch.Tensor:

@@ -46,6 +46,15 @@ def test_gamma_from_keypoints():
     ref = np.ones((3, 2))
     seq = np.stack([src, 0.5 * ref, ref, 2 * ref, -ref])
     np.testing.assert_allclose(gamma_from_keypoints(src, seq, ref), [0, 0.5, 1, 1, 0])
+    # a frame without keypoints (segmentation missed it) leaves the others' γ alone and gets its
+    # neighbours' mean; a frame missing one keypoint uses the others
+    holes = seq.copy()
+    holes[1] = np.nan
+    holes[3, 0] = np.nan
+    np.testing.assert_allclose(gamma_from_keypoints(src, holes, ref), [0, 0.5, 1, 1, 0])
+    holes[2] = np.nan
+    np.testing.assert_allclose(gamma_from_keypoints(src, holes, ref), [0, 1 / 3, 2 / 3, 1, 0])
+    assert (gamma_from_keypoints(src, np.full_like(seq, np.nan), ref) == 0).all()
 
 
 def test_kdm_loop_gamma_zero_gives_the_source_and_modes(pipe, clip):
