@@ -96,7 +96,7 @@ def quickstart() -> list:
            the generated frames by the packaged segmentation model (`seg_phantom_112`);
         6. write the loops as **MP4, GIF and synthetic-marked DICOM**.
 
-        **Run time**: about 2 minutes on a laptop CPU with the defaults (200 DDIM steps), seconds on a
+        **Run time**: about 2–3 minutes on a laptop CPU with the defaults (200 DDIM steps), seconds on a
         GPU, under a minute with `QUICK = True`. The packaged checkpoints must be installed (see
         `echokdm.pretrained`); or point `PIPELINE` / `SEGMENTATION` at your own folders.
 
@@ -806,7 +806,9 @@ def synthetic_cohort() -> list:
            pipeline's training frames than real frames of unseen patients are?
 
         **Run time**: about 6 minutes on a laptop CPU with the defaults (3 + 8 loops at 25 fps, 200 DDIM
-        steps), about a minute on a GPU, under a minute with `QUICK = True`. Needs the packaged
+        steps) if each loop is generated once; the closed-loop EF control generates a loop up to 3 times
+        (about 2 on average with the demo checkpoint), so count up to twice that. About a minute on a GPU,
+        under a minute with `QUICK = True`. Needs the packaged
         `kdm_phantom_112` (or your own `PIPELINE`). Outputs go under `OUT` (default
         `notebook_outputs/04_synthetic_cohort/`).
         """),
