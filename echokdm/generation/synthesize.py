@@ -569,7 +569,6 @@ def _loops(pipe, seg, sources: list[_Source], plan: _Plan, size: tuple[int, int]
             made = loop.frames[1:] if plan.include_source else loop.frames  # model-made frames only
             if len(made):
                 nearest.add(_to_size(made, size))
-        loop.ef_target = float(plan.efs[i])  # the drawn EF (generate_ef_loop sets it too)
         rows.append(_cohort_row(name, loop, source, plan, i))
         yield name, loop, source.split
 
