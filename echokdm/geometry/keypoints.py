@@ -226,6 +226,27 @@ def _cyclic_run(mask: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
+def _close_gaps(mask: np.ndarray, max_gap: int) -> np.ndarray:
+    """A cyclic boolean array with every False run of at most ``max_gap`` values between two True
+    values set True (a pixel staircase along a slanted base dips a little more than the flatness
+    tolerance at its inner corners; those dips must not cut the base in pieces)."""
+    n = len(mask)
+    if mask.all() or not mask.any():
+        return mask.copy()
+    out = mask.copy()
+    start = int(np.argmax(mask))  # a True value: walk once around from it
+    gap = 0
+    for step in range(1, n + 1):
+        i = (start + step) % n
+        if mask[i]:
+            if 0 < gap <= max_gap:
+                out[(i - np.arange(1, gap + 1)) % n] = True
+            gap = 0
+        else:
+            gap += 1
+    return out
+
+
 def _fit_line(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Total-least-squares line: (centroid, unit direction)."""
     centre = points.mean(axis=0)
@@ -300,7 +321,7 @@ def _annulus(contour: np.ndarray, apex_direction: tuple[float, float] | None, fl
     # of the base when the corners are rounded)
     for _ in range(3):
         base_p, base_u = _fit_line(contour[flat])
-        near = np.abs((contour - base_p) @ np.array([-base_u[1], base_u[0]])) <= flat_tol
+        near = _close_gaps(np.abs((contour - base_p) @ np.array([-base_u[1], base_u[0]])) <= flat_tol, 3)
         seed = int(np.nonzero(flat)[0][flat.sum() // 2])
         flat = _cyclic_run(near, seed)
     base_p, base_u = _fit_line(contour[flat])

@@ -159,3 +159,23 @@ def test_keypoints_to_mask_matches_the_source_mask():
     rebuilt = keypoints_to_mask(mask_keypoints(mask).keypoints, mask.shape)
     dice = 2 * (rebuilt & mask).sum() / (rebuilt.sum() + mask.sum())
     assert dice > 0.95 and rebuilt.dtype == np.uint8
+
+
+def test_slanted_staircase_base_is_found_whole():
+    """A segmentation mask (from the demo model on a held-out phantom frame) whose basal side is a
+    pixel staircase at about 15°: its inner corners dip more than the flatness tolerance below the
+    hull's base line. The base must still run hinge to hinge (it was cut at x = 45, leaving the
+    most basal left chord without a wall)."""
+    from echokdm.geometry.keypoints import _close_gaps
+
+    mask = np.load(Path(__file__).parent / "data" / "staircase_base_mask.npz")["mask"]
+    geo = mask_keypoints(mask)
+    assert not geo.flags and np.isfinite(geo.keypoints).all()
+    left, right = geo.annulus
+    assert left[0] < 36 and right[0] > 62  # the mask's base runs from x ≈ 33.7 to 65
+    # the keypoints sit on the mask's boundary
+    inside = mask[np.clip(np.round(geo.keypoints[:, 1]).astype(int), 0, 111),
+                  np.clip(np.round(geo.keypoints[:, 0]).astype(int), 0, 111)]
+    assert inside.mean() > 0.4
+    cyclic = np.array([1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0], bool)
+    assert _close_gaps(cyclic, 3).astype(int).tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1]
