@@ -40,6 +40,7 @@ __all__ = [
     "write_manifest",
     "write_table",
     "read_table",
+    "row_problems",
     "read_clip",
     "clip_file_stem",
 ]
@@ -360,6 +361,27 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 
+def row_problems(where: str, rec: dict, *, required: tuple[str, ...], formats: tuple[str, ...],
+                 path_columns: tuple[str, ...], base: Path | None, check_files: bool) -> list[str]:
+    """The checks every manifest row gets (clip and sequence manifests): required cells filled,
+    ``format`` and ``split`` known, referenced files present (``check_files``), ``fps`` positive,
+    ``n_frames`` / ``height`` / ``width`` positive integers. Messages start with ``where``."""
+    problems = [f"{where}: {col} is empty" for col in required if _blank(rec.get(col))]
+    if str(rec.get("format", "")) not in formats:
+        problems.append(f"{where}: format {rec.get('format')!r} is not one of {', '.join(formats)}")
+    if str(rec.get("split", "")) not in SPLITS:
+        problems.append(f"{where}: split {rec.get('split')!r} is not one of {', '.join(SPLITS)}")
+    if check_files:
+        for col in path_columns:
+            p = _resolve(rec.get(col), base)
+            if p is not None and not p.exists():
+                problems.append(f"{where}: {col} {p} does not exist")
+    _check_number(problems, where, "fps", rec.get("fps"), low=0, strict_low=True)
+    for col in ("n_frames", "height", "width"):
+        _check_number(problems, where, col, rec.get(col), low=1, integer=True)
+    return problems
+
+
 def _check_number(problems: list[str], where: str, column: str, value: Any, *, low: float | None = None,
                   high: float | None = None, integer: bool = False, strict_low: bool = False) -> None:
     if _blank(value):
@@ -427,21 +449,8 @@ def check_manifest(
     records = manifest.to_dict("records")
     for i, rec in enumerate(records):
         where = f"line {i + 2} (clip {rec.get('clip_id', '')!r})"
-        for col in ("patient_id", "clip_id", "dataset", "path"):
-            if _blank(rec.get(col)):
-                problems.append(f"{where}: {col} is empty")
-        if str(rec.get("format", "")) not in FORMATS:
-            problems.append(f"{where}: format {rec.get('format')!r} is not one of {', '.join(FORMATS)}")
-        if str(rec.get("split", "")) not in SPLITS:
-            problems.append(f"{where}: split {rec.get('split')!r} is not one of {', '.join(SPLITS)}")
-        if check_files:
-            for col in _PATH_COLUMNS:
-                p = _resolve(rec.get(col), base)
-                if p is not None and not p.exists():
-                    problems.append(f"{where}: {col} {p} does not exist")
-        _check_number(problems, where, "fps", rec.get("fps"), low=0, strict_low=True)
-        for col in ("n_frames", "height", "width"):
-            _check_number(problems, where, col, rec.get(col), low=1, integer=True)
+        problems += row_problems(where, rec, required=("patient_id", "clip_id", "dataset", "path"), formats=FORMATS,
+                                 path_columns=_PATH_COLUMNS, base=base, check_files=check_files)
         for col in ("spacing_mm", "spacing_y_mm"):
             _check_number(problems, where, col, rec.get(col), low=0, strict_low=True)
         _check_number(problems, where, "ef_reference", rec.get("ef_reference"), low=0, high=100)

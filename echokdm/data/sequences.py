@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from echokdm.data.manifest import SPLITS, _blank, _check_number, _resolve, read_table, write_table
+from echokdm.data.manifest import _blank, read_table, row_problems, write_table
 from echokdm.data.pairs import (
     TrainingClip,
     flows_at_size,
@@ -85,22 +85,9 @@ _DIGITS = re.compile(r"(\d+)")
 
 
 def _row_problems(i: int, rec: dict, base: Path | None, check_files: bool) -> list[str]:
-    where = f"line {i + 2} (clip {rec.get('clip_id', '')!r})"
-    problems = [f"{where}: {col} is empty" for col in ("patient_id", "clip_id", "dataset", "path", "keypoints_path")
-                if _blank(rec.get(col))]
-    if str(rec.get("format", "")) not in SEQUENCE_FORMATS:
-        problems.append(f"{where}: format {rec.get('format')!r} is not one of {', '.join(SEQUENCE_FORMATS)}")
-    if str(rec.get("split", "")) not in SPLITS:
-        problems.append(f"{where}: split {rec.get('split')!r} is not one of {', '.join(SPLITS)}")
-    if check_files:
-        for col in _PATHS:
-            p = _resolve(rec.get(col), base)
-            if p is not None and not p.exists():
-                problems.append(f"{where}: {col} {p} does not exist")
-    _check_number(problems, where, "fps", rec.get("fps"), low=0, strict_low=True)
-    for col in ("n_frames", "height", "width"):
-        _check_number(problems, where, col, rec.get(col), low=1, integer=True)
-    return problems
+    return row_problems(f"line {i + 2} (clip {rec.get('clip_id', '')!r})", rec,
+                        required=("patient_id", "clip_id", "dataset", "path", "keypoints_path"),
+                        formats=SEQUENCE_FORMATS, path_columns=_PATHS, base=base, check_files=check_files)
 
 
 def check_sequence_manifest(manifest: pd.DataFrame | str | os.PathLike, *, base_dir: str | os.PathLike | None = None,

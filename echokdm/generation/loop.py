@@ -373,10 +373,10 @@ def generate_loop(
     ef_target = _or_none(loop_ef(np.concatenate([src_kp[None], to_generate]), spacing_mm))
     detected, ef_achieved, note = None, None, "no segmentation model"
     if segmentation is not None:
-        model = load_segmentation(segmentation)
-        detected = _detect_keypoints(model, frames)
-        with_source = detected if include_source else np.concatenate([_detect_keypoints(model, frame[None]), detected])
-        ef_achieved = _or_none(loop_ef(with_source, spacing_mm))
+        measured = frames if include_source else np.concatenate([frame[None], frames])  # EF needs the source
+        ef, detected = measure_ef(measured, segmentation, spacing_mm, return_keypoints=True)
+        detected = detected if include_source else detected[1:]
+        ef_achieved = _or_none(ef)
         note = "measured" if ef_achieved is not None else "fewer than 2 frames with keypoints detected"
     info = {"mode": mode, "k": int(k), "num_inference_steps": int(num_inference_steps), "seed": int(seed),
             "input_size": [h, w], "pipeline_size": list(_pipeline_size(pipeline)),
