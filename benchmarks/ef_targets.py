@@ -116,7 +116,8 @@ def run(args) -> dict:
                     loop = generate_ef_loop(pipe, source, kp[ed], target, heart_rate_bpm=hr, fps=cine.fps,
                                             spacing_mm=cine.spacing_mm, segmentation=seg, tolerance=args.tolerance,
                                             max_attempts=args.attempts, mode="gamma", k=args.k,
-                                            num_inference_steps=args.steps, seed=0, progress=False)
+                                            num_inference_steps=args.steps, seed=0, progress=False,
+                                            fit_keypoints=not args.no_fit_keypoints)
                 attempts = loop.metadata["ef_attempts"]
                 carried = _flow_keypoints(kp[ed], loop.keypoints, loop.flows)
                 row["ef_kdm_flow_motion"] = loop_ef(carried, cine.spacing_mm)
@@ -137,7 +138,7 @@ def run(args) -> dict:
     table.to_csv(RESULTS / f"ef_targets{'_quick' if args.quick else ''}.csv", index=False)
     per_patient = table.drop_duplicates("patient")
     figures = {"patients": args.patients, "target_efs": list(args.efs), "loops": len(rows), "ddim_steps": args.steps,
-               "k": args.k, "tolerance": args.tolerance, "max_attempts": args.attempts,
+               "k": args.k, "tolerance": args.tolerance, "max_attempts": args.attempts, "fit_keypoints": not args.no_fit_keypoints,
                "seconds": round(time.perf_counter() - start, 1),
                "real_measured_vs_truth": _distribution(list(per_patient.ef_real_measured - per_patient.ef_truth)),
                "tps": _distribution(list(table.ef_tps - table.ef_target))}
@@ -163,6 +164,8 @@ def main(argv=None) -> int:
     p.add_argument("--tolerance", type=float, default=2.0, help="EF control tolerance, points (default: %(default)s)")
     p.add_argument("--attempts", type=int, default=3, help="EF control: loops at most (default: %(default)s)")
     p.add_argument("--measurement-only", action="store_true", help="real and TPS rows only (no generation)")
+    p.add_argument("--no-fit-keypoints", action="store_true",
+                   help="use K2F's flow as it is (the paper) instead of fitting it to the keypoints")
     args = p.parse_args(argv)
     if args.quick:
         args.patients, args.efs, args.steps, args.k = 2, [45.0], 20, 10

@@ -22,6 +22,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise SystemExit("echokdm evaluate: give a manifest (and --pipeline), or --generated and --reference")
         config = EvaluateConfig(split=args.split, methods=tuple(args.methods), max_targets=args.max_targets,
                                 max_clips=args.max_clips, num_inference_steps=args.steps, k=args.k, mode=args.mode,
+                                fit_keypoints=args.fit_keypoints,
                                 seed=args.seed, lpips_nets=tuple(args.lpips_nets), lpips_backbone=args.lpips_backbone,
                                 segmentation=args.segmentation, masks=args.masks,
                                 memorisation=not args.no_memorisation, training_manifest=args.training_manifest,
@@ -62,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=100, help="F2I start step of --steps (default 100)")
     p.add_argument("--mode", default="per_frame", choices=("per_frame", "gamma"),
                    help="one K2F flow per target (default) or one flow scaled by gamma")
+    p.add_argument("--fit-keypoints", action="store_true",
+                   help="fit K2F's flows to the target keypoints (default: the paper's KDM, K2F's flows as they are)")
     p.add_argument("--seed", type=int, default=0, help="base seed (each clip's seed derives from it and its id)")
     p.add_argument("--lpips-nets", nargs="+", default=["alex", "vgg"], choices=("alex", "vgg", "squeeze"))
     p.add_argument("--lpips-backbone", default=None,

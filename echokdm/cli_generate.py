@@ -306,7 +306,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     fps = args.fps or motion_fps or DEFAULT_FPS
     settings = _settings(args, motion, source, extra)
     common = {"spacing_mm": source.spacing_mm, "mode": args.mode, "k": args.k, "num_inference_steps": args.steps,
-              "seed": args.seed, "batch_size": args.batch_size, "segmentation": seg, "progress": not args.no_progress,
+              "seed": args.seed, "batch_size": args.batch_size, "fit_keypoints": not args.no_fit_keypoints,
+              "segmentation": seg, "progress": not args.no_progress,
               "source_index": args.frame, "patient_id": source.patient_id,
               "metadata": {k: v for k, v in settings.items() if k not in ("source", "pipeline")}}
     if motion == "ef":
@@ -468,6 +469,9 @@ def register(subparsers) -> None:
                    help="one K2F flow scaled by gamma per frame, or one flow per frame (default: %(default)s)")
     p.add_argument("--steps", type=int, default=200, help="DDIM steps (default: %(default)s)")
     p.add_argument("--k", type=int, default=100, help="F2I start step, 0 = warp only (default: %(default)s)")
+    p.add_argument("--no-fit-keypoints", action="store_true",
+                   help="use K2F's flow as it is (the paper's KDM) instead of fitting it so that it carries every "
+                        "keypoint exactly (echo motions larger than K2F saw in training come out short without it)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, help="frames per network call (default: %(default)s)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")

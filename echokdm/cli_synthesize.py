@@ -58,7 +58,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         heart_rate_range=tuple(args.heart_rate_range), fps=args.fps,
         n_beats=args.beats, segmentation=segmentation, training_manifest=args.training_manifest, seed=args.seed,
         mode=args.mode, k=args.k, num_inference_steps=args.steps, batch_size=args.batch_size,
-        include_source=not args.no_source_frame, ef_attempts=args.ef_attempts, memorisation_frames=args.memorisation_frames, device=args.device,
+        include_source=not args.no_source_frame, ef_attempts=args.ef_attempts,
+        fit_keypoints=not args.no_fit_keypoints, memorisation_frames=args.memorisation_frames, device=args.device,
         overwrite=args.overwrite, progress=not args.no_progress)
     for line in result.summary_lines():
         print(line)
@@ -99,6 +100,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="one K2F flow scaled by gamma per frame, or one flow per frame (default: %(default)s)")
     p.add_argument("--steps", type=int, default=200, help="DDIM steps (default: %(default)s)")
     p.add_argument("--k", type=int, default=100, help="F2I start step, 0 = warp only (default: %(default)s)")
+    p.add_argument("--no-fit-keypoints", action="store_true",
+                   help="use K2F's flow as it is (the paper's KDM) instead of fitting it so that it carries every "
+                        "keypoint exactly (echo motions larger than K2F saw in training come out short without it)")
     p.add_argument("--batch-size", type=int, default=16, help="frames per network call (default: %(default)s)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
 

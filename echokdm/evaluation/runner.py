@@ -70,7 +70,8 @@ class EvaluateConfig:
     ``split``: manifest split to evaluate (``all`` = every clip); ``methods``: subset of
     :data:`METHODS`; ``max_targets`` frames per clip; ``max_clips`` (None = all);
     ``num_inference_steps`` DDIM steps and ``k`` F2I start step; ``mode`` ``per_frame`` (one K2F
-    flow per target, the paper's Table 3) or ``gamma``; ``seed`` base seed; ``lpips_nets`` and
+    flow per target, the paper's Table 3) or ``gamma``; ``fit_keypoints`` fits K2F's flows to the
+    target keypoints (``KDMPipeline(..., fit_keypoints=True)``; False = the paper's KDM); ``seed`` base seed; ``lpips_nets`` and
     ``lpips_backbone`` (local folder of backbone weights, or None to download); ``segmentation``
     a segmentation model folder (keypoint MD and EF; None = those columns are NaN);
     ``keypoints``/``masks`` how target keypoints are obtained (:func:`~echokdm.evaluation.cases.load_case`);
@@ -86,6 +87,7 @@ class EvaluateConfig:
     num_inference_steps: int = 200
     k: int = 100
     mode: str = "per_frame"
+    fit_keypoints: bool = False
     batch_size: int = 16
     seed: int = 0
     lpips_nets: tuple[str, ...] = ("alex", "vgg")
@@ -181,7 +183,7 @@ def generate_case(case: EvalCase, config: EvaluateConfig, pipeline: Any = None,
         result = pipeline(src, src_kp, tgt_kp, mode=config.mode, k=config.k,
                           num_inference_steps=config.num_inference_steps,
                           generator=torch.Generator().manual_seed(seed), shared_noise=True,
-                          batch_size=config.batch_size, progress=False)
+                          batch_size=config.batch_size, progress=False, fit_keypoints=config.fit_keypoints)
         seconds = time.perf_counter() - start
         flows = result.flows.astype(np.float32)
         if "kdm" in config.methods:

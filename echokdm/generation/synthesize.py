@@ -520,6 +520,7 @@ class _Plan:
     batch_size: int
     include_source: bool
     ef_attempts: int = 3
+    fit_keypoints: bool = True
 
 
 def _make_loop(pipe, seg, source: _Source, plan: _Plan, i: int):
@@ -539,6 +540,7 @@ def _make_loop(pipe, seg, source: _Source, plan: _Plan, i: int):
                                 max_attempts=plan.ef_attempts, spacing_mm=source.spacing_mm, mode=plan.mode,
                                 k=plan.k, num_inference_steps=plan.num_inference_steps, seed=int(plan.seeds[i]),
                                 batch_size=plan.batch_size, include_source=plan.include_source, progress=False,
+                                fit_keypoints=plan.fit_keypoints,
                                 source_index=source.index, patient_id=source.patient_id, metadata=info)
 
 
@@ -761,7 +763,8 @@ def _source_rows(table: pd.DataFrame, split: str, where: Path) -> pd.DataFrame:
 
 
 def _plan(n_loops, *, ef_range, ef_reference, heart_rate_range, fps, n_beats, seed, mode, k,
-          num_inference_steps, batch_size, include_source, ef_attempts=3) -> tuple[_Plan, np.ndarray | None]:
+          num_inference_steps, batch_size, include_source, ef_attempts=3,
+          fit_keypoints=True) -> tuple[_Plan, np.ndarray | None]:
     """Validated settings and the draws of every loop; the reference EFs when given."""
     from echokdm.generation.motion import synthetic_volume_curve
 
@@ -778,7 +781,7 @@ def _plan(n_loops, *, ef_range, ef_reference, heart_rate_range, fps, n_beats, se
                  n_beats=float(n_beats), mode=mode, k=_checked_count(k, "k", 0),
                  num_inference_steps=_checked_count(num_inference_steps, "num_inference_steps"),
                  batch_size=_checked_count(batch_size, "batch_size"), include_source=bool(include_source),
-                 ef_attempts=_checked_count(ef_attempts, "ef_attempts"))
+                 ef_attempts=_checked_count(ef_attempts, "ef_attempts"), fit_keypoints=bool(fit_keypoints))
     # the fastest heart gives the shortest loop: it must still have 2 frames (raises otherwise)
     synthetic_volume_curve(float(efs[0]), float(plan.heart_rates.max()), plan.fps, plan.n_beats)
     return plan, reference
@@ -805,6 +808,7 @@ def synthesize_cohort(
     batch_size: int = 16,
     include_source: bool = True,
     ef_attempts: int = 3,
+    fit_keypoints: bool = True,
     memorisation_frames: int = 2000,
     device: str | None = None,
     overwrite: bool = False,
@@ -854,6 +858,9 @@ def synthesize_cohort(
         re-measured on its frames within 2 points of the drawn EF
         (:func:`~echokdm.generation.ef_control.generate_ef_loop`); 1 = one loop whose keypoints move
         at the drawn EF. ``cohort.csv`` keeps the trajectory EF that was used (``ef_trajectory``).
+    fit_keypoints : bool
+        As in :func:`~echokdm.generation.loop.generate_loop` (True: K2F's flows are fitted to the
+        keypoints; False: the paper's KDM).
     memorisation_frames : int
         Most training frames, and most held-out frames, read for the memorisation check.
     device : str, optional
@@ -883,7 +890,7 @@ def synthesize_cohort(
     plan, reference = _plan(n_loops, ef_range=ef_range, ef_reference=ef_reference,
                             heart_rate_range=heart_rate_range, fps=fps, n_beats=n_beats, seed=seed, mode=mode, k=k,
                             num_inference_steps=num_inference_steps, batch_size=batch_size,
-                            include_source=include_source, ef_attempts=ef_attempts)
+                            include_source=include_source, ef_attempts=ef_attempts, fit_keypoints=fit_keypoints)
     budget = _checked_count(memorisation_frames, "memorisation_frames")
     out = Path(out)
     _refuse_existing(out, len(plan.efs), overwrite)

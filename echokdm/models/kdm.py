@@ -89,6 +89,13 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         full-resolution pixels adds the keypoint displacement field (Gaussian-weighted keypoint
         motion, in flow code units, and its confidence: 3 channels, included in
         ``condition_channels``). The pipelines build the condition from this setting.
+    warped_source : bool
+        F2I only: ``False`` (the paper) conditions on the source frame, the rendered target
+        keypoints and the flow; ``True`` adds the source warped by the flow, ``x_src(I + F)``
+        (1 channel, included in ``condition_channels``). Ψ's few strided convolutions see only a
+        few pixels, so without it the network must learn to move content by the flow itself and
+        renders large motions (end-systole of a strongly contracting heart) short, back towards
+        the source.
     """
 
     @register_to_config
@@ -106,6 +113,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         flow_scale: float = 8.0,
         prediction_type: str = "epsilon",
         displacement_sigma: float | None = None,
+        warped_source: bool = False,
     ):
         super().__init__()
         if prediction_type not in ("epsilon", "sample", "v_prediction"):

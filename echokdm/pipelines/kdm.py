@@ -30,7 +30,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler
 
 from echokdm.adapters import DEFAULT_ADAPTER, get_adapter
-from echokdm.geometry.flow import warp
+from echokdm.geometry.flow import fit_flow_to_keypoints, warp
 from echokdm.models.kdm import ConditionalUNet, decode_flow
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "k2f_condition",
     "keypoint_displacement",
     "f2i_condition",
+    "f2i_condition_from_render",
     "gamma_from_keypoints",
     "KeypointToFlowPipeline",
     "FlowToImagePipeline",
@@ -127,11 +128,21 @@ def k2f_condition(source: torch.Tensor, source_kp, target_kp, renderer: Callable
 
 
 def f2i_condition(source: torch.Tensor, target_kp, flow: torch.Tensor | None, renderer: Callable,
-                  flow_scale: float) -> torch.Tensor:
-    """F2I condition ``(B, 1 + C [+ 2], H, W)``: source, rendered target keypoints [, flow / flow_scale]."""
-    parts = [source * 2 - 1, render_batch(target_kp, tuple(source.shape[-2:]), renderer).to(source)]
+                  flow_scale: float, warped: torch.Tensor | None = None) -> torch.Tensor:
+    """F2I condition ``(B, 1 + C [+ 2] [+ 1], H, W)``: source, rendered target keypoints
+    [, flow / flow_scale] [, the warped source ``warped`` (B, 1, H, W) in [0, 1]]."""
+    render = render_batch(target_kp, tuple(source.shape[-2:]), renderer).to(source)
+    return f2i_condition_from_render(source, render, flow, flow_scale, warped)
+
+
+def f2i_condition_from_render(source: torch.Tensor, target_render: torch.Tensor, flow: torch.Tensor | None,
+                              flow_scale: float, warped: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`f2i_condition` with the target keypoints already rendered (in [-1, 1]); training uses it."""
+    parts = [source * 2 - 1, target_render]
     if flow is not None:
         parts.append(flow / flow_scale)
+    if warped is not None:
+        parts.append(warped * 2 - 1)
     return torch.cat(parts, dim=1)
 
 
@@ -330,7 +341,8 @@ class FlowToImagePipeline(_Saved):
             return warped[:, 0].cpu().numpy()
         tgt_kp = np.asarray(target_keypoints, np.float32)
         tgt_kp = tgt_kp[None] if tgt_kp.ndim == 2 else tgt_kp
-        cond = f2i_condition(src, tgt_kp, flow_t if self.use_flow else None, self.renderer, self.f2i.config.flow_scale)
+        cond = f2i_condition(src, tgt_kp, flow_t if self.use_flow else None, self.renderer, self.f2i.config.flow_scale,
+                             warped if self.use_flow and self.f2i.config.get("warped_source", False) else None)
         z0 = self.vae.encode(warped * 2 - 1).latent_dist.mean * self.vae.config.scaling_factor
         eps0 = noise.to(self.device) if noise is not None else _noise(tuple(z0.shape), generator, self.device)
         scheduler = scheduler_for(self.scheduler, self.f2i)
@@ -378,7 +390,7 @@ class KDMPipeline(_Saved):
     def __call__(self, source_frame, source_keypoints, target_keypoints, *, mode: str = "gamma", k: int = 100,
                  num_inference_steps: int = 200, generator: torch.Generator | None = None,
                  shared_noise: bool = True, batch_size: int = 16, progress: bool = True, mixed_precision: str = "no",
-                 compile: bool = False) -> KDMOutput:
+                 compile: bool = False, fit_keypoints: bool = False) -> KDMOutput:
         """Generate one frame per target keypoint set.
 
         Parameters
@@ -402,6 +414,11 @@ class KDMPipeline(_Saved):
             float32 frames (``benchmarks/generation.py`` measures the difference).
         compile : bool
             ``torch.compile`` the F2I network (first call compiles, about a minute; for GPUs).
+        fit_keypoints : bool
+            ``False`` (the paper) uses K2F's flow as it is. ``True`` corrects it near the keypoints
+            so that it carries every target keypoint exactly onto its source keypoint
+            (:func:`echokdm.geometry.flow.fit_flow_to_keypoints`; in γ mode the reference flow,
+            before scaling). For motions larger than K2F saw in training, which it renders short.
         """
         if mode not in ("gamma", "per_frame"):
             raise ValueError(f"mode must be 'gamma' or 'per_frame', got {mode!r}")
@@ -414,7 +431,8 @@ class KDMPipeline(_Saved):
         targets = targets[None] if targets.ndim == 2 else targets
         steps = {"num_inference_steps": num_inference_steps}
         with _autocast(self.device, mixed_precision):
-            flows, gammas = self._flows(src, src_kp, targets, mode, generator, shared_noise, batch_size, steps)
+            flows, gammas = self._flows(src, src_kp, targets, mode, generator, shared_noise, batch_size, steps,
+                                        fit_keypoints)
         frames = []
         h, w = src.shape[-2:]
         d = self.k2f.config.downsample
@@ -429,7 +447,7 @@ class KDMPipeline(_Saved):
 
     def _flows(self, src: np.ndarray, src_kp: np.ndarray, targets: np.ndarray, mode: str,
                generator: torch.Generator | None, shared_noise: bool, batch_size: int,
-               steps: dict) -> tuple[np.ndarray, np.ndarray | None]:
+               steps: dict, fit_keypoints: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """K2F flows ``(T, 2, H, W)`` (px) for targets ``(T, N, 2)``, and γ ``(T,)`` in γ mode (else None)."""
         h, w = src.shape[-2:]
         d = self.k2f.config.downsample
@@ -438,11 +456,14 @@ class KDMPipeline(_Saved):
             motion = np.nan_to_num(np.linalg.norm(targets - src_kp, axis=-1)).mean(axis=-1)  # (T,)
             ref = targets[int(np.argmax(motion))]
             flow_ref = self.flow_pipe(src, src_kp, ref, noise=flow_noise, **steps)  # (1, 2, H, W)
+            if fit_keypoints:
+                flow_ref = fit_flow_to_keypoints(flow_ref, src_kp, ref[None])
             gammas = gamma_from_keypoints(src_kp, targets, ref)
             return gammas[:, None, None, None].astype(np.float32) * flow_ref, gammas  # (T, 2, H, W)
         flows = []
         for i in range(0, len(targets), batch_size):
             b = len(targets[i:i + batch_size])
             noise = flow_noise.expand(b, -1, -1, -1) if shared_noise else _noise((b, 2, h // d, w // d), generator, "cpu")
-            flows.append(self.flow_pipe(src, src_kp, targets[i:i + batch_size], noise=noise, **steps))
+            flow = self.flow_pipe(src, src_kp, targets[i:i + batch_size], noise=noise, **steps)
+            flows.append(fit_flow_to_keypoints(flow, src_kp, targets[i:i + batch_size]) if fit_keypoints else flow)
         return np.concatenate(flows), None

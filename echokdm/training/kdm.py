@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from echokdm.adapters import DEFAULT_ADAPTER, get_adapter
 from echokdm.config import load_config
 from echokdm.models.kdm import ConditionalUNet, encode_flow, make_autoencoder
-from echokdm.pipelines.kdm import KDMPipeline, default_scheduler, keypoint_displacement
+from echokdm.geometry.flow import warp
+from echokdm.pipelines.kdm import KDMPipeline, default_scheduler, f2i_condition_from_render, keypoint_displacement
 from echokdm.training.distributed import is_main_process
 from echokdm.training.loop import LoopConfig, Trainer
 from echokdm.training.run import RunFolder
@@ -105,6 +106,7 @@ class UNetConfig:
     norm_num_groups: int = 32
     flow_scale: float | None = 8.0  # px per unit of the flow code; null (K2F): RMS of the training flows
     displacement_sigma: float | None = None  # K2F: keypoint displacement condition width (px); null = paper
+    warped_source: bool = False  # F2I: also condition on the source warped by the flow; false = paper
 
 
 @dataclasses.dataclass
@@ -287,7 +289,7 @@ def _diffusion_loss(kind: str):
 
 
 def _unet(stage: DiffusionStageConfig, sample_channels: int, condition_channels: int, size: int, downsample: int,
-          flow_scale: float | None = None, displacement_sigma: float | None = None):
+          flow_scale: float | None = None, displacement_sigma: float | None = None, warped_source: bool = False):
     m = stage.model
     torch.manual_seed(stage.train.seed)  # the same initial weights on every run and every process
     return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
@@ -295,7 +297,8 @@ def _unet(stage: DiffusionStageConfig, sample_channels: int, condition_channels:
                            sample_size=size // downsample, block_out_channels=m.block_out_channels,
                            layers_per_block=m.layers_per_block, attention_levels=m.attention_levels,
                            norm_num_groups=m.norm_num_groups, flow_scale=flow_scale or m.flow_scale or 1.0,
-                           prediction_type=stage.prediction_type, displacement_sigma=displacement_sigma)
+                           prediction_type=stage.prediction_type, displacement_sigma=displacement_sigma,
+                           warped_source=warped_source)
 
 
 def _target(scheduler, kind: str, clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -371,8 +374,9 @@ def _f2i_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
     stage = config.f2i
     downsample = 2 ** (len(config.autoencoder.model.block_out_channels) - 1)
     channels = train.renders.shape[1]
-    model = _unet(stage, vae.config.latent_channels, 1 + channels + (2 if use_flow else 0), config.data.size,
-                  downsample)
+    warped_source = bool(use_flow and stage.model.warped_source)  # the w/o-flow ablation has no flow to warp by
+    model = _unet(stage, vae.config.latent_channels, 1 + channels + (2 if use_flow else 0) + int(warped_source),
+                  config.data.size, downsample, warped_source=warped_source)
     scheduler = default_scheduler(config.sampling.num_train_timesteps)
     loss_of = _diffusion_loss(stage.loss)
     vae.eval().requires_grad_(False)
@@ -382,11 +386,11 @@ def _f2i_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
             z = vae.to(batch["target"].device).encode(batch["target"] * 2 - 1).latent_dist.mean * vae.config.scaling_factor
         noise = torch.randn_like(z)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (z.shape[0],), device=z.device)
-        parts = [batch["source"] * 2 - 1, batch["target_render"]]
-        if use_flow:
-            parts.append(batch["flow"] / stage.model.flow_scale)
+        flow = batch["flow"] if use_flow else None
+        warped = warp(batch["source"], flow).clamp(0, 1) if warped_source else None
+        cond = f2i_condition_from_render(batch["source"], batch["target_render"], flow, stage.model.flow_scale, warped)
         target = _target(scheduler, stage.prediction_type, z, noise, t)
-        return loss_of(model(scheduler.add_noise(z, noise, t), t, torch.cat(parts, dim=1)), target), {}
+        return loss_of(model(scheduler.add_noise(z, noise, t), t, cond), target), {}
 
     n_val = min(config.data.val_pairs, len(val))
     vb = val.batch(torch.arange(n_val))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from echokdm.geometry.flow import compose_flows, flow_to_grid, transport_keypoints, warp
+from echokdm.geometry.flow import compose_flows, fit_flow_to_keypoints, flow_to_grid, transport_keypoints, warp
 
 
 def _random_image(shape, seed=0):
@@ -266,3 +266,53 @@ def test_quarter_turn_rotation_is_exact(library):
     else:
         out = warp(src, flow)
     np.testing.assert_allclose(out, np.rot90(src), atol=1e-5)
+
+
+def _ring(n=40, cx=56.0, cy=56.0, rx=18.0, ry=28.0):
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], 1)
+
+
+def test_fit_flow_to_keypoints_carries_every_keypoint_and_stays_local():
+    target = _ring()
+    source = 56.0 + (target - 56.0) * 1.35  # the target frame is a contracted source: up to ~10 px of motion
+    flow = np.zeros((2, 112, 112), np.float32)
+    fitted = fit_flow_to_keypoints(flow, source, target, tolerance=0.05)
+    assert np.abs(transport_keypoints(target, fitted) - source).max() < 0.05
+    assert not flow.any()  # the input is not modified
+    assert np.abs(fitted[:, :10, :10]).max() < 1e-6  # far from the keypoints the flow is kept
+    # between neighbouring keypoints the correction is smooth: the flow at the contour's midpoints
+    # is close to the mean of the neighbours' displacements (no ripples)
+    mid = (target + np.roll(target, -1, axis=0)) / 2
+    expected = ((source - target) + np.roll(source - target, -1, axis=0)) / 2
+    assert np.abs(transport_keypoints(mid, fitted) - mid - expected).max() < 0.5
+
+
+def test_fit_flow_to_keypoints_keeps_a_flow_that_already_agrees_and_skips_missing_keypoints():
+    target = _ring()
+    flow = np.zeros((2, 2, 112, 112), np.float32)
+    flow[:, 0] = 2.0  # a translation: every target keypoint comes from 2 px to its right
+    source = target + [2.0, 0.0]
+    source[3] = np.nan
+    fitted = fit_flow_to_keypoints(flow, source, np.stack([target, target]))
+    np.testing.assert_array_equal(fitted, flow)
+    target_moved = target.copy()
+    target_moved[5] += [0.0, 3.0]
+    fitted = fit_flow_to_keypoints(flow, source, np.stack([target, target_moved]))
+    np.testing.assert_array_equal(fitted[0], flow[0])
+    ok = np.isfinite(source).all(1)
+    assert np.abs(transport_keypoints(target_moved[ok], fitted[1]) - source[ok]).max() < 0.05
+    outside = target_moved.copy()
+    outside[7] = [-5.0, 50.0]  # outside the target frame: left out, not chased into the border
+    fitted = fit_flow_to_keypoints(flow[0], source, outside)
+    assert np.abs(fitted[:, 45:55, 0]).max() < 2.5 + 1e-3 and np.isfinite(fitted).all()
+
+
+def test_fit_flow_to_keypoints_errors():
+    flow = np.zeros((2, 32, 32), np.float32)
+    with pytest.raises(ValueError, match="matching"):
+        fit_flow_to_keypoints(flow, np.zeros((5, 2)), np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="sigma"):
+        fit_flow_to_keypoints(flow, np.zeros((5, 2)), np.zeros((5, 2)), sigma=0)
+    with pytest.raises(ValueError, match="flow"):
+        fit_flow_to_keypoints(np.zeros((3, 32, 32)), np.zeros((5, 2)), np.zeros((5, 2)))

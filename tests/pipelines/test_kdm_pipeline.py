@@ -148,3 +148,46 @@ def test_k2f_with_the_displacement_condition_runs_and_depends_on_it(clip):
     still, moved = run(src_kp), run(src_kp + 2.0)
     assert still.shape == (1, 2, SIZE, SIZE) and np.isfinite(moved).all()
     assert not np.allclose(still, moved)
+
+
+@pytest.mark.parametrize("warped_source", [False, True])
+def test_f2i_conditions_on_the_warped_source_when_the_model_asks(clip, warped_source):
+    from _tiny_kdm import tiny_unet
+
+    from echokdm.models.kdm import make_autoencoder
+
+    torch.manual_seed(0)
+    vae = make_autoencoder(block_out_channels=(8, 16, 16), latent_channels=4, sample_size=SIZE, norm_num_groups=8)
+    f2i = tiny_unet(4, 6 + int(warped_source), warped_source=warped_source)
+    seen = []
+    embed = f2i.embed
+    f2i.embed = lambda cond: seen.append(cond) or embed(cond)
+    pipe = FlowToImagePipeline(f2i, vae.eval())
+    flow = clip.flow(0, 6)[None]
+    out = pipe(clip.frames[0], clip.keypoints[6], flow, k=2, num_inference_steps=4,
+               generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, SIZE, SIZE) and np.isfinite(out).all()
+    (cond,) = seen
+    assert cond.shape[1] == 6 + int(warped_source)
+    warped = warp(torch.from_numpy(clip.frames[0])[None, None], torch.from_numpy(flow)).clamp(0, 1)
+    np.testing.assert_allclose(cond[:, 4:6].numpy(), flow / f2i.config.flow_scale, atol=1e-6)
+    if warped_source:
+        np.testing.assert_allclose(cond[:, 6:].numpy(), (warped * 2 - 1).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["gamma", "per_frame"])
+def test_fit_keypoints_makes_the_flows_carry_the_keypoints(pipe, clip, mode):
+    from echokdm.geometry.flow import transport_keypoints
+
+    src_kp = clip.keypoints[0]
+    targets = clip.keypoints[[3, 6]]
+    run = lambda fit: pipe(clip.frames[0], src_kp, targets, mode=mode, k=1, num_inference_steps=2,
+                           generator=torch.Generator().manual_seed(0), progress=False, fit_keypoints=fit)
+    plain, fitted = run(False), run(True)
+    carried = lambda out: transport_keypoints(targets, out.flows)
+    ok = np.isfinite(src_kp).all(1)
+    # the random tiny K2F does not follow the keypoints; the fitted flows do (γ mode: the reference frame;
+    # at 32 px the 40 keypoints are 0.75 px apart, finer than the flow's pixels, hence 0.25 px)
+    check = [int(np.argmax(fitted.gammas))] if mode == "gamma" else [0, 1]
+    assert np.abs(carried(plain)[check][:, ok] - src_kp[ok]).max() > 1.0
+    assert np.abs(carried(fitted)[check][:, ok] - src_kp[ok]).max() < 0.25

@@ -81,3 +81,17 @@ def test_k2f_with_the_displacement_condition_trains_and_saves_it(cohort, tmp_pat
     bank = build_pair_bank(load_manifest(cohort), cohort, "val", config.data, progress=False)
     flow = KeypointToFlowPipeline(k2f)(bank.frames[0], bank.keypoints[0], bank.keypoints[1], num_inference_steps=3)
     assert flow.shape == (1, 2, 32, 32) and np.isfinite(flow).all()
+
+
+def test_f2i_with_the_warped_source_trains_saves_it_and_the_ablation_does_not(cohort, tmp_path):
+    from echokdm.models.kdm import ConditionalUNet
+
+    steps = {**LOOP, "steps": 2, "val_every": 2, "checkpoint_every": 2}
+    config = load_kdm_config(None, {**TINY, "autoencoder": {**TINY["autoencoder"], "train": {**LOOP, "steps": 2}},
+                                    "f2i": {"model": {**UNET, "warped_source": True}, "train": steps}})
+    out = tmp_path / "k"
+    train_kdm(config, cohort, out, stages=("autoencoder", "f2i", "f2i_noflow"), progress=False)
+    f2i = ConditionalUNet.from_pretrained(out / "f2i" / "best")
+    assert f2i.config.warped_source is True and f2i.config.condition_channels == 1 + 3 + 2 + 1
+    noflow = ConditionalUNet.from_pretrained(out / "f2i_noflow" / "best")  # no flow, nothing to warp by
+    assert noflow.config.warped_source is False and noflow.config.condition_channels == 1 + 3
