@@ -2,9 +2,10 @@
 
 A synthetic beat at EF ``e`` (:func:`~echokdm.generation.motion.synthetic_motion`) moves the
 keypoints so that *their* Simpson EF is ``e``. The generated frames do not follow large motions
-exactly (K2F under-moves motions larger than those it was trained on, F2I adds a few points of
-spread), so the EF re-measured on the frames, which is what a reader of the loop sees, misses
-``e`` by several points (``benchmarks/ef_targets.py``). :func:`generate_ef_loop` therefore solves
+exactly (K2F under-moves motions larger than those it was trained on, which ``fit_keypoints``
+corrects, and F2I renders the contracted cavity a little larger than the flow puts it), so the EF
+re-measured on the frames, which is what a reader of the loop sees, misses ``e`` by a few points
+(``benchmarks/ef_targets.py``). :func:`generate_ef_loop` therefore solves
 for the motion: it generates the loop, re-measures its EF with the segmentation model, and, while
 the re-measured EF is further than ``tolerance`` from the target, regenerates with the keypoint
 trajectory's EF corrected by the secant method (same seed, so only the amplitude changes). It

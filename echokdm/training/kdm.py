@@ -34,9 +34,14 @@ import torch.nn.functional as F
 
 from echokdm.adapters import DEFAULT_ADAPTER, get_adapter
 from echokdm.config import load_config
-from echokdm.models.kdm import ConditionalUNet, encode_flow, make_autoencoder
 from echokdm.geometry.flow import warp
-from echokdm.pipelines.kdm import KDMPipeline, default_scheduler, f2i_condition_from_render, keypoint_displacement
+from echokdm.models.kdm import ConditionalUNet, encode_flow, make_autoencoder
+from echokdm.pipelines.kdm import (
+    KDMPipeline,
+    default_scheduler,
+    f2i_condition_from_render,
+    keypoint_displacement,
+)
 from echokdm.training.distributed import is_main_process
 from echokdm.training.loop import LoopConfig, Trainer
 from echokdm.training.run import RunFolder

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from echokdm.geometry.flow import compose_flows, fit_flow_to_keypoints, flow_to_grid, transport_keypoints, warp
+from echokdm.geometry.flow import (
+    compose_flows,
+    fit_flow_to_keypoints,
+    flow_to_grid,
+    transport_keypoints,
+    warp,
+)
 
 
 def _random_image(shape, seed=0):

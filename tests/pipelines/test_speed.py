@@ -37,7 +37,8 @@ def _plain_f2i(pipe, frame, target_kp, flow, k, steps, noise):
     src = torch.from_numpy(frame)[None, None].expand(len(flow), -1, -1, -1)
     flow_t = torch.from_numpy(flow)
     warped = warp(src, flow_t).clamp(0, 1)
-    cond = f2i_condition(src, target_kp, flow_t, pipe.image_pipe.renderer, f2i.config.flow_scale)
+    cond = f2i_condition(src, target_kp, flow_t, pipe.image_pipe.renderer, f2i.config.flow_scale,
+                         warped if f2i.config.warped_source else None)
     z0 = vae.encode(warped * 2 - 1).latent_dist.mean * vae.config.scaling_factor
     scheduler = scheduler_for(pipe.scheduler, f2i)
     scheduler.set_timesteps(steps)
