@@ -230,7 +230,7 @@ def _run_pipeline(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.n
     out = pipeline(np.clip(small, 0.0, 1.0), _map_keypoints(src_kp, hw, size), _map_keypoints(targets, hw, size),
                    mode=mode, k=k, num_inference_steps=num_inference_steps,
                    generator=torch.Generator().manual_seed(int(seed)), batch_size=batch_size, progress=progress,
-                   **({"fit_keypoints": True} if fit_keypoints else {}))
+                   fit_keypoints=fit_keypoints)
     frames = np.clip(_resize(out.frames[:, None], hw)[:, 0], 0.0, 1.0)  # (T, H, W)
     flows = _resize(out.flows, hw)  # (T, 2, H, W), still in pipeline pixels
     flows[:, 0] *= hw[1] / size[1]

@@ -943,7 +943,8 @@ def _settings(manifest, pipeline, segmentation, training_manifest, ef_reference,
             "ef_reference": reference,
             "n_loops": len(plan.efs), "fps": plan.fps, "n_beats": plan.n_beats, "mode": plan.mode, "k": plan.k,
             "num_inference_steps": plan.num_inference_steps, "batch_size": plan.batch_size,
-            "include_source": plan.include_source,
+            "include_source": plan.include_source, "ef_attempts": plan.ef_attempts,
+            "fit_keypoints": plan.fit_keypoints,
             **{key: list(value) if isinstance(value, tuple) else value for key, value in given.items()}}
 
 

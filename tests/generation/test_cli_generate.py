@@ -78,15 +78,16 @@ def test_own_motion_with_side_by_side(data, tmp_path, capsys):
 def test_transfer_and_drag_motions(data, tmp_path):
     out = tmp_path / "more"
     assert run([str(data["clip"]), "--pipeline", str(data["pipe"]), "--out", str(out),
-                "--transfer", str(data["other"]), "--frames", "6", *FAST]) == 0
+                "--transfer", str(data["other"]), "--frames", "6", "--no-fit-keypoints", *FAST]) == 0
     record = json.loads((out / "phantom0000_f0_transfer_generate.json").read_text())
-    assert record["transfer_ed"] == 0 and record["n_frames"] == 6
+    assert record["transfer_ed"] == 0 and record["n_frames"] == 6 and record["fit_keypoints"] is False
     drag = tmp_path / "drag.csv"
     pd.DataFrame({"keypoint": [19, 20], "dx": [0.0, 0.0], "dy": [-2.0, -2.0]}).to_csv(drag, index=False)
     assert run([str(data["clip"]), "--pipeline", str(data["pipe"]), "--out", str(out), "--drag", str(drag),
                 "--frames", "3", *FAST]) == 0
     kp = load_keypoints_file(out / "phantom0000_f0_drag_keypoints.csv")
     assert kp.shape == (3, 40, 2)
+    assert json.loads((out / "phantom0000_f0_drag_generate.json").read_text())["fit_keypoints"] is True
     np.testing.assert_allclose(kp[1, 19] - kp[0, 19], [0, -2], atol=1e-3)
 
 

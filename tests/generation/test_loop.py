@@ -146,6 +146,7 @@ class _ConstantPipe:
 
     def __call__(self, source_frame, source_keypoints, target_keypoints, **kwargs):
         self.seen = (source_frame, source_keypoints, target_keypoints)
+        self.kwargs = kwargs
         n = len(target_keypoints)
         flows = np.stack([np.ones((n, 16, 16)), 2 * np.ones((n, 16, 16))], axis=1).astype(np.float32)
         return KDMOutput(frames=np.repeat(source_frame[None], n, 0), flows=flows, gammas=None)
@@ -166,6 +167,17 @@ def test_resizing_maps_keypoints_and_flows_between_grids():
     np.testing.assert_allclose(loop.flows[0, 1], 2 * 32 / 16)
     assert loop.frames.shape == (1, 32, 48)
     np.testing.assert_allclose(loop.frames[0].mean(axis=0), frame.mean(axis=0), atol=0.05)
+
+
+def test_generate_loop_fits_flows_to_the_keypoints_unless_asked_not_to():
+    fake = _ConstantPipe()
+    frame = np.zeros((16, 16), np.float32)
+    src = np.full((40, 2), 8.0, np.float32)
+    loop = generate_loop(fake, frame, src, src[None] + 1.0, fps=10, include_source=False, progress=False)
+    assert fake.kwargs["fit_keypoints"] is True and loop.metadata["fit_keypoints"] is True
+    loop = generate_loop(fake, frame, src, src[None] + 1.0, fps=10, include_source=False, progress=False,
+                         fit_keypoints=False)
+    assert fake.kwargs["fit_keypoints"] is False and loop.metadata["fit_keypoints"] is False
 
 
 def test_generate_loop_validates_its_inputs(pipe, clip):

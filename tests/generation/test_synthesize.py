@@ -1,6 +1,7 @@
 """``synthesize_cohort`` and ``echokdm synthesize`` on a tiny phantom NIfTI cohort with a tiny random pipeline."""
 
 import argparse
+import json
 import sys
 import types
 from pathlib import Path
@@ -150,6 +151,7 @@ def test_settings_record_what_made_the_cohort(made, data):
     assert settings["seed"] == 3 and settings["n_loops"] == 4 and settings["split"] == "all"
     assert settings["num_inference_steps"] == 3 and settings["k"] == 2 and settings["fps"] == 10.0
     assert settings["pipeline"] == str(data["pipe"].resolve()) and settings["ef_reference"] is None
+    assert settings["fit_keypoints"] is True and settings["ef_attempts"] == 3
 
 
 def test_memorisation_flags_a_generator_that_copies_training_frames(data, tmp_path):
@@ -311,8 +313,9 @@ def test_command_writes_the_cohort_and_prints_its_summary(data, tmp_path, capsys
     code = run([str(data["manifest"]), "--pipeline", str(data["pipe"]), "--out", str(out), "--n", "3", "--split",
                 "val", "--ef-reference", f"{reference}:ef", "--heart-rate-range", "60", "70", "--fps", "10",
                 "--beats", "1", "--steps", "3", "--k", "2", "--seed", "5", "--no-segmentation", "--device", "cpu",
-                "--no-progress"])
+                "--no-fit-keypoints", "--no-progress"])
     assert code == 0
+    assert json.loads((out / "settings.json").read_text())["fit_keypoints"] is False
     printed = capsys.readouterr().out
     assert "3 loop(s) from 1 source clip(s)" in printed
     assert "not measured (no segmentation model)" in printed and "memorisation (MSE)" in printed
