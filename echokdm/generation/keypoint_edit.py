@@ -214,7 +214,8 @@ def generate_keypoint_edit(pipeline, source_frame: np.ndarray, source_keypoints:
         raise ValueError(f"mode must be 'gamma' or 'per_frame', got {mode!r}")
     frames, flows, keypoints, gammas, _ = _loop_frames(
         pipeline, frame, src, targets, include_source=include_source, mode=mode, k=k,
-        num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size, progress=progress)
+        num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size, progress=progress,
+        fit_keypoints=False)  # K2F's flow as it is: face and pose keypoints are too sparse for a local fit
     h, w = frame.shape
     detected = kp_md = None
     if detect:

@@ -220,7 +220,7 @@ def _map_keypoints(keypoints: np.ndarray, from_hw: tuple[int, int], to_hw: tuple
 
 
 def _run_pipeline(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.ndarray, *, mode, k,
-                  num_inference_steps, seed, batch_size, progress, fit_keypoints=False):
+                  num_inference_steps, seed, batch_size, progress, fit_keypoints):
     """Frames ``(T, H, W)``, flows ``(T, 2, H, W)`` and γ at the input size ``(H, W)`` of ``frame``."""
     import torch
 
@@ -275,7 +275,7 @@ def _is_source_pose(targets: np.ndarray, src_kp: np.ndarray) -> bool:
 
 def _loop_frames(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.ndarray, *, include_source: bool,
                  mode: str, k: int, num_inference_steps: int, seed: int, batch_size: int, progress: bool,
-                 fit_keypoints: bool = False):
+                 fit_keypoints: bool):
     """The generated frames of a loop, with the real source first when ``include_source`` (see
     :func:`generate_loop`). Returns ``frames (T, H, W)``, ``flows (T, 2, H, W)``, ``keypoints
     (T, N, 2)``, ``gammas`` (``None`` in per-frame mode) and the targets actually generated."""
