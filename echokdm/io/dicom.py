@@ -20,6 +20,7 @@ and rows ``y0 … y1 - 1``, so ``frames[:, y0:y1, x0:x1]`` is the box. DICOM's r
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import tempfile
 import warnings
@@ -224,14 +225,90 @@ def _open_dataset(path: Path) -> Dataset:
     if path.is_dir():
         raise ReadError(path, "is a folder, not a DICOM file")
     try:
-        ds = pydicom.dcmread(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path)
     except InvalidDicomError:
         ds = _read_without_preamble(path)
+        caught = []
     except Exception as exc:  # pydicom raises many types on corrupt files
         raise ReadError(path, f"cannot parse as DICOM ({type(exc).__name__}: {exc})") from exc
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        mislabelled = _byte_order_mismatch(ds, path)
+        if mislabelled:
+            raise ReadError(path, mislabelled)
+        truncation = _truncation(ds, path, [str(w.message) for w in caught])
+        if truncation:
+            raise ReadError(path, truncation)
+        if "Rows" in ds and "Columns" in ds:
+            raise ReadError(path, "has image attributes (Rows, Columns) but no PixelData element: probably a file cut "
+                                  f"short before its pixels ({path.stat().st_size} bytes); copy it again from the source")
         raise ReadError(path, "has no PixelData element (not an image: e.g. a report or DICOMDIR)")
+    truncation = _truncation(ds, path, [str(w.message) for w in caught])
+    if truncation:
+        raise ReadError(path, truncation)
     return ds
+
+
+def _truncation(ds: Dataset, path: Path, parse_warnings: list[str]) -> str | None:
+    """Why ``ds`` looks cut short (the file ends inside an element), or ``None``.
+
+    pydicom reads a value that the file ends inside without complaint (the value is just
+    shorter than its declared length) and turns an end of file inside a sequence into a
+    warning; both are caught here so that the error says "truncated" rather than "no pixel data".
+    """
+    size = path.stat().st_size if path.exists() else 0
+    meta = getattr(ds, "file_meta", None)
+    items = [(meta, tag) for tag in (meta.keys() if meta is not None else ())]
+    items += [(ds, tag) for tag in ds.keys() if tag <= 0x7FE00010]  # trailing padding after the pixels is harmless
+    if meta is not None and len(meta) and not len(ds) and getattr(ds, "preamble", None) is not None:
+        return f"truncated file ({size} bytes): it ends after the file meta information, before the data set"
+    for owner, tag in items:
+        try:
+            elem = owner.get_item(tag)
+        except Exception:  # noqa: BLE001 - a garbled element is not a truncation
+            continue
+        length, value = getattr(elem, "length", None), getattr(elem, "value", None)
+        if isinstance(value, (bytes, bytearray)) and length not in (None, 0xFFFFFFFF) and len(value) < length:
+            keyword = pydicom.datadict.keyword_for_tag(tag) or str(tag)
+            return (f"truncated file ({size} bytes): it ends inside {keyword} {tag}, which declares {length} bytes "
+                    f"but has {len(value)}; copy it again from the source")
+    for message in parse_warnings:
+        if "end of file" in message.lower() or "eof" in message.lower():
+            return f"truncated file ({size} bytes): {message.split(' in file ')[0]}; copy it again from the source"
+    return None
+
+
+def _byte_order_mismatch(ds: Dataset, path: Path) -> str | None:
+    """When the transfer syntax names one byte order / VR encoding and the data set is in another
+    (a mislabelled file: its tags read as garbage, so pydicom finds no pixel data), say so."""
+    meta = getattr(ds, "file_meta", None)
+    declared = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else None
+    group_length = meta.get("FileMetaInformationGroupLength") if meta is not None else None
+    if declared is None or group_length is None or getattr(ds, "preamble", None) is None:
+        return None
+    start = 128 + 4 + 12 + int(group_length)
+    pydicom_logger = logging.getLogger("pydicom")
+    for implicit, little, name in ((False, True, "Explicit VR Little Endian"), (True, True, "Implicit VR Little Endian"),
+                                   (False, False, "Explicit VR Big Endian")):
+        if declared.is_transfer_syntax and (declared.is_implicit_VR, declared.is_little_endian) == (implicit, little):
+            continue
+        level = pydicom_logger.level
+        pydicom_logger.setLevel(logging.CRITICAL)  # trial parses in a wrong encoding log a warning per element
+        try:
+            with open(path, "rb") as fp, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fp.seek(start)
+                other = pydicom.filereader.read_dataset(fp, implicit, little)
+                found = "PixelData" in other and int(other.get("Rows", 0) or 0) > 0
+        except Exception:  # noqa: BLE001 - this encoding does not fit either
+            continue
+        finally:
+            pydicom_logger.setLevel(level)
+        if found:
+            return (f"its TransferSyntaxUID says {declared.name} but the data set is encoded as {name} "
+                    "(a mislabelled file: its elements, pixel data included, read as garbage); fix its TransferSyntaxUID")
+    return None
 
 
 def _read_without_preamble(path: Path) -> Dataset:
@@ -283,6 +360,7 @@ def _decode_pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, dict[str, Any]]
     ``RuntimeError`` saying the plugins are "missing dependencies").
     """
     tsyntax = _transfer_syntax(ds)
+    _check_native_pixel_length(ds, path, tsyntax)
     try:
         decoder = get_decoder(tsyntax)
     except NotImplementedError as exc:
@@ -299,6 +377,33 @@ def _decode_pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, dict[str, Any]]
     except Exception as exc:
         problem = f"cannot decode {tsyntax.name} pixel data ({type(exc).__name__}: {exc})"
         raise ReadError(path, problem) from exc
+
+
+_NATIVE_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian)
+
+
+def _check_native_pixel_length(ds: Dataset, path: Path, tsyntax: UID) -> None:
+    """Refuse uncompressed pixel data shorter than Rows × Columns × frames × samples × bits say."""
+    if tsyntax not in _NATIVE_SYNTAXES or "PixelData" not in ds:
+        return
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.BitsAllocated)
+        photometric = str(ds.get("PhotometricInterpretation", ""))
+        got = len(ds.PixelData)
+    except Exception:  # noqa: BLE001 - missing or garbled attributes are reported by the decoder
+        return
+    if photometric == "YBR_FULL_422":
+        samples = 2  # two bytes per pixel: Y Y Cb Cr per pair
+    expected = (rows * cols * frames * samples * bits + 7) // 8
+    if got < expected:
+        raise ReadError(
+            path,
+            f"pixel data length mismatch: expected {expected} bytes for {rows} rows × {cols} columns × {frames} "
+            f"frame(s) × {samples} sample(s) × {bits} bits, got {got} (a truncated file, or wrong Rows/Columns/"
+            "NumberOfFrames/BitsAllocated)",
+        )
 
 
 def _missing_decoder_error(path: Path, tsyntax: UID, missing: list[str]) -> MissingDecoderError:
