@@ -102,16 +102,17 @@ def _checkpoints(out: Path, train: bool, progress: bool) -> tuple[Path, Path]:
 
 
 def _lpips_metric():
-    """LPIPS-Alex when its backbone is available (local folder, cache or download), else None."""
-    from echokdm.metrics.lpips import LPIPSMetric
+    """LPIPS-Alex when its backbone is available ($ECHOKDM_LPIPS_WEIGHTS, torchvision's cache or download),
+    else None after a one-line note naming the offline options."""
+    from echokdm.metrics.lpips import lpips_metrics
 
-    metric = LPIPSMetric("alex")
     try:
-        metric.model  # noqa: B018 - loads (and downloads if needed) the backbone now
-    except (RuntimeError, OSError, FileNotFoundError) as exc:
-        print(f"  note: LPIPS left out ({str(exc).splitlines()[0][:160]})")
-        return None
-    return metric
+        metrics, note = lpips_metrics(("alex",))
+    except (OSError, ValueError) as exc:  # $ECHOKDM_LPIPS_WEIGHTS names a missing or wrong file
+        metrics, note = {}, f"LPIPS-alex skipped: {exc}"
+    if note:
+        print(f"  note: {note}")
+    return metrics.get("alex")
 
 
 def _usable_source(volumes: np.ndarray, ed: int, window: int = 2) -> int:

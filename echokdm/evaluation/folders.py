@@ -53,16 +53,18 @@ def evaluate_folders(generated: str | os.PathLike, reference: str | os.PathLike,
     Returns an :class:`~echokdm.evaluation.runner.EvaluationResult` (``clips`` holds the
     temporal warping error of neither: no flows are known; it lists frames per clip) and writes
     the same CSVs and markdown as :func:`~echokdm.evaluation.runner.evaluate` when ``out`` is set.
+    LPIPS variants whose backbone cannot be had are NaN, with a note (``notes``, end of ``table3``).
     """
     from tqdm.auto import tqdm
 
-    from echokdm.evaluation.runner import EvaluationResult, _write_csv, summarise_frames
+    from echokdm.evaluation.runner import EvaluationResult, _announce, _write_csv, summarise_frames
     from echokdm.io.dispatch import read_cine
     from echokdm.metrics.image import mse, psnr, ssim
-    from echokdm.metrics.lpips import LPIPSMetric
+    from echokdm.metrics.lpips import lpips_metrics
 
     pairs, unmatched = pair_folders(generated, reference)
-    lpips = {net: LPIPSMetric(net, lpips_backbone) for net in lpips_nets}
+    lpips, lpips_note = lpips_metrics(lpips_nets, lpips_backbone)  # LPIPS left out (NaN) with a note when unavailable
+    notes = _announce([lpips_note])
     tables, clips = [], []
     for gen_path, ref_path in tqdm(pairs, desc="scoring", unit="clip", disable=not progress):
         with warnings.catch_warnings():
@@ -76,13 +78,13 @@ def evaluate_folders(generated: str | os.PathLike, reference: str | os.PathLike,
                               "method": "generated", "frame": np.arange(gen.n_frames),
                               "mse": mse(gen.frames, ref.frames), "psnr": psnr(gen.frames, ref.frames),
                               "ssim": ssim(gen.frames, ref.frames)})
-        for net, metric in lpips.items():
-            table[f"lpips_{net}"] = metric(gen.frames, ref.frames)
+        for net in lpips_nets:
+            table[f"lpips_{net}"] = lpips[net](gen.frames, ref.frames) if net in lpips else np.nan
         tables.append(table)
         clips.append({"dataset": table["dataset"][0], "patient_id": pid, "clip_id": _stem(ref_path),
                       "method": "generated", "n_frames": gen.n_frames})
     frames, clip_table = pd.concat(tables, ignore_index=True), pd.DataFrame(clips)
-    patients, summary, table3 = summarise_frames(frames, clip_table, n_boot=n_boot)
+    patients, summary, table3 = summarise_frames(frames, clip_table, n_boot=n_boot, notes=notes)
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         out_path.mkdir(parents=True, exist_ok=True)
@@ -96,4 +98,4 @@ def evaluate_folders(generated: str | os.PathLike, reference: str | os.PathLike,
 
         (out_path / "plots").mkdir(exist_ok=True)
         metric_boxplots(patients, out_path / "plots" / "metrics_per_patient.png")
-    return EvaluationResult(frames, clip_table, patients, summary, table3, pd.DataFrame(), out_path)
+    return EvaluationResult(frames, clip_table, patients, summary, table3, pd.DataFrame(), out_path, notes)

@@ -123,7 +123,8 @@ class EvaluationResult:
     the real frames and the real loop's temporal error); ``patients``: per-patient means;
     ``summary``: per dataset and method, mean over patients with ``_low``/``_high`` bootstrap 95 %
     bounds; ``table3``: the markdown table; ``memorisation``: the privacy check (may be empty);
-    ``out``: the run folder (None when nothing was written).
+    ``out``: the run folder (None when nothing was written); ``notes``: one line each about what was
+    left out (e.g. LPIPS without a backbone), also at the end of ``table3``.
     """
 
     frames: pd.DataFrame
@@ -133,6 +134,7 @@ class EvaluationResult:
     table3: str
     memorisation: pd.DataFrame
     out: Path | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,9 +217,10 @@ class _Scorers:
     """LPIPS models and the optional segmentation model, loaded once."""
 
     def __init__(self, config: EvaluateConfig, device: torch.device):
-        from echokdm.metrics.lpips import LPIPSMetric
+        from echokdm.metrics.lpips import lpips_metrics
 
-        self.lpips = {net: LPIPSMetric(net, config.lpips_backbone, device=device) for net in config.lpips_nets}
+        self.lpips_nets = tuple(config.lpips_nets)  # every one gets a column; NaN when left out (lpips_note)
+        self.lpips, self.lpips_note = lpips_metrics(self.lpips_nets, config.lpips_backbone, device)
         self.segmentation = None
         if config.segmentation:
             from echokdm.echo.segmentation import LVSegmentationNet
@@ -287,8 +290,8 @@ def score_case(case: EvalCase, generated: dict[str, dict[str, Any]], scorers: _S
         frames = np.clip(pred["frames"], 0.0, 1.0)
         table = pd.DataFrame({**ids, "method": method, "frame": case.targets, "source_frame": case.source,
                               "mse": mse(frames, real), "psnr": psnr(frames, real), "ssim": ssim(frames, real)})
-        for net, metric in scorers.lpips.items():
-            table[f"lpips_{net}"] = metric(frames, real)
+        for net in scorers.lpips_nets:
+            table[f"lpips_{net}"] = scorers.lpips[net](frames, real) if net in scorers.lpips else np.nan
         for name in ("epe", "epe_lv", "flow_mae", "flow_rmse"):
             table[name] = np.nan
         if pred["flows"] is not None and case.reference_flows is not None:
@@ -361,8 +364,24 @@ def _load_pipeline(folder: str | None, device: torch.device):
     return KDMPipeline.from_pretrained(folder).to(device)
 
 
-def summarise_frames(frames: pd.DataFrame, clips: pd.DataFrame, *, n_boot: int = 2000) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """Per-patient table, per-dataset summary with bootstrap intervals, and the Table-3 markdown."""
+def _announce(notes: list[str | None]) -> list[str]:
+    """The notes that are set, each also issued as an :class:`~echokdm.metrics.lpips.LPIPSSkippedWarning` now
+    (before the long work), so that the Python API, notebooks and the CLI all show it."""
+    from echokdm.metrics.lpips import LPIPSSkippedWarning
+
+    notes = [n for n in notes if n]
+    for note in notes:
+        warnings.warn(note, LPIPSSkippedWarning, stacklevel=3)
+    return notes
+
+
+def summarise_frames(frames: pd.DataFrame, clips: pd.DataFrame, *, n_boot: int = 2000,
+                     notes: list[str] | tuple[str, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Per-patient table, per-dataset summary with bootstrap intervals, and the Table-3 markdown.
+
+    Metrics without any value (e.g. LPIPS left out) are not summarised; ``notes`` (one line each,
+    e.g. why LPIPS was left out) end the markdown as ``note: ...`` lines.
+    """
     from echokdm.metrics.report import per_patient, summarise, table3_markdown
 
     metrics = [m for m in FRAME_METRICS if m in frames.columns and frames[m].notna().any()]
@@ -380,6 +399,8 @@ def summarise_frames(frames: pd.DataFrame, clips: pd.DataFrame, *, n_boot: int =
     columns = [m for m in ("mse", "lpips_alex", "lpips_vgg", "ssim", "epe", "epe_lv", "kp_md", "ef_error") if m in shown.columns
                and shown[m].notna().any()]
     table3 = table3_markdown(shown, columns)
+    if notes:
+        table3 = table3.rstrip("\n") + "\n\n" + "\n".join(f"note: {n}" for n in notes) + "\n"
     return patients, summary, table3
 
 
@@ -481,6 +502,7 @@ def evaluate(manifest: str | os.PathLike, pipeline: str | os.PathLike | None = N
     if out_path is not None:
         _prepare_folder(out_path, _settings(config, manifest_path, pipeline, pipeline_noflow), overwrite)
     scorers = _Scorers(config, device)
+    notes = _announce([scorers.lpips_note])
     truth = ground_truth_files(manifest_path)
     frame_parts, clip_parts, cases, kdm_frames, skipped = [], [], [], {}, []
     for _, row in tqdm(list(rows.iterrows()), desc="evaluating", unit="clip", disable=not progress):
@@ -517,7 +539,7 @@ def evaluate(manifest: str | os.PathLike, pipeline: str | os.PathLike | None = N
         raise ValueError(f"{manifest_path}: no clip could be evaluated: {skipped[:5]}")
     frames_all = pd.concat(frame_parts, ignore_index=True)
     clips_all = pd.concat(clip_parts, ignore_index=True)
-    patients, summary, table3 = summarise_frames(frames_all, clips_all, n_boot=config.n_boot)
+    patients, summary, table3 = summarise_frames(frames_all, clips_all, n_boot=config.n_boot, notes=notes)
     memo = pd.DataFrame()
     if config.memorisation:
         memo = _memorisation(table, out_path, cases, {m: np.concatenate(v) for m, v in kdm_frames.items()}, config,
@@ -534,7 +556,7 @@ def evaluate(manifest: str | os.PathLike, pipeline: str | os.PathLike | None = N
             from echokdm.evaluation.plots import write_plots
 
             write_plots(out_path, frames_all, clips_all, patients)
-    return EvaluationResult(frames_all, clips_all, patients, summary, table3, memo, out_path)
+    return EvaluationResult(frames_all, clips_all, patients, summary, table3, memo, out_path, notes)
 
 
 def _model_size(pipe: Any) -> int:

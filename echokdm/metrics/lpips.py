@@ -7,6 +7,13 @@ impossible (CI, hospital networks), pass ``backbone``: a file, or a folder holdi
 ``vgg16().features`` state dicts, see ``shared/weights/lpips/README.md``), or set the
 environment variable ``ECHOKDM_LPIPS_WEIGHTS`` to such a path.
 
+One behaviour everywhere (``echokdm evaluate``, ``echokdm train kdm``, the demo, the notebooks):
+a configured local backbone is used (its errors are raised: a wrong path is the user's to fix);
+else torchvision's weights (its cache under ``$TORCH_HOME`` counts as local, else a download);
+else :func:`lpips_metrics` leaves LPIPS out with a one-line note naming ``--lpips-backbone DIR``
+and ``ECHOKDM_LPIPS_WEIGHTS=DIR``, and training with an LPIPS loss stops before any work
+(:class:`LPIPSUnavailableError`).
+
 Frames follow shared/DESIGN.md (grayscale, [0, 1], ``(H, W)`` or ``(N, H, W)``); they are
 repeated to 3 channels and mapped to [-1, 1] as ``lpips`` expects. Models are built on first
 use (not at import) and cached per ``(net, backbone, device)`` in the process.
@@ -16,16 +23,41 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["LPIPSMetric", "lpips_distance", "resolve_backbone", "load_backbone", "BACKBONE_FILES", "LPIPS_WEIGHTS_ENV"]
+from echokdm.errors import EchoKDMError, EchoKDMWarning
+
+__all__ = ["LPIPSMetric", "lpips_distance", "lpips_metrics", "resolve_backbone", "load_backbone", "BACKBONE_FILES",
+           "LPIPS_WEIGHTS_ENV", "OFFLINE_HINT", "LPIPSUnavailableError", "LPIPSSkippedWarning"]
 
 LPIPS_WEIGHTS_ENV = "ECHOKDM_LPIPS_WEIGHTS"
 #: File name of each backbone in a weights folder, and the torchvision model it belongs to.
 BACKBONE_FILES = {"alex": ("alexnet_features.pth", "alexnet"), "vgg": ("vgg16_features.pth", "vgg16")}
+#: How to give LPIPS a local backbone, as said in every LPIPS error and note.
+OFFLINE_HINT = (f"set {LPIPS_WEIGHTS_ENV}=DIR or pass --lpips-backbone DIR (lpips_backbone=DIR in Python), DIR "
+                "holding alexnet_features.pth / vgg16_features.pth (torchvision alexnet().features / "
+                "vgg16().features state dicts)")
+
+
+class LPIPSUnavailableError(EchoKDMError, RuntimeError):
+    """No local LPIPS backbone is configured and torchvision's weights are neither cached nor downloadable.
+
+    ``net`` is the LPIPS variant; ``reason`` says what failed, in one line without the remedy;
+    ``message`` is the whole one-line message (default: ``reason`` and :data:`OFFLINE_HINT`).
+    """
+
+    def __init__(self, net: str, reason: str, message: str | None = None):
+        self.net = net
+        self.reason = reason
+        super().__init__(message or f"LPIPS-{net}: {reason}; offline, {OFFLINE_HINT}")
+
+
+class LPIPSSkippedWarning(EchoKDMWarning):
+    """LPIPS was left out of an evaluation because no backbone could be had (the message says how to give one)."""
 
 _MODELS: dict[tuple[str, str | None, str], Any] = {}  # (net, backbone file, device) -> lpips.LPIPS
 
@@ -113,13 +145,11 @@ def _build_model(net: str, path: Path | None) -> Any:
         try:
             return lpips.LPIPS(net=net, pnet_rand=False, verbose=False).eval()
         except Exception as exc:  # urllib / OSError / RuntimeError from the torchvision download
-            name = BACKBONE_FILES[net][0]
-            raise RuntimeError(
-                f"LPIPS-{net}: could not download torchvision's ImageNet backbone ({type(exc).__name__}: {exc}). "
-                f"Offline, pass a local backbone: LPIPSMetric(net={net!r}, backbone='path/to/folder') with "
-                f"path/to/folder/{name} (a torchvision {BACKBONE_FILES[net][1]}().features state dict, as in "
-                f"shared/weights/lpips/), or set the environment variable {LPIPS_WEIGHTS_ENV} to that folder."
-            ) from exc
+            detail = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
+            detail = detail if len(detail) <= 120 else detail[:117] + "..."
+            raise LPIPSUnavailableError(
+                net, f"torchvision's ImageNet backbone weights are not in its cache ($TORCH_HOME) and could not be "
+                     f"downloaded ({detail})") from exc
 
 
 class LPIPSMetric:
@@ -132,7 +162,8 @@ class LPIPSMetric:
     backbone : str or os.PathLike, optional
         Local backbone weights: a ``.pth`` file or a folder holding ``alexnet_features.pth`` /
         ``vgg16_features.pth``. Default: ``$ECHOKDM_LPIPS_WEIGHTS`` if set, else torchvision's
-        download (a ``RuntimeError`` explaining the offline option if that fails).
+        download (:class:`LPIPSUnavailableError`, a ``RuntimeError`` naming the offline options, if
+        that fails).
     device : str or torch.device
         Where the network runs.
 
@@ -231,3 +262,49 @@ def lpips_distance(generated: Any, reference: Any, net: str = "alex", backbone: 
                    device: Any = "cpu") -> np.ndarray | np.float64:
     """LPIPS per frame in one call: ``LPIPSMetric(net, backbone, device)(generated, reference)``."""
     return LPIPSMetric(net, backbone, device)(generated, reference)
+
+
+def lpips_metrics(nets: Sequence[str], backbone: str | os.PathLike | None = None,
+                  device: Any = "cpu") -> tuple[dict[str, LPIPSMetric], str | None]:
+    """LPIPS scorers with their backbones loaded, or a one-line note saying which were left out and why.
+
+    A configured backbone (``backbone``, else ``$ECHOKDM_LPIPS_WEIGHTS``) is used and its errors are
+    raised (``FileNotFoundError`` / ``ValueError`` naming the path). Without one, torchvision's
+    weights are used from its cache or downloaded; the variants whose weights cannot be had are
+    left out and named in the note.
+
+    Parameters
+    ----------
+    nets : sequence of {"alex", "vgg"}
+        LPIPS variants wanted (empty: none, no note).
+    backbone : str or os.PathLike, optional
+        Local backbone file or folder (see :class:`LPIPSMetric`).
+    device : str or torch.device
+
+    Returns
+    -------
+    metrics : dict
+        ``net -> LPIPSMetric`` for every variant that can score.
+    note : str or None
+        ``"LPIPS-alex, LPIPS-vgg skipped: ...; to score LPIPS offline, set ECHOKDM_LPIPS_WEIGHTS=DIR or
+        pass --lpips-backbone DIR ..."`` (one line), or None when nothing was left out.
+
+    Examples
+    --------
+    >>> metrics, note = lpips_metrics(("alex", "vgg"))  # doctest: +SKIP
+    >>> if note:
+    ...     print("note:", note)                         # doctest: +SKIP
+    """
+    metrics, missing = {}, []
+    for net in nets:
+        metric = LPIPSMetric(net, backbone, device)
+        try:
+            metric.model  # noqa: B018 - loads the backbone now (cache or download)
+        except LPIPSUnavailableError as exc:
+            missing.append(exc)
+            continue
+        metrics[net] = metric
+    if not missing:
+        return metrics, None
+    names = ", ".join(f"LPIPS-{exc.net}" for exc in missing)
+    return metrics, f"{names} skipped: {missing[0].reason}; to score LPIPS offline, {OFFLINE_HINT}"

@@ -416,6 +416,32 @@ def _f2i_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
     return trainer.fit()
 
 
+def _check_lpips_loss(loss: AutoencoderLossConfig) -> None:
+    """Load the backbone of the autoencoder's LPIPS loss now (``loss.lpips > 0``), or stop with one line.
+
+    Raises ``LPIPSUnavailableError`` naming ``autoencoder.loss.lpips_backbone`` and
+    ``ECHOKDM_LPIPS_WEIGHTS`` when no local backbone is set and torchvision's weights are neither
+    cached nor downloadable; a configured path that is wrong raises its own error, prefixed with the
+    config key. The loaded model is cached, so the autoencoder stage reuses it.
+    """
+    if loss.lpips <= 0:
+        return
+    from echokdm.metrics.lpips import BACKBONE_FILES, LPIPS_WEIGHTS_ENV, LPIPSMetric, LPIPSUnavailableError
+
+    key = "autoencoder.loss.lpips_backbone"
+    try:
+        LPIPSMetric(loss.lpips_net, loss.lpips_backbone).model  # noqa: B018 - loads (or downloads) the backbone
+    except LPIPSUnavailableError as exc:
+        name = BACKBONE_FILES[exc.net][0]
+        raise LPIPSUnavailableError(exc.net, exc.reason, (
+            f"the autoencoder's LPIPS loss (autoencoder.loss.lpips = {loss.lpips:g}) needs the LPIPS-{exc.net} "
+            f"backbone: {exc.reason}; set {key}: DIR in the config or the environment variable "
+            f"{LPIPS_WEIGHTS_ENV}=DIR (DIR holding {name}), or autoencoder.loss.lpips: 0 to train without it")) from None
+    except (FileNotFoundError, ValueError) as exc:
+        source = key if loss.lpips_backbone is not None else f"${LPIPS_WEIGHTS_ENV}"
+        raise type(exc)(f"{source}: {exc}") from None
+
+
 def train_kdm(config: KDMConfig, manifest: str | os.PathLike, out: str | os.PathLike, *,
               stages: Sequence[str] = STAGES, resume: bool = False, overwrite: bool = False,
               progress: bool = True) -> dict:
@@ -426,6 +452,8 @@ def train_kdm(config: KDMConfig, manifest: str | os.PathLike, out: str | os.Path
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
     out = Path(out)
+    if "autoencoder" in stages and (overwrite or resume or not (out / "autoencoder" / "best").exists()):
+        _check_lpips_loss(config.autoencoder.loss)  # before any data is read: offline, fail now, not after loading
     frame = get_adapter(config.data.adapter).load_manifest(manifest)
     train = build_pair_bank(frame, manifest, "train", config.data, seed=0, progress=progress)
     val = build_pair_bank(frame, manifest, "val", config.data, seed=1, progress=progress)

@@ -132,9 +132,11 @@ def test_offline_download_failure_explains_local_backbone(monkeypatch):
     monkeypatch.delenv("ECHOKDM_LPIPS_WEIGHTS", raising=False)
     monkeypatch.setattr(pn.tv, "alexnet", offline)
     metric = LPIPSMetric("alex", device="meta-test")  # a device key no other test uses: not cached
-    with pytest.raises(RuntimeError, match="backbone=") as info:
+    with pytest.raises(lpips_metric.LPIPSUnavailableError, match="backbone=") as info:
         metric.model
-    assert "alexnet_features.pth" in str(info.value) and "ECHOKDM_LPIPS_WEIGHTS" in str(info.value)
+    assert isinstance(info.value, RuntimeError)
+    for part in ("alexnet_features.pth", "ECHOKDM_LPIPS_WEIGHTS=DIR", "--lpips-backbone DIR", "URLError"):
+        assert part in str(info.value), part
 
 
 def test_unreadable_file_names_file(tmp_path):
