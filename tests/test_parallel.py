@@ -4,7 +4,7 @@ worker processes give the sequential results; finished clips are reused after an
 from __future__ import annotations
 
 import argparse
-import pickle
+import json
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,7 @@ def test_two_workers_run_every_clip_and_report_failures(tmp_path):
 
 def test_worker_threads_share_the_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("echokdm.runtime.available_cores", lambda: 8)
     assert (worker_threads(1), worker_threads(3), worker_threads(16)) == (8, 2, 1)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert worker_threads(2) == 1
@@ -89,18 +89,31 @@ def test_keypoints_with_two_workers_equals_one_and_resumes(cohort, tmp_path):
                        "--no-progress"]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "kp.csv"), pd.read_csv(_csv(sequential.frames, tmp_path)))
     assert not (tmp_path / ".kp.csv.parts").exists()  # merged, then removed
-    # an interrupted run left its parts: the next run reuses them (here, a marked result)
+    # an interrupted run left its parts: the next run reuses them (here, a marked result, signed as parts are)
     parts = tmp_path / ".again.csv.parts"
     keypoints_table_parallel(cohort, parts, progress=False)
     first = part_path(parts, load_manifest(cohort).iloc[0])
-    record = pickle.loads(first.read_bytes())
-    record["result"].frames["volume"] = -1.0
-    first.write_bytes(pickle.dumps(record))
+    result = _resign(first, lambda r: r["frames"].__setitem__("volume", -1.0))
     assert _keypoints(["keypoints", str(cohort), "-o", str(tmp_path / "again.csv"), "--no-progress"]) == 0
     again = pd.read_csv(tmp_path / "again.csv")
-    assert (again["volume"] == -1).sum() == len(record["result"].frames) and (again["volume"] > 0).any()
+    assert (again["volume"] == -1).sum() == len(result["frames"]) and (again["volume"] > 0).any()
     with pytest.raises(SystemExit):
         _keypoints(["keypoints", str(cohort), "-o", str(tmp_path / "x.csv"), "--workers", "0"])
+
+
+def _resign(path: Path, edit):
+    """``edit`` the result in the part ``path`` and sign it again with this user's key (as a worker would)."""
+    import hashlib
+    import hmac
+
+    from echokdm.parallel import _MAGIC, _decode, _dumps, _encode, _parts_key
+
+    record = json.loads(path.read_bytes().partition(b"\n")[2])
+    result = _decode(record["result"])
+    edit(result)
+    payload = _dumps({**record, "result": _encode(result)})
+    path.write_bytes(_MAGIC + hmac.new(_parts_key(), payload, hashlib.sha256).hexdigest().encode() + b"\n" + payload)
+    return result
 
 
 def _csv(frame: pd.DataFrame, folder: Path) -> Path:
