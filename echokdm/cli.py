@@ -96,11 +96,12 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
     result = write_cohort(
         args.out, args.patients, args.format, seed=args.seed, size=args.size, fps=args.fps, n_beats=args.beats,
-        decorrelation=args.decorrelation, noise=args.noise, overwrite=args.overwrite, progress=not args.no_progress,
+        decorrelation=args.decorrelation, noise=args.noise, style=args.style, overwrite=args.overwrite,
+        progress=not args.no_progress,
     )
     m, gt = result.manifest, result.ground_truth
     counts = m["split"].value_counts().to_dict()
-    print(f"wrote {len(m)} synthetic {args.format} clip(s) to {result.out.resolve()}")
+    print(f"wrote {len(m)} synthetic {args.format} clip(s) ({args.style} style) to {result.out.resolve()}")
     print(f"  manifest:     {result.out / 'manifest.csv'} (" + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "val", "test")) + ")")
     print(f"  ground truth: {result.out / 'ground_truth.csv'} and ground_truth/*.npz (masks, keypoints, volumes, flows)")
     print(f"  EF {gt.ef_percent.min():.0f}-{gt.ef_percent.max():.0f} %, heart rate "
@@ -288,9 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=112, help="frame size in pixels (default: %(default)s)")
     p.add_argument("--fps", type=float, default=50.0, help="frame rate (default: %(default)s)")
     p.add_argument("--beats", type=float, default=2.0, help="heart beats per clip (default: %(default)s)")
-    p.add_argument("--decorrelation", type=float, default=0.03,
-                   help="fraction of speckle redrawn per frame, as in real echo (default: %(default)s)")
-    p.add_argument("--noise", type=float, default=0.002, help="electronic noise level (default: %(default)s)")
+    p.add_argument("--style", choices=("classic", "realistic"), default="classic",
+                   help="classic phantom, or realistic: dark blood, valves, clutter, dropout, vendor looks and "
+                        "compression randomised per patient (default: %(default)s)")
+    p.add_argument("--decorrelation", type=float, default=None,
+                   help="fraction of speckle redrawn per frame, as in real echo (default: 0.03 classic, "
+                        "per patient realistic)")
+    p.add_argument("--noise", type=float, default=None,
+                   help="electronic noise level (default: 0.002 classic, per patient realistic)")
     p.add_argument("--overwrite", action="store_true", help="replace files of an earlier cohort")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_phantom)

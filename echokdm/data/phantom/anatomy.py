@@ -16,11 +16,13 @@ from the transducer for the chest wall. The layout of an apical four-chamber vie
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from echokdm.data.phantom.patient import PhantomPatient
 
-__all__ = ["TISSUES", "tissue_labels", "echogenicity_db", "texture_db"]
+__all__ = ["TISSUES", "tissue_labels", "echogenicity_db", "realistic_echogenicity_db", "texture_db"]
 
 #: Tissue classes, in label order (uint8 label = index).
 TISSUES = ("tissue", "chest_wall", "fat", "pericardium", "lv_blood", "lv_myocardium", "rv_blood",
@@ -190,3 +192,94 @@ def texture_db(points_mm: np.ndarray, patient: PhantomPatient, n_waves: int = 24
     phase = rng.uniform(0, 2 * np.pi, n_waves)
     waves = np.cos(np.asarray(points_mm) @ k.T + phase)  # (N, n)
     return patient.texture_db * np.sqrt(2.0 / n_waves) * waves.sum(axis=1)
+
+
+def _ellipse_cosine(a, r, centre_a, centre_r, semi_a, semi_r, down, right, points_mm):
+    """|cos| between the normal of an ellipse's level set (LV frame) and the beam through each point."""
+    normal = ((a - centre_a) / semi_a**2)[:, None] * down + ((r - centre_r) / semi_r**2)[:, None] * right
+    beam = points_mm / np.maximum(np.linalg.norm(points_mm, axis=1, keepdims=True), 1e-9)
+    return np.abs(np.sum(normal * beam, axis=1)) / np.maximum(np.linalg.norm(normal, axis=1), 1e-12)
+
+
+def _inner_structures(a, r, patient, look) -> np.ndarray:
+    """Bool ``(N,)``: papillary muscles and trabeculae inside the LV bullet (drawn from ``look.seed``).
+
+    Two papillary muscles (elongated blobs at 45-70 % of the way from the apex, one on each
+    wall, the lateral one larger) and 4-9 small trabeculae next to the wall of the apical half.
+    """
+    lay = _Layout(patient)
+    rng = np.random.default_rng([look.seed, 3])
+    u = np.clip(a / lay.L, 0.0, 1.0)
+    local_half = lay.W * np.sqrt(np.clip(u * (2 - u), 0.0, None))
+    inside = np.zeros(a.shape, bool)
+    for side, size in ((1.0, 1.0), (-1.0, 0.7)):
+        ua = rng.uniform(0.45, 0.7)
+        half = lay.W * math.sqrt(ua * (2 - ua))
+        ca, cr = ua * lay.L, side * (half - rng.uniform(2.5, 4.0))
+        semi_a, semi_r = size * rng.uniform(6.0, 10.0), size * rng.uniform(2.2, 3.5)
+        inside |= ((a - ca) / semi_a) ** 2 + ((r - cr) / semi_r) ** 2 <= 1
+    for _ in range(int(rng.integers(4, 10))):
+        ua = rng.uniform(0.04, 0.55)
+        side = 1.0 if rng.random() < 0.7 else -1.0
+        half = lay.W * math.sqrt(ua * (2 - ua))
+        ca, cr, radius = ua * lay.L, side * (half - rng.uniform(0.5, 2.0)), rng.uniform(1.2, 2.5)
+        inside |= (a - ca) ** 2 + (r - cr) ** 2 <= radius**2
+    return inside & (np.abs(r) <= local_half) & (a >= 0) & (a <= lay.L)
+
+
+def realistic_echogenicity_db(labels: np.ndarray, a: np.ndarray, r: np.ndarray, points_mm: np.ndarray,
+                              patient: PhantomPatient) -> np.ndarray:
+    """Mean echo level (dB re white) of material points in the realistic style (``patient.look``).
+
+    Near-anechoic blood; walls dim, brighter where they face the beam and dropping out where
+    they run along it (``specular_db``, ``specular_power``); a bright crux (septum base and
+    annuli) and posterior pericardium; papillary muscles and trabeculae inside the LV.
+    """
+    look = patient.look
+    lay = _Layout(patient)
+    table = {
+        "tissue": look.tissue_db, "chest_wall": look.tissue_db + 8.0, "fat": look.tissue_db + 5.0,
+        "pericardium": look.pericardium_db, "lv_blood": look.blood_db, "lv_myocardium": look.myocardium_db,
+        "rv_blood": look.blood_db, "rv_wall": look.myocardium_db + 1.0, "la_blood": look.blood_db,
+        "ra_blood": look.blood_db, "atrial_wall": look.myocardium_db - 1.0, "annulus": look.annulus_db,
+    }
+    levels = np.array([table[name] for name in TISSUES])[labels]
+    layered = labels == _L["chest_wall"]
+    depth = np.linalg.norm(points_mm[layered], axis=1)
+    levels[layered] += 6.0 * np.cos(2 * np.pi * depth / 5.0)  # fascia and muscle layers
+    tilt = np.radians(patient.tilt_deg)
+    down, right = np.array([np.sin(tilt), np.cos(tilt)]), np.array([np.cos(tilt), -np.sin(tilt)])
+    # wall orientation against the beam: LV, RV and atrial ellipses
+    on_rv = r < 0.5 * lay.rv_centre
+    cos_v = np.where(
+        on_rv,
+        _ellipse_cosine(a, r, lay.rv_base, lay.rv_centre, lay.rv_length + _RV_WALL_MM, lay.rv_half + _RV_WALL_MM,
+                        down, right, points_mm),
+        _ellipse_cosine(a, r, lay.L, 0.0, lay.L + lay.h_apex, lay.W + lay.h, down, right, points_mm))
+    atrial = labels == _L["atrial_wall"]
+    near_la = np.abs(r - lay.la[1]) < np.abs(r - lay.ra[1])
+    cos_la = _ellipse_cosine(a, r, *lay.la, down, right, points_mm)
+    cos_ra = _ellipse_cosine(a, r, *lay.ra, down, right, points_mm)
+    cosine = np.where(atrial, np.where(near_la, cos_la, cos_ra), cos_v)
+    walls = np.isin(labels, [_L["lv_myocardium"], _L["rv_wall"], _L["pericardium"], _L["atrial_wall"]])
+    levels += np.where(walls, look.specular_db * (cosine**look.specular_power - 0.5), 0.0)
+    # the crux: septum base, annuli and the atrioventricular junction
+    crux_a, crux_r = lay.L, -(lay.W + 0.5 * lay.h)
+    crux = np.exp(-((a - crux_a) ** 2 + (r - crux_r) ** 2) / (2 * 9.0**2))
+    tissue_like = labels != _L["lv_blood"]
+    tissue_like &= ~np.isin(labels, [_L["rv_blood"], _L["la_blood"], _L["ra_blood"]])
+    levels += np.where(tissue_like, look.crux_db * crux, 0.0)
+    # bright posterior pericardium and fibrous tissue behind the atria
+    top = -lay.h_apex - _PERICARDIUM_MM[1]
+    bottom = max(lay.la[0] + lay.la[2], lay.ra[0] + lay.ra[2]) + _ATRIAL_WALL_MM
+    left = min(lay.rv_centre - lay.rv_half, lay.ra[1] - lay.ra[3]) - _RV_WALL_MM
+    right_edge = max(lay.W + lay.h, lay.la[1] + lay.la[3]) + _ATRIAL_WALL_MM
+    ca, cr, sa, sr = 0.5 * (top + bottom), 0.5 * (left + right_edge), 0.5 * (bottom - top), 0.5 * (right_edge - left)
+    rho = (np.abs((a - ca) / sa) ** 3 + np.abs((r - cr) / sr) ** 3) ** (1 / 3)
+    band = (rho > 0.97) & (rho < 1.07) & (a > lay.L + 0.3 * min(lay.la[2], lay.ra[2]))
+    band &= np.isin(labels, [_L["tissue"], _L["fat"], _L["atrial_wall"]])
+    levels[band] = np.maximum(levels[band], look.pericardium_db - 2.0)
+    # papillary muscles and trabeculae (part of the blood pool by definition)
+    inner = (labels == _L["lv_blood"]) & _inner_structures(a, r, patient, look)
+    levels[inner] = look.papillary_db
+    return levels

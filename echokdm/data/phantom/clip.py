@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from echokdm.data.phantom.anatomy import echogenicity_db, texture_db, tissue_labels
+from echokdm.data.phantom.anatomy import echogenicity_db, realistic_echogenicity_db, texture_db, tissue_labels
 from echokdm.data.phantom.cycle import cardiac_timing, volume_ratio
+from echokdm.data.phantom.look import STYLES
 from echokdm.data.phantom.motion import LVMotion
-from echokdm.data.phantom.patient import PhantomPatient
+from echokdm.data.phantom.patient import PhantomPatient, with_style
 from echokdm.data.phantom.scanner import ImageGeometry, Scanner
 from echokdm.errors import ReadError
 
@@ -32,6 +33,7 @@ class SimulationSettings:
     """How a clip was simulated (everything besides the patient).
 
     ``start_phase`` is the cardiac phase of frame 0 as a fraction of the cycle (0 = end-diastole).
+    ``style`` is ``"classic"`` or ``"realistic"`` (the patient then carries the look).
     """
 
     size: int
@@ -41,6 +43,14 @@ class SimulationSettings:
     decorrelation: float
     noise: float
     seed: int
+    style: str = "classic"
+
+    def as_dict(self) -> dict:
+        """The settings as a dict; ``style`` only when not classic (classic files stay as they were)."""
+        values = dataclasses.asdict(self)
+        if values["style"] == "classic":
+            del values["style"]
+        return values
 
     def times_s(self, patient: PhantomPatient) -> np.ndarray:
         """``(T,)`` time of each frame in seconds after an end-diastole."""
@@ -171,7 +181,7 @@ class PhantomClip:
         material = self.motion.inverse(grid[moving], target % self.n_frames)
         disp = np.zeros_like(grid)
         disp[moving] = self.motion.forward(material, source % self.n_frames) - grid[moving]
-        return (disp / self.geometry.spacing_mm).T.reshape(2, size, size).astype(np.float32)
+        return self.geometry.mm_vectors_to_px(disp).T.reshape(2, size, size).astype(np.float32)
 
     def consecutive_flows(self) -> np.ndarray:
         """``float32`` ``(T-1, 2, H, W)``: ``flow(t, t + 1)`` for every t."""
@@ -210,7 +220,7 @@ class PhantomClip:
         metadata = {
             "generator": "echokdm.data.phantom", "ef_percent": self.ef, "edv_ml": self.edv, "esv_ml": self.esv,
             "ed_frames": self.ed_frames.tolist(), "es_frames": self.es_frames.tolist(),
-            "heart_rate_bpm": self.patient.heart_rate_bpm, "settings": dataclasses.asdict(self.settings),
+            "heart_rate_bpm": self.patient.heart_rate_bpm, "settings": self.settings.as_dict(),
         }
         return Cine(frames=self.frames, fps=self.fps, spacing_mm=self.spacing_mm, patient_id=patient_id,
                     clip_id=clip_id, view="A4C", dataset="phantom", masks=self.masks,
@@ -243,7 +253,7 @@ class PhantomClip:
             "spacing_mm": np.asarray(self.spacing_mm), "ef": np.float64(self.ef),
             "edv": np.float64(self.edv), "esv": np.float64(self.esv),
             "patient_json": np.str_(self.patient.to_json()),
-            "settings_json": np.str_(json.dumps(dataclasses.asdict(self.settings))),
+            "settings_json": np.str_(json.dumps(self.settings.as_dict())),
         }
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
@@ -350,7 +360,11 @@ def _scatterers(patient: PhantomPatient, motion: LVMotion, scanner: Scanner, rng
     keep = moving | in_sector
     points, moving, a, r, depth = points[keep], moving[keep], a[keep], r[keep], depth[keep]
     labels = tissue_labels(a, r, depth, patient)
-    level_db = echogenicity_db(labels, a, r, points, patient) + texture_db(points, patient)
+    if patient.look is None:
+        level_db = echogenicity_db(labels, a, r, points, patient) + texture_db(points, patient)
+    else:
+        textured = dataclasses.replace(patient, texture_db=patient.look.texture_db)
+        level_db = realistic_echogenicity_db(labels, a, r, points, patient) + texture_db(points, textured)
     amplitude = (10.0 ** (level_db / 20.0) / math.sqrt(2.0)).astype(np.float32)
     return points, moving, amplitude, rng.standard_normal((points.shape[0], 2)).astype(np.float32)
 
@@ -358,7 +372,12 @@ def _scatterers(patient: PhantomPatient, motion: LVMotion, scanner: Scanner, rng
 def _render(patient, motion, scanner, settings: SimulationSettings) -> np.ndarray:
     """Frames ``(T, H, W)`` float32: scatterers moved by ``motion``, imaged by ``scanner``."""
     rng = np.random.default_rng([patient.scatter_seed, settings.seed])
-    points, moving, amplitude, draws = _scatterers(patient, motion, scanner, rng)
+    scatterers = _scatterers(patient, motion, scanner, rng)
+    if patient.look is not None:
+        from echokdm.data.phantom.realistic import render_realistic
+
+        return render_realistic(patient, motion, scanner, settings, scatterers)
+    points, moving, amplitude, draws = scatterers
     frames = np.empty((settings.n_frames, scanner.geometry.size, scanner.geometry.size), np.float32)
     for start in range(0, settings.n_frames, _CHUNK_FRAMES):
         idx = np.arange(start, min(start + _CHUNK_FRAMES, settings.n_frames))
@@ -381,8 +400,8 @@ def _render(patient, motion, scanner, settings: SimulationSettings) -> np.ndarra
 
 
 def simulate_clip(patient: PhantomPatient, *, n_frames: int | None = None, n_beats: float = 1.0,
-                  fps: float = 50.0, size: int = 112, start_phase: float = 0.0, decorrelation: float = 0.0,
-                  noise: float = 0.002, seed: int = 0) -> PhantomClip:
+                  fps: float = 50.0, size: int = 112, start_phase: float = 0.0, decorrelation: float | None = None,
+                  noise: float | None = None, seed: int = 0, style: str | None = None) -> PhantomClip:
     """Simulate an apical four-chamber echo cine of ``patient`` with exact ground truth.
 
     Parameters
@@ -399,15 +418,24 @@ def simulate_clip(patient: PhantomPatient, *, n_frames: int | None = None, n_bea
         Frames are ``size x size`` pixels (112 as EchoNet-Dynamic, 224 as the KDM paper).
     start_phase : float
         Cardiac phase of frame 0 in [0, 1), as a fraction of the cycle; 0 = end-diastole.
-    decorrelation : float
+    decorrelation : float, optional
         Fraction in [0, 1] of scatterers redrawn at each frame (speckle decorrelation). With 0
-        and ``noise=0`` each frame is a pure function of the tissue positions.
-    noise : float
+        and ``noise=0`` each frame is a pure function of the tissue positions. Default: 0 for the
+        classic style; the look's for the realistic one, where it is the base rate of an uneven
+        decorrelation (each scatterer's amplitude is partly redrawn, faster near the valves, the
+        apex and when the heart moves fast); 0 freezes speckle, leaflets and clutter.
+    noise : float, optional
         Electronic noise, rms relative to the white level at the top of the sector (it grows by
-        10 dB to the bottom, as amplified by time-gain compensation); 0 for none.
+        10 dB to the bottom, as amplified by time-gain compensation); 0 for none. Default: 0.002
+        (classic) or the look's (realistic).
     seed : int
         Seed of this acquisition: scatterer phases, decorrelation and noise. The same patient
         and seed give byte-identical arrays.
+    style : {"classic", "realistic"}, optional
+        Default: ``patient.style`` (realistic when the patient carries a look). ``"realistic"``
+        gives a classic patient the look drawn from its ``scatter_seed``; ``"classic"`` renders a
+        realistic patient without its look (see :mod:`echokdm.data.phantom.look`). The returned
+        clip's ``patient`` carries the look that was used.
 
     Returns
     -------
@@ -423,6 +451,13 @@ def simulate_clip(patient: PhantomPatient, *, n_frames: int | None = None, n_bea
     """
     if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive number, got {fps!r}")
+    if style is not None and style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
+    patient = with_style(patient, patient.style if style is None else style)
+    if decorrelation is None:
+        decorrelation = 0.0 if patient.look is None else patient.look.decorrelation
+    if noise is None:
+        noise = 0.002 if patient.look is None else patient.look.noise
     if not 0.0 <= decorrelation <= 1.0:
         raise ValueError(f"decorrelation must be within [0, 1], got {decorrelation}")
     if not (math.isfinite(noise) and noise >= 0):
@@ -439,13 +474,15 @@ def simulate_clip(patient: PhantomPatient, *, n_frames: int | None = None, n_bea
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     scanner = _scanner(patient, int(size) if isinstance(size, (int, np.integer)) else size)
     settings = SimulationSettings(int(size), float(fps), int(n_frames), float(start_phase), float(decorrelation),
-                                  float(noise), int(seed))
+                                  float(noise), int(seed), patient.style)
     motion = _motion(patient, settings)
     frames = _render(patient, motion, scanner, settings)
     geometry = scanner.geometry
     grid = geometry.pixel_centres_mm()
     masks = np.stack([motion.cavity(grid, t) for t in range(settings.n_frames)]).astype(np.uint8)
     keypoints = geometry.mm_to_px(motion.keypoints()).astype(np.float32)
+    if geometry.mirror:  # the anatomy's left side is now the image right: keep keypoint j on the image left
+        keypoints = np.ascontiguousarray(keypoints[:, ::-1])
     volumes = motion.volumes_ml()
     ed, es = _cycle_frames(patient, settings, volumes)
     return PhantomClip(frames=frames, masks=masks, keypoints=keypoints, volumes_ml=volumes, ed_frames=ed,

@@ -116,8 +116,9 @@ def write_cohort(
     size: int = 112,
     fps: float = 50.0,
     n_beats: float = 2.0,
-    decorrelation: float = 0.03,
-    noise: float = 0.002,
+    decorrelation: float | None = None,
+    noise: float | None = None,
+    style: str = "classic",
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
     overwrite: bool = False,
     progress: bool = True,
@@ -136,7 +137,13 @@ def write_cohort(
         Draws the patients (patient ``i`` is ``sample_patient(seed, i)``) and the splits; the same
         seed gives the same cohort.
     size, fps, n_beats, decorrelation, noise
-        Passed to :func:`~echokdm.data.phantom.simulate_clip`.
+        Passed to :func:`~echokdm.data.phantom.simulate_clip`. ``decorrelation`` and ``noise``
+        default to 0.03 and 0.002 for the classic style and to each patient's look for the
+        realistic one.
+    style : {"classic", "realistic"}
+        Phantom style (:mod:`echokdm.data.phantom.look`); recorded in ``ground_truth.csv`` (``style``
+        and ``mirrored`` columns), the manifest's dataset (``phantom-realistic-<format>``; classic
+        cohorts keep ``phantom-<format>``) and every ``.npz`` (settings and the patient's look).
     fractions : three floats
         Patient-level train/val/test fractions.
     overwrite : bool
@@ -149,6 +156,13 @@ def write_cohort(
     """
     from tqdm.auto import tqdm
 
+    from echokdm.data.phantom.look import STYLES
+
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
+    if style == "classic":
+        decorrelation = 0.03 if decorrelation is None else decorrelation
+        noise = 0.002 if noise is None else noise
     if format not in PHANTOM_FORMATS:
         raise ValueError(f"format must be one of {', '.join(PHANTOM_FORMATS)}, got {format!r}")
     if n_patients < 1:
@@ -164,9 +178,9 @@ def write_cohort(
 
     rows, echonet_items, written = [], [], {}
     for i, name in enumerate(tqdm(names, desc=f"simulating {format} phantom", unit="patient", disable=not progress)):
-        patient = sample_patient(seed, i)
+        patient = sample_patient(seed, i, style=style)
         clip = simulate_clip(patient, n_beats=n_beats, fps=fps, size=size, decorrelation=decorrelation, noise=noise,
-                             seed=seed)
+                             seed=seed, style=style)
         npz = clip.save_npz(out / "ground_truth" / f"{name}.npz", overwrite=overwrite)
         if format == "echonet":
             echonet_items.append(_echonet_item(name, clip, splits[name]))
@@ -177,6 +191,7 @@ def write_cohort(
             "heart_rate_bpm": patient.heart_rate_bpm, "tilt_deg": patient.tilt_deg, "n_frames": clip.n_frames,
             "fps": clip.fps, "spacing_mm": clip.spacing_mm[0], "ed_frames": " ".join(map(str, clip.ed_frames)),
             "es_frames": " ".join(map(str, clip.es_frames)), "npz": str(npz.relative_to(out)),
+            **({} if style == "classic" else {"style": style, "mirrored": bool(patient.look.mirror)}),
         })
     if format == "echonet":
         from echokdm.io.echonet import write_echonet_dataset
@@ -186,7 +201,8 @@ def write_cohort(
             written[str((out / "Videos" / f"{name}.avi").resolve())] = name
 
     # read everything back through the readers: the manifest is what they see
-    scan = scan_folder(out / format if format in ("dicom", "nifti") else out, format, dataset=f"phantom-{format}",
+    dataset = f"phantom-{format}" if style == "classic" else f"phantom-{style}-{format}"
+    scan = scan_folder(out / format if format in ("dicom", "nifti") else out, format, dataset=dataset,
                        progress=False)
     manifest = scan.manifest
     clip_of = manifest["path"].map(lambda p: written.get(str(Path(p).resolve())))

@@ -13,7 +13,9 @@ import math
 
 import numpy as np
 
-__all__ = ["PhantomPatient", "sample_patient", "PATIENT_RANGES"]
+from echokdm.data.phantom.look import STYLES, RealisticLook, sample_look
+
+__all__ = ["PhantomPatient", "sample_patient", "PATIENT_RANGES", "with_style"]
 
 #: Ranges of the randomly drawn parameters: name -> (low, high). Names are
 #: :class:`PhantomPatient` fields, plus ``lv_width_ratio`` (``lv_half_width_mm / lv_length_mm``).
@@ -100,6 +102,10 @@ class PhantomPatient:
         Standard deviation of the smooth echogenicity texture laid over all tissues.
     scatter_seed : int
         Seed of the scatterer field (positions, amplitudes, texture).
+    look : RealisticLook or None
+        The realistic style's look (:mod:`echokdm.data.phantom.look`); ``None`` for the classic
+        phantom. With a look, its PSF, depth gain, dynamic range, gain and tissue levels replace
+        the classic ones above, which stay as drawn (the anatomy and function are the same).
     """
 
     patient_id: str = "phantom"
@@ -134,6 +140,12 @@ class PhantomPatient:
     tissue_db: float = -26.0
     texture_db: float = 3.0
     scatter_seed: int = 0
+    look: RealisticLook | None = None
+
+    @property
+    def style(self) -> str:
+        """``"realistic"`` with a look, else ``"classic"``."""
+        return "classic" if self.look is None else "realistic"
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -170,7 +182,10 @@ class PhantomPatient:
 
     def to_json(self) -> str:
         """The parameters as a JSON object (keys = attribute names)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        values = dataclasses.asdict(self)
+        if values["look"] is None:
+            del values["look"]  # classic patients keep the JSON they always had
+        return json.dumps(values, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "PhantomPatient":
@@ -180,6 +195,8 @@ class PhantomPatient:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"unknown PhantomPatient parameter(s): {', '.join(unknown)}")
+        if values.get("look") is not None:
+            values["look"] = RealisticLook.from_dict(values["look"])
         return cls(**values)
 
 
@@ -199,7 +216,26 @@ def _generator(seed: int | np.random.Generator, patient_index: int) -> tuple[np.
     return np.random.default_rng(stream), label
 
 
-def sample_patient(seed: int | np.random.Generator, patient_index: int = 0) -> PhantomPatient:
+def with_style(patient: PhantomPatient, style: str) -> PhantomPatient:
+    """The patient rendered in ``style``: ``"classic"`` drops the look, ``"realistic"`` adds one.
+
+    A realistic patient keeps its look; a classic one gets the look drawn from its
+    ``scatter_seed`` (deterministic: the same patient always gets the same look).
+    """
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
+    if style == "classic":
+        return patient if patient.look is None else dataclasses.replace(patient, look=None)
+    if patient.look is not None:
+        return patient
+    tilt = math.radians(patient.tilt_deg)
+    base_depth = (patient.apex_depth_mm + patient.lv_length_mm * math.cos(tilt)
+                  + patient.lv_half_width_mm * abs(math.sin(tilt)) + 6.0)
+    look = sample_look(np.random.default_rng([patient.scatter_seed, 2]), max_zoom=patient.depth_mm / base_depth)
+    return dataclasses.replace(patient, look=look)
+
+
+def sample_patient(seed: int | np.random.Generator, patient_index: int = 0, style: str = "classic") -> PhantomPatient:
     """Draw one synthetic patient.
 
     Parameters
@@ -210,6 +246,9 @@ def sample_patient(seed: int | np.random.Generator, patient_index: int = 0) -> P
     patient_index : int
         Index of the patient within a cohort drawn from the same seed: ``(seed, i)`` pairs give
         independent patients.
+    style : {"classic", "realistic"}
+        ``"realistic"`` adds a domain-randomised :class:`~echokdm.data.phantom.look.RealisticLook`
+        (see :func:`with_style`); the anatomy and function are those of the classic draw.
 
     Returns
     -------
@@ -223,6 +262,8 @@ def sample_patient(seed: int | np.random.Generator, patient_index: int = 0) -> P
     >>> 50 <= p.heart_rate_bpm <= 110 and 20 <= p.ef_percent <= 75
     True
     """
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
     rng, label = _generator(seed, patient_index)
     v = {name: float(rng.uniform(lo, hi)) for name, (lo, hi) in PATIENT_RANGES.items()}
     dilation = float(np.clip((50.0 - v["ef_percent"]) / 30.0, 0.0, 1.0))  # 0 normal .. 1 EF 20
@@ -236,4 +277,4 @@ def sample_patient(seed: int | np.random.Generator, patient_index: int = 0) -> P
         apex_lateral_mm=v["apex_lateral_mm"] - 0.25 * length * math.sin(math.radians(v["tilt_deg"])),
         depth_mm=max(v["depth_mm"], needed_depth),
     )
-    return PhantomPatient(patient_id=label, scatter_seed=int(rng.integers(2**31)), **v)
+    return with_style(PhantomPatient(patient_id=label, scatter_seed=int(rng.integers(2**31)), **v), style)

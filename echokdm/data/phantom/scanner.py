@@ -45,35 +45,60 @@ _NOISE_GROWTH_DB = 10.0  # electronic noise grows this much from the top to the 
 class ImageGeometry:
     """Where the sector lies in a ``size x size`` frame.
 
-    The transducer sits at pixel ``((size - 1) / 2, 0)`` (top centre); pixels are square with side
-    ``spacing_mm``; the sector spans ``depth_mm`` (reaching the bottom row at its centre) and
-    ``+-half_angle_deg`` around the vertical.
+    The transducer sits at pixel ``((size - 1) / 2, origin_dy_px)`` (top centre); pixels are
+    square with side ``spacing_mm``; the sector spans ``depth_mm`` (reaching the bottom row at its
+    centre when ``zoom`` is 1 and ``origin_dy_px`` 0) and ``+-half_angle_deg`` around the beam
+    steered ``steer_deg`` from the vertical, from ``min_radius_mm`` (a rounded top) outwards.
+    ``mirror`` flips the image left-right: millimetre X (the anatomy's image-right) points to
+    the image left. The classic phantom uses the defaults.
     """
 
     size: int
     spacing_mm: float
     depth_mm: float
     half_angle_deg: float
+    steer_deg: float = 0.0
+    origin_dy_px: float = 0.0
+    min_radius_mm: float = 0.0
+    mirror: bool = False
 
     @classmethod
     def for_patient(cls, patient: PhantomPatient, size: int) -> "ImageGeometry":
         if not isinstance(size, (int, np.integer)) or size < 16:
             raise ValueError(f"size must be an int >= 16 (pixels), got {size!r}")
         size = int(size)
-        return cls(size, patient.depth_mm / (size - 1), patient.depth_mm, patient.sector_angle_deg / 2.0)
+        look = patient.look
+        if look is None:
+            return cls(size, patient.depth_mm / (size - 1), patient.depth_mm, patient.sector_angle_deg / 2.0)
+        return cls(size, patient.depth_mm / (size - 1) / look.zoom, patient.depth_mm, patient.sector_angle_deg / 2.0,
+                   steer_deg=look.steer_deg, origin_dy_px=look.origin_dy_px, min_radius_mm=look.min_radius_mm,
+                   mirror=look.mirror)
 
     @property
     def origin_px(self) -> np.ndarray:
         """Transducer position ``(x, y)`` in pixels."""
-        return np.array([(self.size - 1) / 2.0, 0.0])
+        return np.array([(self.size - 1) / 2.0, self.origin_dy_px])
+
+    @property
+    def _x_sign(self) -> np.ndarray:
+        return np.array([-1.0 if self.mirror else 1.0, 1.0])
 
     def px_to_mm(self, points_px: np.ndarray) -> np.ndarray:
         """``(..., 2)`` pixel (x, y) -> millimetres (X, Y) from the transducer."""
-        return (np.asarray(points_px, dtype=np.float64) - self.origin_px) * self.spacing_mm
+        mm = (np.asarray(points_px, dtype=np.float64) - self.origin_px) * self.spacing_mm
+        return mm * self._x_sign if self.mirror else mm
 
     def mm_to_px(self, points_mm: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`px_to_mm`."""
-        return np.asarray(points_mm, dtype=np.float64) / self.spacing_mm + self.origin_px
+        points_mm = np.asarray(points_mm, dtype=np.float64)
+        if self.mirror:
+            points_mm = points_mm * self._x_sign
+        return points_mm / self.spacing_mm + self.origin_px
+
+    def mm_vectors_to_px(self, vectors_mm: np.ndarray) -> np.ndarray:
+        """``(..., 2)`` displacements in mm -> pixels (X flipped in a mirrored view)."""
+        vectors = np.asarray(vectors_mm, dtype=np.float64)
+        return (vectors * self._x_sign if self.mirror else vectors) / self.spacing_mm
 
     def pixel_centres_mm(self) -> np.ndarray:
         """``(H, W, 2)`` (X, Y) mm of every pixel centre."""
@@ -85,7 +110,10 @@ class ImageGeometry:
         p = self.pixel_centres_mm()
         radius = np.hypot(p[..., 0], p[..., 1])
         angle = np.degrees(np.arctan2(p[..., 0], p[..., 1]))
-        return (radius <= self.depth_mm) & (np.abs(angle) <= self.half_angle_deg) & (p[..., 1] >= 0)
+        if self.steer_deg == 0.0 and self.min_radius_mm == 0.0:
+            return (radius <= self.depth_mm) & (np.abs(angle) <= self.half_angle_deg) & (p[..., 1] >= 0)
+        return ((radius <= self.depth_mm) & (radius >= self.min_radius_mm)
+                & (np.abs(angle - self.steer_deg) <= self.half_angle_deg) & (p[..., 1] >= 0))
 
 
 def _gaussian_rows(sigma_bins: np.ndarray, n: int) -> np.ndarray:
@@ -123,8 +151,9 @@ class Scanner:
     def __init__(self, patient: PhantomPatient, geometry: ImageGeometry, scatterers_per_cell: float = 8.0):
         self.patient = patient
         self.geometry = geometry
+        self.optics = patient if patient.look is None else patient.look  # PSF, depth gain, display
         aa = _ANTI_ALIAS_PX * geometry.spacing_mm
-        self.sigma_axial = math.hypot(patient.psf_axial_mm, aa)
+        self.sigma_axial = math.hypot(self.optics.psf_axial_mm, aa)
         self._aa = aa
         depth = geometry.depth_mm
         self.dr = self.sigma_axial / _BINS_PER_SIGMA
@@ -133,7 +162,8 @@ class Scanner:
         lateral = self.sigma_lateral(self.radii)
         deep = self.radii > 0.25 * depth  # angular sampling set by the narrowest beam in angle
         self.dtheta = float(np.min(lateral[deep] / self.radii[deep])) / _BINS_PER_SIGMA
-        self.theta_max = math.radians(geometry.half_angle_deg) + 3 * float(lateral[-1] / depth) + 4 * self.dtheta
+        self.theta_max = (math.radians(geometry.half_angle_deg) + 3 * float(lateral[-1] / depth) + 4 * self.dtheta
+                          + math.radians(abs(geometry.steer_deg)))
         self.n_t = int(math.ceil(2 * self.theta_max / self.dtheta))
         self.theta0 = -0.5 * self.n_t * self.dtheta  # left edge of the grid
         mid = self.sigma_lateral(np.array([0.5 * depth]))[0]
@@ -144,7 +174,7 @@ class Scanner:
 
     def sigma_lateral(self, radius_mm: np.ndarray) -> np.ndarray:
         """Lateral PSF sigma (mm) at depth ``radius_mm`` (physical beam plus anti-alias)."""
-        p = self.patient
+        p = self.optics
         return np.hypot(p.psf_lateral_mm + p.psf_lateral_growth * np.asarray(radius_mm), self._aa)
 
     @property
@@ -167,7 +197,7 @@ class Scanner:
 
     def _build_gains(self) -> None:
         """Per-row gain that makes a unit-echogenicity region have unit mean power, times depth gain."""
-        p = self.patient
+        p = self.optics
         per_bin = self.density * self.radii * self.dr * self.dtheta  # scatterers per polar bin, (n_r,)
         unit = np.sqrt(per_bin * self._ax_splat * self._lat_splat)  # rms of a unit region before gain
         depth_gain = 10 ** (p.attenuation_residual_db_per_cm * self.radii / 10.0 / 20.0)
@@ -175,8 +205,10 @@ class Scanner:
         # white noise of variance v per bin reaches v * ax_white * lat_white after the PSF
         self._noise_scale = (10 ** (_NOISE_GROWTH_DB * self.radii / self.geometry.depth_mm / 20.0)
                              / np.sqrt(self._ax_white * self._lat_white) / self.row_gain).astype(np.float32)
-        theta = self.theta0 + (np.arange(self.n_t) + 0.5) * self.dtheta
-        inner = (math.radians(self.geometry.half_angle_deg) - np.abs(theta)) / math.radians(_EDGE_TAPER_DEG)
+        self.white_scale = (1.0 / np.sqrt(self._ax_white * self._lat_white) / self.row_gain).astype(np.float32)
+        self.thetas = theta = self.theta0 + (np.arange(self.n_t) + 0.5) * self.dtheta
+        off_axis = np.abs(theta - math.radians(self.geometry.steer_deg)) if self.geometry.steer_deg else np.abs(theta)
+        inner = (math.radians(self.geometry.half_angle_deg) - off_axis) / math.radians(_EDGE_TAPER_DEG)
         self.col_gain = (0.55 + 0.45 * np.sin(0.5 * np.pi * np.clip(inner, 0, 1))).astype(np.float32)
 
     def _build_scan_conversion(self) -> None:
@@ -231,8 +263,8 @@ class Scanner:
         scale = (level / math.sqrt(2.0)) * self._noise_scale[:, None]  # (n_r, 1)
         field += rng.standard_normal(field.shape, dtype=np.float32) * scale
 
-    def form_image(self, field: np.ndarray) -> np.ndarray:
-        """Polar field ``(F, 2, n_r, n_t)`` -> frames ``(F, H, W)`` float32 in [0, 1]."""
+    def envelope(self, field: np.ndarray) -> np.ndarray:
+        """Polar field ``(F, 2, n_r, n_t)`` -> envelope ``(n_r, n_t, F)`` after the PSF and the gains."""
         from scipy import ndimage
 
         n_frames = field.shape[0]
@@ -242,11 +274,31 @@ class Scanner:
         iq = iq.reshape(self.n_r, self.n_t, n_frames, 2)
         envelope = np.sqrt(iq[..., 0] ** 2 + iq[..., 1] ** 2)  # (n_r, n_t, F)
         envelope *= self.row_gain[:, None, None] * self.col_gain[None, :, None]
-        p = self.patient
-        level_db = 20.0 * np.log10(envelope + 1e-12)
-        log_image = np.clip((level_db + (p.gain_db + p.dynamic_range_db)) / p.dynamic_range_db, 0.0, 1.0)
+        return envelope
+
+    def scan_convert(self, log_image: np.ndarray) -> np.ndarray:
+        """Polar display values ``(n_r, n_t, F)`` in [0, 1] -> frames ``(F, H, W)``, 0 outside the fan."""
+        n_frames = log_image.shape[-1]
         flat = log_image.reshape(self.n_r * self.n_t, n_frames).astype(np.float32)
         values = np.einsum("kp,kpf->pf", self._sc_weight, flat[self._sc_index])  # (n_fan, F)
         frames = np.zeros((n_frames, self.geometry.size, self.geometry.size), np.float32)
         frames[:, self.fan] = np.clip(values.T, 0.0, 1.0)
         return frames
+
+    def form_image(self, field: np.ndarray, gain_map: np.ndarray | None = None) -> np.ndarray:
+        """Polar field ``(F, 2, n_r, n_t)`` -> frames ``(F, H, W)`` float32 in [0, 1].
+
+        Classic patients: log compression with the patient's dynamic range and gain. With a
+        realistic look, the envelope is first multiplied by ``gain_map`` ``(n_r, n_t)`` (TGC,
+        shadows), and the display applies the look's reject and gamma.
+        """
+        envelope = self.envelope(field)
+        p = self.optics
+        if gain_map is not None:
+            envelope *= gain_map[:, :, None]
+        level_db = 20.0 * np.log10(envelope + 1e-12)
+        log_image = np.clip((level_db + (p.gain_db + p.dynamic_range_db)) / p.dynamic_range_db, 0.0, 1.0)
+        if self.patient.look is not None:
+            look = self.patient.look
+            log_image = np.clip((log_image - look.reject) / (1.0 - look.reject), 0.0, 1.0) ** np.float32(look.gamma)
+        return self.scan_convert(log_image)

@@ -1,0 +1,251 @@
+"""The "realistic" style of the phantom: a domain-randomised look closer to real apical four-chamber echo.
+
+The classic phantom (no look) images every tissue with the same bright, coarse speckle. Real
+A4C cines, and EchoNet-Dynamic's preprocessed AVIs, look different, and a model trained on the
+phantom must not rely on any one of these differences. A :class:`RealisticLook`, drawn per
+patient by :func:`sample_look`, adds:
+
+* **tissue**: near-anechoic blood (below the display floor), dim grainy myocardium whose
+  brightness depends on the angle between the wall and the beam (bright where the wall faces
+  the beam, e.g. the basal septum; dropout where it runs along the beam, the lateral wall), a
+  bright crux (septum base and annuli), bright posterior pericardium, papillary muscles and
+  trabeculation inside the LV next to its wall;
+* **valves**: mitral and tricuspid leaflets hinged on the moving annuli that open with the
+  inflow (the LV volume's rate of increase: E and A waves) and close in systole;
+* **scanner**: wider depth-dependent PSF, attenuation with a random time-gain-compensation curve,
+  rib/lung shadows, stationary near-field clutter and haze, reverberation bands, an electronic
+  noise floor; speckle decorrelation that is uneven in space (faster near the valves and the
+  apex) and time (faster when the heart moves fast, out-of-plane motion);
+* **display**: dynamic range, low gain, reject, gamma, spatial smoothing, persistence
+  (temporal averaging), 8-bit quantisation and lossy JPEG compression (8x8 blocks);
+* **sector**: steering, zoom, the apex cut or rounded, and rarely a mirrored (LV on the image
+  left) view. The standard view, and the default, has the LV on the image right.
+
+Ground truth is unchanged by the look: masks are the exact LV blood pool (the bullet of
+:mod:`~echokdm.data.phantom.motion`), keypoints keep the shared/DESIGN.md order (re-ordered in a
+mirrored view) and flows stay exact. By definition the blood pool *includes* the papillary
+muscles, trabeculae and open mitral leaflets drawn inside it (as ASE and EchoNet-Dynamic tracings
+do); the closed leaflets bow into the atrium, outside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+
+import numpy as np
+
+__all__ = ["RealisticLook", "LOOK_RANGES", "sample_look", "STYLES"]
+
+STYLES = ("classic", "realistic")
+
+#: Ranges of the drawn look parameters: name -> (low, high), drawn uniformly by :func:`sample_look`.
+LOOK_RANGES: dict[str, tuple[float, float]] = {
+    "psf_axial_mm": (0.35, 0.75),
+    "psf_lateral_mm": (0.6, 1.1),
+    "psf_lateral_growth": (0.010, 0.022),
+    "attenuation_residual_db_per_cm": (-1.2, 0.0),
+    "dynamic_range_db": (42.0, 58.0),
+    "gain_db": (-13.0, -5.0),
+    "gamma": (1.0, 1.7),
+    "reject": (0.02, 0.14),
+    "blood_db": (-85.0, -68.0),
+    "myocardium_db": (-31.0, -24.0),
+    "specular_db": (8.0, 16.0),
+    "specular_power": (2.0, 6.0),
+    "crux_db": (6.0, 14.0),
+    "pericardium_db": (-9.0, -2.0),
+    "annulus_db": (-8.0, -1.0),
+    "valve_db": (-14.0, -5.0),
+    "tissue_db": (-44.0, -34.0),
+    "texture_db": (2.5, 5.0),
+    "papillary_db": (-36.0, -28.0),
+    "haze_db": (-42.0, -28.0),
+    "haze_depth_mm": (12.0, 35.0),
+    "reverb_db": (-50.0, -38.0),
+    "reverb_period_mm": (9.0, 20.0),
+    "shadow_db": (-14.0, -4.0),
+    "noise": (0.002, 0.012),
+    "decorrelation": (0.06, 0.25),
+    "valve_decorrelation": (1.0, 4.0),
+    "apex_decorrelation": (0.5, 2.5),
+    "steer_deg": (-5.0, 5.0),
+    "zoom": (1.0, 1.12),
+    "origin_dy_px": (-4.0, 1.0),
+    "min_radius_mm": (0.0, 5.0),
+    "blur_px": (0.0, 0.9),
+    "persistence": (0.0, 0.6),
+}
+_MIRROR_PROBABILITY = 0.1
+_NO_JPEG_PROBABILITY = 0.2
+_JPEG_QUALITY = (15, 85)
+
+
+@dataclasses.dataclass(frozen=True)
+class RealisticLook:
+    """Per-patient parameters of the realistic style (see the module docstring and :data:`LOOK_RANGES`).
+
+    Attributes
+    ----------
+    psf_axial_mm, psf_lateral_mm, psf_lateral_growth, attenuation_residual_db_per_cm : float
+        Replace the patient's classic PSF and depth gain.
+    dynamic_range_db, gain_db, gamma, reject : float
+        Display: log compression (``gain_db`` maps to white), then values below ``reject`` go
+        black and the rest is raised to ``gamma`` (> 1 darkens the mid-greys).
+    tgc_db : tuple of float
+        Time-gain-compensation error (dB) at equally spaced depths, interpolated linearly.
+    blood_db, myocardium_db, pericardium_db, annulus_db, valve_db, tissue_db, papillary_db : float
+        Echogenicity (dB re white) of blood, myocardium, pericardium, annuli, leaflets,
+        surrounding tissue and the papillary muscles and trabeculae.
+    specular_db, specular_power : float
+        Walls get ``specular_db * (cos**power - 0.5)`` dB, ``cos`` the cosine between the
+        wall's normal and the beam.
+    crux_db : float
+        Extra brightness of the septum base and annuli (the cardiac crux).
+    texture_db : float
+        Smooth echogenicity texture (standard deviation, dB).
+    haze_db, haze_depth_mm, reverb_db, reverb_period_mm : float
+        Stationary clutter: haze decaying from the transducer over ``haze_depth_mm``;
+        reverberation bands every ``reverb_period_mm``.
+    shadow_deg, shadow_db : tuple of float, float
+        Beam angles (degrees) of rib/lung shadows and their depth (dB).
+    noise : float
+        Electronic noise (as ``simulate_clip``'s ``noise``), used unless the call gives one.
+    decorrelation, valve_decorrelation, apex_decorrelation : float
+        Speckle decorrelation per frame (share of each scatterer's amplitude redrawn, unless the
+        call gives one) and how much faster it is near the valves and the apex (added factors).
+    steer_deg, zoom, origin_dy_px, min_radius_mm : float
+        Sector steering, magnification about the transducer, vertical shift of the transducer
+        (negative: above the frame), and the radius of the sector's rounded top.
+    mirror : bool
+        Mirrored view: LV on the image left (keypoints re-ordered to keep the convention).
+    blur_px, persistence : float
+        Display smoothing (Gaussian sigma, pixels) and temporal averaging ``y_t = (1-p) x_t + p y_{t-1}``.
+    jpeg_quality : int
+        Lossy JPEG round trip of every 8-bit frame at this quality (1-95); 0 for none.
+    seed : int
+        Seed of the look's own random structures (trabeculae, clutter, leaflets).
+    """
+
+    psf_axial_mm: float = 0.5
+    psf_lateral_mm: float = 0.8
+    psf_lateral_growth: float = 0.015
+    attenuation_residual_db_per_cm: float = -0.6
+    dynamic_range_db: float = 50.0
+    gain_db: float = -8.0
+    gamma: float = 1.3
+    reject: float = 0.06
+    tgc_db: tuple = (0.0, 0.0, 0.0, 0.0, 0.0)
+    blood_db: float = -75.0
+    myocardium_db: float = -28.0
+    specular_db: float = 12.0
+    specular_power: float = 3.0
+    crux_db: float = 10.0
+    pericardium_db: float = -5.0
+    annulus_db: float = -4.0
+    valve_db: float = -9.0
+    tissue_db: float = -40.0
+    texture_db: float = 3.5
+    papillary_db: float = -32.0
+    haze_db: float = -35.0
+    haze_depth_mm: float = 22.0
+    reverb_db: float = -44.0
+    reverb_period_mm: float = 14.0
+    shadow_deg: tuple = ()
+    shadow_db: float = -8.0
+    noise: float = 0.005
+    decorrelation: float = 0.12
+    valve_decorrelation: float = 2.0
+    apex_decorrelation: float = 1.5
+    steer_deg: float = 0.0
+    zoom: float = 1.0
+    origin_dy_px: float = 0.0
+    min_radius_mm: float = 2.0
+    mirror: bool = False
+    blur_px: float = 0.4
+    persistence: float = 0.3
+    jpeg_quality: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.dynamic_range_db > 0:
+            problems.append(f"dynamic_range_db must be positive, got {self.dynamic_range_db}")
+        if not 0 <= self.reject < 1:
+            problems.append(f"reject must be within [0, 1), got {self.reject}")
+        if not self.gamma > 0:
+            problems.append(f"gamma must be positive, got {self.gamma}")
+        if not 0 <= self.persistence < 1:
+            problems.append(f"persistence must be within [0, 1), got {self.persistence}")
+        if not 0 <= self.decorrelation <= 1:
+            problems.append(f"decorrelation must be within [0, 1], got {self.decorrelation}")
+        if not (self.jpeg_quality == 0 or 1 <= self.jpeg_quality <= 95):
+            problems.append(f"jpeg_quality must be 0 (none) or within 1..95, got {self.jpeg_quality}")
+        if not self.zoom > 0 or self.psf_axial_mm <= 0 or self.psf_lateral_mm <= 0:
+            problems.append("zoom, psf_axial_mm and psf_lateral_mm must be positive")
+        if problems:
+            raise ValueError("invalid RealisticLook: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RealisticLook":
+        """Inverse of ``dataclasses.asdict`` (JSON lists back to tuples); unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown RealisticLook parameter(s): {', '.join(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def sample_look(rng: np.random.Generator, *, max_zoom: float = math.inf) -> RealisticLook:
+    """Draw a look: uniform within :data:`LOOK_RANGES`, a random TGC curve, 0-2 shadows, mirror, JPEG."""
+    v = {name: float(rng.uniform(lo, hi)) for name, (lo, hi) in LOOK_RANGES.items()}
+    v["zoom"] = min(v["zoom"], max(1.0, max_zoom))
+    tgc = tuple(float(x) for x in rng.uniform(-5.0, 5.0, 5))
+    n_shadows = int(rng.choice(3, p=(0.5, 0.35, 0.15)))
+    shadows = tuple(float(x) for x in rng.uniform(-40.0, 40.0, n_shadows))
+    mirror = bool(rng.random() < _MIRROR_PROBABILITY)
+    quality = 0 if rng.random() < _NO_JPEG_PROBABILITY else int(rng.integers(*_JPEG_QUALITY))
+    return RealisticLook(tgc_db=tgc, shadow_deg=shadows, mirror=mirror, jpeg_quality=quality,
+                         seed=int(rng.integers(2**31)), **v)
+
+
+# -- display ------------------------------------------------------------------------------------------
+
+
+def jpeg_round_trip(frame_u8: np.ndarray, quality: int) -> np.ndarray:
+    """Encode and decode one ``uint8`` ``(H, W)`` frame as JPEG (PIL) at ``quality``."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(frame_u8, mode="L").save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def display(frames: np.ndarray, fan: np.ndarray, look: RealisticLook, *, blur: bool = True,
+            persistence: bool = True, compression: bool = True) -> np.ndarray:
+    """The scanner's display chain on ``(T, H, W)`` frames in [0, 1] (in place where possible).
+
+    Smoothing inside the fan (normalised, so the sector edge does not darken), persistence,
+    8-bit quantisation and a JPEG round trip; exactly 0 outside the fan. The switches turn
+    single steps off (tests and ablations).
+    """
+    from scipy import ndimage
+
+    out = frames
+    if blur and look.blur_px > 0.05:
+        weight = ndimage.gaussian_filter(fan.astype(np.float32), look.blur_px)
+        out = ndimage.gaussian_filter(out, (0, look.blur_px, look.blur_px)) / np.maximum(weight, 1e-3)
+    if persistence and look.persistence > 0:
+        out = out.copy()
+        for t in range(1, out.shape[0]):
+            out[t] = (1.0 - look.persistence) * out[t] + look.persistence * out[t - 1]
+    out = np.clip(np.round(np.clip(out, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
+    out[:, ~fan] = 0
+    if compression and look.jpeg_quality > 0:
+        out = np.stack([jpeg_round_trip(f, look.jpeg_quality) for f in out])
+    result = out.astype(np.float32) / np.float32(255.0)
+    result[:, ~fan] = 0.0
+    return result
