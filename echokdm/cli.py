@@ -4,6 +4,9 @@ imported by nothing in the package."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +39,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings.n_patients = args.patients
     if args.steps is not None:
         settings.num_inference_steps, settings.k = args.steps, args.steps // 2
-    run_demo(args.out, settings=settings, train=args.train, overwrite=args.overwrite, progress=not args.no_progress)
+    models = {}
+    if args.pipeline or args.segmentation:  # resolved in main(); the other one stays the packaged demo model
+        if args.train:
+            raise ValueError("--train retrains the demo checkpoints; it does not go with --pipeline/--segmentation")
+        models = {"pipeline": args.pipeline or _resolve("kdm_phantom_112", "pipeline"),
+                  "segmentation": args.segmentation or _resolve("seg_phantom_112", "segmentation")}
+    run_demo(args.out, settings=settings, train=args.train, overwrite=args.overwrite, progress=not args.no_progress,
+             **models)
     return 0
 
 
@@ -49,6 +59,11 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     from echokdm.data.manifest import check_manifest, scan_folder, write_manifest
 
     if args.check:
+        extra = [name for name, given in (("FOLDER", args.folder), ("--format", args.format), ("-o/--output", args.output),
+                                          ("--fps", args.fps), ("--clinical-csv", args.clinical_csv)) if given]
+        if extra:
+            raise ValueError(f"--check MANIFEST only validates an existing manifest; drop {', '.join(extra)} "
+                             "(or drop --check to build one)")
         problems = check_manifest(args.check)
         for line in problems:
             print(f"{args.check}: {line}")
@@ -65,11 +80,24 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     if args.folder is None or args.format is None or args.output is None:
         raise ValueError("building a manifest needs FOLDER, --format and -o/--output (or use --check FILE)")
     output = Path(args.output)
+    if output.is_dir():
+        raise ValueError(f"-o/--output {output} is a folder; give the manifest's file name, e.g. {output / 'manifest.csv'}")
     if output.exists() and not args.overwrite:
         raise FileExistsError(f"{output}: already exists; pass --overwrite to replace it")
-    reader_kwargs = {"salt": args.salt} if args.salt and args.format in ("dicom", "camus") else None
+    if args.salt is not None and not args.salt.strip():
+        raise ValueError("--salt is empty; give a secret salt, or leave --salt out to use $ECHOKDM_ID_SALT")
+    if args.salt is not None and args.format not in ("dicom", "camus"):
+        raise ValueError(f"--salt applies to --format dicom and camus only; {args.format} clips take their IDs "
+                         "from file and folder names")
+    if args.patient_from != "file" and args.format not in ("video", "nifti"):
+        raise ValueError(f"--patient-from applies to --format video and nifti only; {args.format} files name "
+                         "their patient themselves")
+    if args.dataset is not None and not args.dataset.strip():
+        raise ValueError("--dataset is empty; give a name, or leave it out to use the format's")
+    reader_kwargs = {"salt": args.salt} if args.salt else None
     scan = scan_folder(args.folder, args.format, dataset=args.dataset, seed=args.seed, fractions=args.fractions,
-                       patient_from=args.patient_from, reader_kwargs=reader_kwargs, progress=not args.no_progress)
+                       patient_from=args.patient_from, reader_kwargs=reader_kwargs, progress=not args.no_progress,
+                       fps=args.fps, clinical=args.clinical_csv)
     write_manifest(scan.manifest, output, overwrite=args.overwrite)
     m = scan.manifest
     counts = m["split"].value_counts().to_dict()
@@ -178,7 +206,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     table, skipped = segment_manifest_parallel(args.manifest, args.checkpoint, args.out, workers=args.workers,
                                                overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"segmented {len(table)} clip(s), {int(table['n_frames'].sum()) if len(table) else 0} frames -> {args.out}")
+    if not len(table):
+        from echokdm.errors import NothingProducedError
+
+        for clip, reason in skipped:
+            print(f"  skipped {clip}: {reason}")
+        (Path(args.out) / "segmentation.csv").unlink(missing_ok=True)  # the empty report this run wrote
+        with contextlib.suppress(OSError):
+            (Path(args.out) / "masks").rmdir()  # only when empty
+        raise NothingProducedError(f"{args.manifest}: no clip could be segmented ({len(skipped)} skipped, listed "
+                                   "above)")
+    print(f"segmented {len(table)} clip(s), {int(table['n_frames'].sum())} frames -> {args.out}")
     scored = table.dropna(subset=["dice"]) if len(table) else table
     if len(scored):
         per_patient = scored.groupby(["split", "patient_id"])["dice"].mean().groupby("split")
@@ -208,13 +246,34 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _together(write, out: Path, overwrite: bool) -> dict[str, Path]:
+    """Run ``write(folder) -> {name: path}`` into a hidden folder inside ``out``, then move its files
+    into ``out``: they appear together or not at all (a full disk leaves no PNG without its MP4)."""
+    import shutil
+    import tempfile
+
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out, prefix=".partial-"))
+    try:
+        written = write(work)
+        targets = {name: out / path.name for name, path in written.items()}
+        clashes = [str(t) for t in targets.values() if t.exists()]
+        if clashes and not overwrite:
+            raise FileExistsError(f"{', '.join(clashes)}: already exist(s); pass --overwrite to replace")
+        for name, path in written.items():
+            os.replace(path, targets[name])
+        return targets
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from echokdm.io.dispatch import guess_format, read_cine
     from echokdm.io.preview import write_preview
 
     fmt = args.format or guess_format(args.file)
     cine = read_cine(args.file, fmt, **_read_kwargs(args, fmt))
-    written = write_preview(cine, args.out, overwrite=args.overwrite)
+    written = _together(lambda folder: write_preview(cine, folder), Path(args.out), args.overwrite)
     for name, path in written.items():
         print(f"{name:>6}: {path}")
     return 0
@@ -226,10 +285,44 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
-    parts = [float(v) for v in text.replace(",", " ").split()]
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected three numbers 'train,val,test', got {text!r}")
-    return tuple(parts)  # type: ignore[return-value]
+    """argparse type: three non-negative numbers 'train,val,test' summing to 1."""
+    from echokdm.data.manifest import validate_fractions
+
+    try:
+        parts = [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers 'train,val,test', got {text!r}") from None
+    try:
+        return validate_fractions(parts)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _packaged_names() -> list[str]:
+    from echokdm.pretrained import available
+
+    return available() or ["none installed"]
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,8 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="echokdm",
-        description="Echocardiography toolkit: read echo cine loops, build manifests, "
-                    "and (in later releases) train and run the Key-point guided Diffusion Model.",
+        description="Echocardiography toolkit: read echo cine loops, build manifests, measure LV keypoints and "
+                    "EF, and train and run the Key-point guided Diffusion Model (KDM) to generate cine loops. "
+                    "Model options (--checkpoint, --pipeline, --segmentation) take a folder or the name of a "
+                    "packaged checkpoint (" + ", ".join(_packaged_names()) + ").",
     )
     parser.add_argument("--version", action="version", version=f"echokdm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -255,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="1 patient, 20 DDIM steps (a smoke run for CI)")
     p.add_argument("--train", action="store_true",
                    help="retrain the demo checkpoints from scratch first (about 45 min on a 2-core CPU)")
+    p.add_argument("--pipeline", metavar="FOLDER", default=None,
+                   help="KDM pipeline folder or packaged name to use instead of the packaged kdm_phantom_112")
+    p.add_argument("--segmentation", metavar="MODEL", default=None,
+                   help="segmentation model folder or packaged name to use instead of the packaged seg_phantom_112")
     p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier demo")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_demo)
@@ -272,7 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train,val,test fractions for datasets without their own split (default: 0.7,0.15,0.15)")
     p.add_argument("--patient-from", choices=("file", "folder"), default="file",
                    help="videos/NIfTI: one patient per file, or per folder (default: %(default)s)")
-    p.add_argument("--salt", help="salt of the pseudonymous patient IDs (default: $ECHOKDM_ID_SALT or a public default)")
+    p.add_argument("--salt", help="dicom/camus: salt of the pseudonymous patient IDs (default: $ECHOKDM_ID_SALT or a "
+                                  "public default)")
+    p.add_argument("--fps", type=_positive_float,
+                   help="frame rate of the clips whose files state none (CAMUS, most NIfTI); files that state one "
+                        "keep theirs")
+    p.add_argument("--clinical-csv", metavar="CSV",
+                   help="per-clip or per-patient values the files lack: a key column (clip_id, file or patient_id) "
+                        "and fps and/or ef_reference (edv_reference, esv_reference); they replace the files' own. "
+                        "Columns: data_manifests/README.md")
     p.add_argument("--overwrite", action="store_true", help="replace an existing manifest")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_manifest)
@@ -310,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", default=None, help="YAML config (default: built-in defaults = configs/echo/seg.yaml)")
     t.add_argument("--manifest", required=True, help="manifest CSV with masks or tracings")
     t.add_argument("--out", required=True, help="run folder")
-    t.add_argument("--steps", type=int, default=None, help="override train.steps")
+    t.add_argument("--steps", type=_positive_int, default=None, help="override train.steps (>= 1)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--overwrite", action="store_true", help="start afresh in an existing run folder")
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -356,8 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="LV masks for every frame of a manifest",
                        description="Segment every frame of every clip with a trained segmentation model; report "
                                    "Dice per clip and per patient on the frames that have labels.")
-    p.add_argument("manifest")
-    p.add_argument("--checkpoint", required=True, help="model folder (a run's best/ or last/)")
+    p.add_argument("manifest", help="manifest CSV of the clips to segment")
+    p.add_argument("--checkpoint", required=True,
+                   help="segmentation model folder (a run's best/ or last/) or a packaged name, e.g. seg_phantom_112")
     p.add_argument("-o", "--out", required=True, help="output folder (masks/*.npz, segmentation.csv)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="worker processes, one clip at a time each (default: %(default)s); an interrupted run "
@@ -389,18 +497,99 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="describe one echo file",
                        description="Read one file and print its frames, frame rate, calibration and metadata.")
-    p.add_argument("file")
+    p.add_argument("file", help="echo file (DICOM, EchoNet AVI, CAMUS/NIfTI, video)")
     _add_common_read_args(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("preview", help="write first/middle/last frame PNGs and an MP4 of one file",
                        description="Write <clip>_first.png, _middle.png, _last.png and <clip>.mp4 into OUT.")
-    p.add_argument("file")
+    p.add_argument("file", help="echo file (DICOM, EchoNet AVI, CAMUS/NIfTI, video)")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing previews")
     _add_common_read_args(p)
     p.set_defaults(func=cmd_preview)
     return parser
+
+
+# --------------------------------------------------------------------------------------------
+# checks made before any command runs
+# --------------------------------------------------------------------------------------------
+
+#: Model options of each command and the kind of checkpoint they take. main() resolves them with
+#: :func:`echokdm.pretrained.resolve_checkpoint` (a folder, else a packaged name, else a clear error;
+#: never a model hub) before the command runs. (``keypoints``/``ef --segmentation`` is an output
+#: folder of ``segment``, not a model, and is not listed.)
+_MODEL_OPTIONS = {
+    "demo": {"pipeline": "pipeline", "segmentation": "segmentation"},
+    "segment": {"checkpoint": "segmentation"},
+    "flow": {"checkpoint": "ofnet"},
+    "evaluate": {"pipeline": "pipeline", "pipeline_noflow": "pipeline", "segmentation": "segmentation"},
+    "generate": {"pipeline": "pipeline", "segmentation": "segmentation"},
+    "synthesize": {"pipeline": "pipeline", "segmentation": "segmentation"},
+}
+
+
+def _resolve(value: str, kind: str) -> str:
+    from echokdm.pretrained import resolve_checkpoint
+
+    return str(resolve_checkpoint(value, kind))
+
+
+def _resolve_models(args: argparse.Namespace) -> None:
+    """Replace each model option of the command by the folder it names (see ``_MODEL_OPTIONS``)."""
+    for name, kind in _MODEL_OPTIONS.get(args.command, {}).items():
+        value = getattr(args, name, None)
+        if value:
+            setattr(args, name, _resolve(value, kind))
+
+
+def _output_folders(args: argparse.Namespace) -> list[Path]:
+    """The folders the command will write into: ``--out`` (a folder) and the folder of ``--output`` (a file)."""
+    folders = []
+    if getattr(args, "out", None):
+        folders.append(Path(args.out))
+    if getattr(args, "output", None):
+        folders.append(Path(args.output).parent)
+    return folders
+
+
+def check_output_folder(folder: str | Path) -> Path:
+    """Fail before any work when ``folder`` cannot be created or written to.
+
+    The folder need not exist: its nearest existing parent must then be a writable folder (the
+    command creates the rest). Returns ``folder``.
+
+    Raises
+    ------
+    NotADirectoryError
+        A file stands where the folder (or one of its parents) should be.
+    PermissionError
+        The folder, or the parent it would be created in, is not writable.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder (output)", str(existing))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "output folder is not writable", str(existing))
+    return folder
+
+
+def _os_error_line(exc: OSError, args: argparse.Namespace) -> str:
+    """One line for an operating-system error: the path it concerns and what went wrong."""
+    where = exc.filename
+    if where is None:  # e.g. a full disk while writing an open file: name the output
+        folders = _output_folders(args)
+        where = folders[0] if folders else None
+    what = exc.strerror or str(exc)
+    return f"{where}: {what}" if where is not None else what
+
+
+def _prog(args: argparse.Namespace) -> str:
+    """``echokdm <command>`` (``echokdm train <model>`` for training), the prefix of error lines."""
+    return f"echokdm {args.command}" + (f" {args.model}" if args.command == "train" else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -409,10 +598,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    from echokdm.runtime import configure_threads
+
+    configure_threads()  # fewer torch threads on a busy machine (one line on stderr); OMP_NUM_THREADS wins
     try:
+        _resolve_models(args)
+        for folder in _output_folders(args):
+            check_output_folder(folder)
         return int(args.func(args) or 0)
     except (EchoKDMError, FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"echokdm {args.command}: error: {exc}", file=sys.stderr)
+        if isinstance(exc, OSError) and not isinstance(exc, EchoKDMError) and exc.strerror:
+            message = _os_error_line(exc, args)
+        else:
+            message = str(exc)
+        print(f"{_prog(args)}: error: {message}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # read-only folder, full disk ...: one line naming the path, no traceback
+        print(f"{_prog(args)}: error: {_os_error_line(exc, args)}", file=sys.stderr)
         return 1
 
 

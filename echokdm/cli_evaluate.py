@@ -48,12 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "evaluate", help="score KDM, its ablations and baselines per frame, patient and dataset",
         description="Generate with fixed seeds (one sample per case, no best-of-N) on a manifest split and score "
                     "MSE, PSNR, SSIM, LPIPS-Alex/VGG, flow EPE, keypoint MD and EF per frame, clip, patient and "
-                    "dataset, with patient-level bootstrap 95 %% intervals. Resumable: rerun the same command after "
+                    "dataset, with patient-level bootstrap 95 % intervals. Resumable: rerun the same command after "
                     "an interruption. Or score folders of generated loops against references "
                     "(--generated, --reference).")
     p.add_argument("manifest", nargs="?", help="manifest CSV (phantom cohorts give exact keypoints and flows)")
-    p.add_argument("--pipeline", help="KDM pipeline folder (<run>/pipeline); omit to score the baselines only")
-    p.add_argument("--pipeline-noflow", help="'w/o K2F' pipeline (default: <pipeline>/../pipeline_noflow)")
+    p.add_argument("--pipeline", help="KDM pipeline folder (<run>/pipeline) or a packaged name (kdm_phantom_112); "
+                                      "omit to score the baselines only")
+    p.add_argument("--pipeline-noflow",
+                   help="'w/o K2F' pipeline folder or packaged name (default: <pipeline>/../pipeline_noflow)")
     p.add_argument("-o", "--out", required=True, help="output folder (created; resumed when it holds this evaluation)")
     p.add_argument("--split", default="test", help="manifest split, or 'all' (default: test)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to score")
@@ -62,15 +64,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=200, help="DDIM steps (default 200, the paper's)")
     p.add_argument("--k", type=int, default=100, help="F2I start step of --steps (default 100)")
     p.add_argument("--mode", default="per_frame", choices=("per_frame", "gamma"),
-                   help="one K2F flow per target (default) or one flow scaled by gamma")
+                   help="per_frame: one K2F flow per target frame (default: each evaluated target has its own "
+                        "keypoints, as in the paper's Table 3); gamma: one flow scaled by gamma per frame (the "
+                        "default of generate and synthesize, which make a whole loop at a new EF)")
     p.add_argument("--fit-keypoints", action="store_true",
                    help="fit K2F's flows to the target keypoints (default: the paper's KDM, K2F's flows as they are)")
     p.add_argument("--seed", type=int, default=0, help="base seed (each clip's seed derives from it and its id)")
-    p.add_argument("--lpips-nets", nargs="+", default=["alex", "vgg"], choices=("alex", "vgg", "squeeze"))
+    p.add_argument("--lpips-nets", nargs="+", default=["alex", "vgg"], choices=("alex", "vgg", "squeeze"),
+                   help="LPIPS backbones to score (default: alex vgg)")
     p.add_argument("--lpips-backbone", default=None,
                    help="folder with alexnet_features.pth / vgg16_features.pth for offline use "
                         "(default: $ECHOKDM_LPIPS_WEIGHTS, else download)")
-    p.add_argument("--segmentation", default=None, help="segmentation model folder: keypoint MD and EF of generated loops")
+    p.add_argument("--segmentation", default=None, help="segmentation model folder or packaged name (seg_phantom_112): keypoint MD "
+                        "and EF of generated loops")
     p.add_argument("--masks", default=None, help="output folder of `echokdm segment` (keypoints of real clips without masks)")
     p.add_argument("--size", type=int, default=None, help="frame size without a pipeline (default: the model's, or 112)")
     p.add_argument("--training-manifest", default=None,

@@ -13,6 +13,14 @@ import functools
 __all__ = ["cmd_flow", "cmd_train_flow", "register", "register_train"]
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def cmd_train_flow(args: argparse.Namespace) -> int:
     """Train OF-net on a manifest's frame pairs into a run folder."""
     from echokdm.training.flow import load_flow_config, train_flow
@@ -45,7 +53,14 @@ def cmd_flow(args: argparse.Namespace) -> int:
     table, skipped = run(args.manifest, args.checkpoint, args.out, gaps=tuple(args.gaps), splits=args.splits,
                          batch_size=args.batch_size, device=args.device, resume=not args.no_resume,
                          overwrite=args.overwrite, progress=not args.no_progress)
-    computed = table[table["status"] == "computed"] if len(table) else table
+    if not len(table):
+        from echokdm.errors import NothingProducedError
+
+        for clip, reason in skipped:
+            print(f"  skipped {clip}: {reason}")
+        raise NothingProducedError(f"{args.manifest}: no clip's flows could be computed ({len(skipped)} skipped"
+                                   + (", listed above)" if skipped else "; no clip in the chosen splits)"))
+    computed = table[table["status"] == "computed"]
     cached = len(table) - len(computed)
     pairs = int(computed["n_pairs"].sum()) if len(computed) else 0
     seconds = float(computed["seconds"].sum()) if len(computed) else 0.0
@@ -54,7 +69,7 @@ def cmd_flow(args: argparse.Namespace) -> int:
           f"{cached} already cached); summary {args.out}/flows.csv")
     for clip, reason in skipped:
         print(f"  skipped {clip}: {reason}")
-    return 0 if not skipped or len(table) else 1
+    return 0
 
 
 def register_train(train_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -68,7 +83,7 @@ def register_train(train_subparsers: argparse._SubParsersAction) -> argparse.Arg
                    help="YAML config (default: built-in defaults = configs/echo/flow.yaml)")
     t.add_argument("--manifest", required=True, help="manifest CSV")
     t.add_argument("--out", required=True, help="run folder")
-    t.add_argument("--steps", type=int, default=None, help="override train.steps")
+    t.add_argument("--steps", type=_positive_int, default=None, help="override train.steps (>= 1)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--overwrite", action="store_true", help="start afresh in an existing run folder")
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -83,8 +98,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Compute OF-net flows for all frame pairs (t, t+g) of every clip, both directions, at the "
                     "model's frame size; one compressed .npz per clip (float16) and flows.csv. Resumable: clips "
                     "whose file is complete are skipped.")
-    p.add_argument("manifest")
-    p.add_argument("--checkpoint", required=True, help="OF-net folder (a run's best/ or last/)")
+    p.add_argument("manifest", help="manifest CSV of the clips whose flows to cache")
+    p.add_argument("--checkpoint", required=True,
+                   help="OF-net folder (a run's best/ or last/) or a packaged name, e.g. ofnet_phantom_112")
     p.add_argument("-o", "--out", required=True, help="output folder (flows/*.npz, flows.csv)")
     p.add_argument("--gaps", type=int, nargs="+", default=[1, 2, 4], help="frame gaps (default: 1 2 4)")
     p.add_argument("--splits", nargs="+", choices=("train", "val", "test"), default=None,

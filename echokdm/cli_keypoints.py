@@ -71,8 +71,16 @@ def cmd_keypoints(args: argparse.Namespace) -> int:
     _check_free([output, skipped_path], args.overwrite)
     parts = _parts_folder(output)
     result = _table(args, parts)
-    write_table(result.frames, output, overwrite=args.overwrite)
     frames = result.frames
+    measured = int((~frames["flags"].astype(str).str.contains("failed:", regex=False)).sum()) if len(frames) else 0
+    if not measured:  # every clip or frame failed: no table, the reasons in the skipped report, exit 1
+        from echokdm.errors import NothingProducedError
+
+        _print_skipped(result.skipped, _write_skipped(result.skipped, skipped_path, args.overwrite))
+        shutil.rmtree(parts, ignore_errors=True)
+        raise NothingProducedError(f"{args.manifest}: no frame got keypoints ({len(frames)} frame(s) failed, "
+                                   f"{len(result.skipped)} item(s) skipped, listed above); {output} not written")
+    write_table(frames, output, overwrite=args.overwrite)
     print(f"wrote {output}: {len(frames)} frame(s) of {len(result.clips)} clip(s) "
           f"({(frames['mask_source'] == 'mask').sum()} from masks, {(frames['mask_source'] == 'tracing').sum()} "
           "from tracings)")

@@ -14,6 +14,8 @@ __all__ = [
     "MissingDecoderError",
     "ManifestError",
     "MissingDependencyError",
+    "CheckpointError",
+    "NothingProducedError",
     "EchoKDMWarning",
     "NonUltrasoundWarning",
     "TracingWarning",
@@ -57,6 +59,36 @@ class ManifestError(EchoKDMError, ValueError):
 
 class MissingDependencyError(EchoKDMError, ImportError):
     """An optional package that a feature needs is not installed; the message says what to install."""
+
+
+class CheckpointError(EchoKDMError, FileNotFoundError):
+    """A checkpoint argument is neither a folder of the right kind nor a packaged checkpoint name.
+
+    Parameters
+    ----------
+    value : str or os.PathLike
+        What the user gave (a folder or a packaged name).
+    problem : str
+        What is wrong with it, and what would work instead.
+    """
+
+    def __init__(self, value: str | os.PathLike, problem: str):
+        self.value = os.fspath(value)
+        self.problem = problem
+        super().__init__(f"{self.value}: {problem}")
+
+    def __str__(self) -> str:  # OSError would otherwise show its errno/filename form
+        return f"{self.value}: {self.problem}"
+
+    def __reduce__(self):  # picklable across worker processes despite the two-argument __init__
+        return (type(self), (self.value, self.problem))
+
+
+class NothingProducedError(EchoKDMError, RuntimeError):
+    """A command finished but produced nothing useful (every item failed); the message says why.
+
+    The command line exits non-zero with this one line instead of reporting an empty result.
+    """
 
 
 class EchoKDMWarning(UserWarning):

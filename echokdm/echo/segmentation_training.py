@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from echokdm.config import load_config
 from echokdm.data.manifest import clip_file_stem, load_manifest, read_clip
 from echokdm.echo.segmentation import LVSegmentationNet
+from echokdm.pretrained import resolve_checkpoint
 from echokdm.training.run import RunFolder
 
 __all__ = [
@@ -53,6 +54,12 @@ class SegDataConfig:
     elastic_px: float = 3.0
     max_clips: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.size < 16:
+            raise ValueError(f"data.size must be >= 16 pixels, got {self.size}")
+        if self.max_clips is not None and self.max_clips < 1:
+            raise ValueError(f"data.max_clips must be >= 1 or null, got {self.max_clips}")
+
 
 @dataclasses.dataclass
 class SegTrainConfig:
@@ -63,6 +70,13 @@ class SegTrainConfig:
     val_every: int = 250
     seed: int = 0
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "val_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
 
 
 @dataclasses.dataclass
@@ -278,6 +292,7 @@ def segment_manifest(manifest: str | os.PathLike, checkpoint: str | os.PathLike,
     report_path = out / "segmentation.csv"
     if report_path.exists() and not overwrite:
         raise FileExistsError(f"{report_path}: already exists; pass --overwrite to replace it")
+    checkpoint = resolve_checkpoint(checkpoint, "segmentation")  # a folder or a packaged name; never the hub
     (out / "masks").mkdir(parents=True, exist_ok=True)
     model = LVSegmentationNet.from_pretrained(checkpoint).to(_device(device))
     rows, skipped = [], []

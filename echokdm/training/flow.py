@@ -35,6 +35,7 @@ from echokdm.data.ground_truth import GroundTruthFlows, ground_truth_files
 from echokdm.data.manifest import clip_file_stem, load_manifest, read_clip
 from echokdm.geometry.flow import warp
 from echokdm.models.ofnet import OFNet, upsample_flow
+from echokdm.pretrained import resolve_checkpoint
 from echokdm.training import losses
 from echokdm.training.loop import LoopConfig, Trainer, resolve_device
 from echokdm.training.run import RunFolder
@@ -602,6 +603,7 @@ def cache_flows(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out:
     frame = load_manifest(manifest)
     if splits is not None:
         frame = frame[frame["split"].isin(list(splits))]
+    checkpoint = resolve_checkpoint(checkpoint, "ofnet")  # a folder or a packaged name; never the hub
     out = Path(out)
     (out / "flows").mkdir(parents=True, exist_ok=True)
     model = OFNet.from_pretrained(checkpoint).to(resolve_device(device)).eval()

@@ -47,6 +47,10 @@ class RunFolder:
     overwrite : bool
         Start afresh in an existing folder, replacing its files.
 
+    A folder "holds a run" once a step was completed (``last/`` or ``best/`` exists). A folder
+    whose earlier attempt stopped before that (only ``config.yaml``, ``git.txt``, maybe
+    ``log.csv``) holds nothing to protect and is reused without ``overwrite``.
+
     Raises
     ------
     FileExistsError
@@ -57,8 +61,7 @@ class RunFolder:
         self.path = Path(path)
         if not is_main_process():  # under a multi-process launcher only rank 0 creates and writes the folder
             return
-        existing = (self.path / "config.yaml").exists()
-        if existing and not (resume or overwrite):
+        if self.holds_run(self.path) and not (resume or overwrite):
             raise FileExistsError(
                 f"{self.path}: already holds a run; pass --resume to continue it or --overwrite to start again"
             )
@@ -70,6 +73,11 @@ class RunFolder:
                 (self.path / name).unlink(missing_ok=True)
         save_config(config, self.path / "config.yaml")
         (self.path / "git.txt").write_text(git_description() + "\n")
+
+    @staticmethod
+    def holds_run(path: str | os.PathLike) -> bool:
+        """Whether ``path`` holds a run with at least one completed step (a ``last/`` or ``best/`` checkpoint)."""
+        return any((Path(path) / name).exists() for name in ("last", "best"))
 
     @property
     def last(self) -> Path:
