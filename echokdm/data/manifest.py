@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from echokdm.errors import ManifestError
+from echokdm.errors import ManifestError, ReadError
 from echokdm.io._atomic import atomic_output
+from echokdm.io._text import check_utf8
 from echokdm.io.cine import Cine
 from echokdm.io.dispatch import CAMUS_NAME, FORMATS, NIFTI_SUFFIXES, VIDEO_SUFFIXES, _is_dicom_file, read_cine
 
@@ -35,6 +36,10 @@ __all__ = [
     "ScanResult",
     "scan_folder",
     "assign_splits",
+    "validate_fractions",
+    "CLINICAL_KEY_COLUMNS",
+    "CLINICAL_VALUE_COLUMNS",
+    "read_clinical_csv",
     "check_manifest",
     "load_manifest",
     "write_manifest",
@@ -87,6 +92,23 @@ class _Candidate:
 # --------------------------------------------------------------------------------------------
 # splits
 # --------------------------------------------------------------------------------------------
+
+
+def validate_fractions(fractions: Sequence[float], *, name: str = "fractions") -> tuple[float, float, float]:
+    """``fractions`` as three floats when they are three finite non-negative numbers summing to 1
+    (within 0.001), else a :class:`ValueError` saying what is wrong (used by ``--fractions``)."""
+    try:
+        values = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be three numbers train,val,test, got {fractions!r}") from None
+    if len(values) != 3:
+        raise ValueError(f"{name} must be three numbers train,val,test, got {len(values)}: {values}")
+    if any(not math.isfinite(f) or f < 0 for f in values):
+        raise ValueError(f"{name} must be non-negative numbers, got {','.join(f'{f:g}' for f in values)}")
+    if abs(sum(values) - 1.0) > 1e-3:
+        raise ValueError(f"{name} must sum to 1 (train + val + test), got {','.join(f'{f:g}' for f in values)} "
+                         f"= {sum(values):g}")
+    return values  # type: ignore[return-value]
 
 
 def _normalise_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -168,9 +190,15 @@ def _mask_sibling(path: Path) -> Path | None:
 
 
 def _echonet_candidates(root: Path, skipped: list[tuple[str, str]]) -> tuple[list[_Candidate], bool]:
-    from echokdm.io.echonet import read_echonet_filelist, read_echonet_tracings
+    """The clips of ``FileList.csv``. Rows with impossible reference values (EF outside [0, 100],
+    negative volumes, ESV > EDV) are left out and listed, so that the manifest written is one that
+    :func:`load_manifest` accepts; doubtful ones (EF disagreeing with the volumes) are kept and
+    listed. Tracings of clips that ``FileList.csv`` does not list are listed too."""
+    from echokdm.io.echonet import filelist_reference_problems, read_echonet_filelist, read_echonet_tracings
 
     filelist = read_echonet_filelist(root)
+    filelist_csv = Path(filelist.attrs.get("source", root / "FileList.csv"))
+    flagged = filelist_reference_problems(filelist)
     tracings_csv = root / "VolumeTracings.csv"
     tracings = None
     if tracings_csv.exists():
@@ -178,11 +206,21 @@ def _echonet_candidates(root: Path, skipped: list[tuple[str, str]]) -> tuple[lis
             warnings.simplefilter("ignore")  # problems are listed in the skipped report instead
             tracings, problems = read_echonet_tracings(tracings_csv)
         skipped.extend((str(tracings_csv), p) for p in problems)
+        in_filelist = set(filelist["FileName"].astype(str))
+        for name in sorted(set(tracings) - in_filelist):
+            skipped.append((str(tracings_csv), f"tracings of {name} ({len(tracings[name])} traced frame(s)) ignored: "
+                                               "the clip is not listed in FileList.csv"))
     listed = set()
     out = []
     for rec in filelist.to_dict("records"):
         name = rec["FileName"]
         listed.add(name)
+        if name in flagged:
+            reason, impossible = flagged[name]
+            if impossible:
+                skipped.append((str(root / "Videos" / name), f"{filelist_csv.name} {reason}; clip left out"))
+                continue
+            skipped.append((str(root / "Videos" / name), f"warning (clip kept): {filelist_csv.name} {reason}"))
         split = str(rec.get("Split", "")).lower()
         out.append(_Candidate(
             path=root / "Videos" / name,
@@ -268,6 +306,151 @@ def _row_from_cine(cine: Cine, candidate: _Candidate, fmt: str, dataset: str | N
     return row
 
 
+# --------------------------------------------------------------------------------------------
+# values the files do not carry: --fps and --clinical-csv
+# --------------------------------------------------------------------------------------------
+
+#: Columns of a clinical CSV that identify what a row is about, most specific first.
+CLINICAL_KEY_COLUMNS = ("clip_id", "file", "patient_id")
+#: Columns of a clinical CSV that give values for the manifest.
+CLINICAL_VALUE_COLUMNS = ("fps", "ef_reference", "edv_reference", "esv_reference")
+_CLINICAL_ALIASES = {"ef": "ef_reference", "edv": "edv_reference", "esv": "esv_reference", "frame_rate": "fps"}
+_REL_TOLERANCE = 0.01  # a clinical value this close to the file's is not reported as a disagreement
+
+
+def read_clinical_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and check a clinical CSV for :func:`scan_folder` (``echokdm manifest --clinical-csv``).
+
+    One row per clip or per patient. Key columns (:data:`CLINICAL_KEY_COLUMNS`, at least one;
+    each row uses its first non-empty one): ``clip_id`` (the manifest's clip ID), ``file`` (the
+    clip's path relative to the scanned folder, or its file name) or ``patient_id`` (the
+    manifest's pseudonym or the source's own ID, e.g. CAMUS ``patient0001``, pseudonymised with
+    the scan's salt; the row then applies to every clip of the patient). Value columns
+    (:data:`CLINICAL_VALUE_COLUMNS`, at least one; empty cells give nothing): ``fps``,
+    ``ef_reference`` (%), ``edv_reference``, ``esv_reference`` (mL). Column names are matched
+    without regard to case; ``ef``, ``edv``, ``esv`` and ``frame_rate`` are accepted too; other
+    columns are ignored.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``line`` (file line, header = 1), ``key`` (the key column used), ``value`` (its
+        text) and the value columns as floats (NaN when empty).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    echokdm.errors.ReadError
+        Not UTF-8 (line named), not a CSV, no key or value column, a row without a key, a key
+        given twice, or a bad value (fps <= 0, EF outside [0, 100], negative volume, ESV > EDV),
+        every problem listed with its line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such clinical CSV file")
+    check_utf8(path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except Exception as exc:  # noqa: BLE001 - pandas raises many parser errors
+        raise ReadError(path, f"not a readable CSV file ({exc})") from exc
+    rename = {}
+    for column in table.columns:
+        name = str(column).strip().lower()
+        name = _CLINICAL_ALIASES.get(name, name)
+        if name in CLINICAL_KEY_COLUMNS + CLINICAL_VALUE_COLUMNS and name not in rename.values():
+            rename[column] = name
+    table = table[list(rename)].rename(columns=rename)
+    keys = [c for c in CLINICAL_KEY_COLUMNS if c in table.columns]
+    values = [c for c in CLINICAL_VALUE_COLUMNS if c in table.columns]
+    if not keys or not values:
+        raise ReadError(path, f"needs a column naming the clip or patient ({', '.join(CLINICAL_KEY_COLUMNS)}) and "
+                              f"at least one of {', '.join(CLINICAL_VALUE_COLUMNS)}; found "
+                              f"{', '.join(rename.values()) or 'neither'}")
+    problems: list[str] = []
+    rows = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, rec in enumerate(table.to_dict("records")):
+        line = i + 2
+        key = next((k for k in keys if str(rec[k]).strip()), None)
+        if key is None:
+            problems.append(f"line {line}: no {' / '.join(keys)} given")
+            continue
+        value = str(rec[key]).strip()
+        if (key, value) in seen:
+            problems.append(f"line {line}: {key} {value!r} already given on line {seen[key, value]}")
+            continue
+        seen[key, value] = line
+        where = f"line {line} ({key} {value!r})"
+        row: dict[str, Any] = {"line": line, "key": key, "value": value}
+        for col in values:
+            _check_number(problems, where, col, rec[col], low=0, strict_low=(col == "fps"),
+                          high=100 if col == "ef_reference" else None)
+            try:
+                row[col] = float(rec[col]) if str(rec[col]).strip() else math.nan
+            except ValueError:
+                row[col] = math.nan
+        edv, esv = row.get("edv_reference", math.nan), row.get("esv_reference", math.nan)
+        if esv > edv:  # False when either is NaN
+            problems.append(f"{where}: esv_reference {esv:g} exceeds edv_reference {edv:g}")
+        rows.append(row)
+    if problems:
+        raise ReadError(path, f"{len(problems)} problem(s): " + "; ".join(problems[:10])
+                        + (f"; … and {len(problems) - 10} more" if len(problems) > 10 else ""))
+    return pd.DataFrame(rows, columns=["line", "key", "value", *values])
+
+
+def _apply_clinical(rows: list[dict[str, Any]], root: Path, clinical: pd.DataFrame, source: str,
+                    salt: str | None, skipped: list[tuple[str, str]]) -> None:
+    """Fill ``rows`` (manifest rows, absolute paths) from a :func:`read_clinical_csv` table.
+
+    Patient rows apply first, then file rows, then clip rows, so the most specific wins. A value
+    replaces the file's own; a replaced value that differs is listed in ``skipped`` as a note.
+    Rows of the CSV that match no clip are listed too.
+    """
+    from echokdm.io.anonymise import pseudonymise
+
+    names: dict[str, int] = {}
+    for row in rows:
+        names[Path(row["path"]).name] = names.get(Path(row["path"]).name, 0) + 1
+    value_columns = [c for c in CLINICAL_VALUE_COLUMNS if c in clinical.columns]
+    lookup: dict[str, dict[str, dict[str, Any]]] = {key: {} for key in CLINICAL_KEY_COLUMNS}
+    for rec in clinical.to_dict("records"):
+        lookup[rec["key"]][rec["value"]] = rec
+        if rec["key"] == "patient_id":  # the source's own ID, as the reader pseudonymises it
+            lookup["patient_id"].setdefault(pseudonymise(rec["value"], salt), rec)
+    used: set[int] = set()
+    for row in rows:
+        path = Path(row["path"])
+        try:
+            rel = path.relative_to(root).as_posix()
+        except ValueError:
+            rel = path.as_posix()
+        candidates = {
+            "patient_id": [str(row["patient_id"])],
+            "file": [rel] + ([path.name] if names[path.name] == 1 else []),
+            "clip_id": [str(row["clip_id"])],
+        }
+        origin = {col: "the file's" for col in value_columns}
+        for key in ("patient_id", "file", "clip_id"):  # least specific first: later rows win
+            rec = next((lookup[key][v] for v in candidates[key] if v in lookup[key]), None)
+            if rec is not None:
+                used.add(int(rec["line"]))
+                here = f"{Path(source).name} line {rec['line']}"
+                for col in value_columns:
+                    new = rec[col]
+                    if isinstance(new, float) and math.isnan(new):
+                        continue
+                    old = row.get(col)
+                    if not _blank(old) and abs(float(old) - new) > _REL_TOLERANCE * max(abs(float(old)), 1e-9):
+                        skipped.append((str(path), f"warning (clip kept): {col} {new:g} from {here} replaces "
+                                                   f"{origin[col]} {float(old):g}"))
+                    row[col], origin[col] = new, here
+    for rec in clinical.to_dict("records"):
+        if int(rec["line"]) not in used:
+            skipped.append((source, f"line {rec['line']}: {rec['key']} {rec['value']!r} matches no clip; row unused"))
+
+
 def scan_folder(
     root: str | os.PathLike,
     format: str,
@@ -279,6 +462,8 @@ def scan_folder(
     reader_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     on_item: Callable[[Path], None] | None = None,
+    fps: float | None = None,
+    clinical: str | os.PathLike | None = None,
 ) -> ScanResult:
     """Build a manifest by reading every clip of a folder.
 
@@ -304,6 +489,14 @@ def scan_folder(
         Extra options for the reader (e.g. ``{"salt": "..."}`` for DICOM and CAMUS).
     progress : bool
         Show a progress bar.
+    fps : float, optional
+        Frame rate of the clips whose files state none (CAMUS, most NIfTI, some DICOM).
+        Applied after ``clinical``.
+    clinical : path, optional
+        A clinical CSV (:func:`read_clinical_csv`) with per-clip or per-patient ``fps`` and
+        reference EF/volumes. Its values replace the files' own (a differing value is noted in
+        :attr:`ScanResult.skipped`), and its rows that match no clip are listed there too. The
+        CSV is checked before any clip is read.
 
     Returns
     -------
@@ -316,6 +509,10 @@ def scan_folder(
         raise ValueError(f"patient_from must be 'file' or 'folder', got {patient_from!r}")
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
+    fractions = validate_fractions(fractions)
+    if fps is not None and (isinstance(fps, bool) or not math.isfinite(float(fps)) or float(fps) <= 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    clinical_table = read_clinical_csv(clinical) if clinical is not None else None
     skipped: list[tuple[str, str]] = []
     keep_splits = False
     if format == "echonet":
@@ -342,6 +539,22 @@ def scan_folder(
             skipped.append((str(cand.path), f"warning (clip kept): {w.message}"))
         rows.append(_row_from_cine(cine, cand, format, dataset))
 
+    if clinical_table is not None:
+        _apply_clinical(rows, root, clinical_table, str(clinical), (reader_kwargs or {}).get("salt"), skipped)
+    if fps is not None:
+        for row in rows:
+            if _blank(row["fps"]):
+                row["fps"] = float(fps)
+    if clinical_table is not None:  # volumes from two sources may now contradict each other
+        kept = []
+        for row in rows:
+            edv, esv = row.get("edv_reference"), row.get("esv_reference")
+            if not _blank(edv) and not _blank(esv) and float(esv) > float(edv):
+                skipped.append((row["path"], f"esv_reference {float(esv):g} exceeds edv_reference {float(edv):g} "
+                                             f"after applying {Path(str(clinical)).name}; clip left out"))
+            else:
+                kept.append(row)
+        rows = kept
     manifest = pd.DataFrame(rows, columns=list(COLUMNS))
     if not keep_splits and len(manifest):
         keys = manifest["dataset"].astype(str) + "\x00" + manifest["patient_id"].astype(str)
@@ -433,6 +646,10 @@ def check_manifest(
         if not csv.exists():
             raise FileNotFoundError(f"{csv}: no such manifest file")
         try:
+            check_utf8(csv)
+        except ReadError as exc:
+            return [exc.problem]
+        try:
             manifest = pd.read_csv(csv, dtype=str, keep_default_na=False)
         except Exception as exc:  # noqa: BLE001 - pandas raises many parser errors
             return [f"cannot parse as CSV: {exc}"]
@@ -506,6 +723,7 @@ def read_table(path: Path, columns, numeric_columns, path_columns) -> pd.DataFra
     """A checked manifest CSV as a table: ``columns`` in order (missing ones empty), numbers as
     floats (NaN when empty), paths resolved against the CSV's folder. The reading half of
     :func:`write_table`, shared by the clip and sequence manifests."""
+    check_utf8(path)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     for col in columns:
         if col not in frame.columns:

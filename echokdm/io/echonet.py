@@ -37,6 +37,7 @@ import skimage.draw
 from echokdm.errors import EchoKDMWarning, ReadError, TracingWarning
 from echokdm.io.cine import Cine
 from echokdm.io._atomic import atomic_output
+from echokdm.io._text import check_utf8
 from echokdm.io.video import read_video, write_video
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "TRACING_COLUMNS",
     "SPLITS",
     "read_echonet_filelist",
+    "filelist_reference_problems",
     "read_echonet_tracings",
     "read_echonet_clip",
     "tracing_to_polygon",
@@ -100,6 +102,47 @@ def read_echonet_filelist(path_or_root: str | os.PathLike) -> pd.DataFrame:
         raise ReadError(path, f"clip(s) listed more than once: {_listing(duplicated)}")
     table.attrs["source"] = str(path)
     return table
+
+
+#: Largest difference (EF points) between FileList's EF and 100 (EDV - ESV) / EDV that is accepted.
+EF_VOLUME_TOLERANCE = 5.0
+
+
+def filelist_reference_problems(filelist: pd.DataFrame) -> dict[str, tuple[str, bool]]:
+    """Rows of a :func:`read_echonet_filelist` table whose reference values look wrong.
+
+    Impossible values (the row's references cannot be used): ``EF`` outside [0, 100], ``EDV``
+    or ``ESV`` negative, ``ESV`` above ``EDV``. Doubtful values (the row can be kept, with a
+    note): ``EF`` differing from ``100 (EDV - ESV) / EDV`` by more than
+    :data:`EF_VOLUME_TOLERANCE` points (EchoNet-Dynamic's own rows agree to a thousandth;
+    generated cohorts may measure EF and volumes differently).
+
+    Returns
+    -------
+    dict
+        File name (with ``.avi``) → ``("line N: reason; reason", impossible)`` (the header is
+        line 1); rows without problems are absent.
+    """
+    out: dict[str, tuple[str, bool]] = {}
+    for i, rec in enumerate(filelist.to_dict("records")):
+        ef, esv, edv = (float(rec[k]) for k in ("EF", "ESV", "EDV"))
+        impossible = []
+        if not 0.0 <= ef <= 100.0:
+            impossible.append(f"EF {ef:g} is outside [0, 100]")
+        for name, value in (("EDV", edv), ("ESV", esv)):
+            if value < 0:
+                impossible.append(f"{name} {value:g} is negative")
+        if esv > edv:
+            impossible.append(f"ESV {esv:g} exceeds EDV {edv:g}")
+        if impossible:
+            out[str(rec["FileName"])] = (f"line {i + 2}: " + "; ".join(impossible), True)
+        elif edv > 0:
+            from_volumes = 100.0 * (edv - esv) / edv
+            if abs(ef - from_volumes) > EF_VOLUME_TOLERANCE:
+                out[str(rec["FileName"])] = (
+                    f"line {i + 2}: EF {ef:g} disagrees with EDV {edv:g} and ESV {esv:g}, which give EF "
+                    f"{from_volumes:.1f}", False)
+    return out
 
 
 def _check_splits(table: pd.DataFrame, path: Path) -> None:
@@ -586,6 +629,7 @@ def _csv_path(path_or_root: str | os.PathLike, default_name: str) -> Path:
 
 def _read_csv_as_text(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     """Read ``path`` with every cell as stripped text and check that ``required`` columns exist."""
+    check_utf8(path)  # names the line of a latin-1 byte, where pandas names a buffer position
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
