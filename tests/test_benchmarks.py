@@ -60,7 +60,7 @@ def test_run_all_only_keeps_the_other_records(run_all):
 
 
 def test_generation_and_preprocess_parse_their_options():
-    for name in ("generation", "preprocess"):
+    for name in ("generation", "preprocess", "realism"):
         namespace = runpy.run_path(str(BENCHMARKS / f"{name}.py"))
         with pytest.raises(SystemExit) as exit_info:
             namespace["main"](["--help"])
