@@ -266,6 +266,8 @@ def _index(index: pd.Index) -> dict:
 
 def _encode(value: Any) -> Any:
     """``value`` as JSON data; TypeError for anything that is not plain data (no objects, no code)."""
+    if isinstance(value, np.generic):  # first: np.float64 is a float too
+        return {"$scalar": _array(np.asarray(value))}
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
@@ -274,8 +276,6 @@ def _encode(value: Any) -> Any:
         return value if math.isfinite(value) else {"$float": repr(value)}
     if value is pd.NA:
         return {"$na": True}
-    if isinstance(value, np.generic):
-        return {"$scalar": _array(np.asarray(value))}
     if isinstance(value, np.ndarray):
         return _array(value)
     if isinstance(value, Path):

@@ -279,8 +279,10 @@ class KeypointToFlowPipeline(_Saved):
     @torch.inference_mode()
     def __call__(self, source_frame, source_keypoints, target_keypoints, *, num_inference_steps: int = 200,
                  generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-                 progress: bool = False) -> np.ndarray:
-        """Flows ``(B, 2, H, W)`` in pixels for frames ``(B, H, W)`` and keypoints ``(B, N, 2)``."""
+                 progress: bool = False, callback: Callable[[], None] | None = None) -> np.ndarray:
+        """Flows ``(B, 2, H, W)`` in pixels for frames ``(B, H, W)`` and keypoints ``(B, N, 2)``.
+
+        ``callback()`` is called after each DDIM step (:class:`KDMPipeline`'s progress bar)."""
         src = _as_batch(source_frame, self.device)
         src_kp, tgt_kp = np.asarray(source_keypoints, np.float32), np.asarray(target_keypoints, np.float32)
         src_kp = src_kp[None] if src_kp.ndim == 2 else src_kp
@@ -299,6 +301,8 @@ class KeypointToFlowPipeline(_Saved):
         for t in self.progress_bar(scheduler.timesteps, not progress):
             out = self.k2f(x, t, embedded=embedded)
             x = scheduler.step(out, t, x).prev_sample
+            if callback is not None:
+                callback()
         return decode_flow(x, cfg.downsample, cfg.flow_scale).cpu().numpy()
 
 
@@ -322,13 +326,14 @@ class FlowToImagePipeline(_Saved):
     def __call__(self, source_frame, target_keypoints, flow, *, k: int = 100, num_inference_steps: int = 200,
                  generator: torch.Generator | None = None,
                  noise: torch.Tensor | None = None, progress: bool = False, mixed_precision: str = "no",
-                 compile: bool = False) -> np.ndarray:
+                 compile: bool = False, callback: Callable[[], None] | None = None) -> np.ndarray:
         """Frames ``(B, H, W)`` in [0, 1]. ``flow`` ``(B, 2, H, W)`` px (zeros for the "w/o K2F" F2I).
 
         ``mixed_precision`` (``"no"``, ``"bf16"``, ``"fp16"``) runs the denoising network under
         autocast (the autoencoder and the DDIM updates stay float32); ``compile`` runs it through
         ``torch.compile`` (compiled once per pipeline; worth it on a GPU, not on a CPU, see
         ``benchmarks/generation.py``). Ψ(condition) is computed once, not at every step.
+        ``callback()`` is called after each DDIM step (:class:`KDMPipeline`'s progress bar).
         """
         if not 0 <= k <= num_inference_steps:
             raise ValueError(f"k must be in 0..num_inference_steps ({num_inference_steps}), got {k}")
@@ -355,6 +360,8 @@ class FlowToImagePipeline(_Saved):
             for t in self.progress_bar(timesteps, not progress):
                 out = denoiser(z, t, embedded=embedded).float()
                 z = scheduler.step(out, t, z).prev_sample
+                if callback is not None:
+                    callback()
         image = self.vae.decode(z / self.vae.config.scaling_factor).sample
         return ((image + 1) / 2).clamp(0, 1)[:, 0].cpu().numpy()
 
@@ -414,6 +421,8 @@ class KDMPipeline(_Saved):
             float32 frames (``benchmarks/generation.py`` measures the difference).
         compile : bool
             ``torch.compile`` the F2I network (first call compiles, about a minute; for GPUs).
+        progress : bool
+            A tqdm bar over every DDIM step of the call (K2F and F2I), with the time left.
         fit_keypoints : bool
             ``False`` (the paper) uses K2F's flow as it is. ``True`` corrects it near the keypoints
             so that it carries every target keypoint exactly onto its source keypoint
@@ -430,24 +439,39 @@ class KDMPipeline(_Saved):
         targets = np.asarray(target_keypoints, np.float32)
         targets = targets[None] if targets.ndim == 2 else targets
         steps = {"num_inference_steps": num_inference_steps}
-        with _autocast(self.device, mixed_precision):
-            flows, gammas = self._flows(src, src_kp, targets, mode, generator, shared_noise, batch_size, steps,
-                                        fit_keypoints)
-        frames = []
-        h, w = src.shape[-2:]
-        d = self.k2f.config.downsample
-        latent_shape = (1, self.vae.config.latent_channels, h // d, w // d)
-        image_noise = _noise(latent_shape, generator, "cpu")
-        for i in self.progress_bar(range(0, len(targets), batch_size), not progress):
-            b = len(targets[i:i + batch_size])
-            noise = image_noise.expand(b, -1, -1, -1) if shared_noise else _noise((b, *latent_shape[1:]), generator, "cpu")
-            frames.append(self.image_pipe(src, targets[i:i + batch_size], flows[i:i + batch_size], k=k, noise=noise,
-                                          mixed_precision=mixed_precision, compile=compile, **steps))
+        batches = -(-len(targets) // batch_size)
+        bar = self._step_bar((1 if mode == "gamma" else batches) * num_inference_steps
+                             + batches * min(max(k, 0), num_inference_steps), not progress)
+        try:
+            with _autocast(self.device, mixed_precision):
+                flows, gammas = self._flows(src, src_kp, targets, mode, generator, shared_noise, batch_size, steps,
+                                            fit_keypoints, callback=bar.update)
+            frames = []
+            h, w = src.shape[-2:]
+            d = self.k2f.config.downsample
+            latent_shape = (1, self.vae.config.latent_channels, h // d, w // d)
+            image_noise = _noise(latent_shape, generator, "cpu")
+            for i in range(0, len(targets), batch_size):
+                b = len(targets[i:i + batch_size])
+                noise = (image_noise.expand(b, -1, -1, -1) if shared_noise
+                         else _noise((b, *latent_shape[1:]), generator, "cpu"))
+                frames.append(self.image_pipe(src, targets[i:i + batch_size], flows[i:i + batch_size], k=k,
+                                              noise=noise, mixed_precision=mixed_precision, compile=compile,
+                                              callback=bar.update, **steps))
+        finally:
+            bar.close()
         return KDMOutput(frames=np.concatenate(frames), flows=flows, gammas=gammas)
+
+    def _step_bar(self, total: int, disable: bool):
+        """One bar over every DDIM step of a call, with the time left (a loop can take minutes)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, disable=disable, leave=False, desc="KDM sampling", unit="step", mininterval=1.0)
 
     def _flows(self, src: np.ndarray, src_kp: np.ndarray, targets: np.ndarray, mode: str,
                generator: torch.Generator | None, shared_noise: bool, batch_size: int,
-               steps: dict, fit_keypoints: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+               steps: dict, fit_keypoints: bool = False,
+               callback: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """K2F flows ``(T, 2, H, W)`` (px) for targets ``(T, N, 2)``, and γ ``(T,)`` in γ mode (else None)."""
         h, w = src.shape[-2:]
         d = self.k2f.config.downsample
@@ -455,7 +479,7 @@ class KDMPipeline(_Saved):
         if mode == "gamma":
             motion = np.nan_to_num(np.linalg.norm(targets - src_kp, axis=-1)).mean(axis=-1)  # (T,)
             ref = targets[int(np.argmax(motion))]
-            flow_ref = self.flow_pipe(src, src_kp, ref, noise=flow_noise, **steps)  # (1, 2, H, W)
+            flow_ref = self.flow_pipe(src, src_kp, ref, noise=flow_noise, callback=callback, **steps)  # (1, 2, H, W)
             if fit_keypoints:
                 flow_ref = fit_flow_to_keypoints(flow_ref, src_kp, ref[None])
             gammas = gamma_from_keypoints(src_kp, targets, ref)
@@ -464,6 +488,6 @@ class KDMPipeline(_Saved):
         for i in range(0, len(targets), batch_size):
             b = len(targets[i:i + batch_size])
             noise = flow_noise.expand(b, -1, -1, -1) if shared_noise else _noise((b, 2, h // d, w // d), generator, "cpu")
-            flow = self.flow_pipe(src, src_kp, targets[i:i + batch_size], noise=noise, **steps)
+            flow = self.flow_pipe(src, src_kp, targets[i:i + batch_size], noise=noise, callback=callback, **steps)
             flows.append(fit_flow_to_keypoints(flow, src_kp, targets[i:i + batch_size]) if fit_keypoints else flow)
         return np.concatenate(flows), None
