@@ -601,9 +601,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from echokdm.runtime import configure_threads
 
     configure_threads()  # fewer torch threads on a busy machine (one line on stderr); OMP_NUM_THREADS wins
-    from echokdm.runtime import configure_threads
-
-    configure_threads()  # fewer torch threads on a busy machine (one line on stderr); OMP_NUM_THREADS wins
     try:
         _resolve_models(args)
         for folder in _output_folders(args):
