@@ -30,6 +30,9 @@ import math
 import numpy as np
 
 __all__ = [
+    "APEX_DIRECTIONS",
+    "ApexDirection",
+    "detect_apex_direction",
     "N_CHORDS",
     "N_KEYPOINTS",
     "CHORD_FRACTIONS",
@@ -38,6 +41,8 @@ __all__ = [
     "boundary_contour",
     "mask_keypoints",
     "keypoints_from_landmarks",
+    "fill_missing_chords",
+    "resolve_apex_direction",
     "keypoints_to_polygon",
     "keypoints_to_mask",
     "tracing_keypoints",
@@ -49,6 +54,8 @@ N_KEYPOINTS = 2 * N_CHORDS
 CHORD_FRACTIONS = ((np.arange(N_CHORDS) + 0.5) / N_CHORDS).astype(np.float64)
 
 _DIRECTIONS = {"up": (0.0, -1.0), "down": (0.0, 1.0), "left": (-1.0, 0.0), "right": (1.0, 0.0)}
+#: Accepted names of ``apex_direction``: ``"auto"`` detects it from the mask(s).
+APEX_DIRECTIONS = ("auto", *_DIRECTIONS)
 
 
 class KeypointError(ValueError):
@@ -73,7 +80,10 @@ class LVGeometry:
         Long-axis length ``L`` in pixels.
     flags : tuple of str
         Observations that did not prevent the keypoints (``"several components"``,
-        ``"holes filled"``, ``"touches border"``, ``"chord missed boundary"``).
+        ``"holes filled"``, ``"touches border"``, ``"border smoothed"``, ``"leak beyond the base
+        cut"``, ``"chord missed boundary"``, ``"apex direction unsure"``).
+    apex_direction : str
+        The apex direction used, by name (``"up"`` …; ``""`` when none was used).
     """
 
     keypoints: np.ndarray
@@ -82,6 +92,7 @@ class LVGeometry:
     basal_centre: np.ndarray
     length: float
     flags: tuple[str, ...] = ()
+    apex_direction: str = ""
 
     @property
     def chord_lengths(self) -> np.ndarray:
@@ -90,12 +101,170 @@ class LVGeometry:
 
 
 # ---------------------------------------------------------------------------------------------
+# apex direction
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ApexDirection:
+    """Where the apex points, detected from the blood-pool mask(s) of a clip.
+
+    Attributes
+    ----------
+    vector : tuple of float
+        Unit ``(dx, dy)`` from the base towards the apex (image ``y`` grows downwards).
+    name : str
+        The nearest of ``"up"``, ``"down"``, ``"left"``, ``"right"`` (what outputs record).
+    confidence : float
+        0 (no idea: a round or symmetric pool) … 1 (every frame an elongated bullet agreeing).
+    unsure : bool
+        ``confidence`` below the threshold of :func:`detect_apex_direction`; ``vector`` is then
+        the fallback (``"up"``, the apical-view convention), and ``reason`` says why.
+    reason : str
+        ``""`` or why the direction is unsure.
+    """
+
+    vector: tuple[float, float]
+    name: str
+    confidence: float
+    unsure: bool = False
+    reason: str = ""
+
+    @property
+    def note(self) -> str:
+        """A flag for outputs: ``""`` when sure, else ``"apex direction unsure (…); assumed up"``."""
+        return f"apex direction unsure ({self.reason}); assumed {self.name}" if self.unsure else ""
+
+
+def _nearest_name(vector) -> str:
+    v = np.asarray(vector, dtype=np.float64)
+    return max(_DIRECTIONS, key=lambda k: float(np.dot(_DIRECTIONS[k], v)))
+
+
+def _apex_vote(binary: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """One mask's vote: unit vector towards the apex and its weight in [0, 1] (None: no pool).
+
+    The LV blood pool is a bullet: blunt and wide at the flat base, tapering to the apex. Along
+    each principal axis (the long axis is usually the major one, but a squat pool's is the minor
+    one) two cues give a signed score: the bluntness of the two ends (width of the outer 15 % of
+    the extent at each end) and the skewness of the pixels' positions (the tail points to the
+    apex). The axis with the clearer score wins; a round or symmetric pool scores about 0 on
+    both and gets no weight.
+    """
+    ys, xs = np.nonzero(binary)
+    if xs.size < 20:
+        return None
+    pts = np.stack([xs, ys], axis=1).astype(np.float64)
+    d = pts - pts.mean(axis=0)
+    _, evecs = np.linalg.eigh(d.T @ d / len(d))
+    best = (0.0, evecs[:, 1])
+    for k in (1, 0):
+        axis, across = evecs[:, k], evecs[:, 1 - k]
+        p, q = d @ axis, d @ across
+        lo, hi = float(p.min()), float(p.max())
+        band = 0.15 * (hi - lo)
+        w_lo = float(np.ptp(q[p <= lo + band])) + 1.0
+        w_hi = float(np.ptp(q[p >= hi - band])) + 1.0
+        blunt = (w_lo - w_hi) / (w_lo + w_hi)  # > 0: the low end is the blunt base, the apex is at +axis
+        skew = float(np.mean((p / max(p.std(), 1e-9)) ** 3))  # > 0: tail (apex) at +axis
+        score = blunt + 0.5 * skew
+        if abs(score) > abs(best[0]):
+            best = (score, axis)
+    score, axis = best
+    weight = min(1.0, max(0.0, (abs(score) - 0.08) / 0.15))
+    return (axis if score > 0 else -axis), weight
+
+
+def detect_apex_direction(masks: np.ndarray, *, min_confidence: float = 0.35,
+                          fallback: str = "up") -> ApexDirection:
+    """The apex direction of a clip, from its LV blood-pool mask(s).
+
+    Each non-empty mask votes with a unit vector along its principal axis towards its tapering
+    end, weighted by how elongated and how clearly bullet-shaped it is (:func:`_apex_vote`); the
+    clip's direction is the weighted mean, so a few leaking or broken frames are outvoted.
+
+    Parameters
+    ----------
+    masks : numpy.ndarray
+        ``(H, W)`` or ``(T, H, W)`` binary masks, 1 = LV blood pool.
+    min_confidence : float
+        Below this confidence (the length of the mean vote, 0 … 1) the direction is ``unsure``
+        and ``fallback`` is returned instead.
+    fallback : {"up", "down", "left", "right"}
+        Direction used when unsure (apical views put the apex up).
+
+    Returns
+    -------
+    ApexDirection
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[0:112, 0:112]
+    >>> mask = ((((xx - 56) / 18) ** 2 + ((yy - 80) / 50) ** 2) < 1) & (yy <= 80)
+    >>> detect_apex_direction(mask).name, detect_apex_direction(mask[::-1]).name
+    ('up', 'down')
+    """
+    arr = np.asarray(masks)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"masks must have shape (H, W) or (T, H, W), got {arr.shape}")
+    total, n = np.zeros(2), 0
+    for mask in arr:
+        vote = _apex_vote(mask.astype(bool))
+        if vote is None:
+            continue
+        vector, weight = vote
+        total += weight * vector
+        n += 1
+    confidence = float(np.linalg.norm(total) / n) if n else 0.0
+    if n and confidence >= min_confidence:
+        vector = total / np.linalg.norm(total)
+        return ApexDirection((float(vector[0]), float(vector[1])), _nearest_name(vector), round(confidence, 3))
+    reason = "no mask to vote" if not n else f"round or symmetric blood pool, confidence {confidence:.2f}"
+    return ApexDirection(_DIRECTIONS[fallback], fallback, round(confidence, 3), True, reason)
+
+
+def resolve_apex_direction(apex_direction, masks: np.ndarray | None = None):
+    """``(vector or None, ApexDirection or None)`` for an ``apex_direction`` argument.
+
+    ``"auto"`` is detected from ``masks`` (:func:`detect_apex_direction`); a name or ``(dx, dy)``
+    is used as given (its ApexDirection has confidence 1); ``None`` stays None.
+    """
+    if apex_direction is None:
+        return None, None
+    if isinstance(apex_direction, str):
+        if apex_direction == "auto":
+            if masks is None:
+                raise ValueError("apex_direction='auto' needs the masks")
+            found = detect_apex_direction(masks)
+            return found.vector, found
+        if apex_direction not in _DIRECTIONS:
+            raise ValueError(f"apex_direction must be one of {list(APEX_DIRECTIONS)} or (dx, dy), "
+                             f"got {apex_direction!r}")
+        vec = _DIRECTIONS[apex_direction]
+        return vec, ApexDirection(vec, apex_direction, 1.0)
+    vec = np.asarray(apex_direction, dtype=np.float64)
+    if vec.shape != (2,) or not np.isfinite(vec).all() or np.linalg.norm(vec) == 0:
+        raise ValueError(f"apex_direction must be one of {list(APEX_DIRECTIONS)} or a non-zero (dx, dy), "
+                         f"got {apex_direction!r}")
+    vec = vec / np.linalg.norm(vec)
+    return (float(vec[0]), float(vec[1])), ApexDirection((float(vec[0]), float(vec[1])), _nearest_name(vec), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
 # boundary
 # ---------------------------------------------------------------------------------------------
 
 
-def _clean_mask(mask: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Binary largest component with holes filled; raises on unusable masks."""
+def _clean_mask(mask: np.ndarray, smooth: bool = True) -> tuple[np.ndarray, list[str]]:
+    """Binary largest component with holes filled and (``smooth``) the border lightly smoothed.
+
+    The smoothing is a morphological opening then closing with the 3x3 cross: it removes
+    one-pixel spurs, notches and bridges (the jagged border of a network's output). It is applied
+    (and flagged) only when it changes more than 2 % of the pool: an already smooth mask is kept
+    exactly as given. Raises on unusable masks.
+    """
     from scipy import ndimage
 
     mask = np.asarray(mask)
@@ -114,10 +283,10 @@ def _clean_mask(mask: np.ndarray) -> tuple[np.ndarray, list[str]]:
     flags = []
     if rows[0] == 0 or cols[0] == 0 or rows[-1] == full.shape[0] - 1 or cols[-1] == full.shape[1] - 1:
         flags.append("touches border")
-    # work on the bounding box (plus a 1 px margin so holes touching it are seen as holes)
-    r0, r1 = max(rows[0] - 1, 0), min(rows[-1] + 2, full.shape[0])
-    c0, c1 = max(cols[0] - 1, 0), min(cols[-1] + 2, full.shape[1])
-    binary = full[r0:r1, c0:c1]
+    # work on the bounding box plus a margin (holes touching it are seen as holes; room for the closing)
+    m = 3
+    r0, c0 = rows[0] - m, cols[0] - m
+    binary = np.pad(full, m)[rows[0]:rows[-1] + 2 * m + 1, cols[0]:cols[-1] + 2 * m + 1]
     labels, n = ndimage.label(binary)
     if n > 1:
         sizes = np.bincount(labels.ravel())[1:]
@@ -127,9 +296,90 @@ def _clean_mask(mask: np.ndarray) -> tuple[np.ndarray, list[str]]:
     n_filled = int(filled.sum() - binary.sum())
     if n_filled:
         flags.append(f"holes filled ({n_filled} px)")
+    if smooth and filled.sum() >= 20:
+        cross = ndimage.generate_binary_structure(2, 1)
+        smoothed = ndimage.binary_closing(ndimage.binary_opening(filled, cross), cross)
+        labels, n = ndimage.label(smoothed)
+        if n > 1:
+            smoothed = labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
+        smoothed = ndimage.binary_fill_holes(smoothed)
+        changed = int((smoothed ^ filled).sum())
+        # a smooth mask (a few corner pixels change) is kept exactly as given
+        if changed > max(6, 0.02 * filled.sum()) and smoothed.sum() >= 0.5 * filled.sum():
+            flags.append(f"border smoothed ({changed} px changed)")
+            filled = smoothed
     out = np.zeros_like(full)
-    out[r0:r1, c0:c1] = filled
+    rr, cc = np.nonzero(filled)
+    rr, cc = rr + r0, cc + c0
+    keep = (rr >= 0) & (rr < full.shape[0]) & (cc >= 0) & (cc < full.shape[1])
+    out[rr[keep], cc[keep]] = True
     return out, flags
+
+
+def _cut_leak(binary: np.ndarray, apex_vector) -> tuple[np.ndarray, str]:
+    """Cut a leak through the mitral valve into the atrium at its neck; ``(mask, flag or "")``.
+
+    A network's LV mask may spill through the open mitral valve into the left atrium: beyond the
+    base the pool narrows at the valve and widens again into the atrium. Along the apex
+    direction the width profile then has a neck (a minimum at most 80 % of the widest part on
+    either side); the mask is cut there, keeping the apical side. A bullet-shaped pool, whose
+    width never widens again towards the base, is returned unchanged.
+    """
+    from scipy import ndimage
+
+    if apex_vector is None:
+        return binary, ""
+    a = np.asarray(apex_vector, dtype=np.float64)
+    a = a / np.linalg.norm(a)
+    ys, xs = np.nonzero(binary)
+    if xs.size < 60:
+        return binary, ""
+    u = xs * a[0] + ys * a[1]  # larger = towards the apex
+    u0 = float(u.min())
+    bins = np.floor(u - u0).astype(int)
+    width = np.bincount(bins).astype(np.float64)  # pixels per 1 px slab ~ width
+    if len(width) < 12:
+        return binary, ""
+    smooth = ndimage.gaussian_filter1d(width, 1.5, mode="nearest")
+    n = len(smooth)
+    best = None
+    # necks in the basal 70 % of the length (from the base end), with at least 4 px beyond them
+    for k in range(4, int(0.7 * n)):
+        if smooth[k] > smooth[k - 1] or smooth[k] > smooth[k + 1]:
+            continue
+        basal_max, apical_max = float(smooth[:k].max()), float(smooth[k + 1:].max())
+        if smooth[k] <= 0.8 * min(basal_max, apical_max) and width[:k].sum() >= 0.04 * width.sum():
+            depth = min(basal_max, apical_max) - smooth[k]
+            if best is None or depth > best[1]:
+                best = (k, depth)
+    if best is None:
+        # a stub: a channel of nearly constant width at the basal end, sharply narrower than the
+        # pool just apical to it (a leak into the valve whose atrial part was lost); a tilted
+        # base widens steadily instead and is left alone
+        for k in range(int(0.3 * n), 2, -1):
+            ahead = float(smooth[k + 1:k + 7].max())
+            stub = width[1:k]
+            if (float(smooth[:k + 1].max()) <= 0.75 * ahead and stub.size >= 2
+                    and float(np.ptp(stub)) <= 0.3 * float(smooth[:k + 1].max())):
+                best = (k, ahead - float(smooth[k]))
+                break
+    if best is None:
+        return binary, ""
+    # cut where the narrowing starts on the apical side of the neck (the valve plane), not in the
+    # middle of the channel
+    k = best[0]
+    apical_max = float(smooth[k + 1:].max())
+    level = smooth[k] + 0.25 * (apical_max - smooth[k])
+    while k + 1 < n and smooth[k + 1] <= level:
+        k += 1
+    cut = u0 + k + 0.5
+    out = binary.copy()
+    out[ys[u < cut], xs[u < cut]] = False
+    labels, count = ndimage.label(out)
+    if count > 1:
+        out = labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
+    removed = int(binary.sum() - out.sum())
+    return out, f"leak beyond the base cut at a neck ({removed} px removed)"
 
 
 def boundary_contour(mask: np.ndarray, sigma: float = 0.7) -> np.ndarray:
@@ -443,38 +693,177 @@ def keypoints_from_landmarks(
     return keypoints.astype(np.float32), annulus, n_missed
 
 
-def _detect_landmarks(mask: np.ndarray, apex_direction, sigma: float, min_area: int):
+def fill_missing_chords(keypoints: np.ndarray, annulus: np.ndarray, apex: np.ndarray,
+                        min_valid: int = 4) -> tuple[np.ndarray, int]:
+    """Recover NaN keypoints from the neighbouring chords on the same wall.
+
+    In the long-axis frame (basal centre to ``apex``) each keypoint is a signed half-width at
+    its chord's fraction ``t_j``; a missing one is interpolated linearly in ``t`` from the valid
+    ones of its side (the apex, half-width 0 at ``t = 1``, closes the apical end; beyond the most
+    basal valid chord the half-width is held). A side with fewer than ``min_valid`` valid
+    keypoints is left as it is.
+
+    Returns
+    -------
+    keypoints : numpy.ndarray
+        ``float32`` ``(40, 2)``.
+    n_filled : int
+        Keypoints recovered.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64).copy()
+    base = np.asarray(annulus, dtype=np.float64).mean(axis=0)
+    axis = np.asarray(apex, dtype=np.float64) - base
+    length = float(np.linalg.norm(axis))
+    if not np.isfinite(length) or length < 1e-6:
+        return kp.astype(np.float32), 0
+    a = axis / length
+    n = np.array([-a[1], a[0]])
+    centres = base + CHORD_FRACTIONS[:, None] * axis
+    filled = 0
+    for idx in (np.arange(N_CHORDS), N_KEYPOINTS - 1 - np.arange(N_CHORDS)):  # left wall, right wall
+        side = kp[idx]
+        ok = np.isfinite(side).all(axis=1)
+        if ok.all() or ok.sum() < min_valid:
+            continue
+        s = (side - centres) @ n  # (20,) signed half-widths
+        t_known = np.concatenate([CHORD_FRACTIONS[ok], [1.0]])
+        s_known = np.concatenate([s[ok], [0.0]])
+        s_new = np.interp(CHORD_FRACTIONS[~ok], t_known, s_known)
+        kp[idx[~ok]] = centres[~ok] + s_new[:, None] * n
+        filled += int((~ok).sum())
+    return kp.astype(np.float32), filled
+
+
+def _principal_landmarks(contour: np.ndarray, binary: np.ndarray, apex_direction) -> tuple:
+    """Hinges and wall of a rough mask from its principal axis (when no clean flat base is found).
+
+    The long axis is the mask's principal axis (its major axis, or ``apex_direction`` when the two
+    differ by more than 35°), pointing to the apex; the basal band is the contour within
+    ``max(2 px, 6 %)`` of the length from the basal end; the hinges are the band's outermost
+    points on either side, moved onto the band's fitted line. Returns ``(h1, h2, wall)`` like
+    :func:`_annulus`.
+    """
+    ys, xs = np.nonzero(binary)
+    pts = np.stack([xs, ys], axis=1).astype(np.float64)
+    d = pts - pts.mean(axis=0)
+    evals, evecs = np.linalg.eigh(d.T @ d / len(d))
+    want = None if apex_direction is None else np.asarray(apex_direction, dtype=np.float64)
+    a = evecs[:, 1]
+    if want is not None:
+        want = want / np.linalg.norm(want)
+        if abs(float(a @ want)) < math.cos(math.radians(35)):
+            a = want
+        elif float(a @ want) < 0:
+            a = -a
+    elif float(np.mean((d @ a / max(float(np.std(d @ a)), 1e-9)) ** 3)) < 0:
+        a = -a  # the tail of the pixel distribution points to the apex
+    n = np.array([-a[1], a[0]])
+    u, v = contour @ a, contour @ n
+    length = float(u.max() - u.min())
+    band = u <= u.min() + max(2.0, 0.06 * length)
+    if band.sum() < 2:
+        raise KeypointError("no flat basal side found (nor a basal end along the principal axis)")
+    i_lo = np.flatnonzero(band)[int(np.argmin(v[band]))]
+    i_hi = np.flatnonzero(band)[int(np.argmax(v[band]))]
+    base_p, base_u = _fit_line(contour[band])
+    h1, h2 = contour[i_lo].copy(), contour[i_hi].copy()
+    for h in (h1, h2):  # project the hinge onto the basal line
+        h[:] = base_p + float((h - base_p) @ base_u) * base_u
+    if np.linalg.norm(h2 - h1) < 2.0:
+        raise KeypointError("no flat basal side found (annulus shorter than 2 px)")
+    # the wall: the contour arc between the hinges that holds the apical end
+    m = len(contour)
+    tip = int(np.argmax(u))
+    arc1 = (i_lo + np.arange(((i_hi - i_lo) % m) + 1)) % m  # i_lo -> i_hi forwards
+    if tip not in set(arc1.tolist()):
+        arc1 = (i_hi + np.arange(((i_lo - i_hi) % m) + 1)) % m
+        h1, h2 = h2, h1
+    wall = np.concatenate([h1[None], contour[arc1[1:-1]], h2[None]])
+    ends = []
+    for hinge, inner in ((wall[0], wall[min(4, len(wall) - 1)]), (wall[-1], wall[max(-5, -len(wall))])):
+        step = hinge - inner
+        ends.append(hinge + 2.0 * step / max(np.linalg.norm(step), 1e-9))
+    return h1, h2, np.concatenate([ends[0][None], wall, ends[1][None]])
+
+
+def _implausible_base(contour: np.ndarray, h1: np.ndarray, h2: np.ndarray, apex_direction) -> str:
+    """Why a flat side found on a rough mask cannot be its base (``""`` when it can)."""
+    centre = (h1 + h2) / 2
+    width = float(np.linalg.norm(h2 - h1))
+    if apex_direction is not None:
+        a = np.asarray(apex_direction, dtype=np.float64)
+        a = a / np.linalg.norm(a)
+        u = contour @ a
+        if float(centre @ a) - float(u.min()) > 0.2 * float(np.ptp(u)):
+            return "the flat side is not at the basal end"
+    else:
+        a = (contour.mean(axis=0) - centre)
+        a = a / max(np.linalg.norm(a), 1e-9)
+    n = np.array([-a[1], a[0]])
+    if width < 0.45 * float(np.ptp(contour @ n)):
+        return f"the flat side is {width:.1f} px, under half the pool's width"
+    return ""
+
+
+def _detect_landmarks(mask: np.ndarray, apex_direction, sigma: float, min_area: int, repair: bool = True,
+                      principal: bool = False):
     """Wall polyline, the two hinge points, the apex and the flags of one mask.
 
-    Shared by :func:`mask_keypoints` and the sequence smoothing of
+    ``apex_direction`` is a ``(dx, dy)`` vector, a name other than ``"auto"``, or None. With
+    ``repair`` the mask is smoothed and a leak into the atrium is cut first (:func:`_clean_mask`,
+    :func:`_cut_leak`), and when the flat basal side cannot be found or is implausible (not at
+    the basal end, or under half the pool's width: a rough border) the hinges come from the
+    principal axis (:func:`_principal_landmarks`), flagged; ``principal`` uses the principal
+    axis straight away (a clip of rough masks: the same method on every frame). Shared by :func:`mask_keypoints` and
     :mod:`echokdm.geometry.temporal`; raises :class:`KeypointError` on unusable masks.
     """
-    binary, flags = _clean_mask(mask)
+    binary, flags = _clean_mask(mask, smooth=repair)
+    if isinstance(apex_direction, str):
+        if apex_direction not in _DIRECTIONS:
+            raise ValueError(f"apex_direction must be one of {list(APEX_DIRECTIONS)} or (dx, dy), got {apex_direction!r}")
+        apex_direction = _DIRECTIONS[apex_direction]
+    if repair:
+        binary, note = _cut_leak(binary, apex_direction)
+        if note:
+            flags.append(note)
     area = int(binary.sum())
     if area < min_area:
         raise KeypointError(f"mask too small for 20 chords ({area} px < min_area={min_area})")
     contour = boundary_contour(binary, sigma=sigma)
-    if isinstance(apex_direction, str):
-        if apex_direction not in _DIRECTIONS:
-            raise ValueError(f"apex_direction must be one of {sorted(_DIRECTIONS)} or (dx, dy), got {apex_direction!r}")
-        apex_direction = _DIRECTIONS[apex_direction]
-    h1, h2, wall = _annulus(contour, apex_direction)
-    if np.linalg.norm(h2 - h1) < 2.0:
-        raise KeypointError("no flat basal side found (annulus shorter than 2 px)")
+    if principal:
+        h1, h2, wall = _principal_landmarks(contour, binary, apex_direction)
+        return wall, h1, h2, _apex_from(contour, h1, h2), flags
+    try:
+        h1, h2, wall = _annulus(contour, apex_direction)
+        if np.linalg.norm(h2 - h1) < 2.0:
+            raise KeypointError("no flat basal side found (annulus shorter than 2 px)")
+        problem = _implausible_base(contour, h1, h2, apex_direction) if repair else ""
+    except KeypointError as exc:
+        if not repair:
+            raise
+        problem = str(exc)
+    if problem:
+        h1, h2, wall = _principal_landmarks(contour, binary, apex_direction)
+        flags.append(f"basal side from the principal axis ({problem})")
+    return wall, h1, h2, _apex_from(contour, h1, h2), flags
+
+
+def _apex_from(contour: np.ndarray, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
     basal_centre = (h1 + h2) / 2
     u = (h2 - h1) / np.linalg.norm(h2 - h1)
     normal = np.array([-u[1], u[0]])
     if np.dot(contour.mean(axis=0) - basal_centre, normal) < 0:
         normal = -normal
-    return wall, h1, h2, _apex(contour, basal_centre, normal), flags
+    return _apex(contour, basal_centre, normal)
 
 
 def mask_keypoints(
     mask: np.ndarray,
     *,
-    apex_direction: str | tuple[float, float] | None = "up",
+    apex_direction: str | tuple[float, float] | None = "auto",
     sigma: float = 0.7,
     min_area: int = 40,
+    repair: bool = True,
 ) -> LVGeometry:
     """The 40 keypoints, annulus, apex and long axis of one LV blood-pool mask.
 
@@ -482,14 +871,20 @@ def mask_keypoints(
     ----------
     mask : numpy.ndarray
         ``(H, W)`` binary mask, 1 = LV blood pool (bool or 0/1 integers).
-    apex_direction : {"up", "down", "left", "right"} or (dx, dy) or None
+    apex_direction : {"auto", "up", "down", "left", "right"} or (dx, dy) or None
         Where the apex roughly points in the image ("up" in apical views with the transducer at
-        the top). Used only to choose between flat sides of similar length; ``None`` takes the
-        longest flat side.
+        the top). ``"auto"`` (default) detects it from the mask's shape
+        (:func:`detect_apex_direction`); when the shape cannot tell (a round pool) "up" is
+        assumed and ``flags`` says so. Used to choose the basal side among the flat sides and
+        to find a leak's neck; ``None`` takes the longest flat side.
     sigma : float
         Boundary smoothing in pixels (:func:`boundary_contour`).
     min_area : int
         Smallest blood pool in pixels from which 20 chords are meaningful.
+    repair : bool
+        Smooth the border lightly and cut a leak into the atrium at its neck before measuring
+        (both flagged when they change the mask noticeably); missing chords are filled from
+        their neighbours along the axis.
 
     Returns
     -------
@@ -499,7 +894,8 @@ def mask_keypoints(
     ------
     KeypointError
         Empty, non-binary or too small mask, or no flat basal side. A chord that misses the
-        boundary does not raise: its keypoint is NaN and ``flags`` says so.
+        boundary does not raise: its keypoint is recovered from the neighbouring chords (or
+        left NaN when too few are left) and ``flags`` says so.
 
     Examples
     --------
@@ -511,11 +907,18 @@ def mask_keypoints(
     >>> bool(geo.keypoints[0, 0] < geo.keypoints[39, 0])  # left wall first
     True
     """
-    wall, h1, h2, apex, flags = _detect_landmarks(mask, apex_direction, sigma, min_area)
+    if np.ndim(mask) != 2:
+        raise KeypointError(f"mask must be 2-D (H, W), got shape {np.shape(mask)}")
+    vector, found = resolve_apex_direction(apex_direction, np.asarray(mask))
+    wall, h1, h2, apex, flags = _detect_landmarks(mask, vector, sigma, min_area, repair)
+    if found is not None and found.unsure:
+        flags.append(found.note)
     basal_centre = (h1 + h2) / 2
     keypoints, annulus, missed = keypoints_from_landmarks(wall, h1, h2, apex, closed=False)
     if missed:
-        flags.append(f"chord missed boundary ({missed} keypoint(s) NaN)")
+        keypoints, filled = fill_missing_chords(keypoints, annulus, apex)
+        flags.append(f"chord missed boundary ({missed} keypoint(s); {filled} recovered from neighbouring chords)"
+                     if filled else f"chord missed boundary ({missed} keypoint(s) NaN)")
     return LVGeometry(
         keypoints=keypoints,
         apex=apex.astype(np.float32),
@@ -523,6 +926,7 @@ def mask_keypoints(
         basal_centre=basal_centre.astype(np.float32),
         length=float(np.linalg.norm(apex - basal_centre)),
         flags=tuple(flags),
+        apex_direction=found.name if found is not None else "",
     )
 
 

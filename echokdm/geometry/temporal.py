@@ -10,6 +10,24 @@ barely moved. :func:`sequence_keypoints` therefore
    ``"nearest"``), so a bad frame neither shifts its neighbours nor gets a guessed value;
 3. recuts the 20 chords of each frame on that frame's own boundary with the smoothed landmarks.
 
+Masks from a segmentation network are not clean, so by default (``repair=True``) it also
+
+* detects the apex direction once per clip (``apex_direction="auto"``,
+  :func:`~echokdm.geometry.keypoints.detect_apex_direction`) and records it;
+* cleans each mask (largest component, holes filled, light morphological smoothing, a leak into
+  the atrium cut at its neck) before measuring;
+* rejects frames whose landmarks jump away from their neighbours' (running median over 5
+  frames: long axis, apex or basal centre off by more than 15 % of the long axis, or the annulus
+  width by 50 %) and gives
+  them, and frames whose landmarks could not be found, the landmarks interpolated in time;
+  their chords are still cut on their own boundary;
+* fills chords that missed the boundary from the neighbouring chords of the same wall;
+* replaces the keypoints of isolated frames whose Simpson volume is off the running median by
+  more than 20 % (a destroyed mask), or that have no boundary at all, by linear interpolation
+  in time between the nearest good frames (gaps of at most ``max_gap_frames``).
+
+Every repair is named in the frame's flags.
+
 The boundary itself is never smoothed in time: the keypoints stay on each frame's blood-pool
 boundary and follow real wall motion; only where along the boundary they sit is stabilised.
 :func:`jitter` gives the figure of merit, the RMS second temporal difference of the keypoints
@@ -25,14 +43,17 @@ import dataclasses
 import numpy as np
 
 from echokdm.geometry.keypoints import (
-    _DIRECTIONS,
     N_KEYPOINTS,
     KeypointError,
+    _clean_mask,
     _detect_landmarks,
+    boundary_contour,
+    fill_missing_chords,
     keypoints_from_landmarks,
+    resolve_apex_direction,
 )
 
-__all__ = ["SequenceKeypoints", "sequence_keypoints", "jitter", "smooth_trajectory"]
+__all__ = ["SequenceKeypoints", "sequence_keypoints", "jitter", "smooth_trajectory", "interpolate_gaps"]
 
 _ON_ERROR = ("nan", "raise")
 
@@ -64,6 +85,12 @@ class SequenceKeypoints:
         (px/frame²): the detection noise that the smoothing removes.
     smooth_sigma_frames : float
         The Gaussian's standard deviation in frames (0 = no smoothing).
+    apex_direction : str
+        The apex direction used for the clip, by name (``"up"`` …; ``""`` when none).
+    apex_note : str
+        ``""``, or why the detected apex direction is unsure (also in every frame's flags).
+    interpolated : numpy.ndarray
+        ``bool`` ``(T,)``: frames whose keypoints were interpolated in time from their neighbours.
     """
 
     keypoints: np.ndarray
@@ -76,6 +103,9 @@ class SequenceKeypoints:
     landmark_jitter_raw: float
     landmark_jitter_smoothed: float
     smooth_sigma_frames: float
+    apex_direction: str = ""
+    apex_note: str = ""
+    interpolated: np.ndarray | None = None
 
     @property
     def valid(self) -> np.ndarray:
@@ -90,20 +120,43 @@ class SequenceKeypoints:
 
 @dataclasses.dataclass
 class _FrameLandmarks:
-    """One frame's boundary (open wall polyline) and raw landmarks, hinges ordered left, right."""
+    """One frame's boundary and raw landmarks, hinges ordered left, right.
+
+    ``wall`` is the open wall polyline (``closed`` False) or, for a frame whose landmarks could
+    not be found, the closed boundary of its cleaned mask (``closed`` True; ``annulus`` and
+    ``apex`` NaN).
+    """
 
     wall: np.ndarray
     annulus: np.ndarray
     apex: np.ndarray
     keypoints: np.ndarray
     flags: list[str]
+    closed: bool = False
 
 
-def _frame_landmarks(mask: np.ndarray, direction, sigma: float, min_area: int) -> _FrameLandmarks:
+def _frame_landmarks(mask: np.ndarray, direction, sigma: float, min_area: int, repair: bool,
+                     principal: bool = False) -> _FrameLandmarks:
     """Boundary, annulus and apex of one mask, as in ``mask_keypoints``; raises KeypointError."""
-    wall, h1, h2, apex, flags = _detect_landmarks(mask, direction, sigma, min_area)
+    wall, h1, h2, apex, flags = _detect_landmarks(mask, direction, sigma, min_area, repair, principal)
     keypoints, annulus, _ = keypoints_from_landmarks(wall, h1, h2, apex, closed=False)
+    if repair:
+        keypoints, _ = fill_missing_chords(keypoints, annulus, apex)
     return _FrameLandmarks(wall, annulus, apex, keypoints, flags)
+
+
+def _boundary_only(mask: np.ndarray, sigma: float, min_area: int) -> _FrameLandmarks | None:
+    """The closed boundary of a mask whose landmarks failed, to cut chords with borrowed landmarks."""
+    try:
+        binary, _ = _clean_mask(mask)
+        if binary.sum() < min_area:
+            return None
+        contour = boundary_contour(binary, sigma=sigma)
+    except KeypointError:
+        return None
+    nan2 = np.full(2, np.nan)
+    return _FrameLandmarks(contour, np.full((2, 2), np.nan), nan2,
+                           np.full((N_KEYPOINTS, 2), np.nan, np.float32), [], closed=True)
 
 
 def smooth_trajectory(values: np.ndarray, sigma_frames: float) -> np.ndarray:
@@ -166,25 +219,120 @@ def jitter(keypoints: np.ndarray) -> float:
     return float(np.sqrt(np.mean(norm**2))) if norm.size else float("nan")
 
 
-def _resolve_direction(apex_direction):
-    if isinstance(apex_direction, str):
-        if apex_direction not in _DIRECTIONS:
-            raise ValueError(f"apex_direction must be one of {sorted(_DIRECTIONS)} or (dx, dy), got {apex_direction!r}")
-        return _DIRECTIONS[apex_direction]
-    return apex_direction
+def interpolate_gaps(values: np.ndarray, max_gap: int, missing: np.ndarray | None = None):
+    """Linear interpolation in time of missing frames in gaps of at most ``max_gap`` frames.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        ``(T, ...)``; a frame is missing where ``missing`` is True (default: any NaN in it).
+    max_gap : int
+        Longest run of missing frames that is filled. A run between two present frames is
+        interpolated linearly; a run at the start or end of the clip takes the nearest present
+        frame. Longer runs stay missing (NaN).
+
+    Returns
+    -------
+    filled : numpy.ndarray
+        ``float64``, same shape.
+    sources : dict
+        ``{frame: (previous, next)}`` for every filled frame (one of them None at a clip end).
+    """
+    v = np.array(values, dtype=np.float64)
+    n = len(v)
+    flat = v.reshape(n, -1)
+    if missing is None:
+        missing = ~np.isfinite(flat).all(axis=1)
+    missing = np.asarray(missing, dtype=bool).copy()
+    flat[missing] = np.nan
+    sources: dict[int, tuple[int | None, int | None]] = {}
+    if max_gap <= 0 or missing.all() or not missing.any():
+        return flat.reshape(v.shape), sources
+    t = 0
+    while t < n:
+        if not missing[t]:
+            t += 1
+            continue
+        end = t
+        while end < n and missing[end]:
+            end += 1
+        prev, nxt = (t - 1 if t > 0 else None), (end if end < n else None)
+        if end - t <= max_gap:
+            for k in range(t, end):
+                if prev is not None and nxt is not None:
+                    w = (k - prev) / (nxt - prev)
+                    flat[k] = (1 - w) * flat[prev] + w * flat[nxt]
+                else:
+                    flat[k] = flat[prev if prev is not None else nxt]
+                sources[k] = (prev, nxt)
+        t = end
+    return flat.reshape(v.shape), sources
 
 
-def _detect_all(masks, direction, sigma, min_area, on_error):
-    """Per-frame landmarks (None for a failed frame) and per-frame flag lists."""
+def _running_median(values: np.ndarray, half: int = 2) -> np.ndarray:
+    """NaN-aware running median along axis 0 over ``2 * half + 1`` frames, the centre left out."""
+    n = len(values)
+    out = np.full(values.shape, np.nan)
+    for t in range(n):
+        idx = [k for k in range(max(0, t - half), min(n, t + half + 1)) if k != t]
+        window = values[idx]
+        ok = np.isfinite(window.reshape(len(idx), -1)).all(axis=1)
+        if ok.sum() >= 2:
+            out[t] = np.median(window[ok], axis=0)
+    return out
+
+
+def _landmark_outliers(apex: np.ndarray, annulus: np.ndarray) -> dict[int, str]:
+    """Frames whose landmarks jump away from their neighbours', with the reason."""
+    base = annulus.mean(axis=1)  # (T, 2)
+    length = np.linalg.norm(apex - base, axis=1)
+    width = np.linalg.norm(annulus[:, 1] - annulus[:, 0], axis=1)
+    med_len, med_width = _running_median(length), _running_median(width)
+    med_apex, med_base = _running_median(apex), _running_median(base)
+    out = {}
+    for t in range(len(apex)):
+        if not (np.isfinite(length[t]) and np.isfinite(med_len[t])):
+            continue
+        tol = max(0.15 * med_len[t], 2.0)
+        if abs(length[t] - med_len[t]) > tol:
+            out[t] = f"long axis {length[t]:.1f} px vs {med_len[t]:.1f} px in the neighbouring frames"
+        elif np.linalg.norm(apex[t] - med_apex[t]) > tol:
+            out[t] = f"apex {np.linalg.norm(apex[t] - med_apex[t]):.1f} px off the neighbouring frames'"
+        elif np.linalg.norm(base[t] - med_base[t]) > tol:
+            out[t] = f"basal centre {np.linalg.norm(base[t] - med_base[t]):.1f} px off the neighbouring frames'"
+        elif np.isfinite(med_width[t]) and abs(width[t] - med_width[t]) > max(0.5 * med_width[t], 3.0):
+            out[t] = f"annulus {width[t]:.1f} px wide vs {med_width[t]:.1f} px in the neighbouring frames"
+    return out
+
+
+def _disc_volume(keypoints: np.ndarray) -> np.ndarray:
+    from echokdm.geometry.volumes import simpson_volume
+
+    return simpson_volume(keypoints)
+
+
+def _volume_outliers(keypoints: np.ndarray, tolerance: float = 0.2) -> dict[int, str]:
+    """Frames whose Simpson volume is off its neighbours' running median by more than ``tolerance``."""
+    v = _disc_volume(keypoints)
+    med = _running_median(v)
+    out = {}
+    for t in range(len(v)):
+        if np.isfinite(v[t]) and np.isfinite(med[t]) and med[t] > 0 and abs(v[t] / med[t] - 1) > tolerance:
+            out[t] = f"volume {100 * (v[t] / med[t] - 1):+.0f} % off the neighbouring frames'"
+    return out
+
+
+def _detect_all(masks, direction, sigma, min_area, on_error, repair, principal=False):
+    """Per-frame landmarks (None for a failed frame without usable boundary) and per-frame flag lists."""
     frames: list[_FrameLandmarks | None] = []
     flags: list[list[str]] = []
     for t, mask in enumerate(masks):
         try:
-            lm = _frame_landmarks(mask, direction, sigma, min_area)
+            lm = _frame_landmarks(mask, direction, sigma, min_area, repair, principal)
         except KeypointError as exc:
             if on_error == "raise":
                 raise KeypointError(f"frame {t}: {exc}") from exc
-            frames.append(None)
+            frames.append(_boundary_only(mask, sigma, min_area) if repair else None)
             flags.append([f"failed: {exc}"])
             continue
         frames.append(lm)
@@ -196,10 +344,12 @@ def sequence_keypoints(
     masks: np.ndarray,
     *,
     smooth_sigma_frames: float = 1.0,
-    apex_direction: str | tuple[float, float] | None = "up",
+    apex_direction: str | tuple[float, float] | None = "auto",
     on_error: str = "nan",
     sigma: float = 0.7,
     min_area: int = 40,
+    repair: bool = True,
+    max_gap_frames: int = 3,
 ) -> SequenceKeypoints:
     """The 40 keypoints of every frame of a mask sequence, with temporally smoothed landmarks.
 
@@ -210,15 +360,23 @@ def sequence_keypoints(
         assumes equal time steps; split a clip at gaps between labelled frames).
     smooth_sigma_frames : float
         Standard deviation in frames of the Gaussian applied to the apex and hinge trajectories
-        (NaN-aware, edge mode ``"nearest"``). ``0`` gives each frame's own landmarks, i.e. the
-        result of :func:`~echokdm.geometry.keypoints.mask_keypoints` per frame.
-    apex_direction : {"up", "down", "left", "right"} or (dx, dy) or None
-        As in :func:`~echokdm.geometry.keypoints.mask_keypoints`.
+        (NaN-aware, edge mode ``"nearest"``). ``0`` (with ``repair=False``) gives each frame's own
+        landmarks, i.e. the result of :func:`~echokdm.geometry.keypoints.mask_keypoints` per frame.
+    apex_direction : {"auto", "up", "down", "left", "right"} or (dx, dy) or None
+        As in :func:`~echokdm.geometry.keypoints.mask_keypoints`; ``"auto"`` (default) detects it
+        once for the whole clip from all its masks (``apex_direction`` and ``apex_note`` of the
+        result say what was found).
     on_error : {"nan", "raise"}
-        A frame whose keypoints cannot be derived (empty, too small, no flat base) gives NaN rows
-        and a ``"failed: <reason>"`` flag, or raises :class:`KeypointError` naming the frame.
+        A frame whose keypoints cannot be derived (empty, too small, no flat base) is repaired
+        (``repair``) or gets NaN rows, with a ``"failed: <reason>"`` flag; or raise
+        :class:`KeypointError` naming the frame.
     sigma, min_area
         Boundary smoothing (px) and smallest blood pool (px), as in ``mask_keypoints``.
+    repair : bool
+        Clean the masks, reject outlier frames, recover missed chords and interpolate bad frames
+        (see the module docstring); ``False`` measures every mask as it is.
+    max_gap_frames : int
+        Longest run of consecutive bad frames that is interpolated in time.
 
     Returns
     -------
@@ -230,26 +388,59 @@ def sequence_keypoints(
     >>> masks = np.stack([((((xx - 32) / (12 - 0.2 * t)) ** 2 + ((yy - 45) / 30) ** 2) < 1) & (yy <= 45)
     ...                   for t in range(6)]).astype(np.uint8)
     >>> seq = sequence_keypoints(masks)
-    >>> seq.keypoints.shape, seq.flags[0]
-    ((6, 40, 2), '')
+    >>> seq.keypoints.shape, seq.flags[0], seq.apex_direction
+    ((6, 40, 2), '', 'up')
     """
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise ValueError(f"masks must have shape (T, H, W), got {masks.shape}")
     if on_error not in _ON_ERROR:
         raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
-    direction = _resolve_direction(apex_direction)
-    frames, flags = _detect_all(masks, direction, sigma, min_area, on_error)
+    direction, found = resolve_apex_direction(apex_direction, masks)
+    apex_note = found.note if found is not None else ""
+    frames, flags = _detect_all(masks, direction, sigma, min_area, on_error, repair)
+    raw, apex, annulus = _landmark_arrays(frames)
+    outliers = _landmark_outliers(apex, annulus) if repair else {}
+    rough_note = ""
+    if repair:
+        n_present = sum(1 for m in masks if m.any())
+        n_rough = sum(1 for t, f in enumerate(flags) if t in outliers or any(
+            x.startswith(("failed: no flat", "basal side from the principal axis")) for x in f))
+        if n_present and n_rough > 0.25 * n_present:
+            # rough masks: one method for every frame, so that the landmarks are consistent in time
+            rough_note = (f"rough masks ({n_rough} of {n_present} frames without a clean flat base): basal side "
+                          "from the principal axis on every frame")
+            frames, flags = _detect_all(masks, direction, sigma, min_area, on_error, repair, principal=True)
+            raw, apex, annulus = _landmark_arrays(frames)
+            outliers = _landmark_outliers(apex, annulus)
     n = len(frames)
-    raw = np.full((n, N_KEYPOINTS, 2), np.nan, dtype=np.float32)
-    apex = np.full((n, 2), np.nan)
-    annulus = np.full((n, 2, 2), np.nan)
-    for t, lm in enumerate(frames):
-        if lm is not None:
-            raw[t], apex[t], annulus[t] = lm.keypoints, lm.apex, lm.annulus
-    apex_s = smooth_trajectory(apex, smooth_sigma_frames)
-    annulus_s = smooth_trajectory(annulus, smooth_sigma_frames)
-    keypoints = _recut(frames, apex_s, annulus_s, flags)
+    if repair:
+        for t, reason in outliers.items():
+            flags[t].append(f"outlier landmarks ({reason}): landmarks interpolated")
+            apex[t], annulus[t] = np.nan, np.nan
+        # landmarks may be borrowed over longer gaps than keypoints: the chords are still cut on
+        # each frame's own boundary
+        apex_f, filled = interpolate_gaps(apex, 3 * max_gap_frames)
+        annulus_f, _ = interpolate_gaps(annulus, 3 * max_gap_frames)
+        for t in filled:
+            if frames[t] is not None and not any("outlier landmarks" in f for f in flags[t]):
+                flags[t].append("landmarks interpolated from the neighbouring frames")
+    else:
+        apex_f, annulus_f = apex, annulus
+    apex_s = smooth_trajectory(apex_f, smooth_sigma_frames)
+    annulus_s = smooth_trajectory(annulus_f, smooth_sigma_frames)
+    keypoints = _recut(frames, apex_s, annulus_s, flags, repair)
+    interpolated = np.zeros(n, dtype=bool)
+    if repair:
+        keypoints, interpolated = _repair_frames(keypoints, frames, flags, max_gap_frames)
+    for note in (rough_note, apex_note):
+        if note:
+            for f in flags:
+                f.append(note)
+    # a frame that got keypoints after all is no longer "failed": name the repair instead
+    for t in range(n):
+        if np.isfinite(keypoints[t]).all():
+            flags[t] = [f.replace("failed: ", "recovered: ", 1) if f.startswith("failed: ") else f for f in flags[t]]
     return SequenceKeypoints(
         keypoints=keypoints,
         apex=apex_s.astype(np.float32),
@@ -261,21 +452,57 @@ def sequence_keypoints(
         landmark_jitter_raw=jitter(np.concatenate([apex[:, None], annulus], axis=1)),  # (T, 3, 2)
         landmark_jitter_smoothed=jitter(np.concatenate([apex_s[:, None], annulus_s], axis=1)),
         smooth_sigma_frames=float(smooth_sigma_frames),
+        apex_direction=found.name if found is not None else "",
+        apex_note=apex_note,
+        interpolated=interpolated,
     )
 
 
-def _recut(frames, apex_s: np.ndarray, annulus_s: np.ndarray, flags: list[list[str]]) -> np.ndarray:
+def _landmark_arrays(frames):
+    """Raw keypoints ``(T, 40, 2)``, apex ``(T, 2)`` and annulus ``(T, 2, 2)`` (NaN where missing)."""
+    n = len(frames)
+    raw = np.full((n, N_KEYPOINTS, 2), np.nan, dtype=np.float32)
+    apex = np.full((n, 2), np.nan)
+    annulus = np.full((n, 2, 2), np.nan)
+    for t, lm in enumerate(frames):
+        if lm is not None:
+            raw[t], apex[t], annulus[t] = lm.keypoints, lm.apex, lm.annulus
+    return raw, apex, annulus
+
+
+def _repair_frames(keypoints: np.ndarray, frames, flags: list[list[str]], max_gap: int):
+    """Interpolate in time the keypoints of frames without keypoints or with an outlier volume."""
+    bad = ~np.isfinite(keypoints).all(axis=(1, 2))
+    good_kp = np.where(bad[:, None, None], np.nan, keypoints)
+    for t, reason in _volume_outliers(good_kp).items():
+        flags[t].append(f"outlier frame ({reason})")
+        bad[t] = True
+    filled, sources = interpolate_gaps(keypoints, max_gap, missing=bad)
+    interpolated = np.zeros(len(keypoints), dtype=bool)
+    for t, (prev, nxt) in sources.items():
+        where = " and ".join(str(k) for k in (prev, nxt) if k is not None)
+        flags[t].append(f"keypoints interpolated from frame(s) {where}")
+        interpolated[t] = True
+    return filled.astype(np.float32), interpolated
+
+
+def _recut(frames, apex_s: np.ndarray, annulus_s: np.ndarray, flags: list[list[str]], repair: bool = False) -> np.ndarray:
     """Chords of each frame's own wall with the smoothed landmarks; ``float32`` ``(T, 40, 2)``."""
     out = np.full((len(frames), N_KEYPOINTS, 2), np.nan, dtype=np.float32)
     for t, lm in enumerate(frames):
-        if lm is None:
+        if lm is None or not np.isfinite(apex_s[t]).all() or not np.isfinite(annulus_s[t]).all():
             continue
         try:
-            kp, _, missed = keypoints_from_landmarks(lm.wall, annulus_s[t, 0], annulus_s[t, 1], apex_s[t], closed=False)
+            kp, annulus, missed = keypoints_from_landmarks(lm.wall, annulus_s[t, 0], annulus_s[t, 1], apex_s[t],
+                                                           closed=lm.closed)
         except KeypointError as exc:  # pragma: no cover - smoothed apex on the basal centre
             flags[t].append(f"failed: {exc}")
             continue
         if missed:
-            flags[t].append(f"chord missed boundary ({missed} keypoint(s) NaN)")
+            filled = 0
+            if repair:
+                kp, filled = fill_missing_chords(kp, annulus, apex_s[t])
+            flags[t].append(f"chord missed boundary ({missed} keypoint(s); {filled} recovered from neighbouring "
+                            "chords)" if filled else f"chord missed boundary ({missed} keypoint(s) NaN)")
         out[t] = kp
     return out

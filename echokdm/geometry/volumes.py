@@ -9,6 +9,7 @@ the keypoints alone (least-squares slope of the midpoints against ``t_j``).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -82,11 +83,14 @@ class CardiacCycle:
     Attributes
     ----------
     ed_frames, es_frames : numpy.ndarray
-        Frame indices, one pair per beat (ED precedes its ES).
+        Frame indices, one pair per accepted beat (ED precedes its ES).
     edv, esv, ef : numpy.ndarray
-        Per beat: volumes (units of the input) and EF in percent.
+        Per accepted beat: volumes (units of the input) and EF in percent.
     flags : tuple of str
-        E.g. ``"no complete beat: EF from the curve's max and min"``.
+        E.g. ``"no complete beat: EF from the curve's max and min"``, and one
+        ``"rejected beat ED a -> ES b: <reason>"`` per rejected candidate.
+    rejected : tuple of (int, int, str)
+        ``(ed, es, reason)`` of every candidate beat that failed a physiological limit.
     """
 
     ed_frames: np.ndarray
@@ -95,6 +99,7 @@ class CardiacCycle:
     esv: np.ndarray
     ef: np.ndarray
     flags: tuple[str, ...] = ()
+    rejected: tuple[tuple[int, int, str], ...] = ()
 
     @property
     def ef_mean(self) -> float:
@@ -106,24 +111,59 @@ class CardiacCycle:
         return int(len(self.ef))
 
 
+def _refine(curve: np.ndarray, i: int, radius: int, lo: int, hi: int, pick) -> int:
+    """Index of ``pick`` (argmax/argmin) of ``curve`` within ``radius`` of ``i``, inside [lo, hi]."""
+    a, b = max(lo, i - radius), min(hi, i + radius)
+    if b < a:
+        return i
+    return a + int(pick(curve[a:b + 1]))
+
+
 def cardiac_cycle(
-    volumes: np.ndarray, fps: float | None = None, *, min_cycle_s: float = 0.35, min_prominence: float = 0.15
+    volumes: np.ndarray,
+    fps: float | None = None,
+    *,
+    heart_rate_bpm: tuple[float, float] = (30.0, 200.0),
+    min_systole_s: float = 0.1,
+    min_prominence: float = 0.15,
+    smooth_s: float = 0.02,
+    min_cycle_s: float | None = None,
 ) -> CardiacCycle:
     """Find end-diastole and end-systole per beat from a volume curve, and the EF of each beat.
 
-    End-systoles are the curve's minima (peak finding on ``-volumes``) separated by at least
-    ``min_cycle_s`` seconds (a heart rate below 170 bpm) and standing out by at least
-    ``min_prominence`` of the curve's range; each beat's end-diastole is the largest volume
-    since the previous end-systole (or the clip start). A clip without an interior minimum
-    (less than one beat) falls back to the curve's maximum before its minimum, and says so.
+    The curve (NaN frames interpolated) is smoothed with a Gaussian of ``smooth_s`` seconds to
+    find the extremes without chasing noise; each extreme is then placed on the largest (ED) or
+    smallest (ES) volume of the unsmoothed curve within the same ``smooth_s`` neighbourhood, and
+    EDV/ESV are read there. End-systoles are the smoothed curve's minima standing out by at least
+    ``min_prominence`` of its range and at least one shortest beat apart (``60 /
+    heart_rate_bpm[1]`` s); each beat's end-diastole is the largest volume since the previous
+    end-systole, at most one longest beat (``60 / heart_rate_bpm[0]`` s) before its own.
+
+    Physiological limits reject a candidate beat, with the reason recorded in ``rejected`` and
+    ``flags``, instead of averaging it into the EF: systole (ED to ES) shorter than
+    ``min_systole_s`` or longer than 60 % of the longest beat, or an ED volume not above the ES
+    volume. A clip without an interior minimum (less than one beat) falls back to the curve's
+    maximum before its minimum, under the same limits, and says so.
 
     Parameters
     ----------
     volumes : numpy.ndarray
-        ``(T,)`` volumes; NaN frames are ignored (interpolated for peak finding).
+        ``(T,)`` volumes; NaN frames are ignored (interpolated).
     fps : float, optional
-        Frame rate; without it beats are assumed at least ``T / 8`` frames apart.
+        Frame rate; without it beats are assumed at least ``T / 8`` frames apart, the systole at
+        least 2 frames long, and there is no smoothing.
+    heart_rate_bpm : (float, float)
+        Slowest and fastest plausible heart rate.
+    min_systole_s : float
+        Shortest plausible ED-to-ES time.
+    min_prominence : float
+        Smallest drop of an ES below its surroundings, as a fraction of the curve's range.
+    smooth_s : float
+        Gaussian smoothing for finding the extremes, in seconds (0 = none).
+    min_cycle_s : float, optional
+        Overrides ``60 / heart_rate_bpm[1]`` as the shortest beat (kept for older callers).
     """
+    from scipy.ndimage import gaussian_filter1d
     from scipy.signal import find_peaks
 
     v = np.asarray(volumes, dtype=np.float64)
@@ -132,30 +172,67 @@ def cardiac_cycle(
     good = np.isfinite(v)
     if good.sum() < 3:
         raise ValueError("volumes has fewer than 3 finite values")
-    t = np.arange(len(v))
+    slow, fast = (float(x) for x in heart_rate_bpm)
+    if not 0 < slow < fast:
+        raise ValueError(f"heart_rate_bpm must be (slowest, fastest) with 0 < slowest < fastest, got {heart_rate_bpm}")
+    n = len(v)
+    t = np.arange(n)
     filled = np.interp(t, t[good], v[good])
     span = float(filled.max() - filled.min())
-    distance = max(1, int(round(min_cycle_s * fps))) if fps else max(1, len(v) // 8)
-    flags: list[str] = []
     if span <= 0:
         return CardiacCycle(*(np.array([], dtype=int),) * 2, *(np.array([]),) * 3, flags=("flat volume curve",))
-    troughs, _ = find_peaks(-filled, distance=distance, prominence=min_prominence * span)
-    ed, es = [], []
+    if fps:
+        shortest = min_cycle_s if min_cycle_s is not None else 60.0 / fast
+        distance = max(1, int(round(shortest * fps)))
+        longest = max(distance + 1, int(round(60.0 / slow * fps)))
+        min_sys = max(1, int(math.ceil(min_systole_s * fps - 1e-9)))
+        max_sys = max(min_sys + 1, int(round(0.6 * 60.0 / slow * fps)))
+        radius = max(1, int(round(smooth_s * fps)))
+        sigma = smooth_s * fps
+        smooth = gaussian_filter1d(filled, sigma, mode="nearest") if sigma > 0.3 else filled
+    else:
+        distance, longest, min_sys, max_sys, radius = max(1, n // 8), n, 2, n, 1
+        smooth = filled
+    troughs, _ = find_peaks(-smooth, distance=distance, prominence=min_prominence * span)
+    ed, es, rejected, flags = [], [], [], []
+
+    def check(i: int, k: int) -> str:
+        dur = k - i
+        unit = f"{dur / fps:.2f} s" if fps else f"{dur} frame(s)"
+        if dur < min_sys:
+            return f"systole {unit} is shorter than {min_systole_s:g} s" if fps else f"systole {unit} is too short"
+        if dur > max_sys:
+            return f"systole {unit} is longer than a {slow:g} bpm beat allows"
+        if not filled[i] > filled[k]:
+            return "ED volume not above ES volume"
+        return ""
+
     start = 0
-    for k in troughs:
-        i = start + int(np.argmax(filled[start : k + 1]))
-        if i < k and filled[i] > filled[k]:
+    for k0 in troughs:
+        k = _refine(filled, int(k0), radius, start, n - 1, np.argmin)
+        lo = max(start, k - longest)
+        i0 = lo + int(np.argmax(smooth[lo : k + 1]))
+        i = _refine(filled, i0, radius, lo, k, np.argmax)
+        reason = check(i, k)
+        if reason:
+            rejected.append((i, k, reason))
+        else:
             ed.append(i)
-            es.append(int(k))
-        start = int(k)
-    if not es:
+            es.append(k)
+        start = k
+    if not es and not rejected:
         k = int(np.argmin(filled))
         i = int(np.argmax(filled[: k + 1]))
-        if i < k:
+        reason = check(i, k) if i < k else "no end-systole after an end-diastole in the clip"
+        if reason:
+            rejected.append((i, k, reason))
+        else:
             ed, es = [i], [k]
             flags.append("no complete beat: EF from the largest volume before the smallest")
-        else:
-            flags.append("no end-systole after an end-diastole in the clip")
+    for i, k, reason in rejected:
+        flags.append(f"rejected beat ED {i} -> ES {k}: {reason}")
+    if not es and not flags:
+        flags.append("no end-systole after an end-diastole in the clip")
     ed_a, es_a = np.array(ed, dtype=int), np.array(es, dtype=int)
     edv, esv = filled[ed_a], filled[es_a]
-    return CardiacCycle(ed_a, es_a, edv, esv, 100.0 * (edv - esv) / edv, tuple(flags))
+    return CardiacCycle(ed_a, es_a, edv, esv, 100.0 * (edv - esv) / edv, tuple(flags), tuple(rejected))
