@@ -13,6 +13,7 @@ Notebooks call only the public API of echokdm: no logic lives here that the pack
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -23,31 +24,22 @@ HERE = Path(__file__).resolve().parent
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 PARAMETERS_TAG = "parameters"
 
-# The output-folder block every notebook runs after its parameters: a fresh OUT, and nothing
-# deleted outside notebook_outputs/.
+# The output-folder block every notebook runs after its parameters (echokdm.notebook.output_folder):
+# its own folder per notebook and QUICK, emptied on a rerun; a folder it did not make is never touched.
 _PREPARE_OUT = '''
-OUT = Path(OUT)
-if OUT.exists():
-    if not OVERWRITE:
-        raise FileExistsError(f"{OUT.resolve()}: exists from an earlier run; set OVERWRITE = True to replace it, "
-                              "or choose another OUT")
-    # OVERWRITE deletes a whole folder, so only one of the notebooks' own output folders
-    if "notebook_outputs" not in OUT.resolve().parts:
-        raise ValueError(f"{OUT.resolve()}: OVERWRITE deletes only folders under notebook_outputs/; "
-                         "delete this folder yourself or choose another OUT")
-    shutil.rmtree(OUT)
-(OUT / "figures").mkdir(parents=True)
+from echokdm.notebook import output_folder
+
+OUT = output_folder("{notebook}", quick=QUICK, out=OUT)  # the notebook's own folder, emptied by a rerun
+(OUT / "figures").mkdir()
 '''.strip()
 
-_SNIPPETS = {"# <prepare OUT>": _PREPARE_OUT}
+_PREPARE_MARK = re.compile(r"# <prepare OUT: (\w+)>")
 
 
 def _text(source: str) -> str:
     """Dedented source with the shared snippets filled in."""
     text = textwrap.dedent(source).strip("\n")
-    for marker, snippet in _SNIPPETS.items():
-        text = text.replace(marker, snippet)
-    return text
+    return _PREPARE_MARK.sub(lambda m: _PREPARE_OUT.replace("{notebook}", m.group(1)), text)
 
 
 def md(source: str):
@@ -100,8 +92,8 @@ def quickstart() -> list:
         GPU, under a minute with `QUICK = True`. The packaged checkpoints must be installed (see
         `echokdm.pretrained`); or point `PIPELINE` / `SEGMENTATION` at your own folders.
 
-        Everything is written under `OUT` (default `notebook_outputs/01_quickstart/` next to this
-        notebook). Conventions: frames are `float32` in [0, 1], keypoints are `(x, y)` pixels
+        Everything is written under `OUT` (default `notebook_outputs/01_quickstart-full/` next to this
+        notebook, `-quick` with `QUICK = True`; a rerun replaces it). Conventions: frames are `float32` in [0, 1], keypoints are `(x, y)` pixels
         (x = column, y = row), volumes are in mL.
         """),
         parameters("""
@@ -115,12 +107,11 @@ def quickstart() -> list:
         STEPS = 200          # DDIM steps (the paper's 200)
         K = 100              # F2I starts from the warped source noised to step K of STEPS
         SEED = 0             # seed of the generation noise: same seed, same loop
-        OUT = "notebook_outputs/01_quickstart"
-        OVERWRITE = False    # True: delete OUT first (only allowed under notebook_outputs/)
+        OUT = None           # None: notebook_outputs/01_quickstart-quick or -full (by QUICK), replaced
+                             #   by a rerun; or a new or empty folder of yours (never overwritten)
         """),
         code("""
         %matplotlib inline
-        import shutil
         import warnings
         from pathlib import Path
 
@@ -137,7 +128,7 @@ def quickstart() -> list:
             FPS, STEPS, K = min(FPS, 10.0), min(STEPS, 4), min(K, 2)
         DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
-        # <prepare OUT>
+        # <prepare OUT: 01_quickstart>
         print(f"echokdm {echokdm.__version__} on {DEVICE}; packaged checkpoints: {available() or 'none'}")
         print(f"outputs in {OUT.resolve()}")
         """),
@@ -391,7 +382,8 @@ def keypoints_and_ef() -> list:
            (Bland–Altman), for masks on every frame (NIfTI) and for EchoNet's two traced frames.
 
         **Run time**: about 1 minute on a laptop CPU with the defaults; seconds with `QUICK = True`. No
-        model is needed. Outputs go under `OUT` (default `notebook_outputs/02_keypoints_and_ef/`).
+        model is needed. Outputs go under `OUT` (default `notebook_outputs/02_keypoints_and_ef-full/`, or
+        `-quick`; a rerun replaces it).
         The same from a terminal: `echokdm keypoints MANIFEST -o keypoints.parquet` and `echokdm ef MANIFEST -o DIR`.
         """),
         parameters("""
@@ -401,12 +393,11 @@ def keypoints_and_ef() -> list:
         FPS = 50.0         # frames per second
         N_BEATS = 2.0      # clip length in heart beats
         SEED = 3           # phantom cohort seed: the same seed gives the same patients
-        OUT = "notebook_outputs/02_keypoints_and_ef"
-        OVERWRITE = False  # True: delete OUT first (only allowed under notebook_outputs/)
+        OUT = None         # None: notebook_outputs/02_keypoints_and_ef-quick or -full (by QUICK), replaced
+                           #   by a rerun; or a new or empty folder of yours (never overwritten)
         """),
         code("""
         %matplotlib inline
-        import shutil
         from pathlib import Path
 
         import matplotlib.pyplot as plt
@@ -417,7 +408,7 @@ def keypoints_and_ef() -> list:
         if QUICK:
             N_PATIENTS, SIZE, FPS = min(N_PATIENTS, 3), min(SIZE, 64), min(FPS, 25.0)
 
-        # <prepare OUT>
+        # <prepare OUT: 02_keypoints_and_ef>
         print(f"outputs in {OUT.resolve()}")
         """),
         md("""
@@ -603,7 +594,8 @@ def train_and_evaluate() -> list:
         **Run time**: about 20 minutes on a laptop CPU with the defaults (a 64 px KDM, 600 steps per stage:
         far from the paper's quality); about a minute with `QUICK = True` (a 32 px KDM trained for a few
         steps, which only shows the workflow). For the full 112 px model use `configs/echo/kdm_112.yaml`
-        (`echokdm train kdm`). Outputs go under `OUT` (default `notebook_outputs/03_train_and_evaluate/`).
+        (`echokdm train kdm`). Outputs go under `OUT` (default `notebook_outputs/03_train_and_evaluate-full/`,
+        or `-quick`; a rerun replaces it).
         """),
         parameters("""
         QUICK = False         # True: a tiny 32 px KDM and a 5-patient cohort (CI; shows the workflow only)
@@ -618,14 +610,13 @@ def train_and_evaluate() -> list:
         MAX_TARGETS = 6       # target frames per test clip (ES always included)
         LPIPS_NETS = ("alex", "vgg")  # LPIPS variants; () skips LPIPS
         LPIPS_BACKBONE = None # folder of alexnet_features.pth / vgg16_features.pth; None: $ECHOKDM_LPIPS_WEIGHTS,
-                              # else torchvision downloads them
+                              # else torchvision's cache or download, else LPIPS is left out with a note
         SEED = 0              # cohort and evaluation seed
-        OUT = "notebook_outputs/03_train_and_evaluate"
-        OVERWRITE = False     # True: delete OUT first (only allowed under notebook_outputs/)
+        OUT = None            # None: notebook_outputs/03_train_and_evaluate-quick or -full (by QUICK), replaced
+                              #   by a rerun; or a new or empty folder of yours (never overwritten)
         """),
         code("""
         %matplotlib inline
-        import shutil
         from pathlib import Path
 
         import matplotlib.pyplot as plt
@@ -637,7 +628,7 @@ def train_and_evaluate() -> list:
             N_PATIENTS, SIZE, FPS, N_BEATS = 5, 32, 20.0, 1.3
             TRAIN_STEPS, BATCH_SIZE, STEPS, K, MAX_TARGETS = 10, 4, 4, 2, 4
 
-        # <prepare OUT>
+        # <prepare OUT: 03_train_and_evaluate>
         print(f"outputs in {OUT.resolve()}")
         """),
         md("""
@@ -810,7 +801,7 @@ def synthetic_cohort() -> list:
         (about 2 on average with the demo checkpoint), so count up to twice that. About a minute on a GPU,
         under a minute with `QUICK = True`. Needs the packaged
         `kdm_phantom_112` (or your own `PIPELINE`). Outputs go under `OUT` (default
-        `notebook_outputs/04_synthetic_cohort/`).
+        `notebook_outputs/04_synthetic_cohort-full/`, or `-quick`; a rerun replaces it).
         """),
         parameters("""
         QUICK = False               # True: 2 patients, 4 loops, few frames and DDIM steps (CI; shows the workflow only)
@@ -830,12 +821,11 @@ def synthetic_cohort() -> list:
         STEPS = 200                 # DDIM steps
         K = 100                     # F2I start step
         SEED = 0                    # generation seed: the same seed gives the same cohort
-        OUT = "notebook_outputs/04_synthetic_cohort"
-        OVERWRITE = False           # True: delete OUT first (only allowed under notebook_outputs/)
+        OUT = None                  # None: notebook_outputs/04_synthetic_cohort-quick or -full (by QUICK), replaced
+                                    #   by a rerun; or a new or empty folder of yours (never overwritten)
         """),
         code("""
         %matplotlib inline
-        import shutil
         from pathlib import Path
 
         import matplotlib.pyplot as plt
@@ -850,7 +840,7 @@ def synthetic_cohort() -> list:
             N_PATIENTS, N_LOOPS, FPS, STEPS, K = min(N_PATIENTS, 2), min(N_LOOPS, 4), min(FPS, 10.0), 4, 2
         DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
-        # <prepare OUT>
+        # <prepare OUT: 04_synthetic_cohort>
         print(f"outputs in {OUT.resolve()}; packaged checkpoints: {available() or 'none'}")
         """),
         code("""

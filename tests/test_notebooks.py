@@ -98,8 +98,10 @@ def test_stored_notebooks_are_the_built_ones_without_outputs():
         assert stored.metadata.kernelspec.name == "python3"
         assert stored.cells[0].cell_type == "markdown" and "Run time" in stored.cells[0].source
         assert stored.cells[1] is _parameters_cell(stored), f"{stem}: the second cell holds the parameters"
-        assert {"QUICK", "OUT", "OVERWRITE"} <= _assigned_names(stored.cells[1].source)
-        assert '"notebook_outputs/' in stored.cells[1].source
+        assert {"QUICK", "OUT"} <= _assigned_names(stored.cells[1].source)
+        assert "OVERWRITE" not in _assigned_names(stored.cells[1].source)  # a rerun needs no flag
+        assert "OUT = None" in stored.cells[1].source
+        assert f'output_folder("{stem}", quick=QUICK, out=OUT)' in "".join(c.source for c in stored.cells)
         for cell in stored.cells:
             if cell.cell_type == "code":
                 assert cell.outputs == [] and cell.execution_count is None, f"{stem}: stored with outputs"
@@ -121,27 +123,6 @@ def test_notebooks_use_only_public_names():
                     assert not any(part.startswith("_") for n in names for part in n.split(".")), (stem, names)
 
 
-def test_overwrite_is_refused_without_the_parameter_and_outside_notebook_outputs(tmp_path):
-    """The output-folder block: an existing OUT is an error unless OVERWRITE, and OVERWRITE deletes only
-    folders under notebook_outputs/."""
-    nb = nbformat.read(NOTEBOOKS / "02_keypoints_and_ef.ipynb", as_version=4)
-    block = next(c.source for c in nb.cells if "shutil.rmtree(OUT)" in c.source)
-    block = block[block.index("OUT = Path(OUT)"):].split("\nprint(")[0]
-    namespace = {"Path": Path, "shutil": __import__("shutil")}
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "keep.txt").write_text("user data")
-    with pytest.raises(FileExistsError, match="OVERWRITE"):
-        exec(block, {**namespace, "OUT": str(mine), "OVERWRITE": False})  # noqa: S102 - the notebook's own code
-    with pytest.raises(ValueError, match="notebook_outputs"):
-        exec(block, {**namespace, "OUT": str(mine), "OVERWRITE": True})  # noqa: S102
-    assert (mine / "keep.txt").read_text() == "user data"
-    ours = tmp_path / "notebook_outputs" / "02"
-    (ours / "old").mkdir(parents=True)
-    exec(block, {**namespace, "OUT": str(ours), "OVERWRITE": True})  # noqa: S102
-    assert sorted(p.name for p in ours.iterdir()) == ["figures"]
-
-
 @pytest.mark.slow
 def test_01_quickstart(tmp_path, tiny_models):
     from echokdm.generation.export import read_keypoints_csv
@@ -155,7 +136,7 @@ def test_01_quickstart(tmp_path, tiny_models):
         pipeline, segmentation = tiny_models
         nb = _execute("01_quickstart", tmp_path, QUICK=True, PIPELINE=str(pipeline), SEGMENTATION=str(segmentation),
                       SIZE=SIZE)
-    out = tmp_path / "notebook_outputs" / "01_quickstart"
+    out = tmp_path / "notebook_outputs" / "01_quickstart-quick"
     truth = pd.read_csv(out / "phantom" / "ground_truth.csv").iloc[0]
     ed = [int(f) for f in truth["ed_frames"].split()]
     new_ef_frames = round(60.0 / truth["heart_rate_bpm"] * truth["fps"])
@@ -180,7 +161,7 @@ def test_01_quickstart(tmp_path, tiny_models):
 @pytest.mark.slow
 def test_02_keypoints_and_ef(tmp_path):
     nb = _execute("02_keypoints_and_ef", tmp_path, QUICK=True)
-    out = tmp_path / "notebook_outputs" / "02_keypoints_and_ef"
+    out = tmp_path / "notebook_outputs" / "02_keypoints_and_ef-quick"
     clips = pd.read_csv(out / "ef_clips.csv")
     assert sorted(clips["dataset"].unique()) == ["phantom-echonet", "phantom-nifti"]
     assert (clips.groupby("dataset").size() == 3).all()  # QUICK: 3 patients, each read from both formats
@@ -200,7 +181,7 @@ def test_03_train_and_evaluate(tmp_path):
     lpips = {"LPIPS_NETS": ("alex",), "LPIPS_BACKBONE": str(LPIPS_WEIGHTS)} if LPIPS_WEIGHTS.is_dir() \
         else {"LPIPS_NETS": ()}
     nb = _execute("03_train_and_evaluate", tmp_path, QUICK=True, **lpips)
-    out = tmp_path / "notebook_outputs" / "03_train_and_evaluate"
+    out = tmp_path / "notebook_outputs" / "03_train_and_evaluate-quick"
     for folder in ("pipeline", "pipeline_noflow"):
         assert (out / "run" / folder / "kdm_pipeline.json").is_file(), folder
     table3 = (out / "evaluation" / "table3.md").read_text()
@@ -224,7 +205,7 @@ def test_04_synthetic_cohort(tmp_path, tiny_models):
     pipeline, _ = tiny_models
     nb = _execute("04_synthetic_cohort", tmp_path, QUICK=True, PIPELINE=str(pipeline), SEGMENTATION=False,
                   SIZE=SIZE, TRAINING_PATIENTS=3)
-    out = tmp_path / "notebook_outputs" / "04_synthetic_cohort"
+    out = tmp_path / "notebook_outputs" / "04_synthetic_cohort-quick"
     cohort = pd.read_csv(out / "synthetic_echonet" / "cohort.csv")
     assert len(cohort) == 4 and cohort["source_patient_id"].nunique() == 2  # QUICK: 4 loops from 2 patients
     assert cohort["ef_target"].between(20.0, 70.0).all() and cohort["ef_achieved"].isna().all()  # EF_RANGE, no model
