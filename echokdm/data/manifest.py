@@ -378,10 +378,10 @@ def read_clinical_csv(path: str | os.PathLike) -> pd.DataFrame:
             continue
         value = str(rec[key]).strip()
         if (key, value) in seen:
-            problems.append(f"line {line}: {key} {value!r} already given on line {seen[key, value]}")
+            problems.append(f"line {line}: {_shown(key, value)} already given on line {seen[key, value]}")
             continue
         seen[key, value] = line
-        where = f"line {line} ({key} {value!r})"
+        where = f"line {line} ({_shown(key, value)})"
         row: dict[str, Any] = {"line": line, "key": key, "value": value}
         for col in values:
             _check_number(problems, where, col, rec[col], low=0, strict_low=(col == "fps"),
@@ -398,6 +398,11 @@ def read_clinical_csv(path: str | os.PathLike) -> pd.DataFrame:
         raise ReadError(path, f"{len(problems)} problem(s): " + "; ".join(problems[:10])
                         + (f"; … and {len(problems) - 10} more" if len(problems) > 10 else ""))
     return pd.DataFrame(rows, columns=["line", "key", "value", *values])
+
+
+def _shown(key: str, value: str) -> str:
+    """A clinical CSV key for a message: patient IDs are not repeated (they may be the source's own)."""
+    return "patient_id (value not shown)" if key == "patient_id" else f"{key} {value!r}"
 
 
 def _apply_clinical(rows: list[dict[str, Any]], root: Path, clinical: pd.DataFrame, source: str,
@@ -448,7 +453,7 @@ def _apply_clinical(rows: list[dict[str, Any]], root: Path, clinical: pd.DataFra
                     row[col], origin[col] = new, here
     for rec in clinical.to_dict("records"):
         if int(rec["line"]) not in used:
-            skipped.append((source, f"line {rec['line']}: {rec['key']} {rec['value']!r} matches no clip; row unused"))
+            skipped.append((source, f"line {rec['line']}: {_shown(rec['key'], rec['value'])} matches no clip; row unused"))
 
 
 def scan_folder(

@@ -110,3 +110,125 @@ def test_scan_errors(tmp_path):
     scan = scan_folder(tmp_path, "video", progress=False)
     assert len(scan.manifest) == 0 and "no video files found" in scan.skipped[0][1]
     assert isinstance(scan.manifest, pd.DataFrame)
+
+
+# ------------------------------------------------------------------ values the files lack (--fps, --clinical-csv)
+
+
+def _camus_without_fps_or_ef(root, patients=("patient0001", "patient0002")):
+    frames = _frames(n=5)
+    labels = np.zeros(frames.shape, np.uint8)
+    labels[:, 4:12, 8:20] = 1
+    for p in patients:
+        write_camus_patient(root, p, "4CH", frames, labels, spacing_mm=(0.3, 0.3), ed_frame=0, es_frame=3)
+    return root
+
+
+def _by_clip(scan):
+    return scan.manifest.set_index("clip_id")
+
+
+def test_camus_scan_leaves_fps_and_ef_empty_without_options(tmp_path):
+    m = _by_clip(scan_folder(_camus_without_fps_or_ef(tmp_path), "camus", progress=False))
+    assert m["fps"].isna().all() and m["ef_reference"].isna().all()
+
+
+def test_fps_option_fills_only_clips_whose_files_state_none(tmp_path):
+    write_nifti(tmp_path / "with_fps.nii.gz", _frames(), fps=20.0)
+    write_nifti(tmp_path / "without.nii.gz", _frames())
+    m = _by_clip(scan_folder(tmp_path, "nifti", progress=False, fps=30.0))
+    assert m.loc["with_fps", "fps"] == pytest.approx(20.0)
+    assert m.loc["without", "fps"] == pytest.approx(30.0)
+    with pytest.raises(ValueError, match="fps must be a positive number"):
+        scan_folder(tmp_path, "nifti", progress=False, fps=0)
+
+
+def test_clinical_csv_fills_fps_and_ef_by_patient_clip_and_file(tmp_path):
+    root = _camus_without_fps_or_ef(tmp_path / "camus", ("patient0001", "patient0002", "patient0003"))
+    table = tmp_path / "clinical.csv"
+    table.write_text(
+        "Patient_ID,clip_id,file,FPS,EF,edv,esv,age\n"
+        "patient0001,,,25,55,,,61\n"                                    # the source's own ID (pseudonymised here)
+        ",patient0002_4CH_half_sequence,,40,48.5,90,46.35,70\n"        # a clip
+        ",,patient0003/patient0003_4CH_half_sequence.nii.gz,,33,,,52\n"  # a file, EF only
+        "patient0009,,,30,60,,,40\n",                                  # matches nothing
+        encoding="utf-8",
+    )
+    scan = scan_folder(root, "camus", progress=False, clinical=table, fps=50.0)
+    m = _by_clip(scan)
+    p1, p2, p3 = (f"patient000{i}_4CH_half_sequence" for i in (1, 2, 3))
+    assert (m.loc[p1, "fps"], m.loc[p1, "ef_reference"]) == (25.0, 55.0)
+    assert (m.loc[p2, "fps"], m.loc[p2, "ef_reference"], m.loc[p2, "edv_reference"]) == (40.0, 48.5, 90.0)
+    assert (m.loc[p3, "fps"], m.loc[p3, "ef_reference"]) == (50.0, 33.0)  # --fps where the CSV gives none
+    unused = [r for p, r in scan.skipped if p == str(table)]
+    assert unused == ["line 5: patient_id (value not shown) matches no clip; row unused"]  # may be a real ID
+    assert "patient0009" not in "".join(r for _, r in scan.skipped)
+    assert check_manifest(scan.manifest) == []
+
+
+def test_clinical_csv_with_the_manifest_pseudonym_and_a_clip_row_overriding_it(tmp_path):
+    root = _camus_without_fps_or_ef(tmp_path / "camus", ("patient0001",))
+    first = scan_folder(root, "camus", progress=False)
+    pid = first.manifest["patient_id"].iloc[0]
+    table = tmp_path / "clinical.csv"
+    table.write_text(f"patient_id,clip_id,fps\n{pid},,30\n,patient0001_4CH_half_sequence,60\n", encoding="utf-8")
+    scan = scan_folder(root, "camus", progress=False, clinical=table)
+    assert scan.manifest["fps"].iloc[0] == 60.0
+    assert any("fps 60 from clinical.csv line 3 replaces clinical.csv line 2 30" in r for _, r in scan.skipped)
+
+
+def test_clinical_value_that_differs_from_the_file_replaces_it_with_a_note(tmp_path):
+    write_nifti(tmp_path / "data" / "a.nii.gz", _frames(), fps=20.0)
+    table = tmp_path / "clinical.csv"
+    table.write_text("file,fps\na.nii.gz,25\n", encoding="utf-8")
+    scan = scan_folder(tmp_path / "data", "nifti", progress=False, clinical=table)
+    assert scan.manifest["fps"].iloc[0] == 25.0
+    assert any("fps 25 from clinical.csv line 2 replaces the file's 20" in r for _, r in scan.skipped)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("patient,score\np1,3\n", "needs a column naming the clip or patient"),
+    ("clip_id,age\na,3\n", "at least one of fps, ef_reference"),
+    ("clip_id,ef_reference\na,150\nb,-2\n", "line 2 .*ef_reference must be <= 100.*line 3 .*must be >= 0"),
+    ("clip_id,fps\na,0\n", r"line 2 .*fps must be > 0"),
+    ("clip_id,fps\na,fast\n", "fps is not a number: 'fast'"),
+    ("clip_id,fps\na,30\na,25\n", "line 3: clip_id 'a' already given on line 2"),
+    ("clip_id,fps\n,30\n", "line 2: no clip_id given"),
+    ("clip_id,edv,esv\na,40,60\n", "esv_reference 60 exceeds edv_reference 40"),
+])
+def test_bad_clinical_csv_is_refused_before_any_clip_is_read(tmp_path, text, match):
+    from echokdm.errors import ReadError
+
+    write_nifti(tmp_path / "data" / "a.nii.gz", _frames())
+    table = tmp_path / "clinical.csv"
+    table.write_text(text, encoding="utf-8")
+    read = []
+    with pytest.raises(ReadError, match=match) as info:
+        scan_folder(tmp_path / "data", "nifti", progress=False, clinical=table, on_item=read.append)
+    assert str(table) in str(info.value) and read == []
+
+
+def test_clinical_csv_in_latin1_names_the_line(tmp_path):
+    from echokdm.errors import ReadError
+
+    table = tmp_path / "clinical.csv"
+    table.write_bytes("clip_id,fps,comment\na,30,ok\nb,30,Jos\xe9\n".encode("latin-1"))
+    with pytest.raises(ReadError, match="line 3, column 9: byte 0xe9.*re-save the file as UTF-8"):
+        scan_folder(tmp_path, "nifti", progress=False, clinical=table)
+    with pytest.raises(FileNotFoundError, match="no such clinical CSV"):
+        scan_folder(tmp_path, "nifti", progress=False, clinical=tmp_path / "missing.csv")
+
+
+def test_cli_manifest_with_fps_and_clinical_csv(tmp_path, capsys):
+    from echokdm.cli import main
+
+    root = _camus_without_fps_or_ef(tmp_path / "camus")
+    table = tmp_path / "clinical.csv"
+    table.write_text("patient_id,ef_reference\npatient0001,58\npatient0002,35\n", encoding="utf-8")
+    out = tmp_path / "camus.csv"
+    assert main(["manifest", str(root), "--format", "camus", "-o", str(out), "--fps", "30",
+                 "--clinical-csv", str(table), "--no-progress"]) == 0
+    m = load_manifest(out).set_index("clip_id")
+    assert (m["fps"] == 30.0).all()
+    assert m.loc["patient0001_4CH_half_sequence", "ef_reference"] == 58.0
+    assert m.loc["patient0002_4CH_half_sequence", "ef_reference"] == 35.0
