@@ -225,9 +225,9 @@ class _Scorers:
         if config.segmentation:
             from echokdm.echo.segmentation import LVSegmentationNet
 
-            path = Path(config.segmentation)
-            if not path.is_dir():
-                raise FileNotFoundError(f"{path}: no segmentation model folder (a run's best/ from echokdm train seg)")
+            from echokdm.pretrained import resolve_checkpoint
+
+            path = resolve_checkpoint(config.segmentation, "segmentation")  # a folder or a packaged name; never a hub
             self.segmentation = LVSegmentationNet.from_pretrained(path).eval().to(device)
 
     def keypoints(self, frames: np.ndarray) -> np.ndarray:
