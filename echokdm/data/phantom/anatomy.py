@@ -263,6 +263,10 @@ def realistic_echogenicity_db(labels: np.ndarray, a: np.ndarray, r: np.ndarray, 
     cosine = np.where(atrial, np.where(near_la, cos_la, cos_ra), cos_v)
     walls = np.isin(labels, [_L["lv_myocardium"], _L["rv_wall"], _L["pericardium"], _L["atrial_wall"]])
     levels += np.where(walls, look.specular_db * (cosine**look.specular_power - 0.5), 0.0)
+    # the atria open into the ventricles: no wall across the valve orifices (the leaflets close them)
+    for (ca_, cr_, sa_, sr_), base in ((lay.la, lay.L), (lay.ra, lay.rv_base)):
+        roof = atrial & (a < base + _VALVE_GAP_MM + 0.35 * sa_) & (np.abs(r - cr_) < 0.75 * sr_)
+        levels[roof] = look.blood_db
     # the crux: septum base, annuli and the atrioventricular junction
     crux_a, crux_r = lay.L, -(lay.W + 0.5 * lay.h)
     crux = np.exp(-((a - crux_a) ** 2 + (r - crux_r) ** 2) / (2 * 9.0**2))

@@ -46,27 +46,24 @@ LOOK_RANGES: dict[str, tuple[float, float]] = {
     "psf_lateral_mm": (0.6, 1.1),
     "psf_lateral_growth": (0.010, 0.022),
     "attenuation_residual_db_per_cm": (-1.2, 0.0),
-    "dynamic_range_db": (42.0, 58.0),
-    "gain_db": (-13.0, -5.0),
-    "gamma": (1.0, 1.7),
-    "reject": (0.02, 0.14),
+    "dynamic_range_db": (50.0, 65.0),
+    "gain_db": (-14.0, -6.0),
+    "gamma": (0.9, 1.3),
+    "reject": (0.0, 0.04),
     "blood_db": (-85.0, -68.0),
-    "myocardium_db": (-31.0, -24.0),
-    "specular_db": (8.0, 16.0),
-    "specular_power": (2.0, 6.0),
-    "crux_db": (6.0, 14.0),
-    "pericardium_db": (-9.0, -2.0),
-    "annulus_db": (-8.0, -1.0),
-    "valve_db": (-14.0, -5.0),
-    "tissue_db": (-44.0, -34.0),
+    "myocardium_db": (-30.0, -23.0),
+    "specular_db": (8.0, 14.0),
+    "specular_power": (2.0, 5.0),
+    "crux_db": (4.0, 10.0),
+    "pericardium_db": (-16.0, -8.0),
+    "annulus_db": (-16.0, -8.0),
+    "valve_db": (-20.0, -10.0),
+    "tissue_db": (-48.0, -38.0),
     "texture_db": (2.5, 5.0),
     "papillary_db": (-36.0, -28.0),
-    "haze_db": (-42.0, -28.0),
     "haze_depth_mm": (12.0, 35.0),
-    "reverb_db": (-50.0, -38.0),
     "reverb_period_mm": (9.0, 20.0),
     "shadow_db": (-14.0, -4.0),
-    "noise": (0.002, 0.012),
     "decorrelation": (0.06, 0.25),
     "valve_decorrelation": (1.0, 4.0),
     "apex_decorrelation": (0.5, 2.5),
@@ -74,7 +71,7 @@ LOOK_RANGES: dict[str, tuple[float, float]] = {
     "zoom": (1.0, 1.12),
     "origin_dy_px": (-4.0, 1.0),
     "min_radius_mm": (0.0, 5.0),
-    "blur_px": (0.0, 0.9),
+    "blur_px": (0.3, 1.1),
     "persistence": (0.0, 0.6),
 }
 _MIRROR_PROBABILITY = 0.1
@@ -198,9 +195,17 @@ class RealisticLook:
 
 
 def sample_look(rng: np.random.Generator, *, max_zoom: float = math.inf) -> RealisticLook:
-    """Draw a look: uniform within :data:`LOOK_RANGES`, a random TGC curve, 0-2 shadows, mirror, JPEG."""
+    """Draw a look: uniform within :data:`LOOK_RANGES`, noise and clutter relative to the display
+    floor, a random TGC curve, 0-2 shadows, rarely a mirrored view, JPEG quality (or none)."""
     v = {name: float(rng.uniform(lo, hi)) for name, (lo, hi) in LOOK_RANGES.items()}
     v["zoom"] = min(v["zoom"], max(1.0, max_zoom))
+    # noise and clutter are drawn relative to the display floor (black level), so that blood stays
+    # near black whatever the gain and dynamic range: noise 2-8 dB below it, haze 4-18 dB above it
+    # at the transducer (decaying with depth), reverberation bands up to 8 dB above it
+    floor_db = -v["gain_db"] - v["dynamic_range_db"]
+    v["noise"] = float(10.0 ** ((floor_db - rng.uniform(2.0, 8.0)) / 20.0))
+    v["haze_db"] = floor_db + float(rng.uniform(4.0, 18.0))
+    v["reverb_db"] = floor_db + float(rng.uniform(-4.0, 8.0))
     tgc = tuple(float(x) for x in rng.uniform(-5.0, 5.0, 5))
     n_shadows = int(rng.choice(3, p=(0.5, 0.35, 0.15)))
     shadows = tuple(float(x) for x in rng.uniform(-40.0, 40.0, n_shadows))

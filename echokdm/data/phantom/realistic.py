@@ -32,10 +32,10 @@ def valve_opening(patient, times_s: np.ndarray) -> np.ndarray:
     dt = 0.004
     times = np.asarray(times_s, dtype=np.float64)
     args = (patient.heart_rate_bpm, patient.ef_percent, patient.atrial_fraction)
-    rate = (volume_ratio(times + dt, *args) - volume_ratio(times - dt, *args)) / (2 * dt)
+    rate = (volume_ratio(times + dt, *args) - volume_ratio(times, *args)) / dt  # forward: shut at ED
     period = 60.0 / patient.heart_rate_bpm
     grid = np.linspace(0.0, period, 400, endpoint=False)
-    peak = np.max((volume_ratio(grid + dt, *args) - volume_ratio(grid - dt, *args)) / (2 * dt))
+    peak = np.max((volume_ratio(grid + dt, *args) - volume_ratio(grid, *args)) / dt)
     return np.clip(rate / (0.6 * max(peak, 1e-9)), 0.0, 1.0) ** 0.7
 
 
