@@ -11,7 +11,15 @@ Outputs in ``--out`` (``<stem>`` defaults to ``<clip>_f<frame>_<motion>``):
   and, with ``--side-by-side``, ``<stem>_side_by_side.mp4``;
 * ``<stem>_flows.npz``: ``flows`` ``float32`` ``(T, 2, H, W)`` (dx, dy px into the source),
   ``keypoints`` ``(T, 40, 2)``, ``gammas`` (empty in per-frame mode) and ``fps``;
-* ``<stem>_generate.json``: the settings, the EF target and the EF achieved.
+* ``<stem>_generate.json``: the settings (the source by file name only, ``fan_mask``: how the
+  ultrasound fan was found, or null when the outputs are not masked), the EF target and the EF
+  achieved.
+
+Echo outputs are masked to the source's ultrasound fan by default (:mod:`echokdm.io.fan`): every
+pixel outside it is 0, so burned-in text, a name box or an ECG trace around the fan never reaches
+a synthetic file, whose DICOM then says *Burned In Annotation* ``NO``. When the fan is not found
+the outputs are not masked (one line says so, the DICOM says ``YES``); a source marked
+``BurnedInAnnotation YES`` is then refused.
 
 The pipeline folder names its keypoint adapter (``kdm_pipeline.json``). A pipeline of another
 adapter than echo (faces, poses) goes through the generic path of
@@ -213,16 +221,61 @@ def _formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def _export_extras(args: argparse.Namespace, source, n_frames: int) -> dict:
-    """``write_loop`` keywords: the source DICOM (allow-listed attributes) and the real frames."""
+def _export_extras(args: argparse.Namespace, source, n_frames: int, fan_mask) -> dict:
+    """``write_loop`` keywords: the source DICOM (allow-listed attributes) and the real frames (masked
+    to the fan like the loop)."""
     from echokdm.io.dispatch import guess_format
+    from echokdm.io.fan import apply_fan
 
     extras = {}
     if source.cine.dataset != "image" and (args.format or guess_format(args.source)) == "dicom":
         extras["source_dataset"] = Path(args.source)
     if args.side_by_side:  # --own only (checked first)
-        extras["side_by_side"] = source.cine.frames[args.frame : args.frame + n_frames]
+        extras["side_by_side"] = apply_fan(source.cine.frames[args.frame : args.frame + n_frames], fan_mask)
     return extras
+
+
+def _fan(args: argparse.Namespace, source):
+    """The fan mask of the source (None with --no-fan-mask or when not found), after saying so in one
+    line; refuses a source marked BurnedInAnnotation YES whose fan cannot be found."""
+    from echokdm.io.fan import source_fan
+
+    fan = source_fan(source.cine)
+    if args.no_fan_mask:
+        if fan.burned_in_annotation == "YES":
+            raise ValueError(f"{args.source}: BurnedInAnnotation is YES; --no-fan-mask would copy its burned-in "
+                             "text into synthetic outputs")
+        print("note: --no-fan-mask: outputs keep the source's pixels around the ultrasound fan (DICOM "
+              "BurnedInAnnotation YES)")
+        return None, None
+    fan.check(str(args.source))
+    if fan.found:
+        print(f"fan: outputs masked to the ultrasound fan of the source ({fan.note}); pixels outside it are 0")
+        return fan.mask, fan.method
+    print(f"note: ultrasound fan of the source {fan.note}; outputs are not masked (DICOM BurnedInAnnotation YES)")
+    return None, None
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """One clear error for a setting that cannot work, before anything is loaded."""
+    from echokdm.generation.loop import check_generation_settings
+
+    check_generation_settings(args.k, args.steps, args.batch_size)
+    if args.frame < 0:
+        raise ValueError(f"--frame must be >= 0, got {args.frame}")
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    positive = {"--fps": args.fps, "--heart-rate": args.heart_rate, "--beats": args.beats,
+                "--ef-tolerance": args.ef_tolerance}
+    for flag, value in positive.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{flag} must be a positive number, got {value:g}")
+    if args.ef is not None and not (math.isfinite(args.ef) and 0 < args.ef < 100):
+        raise ValueError(f"--ef must be a percentage within (0, 100), got {args.ef:g}")
+    if args.ef_attempts < 1:
+        raise ValueError(f"--ef-attempts must be >= 1, got {args.ef_attempts}")
+    if args.drag_sigma is not None and not (math.isfinite(args.drag_sigma) and args.drag_sigma >= 0):
+        raise ValueError(f"--drag-sigma must be >= 0, got {args.drag_sigma:g}")
 
 
 def _read_the_source(args: argparse.Namespace, seg):
@@ -248,7 +301,7 @@ def _load_pipeline(folder: str, device: str | None):
 
 
 def _settings(args: argparse.Namespace, motion: str, source, extra: dict) -> dict:
-    return {"source": str(Path(args.source).resolve()), "frame": args.frame, "motion": _MOTION_NAMES[motion],
+    return {"source": Path(args.source).name, "frame": args.frame, "motion": _MOTION_NAMES[motion],
             "keypoints_source": source.keypoints_source, "pipeline": str(Path(args.pipeline).resolve()),
             "mode": args.mode, "k": args.k, "steps": args.steps, "seed": args.seed, **extra}
 
@@ -287,6 +340,7 @@ def _pipeline_adapter(args: argparse.Namespace) -> str:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate one loop and write it; returns the exit code (0 = success)."""
     motion = _chosen_motion(args)
+    _check_numbers(args)
     adapter = _pipeline_adapter(args)
     if adapter != "echo":
         return _cmd_generate_edit(args, adapter)
@@ -303,12 +357,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     stem = args.stem or _default_stem(source.cine, args.frame, motion)
     _check_free(out, stem, args.overwrite)
+    fan_mask, fan_method = _fan(args, source)
     src_kp, targets, motion_fps, extra = _targets(args, source, seg)
     fps = args.fps or motion_fps or DEFAULT_FPS
-    settings = _settings(args, motion, source, extra)
+    settings = _settings(args, motion, source, {**extra, "fan_mask": fan_method})
     common = {"spacing_mm": source.spacing_mm, "mode": args.mode, "k": args.k, "num_inference_steps": args.steps,
               "seed": args.seed, "batch_size": args.batch_size, "fit_keypoints": not args.no_fit_keypoints,
-              "segmentation": seg, "progress": not args.no_progress,
+              "segmentation": seg, "progress": not args.no_progress, "fan_mask": fan_mask,
               "source_index": args.frame, "patient_id": source.patient_id,
               "metadata": {k: v for k, v in settings.items() if k not in ("source", "pipeline")}}
     if motion == "ef":
@@ -325,7 +380,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         loop = generate_loop(pipe, source.frame, src_kp, targets, fps=fps, motion=_MOTION_NAMES[motion], **common)
     out.mkdir(parents=True, exist_ok=True)
-    extras = _export_extras(args, source, loop.n_frames)
+    extras = _export_extras(args, source, loop.n_frames, fan_mask)
     _print_result(loop, _write_outputs(out, stem, loop, args, settings, extras))
     return 0
 
@@ -336,7 +391,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 #: Options that only echo has (hearts: EF, masks, segmentation, DICOM …).
 _ECHO_ONLY = {"transfer": "--transfer", "ef": "--ef", "mask": "--mask", "segmentation": "--segmentation",
-              "crop_to_fan": "--crop-to-fan", "side_by_side": "--side-by-side", "format": "--format",
+              "crop_to_fan": "--crop-to-fan", "no_fan_mask": "--no-fan-mask", "side_by_side": "--side-by-side", "format": "--format",
               "transfer_keypoints": "--transfer-keypoints", "transfer_ed": "--transfer-ed"}
 
 
@@ -380,7 +435,7 @@ def _cmd_generate_edit(args: argparse.Namespace, adapter_name: str) -> int:
     stem = args.stem or f"{Path(args.source).name.split('.')[0]}_f{args.frame}_{_MOTION_NAMES[motion]}"
     _check_free(out, stem, args.overwrite)
     src_kp, targets = _edit_targets(args, adapter, source)
-    settings = {"source": str(Path(args.source).resolve()), "frame": args.frame, "motion": _MOTION_NAMES[motion],
+    settings = {"source": Path(args.source).name, "frame": args.frame, "motion": _MOTION_NAMES[motion],
                 "keypoints_source": source.keypoints_source, "pipeline": str(Path(args.pipeline).resolve()),
                 "steps": args.steps}
     edit = generate_keypoint_edit(pipe, source.frame, src_kp, targets, fps=args.fps or DEFAULT_FPS, mode=args.mode,
@@ -405,7 +460,12 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame", type=int, default=0, help="source frame index, 0-based (default: %(default)s)")
     p.add_argument("--format", choices=("dicom", "echonet", "camus", "nifti", "video"),
                    help="file format of SOURCE and --transfer (default: guessed from the file)")
-    p.add_argument("--crop-to-fan", action="store_true", help="DICOM only: crop to the ultrasound fan")
+    p.add_argument("--crop-to-fan", action="store_true",
+                   help="DICOM only: crop to the ultrasound image (the outputs are masked to the fan either way)")
+    p.add_argument("--no-fan-mask", action="store_true",
+                   help="echo: keep the source's pixels outside the ultrasound fan (default: they are set to 0 in "
+                        "every output, so burned-in text never reaches it; refused for a source marked "
+                        "BurnedInAnnotation YES)")
     kp = p.add_mutually_exclusive_group()
     kp.add_argument("--keypoints", metavar="FILE",
                     help="source keypoints: .csv (frame, x0..x{N-1}, y0..y{N-1}) or .npy (N, 2) / (T, N, 2); "

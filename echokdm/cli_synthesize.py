@@ -59,7 +59,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         n_beats=args.beats, segmentation=segmentation, training_manifest=args.training_manifest, seed=args.seed,
         mode=args.mode, k=args.k, num_inference_steps=args.steps, batch_size=args.batch_size,
         include_source=not args.no_source_frame, ef_attempts=args.ef_attempts,
-        fit_keypoints=not args.no_fit_keypoints, memorisation_frames=args.memorisation_frames, device=args.device,
+        fit_keypoints=not args.no_fit_keypoints, fan_mask=not args.no_fan_mask,
+        memorisation_frames=args.memorisation_frames, device=args.device,
         overwrite=args.overwrite, progress=not args.no_progress)
     for line in result.summary_lines():
         print(line)
@@ -129,6 +130,10 @@ def register(subparsers) -> None:
                         "check")
     p.add_argument("--memorisation-frames", type=int, default=2000,
                    help="most training (and held-out) frames read for the memorisation check (default: %(default)s)")
+    p.add_argument("--no-fan-mask", action="store_true",
+                   help="keep the source pixels outside the ultrasound fan (default: set to 0 in every loop, so "
+                        "burned-in text never reaches the cohort; sources marked BurnedInAnnotation YES are then "
+                        "skipped)")
     p.add_argument("--no-source-frame", action="store_true",
                    help="make every frame with the model (default: frame 0 of each loop is the real source frame)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")

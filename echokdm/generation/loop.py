@@ -34,6 +34,7 @@ from echokdm.geometry.volumes import simpson_volume
 __all__ = [
     "IMAGE_SUFFIXES",
     "GeneratedLoop",
+    "check_generation_settings",
     "LoopSource",
     "clip_keypoints",
     "generate_loop",
@@ -89,6 +90,7 @@ class GeneratedLoop:
     metadata : dict
         Technical facts: ``mode``, ``k``, ``num_inference_steps``, ``seed``, ``input_size``,
         ``pipeline_size``, ``source_included`` (frame 0 is the real source frame),
+        ``fan_masked`` (every frame is 0 outside the source's ultrasound fan),
         ``ef_achieved_note`` and what the caller added. No personal data.
     """
 
@@ -243,6 +245,35 @@ def _run_pipeline(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.n
 # ---------------------------------------------------------------------------------------------
 
 
+def _whole(value, name: str, minimum: int) -> int:
+    """``int(value)``, or a ValueError naming ``name`` unless an integer ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_generation_settings(k, num_inference_steps, batch_size) -> tuple[int, int, int]:
+    """``(k, num_inference_steps, batch_size)`` checked: steps >= 1, 0 <= k <= steps, batch >= 1;
+    a ValueError naming the setting otherwise."""
+    steps = _whole(num_inference_steps, "num_inference_steps (--steps)", 1)
+    k = _whole(k, "k (--k)", 0)
+    if k > steps:
+        raise ValueError(f"k (--k) must be at most num_inference_steps (--steps) = {steps}, got {k}")
+    return k, steps, _whole(batch_size, "batch_size (--batch-size)", 1)
+
+
+def _checked_fan(fan_mask, shape: tuple[int, int]) -> np.ndarray | None:
+    if fan_mask is None:
+        return None
+    mask = np.asarray(fan_mask)
+    if mask.shape != shape:
+        raise ValueError(f"fan_mask must have the source frame's shape {shape}, got {mask.shape}")
+    mask = mask.astype(bool)
+    if not mask.any():
+        raise ValueError("fan_mask is empty (no pixel inside the fan)")
+    return mask
+
+
 def _checked_inputs(source_frame, source_keypoints, target_keypoints, fps, mode):
     frame = np.asarray(source_frame, dtype=np.float32)
     if frame.ndim != 2 or min(frame.shape) < 2:
@@ -314,6 +345,7 @@ def generate_loop(
     fit_keypoints: bool = True,
     segmentation=None,
     include_source: bool = True,
+    fan_mask: np.ndarray | None = None,
     progress: bool = True,
     motion: str = "custom",
     source_index: int | None = None,
@@ -361,6 +393,11 @@ def generate_loop(
         :mod:`echokdm.generation.motion`, that frame is the source itself instead of a
         generated copy (``T`` frames); otherwise the source is put before the generated frames
         (``T + 1`` frames). False: one generated frame per target (``T`` frames).
+    fan_mask : numpy.ndarray, optional
+        ``bool`` ``(H, W)``: the ultrasound fan of the source (:func:`echokdm.io.fan.source_fan`).
+        Pixels outside it are set to 0 in the source frame before the model sees it and in every
+        frame returned, so that burned-in text around the fan never reaches the loop
+        (``metadata["fan_masked"]`` says whether this was done). ``None``: no mask.
     progress : bool
         Show progress bars.
     motion, source_index, patient_id, metadata
@@ -375,10 +412,18 @@ def generate_loop(
 
         pipeline = KDMPipeline.from_pretrained(pipeline)
     frame, src_kp, targets = _checked_inputs(source_frame, source_keypoints, target_keypoints, fps, mode)
+    k, num_inference_steps, batch_size = check_generation_settings(k, num_inference_steps, batch_size)
+    fan = _checked_fan(fan_mask, frame.shape)
+    if fan is not None:
+        from echokdm.io.fan import apply_fan
+
+        frame = apply_fan(frame, fan)
     frames, flows, keypoints, gammas, to_generate = _loop_frames(
         pipeline, frame, src_kp, targets, include_source=include_source, mode=mode, k=k,
         num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size, progress=progress,
         fit_keypoints=fit_keypoints)
+    if fan is not None:
+        frames = apply_fan(frames, fan)  # nothing the model put outside the fan either
     h, w = frame.shape
     ef_target = _or_none(loop_ef(np.concatenate([src_kp[None], to_generate]), spacing_mm))
     detected, ef_achieved, note = None, None, "no segmentation model"
@@ -389,7 +434,7 @@ def generate_loop(
         ef_achieved = _or_none(ef)
         note = "measured" if ef_achieved is not None else "fewer than 2 frames with keypoints detected"
     info = {"mode": mode, "k": int(k), "num_inference_steps": int(num_inference_steps), "seed": int(seed),
-            "fit_keypoints": bool(fit_keypoints),
+            "fit_keypoints": bool(fit_keypoints), "fan_masked": fan is not None,
             "input_size": [h, w], "pipeline_size": list(_pipeline_size(pipeline)),
             "source_included": bool(include_source), "ef_achieved_note": note, **(metadata or {})}
     return GeneratedLoop(frames=frames, fps=float(fps), keypoints=keypoints, flows=flows, ef_target=ef_target,

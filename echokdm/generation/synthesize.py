@@ -34,9 +34,16 @@ Choices
   outside that split (the manifest's other patients), with
   :class:`~echokdm.metrics.privacy.MemorisationReport` (MSE, 5th-percentile threshold). At most
   ``memorisation_frames`` frames of each reference set are read, evenly spread over clips and
-  frames. Loops animate real frames, so loops made from *training* patients (``split="train"`` or
-  ``"all"``) sit close to training frames and the report says so. The report measures closeness to
-  the training set, not to the source patients.
+  frames. Loops animate real frames, so a loop made from a *training* patient (``split="train"`` or
+  ``"all"``) is close to that patient's training frames by construction: its frames are compared
+  with the training frames of the *other* patients only (leave the source patient out), as held-out
+  frames are, and the report says so (``loops_source_left_out``, ``note``). The report measures
+  closeness to the training set, not to the source patients.
+* **The fan.** The source frame and every frame made from it are masked to the source's ultrasound
+  fan (:mod:`echokdm.io.fan`; ``fan_mask=False`` turns this off): burned-in text, a name box or an
+  ECG trace around the fan never reaches a synthetic loop. A clip whose fan is not found is used
+  unmasked (``fan_mask`` empty in ``cohort.csv``), unless its DICOM says ``BurnedInAnnotation YES``:
+  then it is skipped with the reason in ``skipped.csv``.
 * **Memory.** Loops are made one at a time and streamed to the EchoNet writer; only the table
   rows and the nearest-training distances are kept.
 
@@ -86,15 +93,19 @@ DEFAULT_HEART_RATE_RANGE = (55.0, 95.0)
 #: ``ef_achieved`` the EF re-measured by the segmentation model on the loop's frames (empty without
 #: one), ``ef_trajectory`` the Simpson EF of the keypoint trajectory the loop was generated from
 #: (above the drawn EF when the closed-loop EF control corrected it; equal to it, to 1e-9 for
-#: square pixels, without a segmentation model), ``seed`` the loop's noise seed.
+#: square pixels, without a segmentation model), ``seed`` the loop's noise seed, ``fan_mask`` how the
+#: source's ultrasound fan was found (:mod:`echokdm.io.fan`; every frame is 0 outside it), empty
+#: when the loop is not masked.
 COHORT_COLUMNS = ("loop", "source_clip_id", "source_patient_id", "source_dataset", "source_frame",
                   "keypoints_source", "ef_target", "ef_achieved", "ef_trajectory", "heart_rate_bpm", "fps",
-                  "n_frames", "seed")
+                  "n_frames", "seed", "fan_mask")
 #: Columns of ``memorisation.csv`` (one row; :meth:`~echokdm.metrics.privacy.MemorisationReport.summary`
-#: plus the number of training frames compared, and ``note`` saying why it is empty when it is).
+#: plus the number of training frames compared, ``loops_source_left_out`` the loops of training patients
+#: whose frames were compared with the other patients' training frames only, and ``note`` saying why
+#: the row is empty when it is, or what the comparison means).
 MEMORISATION_COLUMNS = ("metric", "n_generated", "n_held_out", "n_training_frames", "median_generated",
                         "median_held_out", "percentile", "threshold", "fraction_closer", "expected_fraction",
-                        "mannwhitney_p", "note")
+                        "mannwhitney_p", "loops_source_left_out", "note")
 _REFERENCE_COLUMNS = ("EF", "ef", "ef_reference", "ef_target")  # tried in order by load_ef_reference
 _EF_STREAM, _HEART_RATE_STREAM, _NOISE_STREAM = 0, 1, 2
 _SPLITS = ("train", "val", "test", "all")
@@ -298,6 +309,8 @@ class _Source:
     keypoints: np.ndarray
     spacing_mm: tuple[float, float] | None
     keypoints_source: str
+    fan: np.ndarray | None = None  # (H, W) bool: the ultrasound fan, None when the loop is not masked
+    fan_method: str | None = None
 
 
 def _largest(keypoints: dict[int, np.ndarray] | np.ndarray, spacing_mm) -> int:
@@ -361,22 +374,39 @@ def _ed_keypoints(cine, truth: Path | None, segmentation) -> tuple[int, np.ndarr
     raise ValueError("no phantom ground truth, masks or tracings, and no segmentation model")
 
 
-def _source_from_row(row: pd.Series, truth: Path | None, segmentation) -> _Source:
+def _source_fan(cine, mask_fan: bool) -> tuple[np.ndarray | None, str | None]:
+    """The fan mask and how it was found (``None, None`` when not masked); ValueError for a source
+    marked BurnedInAnnotation YES whose fan is not found or not to be masked."""
+    from echokdm.io.fan import source_fan
+
+    fan = source_fan(cine)
+    if not mask_fan:
+        if fan.burned_in_annotation == "YES":
+            raise ValueError("BurnedInAnnotation is YES and fan masking is off (--no-fan-mask); refusing to copy "
+                             "its burned-in text into synthetic loops")
+        return None, None
+    fan.check("source")
+    return fan.mask, fan.method
+
+
+def _source_from_row(row: pd.Series, truth: Path | None, segmentation, mask_fan: bool = True) -> _Source:
     """The source of one manifest row; ValueError/OSError when it cannot be used."""
     from echokdm.data.manifest import read_clip
 
     cine = read_clip(row)
+    fan, fan_method = _source_fan(cine, mask_fan)
     ed, keypoints, how = _ed_keypoints(cine, truth, segmentation)
     keypoints = np.asarray(keypoints, dtype=np.float32)
     if keypoints.shape != (40, 2) or not np.isfinite(keypoints).all():
         raise ValueError(f"frame {ed} (ED) lacks some of the 40 keypoints ({how})")
     return _Source(clip_id=str(row["clip_id"]), patient_id=str(row["patient_id"]), dataset=str(row["dataset"]),
                    split=str(row["split"]), index=ed, frame=np.asarray(cine.frames[ed], dtype=np.float32),
-                   keypoints=keypoints, spacing_mm=cine.spacing_mm, keypoints_source=how)
+                   keypoints=keypoints, spacing_mm=cine.spacing_mm, keypoints_source=how, fan=fan,
+                   fan_method=fan_method)
 
 
 def _prepare_sources(rows: pd.DataFrame, n_needed: int, truth: dict[str, Path], segmentation, progress: bool,
-                     skipped: list[tuple[str, str]]) -> list[_Source]:
+                     skipped: list[tuple[str, str]], mask_fan: bool = True) -> list[_Source]:
     """Sources of the first ``n_needed`` usable rows; unusable ones go to ``skipped``."""
     from tqdm.auto import tqdm
 
@@ -386,7 +416,7 @@ def _prepare_sources(rows: pd.DataFrame, n_needed: int, truth: dict[str, Path], 
         if len(sources) == n_needed:
             break
         try:
-            sources.append(_source_from_row(row, truth.get(str(row["clip_id"])), segmentation))
+            sources.append(_source_from_row(row, truth.get(str(row["clip_id"])), segmentation, mask_fan))
         except (ValueError, OSError) as exc:
             skipped.append((f"clip {row['clip_id']}", f"{type(exc).__name__}: {exc}"))
     return sources
@@ -404,18 +434,23 @@ def _to_size(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(_resize(np.asarray(frames, np.float32)[:, None], size)[:, 0], 0.0, 1.0)
 
 
+def _patient_key(dataset: Any, patient_id: Any) -> str:
+    return f"{dataset}\x00{patient_id}"
+
+
 def _reference_frames(rows: pd.DataFrame, size: tuple[int, int], budget: int, what: str, progress: bool,
-                      skipped: list[tuple[str, str]]) -> np.ndarray | None:
-    """At most ``budget`` frames ``(N, *size)`` evenly spread over the clips of ``rows`` and their frames."""
+                      skipped: list[tuple[str, str]]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """At most ``budget`` frames ``(N, *size)`` evenly spread over the clips of ``rows`` and their frames,
+    and the patient of each (``(N,)`` keys of :func:`_patient_key`)."""
     from tqdm.auto import tqdm
 
     from echokdm.data.manifest import read_clip
 
     if rows.empty:
-        return None
+        return None, None
     picked = np.unique(np.linspace(0, len(rows) - 1, min(budget, len(rows))).round().astype(int))
     per_clip = max(1, budget // len(picked))
-    frames = []
+    frames, keys = [], []
     for _, row in tqdm(rows.iloc[picked].iterrows(), total=len(picked), desc=f"memorisation: {what} frames",
                        unit="clip", disable=not progress, leave=False):
         try:
@@ -425,31 +460,56 @@ def _reference_frames(rows: pd.DataFrame, size: tuple[int, int], budget: int, wh
             continue
         index = np.unique(np.linspace(0, cine.n_frames - 1, min(per_clip, cine.n_frames)).round().astype(int))
         frames.append(_to_size(cine.frames[index], size))
-    return np.concatenate(frames) if frames else None
+        keys += [_patient_key(row["dataset"], row["patient_id"])] * len(index)
+    return (np.concatenate(frames), np.array(keys)) if frames else (None, None)
 
 
 class _NearestTraining:
-    """Nearest-training MSE of frames added a loop at a time, computed in chunks of ``chunk`` frames."""
+    """Nearest-training MSE of frames added a loop at a time, computed in chunks of ``chunk`` frames.
 
-    def __init__(self, training: np.ndarray, chunk: int = 1024):
+    A loop animates its source frame, so a loop of a *training* patient is close to that patient's
+    training frames by construction, not by memorisation: its frames are compared with the training
+    frames of the other patients (``exclude``, the source patient's key), as held-out frames are (their
+    patients are not in training). ``left_out`` counts the loops this applied to, ``uncompared`` the
+    frames that had no training frame of another patient to be compared with."""
+
+    def __init__(self, training: np.ndarray, keys: np.ndarray | None = None, chunk: int = 1024):
         self.training, self.chunk = training, chunk
-        self.pending: list[np.ndarray] = []
+        self.keys = np.full(len(training), "", dtype=object) if keys is None else np.asarray(keys, dtype=object)
+        self.pending: list[tuple[np.ndarray, str | None]] = []
         self.distance: list[np.ndarray] = []
         self.index: list[np.ndarray] = []
+        self.left_out = self.uncompared = 0
 
-    def add(self, frames: np.ndarray) -> None:
-        self.pending.append(frames)
-        if sum(len(f) for f in self.pending) >= self.chunk:
+    def add(self, frames: np.ndarray, exclude: str | None = None) -> None:
+        if exclude is not None and exclude in set(self.keys.tolist()):
+            self.left_out += 1
+            if (self.keys == exclude).all():
+                self.uncompared += len(frames)
+                return
+        else:
+            exclude = None
+        self.pending.append((frames, exclude))
+        if sum(len(f) for f, _ in self.pending) >= self.chunk:
             self._flush()
 
     def _flush(self) -> None:
         from echokdm.metrics.privacy import nearest_distance
 
-        if self.pending:
-            distance, index = nearest_distance(np.concatenate(self.pending), self.training, "mse")
-            self.distance.append(distance)
-            self.index.append(index)
-            self.pending = []
+        if not self.pending:
+            return
+        n = sum(len(f) for f, _ in self.pending)
+        distance, index = np.zeros(n), np.zeros(n, dtype=np.int64)
+        offsets = np.cumsum([0] + [len(f) for f, _ in self.pending])
+        for key in dict.fromkeys(k for _, k in self.pending):
+            parts = [j for j, (_, k) in enumerate(self.pending) if k == key]
+            keep = np.flatnonzero(self.keys != key) if key is not None else np.arange(len(self.training))
+            d, i = nearest_distance(np.concatenate([self.pending[j][0] for j in parts]), self.training[keep], "mse")
+            at = np.concatenate([np.arange(offsets[j], offsets[j + 1]) for j in parts])
+            distance[at], index[at] = d, keep[i]
+        self.distance.append(distance)
+        self.index.append(index)
+        self.pending = []
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """``(distance float64 (N,), index int64 (N,))`` of every frame added, in order."""
@@ -466,6 +526,7 @@ class _Memorisation:
     training: np.ndarray | None
     held_out: np.ndarray | None
     note: str
+    training_keys: np.ndarray | None = None  # (N,) patient of each training frame
 
     @property
     def ready(self) -> bool:
@@ -484,17 +545,17 @@ def _memorisation_sets(table: pd.DataFrame, training_table: pd.DataFrame, size: 
     held_rows = table[outside]
     if held_rows.empty:
         return _Memorisation(None, None, "every patient of the manifest is in the training split")
-    training = _reference_frames(train, size, budget, "training", progress, skipped)
-    held_out = _reference_frames(held_rows, size, budget, "held-out", progress, skipped)
+    training, keys = _reference_frames(train, size, budget, "training", progress, skipped)
+    held_out, _ = _reference_frames(held_rows, size, budget, "held-out", progress, skipped)
     if training is None or held_out is None:
         return _Memorisation(None, None, "no training or held-out clip could be read (see skipped.csv)")
-    return _Memorisation(training, held_out, "")
+    return _Memorisation(training, held_out, "", keys)
 
 
-def _memorisation_row(report, n_training: int, note: str) -> dict[str, Any]:
+def _memorisation_row(report, n_training: int, note: str, left_out: int = 0) -> dict[str, Any]:
     """The row of ``memorisation.csv`` (:data:`MEMORISATION_COLUMNS`)."""
     row: dict[str, Any] = {column: np.nan for column in MEMORISATION_COLUMNS}
-    row.update(metric="mse", n_training_frames=n_training, note=note)
+    row.update(metric="mse", n_training_frames=n_training, note=note, loops_source_left_out=left_out)
     if report is not None:
         row.update(report.summary())
     return row
@@ -540,7 +601,7 @@ def _make_loop(pipe, seg, source: _Source, plan: _Plan, i: int):
                                 max_attempts=plan.ef_attempts, spacing_mm=source.spacing_mm, mode=plan.mode,
                                 k=plan.k, num_inference_steps=plan.num_inference_steps, seed=int(plan.seeds[i]),
                                 batch_size=plan.batch_size, include_source=plan.include_source, progress=False,
-                                fit_keypoints=plan.fit_keypoints,
+                                fit_keypoints=plan.fit_keypoints, fan_mask=source.fan,
                                 source_index=source.index, patient_id=source.patient_id, metadata=info)
 
 
@@ -551,7 +612,7 @@ def _cohort_row(name: str, loop, source: _Source, plan: _Plan, i: int) -> dict[s
             "ef_achieved": np.nan if loop.ef_achieved is None else float(loop.ef_achieved),
             "ef_trajectory": loop.metadata.get("ef_trajectory", np.nan),
             "heart_rate_bpm": float(plan.heart_rates[i]), "fps": loop.fps, "n_frames": loop.n_frames,
-            "seed": int(plan.seeds[i])}
+            "seed": int(plan.seeds[i]), "fan_mask": source.fan_method or ""}
 
 
 def _loops(pipe, seg, sources: list[_Source], plan: _Plan, size: tuple[int, int], nearest: _NearestTraining | None,
@@ -570,7 +631,7 @@ def _loops(pipe, seg, sources: list[_Source], plan: _Plan, size: tuple[int, int]
         if nearest is not None:
             made = loop.frames[1:] if plan.include_source else loop.frames  # model-made frames only
             if len(made):
-                nearest.add(_to_size(made, size))
+                nearest.add(_to_size(made, size), exclude=_patient_key(source.dataset, source.patient_id))
         rows.append(_cohort_row(name, loop, source, plan, i))
         yield name, loop, source.split
 
@@ -715,17 +776,25 @@ class SynthesisResult:
         measured = f"{_mean_sd(achieved)} ({len(achieved)} measured)" if len(achieved) else \
             "not measured (no segmentation model)"
         lines.append(f"EF target {target}; achieved {measured}")
+        masked = int((cohort["fan_mask"].fillna("").astype(str) != "").sum())
+        lines.append(f"fan: {masked} of {len(cohort)} loop(s) masked to their source's ultrasound fan (pixels outside "
+                     "it are 0)" + ("" if masked == len(cohort) else "; the others keep the pixels around the fan"))
         if self.ef_reference is not None:
             lines.append(f"EF reference {_mean_sd(pd.Series(self.ef_reference))} (n={len(self.ef_reference)})")
         memo = self.memorisation
         if self.report is None:
             lines.append(f"memorisation: not checked ({memo.get('note', '')})")
         else:
+            note = str(memo.get("note") or "")
+            other = " of another patient" if memo.get("loops_source_left_out", 0) else ""
             lines.append(f"memorisation (MSE): {100 * memo['fraction_closer']:.1f} % of {memo['n_generated']} "
-                         f"generated frames closer to a training frame than the {memo['percentile']:g}th percentile "
-                         f"of {memo['n_held_out']} real held-out frames (expected "
-                         f"{100 * memo['expected_fraction']:.1f} %; one-sided Mann-Whitney p = "
+                         f"generated frames are closer to their nearest training frame{other} than "
+                         f"{100 - memo['percentile']:g} % of {memo['n_held_out']} real held-out frames (of patients "
+                         f"outside training) are to theirs; expected {100 * memo['expected_fraction']:.1f} % for a "
+                         f"model that does not copy training frames (one-sided Mann-Whitney p = "
                          f"{memo['mannwhitney_p']:.3g})")
+            if note:
+                lines.append(f"  note: {note}")
         return lines
 
 
@@ -809,6 +878,7 @@ def synthesize_cohort(
     include_source: bool = True,
     ef_attempts: int = 3,
     fit_keypoints: bool = True,
+    fan_mask: bool = True,
     memorisation_frames: int = 2000,
     device: str | None = None,
     overwrite: bool = False,
@@ -861,6 +931,8 @@ def synthesize_cohort(
     fit_keypoints : bool
         As in :func:`~echokdm.generation.loop.generate_loop` (True: K2F's flows are fitted to the
         keypoints; False: the paper's KDM).
+    fan_mask : bool
+        Mask every loop to its source's ultrasound fan (module docstring).
     memorisation_frames : int
         Most training frames, and most held-out frames, read for the memorisation check.
     device : str, optional
@@ -900,17 +972,18 @@ def synthesize_cohort(
     pipe = _load_pipeline(pipeline, device)
     seg = None if segmentation is None else load_segmentation(segmentation)
     skipped: list[tuple[str, str]] = []
-    sources = _prepare_sources(rows, len(plan.efs), ground_truth_files(manifest), seg, progress, skipped)
+    sources = _prepare_sources(rows, len(plan.efs), ground_truth_files(manifest), seg, progress, skipped,
+                               bool(fan_mask))
     if not sources:
         raise ValueError(f"{manifest}: no usable source clip in split {split!r}: "
                          + "; ".join(f"{item}: {reason}" for item, reason in skipped))
     size = _pipeline_size(pipe)
     training_table = table if training_manifest is None else load_manifest(training_manifest)
     memo = _memorisation_sets(table, training_table, size, budget, progress, skipped)
-    nearest = _NearestTraining(memo.training) if memo.ready else None
+    nearest = _NearestTraining(memo.training, memo.training_keys) if memo.ready else None
     settings = _settings(manifest, pipeline, segmentation, training_manifest, ef_reference, plan,
                          split=split, ef_range=ef_range, heart_rate_range=heart_rate_range, seed=seed,
-                         memorisation_frames=budget)
+                         memorisation_frames=budget, fan_mask=bool(fan_mask))
     cohort_rows: list[dict[str, Any]] = []
     out.mkdir(parents=True, exist_ok=True)
     from echokdm.generation.export import write_echonet_items
@@ -958,6 +1031,18 @@ def _write_json(record: dict[str, Any], path: Path, overwrite: bool) -> Path:
     return path
 
 
+def _left_out_note(nearest: _NearestTraining, n_loops: int) -> str:
+    """What the comparison means when loops animate training patients (see :class:`_NearestTraining`)."""
+    if not nearest.left_out:
+        return ""
+    text = (f"{nearest.left_out} of {n_loops} loop(s) animate a training patient's frame: their frames are "
+            "compared with the training frames of the other patients (a loop is close to its own source by "
+            "construction)")
+    if nearest.uncompared:
+        text += f"; {nearest.uncompared} frame(s) not compared (no training frame of another patient)"
+    return text
+
+
 def _finish(out: Path, cohort_rows: list[dict], skipped: list[tuple[str, str]], memo: _Memorisation,
             nearest: _NearestTraining | None, reference: np.ndarray | None, settings: dict[str, Any],
             overwrite: bool) -> SynthesisResult:
@@ -974,8 +1059,9 @@ def _finish(out: Path, cohort_rows: list[dict], skipped: list[tuple[str, str]], 
             report = MemorisationReport("mse", generated_distance, generated_index, held_distance, held_index)
         else:
             note = "no generated frames to compare"
+        note = "; ".join(n for n in (note, _left_out_note(nearest, len(cohort_rows))) if n)
     n_training = 0 if memo.training is None else len(memo.training)
-    memorisation = _memorisation_row(report, n_training, note)
+    memorisation = _memorisation_row(report, n_training, note, 0 if nearest is None else nearest.left_out)
     skipped_table = pd.DataFrame(skipped, columns=["item", "reason"])
     paths = {"filelist": out / "FileList.csv", "tracings": out / "VolumeTracings.csv",
              "side_table": out / COHORT_CSV_NAME, "videos": out / "Videos",

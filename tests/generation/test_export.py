@@ -269,7 +269,8 @@ def test_synthetic_dicom_is_a_marked_us_cine(tmp_path):
     assert int(ds.NumberOfFrames) == 8 and float(ds.FrameTime) == pytest.approx(20.0)
     assert int(ds.CineRate) == 50 and ds.FrameIncrementPointer == 0x00181063
     assert list(ds.ImageType) == ["DERIVED", "SECONDARY"]
-    assert ds.SyntheticData == "YES" and ds.BurnedInAnnotation == "NO"
+    assert ds.SyntheticData == "YES"
+    assert ds.BurnedInAnnotation == "YES"  # not masked to a fan: the pixels around it are the source's
     assert ds.SeriesDescription.startswith("SYNTHETIC echokdm")
     assert "motion: ef_scaled" in ds.DerivationDescription and "55.0 %" in ds.DerivationDescription
     assert ds.DerivationCodeSequence[0].CodingSchemeDesignator == "99ECHOKDM"
@@ -279,6 +280,17 @@ def test_synthetic_dicom_is_a_marked_us_cine(tmp_path):
     assert ds.PatientName == SYNTHETIC_PATIENT_NAME and ds.PatientID == loop.patient_id
     assert ds.ContentDate and ds.ContentTime
     assert validate_dicom(path, expected_shape=loop.frames.shape, expected_fps=FPS) == []
+
+
+def test_burned_in_annotation_is_no_only_for_a_loop_masked_to_the_fan(tmp_path):
+    masked = write_synthetic_dicom(tmp_path / "masked.dcm", make_loop(metadata={"fan_masked": True}))
+    ds = pydicom.dcmread(masked)
+    assert ds.BurnedInAnnotation == "NO" and "set to 0" in ds.DerivationDescription
+    for metadata in ({}, {"fan_masked": False}, {"fan_masked": "yes"}):
+        path = write_synthetic_dicom(tmp_path / f"m{len(metadata)}{metadata}.dcm".replace(" ", ""),
+                                     make_loop(metadata=metadata), overwrite=True)
+        assert pydicom.dcmread(path).BurnedInAnnotation == "YES"
+    assert validate_dicom(masked, external=False) == []
 
 
 def test_synthetic_dicom_carries_no_personal_data_of_the_source(tmp_path):

@@ -154,13 +154,48 @@ def test_settings_record_what_made_the_cohort(made, data):
     assert settings["fit_keypoints"] is True and settings["ef_attempts"] == 3
 
 
-def test_memorisation_flags_a_generator_that_copies_training_frames(data, tmp_path):
-    result = synthesize_cohort(data["manifest"], CopyPipeline(), tmp_path / "copy", n_loops=2, split="train",
-                               seed=0, **FAST)
+class MemorisingPipeline(CopyPipeline):
+    """A 'generator' that returns one fixed training frame, whatever its source: it memorises."""
+
+    def __init__(self, frame):
+        self.frame = np.asarray(frame, np.float32)
+
+    def __call__(self, source_frame, source_keypoints, target_keypoints, **kwargs):
+        return super().__call__(self.frame, source_keypoints, target_keypoints, **kwargs)
+
+
+def test_memorisation_flags_a_generator_that_outputs_training_frames(data, tmp_path):
+    table = data["table"]
+    train_clip = table.loc[table["split"] == "train", "clip_id"].iloc[0]
+    frame = load_npz(data["manifest"].parent / "ground_truth" / f"{train_clip}.npz").frames[3]
+    result = synthesize_cohort(data["manifest"], MemorisingPipeline(frame), tmp_path / "memo", n_loops=2,
+                               split="val", seed=0, fan_mask=False, **FAST)
     assert result.memorisation["fraction_closer"] == 1.0
     assert result.memorisation["median_generated"] == 0.0
     assert result.memorisation["mannwhitney_p"] < 0.01
+    assert result.memorisation["loops_source_left_out"] == 0  # a val source: no training patient to leave out
     assert "100.0 % of" in "\n".join(result.summary_lines())
+
+
+def test_loops_of_training_patients_are_compared_with_the_other_patients(data, tmp_path):
+    """A loop animates its source frame: when that is a training frame, closeness to it says nothing about
+    memorisation (the old report printed "100 % ... p = 1e-25" for a cohort made from the training split)."""
+    table = data["table"]
+    result = synthesize_cohort(data["manifest"], CopyPipeline(), tmp_path / "copy", n_loops=2, split="train",
+                               seed=0, **FAST)
+    memo = result.memorisation
+    assert memo["loops_source_left_out"] == 2
+    assert memo["fraction_closer"] < 0.5 and memo["median_generated"] > 0.0
+    # the nearest training frame of every frame of loop 0 is of the other training patient
+    first_frames = int(table.loc[table["split"] == "train", "n_frames"].iloc[0])
+    loop0 = int(result.cohort["n_frames"].iloc[0]) - 1  # frame 0 is the real source frame
+    assert (result.report.generated_index[:loop0] >= first_frames).all()
+    assert (result.report.generated_index[loop0:] < first_frames).all()
+    text = "\n".join(result.summary_lines())
+    assert "closer to their nearest training frame of another patient" in text
+    assert "2 of 2 loop(s) animate a training patient's frame" in text
+    saved = pd.read_csv(tmp_path / "copy" / "memorisation.csv").iloc[0]
+    assert saved["loops_source_left_out"] == 2 and "other patients" in saved["note"]
 
 
 def test_every_frame_is_generated_without_the_source_frame(data, tmp_path):
