@@ -54,3 +54,41 @@ def test_train_autoencoder_needs_its_config(tmp_path, capsys):
         main(["train", "autoencoder", "--manifest", "m.csv", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "--config" in capsys.readouterr().err
+
+
+SEG_TINY = """\
+model: {channels: [4, 8], num_res_units: 1}
+data: {size: 32, augment: false}
+train: {steps: 2, batch_size: 2, val_every: 2, device: cpu}
+"""
+
+
+def test_a_run_folder_without_a_completed_step_is_reused(tmp_path):
+    """A first attempt that crashed before step 1 leaves config.yaml only: a restart needs no --overwrite;
+    once a step is saved (last/ or best/) the folder is protected."""
+    from echokdm.echo.segmentation_training import SegConfig
+    from echokdm.training.run import RunFolder
+
+    RunFolder(tmp_path / "run", SegConfig())
+    assert (tmp_path / "run" / "config.yaml").exists() and not RunFolder.holds_run(tmp_path / "run")
+    RunFolder(tmp_path / "run", SegConfig())  # restart: no FileExistsError
+    (tmp_path / "run" / "last").mkdir()
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        RunFolder(tmp_path / "run", SegConfig())
+
+
+def test_train_seg_restarts_after_a_crash_before_step_one(cohort, tmp_path, capsys):
+    config = tmp_path / "seg.yaml"
+    config.write_text(SEG_TINY)
+    no_train = tmp_path / "val_only.csv"
+    frame = pd.read_csv(cohort)
+    frame.assign(split="val", path=[str(cohort.parent / p) for p in frame["path"]],
+                 mask_path=[str(cohort.parent / p) for p in frame["mask_path"]]).to_csv(no_train, index=False)
+    run = tmp_path / "run"
+    args = ["train", "seg", "--config", str(config), "--out", str(run), "--no-progress", "--manifest"]
+    assert main([*args, str(no_train)]) == 1  # crashes after the run folder was made, before step 1
+    assert "no labelled frames in the train split" in capsys.readouterr().err
+    assert (run / "config.yaml").exists() and not (run / "last").exists()
+    assert main([*args, str(cohort)]) == 0, capsys.readouterr().err  # the same command, fixed input
+    assert (run / "best" / "config.json").exists() and (run / "last" / "trainer_state.pt").exists()
+    assert list(pd.read_csv(run / "log.csv")["step"]) == [2]

@@ -232,9 +232,9 @@ class _Saved:
 
     @classmethod
     def _load(cls, folder: str | os.PathLike) -> dict:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such pipeline folder")
+        from echokdm.pretrained import resolve_checkpoint
+
+        folder = resolve_checkpoint(folder, "pipeline")  # a folder or a packaged name; never a model hub
         missing = [n for n in (*cls._components, "scheduler") if not (folder / n).is_dir()]
         if missing:
             raise FileNotFoundError(f"{folder}: missing component folder(s) {', '.join(missing)}")
