@@ -1,5 +1,6 @@
 """Phantom speed and ground-truth checks: frames per second of the simulator at 112×112 and
-224×224 (image formation + masks + keypoints), time per exact flow, and how well the exact flow
+224×224 (image formation + masks + keypoints) for the classic and the realistic style (and their
+ratio), time per exact flow, and how well the exact flow
 explains the images (warp MSE against unwarped MSE inside the sector, noiseless and without
 speckle decorrelation) and the keypoints (transport error). Also saves a figure of a few
 frames with their keypoints to ``benchmarks/results/phantom_frames.png``.
@@ -24,10 +25,15 @@ def _speed(figures: dict, sizes: tuple[int, ...], n_frames: int, repeats: int) -
     from echokdm.data.phantom import sample_patient, simulate_clip
 
     patient = sample_patient(0)
+    realistic = sample_patient(0, style="realistic")
     for size in sizes:
         simulate_clip(patient, size=size, n_frames=2)  # build and cache the scanner once
         t = best_time(lambda: simulate_clip(patient, size=size, n_frames=n_frames), repeats)
         figures[f"simulate_{size}_frames_per_s"] = round(n_frames / t, 1)
+        simulate_clip(realistic, size=size, n_frames=2)
+        t_real = best_time(lambda: simulate_clip(realistic, size=size, n_frames=n_frames), repeats)
+        figures[f"simulate_realistic_{size}_frames_per_s"] = round(n_frames / t_real, 1)
+        figures[f"realistic_over_classic_time_{size}"] = round(t_real / t, 2)
         clip = simulate_clip(patient, size=size, n_frames=n_frames)
         t = best_time(lambda: clip.flow(0, n_frames // 2), repeats)
         figures[f"exact_flow_{size}_ms_per_flow"] = round(1000 * t, 1)

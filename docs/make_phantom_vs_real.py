@@ -1,9 +1,12 @@
-"""Figure for the docs: a phantom frame next to a real apical four-chamber frame.
+"""Figure for the docs: the real apical four-chamber cine next to the classic and the realistic phantom.
 
     python docs/make_phantom_vs_real.py   ->  docs/images/phantom_vs_real.png
 
-The real frame is the ultrasound cine that ships with pydicom (cropped to its fan by motion and
-resized to 112x112 as EchoNet-Dynamic does); the phantom is patient 0 of seed 0 at 112x112.
+Columns: the ultrasound cine that ships with pydicom (cropped to its fan and resized to 112x112
+as EchoNet-Dynamic does), the classic phantom and the realistic phantom (patient 0 of seed 0 at
+112x112, both styles of the same patient), each at end-diastole (top) and end-systole (bottom).
+The real ED/ES frames are the largest and smallest dark-cavity frames of its first beat (by eye:
+frames 0 and 10). Phantom ES panels show the 40 keypoints (red: image-left, cyan: image-right).
 """
 
 import warnings
@@ -13,30 +16,39 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pydicom.examples  # noqa: E402
 from skimage.transform import resize  # noqa: E402
 
 from echokdm.data.phantom import sample_patient, simulate_clip  # noqa: E402
-from echokdm.io import read_dicom  # noqa: E402
+from echokdm.io.dispatch import read_cine  # noqa: E402
+
+REAL_ED, REAL_ES = 0, 10
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    real = read_dicom(pydicom.examples.get_path("ybr_color"), crop_to_fan=True)
-real_frame = resize(real.frames[0], (112, 112), anti_aliasing=True)
-clip = simulate_clip(sample_patient(0, 0), n_beats=1, fps=50, size=112, decorrelation=0.03, seed=0)
-ed, es = int(clip.ed_frames[0]), int(clip.es_frames[0])
+    real = read_cine(pydicom.examples.get_path("ybr_color"), "dicom", crop_to_fan=True)
+real_frames = [resize(real.frames[t], (112, 112), anti_aliasing=True) for t in (REAL_ED, REAL_ES)]
+patient = sample_patient(0, 0)
+classic = simulate_clip(patient, n_beats=1, fps=50, size=112, decorrelation=0.03, seed=0)
+realistic = simulate_clip(patient, n_beats=1, fps=50, size=112, seed=0, style="realistic")
 
-fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
-panels = [(real_frame, "real A4C (pydicom example), 112x112"), (clip.frames[ed], f"phantom ED, EF {clip.ef:.0f}%"),
-          (clip.frames[es], "phantom ES, keypoints")]
-for ax, (img, title) in zip(axes, panels):
-    ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
-kp = clip.keypoints[es]
-axes[2].plot(kp[:20, 0], kp[:20, 1], ".", ms=3, color="tab:red")
-axes[2].plot(kp[20:, 0], kp[20:, 1], ".", ms=3, color="tab:cyan")
+fig, axes = plt.subplots(2, 3, figsize=(9, 6.4))
+for col, (name, clip) in enumerate([("real A4C (pydicom)", None), ("classic phantom", classic),
+                                    ("realistic phantom", realistic)]):
+    for row, phase in enumerate(("ED", "ES")):
+        ax = axes[row, col]
+        if clip is None:
+            ax.imshow(real_frames[row], cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{name}, {phase}", fontsize=9)
+        else:
+            t = int(clip.ed_frames[0] if phase == "ED" else clip.es_frames[0])
+            ax.imshow(clip.frames[t], cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{name}, {phase} (EF {clip.ef:.0f}%)", fontsize=9)
+            if phase == "ES":
+                kp = clip.keypoints[t]
+                ax.plot(kp[:20, 0], kp[:20, 1], ".", ms=2, color="tab:red")
+                ax.plot(kp[20:, 0], kp[20:, 1], ".", ms=2, color="tab:cyan")
+        ax.axis("off")
 fig.tight_layout()
 out = Path(__file__).parent / "images" / "phantom_vs_real.png"
 fig.savefig(out, dpi=110)
