@@ -87,8 +87,10 @@ def _classify(real: dict, phantom: list[dict], seeds: int, n_train: int, n_test:
             return np.concatenate([sample_patches(f, m, per, size=PATCH, min_fill=MIN_FILL, rng=rng)
                                    for f, m in frame_sets])[:n]
 
-        sets = (patches([(frames[train_frames], fan)], n_train), patches([(c["frames"], c["fan"]) for c in ph_train], n_train),
-                patches([(frames[test_block], fan)], n_test), patches([(c["frames"], c["fan"]) for c in ph_test], n_test))
+        sets = (patches([(frames[train_frames], fan)], n_train),
+                patches([(c["frames"], c["fan"]) for c in ph_train], n_train),
+                patches([(frames[test_block], fan)], n_test),
+                patches([(c["frames"], c["fan"]) for c in ph_test], n_test))
         for model in out:
             out[model].append(heldout_accuracy(*sets, model=model, seed=seed, steps=steps))
     return out
@@ -170,7 +172,8 @@ def main(argv=None) -> int:
     available = phantom_styles()
     styles = available if args.style == "both" else [args.style]
     if any(s not in available for s in styles):
-        print(f"error: --style {args.style}: this echokdm's phantom offers only {', '.join(available)}", file=sys.stderr)
+        print(f"error: --style {args.style}: this echokdm's phantom offers only {', '.join(available)}",
+              file=sys.stderr)
         return 2
     n_patients, seeds, n_train, n_test, steps = (4, 2, 192, 96, 150) if args.quick else (8, 6, 384, 192, 300)
     start = time.perf_counter()
@@ -195,10 +198,10 @@ def main(argv=None) -> int:
     figures["figure"] = str(figure)
     figures["benchmark_seconds"] = round(time.perf_counter() - start, 1)
     name = "realism_quick" if args.quick else "realism"
-    settings = (f"Real: pydicom ybr_color cine, 30 frames at {real['fps']:.0f} fps, 112x112. Phantom: {n_patients} "
-                f"patients x 30 frames at the same fps (mean ± SD over patients). Classifier: {PATCH}x{PATCH} patches, "
-                f"{n_train} training / {n_test} held-out patches per class, {seeds} seeds (mean ± SD); 0.5 = "
-                f"indistinguishable.")
+    settings = (f"Real: pydicom ybr_color cine, 30 frames at {real['fps']:.0f} fps, 112x112. "
+                f"Phantom: {n_patients} patients x 30 frames at the same fps (mean ± SD over patients). "
+                f"Classifier: {PATCH}x{PATCH} patches, {n_train} training / {n_test} held-out patches per class, "
+                f"{seeds} seeds (mean ± SD); 0.5 = indistinguishable.")
     save(name, figures)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.md").write_text(_markdown(table, accuracy, settings))

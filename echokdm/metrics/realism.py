@@ -34,7 +34,8 @@ from scipy import ndimage
 __all__ = [
     "REAL_CINE_ROIS", "autocorrelation_fwhm", "autocorrelation_profiles", "box_mask", "envelope_snr",
     "frame_correlation", "heldout_accuracy", "intensity_histogram", "intensity_ratio", "intensity_summary",
-    "patch_features", "phantom_cine", "phantom_styles", "real_cine_112", "realism_stats", "ring_around", "sample_patches",
+    "patch_features", "phantom_cine", "phantom_styles", "real_cine_112", "realism_stats", "ring_around",
+    "sample_patches",
 ]
 
 #: Hand-placed regions on pydicom's ``ybr_color`` cine read with ``crop_to_fan=True`` and resized
