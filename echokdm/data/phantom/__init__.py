@@ -12,6 +12,10 @@ EF and dense motion are known exactly:
 * :mod:`~echokdm.data.phantom.anatomy`: the tissue map (LV, RV, atria, walls, pericardium);
 * :mod:`~echokdm.data.phantom.scanner`: scatterers imaged through a depth-dependent PSF on a
   polar grid, log compression and scan conversion into the sector;
+* :mod:`~echokdm.data.phantom.look` and :mod:`~echokdm.data.phantom.realistic`: the optional
+  ``"realistic"`` style (``sample_patient(seed, style="realistic")``), a domain-randomised look
+  (dark blood, valves, clutter, dropout, vendor display and compression); ``"classic"`` is the
+  default and unchanged;
 * :mod:`~echokdm.data.phantom.clip`: :class:`PhantomClip`, exact flows in the shared/DESIGN.md
   convention, export to :class:`~echokdm.io.cine.Cine` and to ``.npz``.
 
@@ -20,11 +24,15 @@ Only numpy and scipy are used (no torch).
 
 from echokdm.data.phantom.clip import PhantomClip, SimulationSettings, load_npz, simulate_clip
 from echokdm.data.phantom.cycle import cardiac_timing, volume_ratio
-from echokdm.data.phantom.patient import PATIENT_RANGES, PhantomPatient, sample_patient
+from echokdm.data.phantom.look import STYLES, RealisticLook
+from echokdm.data.phantom.patient import PATIENT_RANGES, PhantomPatient, sample_patient, with_style
 
 __all__ = [
     "PhantomPatient",
     "sample_patient",
+    "with_style",
+    "STYLES",
+    "RealisticLook",
     "PATIENT_RANGES",
     "simulate_clip",
     "PhantomClip",

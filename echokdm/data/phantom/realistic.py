@@ -158,7 +158,8 @@ def render_realistic(patient, motion, scanner, settings, scatterers) -> np.ndarr
     # per-scatterer decorrelation: base x (1 + valve boost near the valves + apex boost near the apex)
     a, r = motion.to_local(points)
     apex_w = np.exp(-(a**2 + r**2) / (2 * 18.0**2))
-    spatial = (1.0 + look.valve_decorrelation * leaflets.near(points) + look.apex_decorrelation * apex_w).astype(np.float32)
+    spatial = 1.0 + look.valve_decorrelation * leaflets.near(points) + look.apex_decorrelation * apex_w
+    spatial = spatial.astype(np.float32)
     gain_map = _gain_map(patient, scanner, rng_look)
     profile = _clutter_profile(patient, scanner, rng_look)
     clutter = rng_look.standard_normal((2, scanner.n_r, scanner.n_t)).astype(np.float32)
