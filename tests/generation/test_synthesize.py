@@ -171,7 +171,7 @@ def test_memorisation_flags_a_generator_that_outputs_training_frames(data, tmp_p
     result = synthesize_cohort(data["manifest"], MemorisingPipeline(frame), tmp_path / "memo", n_loops=2,
                                split="val", seed=0, fan_mask=False, **FAST)
     assert result.memorisation["fraction_closer"] == 1.0
-    assert result.memorisation["median_generated"] == 0.0
+    assert result.memorisation["median_generated"] < 1e-5  # the file holds the frame at 8 bits
     assert result.memorisation["mannwhitney_p"] < 0.01
     assert result.memorisation["loops_source_left_out"] == 0  # a val source: no training patient to leave out
     assert "100.0 % of" in "\n".join(result.summary_lines())
