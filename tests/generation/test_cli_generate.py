@@ -132,3 +132,43 @@ def test_clear_errors(data, tmp_path):
         run([*common, "--frame", "99", "--own"])
     with pytest.raises(SystemExit):  # argparse: --keypoints and --mask exclude each other
         run([*common, "--own", "--keypoints", "a.csv", "--mask", "b.npy"])
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--steps", "0"], "--steps) must be an integer >= 1, got 0"),
+    (["--steps", "-3"], "--steps) must be an integer >= 1, got -3"),
+    (["--steps", "3", "--k", "5"], "k (--k) must be at most num_inference_steps (--steps) = 3, got 5"),
+    (["--k", "-1"], "k (--k) must be an integer >= 0, got -1"),
+    (["--batch-size", "0"], "--batch-size) must be an integer >= 1, got 0"),
+    (["--fps", "0"], "--fps must be a positive number, got 0"),
+    (["--fps", "nan"], "--fps must be a positive number"),
+    (["--heart-rate", "-60"], "--heart-rate must be a positive number"),
+    (["--beats", "0"], "--beats must be a positive number"),
+    (["--ef-attempts", "0"], "--ef-attempts must be >= 1"),
+    (["--ef-tolerance", "0"], "--ef-tolerance must be a positive number"),
+    (["--frame", "-1"], "--frame must be >= 0"),
+    (["--frames", "0"], "--frames must be >= 1"),
+])
+def test_invalid_numbers_fail_with_one_line_before_any_work(data, tmp_path, capsys, flags, message):
+    """``generate --steps 0`` died with ZeroDivisionError deep in the scheduler (issue 17, item 11)."""
+    from echokdm.cli import main
+
+    out = tmp_path / "o"
+    code = main(["generate", str(data["clip"]), "--pipeline", str(data["pipe"]), "--out", str(out), "--ef", "40",
+                 "--no-progress", "--device", "cpu", "--formats", "mp4", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+def test_ef_outside_percent_and_library_checks(data, tmp_path, capsys):
+    from echokdm.cli import main
+    from echokdm.generation.loop import generate_loop
+
+    assert main(["generate", str(data["clip"]), "--pipeline", str(data["pipe"]), "--out", str(tmp_path / "o"),
+                 "--ef", "120"]) == 1
+    assert "--ef must be a percentage within (0, 100), got 120" in capsys.readouterr().err
+    kp = np.zeros((40, 2), np.float32)
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        generate_loop(tiny_pipeline(), np.zeros((SIZE, SIZE), np.float32), kp, kp[None], fps=10.0,
+                      num_inference_steps=0, progress=False)
