@@ -15,7 +15,7 @@ from pathlib import Path
 
 __all__ = ["cmd_ef", "cmd_keypoints", "register"]
 
-_DIRECTIONS = ("up", "down", "left", "right")
+_DIRECTIONS = ("auto", "up", "down", "left", "right")
 
 
 def _check_free(paths: list[Path], overwrite: bool) -> None:
@@ -138,8 +138,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smooth-sigma", type=float, default=1.0, metavar="FRAMES",
                    help="Gaussian smoothing of apex/annulus over consecutive labelled frames, in frames; "
                         "0 for none (default: %(default)s)")
-    p.add_argument("--apex-direction", choices=_DIRECTIONS, default="up",
-                   help="where the apex points in the image (default: %(default)s)")
+    p.add_argument("--apex-direction", choices=_DIRECTIONS, default="auto",
+                   help="where the apex points in the image; 'auto' detects it per clip from the masks' shape, "
+                        "records it in the apex_direction column and flags a clip whose masks cannot tell "
+                        "(default: %(default)s)")
     p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                    help="worker processes, one clip at a time each (default: %(default)s); an interrupted run "
                         "continues where it stopped when run again")

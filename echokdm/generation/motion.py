@@ -7,7 +7,8 @@ frame), so the ``T`` frames play as a seamless loop (frame ``T`` would be frame 
 whole number of beats); :func:`~echokdm.generation.loop.generate_loop` puts the real source
 frame there. The one exception is :func:`drag_motion` with ``n_frames == 1``: just the edit.
 
-* :func:`own_motion` — the clip's own keypoints from the source frame on.
+* :func:`own_motion` — the clip's own keypoints from the source frame on (any frame; frames
+  without keypoints interpolated in time; optionally applied to given source keypoints).
 * :func:`transfer_motion` — another patient's motion retargeted onto the source heart in
   normalised long-axis coordinates (invariant to position, rotation and size).
 * :func:`synthetic_motion` — a physiological beat at a requested EF and heart rate (the
@@ -17,7 +18,8 @@ frame there. The one exception is :func:`drag_motion` with ``n_frames == 1``: ju
   source → target → source; for any adapter (``N`` keypoints, 40 for echo).
 * :func:`load_keypoints_file` / :func:`load_drag_file` — keypoints or drag vectors from files.
 
-A keypoint that is missing (a NaN row) stays NaN in the output; it is never guessed.
+A keypoint that is missing (a NaN row) stays NaN in the output; it is never guessed, except
+that :func:`own_motion` fills whole frames without keypoints from the clip's neighbouring frames.
 """
 
 from __future__ import annotations
@@ -92,8 +94,14 @@ def _positive(value, name: str) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def own_motion(keypoints_sequence: np.ndarray, source_index: int, stop: int | None = None) -> np.ndarray:
-    """The clip's own keypoint trajectory from the source frame on.
+def own_motion(keypoints_sequence: np.ndarray, source_index: int, stop: int | None = None, *,
+               src_kp: np.ndarray | None = None, max_gap_frames: int | None = None) -> np.ndarray:
+    """The clip's own keypoint trajectory from the source frame on, from any frame.
+
+    Frames without keypoints (NaN rows: a mask the geometry could not measure) are filled in
+    first by linear interpolation in time between the nearest frames that have them
+    (:func:`~echokdm.geometry.temporal.interpolate_gaps`; the clip's ends take the nearest), so
+    the source frame itself may be one of them.
 
     Parameters
     ----------
@@ -103,11 +111,24 @@ def own_motion(keypoints_sequence: np.ndarray, source_index: int, stop: int | No
         The source frame; it is frame 0 of the result.
     stop : int, optional
         One past the last frame to use (default: the end of the clip).
+    src_kp : numpy.ndarray, optional
+        ``(40, 2)`` keypoints given for the source frame (edited, traced, from another mask). The
+        clip's motion is then applied to them: frame ``t`` is ``src_kp`` plus the displacement of
+        the clip's keypoints from the source frame to frame ``t``, expressed in the long-axis
+        frame of each heart (:func:`transfer_motion`), so frame 0 is exactly ``src_kp``.
+    max_gap_frames : int, optional
+        Longest run of missing frames that is filled (default: no limit).
 
     Returns
     -------
     numpy.ndarray
-        ``float32`` ``(stop - source_index, 40, 2)``: ``keypoints_sequence[source_index:stop]``.
+        ``float32`` ``(stop - source_index, 40, 2)``: ``keypoints_sequence[source_index:stop]``
+        with gaps filled (or that motion applied to ``src_kp``).
+
+    Raises
+    ------
+    ValueError
+        Wrong shapes or indices, or a clip without any frame with all 40 keypoints.
 
     Examples
     --------
@@ -115,7 +136,18 @@ def own_motion(keypoints_sequence: np.ndarray, source_index: int, stop: int | No
     >>> own_motion(seq, 4).shape, own_motion(seq, 4, stop=6).shape
     ((6, 40, 2), (2, 40, 2))
     """
-    return _frames_from(keypoints_sequence, source_index, stop, "keypoints_sequence", "source_index")
+    from echokdm.geometry.temporal import interpolate_gaps
+
+    seq = _sequence(keypoints_sequence, "keypoints_sequence")
+    _index(source_index, len(seq), "source_index")
+    missing = ~np.isfinite(seq).all(axis=(1, 2))
+    if missing.all():
+        raise ValueError("keypoints_sequence has no frame with all 40 keypoints; the clip's motion is unknown")
+    if missing.any():
+        seq, _ = interpolate_gaps(seq, len(seq) if max_gap_frames is None else int(max_gap_frames), missing=missing)
+    if src_kp is not None:
+        return transfer_motion(src_kp, seq, source_index, stop)
+    return _frames_from(seq, source_index, stop, "keypoints_sequence", "source_index")
 
 
 def _frames_from(sequence, start, stop, name: str, start_name: str) -> np.ndarray:

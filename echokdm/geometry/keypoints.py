@@ -151,6 +151,11 @@ def _apex_vote(binary: np.ndarray) -> tuple[np.ndarray, float] | None:
     apex). The axis with the clearer score wins; a round or symmetric pool scores about 0 on
     both and gets no weight.
     """
+    from scipy import ndimage
+
+    labels, count = ndimage.label(binary)
+    if count > 1:  # specks elsewhere do not vote
+        binary = labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
     ys, xs = np.nonzero(binary)
     if xs.size < 20:
         return None
@@ -356,11 +361,11 @@ def _cut_leak(binary: np.ndarray, apex_vector) -> tuple[np.ndarray, str]:
         # a stub: a channel of nearly constant width at the basal end, sharply narrower than the
         # pool just apical to it (a leak into the valve whose atrial part was lost); a tilted
         # base widens steadily instead and is left alone
-        for k in range(int(0.3 * n), 2, -1):
+        for k in range(int(0.3 * n), 4, -1):
             ahead = float(smooth[k + 1:k + 7].max())
             stub = width[1:k]
-            if (float(smooth[:k + 1].max()) <= 0.75 * ahead and stub.size >= 2
-                    and float(np.ptp(stub)) <= 0.3 * float(smooth[:k + 1].max())):
+            if (float(smooth[:k + 1].max()) <= 0.75 * ahead and float(stub.mean()) >= 0.3 * ahead
+                    and float(np.ptp(stub)) <= 0.3 * float(stub.mean())):
                 best = (k, ahead - float(smooth[k]))
                 break
     if best is None:

@@ -23,7 +23,7 @@ Masks from a segmentation network are not clean, so by default (``repair=True``)
   their chords are still cut on their own boundary;
 * fills chords that missed the boundary from the neighbouring chords of the same wall;
 * replaces the keypoints of isolated frames whose Simpson volume is off the running median by
-  more than 20 % (a destroyed mask), or that have no boundary at all, by linear interpolation
+  more than 20 % (a destroyed mask; 8 % when the frame's landmarks were outliers, a lost apex), or that have no boundary at all, by linear interpolation
   in time between the nearest good frames (gaps of at most ``max_gap_frames``).
 
 Every repair is named in the frame's flags.
@@ -275,6 +275,8 @@ def _running_median(values: np.ndarray, half: int = 2) -> np.ndarray:
     out = np.full(values.shape, np.nan)
     for t in range(n):
         idx = [k for k in range(max(0, t - half), min(n, t + half + 1)) if k != t]
+        if len(idx) < 2:
+            continue
         window = values[idx]
         ok = np.isfinite(window.reshape(len(idx), -1)).all(axis=1)
         if ok.sum() >= 2:
@@ -311,13 +313,16 @@ def _disc_volume(keypoints: np.ndarray) -> np.ndarray:
     return simpson_volume(keypoints)
 
 
-def _volume_outliers(keypoints: np.ndarray, tolerance: float = 0.2) -> dict[int, str]:
-    """Frames whose Simpson volume is off its neighbours' running median by more than ``tolerance``."""
+def _volume_outliers(keypoints: np.ndarray, suspect: set[int] = frozenset(), tolerance: float = 0.2,
+                     suspect_tolerance: float = 0.08) -> dict[int, str]:
+    """Frames whose Simpson volume is off its neighbours' running median by more than ``tolerance``
+    (``suspect_tolerance`` for frames whose landmarks were already outliers: a lost apex)."""
     v = _disc_volume(keypoints)
     med = _running_median(v)
     out = {}
     for t in range(len(v)):
-        if np.isfinite(v[t]) and np.isfinite(med[t]) and med[t] > 0 and abs(v[t] / med[t] - 1) > tolerance:
+        tol = suspect_tolerance if t in suspect else tolerance
+        if np.isfinite(v[t]) and np.isfinite(med[t]) and med[t] > 0 and abs(v[t] / med[t] - 1) > tol:
             out[t] = f"volume {100 * (v[t] / med[t] - 1):+.0f} % off the neighbouring frames'"
     return out
 
@@ -432,7 +437,7 @@ def sequence_keypoints(
     keypoints = _recut(frames, apex_s, annulus_s, flags, repair)
     interpolated = np.zeros(n, dtype=bool)
     if repair:
-        keypoints, interpolated = _repair_frames(keypoints, frames, flags, max_gap_frames)
+        keypoints, interpolated = _repair_frames(keypoints, frames, flags, max_gap_frames, set(outliers))
     for note in (rough_note, apex_note):
         if note:
             for f in flags:
@@ -470,11 +475,11 @@ def _landmark_arrays(frames):
     return raw, apex, annulus
 
 
-def _repair_frames(keypoints: np.ndarray, frames, flags: list[list[str]], max_gap: int):
+def _repair_frames(keypoints: np.ndarray, frames, flags: list[list[str]], max_gap: int, suspect: set[int]):
     """Interpolate in time the keypoints of frames without keypoints or with an outlier volume."""
     bad = ~np.isfinite(keypoints).all(axis=(1, 2))
     good_kp = np.where(bad[:, None, None], np.nan, keypoints)
-    for t, reason in _volume_outliers(good_kp).items():
+    for t, reason in _volume_outliers(good_kp, suspect).items():
         flags[t].append(f"outlier frame ({reason})")
         bad[t] = True
     filled, sources = interpolate_gaps(keypoints, max_gap, missing=bad)

@@ -134,7 +134,8 @@ def cardiac_cycle(
     The curve (NaN frames interpolated) is smoothed with a Gaussian of ``smooth_s`` seconds to
     find the extremes without chasing noise; each extreme is then placed on the largest (ED) or
     smallest (ES) volume of the unsmoothed curve within the same ``smooth_s`` neighbourhood, and
-    EDV/ESV are read there. End-systoles are the smoothed curve's minima standing out by at least
+    EDV/ESV are read there on the curve's 3-frame running median (a single noisy frame does not
+    set them). End-systoles are the smoothed curve's minima standing out by at least
     ``min_prominence`` of its range and at least one shortest beat apart (``60 /
     heart_rate_bpm[1]`` s); each beat's end-diastole is the largest volume since the previous
     end-systole, at most one longest beat (``60 / heart_rate_bpm[0]`` s) before its own.
@@ -234,5 +235,9 @@ def cardiac_cycle(
     if not es and not flags:
         flags.append("no end-systole after an end-diastole in the clip")
     ed_a, es_a = np.array(ed, dtype=int), np.array(es, dtype=int)
-    edv, esv = filled[ed_a], filled[es_a]
+    # volumes from a 3-frame running median: one noisy frame at an extreme does not set EDV/ESV
+    robust = filled.copy()
+    if n >= 3:
+        robust[1:-1] = np.median(np.stack([filled[:-2], filled[1:-1], filled[2:]]), axis=0)
+    edv, esv = robust[ed_a], robust[es_a]
     return CardiacCycle(ed_a, es_a, edv, esv, 100.0 * (edv - esv) / edv, tuple(flags), tuple(rejected))

@@ -52,11 +52,13 @@ __all__ = [
 #: Keypoint columns of the frame table: x0 … x39 then y0 … y39 (pixels, x = column, y = row).
 KEYPOINT_COLUMNS = [f"x{i}" for i in range(N_KEYPOINTS)] + [f"y{i}" for i in range(N_KEYPOINTS)]
 _ID_COLUMNS = ["clip_id", "patient_id", "dataset"]
-_FRAME_COLUMNS = [*_ID_COLUMNS, "frame", "mask_source", *KEYPOINT_COLUMNS, "volume", "volume_units", "flags"]
+_FRAME_COLUMNS = [*_ID_COLUMNS, "frame", "mask_source", *KEYPOINT_COLUMNS, "volume", "volume_units", "flags",
+                  "apex_direction"]
 _CLIP_COLUMNS = [*_ID_COLUMNS, "n_frames", "fps", "mask_source", "n_labelled", "all_labelled", "volume_units",
-                 "ef_reference", "edv_reference", "esv_reference"]
+                 "ef_reference", "edv_reference", "esv_reference", "apex_direction", "apex_note"]
 _EF_COLUMNS = [*_ID_COLUMNS, "method", "n_beats", "ed_frames", "es_frames", "edv", "esv", "ef", "volume_units",
-               "ef_reference", "edv_reference", "esv_reference", "ef_error", "flags"]
+               "ef_reference", "edv_reference", "esv_reference", "ef_error", "flags", "rejected_beats",
+               "apex_direction"]
 
 
 @dataclasses.dataclass
@@ -69,10 +71,14 @@ class KeypointsTable:
         One row per labelled frame: ``clip_id, patient_id, dataset, frame, mask_source``
         (``"mask"`` or ``"tracing"``), ``x0 … x39, y0 … y39`` (pixels; NaN where a keypoint was
         not found), ``volume`` (Simpson), ``volume_units`` (``"mL"`` or ``"px^3"``), ``flags``
-        (``""`` or ``"; "``-joined observations; ``"failed: …"`` when the frame has no keypoints).
+        (``""`` or ``"; "``-joined observations; ``"failed: …"`` when the frame has no keypoints,
+        ``"recovered: …"`` when they were repaired), ``apex_direction`` (the clip's, by name:
+        detected per clip by default, ``"apex direction unsure"`` in ``flags`` when the masks
+        could not tell).
     clips : pandas.DataFrame
         One row per clip that was read: IDs, ``n_frames``, ``fps``, ``mask_source``,
-        ``n_labelled``, ``all_labelled`` and the manifest's references.
+        ``n_labelled``, ``all_labelled``, the manifest's references, ``apex_direction`` and
+        ``apex_note`` (``""`` or why the detected direction is unsure).
     skipped : list of (str, str)
         ``(item, reason)``: clips that could not be used and frames without keypoints.
     """
@@ -92,8 +98,10 @@ class EFTable:
         One row per clip: IDs, ``method`` (``"cardiac cycle"`` or ``"labelled frames max/min"``),
         ``n_beats``, ``ed_frames`` / ``es_frames`` (space-separated frame indices), ``edv``,
         ``esv`` (mean over beats, ``volume_units``), ``ef`` (percent, mean over beats), the
-        manifest's references, ``ef_error = ef - ef_reference`` and ``flags``. NaN EF when it
-        could not be measured (the reason is in ``flags`` and in ``skipped``).
+        manifest's references, ``ef_error = ef - ef_reference``, ``flags``, ``rejected_beats``
+        (``"ED -> ES: reason"`` for every candidate beat that failed a physiological limit, not
+        averaged into EF) and ``apex_direction``. NaN EF when it could not be measured (the
+        reason is in ``flags`` and in ``skipped``).
     skipped : list of (str, str)
         ``(clip, reason)`` for every clip without an EF.
     """
@@ -127,7 +135,7 @@ def _consecutive_runs(frames: np.ndarray) -> list[np.ndarray]:
     return np.split(frames, breaks)
 
 
-def _tracing_rows(tracings: dict) -> tuple[list[int], np.ndarray, list[str]]:
+def _tracing_rows(tracings: dict) -> tuple[list[int], np.ndarray, list[str], str]:
     frames = sorted(int(f) for f in tracings)
     keypoints = np.full((len(frames), N_KEYPOINTS, 2), np.nan, dtype=np.float32)
     flags = []
@@ -139,24 +147,39 @@ def _tracing_rows(tracings: dict) -> tuple[list[int], np.ndarray, list[str]]:
             continue
         keypoints[i] = geo.keypoints
         flags.append("; ".join(geo.flags))
-    return frames, keypoints, flags
+    return frames, keypoints, flags, _direction_of(keypoints)
 
 
-def _mask_rows(cine, smooth_sigma_frames: float, apex_direction) -> tuple[list[int], np.ndarray, list[str]]:
+def _direction_of(keypoints: np.ndarray) -> str:
+    """The apex direction, by name, of traced keypoints ``(n, 40, 2)`` (``""`` without any)."""
+    from echokdm.geometry.keypoints import _nearest_name
+    from echokdm.geometry.volumes import long_axis_from_keypoints
+
+    base, apex, _ = long_axis_from_keypoints(keypoints)
+    axis = np.nanmean(apex - base, axis=0) if len(keypoints) else np.full(2, np.nan)
+    return _nearest_name(axis) if np.isfinite(axis).all() and np.linalg.norm(axis) > 0 else ""
+
+
+def _mask_rows(cine, smooth_sigma_frames: float, apex_direction) -> tuple[list[int], np.ndarray, list[str], str]:
+    from echokdm.geometry.keypoints import resolve_apex_direction
+
     labelled = np.arange(cine.masks.shape[0]) if cine.labelled_frames is None else np.sort(cine.labelled_frames)
+    # one apex direction for the whole clip, from all its labelled masks
+    direction, found = resolve_apex_direction(apex_direction, cine.masks[labelled])
     frames, keypoints, flags = [], [], []
     for run in _consecutive_runs(labelled):
         seq = sequence_keypoints(cine.masks[run], smooth_sigma_frames=smooth_sigma_frames,
-                                 apex_direction=apex_direction, on_error="nan")
+                                 apex_direction=direction, on_error="nan")
         frames.extend(run.tolist())
         keypoints.append(seq.keypoints)
-        flags.extend(seq.flags)
+        note = found.note if found is not None else ""
+        flags.extend("; ".join(x for x in (f, note) if x) for f in seq.flags)
     kp = np.concatenate(keypoints) if keypoints else np.zeros((0, N_KEYPOINTS, 2), np.float32)
-    return frames, kp, flags
+    return frames, kp, flags, found.name if found is not None else ""
 
 
 def cine_keypoints(
-    cine, *, smooth_sigma_frames: float = 1.0, apex_direction: str | tuple[float, float] | None = "up"
+    cine, *, smooth_sigma_frames: float = 1.0, apex_direction: str | tuple[float, float] | None = "auto"
 ) -> pd.DataFrame:
     """The frame-table rows of one clip (see :class:`KeypointsTable`).
 
@@ -167,7 +190,8 @@ def cine_keypoints(
     smooth_sigma_frames : float
         Landmark smoothing over consecutive labelled frames, in frames (0 = none).
     apex_direction
-        As in :func:`~echokdm.geometry.keypoints.mask_keypoints`.
+        As in :func:`~echokdm.geometry.keypoints.mask_keypoints`; ``"auto"`` (default) detects it
+        once per clip from all its masks (column ``apex_direction``).
 
     Raises
     ------
@@ -176,10 +200,10 @@ def cine_keypoints(
     """
     if _uses_tracings(cine):
         source = "tracing"
-        frames, keypoints, flags = _tracing_rows(cine.tracings)
+        frames, keypoints, flags, direction = _tracing_rows(cine.tracings)
     elif cine.masks is not None:
         source = "mask"
-        frames, keypoints, flags = _mask_rows(cine, smooth_sigma_frames, apex_direction)
+        frames, keypoints, flags, direction = _mask_rows(cine, smooth_sigma_frames, apex_direction)
     else:
         raise ValueError(f"clip {cine.clip_id!r} has no masks or tracings "
                          "(keypoints of unlabelled frames need the segmentation model)")
@@ -193,18 +217,23 @@ def cine_keypoints(
     table["volume"] = volumes.astype(np.float64)
     table["volume_units"] = "mL" if spacing else "px^3"
     table["flags"] = flags
+    table["apex_direction"] = direction
     return table[_FRAME_COLUMNS]
 
 
 def _clip_info(cine, row, frames: pd.DataFrame) -> dict:
     n_labelled = len(frames)
     source = frames["mask_source"].iloc[0] if n_labelled else ""
+    direction = str(frames["apex_direction"].iloc[0]) if n_labelled else ""
+    unsure = frames["flags"].str.extract(r"(apex direction unsure \([^)]*\); assumed \w+)")[0].dropna() \
+        if n_labelled else pd.Series([], dtype=str)
     return {
         "clip_id": str(row["clip_id"]), "patient_id": str(row["patient_id"]), "dataset": str(row["dataset"]),
         "n_frames": cine.n_frames, "fps": cine.fps, "mask_source": source, "n_labelled": n_labelled,
         "all_labelled": bool(source in ("mask", "segmentation") and n_labelled == cine.n_frames),
         "volume_units": "mL" if cine.spacing_mm else "px^3",
         **{k: row.get(k, np.nan) for k in ("ef_reference", "edv_reference", "esv_reference")},
+        "apex_direction": direction, "apex_note": str(unsure.iloc[0]) if len(unsure) else "",
     }
 
 
@@ -223,7 +252,7 @@ def keypoints_table(
     manifest: pd.DataFrame | str | os.PathLike,
     *,
     smooth_sigma_frames: float = 1.0,
-    apex_direction: str | tuple[float, float] | None = "up",
+    apex_direction: str | tuple[float, float] | None = "auto",
     progress: bool = True,
     read_clip: Callable | None = None,
     segmentation: str | os.PathLike | None = None,
@@ -304,17 +333,19 @@ def _clip_ef(volumes: np.ndarray, frames: np.ndarray, all_labelled: bool, fps: f
             "edv": float(np.mean(cycle.edv)) if cycle.n_beats else np.nan,
             "esv": float(np.mean(cycle.esv)) if cycle.n_beats else np.nan,
             "ef": cycle.ef_mean, "flags": "; ".join(cycle.flags),
+            "rejected_beats": "; ".join(f"{int(frames[i])} -> {int(frames[k])}: {why}" for i, k, why in cycle.rejected),
         }
     if good.sum() < 2:
         return {"method": "", "n_beats": 0, "ed_frames": "", "es_frames": "", "edv": np.nan, "esv": np.nan,
-                "ef": np.nan, "flags": f"fewer than 2 labelled frames with a volume ({int(good.sum())})"}
+                "ef": np.nan, "flags": f"fewer than 2 labelled frames with a volume ({int(good.sum())})",
+                "rejected_beats": ""}
     ed = int(np.nanargmax(volumes))
     es = int(np.nanargmin(volumes))
     edv, esv = float(volumes[ed]), float(volumes[es])
     note = "" if good.sum() == 2 else f"ED/ES = largest/smallest of {int(good.sum())} labelled frames"
     return {"method": "labelled frames max/min", "n_beats": 1, "ed_frames": str(int(frames[ed])),
             "es_frames": str(int(frames[es])), "edv": edv, "esv": esv, "ef": 100.0 * (edv - esv) / edv,
-            "flags": note}
+            "flags": note, "rejected_beats": ""}
 
 
 def ef_table(keypoints: KeypointsTable) -> EFTable:
@@ -345,6 +376,9 @@ def ef_table(keypoints: KeypointsTable) -> EFTable:
                           info["fps"])
         if not np.isfinite(result["ef"]):
             skipped.append((f"{info['dataset']}/{info['clip_id']}", f"no EF: {result['flags'] or 'no beat found'}"))
+        if info.get("apex_note"):
+            result["flags"] = "; ".join(x for x in (result["flags"], info["apex_note"]) if x)
+        result["apex_direction"] = info.get("apex_direction", "")
         rows.append({**{k: info[k] for k in _ID_COLUMNS}, **result, "volume_units": info["volume_units"],
                      **{k: info.get(k, np.nan) for k in ("ef_reference", "edv_reference", "esv_reference")}})
     clips = pd.DataFrame(rows, columns=_EF_COLUMNS)

@@ -91,8 +91,9 @@ class BloodPoolKeypoints(Transform):
 
     Parameters
     ----------
-    apex_direction : {"up", "down", "left", "right"} or (dx, dy) or None
-        Rough direction of the apex in the image.
+    apex_direction : {"auto", "up", "down", "left", "right"} or (dx, dy) or None
+        Rough direction of the apex in the image; ``"auto"`` (default) detects it from each
+        mask's shape (:func:`echokdm.geometry.keypoints.detect_apex_direction`).
     sigma : float
         Boundary smoothing in pixels.
     min_area : int
@@ -106,7 +107,7 @@ class BloodPoolKeypoints(Transform):
     mask (numpy or torch). Output: ``float32`` ``(..., 40, 2)`` ``(x, y)`` pixels, same kind.
     """
 
-    def __init__(self, apex_direction: str | tuple[float, float] | None = "up", sigma: float = 0.7,
+    def __init__(self, apex_direction: str | tuple[float, float] | None = "auto", sigma: float = 0.7,
                  min_area: int = 40, on_error: str = "raise") -> None:
         self.apex_direction = apex_direction
         self.sigma = sigma

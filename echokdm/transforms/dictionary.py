@@ -103,7 +103,7 @@ class BloodPoolKeypointsd(_WithFlagsd):
     """
 
     def __init__(self, keys: KeysCollection, output_keys: KeysCollection | None = None,
-                 apex_direction: str | tuple[float, float] | None = "up", sigma: float = 0.7,
+                 apex_direction: str | tuple[float, float] | None = "auto", sigma: float = 0.7,
                  min_area: int = 40, on_error: str = "raise", flags_suffix: str = "_flags",
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)

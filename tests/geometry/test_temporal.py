@@ -77,12 +77,27 @@ def test_phantom_ef_from_sequence_keypoints_within_two_points(phantom_clips):
     assert np.mean(np.abs(errors)) < 2.0
 
 
-def test_bad_frames_give_nan_rows_with_a_reason_never_a_guess(phantom_clips):
-    masks = phantom_clips[0].masks[:8].copy()
+def test_bad_frames_are_interpolated_from_their_neighbours_and_say_so(phantom_clips):
+    clip = phantom_clips[0]
+    masks = clip.masks[:8].copy()
     masks[3] = 0  # empty
     masks[5] = 0
     masks[5, 50:53, 50:53] = 1  # too small for 20 chords
     seq = sequence_keypoints(masks)
+    assert np.isfinite(seq.keypoints).all()
+    assert seq.interpolated.tolist() == [t in (3, 5) for t in range(8)]
+    assert seq.flags[3] == "recovered: mask is empty; keypoints interpolated from frame(s) 2 and 4"
+    assert seq.flags[5].startswith("recovered: mask too small") and "frame(s) 4 and 6" in seq.flags[5]
+    assert np.linalg.norm(seq.keypoints[3] - clip.keypoints[3], axis=-1).mean() < 1.0
+    assert all(seq.flags[t] == "" for t in (0, 1, 2, 4, 6, 7))
+
+
+def test_without_repair_bad_frames_give_nan_rows_with_a_reason(phantom_clips):
+    masks = phantom_clips[0].masks[:8].copy()
+    masks[3] = 0  # empty
+    masks[5] = 0
+    masks[5, 50:53, 50:53] = 1  # too small for 20 chords
+    seq = sequence_keypoints(masks, repair=False)
     assert np.isnan(seq.keypoints[3]).all() and np.isnan(seq.keypoints[5]).all()
     assert np.isnan(seq.apex[3]).all() and np.isnan(seq.annulus[5]).all()
     assert seq.flags[3] == "failed: mask is empty"
@@ -111,3 +126,4 @@ def test_flags_and_argument_errors(phantom_clips):
         sequence_keypoints(masks[0])
     with pytest.raises(ValueError, match="apex_direction"):
         sequence_keypoints(masks, apex_direction="north")
+    assert sequence_keypoints(masks).apex_direction == "up"

@@ -49,7 +49,7 @@ def test_frame_table_from_masks_has_every_frame_and_the_design_columns(camus_coh
     assert result.skipped == []
     assert list(frames.columns[:5]) == ["clip_id", "patient_id", "dataset", "frame", "mask_source"]
     assert list(frames.columns[5:85]) == KEYPOINT_COLUMNS
-    assert list(frames.columns[85:]) == ["volume", "volume_units", "flags"]
+    assert list(frames.columns[85:]) == ["volume", "volume_units", "flags", "apex_direction"]
     assert len(frames) == int(manifest["n_frames"].sum())
     assert set(frames["mask_source"]) == {"mask"} and set(frames["volume_units"]) == {"mL"}
     assert frames[KEYPOINT_COLUMNS].notna().all().all()
@@ -151,14 +151,19 @@ def test_batch_finishes_good_clips_and_lists_every_skipped_item(camus_cohort, ph
 
     result = keypoints_table(frame, read_clip=read, progress=False)
     reasons = dict(result.skipped)
-    assert len(result.skipped) == 3
+    assert len(result.skipped) == 2
     assert any("missing" in k and "no such file" in v for k, v in reasons.items())
     assert any("unlabelled" in k and "no masks or tracings" in v for k, v in reasons.items())
-    assert reasons[f"{manifest.iloc[0]['dataset']}/broken frame 4"] == "failed: mask is empty"
     assert sorted(result.frames["clip_id"].unique()) == sorted(["broken", manifest.iloc[0]["clip_id"]])
     broken = result.frames[result.frames["clip_id"] == "broken"].set_index("frame")
-    assert broken.loc[4, KEYPOINT_COLUMNS].isna().all() and np.isnan(broken.loc[4, "volume"])
-    assert broken.drop(index=4)[KEYPOINT_COLUMNS].notna().all().all()
+    # an isolated empty mask is recovered from its neighbours, and says so
+    assert broken.loc[4, "flags"].startswith("recovered: mask is empty; keypoints interpolated from frame(s) 3 and 5")
+    assert broken[KEYPOINT_COLUMNS].notna().all().all() and np.isfinite(broken.loc[4, "volume"])
+    # without its neighbours (two frames in a row and more) a frame stays failed and is listed
+    result = keypoints_table(frame.iloc[[3]], read_clip=lambda row: cine.__class__(
+        **{**cine.__dict__, "masks": np.concatenate([cine.masks[:2], 0 * cine.masks[2:]]), "tracings": None}),
+        progress=False)
+    assert any(k.endswith("broken frame 9") and v == "failed: mask is empty" for k, v in result.skipped)
     # the manifest's IDs are kept, not the reader's
     assert set(result.frames["patient_id"]) == {manifest.iloc[0]["patient_id"]}
 
