@@ -86,13 +86,29 @@ def _ed_index(keypoints: np.ndarray, fps: float | None, where: str) -> int:
 def _own(args, source, seg):
     """Own motion from --frame; applied to explicitly given source keypoints when there are some."""
     from echokdm.generation.loop import clip_keypoints
-    from echokdm.generation.motion import own_motion, transfer_motion
+    from echokdm.generation.motion import own_motion
 
-    seq = clip_keypoints(source.cine, seg, apex_direction=args.apex_direction)
+    seq = _given_sequence(args, source)  # keypoints of every frame given in --keypoints: used as they are
+    if seq is None:
+        seq = clip_keypoints(source.cine, seg, apex_direction=args.apex_direction)
     stop = _stop(args.frame, args.frames)
-    if source.keypoints_source == "given" or args.mask or not np.isfinite(seq[args.frame]).all():
-        return source.keypoints, transfer_motion(source.keypoints, seq, args.frame, stop), source.fps
-    return seq[args.frame], own_motion(seq, args.frame, stop), source.fps
+    own_frame = seq[args.frame]
+    if source.keypoints_source == "given" or args.mask or not np.isfinite(own_frame).all():
+        if np.isfinite(source.keypoints).all():
+            return source.keypoints, own_motion(seq, args.frame, stop, src_kp=source.keypoints), source.fps
+    targets = own_motion(seq, args.frame, stop)  # frames without keypoints interpolated in time
+    return targets[0], targets, source.fps
+
+
+def _given_sequence(args, source):
+    """``(T, 40, 2)`` from --keypoints when the file holds a set for every frame of the clip, else None."""
+    from echokdm.generation.motion import load_keypoints_file
+
+    path = getattr(args, "keypoints", None)
+    if not path or not Path(path).is_file() or Path(path).suffix.lower() not in (".csv", ".npy"):
+        return None
+    every = load_keypoints_file(path)
+    return every if len(every) == source.cine.n_frames else None
 
 
 def _transfer(args, source, seg):
@@ -475,8 +491,9 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
                    help="segmentation model folder: source keypoints when neither --keypoints, --mask nor the "
                         "clip's own mask/tracing of the frame gives them, keypoints of every frame for --own and "
                         "--transfer when the clip is not labelled on every frame, and the achieved EF")
-    p.add_argument("--apex-direction", choices=("up", "down", "left", "right"), default="up",
-                   help="where the apex points in the image (default: %(default)s)")
+    p.add_argument("--apex-direction", choices=("auto", "up", "down", "left", "right"), default="auto",
+                   help="where the apex points in the image; 'auto' detects it from the masks' shape "
+                        "(default: %(default)s)")
 
 
 def _add_motion_args(p: argparse.ArgumentParser) -> None:
