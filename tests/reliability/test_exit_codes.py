@@ -209,3 +209,13 @@ def test_keypoints_where_every_frame_fails_exits_1_without_a_table(cohort, tmp_p
     assert not output.exists()
     skipped = pd.read_csv(tmp_path / "kp_skipped.csv")
     assert skipped["reason"].str.contains("mask is empty").all()
+
+
+def test_demo_with_one_model_option_keeps_the_other_packaged(monkeypatch, tmp_path, no_network):
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr("echokdm.demo.run_demo", lambda out, **kwargs: calls.append(kwargs))
+    assert main(["demo", "--segmentation", "seg_phantom_112", "--quick"]) == 0
+    assert calls[0]["pipeline"] == str(CHECKPOINTS / "kdm_phantom_112")
+    assert calls[0]["segmentation"] == str(CHECKPOINTS / "seg_phantom_112")
+    assert main(["demo", "--pipeline", "kdm_phantom_112", "--train"]) == 1  # --train retrains: not with a model
