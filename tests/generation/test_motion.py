@@ -256,3 +256,57 @@ def test_load_drag_file_sparse_csv_dense_csv_and_npy(tmp_path):
     two = _keypoint_csv(tmp_path / "two.csv", np.stack([v, v]), [0, 1])
     with pytest.raises(ValueError, match="exactly one row"):
         load_drag_file(two)
+
+
+def test_own_motion_works_from_a_frame_without_keypoints():
+    """A NaN source frame (a mask the geometry could not measure) is filled from its neighbours;
+    it used to fail with a message about "the other ED"."""
+    t = np.arange(10.0)
+    seq = np.repeat(bullet()[None], 10, axis=0) + t[:, None, None] * np.array([1.0, 0.5])
+    holed = seq.copy()
+    holed[[4, 7]] = np.nan
+    out = own_motion(holed, 4)
+    assert out.shape == (6, 40, 2) and np.isfinite(out).all()
+    np.testing.assert_allclose(out, seq[4:], atol=1e-4)  # linear motion: interpolation is exact
+    with pytest.raises(ValueError, match="no frame with all 40 keypoints"):
+        own_motion(np.full((3, 40, 2), np.nan), 0)
+
+
+def test_own_motion_applies_the_clip_motion_to_given_keypoints():
+    seq = np.repeat(bullet()[None], 6, axis=0)
+    seq[:, :, 1] *= np.linspace(1.0, 0.9, 6)[:, None]  # the heart shortens
+    seq[2] = np.nan
+    given = bullet() + np.array([3.0, -2.0])  # the user's keypoints of the source frame
+    out = own_motion(seq, 2, src_kp=given)
+    np.testing.assert_allclose(out[0], given, atol=1e-4)
+    assert np.isfinite(out).all() and out.shape == (4, 40, 2)
+    v = simpson_volume(out)
+    assert v[-1] < v[0]  # the clip's shortening is carried over
+
+
+def test_generate_own_starts_from_a_frame_whose_mask_is_broken(tmp_path):
+    """``echokdm generate --own`` wiring (cli_generate._own): a source frame without keypoints of
+    its own (empty mask) gets them from its neighbours; keypoints of every frame given in
+    --keypoints are used as they are."""
+    from types import SimpleNamespace
+
+    from echokdm.cli_generate import _own
+    from echokdm.data.phantom import sample_patient, simulate_clip
+
+    clip = simulate_clip(sample_patient(0, 0), n_frames=12, fps=50.0, size=112)
+    cine = clip.to_cine()
+    masks = cine.masks.copy()
+    masks[5] = 0
+    cine = cine.__class__(**{**cine.__dict__, "masks": masks, "labelled_frames": None, "tracings": None})
+    source = SimpleNamespace(cine=cine, keypoints=np.full((40, 2), np.nan, np.float32), keypoints_source="mask",
+                             fps=50.0)
+    args = SimpleNamespace(frame=5, frames=None, apex_direction="auto", mask=None, keypoints=None)
+    src, targets, fps = _own(args, source, None)
+    assert np.isfinite(src).all() and np.isfinite(targets).all() and targets.shape == (7, 40, 2)
+    assert np.linalg.norm(src - clip.keypoints[5], axis=1).mean() < 1.0
+    path = tmp_path / "kp.npy"
+    np.save(path, clip.keypoints)
+    given = SimpleNamespace(cine=cine, keypoints=clip.keypoints[5], keypoints_source="given", fps=50.0)
+    args.keypoints = str(path)
+    src, targets, _ = _own(args, given, None)
+    np.testing.assert_allclose(targets, clip.keypoints[5:], atol=1e-4)
