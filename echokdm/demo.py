@@ -141,6 +141,7 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
         write_loop,
     )
     from echokdm.geometry.volumes import cardiac_cycle, simpson_volume
+    from echokdm.io.fan import apply_fan, source_fan
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -154,9 +155,13 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
     ef_clip = float(cycle.ef[0]) if len(cycle.ef) else float("nan")
     new_ef = float(np.clip(ef_clip + (settings.ef_shift if ef_clip < 45 else -settings.ef_shift), 15, 75))
     heart_rate = 60.0 * cine.fps / max(end - ed, 2)
+    # one pseudonym per patient through the run: the manifest's is the loop folder, the generated DICOM's
+    # Patient ID and (an echokdm pseudonym in a de-identified file is kept) what read_cine reports for it
+    pid = str(row["patient_id"])
+    fan = source_fan(cine)  # the generated frames are 0 outside the ultrasound fan (BurnedInAnnotation NO)
     common = {"fps": cine.fps, "spacing_mm": cine.spacing_mm, "mode": "gamma", "k": settings.k,
-                  "num_inference_steps": settings.num_inference_steps, "seed": settings.seed, "segmentation": seg,
-                  "progress": progress, "source_index": ed, "patient_id": cine.patient_id}
+              "num_inference_steps": settings.num_inference_steps, "seed": settings.seed, "segmentation": seg,
+              "progress": progress, "source_index": ed, "patient_id": pid, "fan_mask": fan.mask}
     loops, seconds = {}, {}
     start = time.perf_counter()
     loops["own"] = generate_loop(pipe, cine.frames[ed], kp[ed], own_motion(kp, ed, end), motion="own", **common)
@@ -167,10 +172,9 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
         loops["new_ef"] = generate_ef_loop(pipe, cine.frames[ed], kp[ed], new_ef, heart_rate_bpm=heart_rate,
                                            n_beats=1.0, max_attempts=settings.ef_attempts, **common)
     seconds["new_ef"] = time.perf_counter() - start
-    pid = str(row["patient_id"])
     rows = []
     for name, loop in loops.items():
-        reference = cine.frames[ed:end] if name == "own" else None
+        reference = apply_fan(cine.frames[ed:end], fan.mask) if name == "own" else None
         paths = write_loop(out / "loops" / pid, loop, formats=("mp4", "gif", "dicom"), stem=f"{pid}_{name}",
                            overwrite=overwrite, side_by_side=reference)
         rows.append({"patient_id": pid, "loop": name, "frames": loop.n_frames, "ef_clip_truth": row.get("ef_reference"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
@@ -669,8 +670,15 @@ def _first_present(ds: Dataset, keywords: tuple[str, ...]) -> tuple[str, str] | 
 
 
 def _patient_pseudonym(ds: Dataset, path: Path, salt: str | None) -> tuple[str, str]:
-    """Pseudonym of *Patient ID* (else *Study Instance UID*, else the file path) and its source."""
+    """Pseudonym of *Patient ID* (else *Study Instance UID*, else the file path) and its source.
+
+    A file marked *Patient Identity Removed* ``YES`` whose Patient ID is already an echokdm
+    pseudonym (``P`` + 12 hex digits, as echokdm's synthetic DICOMs carry) keeps it, so a
+    patient has one pseudonym through a run (source, generated files, and those read back)."""
     found = _first_present(ds, ("PatientID", "StudyInstanceUID"))
+    if (found and found[1] == "PatientID" and re.fullmatch(r"P[0-9a-f]{12}", found[0])
+            and str(ds.get("PatientIdentityRemoved", "") or "").strip().upper() == "YES"):
+        return found[0], "PatientID"
     value, source = found if found else (str(path.resolve()), "path")
     return pseudonymise(value, salt=salt, prefix="P"), source
 
@@ -917,6 +925,9 @@ def _save_atomically(ds: Dataset, path: Path, overwrite: bool) -> None:
     os.close(handle)
     try:
         ds.save_as(tmp_name, enforce_file_format=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600: give the mode of every other output
         _refuse_overwrite(path, overwrite)  # another process may have written it meanwhile
         os.replace(tmp_name, path)
     except BaseException:

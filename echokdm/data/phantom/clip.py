@@ -259,6 +259,9 @@ class PhantomClip:
         try:
             with os.fdopen(fd, "wb") as handle:
                 np.savez_compressed(handle, **arrays)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600: the mode of every other output
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
