@@ -28,6 +28,9 @@ _LAZY = {
     "simpson_volume": "volumes",
     "cardiac_cycle": "volumes",
     "CardiacCycle": "volumes",
+    "detect_apex_direction": "keypoints",
+    "ApexDirection": "keypoints",
+    "degrade_masks": "mask_faults",
     "sequence_keypoints": "temporal",
     "SequenceKeypoints": "temporal",
 }
