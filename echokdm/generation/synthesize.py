@@ -845,6 +845,9 @@ def _plan(n_loops, *, ef_range, ef_reference, heart_rate_range, fps, n_beats, se
             raise ValueError(f"{name} must be a positive number, got {value!r}")
     if mode not in ("gamma", "per_frame"):
         raise ValueError(f"mode must be 'gamma' or 'per_frame', got {mode!r}")
+    from echokdm.generation.loop import check_generation_settings
+
+    check_generation_settings(k, num_inference_steps, batch_size)  # also k <= steps
     plan = _Plan(efs=efs, heart_rates=sample_heart_rates(n_loops, heart_rate_range, seed),
                  seeds=np.array([loop_seed(seed, i) for i in range(n_loops)]), fps=float(fps),
                  n_beats=float(n_beats), mode=mode, k=_checked_count(k, "k", 0),

@@ -253,6 +253,10 @@ def test_bad_settings_fail_before_anything_is_written(data, tmp_path):
         synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=1, ef_range=(40, 120), **FAST)
     with pytest.raises(ValueError, match="n_loops"):
         synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=0, **FAST)
+    with pytest.raises(ValueError, match="k \\(--k\\) must be at most"):
+        synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=1, **{**FAST, "k": 5})
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=1, **{**FAST, "num_inference_steps": 0})
     with pytest.raises(FileNotFoundError, match="nowhere"):
         synthesize_cohort(data["manifest"], tmp_path / "nowhere", out, n_loops=1, split="val", **FAST)
     assert not (out / "FileList.csv").exists()
