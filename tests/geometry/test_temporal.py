@@ -127,3 +127,20 @@ def test_flags_and_argument_errors(phantom_clips):
     with pytest.raises(ValueError, match="apex_direction"):
         sequence_keypoints(masks, apex_direction="north")
     assert sequence_keypoints(masks).apex_direction == "up"
+
+
+def test_a_fast_beat_at_a_low_frame_rate_is_not_repaired_flat():
+    """ED and ES of an 8-frame beat differ from their running median by far more than the outlier
+    tolerance; they are extremes of the curve, not spikes, and must keep their keypoints."""
+    from echokdm.generation import synthetic_motion
+    from echokdm.generation.loop import loop_ef
+    from echokdm.transforms.array import KeypointsToMask
+
+    clip = simulate_clip(sample_patient(0), n_frames=4, size=32, fps=25)
+    targets = synthetic_motion(clip.keypoints[0], ef=40, heart_rate_bpm=120, fps=16)
+    masks = np.stack([KeypointsToMask((32, 32))(k) for k in targets]).astype(np.uint8)
+    repaired = sequence_keypoints(masks, smooth_sigma_frames=0.0)
+    plain = sequence_keypoints(masks, smooth_sigma_frames=0.0, repair=False)
+    assert not any("outlier frame" in f for flags in repaired.flags for f in flags)
+    assert loop_ef(repaired.keypoints) == pytest.approx(loop_ef(plain.keypoints), abs=0.5)
+    assert loop_ef(repaired.keypoints) == pytest.approx(40.0, abs=6.0)
