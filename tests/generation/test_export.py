@@ -203,12 +203,18 @@ def test_side_by_side_puts_real_left_and_generated_right(tmp_path):
     loop = make_loop()
     real = 1.0 - loop.frames  # any clip that differs from the generated one
     path = write_loop(tmp_path, loop, formats=(), side_by_side=real)["side_by_side"]
-    video = read_video(path).frames  # (T, H, 2 W + 2)
-    width = loop.frames.shape[2]
-    assert video.shape == (8, 48, 2 * width + 2)
-    assert psnr(video[:, :, :width], real) > 30.0
-    assert psnr(video[:, :, width + 2 :], loop.frames) > 30.0
-    assert psnr(video[:, :, width + 2 :], real) < 25.0  # not the same clip twice
+    video = read_video(path).frames  # (T, band + H, 2 W + 2)
+    width, band = loop.frames.shape[2], export._LABEL_PX
+    assert video.shape == (8, band + 48, 2 * width + 2)
+    body = video[:, band:]
+    assert psnr(body[:, :, :width], real) > 30.0
+    assert psnr(body[:, :, width + 2 :], loop.frames) > 30.0
+    assert psnr(body[:, :, width + 2 :], real) < 25.0  # not the same clip twice
+    # the band says "real" over the left half and "generated" over the right half (white text on black)
+    left, right = video[0, :band, :width], video[0, :band, width + 2 :]
+    assert (left > 0.5).sum() > 10 and (right > 0.5).sum() > (left > 0.5).sum()  # "generated" is longer
+    expected = export._label_band("real", "generated", width, width)
+    assert np.abs(video[:, :band] - expected[None]).mean() < 0.08
 
 
 def test_side_by_side_checks_the_reference(tmp_path):
