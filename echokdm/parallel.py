@@ -472,8 +472,9 @@ def map_clips(manifest: pd.DataFrame, task: Callable[[pd.DataFrame], Any], parts
                 failed[i] = value
             bar.update(1)
     except (KeyboardInterrupt, _Stopped):
-        print(f"echokdm: stopped; the {bar.n} finished clip(s) are kept in {parts}: run the same command again "
-              "to go on", file=sys.stderr)
+        kept = len(list(parts.glob("*.json")))
+        print(f"echokdm: stopped; {kept} finished clip(s) are kept in {parts}: run the same command again to go on",
+              file=sys.stderr)
         raise
     finally:
         outcomes.close()  # stops the workers now when the loop ended early
