@@ -542,7 +542,7 @@ def _keypoints_clip(rows: pd.DataFrame, **options) -> dict:
 
 def keypoints_table_parallel(manifest: pd.DataFrame | str | os.PathLike, parts: str | os.PathLike, *,
                              workers: int = 1, smooth_sigma_frames: float = 1.0,
-                             apex_direction: str | tuple[float, float] | None = "up",
+                             apex_direction: str | tuple[float, float] | None = "auto",
                              segmentation: str | os.PathLike | None = None, progress: bool = True):
     """:func:`~echokdm.metrics.lv_function.keypoints_table`, one clip per task in ``workers`` processes.
 
