@@ -45,6 +45,9 @@ class LookAugmentation:
         ``gain * x ** gamma`` (display map, dynamic range).
     p_jpeg, jpeg_step : float, tuple
         8 × 8 DCT quantisation with a uniform step (the blocks of JPEG / MPEG compression).
+    p_noisy_outside : float
+        Probability that the noise and haze also reach the pixels outside the sector (exactly 0
+        in the phantom; a real video's black background is noisy and compressed).
     """
 
     p_blood: float = 0.5
@@ -65,6 +68,7 @@ class LookAugmentation:
     gain_range: tuple[float, float] = (0.5, 1.3)
     p_jpeg: float = 0.3
     jpeg_step: tuple[float, float] = (0.02, 0.12)
+    p_noisy_outside: float = 0.3
 
 
 def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
@@ -134,7 +138,8 @@ def random_ultrasound_look(x: torch.Tensor, mask: torch.Tensor | None, gen: torc
     -------
     torch.Tensor
         Frames of the same shape, dtype and device, in [0, 1]. Pixels that were exactly 0 (outside
-        the sector) stay 0, so the sector's outline is kept.
+        the sector) stay 0, so the sector's outline is kept, except in the share
+        ``p_noisy_outside`` of samples.
     """
     if x.ndim != 4 or x.shape[1] != 1:
         raise ValueError(f"x must be (B, 1, H, W), got {tuple(x.shape)}")
@@ -183,5 +188,6 @@ def random_ultrasound_look(x: torch.Tensor, mask: torch.Tensor | None, gen: torc
         chosen = _chosen(b, s.p_jpeg, gen).view(b, 1, 1, 1)
         step = _uniform(b, *s.jpeg_step, gen)
         out = torch.where(chosen, dct_blocks(out, step).clamp(0, 1), out)
-    out = out.masked_fill(outside, 0.0)
+    keep_black = ~_chosen(b, s.p_noisy_outside, gen).view(b, 1, 1, 1)
+    out = out.masked_fill(outside & keep_black, 0.0)
     return out.to(device, dtype)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from echokdm.config import load_config
 from echokdm.data.manifest import clip_file_stem, load_manifest, read_clip
+from echokdm.echo.augment import random_ultrasound_look
 from echokdm.echo.segmentation import LVSegmentationNet
 from echokdm.pretrained import resolve_checkpoint
 from echokdm.training.run import RunFolder
@@ -52,9 +53,17 @@ class SegDataConfig:
     size: int = 112
     augment: bool = True
     elastic_px: float = 3.0
+    look_augment: bool = False  # sim-to-real look changes (echokdm.echo.augment), after the spatial ones
+    zoom_range: tuple[float, float] = (0.9, 1.1)  # content scale of the random affine
+    aspect_range: tuple[float, float] = (1.0, 1.0)  # column stretch against rows
     max_clips: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("zoom_range", "aspect_range"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if not (len(value) == 2 and 0 < value[0] <= value[1]):
+                raise ValueError(f"data.{name} must be [low, high] with 0 < low <= high, got {list(value)}")
+            setattr(self, name, value)
         if self.size < 16:
             raise ValueError(f"data.size must be >= 16 pixels, got {self.size}")
         if self.max_clips is not None and self.max_clips < 1:
@@ -151,8 +160,9 @@ def labelled_frames(manifest: pd.DataFrame, split: str, size: int, max_clips: in
     return LabelledFrames(np.concatenate(frames), np.concatenate(masks), pids, cids, skipped)
 
 
-def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
-             elastic_px: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
+def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, elastic_px: float = 3.0,
+             zoom_range: tuple[float, float] = (0.9, 1.1),
+             aspect_range: tuple[float, float] = (1.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
     """One random affine (and, when ``elastic_px`` > 0, a smooth random deformation of up to about
     that many pixels) and gain/gamma per sample; the same geometry for frame and mask.
 
@@ -161,13 +171,22 @@ def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
     compresses and stretches the cavity locally, as the flows of generated frames do, so the model
     learns to find the boundary on warped images too (the EF of generated loops is measured on
     them).
+
+    ``zoom_range`` is the content's scale (below 1: the sector shrinks inside black margins, as a
+    real DICOM cropped to a loose box does); ``aspect_range`` stretches columns against rows (a
+    non-square crop resized to a square). The default ranges draw as the original augmentation.
     """
     b, _, h, w = x.shape
     angle = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(15)
-    scale = 1 + (torch.rand(b, generator=gen) * 2 - 1) * 0.1
+    scale = zoom_range[0] + (zoom_range[1] - zoom_range[0]) * torch.rand(b, generator=gen)
     shift = (torch.rand(b, 2, generator=gen) * 2 - 1) * 0.08
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    if tuple(aspect_range) != (1.0, 1.0):
+        aspect = aspect_range[0] + (aspect_range[1] - aspect_range[0]) * torch.rand(b, generator=gen)
+        row_x = [cos / aspect, -sin / aspect]  # columns sampled 1/aspect as densely: content aspect× wider
+    else:
+        row_x = [cos, -sin]
+    theta = torch.stack([torch.stack([*row_x, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
     if elastic_px > 0:
         coarse = (torch.rand(b, 2, 4, 4, generator=gen) * 2 - 1) * elastic_px
@@ -252,7 +271,9 @@ def train_segmentation(config: SegConfig, manifest: str | os.PathLike, out: str 
         x = frames[idx, None].float() / 255.0  # (B, 1, S, S)
         y = masks[idx, None].float()
         if config.data.augment:
-            x, y = _augment(x, y, gen, config.data.elastic_px)
+            x, y = _augment(x, y, gen, config.data.elastic_px, config.data.zoom_range, config.data.aspect_range)
+        if config.data.look_augment:
+            x = random_ultrasound_look(x, y, gen)
         loss = loss_fn(model(x.to(device)), y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -4,7 +4,8 @@ import torch
 
 from echokdm.echo.augment import LookAugmentation, dct_blocks, random_ultrasound_look
 
-OFF = LookAugmentation(p_blood=0, p_blur=0, p_speckle=0, p_tgc=0, p_haze=0, p_noise=0, p_gamma=0, p_jpeg=0)
+OFF = LookAugmentation(p_blood=0, p_blur=0, p_speckle=0, p_tgc=0, p_haze=0, p_noise=0, p_gamma=0, p_jpeg=0,
+                       p_noisy_outside=0)
 
 
 def _frames(b=4, size=32):
@@ -24,9 +25,10 @@ def test_all_effects_off_is_identity():
 
 def test_deterministic_for_a_seed_and_keeps_range_shape_and_outside():
     x, mask = _frames()
-    a = random_ultrasound_look(x, mask, torch.Generator().manual_seed(3))
-    b = random_ultrasound_look(x, mask, torch.Generator().manual_seed(3))
-    c = random_ultrasound_look(x, mask, torch.Generator().manual_seed(4))
+    black = LookAugmentation(p_noisy_outside=0.0)
+    a = random_ultrasound_look(x, mask, torch.Generator().manual_seed(3), black)
+    b = random_ultrasound_look(x, mask, torch.Generator().manual_seed(3), black)
+    c = random_ultrasound_look(x, mask, torch.Generator().manual_seed(4), black)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.shape == x.shape and a.dtype == x.dtype
     assert float(a.min()) >= 0 and float(a.max()) <= 1
@@ -57,3 +59,31 @@ def test_speckle_changes_texture_statistics():
     out = random_ultrasound_look(x, None, torch.Generator().manual_seed(0), s)
     assert 0.1 < float(out.std()) < 0.4
     assert abs(float(out.mean()) - 0.5) < 0.1
+
+
+def test_outside_stays_black_unless_asked_for_noise_there():
+    x, mask = _frames()
+    quiet = LookAugmentation(**{**OFF.__dict__, "p_noise": 1.0, "noise_std": (0.05, 0.05)})
+    noisy = LookAugmentation(**{**quiet.__dict__, "p_noisy_outside": 1.0})
+    a = random_ultrasound_look(x, mask, torch.Generator().manual_seed(0), quiet)
+    b = random_ultrasound_look(x, mask, torch.Generator().manual_seed(0), noisy)
+    assert torch.all(a[..., :, :4] == 0)
+    assert float(b[..., :, :4].max()) > 0.05
+
+
+def test_zoom_and_aspect_augmentation_move_frame_and_mask_together():
+    from echokdm.echo.segmentation_training import SegDataConfig, _augment
+
+    x = torch.zeros(8, 1, 48, 48)
+    x[..., 12:36, 18:30] = 1.0
+    y = x.clone()
+    gen = torch.Generator().manual_seed(0)
+    xa, ya = _augment(x, y, gen, 0.0, (0.6, 0.6), (1.0, 1.0))
+    assert float(ya.mean()) < 0.5 * float(y.mean())  # content shrunk to 60 %: area ~36 %
+    assert torch.equal((xa > 0.5).float(), ya) or float(((xa > 0.5).float() - ya).abs().mean()) < 0.01
+    xw, yw = _augment(x, y, torch.Generator().manual_seed(0), 0.0, (1.0, 1.0), (1.3, 1.3))
+    cols = yw[0, 0].sum(0).gt(0).sum()
+    rows = yw[0, 0].sum(1).gt(0).sum()
+    assert cols > 12 * 1.15 and rows < 24 * 1.15  # wider, not taller (up to the random rotation)
+    with pytest.raises(ValueError, match="zoom_range"):
+        SegDataConfig(zoom_range=(1.2, 0.8))
