@@ -45,9 +45,21 @@ def test_demo_quick_generates_evaluates_and_refuses_to_overwrite(tmp_path, capsy
     real = load_manifest(out / "real_manifest.csv")
     assert len(real) == 1 and int(real.n_frames[0]) == 30 and real.fps[0] == pytest.approx(30, rel=0.01)
     assert read_video(out / "real_preview" / "us_cine.mp4").n_frames == 30
-    # 2-6: one held-out patient, two loops written, scored and summarised
-    report = pd.read_csv(out / "report.csv")
-    assert list(report["loop"]) == ["own", "new_ef"] and report["patient_id"].nunique() == 1
+    # 2-6: the real cine and one held-out patient, two loops each, written, scored and summarised
+    full = pd.read_csv(out / "report.csv")
+    assert list(full["source"]) == ["real", "real", "phantom", "phantom"]
+    assert list(full["loop"]) == ["own", "new_ef"] * 2 and full["patient_id"].nunique() == 2
+    real_rows = full[full["source"] == "real"]
+    assert real_rows["patient_id"].iloc[0] == real["patient_id"][0]  # one pseudonym through the run
+    assert 5 < real_rows["ef_clip_keypoints"].iloc[0] < 95, "the real cine's EF from its keypoints"
+    volumes = pd.read_csv(out / "real_echo_volumes.csv")
+    assert len(volumes) == 30 and {"ED", "ES"} <= set(volumes["phase"].dropna())
+    assert (out / "real_echo.png").stat().st_size > 20_000
+    side = read_video(next((out / "loops" / real_rows["patient_id"].iloc[0]).glob("*_own_side_by_side.mp4")))
+    assert side.width > 1.5 * side.height  # labelled real | generated
+    for column in ("mse_repeat_source", "ssim_repeat_source"):
+        assert full.loc[full["loop"] == "own", column].notna().all(), column
+    report = full[full["source"] == "phantom"].reset_index(drop=True)
     assert report["ef_achieved"].notna().all(), "the packaged segmentation model re-measures EF"
     own, new = report.iloc[0], report.iloc[1]
     assert abs(new["ef_target"] - own["ef_clip_keypoints"]) == pytest.approx(25, abs=1.0) or new["ef_target"] in (15, 75)
@@ -55,7 +67,7 @@ def test_demo_quick_generates_evaluates_and_refuses_to_overwrite(tmp_path, capsy
     assert 1 <= new["ef_attempts"] <= 3 and own["ef_attempts"] == 1
     assert own["ef_trajectory"] == pytest.approx(own["ef_target"]) and np.isfinite(new["ef_trajectory"])
     assert 0 < own["mse"] < 0.1 and 0 < own["ssim"] <= 1
-    for r in report.itertuples():
+    for r in full.itertuples():
         assert read_video(r.mp4).n_frames == r.frames
         assert read_dicom(r.dicom).n_frames == r.frames
         assert validate_dicom(r.dicom, external=False) == []
