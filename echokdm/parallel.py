@@ -242,7 +242,8 @@ def _array(values: np.ndarray) -> dict:
     if values.dtype.kind not in "biufcmM" or values.dtype.hasobject:
         raise TypeError(f"cannot store an array of dtype {values.dtype}")
     little = values.astype(values.dtype.newbyteorder("<"), copy=False) if values.dtype.byteorder == ">" else values
-    return {"$array": little.dtype.str, "shape": list(values.shape), "data": _b64(np.ascontiguousarray(little).tobytes())}
+    data = _b64(np.ascontiguousarray(little).tobytes())
+    return {"$array": little.dtype.str, "shape": list(values.shape), "data": data}
 
 
 def _column(values: pd.Series) -> dict:
@@ -355,13 +356,13 @@ def _dumps(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _settings_bytes(settings: dict) -> str:
+def _settings_digest(settings: dict) -> str:
     return hashlib.sha256(_dumps(_encode(settings))).hexdigest()
 
 
 def _write_part(path: Path, key: bytes, row_key: str, settings: dict, result: Any) -> None:
     """Write a signed part (TypeError, before anything is written, when ``result`` is not plain data)."""
-    payload = _dumps({"clip": row_key, "settings": _settings_bytes(settings), "result": _encode(result)})
+    payload = _dumps({"clip": row_key, "settings": _settings_digest(settings), "result": _encode(result)})
     signature = hmac.new(key, payload, hashlib.sha256).hexdigest().encode()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -387,10 +388,10 @@ def _read_part(path: Path, key: bytes, row_key: str, settings: dict) -> tuple[bo
         if not hmac.compare_digest(header[len(_MAGIC):], expected):
             return False, None
         record = json.loads(payload)
-        if record.get("clip") != row_key or record.get("settings") != _settings_bytes(settings):
+        if record.get("clip") != row_key or record.get("settings") != _settings_digest(settings):
             return False, None
         return True, _decode(record["result"])
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError):
         return False, None
 
 

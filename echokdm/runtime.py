@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from collections.abc import Mapping, MutableMapping
 
 __all__ = ["available_cores", "choose_threads", "configure_threads", "current_load"]
@@ -28,23 +29,35 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _running_others(samples: int = 5, interval: float = 0.01) -> int | None:
+    """Processes running now besides this one (``/proc/loadavg``), the median of a few quick samples."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg") as handle:
+                counts.append(int(handle.read().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return None
+        if i + 1 < samples:
+            time.sleep(interval)
+    return max(0, sorted(counts)[len(counts) // 2])
+
+
 def current_load() -> float | None:
     """How many cores other work keeps busy now, or None where the system cannot say.
 
     The 1-minute load average, but no more than the processes running at this moment besides
-    this one (``/proc/loadavg``): the average lags by a minute, so right after a previous command
-    ended it still counts that command, which the instant count does not.
+    this one (``/proc/loadavg``, where there is one): the average lags by a minute, so right after
+    a previous command ended it still counts that command, which the instant count does not.
     """
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
-    try:
-        with open("/proc/loadavg") as handle:
-            running = int(handle.read().split()[3].split("/")[0])
-        load = min(load, max(0, running - 1))
-    except (OSError, ValueError, IndexError):
-        pass
+    if load >= 1:  # else not busy anyway: no need to look closer
+        running = _running_others()
+        if running is not None:
+            load = min(load, running)
     return float(load)
 
 

@@ -105,3 +105,17 @@ def test_progress_does_not_change_the_frames():
     a, b = _generate(progress=True), _generate(progress=False)
     np.testing.assert_array_equal(a.frames, b.frames)
     np.testing.assert_array_equal(a.flows, b.flows)
+
+
+def test_load_is_the_average_unless_fewer_processes_run_now(monkeypatch):
+    import echokdm.runtime as runtime
+
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (5.0, 4.0, 3.0))
+    monkeypatch.setattr(runtime, "_running_others", lambda: 6)
+    assert runtime.current_load() == 5.0  # busy now and over the last minute
+    monkeypatch.setattr(runtime, "_running_others", lambda: 0)
+    assert runtime.current_load() == 0.0  # the average still counts a command that has just ended
+    monkeypatch.setattr(runtime, "_running_others", lambda: None)
+    assert runtime.current_load() == 5.0  # no /proc: the average
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (_ for _ in ()).throw(OSError()))
+    assert runtime.current_load() is None
