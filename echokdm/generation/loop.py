@@ -652,13 +652,26 @@ def source_from_file(
                       cine, how)
 
 
+def _fan_or_none(cine) -> np.ndarray | None:
+    """The clip's fan mask ``(H, W)`` bool, or None when none is found (then nothing is masked)."""
+    from echokdm.io.fan import source_fan
+
+    try:
+        fan = source_fan(cine)
+    except (ValueError, OSError):
+        return None
+    return None if fan.mask is None else np.asarray(fan.mask, dtype=bool)
+
+
 def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
-                   apex_direction: str | tuple[float, float] | None = "up") -> np.ndarray:
+                   apex_direction: str | tuple[float, float] | None = "auto") -> np.ndarray:
     """Keypoints of every frame of a clip, ``float32`` ``(T, 40, 2)`` (NaN where detection fails).
 
     From the clip's own masks when every frame is labelled, else from the segmentation model's
-    masks of every frame, with the landmark smoothing of
-    :func:`~echokdm.geometry.temporal.sequence_keypoints`.
+    masks of every frame, kept inside the clip's ultrasound fan when one is found
+    (:func:`echokdm.io.fan.source_fan`: a dark background or a caption is never the LV), with
+    the landmark smoothing and repairs of :func:`~echokdm.geometry.temporal.sequence_keypoints`;
+    the apex side is detected per clip by default.
 
     Raises
     ------
@@ -673,6 +686,9 @@ def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
         masks = cine.masks
     elif segmentation is not None:
         masks = _segment(load_segmentation(segmentation), cine.frames)
+        fan = _fan_or_none(cine)
+        if fan is not None:
+            masks = masks * fan[None].astype(masks.dtype)
     else:
         where = cine.source or cine.clip_id
         raise ValueError(f"{where}: the motion needs keypoints on every frame, but the clip has masks on "

@@ -277,3 +277,23 @@ def test_source_from_a_video_needs_labels_or_a_model(tmp_path, clip):
     assert np.abs(src.keypoints - clip.keypoints[3]).max() < 1.5
     with pytest.raises(ValueError, match=r"c\.avi: the motion needs keypoints on every frame"):
         clip_keypoints(src.cine)
+
+
+class BlobOutsideFan(OracleSegmentation):
+    """The oracle's LV masks plus a large false 'LV' in the black corner outside the fan."""
+
+    def predict_masks(self, frames, batch_size=32, threshold=0.5):
+        masks = super().predict_masks(frames).numpy().copy()
+        masks[:, :12, :10] = 1  # top-left corner, outside the sector; larger than the LV (78-109 px)
+        return torch.from_numpy(masks)
+
+
+def test_clip_keypoints_keep_segmentation_inside_the_fan(clip):
+    import dataclasses
+
+    cine = dataclasses.replace(clip.to_cine(), masks=None, labelled_frames=None)
+    assert not clip.fan_mask[:12, :10].any() and clip.masks.sum((1, 2)).max() < 120
+    truth = clip_keypoints(cine, OracleSegmentation(clip.keypoints), smooth_sigma_frames=0.0)
+    fooled = clip_keypoints(cine, BlobOutsideFan(clip.keypoints), smooth_sigma_frames=0.0)
+    assert np.isfinite(fooled).all()
+    np.testing.assert_allclose(fooled, truth, atol=1e-4)  # the corner blob never reaches the keypoints
