@@ -66,8 +66,9 @@ def test_batch_size_does_not_change_the_loop(pipe, clip, mode):
                generator=torch.Generator().manual_seed(1), **kwargs)
     many = pipe(clip.frames[0], clip.keypoints[0], clip.keypoints[1:8], batch_size=3,
                 generator=torch.Generator().manual_seed(1), **kwargs)
-    np.testing.assert_allclose(many.frames, one.frames, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(many.flows, one.flows, rtol=1e-4, atol=1e-5)  # random K2F: flows of ~200 px
+    # float32 sums in another order (batch size, thread count): 6e-5 seen with one thread; far below 1/255
+    np.testing.assert_allclose(many.frames, one.frames, rtol=0, atol=2e-4)
+    np.testing.assert_allclose(many.flows, one.flows, rtol=1e-4, atol=2e-4)  # random K2F: flows of ~200 px
 
 
 def test_bf16_autocast_stays_close_to_float32(pipe, clip):
