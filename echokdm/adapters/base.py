@@ -126,6 +126,14 @@ class Adapter:
         """``loader(row, rng) -> TrainingClip`` for the rows of ``manifest_path`` (one-time setup here)."""
         raise NotImplementedError
 
+    # -- appearance augmentation ----------------------------------------------------------------
+    def augment_appearance(self, images: Any, generator: Any) -> Any:
+        """Random changes of how frames ``(B, 1, H, W)`` in [0, 1] look (not of what they show), for
+        training on synthetic data that will meet real data (``data.appearance_augment``). Every
+        draw comes from the CPU ``torch.Generator``: two calls from the same generator state give
+        the same change (training pairs share theirs). The default changes nothing."""
+        return images
+
     # -- detection --------------------------------------------------------------------------------
     def detect_keypoints(self, frames: np.ndarray, model: Any = None) -> np.ndarray:
         """Keypoints ``(T, N, 2)`` re-detected on frames ``(T, H, W)`` in [0, 1] (NaN where not found)."""

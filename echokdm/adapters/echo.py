@@ -155,6 +155,14 @@ class EchoAdapter(Adapter):
 
         return echo_clip_loader(manifest_path, data)
 
+    def augment_appearance(self, images, generator):
+        """The scanner look randomised (:func:`echokdm.echo.augment.random_ultrasound_look`: speckle,
+        blur, TGC, haze, noise, gamma and gain, compression blocks; no blood-pool change, which needs
+        a mask), so that a KDM trained on the phantom keeps the look of the frame it starts from."""
+        from echokdm.echo.augment import random_ultrasound_look
+
+        return random_ultrasound_look(images, None, generator)
+
     def detect_keypoints(self, frames: np.ndarray, model=None) -> np.ndarray:
         """40 keypoints ``(T, 40, 2)`` per frame from the masks of an LV segmentation ``model``
         (an :class:`~echokdm.echo.segmentation.LVSegmentationNet`, or anything with its

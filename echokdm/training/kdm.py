@@ -73,6 +73,7 @@ class KDMDataConfig:
     max_clips: int | None = None
     val_pairs: int = 24
     adapter: str = DEFAULT_ADAPTER
+    appearance_augment: bool = False  # the adapter's random look, the same for both frames of a pair
 
     def __post_init__(self) -> None:
         get_adapter(self.adapter).check_data_config(self)
@@ -231,16 +232,30 @@ def build_pair_bank(manifest: pd.DataFrame, manifest_path: str | os.PathLike, sp
 # ---------------------------------------------------------------------------------------------
 
 
-def _frames_batch(bank: PairBank, batch_size: int):
+def _appearance(data: KDMDataConfig):
+    """``look(images, generator)`` of the adapter when ``data.appearance_augment``, else None."""
+    return get_adapter(data.adapter).augment_appearance if data.appearance_augment else None
+
+
+def _frames_batch(bank: PairBank, batch_size: int, look=None):
     def batch_fn(generator: torch.Generator) -> dict[str, torch.Tensor]:
         idx = torch.randint(len(bank.frames), (batch_size,), generator=generator)
-        return {"image": torch.from_numpy(bank.frames[idx.numpy()])[:, None]}
+        image = torch.from_numpy(bank.frames[idx.numpy()])[:, None]
+        return {"image": image if look is None else look(image, generator)}
     return batch_fn
 
 
-def _pairs_batch(bank: PairBank, batch_size: int):
+def _pairs_batch(bank: PairBank, batch_size: int, look=None):
     def batch_fn(generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return bank.batch(torch.randint(len(bank), (batch_size,), generator=generator))
+        batch = bank.batch(torch.randint(len(bank), (batch_size,), generator=generator))
+        if look is not None:  # one look per pair: source and target from the same generator state
+            state = generator.get_state()
+            batch["source"] = look(batch["source"], generator)
+            after = generator.get_state()
+            generator.set_state(state)
+            batch["target"] = look(batch["target"], generator)
+            generator.set_state(after)
+        return batch
     return batch_fn
 
 
@@ -284,7 +299,8 @@ def _autoencoder_stage(config: KDMConfig, train: PairBank, val: PairBank, run: R
         return {"val_psnr": float(np.mean(psnr(recon, ref))), "val_ssim": float(np.mean(ssim(recon, ref)))}
 
     trainer = Trainer(vae, run, dataclasses.replace(cfg.train, best_mode="max"),
-                      batch_fn=_frames_batch(train, cfg.train.batch_size), loss_fn=loss_fn, validate_fn=validate_fn,
+                      batch_fn=_frames_batch(train, cfg.train.batch_size, _appearance(config.data)),
+                      loss_fn=loss_fn, validate_fn=validate_fn,
                       best_metric="val_psnr", resume=resume, progress=progress, description="autoencoder")
     return trainer.fit()
 
@@ -365,7 +381,8 @@ def _k2f_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
                     generator=torch.Generator().manual_seed(0))
         return {"val_flow_epe": float(np.mean(endpoint_error(flow, vb["flow"].numpy())))}
 
-    trainer = Trainer(model, run, stage.train, batch_fn=_pairs_batch(train, stage.train.batch_size), loss_fn=loss_fn,
+    trainer = Trainer(model, run, stage.train,
+                      batch_fn=_pairs_batch(train, stage.train.batch_size, _appearance(config.data)), loss_fn=loss_fn,
                       validate_fn=validate_fn, best_metric="val_flow_epe", resume=resume, progress=progress,
                       description="K2F")
     return trainer.fit()
@@ -410,7 +427,8 @@ def _f2i_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
                    generator=torch.Generator().manual_seed(0))
         return {"val_mse": float(np.mean(mse(out, vb["target"].numpy()[:, 0])))}
 
-    trainer = Trainer(model, run, stage.train, batch_fn=_pairs_batch(train, stage.train.batch_size), loss_fn=loss_fn,
+    trainer = Trainer(model, run, stage.train,
+                      batch_fn=_pairs_batch(train, stage.train.batch_size, _appearance(config.data)), loss_fn=loss_fn,
                       validate_fn=validate_fn, best_metric="val_mse", resume=resume, progress=progress,
                       description="F2I" if use_flow else "F2I w/o flow")
     return trainer.fit()
