@@ -616,6 +616,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # read-only folder, full disk ...: one line naming the path, no traceback
         print(f"{_prog(args)}: error: {_os_error_line(exc, args)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: finished work is kept (batch commands resume); no traceback
+        print(f"{_prog(args)}: interrupted; run the same command again to resume where it can", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

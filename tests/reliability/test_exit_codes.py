@@ -219,3 +219,28 @@ def test_demo_with_one_model_option_keeps_the_other_packaged(monkeypatch, tmp_pa
     assert calls[0]["pipeline"] == str(CHECKPOINTS / "kdm_phantom_112")
     assert calls[0]["segmentation"] == str(CHECKPOINTS / "seg_phantom_112")
     assert main(["demo", "--pipeline", "kdm_phantom_112", "--train"]) == 1  # --train retrains: not with a model
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    import argparse
+
+    import echokdm.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    real_parse = argparse.ArgumentParser.parse_args
+
+    def parse(self, argv=None, namespace=None):
+        args = real_parse(self, argv, namespace)
+        if hasattr(args, "func"):
+            args.func = interrupted  # the command is interrupted while it runs
+        return args
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # no busy-machine line
+    assert cli.main(["info", "whatever.dcm"]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "echokdm info: interrupted; run the same command again to resume where it can"]
