@@ -159,9 +159,9 @@ class EchoAdapter(Adapter):
         """The scanner look randomised (:func:`echokdm.echo.augment.random_ultrasound_look`: speckle,
         blur, TGC, haze, noise, gamma and gain, compression blocks; no blood-pool change, which needs
         a mask), so that a KDM trained on the phantom keeps the look of the frame it starts from."""
-        from echokdm.echo.augment import random_ultrasound_look
+        from echokdm.echo.augment import LookAugmentation, random_ultrasound_look
 
-        return random_ultrasound_look(images, None, generator)
+        return random_ultrasound_look(images, None, generator, LookAugmentation(p_noisy_outside=0.3))
 
     def detect_keypoints(self, frames: np.ndarray, model=None) -> np.ndarray:
         """40 keypoints ``(T, 40, 2)`` per frame from the masks of an LV segmentation ``model``

@@ -68,7 +68,7 @@ class LookAugmentation:
     gain_range: tuple[float, float] = (0.5, 1.3)
     p_jpeg: float = 0.3
     jpeg_step: tuple[float, float] = (0.02, 0.12)
-    p_noisy_outside: float = 0.3
+    p_noisy_outside: float = 0.0
 
 
 def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
@@ -188,6 +188,7 @@ def random_ultrasound_look(x: torch.Tensor, mask: torch.Tensor | None, gen: torc
         chosen = _chosen(b, s.p_jpeg, gen).view(b, 1, 1, 1)
         step = _uniform(b, *s.jpeg_step, gen)
         out = torch.where(chosen, dct_blocks(out, step).clamp(0, 1), out)
-    keep_black = ~_chosen(b, s.p_noisy_outside, gen).view(b, 1, 1, 1)
-    out = out.masked_fill(outside & keep_black, 0.0)
+    if s.p_noisy_outside > 0:  # drawn only when asked for, so the default draws as before
+        outside = outside & ~_chosen(b, s.p_noisy_outside, gen).view(b, 1, 1, 1)
+    out = out.masked_fill(outside, 0.0)
     return out.to(device, dtype)

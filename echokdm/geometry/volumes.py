@@ -119,6 +119,27 @@ def _refine(curve: np.ndarray, i: int, radius: int, lo: int, hi: int, pick) -> i
     return a + int(pick(curve[a:b + 1]))
 
 
+def _running_median3(curve: np.ndarray) -> np.ndarray:
+    """The curve's 3-frame running median (ends kept)."""
+    out = curve.copy()
+    if len(curve) >= 3:
+        out[1:-1] = np.median(np.stack([curve[:-2], curve[1:-1], curve[2:]]), axis=0)
+    return out
+
+
+def _largest_swing(curve: np.ndarray, min_frames: int, max_frames: int) -> tuple[int, int] | None:
+    """``(ed, es)``: the frames of the largest volume drop between a larger and a smaller volume
+    ``min_frames`` to ``max_frames`` apart, in either order (a clip holding less than one beat shows
+    a systole or a filling); None when no pair is that far apart with a positive drop."""
+    best, pair = 0.0, None
+    n = len(curve)
+    for i in range(n):
+        for k in range(n):
+            if min_frames <= abs(k - i) <= max_frames and curve[i] - curve[k] > best:
+                best, pair = float(curve[i] - curve[k]), (i, k)
+    return pair
+
+
 def cardiac_cycle(
     volumes: np.ndarray,
     fps: float | None = None,
@@ -143,8 +164,10 @@ def cardiac_cycle(
     Physiological limits reject a candidate beat, with the reason recorded in ``rejected`` and
     ``flags``, instead of averaging it into the EF: systole (ED to ES) shorter than
     ``min_systole_s`` or longer than 60 % of the longest beat, or an ED volume not above the ES
-    volume. A clip without an interior minimum (less than one beat) falls back to the curve's
-    maximum before its minimum, under the same limits, and says so.
+    volume. When no beat is accepted (a clip of less than one beat, or only rejected candidates),
+    the EF comes from the largest drop of the 3-frame running median between two frames at least
+    a shortest systole and at most a longest beat apart, in either order (a systole or a filling),
+    and a flag says so.
 
     Parameters
     ----------
@@ -221,23 +244,23 @@ def cardiac_cycle(
             ed.append(i)
             es.append(k)
         start = k
-    if not es and not rejected:
-        k = int(np.argmin(filled))
-        i = int(np.argmax(filled[: k + 1]))
-        reason = check(i, k) if i < k else "no end-systole after an end-diastole in the clip"
-        if reason:
-            rejected.append((i, k, reason))
-        else:
+    if not es:
+        fallback = _largest_swing(_running_median3(filled), min_sys, longest)
+        if fallback is None and not rejected:
+            k = int(np.argmin(filled))
+            i = int(np.argmax(filled[: k + 1]))
+            rejected.append((i, k, check(i, k) if i < k else "no end-systole after an end-diastole in the clip"))
+        elif fallback is not None:
+            i, k = fallback
             ed, es = [i], [k]
-            flags.append("no complete beat: EF from the largest volume before the smallest")
+            flags.append(f"no complete beat accepted: EF from the largest and the smallest volume of the clip, "
+                         f"{abs(k - i)} frame(s) apart ({'systole' if i < k else 'filling'}, ED {i}, ES {k})")
     for i, k, reason in rejected:
         flags.append(f"rejected beat ED {i} -> ES {k}: {reason}")
     if not es and not flags:
         flags.append("no end-systole after an end-diastole in the clip")
     ed_a, es_a = np.array(ed, dtype=int), np.array(es, dtype=int)
     # volumes from a 3-frame running median: one noisy frame at an extreme does not set EDV/ESV
-    robust = filled.copy()
-    if n >= 3:
-        robust[1:-1] = np.median(np.stack([filled[:-2], filled[1:-1], filled[2:]]), axis=0)
+    robust = _running_median3(filled)
     edv, esv = robust[ed_a], robust[es_a]
     return CardiacCycle(ed_a, es_a, edv, esv, 100.0 * (edv - esv) / edv, tuple(flags), tuple(rejected))
