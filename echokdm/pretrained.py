@@ -4,7 +4,9 @@
 ``kdm_phantom_112``           KDM pipeline folder (K2F, F2I, autoencoder, scheduler) at 112×112,
                               trained with ``configs/echo/kdm_112.yaml`` on a 24-patient phantom cohort
 ``kdm_phantom_112_noflow``    the "w/o K2F" ablation pipeline of the same run
-``seg_phantom_112``           LV segmentation U-Net (``configs/echo/seg_demo.yaml``), re-measures EF
+``seg_phantom_112``           LV segmentation U-Net for real echo, trained on the realistic phantom with
+                              sim-to-real augmentation (``configs/echo/seg_sim2real.yaml``)
+``seg_phantom_classic_112``   the previous segmentation, classic phantom only (``configs/echo/seg_demo.yaml``)
 ``ofnet_phantom_112``         OF-net (``configs/echo/flow.yaml``)
 ============================  =====================================================================
 
