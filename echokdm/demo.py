@@ -44,6 +44,7 @@ class DemoSettings:
     ef_shift: float = 25.0
     ef_attempts: int = 3  # loops generated at most to bring the new-EF loop's re-measured EF within 2 points
     seed: int = 0
+    phantom_style: str = "classic"  # the held-out phantom cohort's look, the one the packaged KDM was trained on
 
     @classmethod
     def quick(cls) -> DemoSettings:
@@ -363,10 +364,10 @@ def run_demo(out: str | Path = "echokdm-demo", *, settings: DemoSettings | None 
 
     cohort = out / "phantom"
     write_cohort(cohort, n_patients=settings.n_patients, format="dicom", seed=HELD_OUT_SEED, fps=settings.fps,
-                 n_beats=1.3, overwrite=overwrite, progress=progress)
+                 n_beats=1.3, overwrite=overwrite, progress=progress, style=settings.phantom_style)
     manifest = load_manifest(cohort / "manifest.csv")
-    _print("2/6", f"held-out phantom cohort: {len(manifest)} patient(s) as DICOM (seed {HELD_OUT_SEED}, never seen "
-                  f"in training) -> {cohort}")
+    _print("2/6", f"held-out {settings.phantom_style} phantom cohort: {len(manifest)} patient(s) as DICOM (seed "
+                  f"{HELD_OUT_SEED}, never seen in training) -> {cohort}")
     if pipeline is not None and segmentation is not None and not train:
         pipe_path, seg_path = Path(pipeline), Path(segmentation)
         _print("3/6", f"checkpoints: {pipe_path} (KDM) and {seg_path} (segmentation)")
@@ -375,6 +376,15 @@ def run_demo(out: str | Path = "echokdm-demo", *, settings: DemoSettings | None 
     from echokdm.generation import load_segmentation
 
     pipe, seg = KDMPipeline.from_pretrained(pipe_path), load_segmentation(seg_path)
+    phantom_seg = seg
+    if segmentation is None and not train and settings.phantom_style == "classic":
+        from echokdm.pretrained import pretrained_path
+
+        # the classic phantom's loops are re-measured by the segmentation trained on that look (the
+        # sim-to-real seg_phantom_112 reads classic-phantom EFs 4-6 points low); the real cine by seg_phantom_112
+        phantom_seg = load_segmentation(pretrained_path("seg_phantom_classic_112"))
+        _print("3/6", "classic phantom patients are measured with seg_phantom_classic_112, the real cine with "
+                      f"{Path(seg_path).name}")
     _print("4/6", "40 LV keypoints per frame: LV segmented by the model (DICOMs carry no masks), Simpson volumes, "
                   "ED/ES and EF")
     _print("5/6", f"generating two loops per patient ({settings.num_inference_steps} DDIM steps, k = {settings.k}, "
@@ -382,7 +392,7 @@ def run_demo(out: str | Path = "echokdm-demo", *, settings: DemoSettings | None 
     rows, materials = _real_echo(out, pipe, seg, settings, overwrite, progress)
     materials = [materials]
     for _, row in tqdm(list(manifest.iterrows()), desc="patients", unit="patient", disable=not progress):
-        r, m = _patient_loops(row, cohort / "manifest.csv", pipe, seg, settings, out, overwrite, progress)
+        r, m = _patient_loops(row, cohort / "manifest.csv", pipe, phantom_seg, settings, out, overwrite, progress)
         rows += r
         materials.append(m)
     lpips = _lpips_metric()

@@ -671,7 +671,8 @@ def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
     masks of every frame, kept inside the clip's ultrasound fan when one is found
     (:func:`echokdm.io.fan.source_fan`: a dark background or a caption is never the LV), with
     the landmark smoothing and repairs of :func:`~echokdm.geometry.temporal.sequence_keypoints`;
-    the apex side is detected per clip by default.
+    the apex side is detected per clip by default: from the sector's apex when the fan is found
+    (:func:`echokdm.io.fan.fan_apex_direction`), else from the masks.
 
     Raises
     ------
@@ -689,6 +690,12 @@ def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
         fan = _fan_or_none(cine)
         if fan is not None:
             masks = masks * fan[None].astype(masks.dtype)
+            if isinstance(apex_direction, str) and apex_direction == "auto":
+                from echokdm.io.fan import fan_apex_direction
+
+                # the LV apex points at the transducer in an apical view: the sector's apex says where, more
+                # surely than the shape of a network's masks (a leak through the mitral valve narrows the base)
+                apex_direction = fan_apex_direction(fan) or "auto"
     else:
         where = cine.source or cine.clip_id
         raise ValueError(f"{where}: the motion needs keypoints on every frame, but the clip has masks on "

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["MAX_FAN_FRACTION", "MIN_FAN_FRACTION", "Fan", "apply_fan", "find_fan", "source_fan", "still_fan_mask"]
+__all__ = ["MAX_FAN_FRACTION", "MIN_FAN_FRACTION", "Fan", "apply_fan", "fan_apex_direction", "find_fan", "source_fan",
+           "still_fan_mask"]
 
 #: Smallest and largest part of the frame a found fan may cover.
 MIN_FAN_FRACTION = 0.05
@@ -216,3 +217,32 @@ def apply_fan(frames: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     if mask.shape != frames.shape[-2:]:
         raise ValueError(f"fan mask of shape {mask.shape} does not match frames of size {frames.shape[-2:]}")
     return np.where(mask, frames, np.float32(0.0)).astype(np.float32, copy=False)
+
+
+def fan_apex_direction(mask: np.ndarray | None, *, min_ratio: float = 2.0) -> str | None:
+    """Which image side the sector's apex (the transducer) is on: ``"up"``, ``"down"``, ``"left"``
+    or ``"right"``, or None when the mask is missing or not clearly a sector.
+
+    In an apical view the LV apex points at the transducer, so this is the side the LV apex points
+    to, found without looking at the heart. The sector is narrow at the transducer and wide at
+    depth: the side whose end of the fan (the outer tenth of its extent along that axis) is at
+    least ``min_ratio`` times narrower than the opposite end is the apex side.
+    """
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2 or mask.sum() < 16:
+        return None
+    best, side = 0.0, None
+    for axis, (first, last) in ((0, ("up", "down")), (1, ("left", "right"))):
+        widths = mask.sum(axis=1 - axis).astype(np.float64)  # per row (axis 0) or per column (axis 1)
+        inside = np.flatnonzero(widths > 0)
+        lo, hi = int(inside[0]), int(inside[-1])
+        tenth = max(1, (hi - lo + 1) // 10)
+        start = widths[lo:lo + tenth].mean()
+        end = widths[hi - tenth + 1:hi + 1].mean()
+        for narrow, wide, name in ((start, end, first), (end, start, last)):
+            ratio = wide / max(narrow, 1.0)
+            if ratio >= min_ratio and ratio > best:
+                best, side = ratio, name
+    return side

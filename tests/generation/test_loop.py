@@ -297,3 +297,25 @@ def test_clip_keypoints_keep_segmentation_inside_the_fan(clip):
     fooled = clip_keypoints(cine, BlobOutsideFan(clip.keypoints), smooth_sigma_frames=0.0)
     assert np.isfinite(fooled).all()
     np.testing.assert_allclose(fooled, truth, atol=1e-4)  # the corner blob never reaches the keypoints
+
+
+def test_clip_keypoints_take_the_apex_side_from_the_sector(clip):
+    """A clip flipped top to bottom (transducer at the bottom) keeps the keypoint convention: the
+    sector's apex tells where the LV apex points, whatever the masks' shape suggests."""
+    import dataclasses
+
+    from echokdm.geometry.volumes import simpson_volume
+    from echokdm.io.fan import fan_apex_direction
+
+    flipped = dataclasses.replace(clip.to_cine(), frames=clip.frames[:, ::-1].copy(), masks=None, labelled_frames=None)
+    flipped_truth = clip.keypoints.copy()
+    flipped_truth[..., 1] = SIZE - 1 - flipped_truth[..., 1]
+    assert fan_apex_direction(clip.fan_mask[::-1]) == "down"
+    upright = dataclasses.replace(clip.to_cine(), masks=None, labelled_frames=None)
+    reference = simpson_volume(clip_keypoints(upright, OracleSegmentation(clip.keypoints), smooth_sigma_frames=0.0))
+    kp = clip_keypoints(flipped, OracleSegmentation(flipped_truth), smooth_sigma_frames=0.0)
+    assert np.isfinite(kp).all()
+    np.testing.assert_allclose(simpson_volume(kp), reference, rtol=0.03)
+    wrong = clip_keypoints(flipped, OracleSegmentation(flipped_truth), smooth_sigma_frames=0.0, apex_direction="up")
+    assert np.nanmean(wrong[:, 0, 1]) > np.nanmean(wrong[:, 19, 1])  # forced "up": base and apex swapped
+    assert kp[:, 0, 1].mean() < kp[:, 19, 1].mean()  # keypoint 0 at the base, now at the top; 19 at the apex
