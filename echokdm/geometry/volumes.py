@@ -147,7 +147,7 @@ def cardiac_cycle(
     heart_rate_bpm: tuple[float, float] = (30.0, 200.0),
     min_systole_s: float = 0.1,
     min_prominence: float = 0.15,
-    smooth_s: float = 0.02,
+    smooth_s: float = 0.05,
     min_cycle_s: float | None = None,
 ) -> CardiacCycle:
     """Find end-diastole and end-systole per beat from a volume curve, and the EF of each beat.
