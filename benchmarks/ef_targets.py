@@ -1,5 +1,7 @@
 """How close do EF-targeted loops come to their EF? The distribution on held-out phantom patients.
 
+Classic phantom, with the classic-phantom checkpoints (``kdm_phantom_classic_112``,
+``seg_phantom_classic_112``) unless ``--pipeline`` / ``--segmentation`` say otherwise.
 For each held-out phantom patient (seed 1000, never seen by the demo checkpoints) the keypoints
 are found by the segmentation model (as ``echokdm demo`` and ``echokdm generate`` do on scanner
 files), the ED frame is the source, and a synthetic beat is built for each target EF. Each loop is
@@ -90,8 +92,9 @@ def run(args) -> dict:
     from echokdm.pretrained import pretrained_path
 
     torch.set_num_threads(args.threads)
-    pipe = None if args.measurement_only else KDMPipeline.from_pretrained(args.pipeline or pretrained_path("kdm_phantom_112"))
-    seg = load_segmentation(args.segmentation or pretrained_path("seg_phantom_112"))
+    pipe = None if args.measurement_only else KDMPipeline.from_pretrained(
+        args.pipeline or pretrained_path("kdm_phantom_classic_112"))
+    seg = load_segmentation(args.segmentation or pretrained_path("seg_phantom_classic_112"))
 
     def measured(frames, spacing):
         return measure_ef(frames, seg, spacing)

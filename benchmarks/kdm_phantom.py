@@ -7,7 +7,8 @@ The KDM evaluated is trained with the documented commands (configs/echo/kdm_112.
         --out runs/kdm_112
     python benchmarks/kdm_phantom.py --run runs/kdm_112 --training-manifest /tmp/kdm_phantom/manifest.csv [--quick]
 
-Without ``--run`` the packaged demo pipeline (``echokdm/checkpoints/kdm_phantom_112``) is used.
+Without ``--run`` the packaged classic-phantom pipeline (``echokdm/checkpoints/kdm_phantom_classic_112``, the
+paper-style KDM trained on the classic phantom this benchmark draws) is used, with ``seg_phantom_classic_112``.
 
 Test patients are a fresh phantom cohort (seed 1000, never seen in training). For each patient the
 source is the ED frame of the first beat and the targets are up to 8 frames of that beat (ES
@@ -38,8 +39,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save
 
-PACKAGED = Path(__file__).resolve().parent.parent / "echokdm" / "checkpoints" / "kdm_phantom_112"
-PACKAGED_NOFLOW = PACKAGED.with_name("kdm_phantom_112_noflow")
+PACKAGED = Path(__file__).resolve().parent.parent / "echokdm" / "checkpoints" / "kdm_phantom_classic_112"
+PACKAGED_NOFLOW = PACKAGED.with_name("kdm_phantom_classic_112_noflow")
 PAPER = {"paper_kdm_mse": 0.0124, "paper_kdm_lpips_alex": 0.1739, "paper_kdm_lpips_vgg": 0.2645,
          "paper_k2f_flow_mae": 2.231, "paper_k2f_flow_rmse": 3.471}
 
@@ -136,7 +137,7 @@ def main() -> None:
         cohort = Path(tmp) / "heldout"
         write_cohort(cohort, n_patients=n_patients, format="nifti", seed=1000, progress=False)
         out = args.out or Path(tmp) / "evaluation"
-        seg = PACKAGED.with_name("seg_phantom_112")
+        seg = PACKAGED.with_name("seg_phantom_classic_112")
         config = EvaluateConfig(split="all", max_targets=max_targets, num_inference_steps=steps, k=k,
                                 fit_keypoints=args.fit_keypoints,
                                 lpips_backbone=backbone, segmentation=str(seg) if seg.is_dir() else None, memorisation=args.training_manifest is not None,

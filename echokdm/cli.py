@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default 200, the paper's; k = steps / 2)")
     p.add_argument("--quick", action="store_true", help="1 patient, 20 DDIM steps (a smoke run for CI)")
     p.add_argument("--train", action="store_true",
-                   help="retrain the demo checkpoints from scratch first (about 45 min on a 2-core CPU)")
+                   help="retrain the demo checkpoints from scratch on the realistic phantom first (about an hour on a 2-core CPU)")
     p.add_argument("--pipeline", metavar="FOLDER", default=None,
                    help="KDM pipeline folder or packaged name to use instead of the packaged kdm_phantom_112")
     p.add_argument("--segmentation", metavar="MODEL", default=None,

@@ -1,7 +1,7 @@
 """``echokdm demo``: the whole job on embedded data, in minutes on a laptop CPU.
 
 1. a real ultrasound cine (the one pydicom ships) → manifest and preview (the readers on real data);
-2. a held-out phantom cohort written as DICOM (patients the demo model never saw);
+2. a held-out phantom cohort (realistic style) written as DICOM (patients the demo models never saw);
 3. the packaged demo checkpoints (KDM at 112×112 and the segmentation model that finds the LV),
    or, with ``--train``, both retrained from scratch by the committed configs;
 4. the 40 LV keypoints of every frame, found by the segmentation model (scanner DICOMs carry no
@@ -44,7 +44,7 @@ class DemoSettings:
     ef_shift: float = 25.0
     ef_attempts: int = 3  # loops generated at most to bring the new-EF loop's re-measured EF within 2 points
     seed: int = 0
-    phantom_style: str = "classic"  # the held-out phantom cohort's look, the one the packaged KDM was trained on
+    phantom_style: str = "realistic"  # the held-out phantom cohort's look, the one the packaged models were trained on
 
     @classmethod
     def quick(cls) -> DemoSettings:
@@ -90,15 +90,15 @@ def _checkpoints(out: Path, train: bool, progress: bool) -> tuple[Path, Path]:
     from echokdm.training.kdm import load_kdm_config, train_kdm
 
     configs = Path(__file__).resolve().parent.parent / "configs" / "echo"
-    if not (configs / "kdm_112.yaml").exists():
-        raise FileNotFoundError(f"{configs}: --train needs the repository's configs/echo (kdm_112.yaml, seg_demo.yaml); "
-                                "run it from a source checkout")
-    _print("3/6", "training the demo checkpoints from scratch (about 45 min on a 2-core CPU)")
+    if not (configs / "kdm_112_realistic.yaml").exists():
+        raise FileNotFoundError(f"{configs}: --train needs the repository's configs/echo (kdm_112_realistic.yaml, "
+                                "seg_sim2real.yaml); run it from a source checkout")
+    _print("3/6", "training the demo checkpoints from scratch on the realistic phantom (about an hour on a 2-core CPU)")
     cohort = out / "train" / "phantom"
-    write_cohort(cohort, n_patients=24, format="nifti", seed=0, progress=progress)
-    train_segmentation(load_seg_config(configs / "seg_demo.yaml"), cohort / "manifest.csv", out / "train" / "seg",
+    write_cohort(cohort, n_patients=32, format="nifti", seed=0, style="realistic", progress=progress)
+    train_segmentation(load_seg_config(configs / "seg_sim2real.yaml"), cohort / "manifest.csv", out / "train" / "seg",
                        progress=progress)
-    train_kdm(load_kdm_config(configs / "kdm_112.yaml"), cohort / "manifest.csv", out / "train" / "kdm",
+    train_kdm(load_kdm_config(configs / "kdm_112_realistic.yaml"), cohort / "manifest.csv", out / "train" / "kdm",
               progress=progress)
     return out / "train" / "kdm" / "pipeline", out / "train" / "seg" / "best"
 
@@ -376,15 +376,6 @@ def run_demo(out: str | Path = "echokdm-demo", *, settings: DemoSettings | None 
     from echokdm.generation import load_segmentation
 
     pipe, seg = KDMPipeline.from_pretrained(pipe_path), load_segmentation(seg_path)
-    phantom_seg = seg
-    if segmentation is None and not train and settings.phantom_style == "classic":
-        from echokdm.pretrained import pretrained_path
-
-        # the classic phantom's loops are re-measured by the segmentation trained on that look (the
-        # sim-to-real seg_phantom_112 reads classic-phantom EFs 4-6 points low); the real cine by seg_phantom_112
-        phantom_seg = load_segmentation(pretrained_path("seg_phantom_classic_112"))
-        _print("3/6", "classic phantom patients are measured with seg_phantom_classic_112, the real cine with "
-                      f"{Path(seg_path).name}")
     _print("4/6", "40 LV keypoints per frame: LV segmented by the model (DICOMs carry no masks), Simpson volumes, "
                   "ED/ES and EF")
     _print("5/6", f"generating two loops per patient ({settings.num_inference_steps} DDIM steps, k = {settings.k}, "
@@ -392,7 +383,7 @@ def run_demo(out: str | Path = "echokdm-demo", *, settings: DemoSettings | None 
     rows, materials = _real_echo(out, pipe, seg, settings, overwrite, progress)
     materials = [materials]
     for _, row in tqdm(list(manifest.iterrows()), desc="patients", unit="patient", disable=not progress):
-        r, m = _patient_loops(row, cohort / "manifest.csv", pipe, phantom_seg, settings, out, overwrite, progress)
+        r, m = _patient_loops(row, cohort / "manifest.csv", pipe, seg, settings, out, overwrite, progress)
         rows += r
         materials.append(m)
     lpips = _lpips_metric()

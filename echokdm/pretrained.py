@@ -2,7 +2,8 @@
 
 ============================  =====================================================================
 ``kdm_phantom_112``           KDM pipeline folder (K2F, F2I, autoencoder, scheduler) at 112×112,
-                              trained with ``configs/echo/kdm_112.yaml`` on a 24-patient phantom cohort
+                              trained with ``configs/echo/kdm_112_realistic.yaml`` on the realistic phantom
+``kdm_phantom_classic_112``   the previous KDM pipeline (``configs/echo/kdm_112.yaml``, classic phantom)
 ``kdm_phantom_112_noflow``    the "w/o K2F" ablation pipeline of the same run
 ``seg_phantom_112``           LV segmentation U-Net for real echo, trained on the realistic phantom with
                               sim-to-real augmentation (``configs/echo/seg_sim2real.yaml``)
