@@ -178,7 +178,7 @@ def quickstart() -> list:
         from echokdm.geometry import cardiac_cycle, simpson_volume
 
         cohort = write_cohort(OUT / "phantom", n_patients=1, format="nifti", seed=PATIENT_SEED, size=SIZE, fps=FPS,
-                              n_beats=2.0, progress=False)
+                              n_beats=2.0, style="realistic", progress=False)
         truth = cohort.ground_truth.iloc[0]  # the phantom's exact EF, volumes, heart rate
         cine = read_clip(load_manifest(OUT / "phantom" / "manifest.csv").iloc[0])
         print(cine.summary())
@@ -232,8 +232,8 @@ def quickstart() -> list:
         ## 3. The KDM pipeline
 
         A KDM pipeline folder holds the autoencoder, K2F (keypoints → flow), F2I (flow → image) and the
-        DDIM scheduler. The packaged `kdm_phantom_112` was trained on a 24-patient phantom cohort (seed 0)
-        at 112 × 112 px. The segmentation model re-detects the keypoints on the generated frames, which
+        DDIM scheduler. The packaged `kdm_phantom_112` was trained on a 32-patient realistic-phantom cohort
+        (seed 0) at 112 × 112 px, with the scanner look randomised so that it keeps the look of its source frame. The segmentation model re-detects the keypoints on the generated frames, which
         measures the EF the loop actually shows.
         """),
         code("""
