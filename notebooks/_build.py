@@ -259,8 +259,8 @@ def quickstart() -> list:
         flows, the target EF and, with a segmentation model, the EF achieved (re-measured on the frames).
         `generate_ef_loop` does this for a synthetic beat and, with a segmentation model, regenerates with a
         corrected keypoint motion (at most 3 loops) until the EF re-measured on the frames is within 2 points
-        of `NEW_EF`: the frames show a little less contraction than the keypoints, so the keypoints may have
-        to move a little more than asked (`metadata["ef_trajectory"]`).
+        of `NEW_EF`: the frames show less contraction than the keypoints (with the packaged realistic-phantom
+        KDM much less, see the README), so the keypoints may have to move more than asked (`metadata["ef_trajectory"]`).
         """),
         code("""
         from echokdm.generation import generate_ef_loop, generate_loop, own_motion
