@@ -144,6 +144,9 @@ SCRIPT = textwrap.dedent('''
         trainer.train_step()
     weights = {k: v.tolist() for k, v in trainer.model.state_dict().items()}
     (out / f"rank{rank}.json").write_text(json.dumps({"weights": weights, "allreduces": reduces["n"]}))
+    if torch.distributed.is_initialized():  # a clean exit: gloo's threads killed at interpreter exit can abort
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 ''')
 
 
