@@ -64,8 +64,9 @@ def _autoencoder_figures(vae_folder: Path, frames: np.ndarray, backbone: str | N
     from diffusers import AutoencoderKL
 
     from echokdm.metrics.image import psnr, ssim
-    from echokdm.metrics.lpips import LPIPSMetric
+    from echokdm.metrics.lpips import lpips_metrics
 
+    lpips = lpips_metrics(("alex",), backbone)[0].get("alex")  # None offline without a local backbone (noted)
     vae = AutoencoderKL.from_pretrained(vae_folder).eval()
     with torch.inference_mode():
         x = torch.from_numpy(frames)[:, None] * 2 - 1
@@ -73,7 +74,7 @@ def _autoencoder_figures(vae_folder: Path, frames: np.ndarray, backbone: str | N
                                 for i in range(0, len(x), 32)])
     return {"ae_psnr_db": round(float(np.mean(psnr(recon, frames))), 2),
             "ae_ssim": round(float(np.mean(ssim(recon, frames))), 4),
-            "ae_lpips_alex": round(float(np.mean(LPIPSMetric("alex", backbone)(recon, frames))), 4),
+            "ae_lpips_alex": round(float(np.mean(lpips(recon, frames))), 4) if lpips is not None else None,
             "ae_frames": len(frames)}
 
 
@@ -172,8 +173,8 @@ def main() -> None:
             memo = result.memorisation.iloc[0]
             figures["memorisation_fraction_closer"] = round(float(memo["fraction_closer"]), 4)
             figures["memorisation_expected_fraction"] = float(memo["expected_fraction"])
-        if "kdm" in summary.index:
-            for other in ("tps", "wo_f2i", "wo_k2f"):
+        if "kdm" in summary.index and "lpips_alex" in summary and np.isfinite(summary.loc["kdm", "lpips_alex"]):
+            for other in ("tps", "wo_f2i", "wo_k2f"):  # (offline without a local backbone LPIPS is left out)
                 if other in summary.index:
                     figures[f"kdm_beats_{other}_on_lpips_alex"] = bool(summary.loc["kdm", "lpips_alex"]
                                                                       < summary.loc[other, "lpips_alex"])
