@@ -59,6 +59,7 @@ from echokdm.io.cine import Cine
 __all__ = [
     "read_dicom",
     "write_dicom",
+    "largest_region_hull",
     "motion_fan_mask",
     "WRITABLE_TRANSFER_SYNTAXES",
     "US_IMAGE_STORAGE",
@@ -587,15 +588,21 @@ def motion_fan_mask(frames: np.ndarray, threshold: float = MOTION_THRESHOLD) -> 
     frames = np.asarray(frames, dtype=np.float32)
     if frames.ndim != 3 or frames.shape[0] < 2:
         raise ValueError(f"motion_fan_mask needs (T, H, W) frames with T >= 2, got shape {frames.shape}")
-    moving = frames.std(axis=0) > threshold  # (H, W)
-    radius = max(2, int(round(min(moving.shape) / 100)))
+    return largest_region_hull(frames.std(axis=0) > threshold)
+
+
+def largest_region_hull(pixels: np.ndarray) -> np.ndarray:
+    """The convex hull of the largest region of a binary image ``(H, W)``, after an opening (thin
+    lines and small text touching it go) and a closing with a disk of about 1 % of the image side;
+    all false when nothing is set. How a fan is found from the pixels that move or are bright."""
+    radius = max(2, int(round(min(pixels.shape) / 100)))
     disk = _disk(radius)
-    padded = np.pad(moving, radius + 1)  # so that closing does not erode at the image border
+    padded = np.pad(np.asarray(pixels, dtype=bool), radius + 1)  # so that closing does not erode at the border
     padded = ndimage.binary_closing(ndimage.binary_opening(padded, structure=disk), structure=disk)
-    moving = padded[radius + 1:-radius - 1, radius + 1:-radius - 1]
-    labels, n_regions = ndimage.label(moving)
+    region = padded[radius + 1:-radius - 1, radius + 1:-radius - 1]
+    labels, n_regions = ndimage.label(region)
     if n_regions == 0:
-        return moving
+        return region
     from skimage.morphology import convex_hull_image  # imported here: slow to import
 
     largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))

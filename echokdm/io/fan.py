@@ -32,7 +32,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = ["MAX_FAN_FRACTION", "MIN_FAN_FRACTION", "Fan", "apply_fan", "fan_apex_direction", "find_fan", "source_fan",
            "still_fan_mask"]
@@ -85,11 +84,6 @@ class Fan:
                              "(crop the clip to the ultrasound image first, e.g. --crop-to-fan)")
 
 
-def _disk(radius: int) -> np.ndarray:
-    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
-    return yy**2 + xx**2 <= radius**2
-
-
 def still_fan_mask(frame: np.ndarray, threshold: float = STILL_THRESHOLD) -> np.ndarray:
     """The fan of one frame: the largest region brighter than ``threshold``, convex hull.
 
@@ -100,19 +94,9 @@ def still_fan_mask(frame: np.ndarray, threshold: float = STILL_THRESHOLD) -> np.
     frame = np.asarray(frame, dtype=np.float32)
     if frame.ndim != 2:
         raise ValueError(f"still_fan_mask needs one frame (H, W), got shape {frame.shape}")
-    bright = frame > threshold
-    radius = max(2, int(round(min(bright.shape) / 100)))
-    disk = _disk(radius)
-    padded = np.pad(bright, radius + 1)
-    padded = ndimage.binary_closing(ndimage.binary_opening(padded, structure=disk), structure=disk)
-    bright = padded[radius + 1:-radius - 1, radius + 1:-radius - 1]
-    labels, n_regions = ndimage.label(bright)
-    if n_regions == 0:
-        return bright
-    from skimage.morphology import convex_hull_image
+    from echokdm.io.dicom import largest_region_hull
 
-    largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
-    return convex_hull_image(labels == largest, offset_coordinates=False)
+    return largest_region_hull(frame > threshold)
 
 
 def _plausible(mask: np.ndarray | None) -> bool:
