@@ -152,7 +152,9 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cine = read_clip(row, **(reader_kwargs or {}))
-    kp = clip_keypoints(cine, seg)  # scanner DICOMs carry no masks: the segmentation model finds the LV
+    fan = source_fan(cine)  # the generated frames are 0 outside the ultrasound fan (BurnedInAnnotation NO)
+    # scanner DICOMs carry no masks: the segmentation model finds the LV, inside the fan
+    kp = clip_keypoints(cine, seg, fan_mask=fan.mask)
     volumes = simpson_volume(kp, cine.spacing_mm)
     cycle = cardiac_cycle(volumes, cine.fps)
     ed = _usable_source(volumes, int(cycle.ed_frames[0]) if len(cycle.ed_frames) else int(np.nanargmax(volumes)))
@@ -164,7 +166,6 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
     # one pseudonym per patient through the run: the manifest's is the loop folder, the generated DICOM's
     # Patient ID and (an echokdm pseudonym in a de-identified file is kept) what read_cine reports for it
     pid = str(row["patient_id"])
-    fan = source_fan(cine)  # the generated frames are 0 outside the ultrasound fan (BurnedInAnnotation NO)
     common = {"fps": cine.fps, "spacing_mm": cine.spacing_mm, "mode": "gamma", "k": settings.k,
               "num_inference_steps": settings.num_inference_steps, "seed": settings.seed, "segmentation": seg,
               "progress": progress, "source_index": ed, "patient_id": pid, "fan_mask": fan.mask}

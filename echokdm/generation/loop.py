@@ -664,7 +664,8 @@ def _fan_or_none(cine) -> np.ndarray | None:
 
 
 def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
-                   apex_direction: str | tuple[float, float] | None = "auto") -> np.ndarray:
+                   apex_direction: str | tuple[float, float] | None = "auto",
+                   fan_mask: np.ndarray | None = None) -> np.ndarray:
     """Keypoints of every frame of a clip, ``float32`` ``(T, 40, 2)`` (NaN where detection fails).
 
     From the clip's own masks when every frame is labelled, else from the segmentation model's
@@ -672,7 +673,8 @@ def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
     (:func:`echokdm.io.fan.source_fan`: a dark background or a caption is never the LV), with
     the landmark smoothing and repairs of :func:`~echokdm.geometry.temporal.sequence_keypoints`;
     the apex side is detected per clip by default: from the sector's apex when the fan is found
-    (:func:`echokdm.io.fan.fan_apex_direction`), else from the masks.
+    (:func:`echokdm.io.fan.fan_apex_direction`), else from the masks. ``fan_mask`` ``(H, W)`` passes
+    a fan already found (not searched for again).
 
     Raises
     ------
@@ -687,7 +689,7 @@ def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
         masks = cine.masks
     elif segmentation is not None:
         masks = _segment(load_segmentation(segmentation), cine.frames)
-        fan = _fan_or_none(cine)
+        fan = np.asarray(fan_mask, dtype=bool) if fan_mask is not None else _fan_or_none(cine)
         if fan is not None:
             masks = masks * fan[None].astype(masks.dtype)
             if isinstance(apex_direction, str) and apex_direction == "auto":
