@@ -1,5 +1,6 @@
-"""The four notebooks, executed top to bottom with small parameters (as CI runs them), write what they
-say they write; the stored notebooks are exactly what ``notebooks/_build.py`` makes, without outputs.
+"""The four notebooks, built from their jupytext sources (``notebooks/<stem>.py``) and executed top to bottom
+with small parameters (as CI runs them), write what they say they write; the stored notebooks are exactly what
+``notebooks/build.py`` makes from the sources, without outputs.
 
 Each notebook's ``parameters`` cell is replaced by its own source followed by the small values
 (every overridden name must be a parameter of the notebook). Notebooks 01 and 04 get a tiny random
@@ -8,6 +9,7 @@ KDM pipeline built here, so CI does not depend on the packaged weights; 01 uses 
 """
 
 import ast
+import functools
 import importlib.util
 import re
 from pathlib import Path
@@ -24,8 +26,10 @@ LPIPS_WEIGHTS = ROOT.parent / "shared" / "weights" / "lpips"  # ../shared/weight
 SIZE = 32
 
 
+@functools.cache
 def _build_module():
-    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "_build.py")
+    """``notebooks/build.py``: ``build(stem)`` reads ``notebooks/<stem>.py`` with jupytext."""
+    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "build.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -46,7 +50,7 @@ def _execute(stem: str, folder: Path, **values):
     """Run notebook ``stem`` in ``folder`` with the parameters ``values``; the executed notebook."""
     from nbclient import NotebookClient
 
-    nb = nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)
+    nb = _build_module().build(stem)  # from the source, as stored (test_stored_notebooks_are_the_built_ones)
     cell = _parameters_cell(nb)
     unknown = set(values) - _assigned_names(cell.source)
     assert not unknown, f"{stem}: not parameters of the notebook: {sorted(unknown)}"
@@ -89,11 +93,10 @@ def tiny_models(tmp_path_factory):
 
 def test_stored_notebooks_are_the_built_ones_without_outputs():
     build = _build_module()
-    built = build.build_notebooks()
-    assert tuple(built) == STEMS
-    for stem, nb in built.items():
-        path = NOTEBOOKS / f"{stem}.ipynb"
-        assert path.read_text() == nbformat.writes(nb) + "\n", f"{path}: run python notebooks/_build.py"
+    assert build.STEMS == STEMS and tuple(sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))) == STEMS
+    for stem in STEMS:
+        path, nb = NOTEBOOKS / f"{stem}.ipynb", build.build(stem)
+        assert path.read_text() == build.notebook_text(nb), f"{path}: run python notebooks/build.py"
         stored = nbformat.read(path, as_version=4)
         nbformat.validate(stored)
         assert stored.metadata.kernelspec.name == "python3"
@@ -113,7 +116,7 @@ def test_stored_notebooks_are_the_built_ones_without_outputs():
 def test_notebooks_use_only_public_names():
     """No notebook imports a private name or module of echokdm (``_x``)."""
     for stem in STEMS:
-        nb = nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)
+        nb = _build_module().build(stem)
         for cell in nb.cells:
             if cell.cell_type != "code":
                 continue
