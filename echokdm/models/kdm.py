@@ -9,7 +9,7 @@ channel concatenation with a condition encoder").
 * K2F denoises a flow at the latent resolution: condition = source frame (1 channel) + rendered
   source keypoints + rendered target keypoints (3 RGB channels each, the adapter's renderer), and, when
   ``displacement_sigma`` is set, the keypoint displacement field (3 channels, see
-  :func:`echokdm.pipelines.kdm.keypoint_displacement`).
+  :func:`echokdm.models.conditions.keypoint_displacement`).
 * F2I denoises the image latent: condition = source frame + rendered target keypoints + the flow
   (2 channels, normalised); the "w/o K2F" ablation drops the flow channels.
 
@@ -88,7 +88,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         K2F only: ``None`` (the paper) conditions on the rendered keypoints alone; a width in
         full-resolution pixels adds the keypoint displacement field (Gaussian-weighted keypoint
         motion, in flow code units, and its confidence: 3 channels, included in
-        ``condition_channels``). The pipelines build the condition from this setting.
+        ``condition_channels``). :mod:`echokdm.models.conditions` builds the condition from this setting.
     warped_source : bool
         F2I only: ``False`` (the paper) conditions on the source frame, the rendered target
         keypoints and the flow; ``True`` adds the source warped by the flow, ``x_src(I + F)``

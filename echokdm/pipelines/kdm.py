@@ -31,16 +31,12 @@ from diffusers import AutoencoderKL, DDIMScheduler
 
 from echokdm.adapters import DEFAULT_ADAPTER, get_adapter
 from echokdm.geometry.flow import fit_flow_to_keypoints, warp
+from echokdm.models.conditions import f2i_condition, k2f_condition
 from echokdm.models.kdm import ConditionalUNet, decode_flow
 
 __all__ = [
     "default_scheduler",
     "scheduler_for",
-    "render_batch",
-    "k2f_condition",
-    "keypoint_displacement",
-    "f2i_condition",
-    "f2i_condition_from_render",
     "gamma_from_keypoints",
     "KeypointToFlowPipeline",
     "FlowToImagePipeline",
@@ -59,91 +55,6 @@ def _renderer(adapter: str) -> Callable:
     """The conditioning-image renderer of the keypoint adapter named ``adapter``
     (:func:`echokdm.adapters.get_adapter`; ValueError listing the available ones when unknown)."""
     return get_adapter(adapter).render
-
-
-def render_batch(keypoints: np.ndarray | torch.Tensor, shape: tuple[int, int], renderer: Callable) -> torch.Tensor:
-    """Rendered keypoint images ``(B, C, H, W)`` in [-1, 1] for keypoints ``(B, N, 2)``."""
-    kp = keypoints.detach().cpu().numpy() if isinstance(keypoints, torch.Tensor) else np.asarray(keypoints)
-    images = np.stack([renderer(k, shape) for k in kp])  # (B, C, H, W) in [0, 1]
-    return torch.from_numpy(images).float() * 2 - 1
-
-
-def keypoint_displacement(source_kp, target_kp, shape: tuple[int, int], sigma: float,
-                          scale: float = 1.0) -> torch.Tensor:
-    """The keypoint motion as a dense condition image, in the flow convention.
-
-    Each target keypoint ``t_i`` carries the displacement ``s_i - t_i`` (a flow on the target grid
-    points into the source). At every pixel ``x`` the weights ``w_i = exp(-|x - t_i|² / 2σ²)`` give
-    the weighted mean displacement ``Σ w_i (s_i - t_i) / Σ w_i`` (divided by ``scale``, K2F's
-    ``flow_scale``, so it is in the units of the diffused flow code) and the confidence
-    ``1 - exp(-Σ w_i)``. Keypoints with a NaN coordinate in either set are left out.
-
-    Why: at the latent resolution (a quarter of the image) the keypoints move by a fraction of a
-    latent pixel between frames, which the rendered keypoint lines carry poorly; this image gives
-    K2F the motion's magnitude directly (DESIGN departure, see ``docs/training.md``).
-
-    Parameters
-    ----------
-    source_kp, target_kp : array or tensor ``(B, N, 2)`` or ``(N, 2)``
-        ``(x, y)`` pixels, integer values at pixel centres.
-    shape : (H, W)
-    sigma : float
-        Gaussian width in pixels.
-    scale : float
-        Pixels per unit of the returned displacement.
-
-    Returns
-    -------
-    torch.Tensor ``(B, 3, H, W)`` float32: ``dx / scale``, ``dy / scale``, confidence in [0, 1].
-    """
-    # np.array copies: keypoints often arrive as read-only broadcast views
-    src = (source_kp if isinstance(source_kp, torch.Tensor) else torch.from_numpy(np.array(source_kp, np.float32))).float()
-    tgt = (target_kp if isinstance(target_kp, torch.Tensor) else torch.from_numpy(np.array(target_kp, np.float32)))
-    tgt = tgt.float().to(src.device)
-    src, tgt = (src[None], tgt[None]) if src.ndim == 2 else (src, tgt)
-    ok = torch.isfinite(src).all(-1) & torch.isfinite(tgt).all(-1)  # (B, N)
-    disp = torch.where(ok[..., None], src - tgt, torch.zeros_like(src)) / scale  # (B, N, 2)
-    centre = torch.where(ok[..., None], tgt, torch.zeros_like(tgt))
-    h, w = shape
-    ys = torch.arange(h, dtype=torch.float32, device=src.device)
-    xs = torch.arange(w, dtype=torch.float32, device=src.device)
-    d2 = ((xs[None, None, None, :] - centre[..., 0, None, None]) ** 2
-          + (ys[None, None, :, None] - centre[..., 1, None, None]) ** 2)  # (B, N, H, W)
-    logw = (-d2 / (2 * sigma**2)).masked_fill(~ok[..., None, None], float("-inf"))
-    field = torch.einsum("bnhw,bnc->bchw", torch.softmax(logw, dim=1).nan_to_num(0.0), disp)
-    weight = torch.logsumexp(logw, dim=1).exp()  # Σ w_i, 0 where no keypoint is valid
-    return torch.cat([field, (1 - torch.exp(-weight))[:, None]], dim=1)
-
-
-def k2f_condition(source: torch.Tensor, source_kp, target_kp, renderer: Callable,
-                  displacement_sigma: float | None = None, flow_scale: float = 1.0) -> torch.Tensor:
-    """K2F condition ``(B, 1 + 2C [+ 3], H, W)``: source frame, rendered source and target keypoints
-    in [-1, 1] [, :func:`keypoint_displacement` when ``displacement_sigma`` is set]."""
-    shape = tuple(source.shape[-2:])
-    parts = [source * 2 - 1, render_batch(source_kp, shape, renderer).to(source),
-             render_batch(target_kp, shape, renderer).to(source)]
-    if displacement_sigma:
-        parts.append(keypoint_displacement(source_kp, target_kp, shape, displacement_sigma, flow_scale).to(source))
-    return torch.cat(parts, dim=1)
-
-
-def f2i_condition(source: torch.Tensor, target_kp, flow: torch.Tensor | None, renderer: Callable,
-                  flow_scale: float, warped: torch.Tensor | None = None) -> torch.Tensor:
-    """F2I condition ``(B, 1 + C [+ 2] [+ 1], H, W)``: source, rendered target keypoints
-    [, flow / flow_scale] [, the warped source ``warped`` (B, 1, H, W) in [0, 1]]."""
-    render = render_batch(target_kp, tuple(source.shape[-2:]), renderer).to(source)
-    return f2i_condition_from_render(source, render, flow, flow_scale, warped)
-
-
-def f2i_condition_from_render(source: torch.Tensor, target_render: torch.Tensor, flow: torch.Tensor | None,
-                              flow_scale: float, warped: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`f2i_condition` with the target keypoints already rendered (in [-1, 1]); training uses it."""
-    parts = [source * 2 - 1, target_render]
-    if flow is not None:
-        parts.append(flow / flow_scale)
-    if warped is not None:
-        parts.append(warped * 2 - 1)
-    return torch.cat(parts, dim=1)
 
 
 def gamma_from_keypoints(source_kp: np.ndarray, sequence: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -35,13 +35,14 @@ import torch.nn.functional as F
 from echokdm.adapters import DEFAULT_ADAPTER, get_adapter
 from echokdm.config import load_config
 from echokdm.geometry.flow import warp
-from echokdm.models.kdm import ConditionalUNet, encode_flow, make_autoencoder
-from echokdm.pipelines.kdm import (
-    KDMPipeline,
-    default_scheduler,
+from echokdm.models.conditions import (
+    f2i_condition_channels,
     f2i_condition_from_render,
-    keypoint_displacement,
+    k2f_condition_channels,
+    k2f_condition_from_renders,
 )
+from echokdm.models.kdm import ConditionalUNet, encode_flow, make_autoencoder
+from echokdm.pipelines.kdm import KDMPipeline, default_scheduler
 from echokdm.training.distributed import is_main_process
 from echokdm.training.loop import LoopConfig, Trainer
 from echokdm.training.run import RunFolder
@@ -354,7 +355,8 @@ def _k2f_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
     channels = train.renders.shape[1]
     flow_scale = stage.model.flow_scale or _flow_rms(train, downsample)
     sigma = stage.model.displacement_sigma
-    model = _unet(stage, 2, 1 + 2 * channels + (3 if sigma else 0), config.data.size, downsample, flow_scale, sigma)
+    model = _unet(stage, 2, k2f_condition_channels(channels, bool(sigma)), config.data.size, downsample, flow_scale,
+                  sigma)
     scheduler = default_scheduler(config.sampling.num_train_timesteps)
     loss_of = _diffusion_loss(stage.loss)
 
@@ -363,11 +365,8 @@ def _k2f_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
         noise = torch.randn_like(code)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (code.shape[0],), device=code.device)
         noisy = scheduler.add_noise(code, noise, t)
-        parts = [batch["source"] * 2 - 1, batch["source_render"], batch["target_render"]]
-        if sigma:
-            parts.append(keypoint_displacement(batch["source_kp"], batch["target_kp"],
-                                               tuple(batch["source"].shape[-2:]), sigma, flow_scale).to(code))
-        cond = torch.cat(parts, dim=1)
+        cond = k2f_condition_from_renders(batch["source"], batch["source_render"], batch["target_render"],
+                                          batch["source_kp"], batch["target_kp"], sigma, flow_scale)
         return loss_of(model(noisy, t, cond), _target(scheduler, stage.prediction_type, code, noise, t)), {}
 
     n_val = min(config.data.val_pairs, len(val))
@@ -397,7 +396,7 @@ def _f2i_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
     downsample = 2 ** (len(config.autoencoder.model.block_out_channels) - 1)
     channels = train.renders.shape[1]
     warped_source = bool(use_flow and stage.model.warped_source)  # the w/o-flow ablation has no flow to warp by
-    model = _unet(stage, vae.config.latent_channels, 1 + channels + (2 if use_flow else 0) + int(warped_source),
+    model = _unet(stage, vae.config.latent_channels, f2i_condition_channels(channels, use_flow, warped_source),
                   config.data.size, downsample, warped_source=warped_source)
     scheduler = default_scheduler(config.sampling.num_train_timesteps)
     loss_of = _diffusion_loss(stage.loss)

@@ -112,7 +112,7 @@ def test_scheduler_follows_the_models_prediction_type(clip):
 
 
 def test_keypoint_displacement_of_a_translation_is_the_translation_everywhere():
-    from echokdm.pipelines.kdm import keypoint_displacement
+    from echokdm.models.conditions import keypoint_displacement
 
     rng = np.random.default_rng(0)
     target = rng.uniform(8, 24, (2, 10, 2)).astype(np.float32)
@@ -126,7 +126,7 @@ def test_keypoint_displacement_of_a_translation_is_the_translation_everywhere():
 
 
 def test_keypoint_displacement_is_local_and_skips_missing_keypoints():
-    from echokdm.pipelines.kdm import keypoint_displacement
+    from echokdm.models.conditions import keypoint_displacement
 
     target = np.array([[8.0, 8.0], [24.0, 24.0], [16.0, 4.0]], np.float32)
     source = target.copy()

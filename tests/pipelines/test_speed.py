@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from echokdm.geometry.flow import warp
-from echokdm.pipelines.kdm import f2i_condition, scheduler_for
+from echokdm.models.conditions import f2i_condition
+from echokdm.pipelines.kdm import scheduler_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _tiny_kdm import SIZE, tiny_pipeline, tiny_unet
