@@ -40,16 +40,15 @@ processes, which may already have stopped).
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import math
 import random
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -57,7 +56,10 @@ import torch
 from echokdm.training.distributed import Processes
 from echokdm.training.run import RunFolder
 
-__all__ = ["EMA", "LoopConfig", "Trainer", "resolve_device", "to_device"]
+if TYPE_CHECKING:
+    from diffusers.training_utils import EMAModel
+
+__all__ = ["LoopConfig", "Trainer", "make_ema", "resolve_device", "to_device"]
 
 
 @dataclasses.dataclass
@@ -120,31 +122,38 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-class EMA:
-    """Exponential moving average of a model's weights (a frozen copy of the model).
+def make_ema(model: torch.nn.Module, decay: float) -> EMAModel:
+    """diffusers' :class:`~diffusers.training_utils.EMAModel` of ``model``'s parameters, updated after
+    each optimiser step with ``ema.step(model.parameters())``.
 
-    ``update(model, step)`` applies ``ema ← d · ema + (1 - d) · weights`` with the warm-up
-    ``d = min(decay, (1 + step) / (10 + step))`` so that early weights do not linger; buffers are
-    copied. ``model`` is the averaged copy, ready for validation and ``save_pretrained``.
+    The ``n``-th update (``n`` = the optimiser step just taken, from 1) applies
+    ``ema ← d · ema + (1 - d) · weights`` with ``d = min(decay, (1 + n) / (10 + n))``, a warm-up so
+    that early weights do not linger. That is diffusers' schedule without its power warm-up
+    (``use_ema_warmup=False``) and with ``update_after_step=-1``: diffusers counts ``n - 1 -
+    update_after_step`` (its first update copies the weights), echokdm has always counted ``n``.
+    Buffers are not averaged: validation and ``best/`` use the live model's buffers with the
+    averaged parameters (:meth:`Trainer.ema_weights`).
     """
+    from diffusers.training_utils import EMAModel  # here: diffusers takes seconds to import
 
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = float(decay)
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+    return EMAModel(model.parameters(), decay=float(decay), min_decay=0.0, update_after_step=-1,
+                    use_ema_warmup=False)
 
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        d = min(self.decay, (1.0 + step) / (10.0 + step))
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach(), 1.0 - d)
-        for ema_b, b in zip(self.model.buffers(), model.buffers()):
-            ema_b.copy_(b)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.model.state_dict()
+def _ema_state(state: dict[str, Any], model: torch.nn.Module, step: int, path: Path) -> dict[str, Any]:
+    """``trainer_state.pt``'s ``"ema"`` as :meth:`EMAModel.load_state_dict` takes it.
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(state)
+    Checkpoints written before echokdm used diffusers' EMAModel hold the averaged model's
+    ``state_dict`` (parameter and buffer names → tensors): its parameters, in the model's order,
+    become the shadow parameters, and the update count is the step.
+    """
+    if "shadow_params" in state:
+        return state
+    names = [name for name, _ in model.named_parameters()]
+    missing = [name for name in names if name not in state]
+    if missing:
+        raise ValueError(f"{path}: the EMA weights in trainer_state.pt lack {missing[:3]}: not this model's run")
+    return {"shadow_params": [state[name] for name in names], "optimization_step": int(step)}
 
 
 def _lr_lambda(config: LoopConfig) -> Callable[[int], float]:
@@ -275,7 +284,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config))
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.ema = EMA(model, config.ema_decay) if config.ema_decay else None
+        self.ema = make_ema(self.model, config.ema_decay) if config.ema_decay else None
         self.generator = torch.Generator().manual_seed(seed)  # CPU: same batches on any device
         self.step, self.best = 0, None
         self._in_step, self._snapshot = False, None
@@ -327,7 +336,8 @@ class Trainer:
         if self.ema is not None:
             if state["ema"] is None:
                 raise ValueError(f"{self.run.last}: the run was trained without EMA but the config enables it")
-            self.ema.load_state_dict(state["ema"])
+            self.ema.load_state_dict(_ema_state(state["ema"], self.model, state["step"], self.run.last))
+            self.ema.to(self.device)  # loaded on the CPU
         own = _load_rank_state(state, self.processes, self.run.last)
         if own is not None:  # a rank the checkpoint lacks keeps its fresh seed + rank states
             self.generator.set_state(own["generator"])
@@ -354,7 +364,7 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         if self.ema is not None:
-            self.ema.update(self.model, self.step)
+            self.ema.step(self.model.parameters())
         self._in_step = False
         return logged
 
@@ -383,14 +393,26 @@ class Trainer:
         """Run ``validate_fn`` on the evaluated weights (EMA when on) without touching the training RNGs."""
         if self.validate_fn is None:
             return {}
-        model = self.ema.model if self.ema else self.model
-        was_training = model.training
-        model.eval()
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), self.ema_weights() as model:
             metrics = self.validate_fn(model)
-        model.train(was_training)
         return {k: float(v) for k, v in metrics.items()}
+
+    @contextlib.contextmanager
+    def ema_weights(self) -> Iterator[torch.nn.Module]:
+        """``model`` in eval mode with the EMA parameters in place (its own when EMA is off); its
+        parameters and mode are restored on exit."""
+        was_training = self.model.training
+        if self.ema is not None:
+            self.ema.store(self.model.parameters())
+            self.ema.copy_to(self.model.parameters())
+        self.model.eval()
+        try:
+            yield self.model
+        finally:
+            if self.ema is not None:
+                self.ema.restore(self.model.parameters())
+            self.model.train(was_training)
 
     def _is_better(self, value: float) -> bool:
         if self.best is None or not math.isfinite(self.best):
@@ -415,7 +437,8 @@ class Trainer:
                 raise KeyError(f"validation returned {sorted(metrics)}, not the best metric {self.best_metric!r}")
             if self._is_better(metrics[self.best_metric]):
                 self.best = metrics[self.best_metric]
-                _save_model_atomically(self.ema.model if self.ema else self.model, self.run.best)
+                with self.ema_weights() as model:
+                    _save_model_atomically(model, self.run.best)
         return row
 
     def fit(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
-from echokdm.training.loop import EMA, LoopConfig, Trainer
+from echokdm.training.loop import LoopConfig, Trainer, make_ema
 from echokdm.training.run import RunFolder
 
 
@@ -69,6 +69,26 @@ def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+def _assert_same_ema(a, b):
+    assert a.optimization_step == b.optimization_step
+    for i, (x, y) in enumerate(zip(a.shadow_params, b.shadow_params, strict=True)):
+        assert torch.equal(x, y), i
+
+
+def _interrupted_at_step_6(path):
+    """A run of CONFIG interrupted by Ctrl-C at the start of step 7 (``last/`` holds step 6)."""
+    calls = {"n": 0}
+
+    def interrupting(generator):
+        calls["n"] += 1
+        if calls["n"] == 7:  # inside step 7: the batch generator has not drawn yet
+            raise KeyboardInterrupt
+        return batch_fn(generator)
+
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(path, CONFIG, batch=interrupting).fit()
+
+
 def test_resume_after_interrupt_is_exact(tmp_path):
     straight = _trainer(tmp_path / "a", CONFIG)
     straight.fit()
@@ -90,8 +110,7 @@ def test_resume_after_interrupt_is_exact(tmp_path):
     second.fit()
     for key, value in _state(straight.model).items():
         assert torch.equal(value, second.model.state_dict()[key]), key
-    for key, value in straight.ema.state_dict().items():
-        assert torch.equal(value, second.ema.state_dict()[key]), key
+    _assert_same_ema(straight.ema, second.ema)
     a = pd.read_csv(tmp_path / "a" / "log.csv")
     b = pd.read_csv(tmp_path / "b" / "log.csv")
     assert list(a["step"]) == [4, 8, 12] and list(b["step"]) == [4, 8, 12]
@@ -156,15 +175,76 @@ def test_best_mode_max_and_missing_metric(tmp_path):
 def test_ema_averages_weights():
     torch.manual_seed(0)
     model = TinyNet()
-    ema = EMA(model, decay=0.5)
-    start = _state(ema.model)
+    ema = make_ema(model, decay=0.5)
+    start = [p.detach().clone() for p in model.parameters()]
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    ema.update(model, step=1000)  # decay = min(0.5, ...) = 0.5: halfway
-    for (key, value), p in zip(start.items(), model.parameters()):
-        torch.testing.assert_close(ema.model.state_dict()[key], value + 0.5)
-    assert not any(p.requires_grad for p in ema.model.parameters())
+    ema.optimization_step = 999
+    ema.step(model.parameters())  # the 1000th update: decay = min(0.5, ...) = 0.5: halfway
+    for value, shadow in zip(start, ema.shadow_params, strict=True):
+        torch.testing.assert_close(shadow, value + 0.5)
+    assert not any(p.requires_grad for p in ema.shadow_params)
+
+
+@pytest.mark.parametrize("decay", [0.9, 0.99, 0.995, 0.999, 0.9999])
+def test_ema_decay_is_the_warm_up_capped_at_ema_decay(decay):
+    """The n-th update (after optimiser step n) uses min(ema_decay, (1 + n) / (10 + n)), as before
+    diffusers' EMAModel took over."""
+    ema = make_ema(TinyNet(), decay=decay)
+    for n in range(1, 3000):
+        assert ema.get_decay(n) == min(decay, (1.0 + n) / (10.0 + n)), n
+
+
+def test_ema_update_is_the_weighted_average():
+    torch.manual_seed(0)
+    model = TinyNet()
+    ema = make_ema(model, decay=0.9)
+    expected = [p.detach().clone() for p in model.parameters()]
+    for n in range(1, 6):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1.1).add_(0.1)
+        ema.step(model.parameters())
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, model.parameters())]
+    for e, shadow in zip(expected, ema.shadow_params, strict=True):
+        torch.testing.assert_close(shadow, e, rtol=1e-6, atol=1e-7)
+
+
+def test_run_folders_from_before_emamodel_resume_exactly(tmp_path):
+    """``trainer_state.pt`` written before the loop used diffusers' EMAModel kept the averaged model's
+    state_dict under "ema"; such a run still resumes, and exactly."""
+    straight = _trainer(tmp_path / "a", CONFIG)
+    straight.fit()
+    _interrupted_at_step_6(tmp_path / "b")
+    path = tmp_path / "b" / "last" / "trainer_state.pt"
+    state = torch.load(path, weights_only=True)
+    averaged = TinyNet()
+    ema = make_ema(averaged, 0.9)
+    ema.load_state_dict(state["ema"])
+    ema.copy_to(averaged.parameters())  # the shadow parameters ...
+    state["ema"] = averaged.state_dict()  # ... as the old format held them: names → tensors
+    assert "shadow_params" not in state["ema"]
+    torch.save(state, path)
+    second = _trainer(tmp_path / "b", CONFIG, resume=True)
+    second.fit()
+    for key, value in _state(straight.model).items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+    _assert_same_ema(straight.ema, second.ema)
+
+
+def test_ema_weights_are_validated_and_restored(tmp_path):
+    trainer = _trainer(tmp_path / "run", dataclasses.replace(CONFIG, steps=3))
+    for _ in range(3):
+        trainer.train_step()
+    own = [p.detach().clone() for p in trainer.model.parameters()]
+    with trainer.ema_weights() as model:
+        assert not model.training
+        for p, shadow in zip(model.parameters(), trainer.ema.shadow_params):
+            assert torch.equal(p, shadow)
+    assert trainer.model.training
+    assert all(torch.equal(p, q) for p, q in zip(trainer.model.parameters(), own))
 
 
 def test_mixed_precision_on_cpu_warns_and_trains_in_float32(tmp_path):
