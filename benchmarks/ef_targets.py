@@ -141,7 +141,8 @@ def run(args) -> dict:
     table.to_csv(RESULTS / f"ef_targets{'_quick' if args.quick else ''}.csv", index=False)
     per_patient = table.drop_duplicates("patient")
     figures = {"patients": args.patients, "target_efs": list(args.efs), "loops": len(rows), "ddim_steps": args.steps,
-               "k": args.k, "tolerance": args.tolerance, "max_attempts": args.attempts, "fit_keypoints": not args.no_fit_keypoints,
+               "k": args.k, "tolerance": args.tolerance, "max_attempts": args.attempts,
+               "fit_keypoints": not args.no_fit_keypoints,
                "seconds": round(time.perf_counter() - start, 1),
                "real_measured_vs_truth": _distribution(list(per_patient.ef_real_measured - per_patient.ef_truth)),
                "tps": _distribution(list(table.ef_tps - table.ef_target))}

@@ -95,7 +95,8 @@ def _method_flows(data: dict, checkpoint: Path | None, figures: dict, device: st
         start = time.perf_counter()
         flows[name] = fn(data["source"], data["target"])
         figures[f"{name}_pairs_per_s"] = round(len(data["source"]) / (time.perf_counter() - start), 1)
-    flows["tps"] = np.stack([tps_flow(s, t, (112, 112)) for s, t in zip(data["kp_src"], data["kp_tgt"])])
+    flows["tps"] = np.stack([tps_flow(s, t, (112, 112))
+                             for s, t in zip(data["kp_src"], data["kp_tgt"], strict=True)])
     return flows
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_time, save  # noqa: E402
+from _common import best_time, save
 
 
 def _cine(n_frames: int, size: int) -> np.ndarray:

@@ -17,10 +17,11 @@ per case with a fixed seed (:func:`echokdm.evaluation.evaluate`). Reported, per 
 patients with patient-level bootstrap 95 % intervals: MSE, LPIPS-Alex, LPIPS-VGG (the paper's
 Table 3), SSIM, flow EPE against the exact flow over the frame and inside the LV, flow MAE / RMSE
 (the paper's Table 5 for K2F), keypoint MD and EF error of the generated beat (keypoints
-re-detected by the packaged segmentation model), temporal warping error; plus the autoencoder's reconstruction PSNR / SSIM / LPIPS on the
-held-out frames, the round-trip EPE of the flow representation (why flows are diffused at the
-latent resolution instead of through an autoencoder), and seconds per generated frame on this
-machine for the per-frame and the γ loop modes.
+re-detected by the packaged segmentation model), temporal warping error; plus the autoencoder's
+reconstruction PSNR / SSIM / LPIPS on the held-out frames, the round-trip EPE of the flow
+representation (why flows are diffused at the latent resolution instead of through an
+autoencoder), and seconds per generated frame on this machine for the per-frame and the γ loop
+modes.
 
 The paper's EchoNet-Dynamic figures are quoted beside ours; the phantom is far simpler than real
 echo (one speckle pattern that moves, no valves or artefacts), so equal numbers are not expected.
@@ -140,8 +141,9 @@ def main() -> None:
         out = args.out or Path(tmp) / "evaluation"
         seg = PACKAGED.with_name("seg_phantom_classic_112")
         config = EvaluateConfig(split="all", max_targets=max_targets, num_inference_steps=steps, k=k,
-                                fit_keypoints=args.fit_keypoints,
-                                lpips_backbone=backbone, segmentation=str(seg) if seg.is_dir() else None, memorisation=args.training_manifest is not None,
+                                fit_keypoints=args.fit_keypoints, lpips_backbone=backbone,
+                                segmentation=str(seg) if seg.is_dir() else None,
+                                memorisation=args.training_manifest is not None,
                                 training_manifest=args.training_manifest, n_boot=2000, device=args.device)
         started = time.perf_counter()
         result = evaluate(cohort / "manifest.csv", pipe, pipeline_noflow=noflow, out=out, config=config,
@@ -151,7 +153,8 @@ def main() -> None:
         from echokdm.evaluation.cases import load_case
 
         manifest = load_manifest(cohort / "manifest.csv")
-        cases = [load_case(row, cohort / "manifest.csv", 112, max_targets=max_targets) for _, row in manifest.iterrows()]
+        cases = [load_case(row, cohort / "manifest.csv", 112, max_targets=max_targets)
+                 for _, row in manifest.iterrows()]
         frames = np.concatenate([c.frames[c.targets] for c in cases])
         flows = np.concatenate([c.reference_flows for c in cases])
         figures = {"pipeline": str(pipe), "patients": n_patients, "frames_per_method": len(frames),

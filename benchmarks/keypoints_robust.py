@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, save  # noqa: E402
+from _common import RESULTS, save
 
 
 def principal_axis_volume(mask: np.ndarray, n_discs: int = 20) -> float:

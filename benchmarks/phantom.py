@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, best_time, save  # noqa: E402
+from _common import RESULTS, best_time, save
 
 
 def _speed(figures: dict, sizes: tuple[int, ...], n_frames: int, repeats: int) -> None:
@@ -28,14 +29,14 @@ def _speed(figures: dict, sizes: tuple[int, ...], n_frames: int, repeats: int) -
     realistic = sample_patient(0, style="realistic")
     for size in sizes:
         simulate_clip(patient, size=size, n_frames=2)  # build and cache the scanner once
-        t = best_time(lambda: simulate_clip(patient, size=size, n_frames=n_frames), repeats)
+        t = best_time(partial(simulate_clip, patient, size=size, n_frames=n_frames), repeats)
         figures[f"simulate_{size}_frames_per_s"] = round(n_frames / t, 1)
         simulate_clip(realistic, size=size, n_frames=2)
-        t_real = best_time(lambda: simulate_clip(realistic, size=size, n_frames=n_frames), repeats)
+        t_real = best_time(partial(simulate_clip, realistic, size=size, n_frames=n_frames), repeats)
         figures[f"simulate_realistic_{size}_frames_per_s"] = round(n_frames / t_real, 1)
         figures[f"realistic_over_classic_time_{size}"] = round(t_real / t, 2)
         clip = simulate_clip(patient, size=size, n_frames=n_frames)
-        t = best_time(lambda: clip.flow(0, n_frames // 2), repeats)
+        t = best_time(partial(clip.flow, 0, n_frames // 2), repeats)
         figures[f"exact_flow_{size}_ms_per_flow"] = round(1000 * t, 1)
 
 
@@ -79,10 +80,10 @@ def _figure(path: Path) -> None:
 
     patients = [sample_patient(2024, patient_index=i) for i in range(3)]
     fig, axes = plt.subplots(len(patients), 3, figsize=(9, 3.2 * len(patients)))
-    for row, patient in zip(axes, patients):
+    for row, patient in zip(axes, patients, strict=True):
         clip = simulate_clip(patient, size=112)
         ed, es = int(clip.ed_frames[0]), int(clip.es_frames[0])
-        for ax, (label, t) in zip(row, [("ED", ed), ("mid-systole", (ed + es) // 2), ("ES", es)]):
+        for ax, (label, t) in zip(row, [("ED", ed), ("mid-systole", (ed + es) // 2), ("ES", es)], strict=True):
             ax.imshow(clip.frames[t], cmap="gray", vmin=0, vmax=1)
             ax.plot(clip.keypoints[t, :, 0], clip.keypoints[t, :, 1], ".", color="tab:red", ms=2.5)
             ax.set_title(f"{label} (frame {t}), EF {clip.ef:.0f}%, {clip.volumes_ml[t]:.0f} mL", fontsize=8)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, save  # noqa: E402
+from _common import RESULTS, save
 
 DOCS_FIGURE = Path(__file__).resolve().parents[1] / "docs" / "images" / "realism_stats.png"
 STATS = ["blood_myocardium_ratio", "envelope_snr", "acf_fwhm_axial_px", "acf_fwhm_lateral_px", "near_black", "mean",
@@ -69,7 +69,7 @@ def _stats(cine: dict) -> dict:
 
 def _classify(real: dict, phantom: list[dict], seeds: int, n_train: int, n_test: int, steps: int) -> dict:
     """Held-out accuracies ``{"cnn": [...], "logistic": [...]}``, one per seed."""
-    from echokdm.metrics.realism import heldout_accuracy, sample_patches
+    from echokdm.metrics.realism import heldout_accuracy
 
     frames, fan = real["frames"], real["fan"]
     blocks = np.array_split(np.arange(len(frames)), 3)
@@ -81,19 +81,22 @@ def _classify(real: dict, phantom: list[dict], seeds: int, n_train: int, n_test:
         held = {(2 * seed + k) % len(phantom) for k in range(2)}
         ph_train = [c for i, c in enumerate(phantom) if i not in held]
         ph_test = [c for i, c in enumerate(phantom) if i in held]
-
-        def patches(frame_sets, n):
-            per = -(-n // len(frame_sets))
-            return np.concatenate([sample_patches(f, m, per, size=PATCH, min_fill=MIN_FILL, rng=rng)
-                                   for f, m in frame_sets])[:n]
-
-        sets = (patches([(frames[train_frames], fan)], n_train),
-                patches([(c["frames"], c["fan"]) for c in ph_train], n_train),
-                patches([(frames[test_block], fan)], n_test),
-                patches([(c["frames"], c["fan"]) for c in ph_test], n_test))
+        sets = (_patches([(frames[train_frames], fan)], n_train, rng),
+                _patches([(c["frames"], c["fan"]) for c in ph_train], n_train, rng),
+                _patches([(frames[test_block], fan)], n_test, rng),
+                _patches([(c["frames"], c["fan"]) for c in ph_test], n_test, rng))
         for model in out:
             out[model].append(heldout_accuracy(*sets, model=model, seed=seed, steps=steps))
     return out
+
+
+def _patches(frame_sets: list[tuple[np.ndarray, np.ndarray]], n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` patches drawn evenly from ``(frames, fan)`` pairs (see ``sample_patches``)."""
+    from echokdm.metrics.realism import sample_patches
+
+    per = -(-n // len(frame_sets))
+    return np.concatenate([sample_patches(f, m, per, size=PATCH, min_fill=MIN_FILL, rng=rng)
+                           for f, m in frame_sets])[:n]
 
 
 def _figure(path: Path, real: dict, phantoms: dict[str, list[dict]], table: dict) -> None:
@@ -106,11 +109,11 @@ def _figure(path: Path, real: dict, phantoms: dict[str, list[dict]], table: dict
     from echokdm.metrics.realism import REAL_CINE_ROIS, autocorrelation_profiles, intensity_histogram
 
     sources = {"real (pydicom A4C cine)": [real]} | {f"{s} phantom": clips for s, clips in phantoms.items()}
-    colours = dict(zip(sources, ["black", "tab:orange", "tab:blue"]))
+    colours = dict(zip(sources, ["black", "tab:orange", "tab:blue"], strict=False))  # at most three sources
     fig, axes = plt.subplots(2, max(3, len(sources)), figsize=(4 * max(3, len(sources)), 8))
     for ax in axes[0]:
         ax.axis("off")
-    for ax, (name, clips) in zip(axes[0], sources.items()):
+    for ax, (name, clips) in zip(axes[0], sources.items(), strict=False):  # a row of at least three panels
         clip = clips[0]
         ax.imshow(clip["frames"][0], cmap="gray", vmin=0, vmax=1)
         stats = table[name.split(" ")[0]]

@@ -15,12 +15,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pydicom.examples  # noqa: E402
-from skimage.transform import resize  # noqa: E402
+import matplotlib.pyplot as plt
+import pydicom.examples
+from skimage.transform import resize
 
-from echokdm.data.phantom import sample_patient, simulate_clip  # noqa: E402
-from echokdm.io.dispatch import read_cine  # noqa: E402
+from echokdm.data.phantom import sample_patient, simulate_clip
+from echokdm.io.dispatch import read_cine
 
 REAL_ED, REAL_ES = 0, 10
 

@@ -72,7 +72,8 @@ def _convert(value: Any, annotation: Any, where: str, source: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{source}: {where} must have {len(args)} items, got {len(value)}")
-            items = [_convert(v, a, f"{where}[{i}]", source) for i, (v, a) in enumerate(zip(value, args))]
+            items = [_convert(v, a, f"{where}[{i}]", source)
+                     for i, (v, a) in enumerate(zip(value, args, strict=True))]
         else:
             item_type = args[0] if args else Any
             items = [_convert(v, item_type, f"{where}[{i}]", source) for i, v in enumerate(value)]

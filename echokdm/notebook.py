@@ -85,8 +85,9 @@ def output_folder(notebook: str, *, quick: bool, out: str | os.PathLike | None =
     if folder.is_dir() and any(folder.iterdir()):
         owner = _owner(folder)
         if owner is None:
-            raise FileExistsError(f"{folder.resolve()}: exists and was not made by this notebook, so it is left as it "
-                                  "is; choose another OUT (a new or empty folder), or OUT = None for the notebook's own")
+            raise FileExistsError(f"{folder.resolve()}: exists and was not made by this notebook, so it is left as "
+                                  "it is; choose another OUT (a new or empty folder), or OUT = None for the "
+                                  "notebook's own")
         if owner != notebook:
             raise FileExistsError(f"{folder.resolve()}: holds the outputs of notebook {owner}, left as they are; "
                                   "choose another OUT, or OUT = None for this notebook's own")

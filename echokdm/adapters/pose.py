@@ -114,7 +114,10 @@ def render_body25(keypoints: np.ndarray, shape: tuple[int, int], *, thickness: f
 
 
 def render_coco18(keypoints: np.ndarray, shape: tuple[int, int], *, thickness: float | None = None) -> np.ndarray:
-    """COCO-18 conditioning image: ``float32`` ``(..., 3, H, W)`` of ``(..., 18, 2)`` joints (see :func:`render_body25`)."""
+    """COCO-18 conditioning image: ``float32`` ``(..., 3, H, W)`` of ``(..., 18, 2)`` joints.
+
+    See :func:`render_body25`.
+    """
     return render_schema(COCO_18_SCHEMA, keypoints, shape, thickness=thickness or pose_thickness(shape))
 
 

@@ -10,9 +10,9 @@ Submodules are imported on first use so that ``import echokdm.baselines`` stays 
 
 from __future__ import annotations
 
-from echokdm._lazy import lazy_exports
-
 from typing import Any
+
+from echokdm._lazy import lazy_exports
 
 # public name -> submodule that defines it
 _LAZY = {

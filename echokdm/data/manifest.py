@@ -157,7 +157,7 @@ def assign_splits(
         counts[i] += 1
     out: dict[str, str] = {}
     start = 0
-    for split, count in zip(SPLITS, counts):
+    for split, count in zip(SPLITS, counts, strict=True):
         for pid in ranked[start : start + count]:
             out[pid] = split
         start += count
@@ -352,7 +352,7 @@ def read_clinical_csv(path: str | os.PathLike) -> pd.DataFrame:
     check_utf8(path)
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except Exception as exc:  # noqa: BLE001 - pandas raises many parser errors
+    except Exception as exc:
         raise ReadError(path, f"not a readable CSV file ({exc})") from exc
     rename = {}
     for column in table.columns:
@@ -453,7 +453,8 @@ def _apply_clinical(rows: list[dict[str, Any]], root: Path, clinical: pd.DataFra
                     row[col], origin[col] = new, here
     for rec in clinical.to_dict("records"):
         if int(rec["line"]) not in used:
-            skipped.append((source, f"line {rec['line']}: {_shown(rec['key'], rec['value'])} matches no clip; row unused"))
+            shown = _shown(rec["key"], rec["value"])
+            skipped.append((source, f"line {rec['line']}: {shown} matches no clip; row unused"))
 
 
 def scan_folder(
@@ -681,7 +682,8 @@ def check_manifest(
         try:
             if not _blank(rec.get("edv_reference")) and not _blank(rec.get("esv_reference")):
                 if float(rec["esv_reference"]) > float(rec["edv_reference"]):
-                    problems.append(f"{where}: esv_reference {rec['esv_reference']} exceeds edv_reference {rec['edv_reference']}")
+                    problems.append(f"{where}: esv_reference {rec['esv_reference']} exceeds "
+                                    f"edv_reference {rec['edv_reference']}")
         except (TypeError, ValueError):
             pass  # already reported as not a number
 

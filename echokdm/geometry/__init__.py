@@ -7,6 +7,7 @@ no scipy until a function needs them).
 from __future__ import annotations
 
 from echokdm._lazy import lazy_exports
+
 # public name -> submodule that defines it
 _LAZY = {
     "warp": "flow",

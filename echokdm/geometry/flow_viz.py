@@ -34,7 +34,7 @@ def make_color_wheel() -> np.ndarray:
     # (channel held at 255, channel that ramps, ramp direction) for each segment, R=0 G=1 B=2
     ramps = ((0, 1, +1), (1, 0, -1), (1, 2, +1), (2, 1, -1), (2, 0, +1), (0, 2, -1))
     segments = []
-    for (_, n), (full, ramp, direction) in zip(WHEEL_SEGMENTS, ramps):
+    for (_, n), (full, ramp, direction) in zip(WHEEL_SEGMENTS, ramps, strict=True):
         seg = np.zeros((n, 3))
         up = np.floor(255.0 * np.arange(n) / n)
         seg[:, full] = 255.0

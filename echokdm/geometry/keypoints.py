@@ -825,7 +825,8 @@ def _detect_landmarks(mask: np.ndarray, apex_direction, sigma: float, min_area: 
     binary, flags = _clean_mask(mask, smooth=repair)
     if isinstance(apex_direction, str):
         if apex_direction not in _DIRECTIONS:
-            raise ValueError(f"apex_direction must be one of {list(APEX_DIRECTIONS)} or (dx, dy), got {apex_direction!r}")
+            raise ValueError(f"apex_direction must be one of {list(APEX_DIRECTIONS)} or (dx, dy), "
+                             f"got {apex_direction!r}")
         apex_direction = _DIRECTIONS[apex_direction]
     if repair:
         binary, note = _cut_leak(binary, apex_direction)

@@ -23,8 +23,9 @@ Masks from a segmentation network are not clean, so by default (``repair=True``)
   their chords are still cut on their own boundary;
 * fills chords that missed the boundary from the neighbouring chords of the same wall;
 * replaces the keypoints of isolated frames whose Simpson volume is off the running median by
-  more than 20 % (a destroyed mask; 8 % when the frame's landmarks were outliers, a lost apex), or that have no boundary at all, by linear interpolation
-  in time between the nearest good frames (gaps of at most ``max_gap_frames``).
+  more than 20 % (a destroyed mask; 8 % when the frame's landmarks were outliers, a lost apex),
+  or that have no boundary at all, by linear interpolation in time between the nearest good
+  frames (gaps of at most ``max_gap_frames``).
 
 Every repair is named in the frame's flags.
 
@@ -497,7 +498,8 @@ def _repair_frames(keypoints: np.ndarray, frames, flags: list[list[str]], max_ga
     return filled.astype(np.float32), interpolated
 
 
-def _recut(frames, apex_s: np.ndarray, annulus_s: np.ndarray, flags: list[list[str]], repair: bool = False) -> np.ndarray:
+def _recut(frames, apex_s: np.ndarray, annulus_s: np.ndarray, flags: list[list[str]],
+           repair: bool = False) -> np.ndarray:
     """Chords of each frame's own wall with the smoothed landmarks; ``float32`` ``(T, 40, 2)``."""
     out = np.full((len(frames), N_KEYPOINTS, 2), np.nan, dtype=np.float32)
     for t, lm in enumerate(frames):

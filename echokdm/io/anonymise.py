@@ -30,5 +30,5 @@ def pseudonymise(identifier: str, salt: str | None = None, prefix: str = "P") ->
     """
     if salt is None:
         salt = os.environ.get(SALT_ENV, DEFAULT_SALT)
-    digest = hashlib.sha256(f"{salt}:{identifier}".encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(f"{salt}:{identifier}".encode()).hexdigest()
     return f"{prefix}{digest[:12]}"

@@ -132,6 +132,7 @@ class Cine:
         """One line describing the clip, for logs and the CLI."""
         fps = "unknown fps" if self.fps is None else f"{self.fps:.3g} fps"
         sp = "no calibration" if self.spacing_mm is None else "spacing {:.3g}x{:.3g} mm".format(*self.spacing_mm)
-        masks = "" if self.masks is None else f", masks on {len(self.labelled_frames) if self.labelled_frames is not None else self.n_frames} frame(s)"
+        n_masked = self.n_frames if self.labelled_frames is None else len(self.labelled_frames)
+        masks = "" if self.masks is None else f", masks on {n_masked} frame(s)"
         return (f"{self.clip_id or '<unnamed>'} [{self.dataset or '?'}] patient {self.patient_id or '?'}: "
                 f"{self.n_frames}x{self.height}x{self.width}, {fps}, {sp}{masks}")

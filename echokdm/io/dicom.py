@@ -31,18 +31,18 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, get_decoder
 from pydicom.uid import (
+    JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGLSLossless,
     JPEGLSNearLossless,
@@ -243,8 +243,9 @@ def _open_dataset(path: Path) -> Dataset:
         if truncation:
             raise ReadError(path, truncation)
         if "Rows" in ds and "Columns" in ds:
-            raise ReadError(path, "has image attributes (Rows, Columns) but no PixelData element: probably a file cut "
-                                  f"short before its pixels ({path.stat().st_size} bytes); copy it again from the source")
+            raise ReadError(path, "has image attributes (Rows, Columns) but no PixelData element: probably a file "
+                                  f"cut short before its pixels ({path.stat().st_size} bytes); copy it again from "
+                                  "the source")
         raise ReadError(path, "has no PixelData element (not an image: e.g. a report or DICOMDIR)")
     truncation = _truncation(ds, path, [str(w.message) for w in caught])
     if truncation:
@@ -291,8 +292,9 @@ def _byte_order_mismatch(ds: Dataset, path: Path) -> str | None:
         return None
     start = 128 + 4 + 12 + int(group_length)
     pydicom_logger = logging.getLogger("pydicom")
-    for implicit, little, name in ((False, True, "Explicit VR Little Endian"), (True, True, "Implicit VR Little Endian"),
-                                   (False, False, "Explicit VR Big Endian")):
+    encodings = ((False, True, "Explicit VR Little Endian"), (True, True, "Implicit VR Little Endian"),
+                 (False, False, "Explicit VR Big Endian"))
+    for implicit, little, name in encodings:
         if declared.is_transfer_syntax and (declared.is_implicit_VR, declared.is_little_endian) == (implicit, little):
             continue
         level = pydicom_logger.level
@@ -309,7 +311,8 @@ def _byte_order_mismatch(ds: Dataset, path: Path) -> str | None:
             pydicom_logger.setLevel(level)
         if found:
             return (f"its TransferSyntaxUID says {declared.name} but the data set is encoded as {name} "
-                    "(a mislabelled file: its elements, pixel data included, read as garbage); fix its TransferSyntaxUID")
+                    "(a mislabelled file: its elements, pixel data included, read as garbage); "
+                    "fix its TransferSyntaxUID")
     return None
 
 
@@ -325,7 +328,7 @@ def _read_without_preamble(path: Path) -> Dataset:
         raise ReadError(path, problem) from exc
     try:
         has_pixels = "PixelData" in ds and int(ds.get("Rows", 0) or 0) > 0
-    except Exception:  # a forced parse of garbage can fail lazily
+    except Exception:  # noqa: BLE001 - a forced parse of garbage can fail lazily, with any error
         has_pixels = False
     if not has_pixels:
         raise ReadError(path, problem)

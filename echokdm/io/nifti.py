@@ -384,8 +384,8 @@ def read_camus_cfg(cfg_path: str | os.PathLike) -> dict[str, Any]:
     dict
         ``ed_frame`` and ``es_frame`` as **0-based** frame indices (CAMUS counts frames from 1:
         ``ED: 1`` is frame 0), ``n_frames``, ``image_quality``, ``ef_percent``, ``edv_ml`` and
-        ``esv_ml``, each only when present (the same keys as the EchoNet reader). ``Sex``, ``Age`` and unknown keys are ignored:
-        metadata holds no personal data.
+        ``esv_ml``, each only when present (the same keys as the EchoNet reader). ``Sex``, ``Age``
+        and unknown keys are ignored: metadata holds no personal data.
 
     Raises
     ------

@@ -7,6 +7,7 @@ scikit-image are heavy).
 from __future__ import annotations
 
 from echokdm._lazy import lazy_exports
+
 # public name -> submodule that defines it
 _LAZY = {
     "mse": "image", "psnr": "image", "ssim": "image",

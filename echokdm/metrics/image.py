@@ -37,7 +37,7 @@ def _frame_stacks(a: Any, b: Any, names: tuple[str, str] = ("a", "b")) -> tuple[
         raise ValueError(f"{names[0]} {a.shape} and {names[1]} {b.shape} must have the same shape")
     if a.ndim not in (2, 3):
         raise ValueError(f"{names[0]} and {names[1]} must be frames (H, W) or stacks (N, H, W), got {a.shape}")
-    for name, x in zip(names, (a, b)):
+    for name, x in zip(names, (a, b), strict=True):
         finite = x[np.isfinite(x)]
         if finite.size and (finite.min() < -_RANGE_TOLERANCE or finite.max() > 1 + _RANGE_TOLERANCE):
             raise ValueError(f"{name} must hold values in [0, 1], got [{finite.min():.4g}, {finite.max():.4g}] "
@@ -162,6 +162,6 @@ def ssim(generated: Any, reference: Any, mask: Any = None, *, win_size: int = 7)
     inner = np.zeros(a.shape[1:])
     inner[pad:inner.shape[0] - pad, pad:inner.shape[1] - pad] = 1.0  # (H, W) where the map is valid
     maps = np.stack([structural_similarity(x, y, data_range=1.0, win_size=win_size, full=True)[1]
-                     for x, y in zip(a, b)])  # (N, H, W)
+                     for x, y in zip(a, b, strict=True)])  # (N, H, W)
     inner = inner[None] if weights is None else inner * weights  # (N or 1, H, W)
     return _per_frame(_weighted_mean(maps, inner), batched)

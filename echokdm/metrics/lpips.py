@@ -252,7 +252,7 @@ class LPIPSMetric:
         with torch.inference_mode():
             outs = model.net(model.scaling_layer(self._to_input(frames)))
             feats = []
-            for layer, out in zip(model.lins, outs):
+            for layer, out in zip(model.lins, outs, strict=True):
                 weight = layer.model[-1].weight.reshape(1, -1, 1, 1)  # (1, C, 1, 1), >= 0 in LPIPS v0.1
                 feats.append(lpips.normalize_tensor(out) * weight.clamp(min=0).sqrt())
         return feats
@@ -299,7 +299,7 @@ def lpips_metrics(nets: Sequence[str], backbone: str | os.PathLike | None = None
     for net in nets:
         metric = LPIPSMetric(net, backbone, device)
         try:
-            metric.model  # noqa: B018 - loads the backbone now (cache or download)
+            _ = metric.model  # loads the backbone now (cache or download)
         except LPIPSUnavailableError as exc:
             missing.append(exc)
             continue

@@ -212,7 +212,7 @@ def cine_keypoints(
     table = pd.DataFrame(np.concatenate([keypoints[..., 0], keypoints[..., 1]], axis=1), columns=KEYPOINT_COLUMNS)
     table.insert(0, "mask_source", source)
     table.insert(0, "frame", np.asarray(frames, dtype=np.int64))
-    for col, value in zip(_ID_COLUMNS[::-1], (cine.clip_id, cine.patient_id, cine.dataset or "")[::-1]):
+    for col, value in zip(_ID_COLUMNS[::-1], (cine.clip_id, cine.patient_id, cine.dataset or "")[::-1], strict=True):
         table.insert(0, col, value)
     table["volume"] = volumes.astype(np.float64)
     table["volume_units"] = "mL" if spacing else "px^3"
@@ -298,7 +298,8 @@ def keypoints_table(
             if seg_path is not None:
                 masks = np.load(seg_path)["masks"]
                 if masks.shape != cine.frames.shape:
-                    raise ValueError(f"{seg_path}: predicted masks {masks.shape} do not match the clip {cine.frames.shape}")
+                    raise ValueError(f"{seg_path}: predicted masks {masks.shape} do not match the clip "
+                                     f"{cine.frames.shape}")
                 cine = dataclasses.replace(cine, masks=masks, labelled_frames=None, tracings=None)
             rows = cine_keypoints(cine, smooth_sigma_frames=smooth_sigma_frames, apex_direction=apex_direction)
             if seg_path is not None:
@@ -309,7 +310,8 @@ def keypoints_table(
         # the manifest's IDs win over the reader's (they are what the rest of the pipeline joins on)
         rows[_ID_COLUMNS] = [str(row["clip_id"]), str(row["patient_id"]), str(row["dataset"])]
         failed = rows[rows["flags"].str.contains("failed:", regex=False)]
-        skipped.extend((f"{item} frame {f}", reason) for f, reason in zip(failed["frame"], failed["flags"]))
+        skipped.extend((f"{item} frame {f}", reason)
+                       for f, reason in zip(failed["frame"], failed["flags"], strict=True))
         tables.append(rows)
         infos.append(_clip_info(cine, row, rows))
     frames = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=_FRAME_COLUMNS)
@@ -557,7 +559,7 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool
         raise ValueError(f"{path}: unknown table format {path.suffix!r}; use .parquet or .csv")
     if suffix == ".parquet":
         try:
-            import pyarrow  # noqa: F401
+            import pyarrow  # noqa: F401 - imported only to say early that it is missing
         except ImportError as exc:
             raise ValueError(f"{path}: writing .parquet needs pyarrow (pip install pyarrow); or write .csv") from exc
         return _write_atomic(path, lambda p: table.to_parquet(p, index=False), overwrite)

@@ -20,7 +20,8 @@ exactly (a copy gives 0). SSIM compares every pair with box filters, ``O(N M H W
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def _nearest_embedded(embed: Callable[[np.ndarray], np.ndarray], queries: np.nda
     for r0 in range(0, len(references), batch):
         r_emb = embed(references[r0:r0 + batch])  # (br, D)
         r_norm = (r_emb ** 2).sum(1)  # (br,)
-        for i, (e, n) in enumerate(zip(q_emb, q_norm)):
+        for i, (e, n) in enumerate(zip(q_emb, q_norm, strict=True)):
             d = n[:, None] + r_norm[None] - 2.0 * e @ r_emb.T  # (b, br)
             j = d.argmin(1)
             rows = slice(i * batch, i * batch + len(e))

@@ -201,7 +201,7 @@ def autocorrelation_profiles(frames: np.ndarray, region: np.ndarray | None = Non
     shape = (2 * h, 2 * w)  # zero padding: no wrap-around
     total = np.zeros(shape)
     pairs = np.zeros(shape)
-    for frame, inside in zip(frames, region):
+    for frame, inside in zip(frames, region, strict=True):
         x = _highpass(frame, inside, highpass_sigma)
         total += np.fft.irfft2(np.abs(np.fft.rfft2(x, shape)) ** 2, shape)
         pairs += np.fft.irfft2(np.abs(np.fft.rfft2(inside.astype(np.float64), shape)) ** 2, shape)
@@ -242,7 +242,7 @@ def intensity_summary(frames: np.ndarray, region: np.ndarray | None = None, *, b
     if values.size == 0:
         raise ValueError("intensity_summary: the region is empty")
     out = {"near_black": float(np.mean(values < black)), "mean": float(values.mean())}
-    for q, v in zip(percentiles, np.percentile(values, percentiles)):
+    for q, v in zip(percentiles, np.percentile(values, percentiles), strict=True):
         out[f"p{q:g}"] = float(v)
     return out
 
@@ -317,7 +317,7 @@ def sample_patches(frames: np.ndarray, region: np.ndarray | None, n: int, *, siz
     if len(rows) == 0:
         raise ValueError(f"no {size}x{size} patch has {min_fill:.0%} of its pixels in the region")
     pick, frame = rng.integers(len(rows), size=n), rng.integers(t, size=n)
-    return np.stack([frames[f, r:r + size, c:c + size] for f, r, c in zip(frame, rows[pick], cols[pick])])
+    return np.stack([frames[f, r:r + size, c:c + size] for f, r, c in zip(frame, rows[pick], cols[pick], strict=True)])
 
 
 def patch_features(patches: np.ndarray) -> np.ndarray:

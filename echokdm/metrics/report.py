@@ -12,7 +12,7 @@ The per-frame table is long: one row per generated frame, columns ``patient_id``
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -160,7 +160,7 @@ def summarise(frame_table: pd.DataFrame, metrics: Sequence[str], by: Sequence[st
     patients = per_patient(frame_table, metrics, by)
     rows = []
     for key, group in patients.groupby(list(by), sort=True, dropna=False):
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
         row.update(n_patients=len(group), n_frames=int(group["n_frames"].sum()))
         for metric in metrics:
             values = group[metric].to_numpy(np.float64)

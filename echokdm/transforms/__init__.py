@@ -19,6 +19,7 @@ Submodules are imported on first use (MONAI and torch are slow to import).
 from __future__ import annotations
 
 from echokdm._lazy import lazy_exports
+
 _ARRAY = ["BloodPoolKeypoints", "TracingsToKeypoints", "KeypointsToMask", "RenderKeypoints",
           "KeypointsToHeatmaps", "EchoAffine", "RandIntensityEcho", "adjust_intensity"]
 _DICT = [f"{name}{suffix}" for name in ("BloodPoolKeypoints", "TracingsToKeypoints", "KeypointsToMask",

@@ -329,7 +329,7 @@ class EchoAffine(Transform):
     @classmethod
     def from_parameters(cls, spatial_size: Sequence[int], *, angle: float = 0.0, scale: float = 1.0,
                         shift: Sequence[float] = (0.0, 0.0), flip: bool = False,
-                        flip_permutation: Sequence[int] = ECHO_FLIP_PERMUTATION) -> "EchoAffine":
+                        flip_permutation: Sequence[int] = ECHO_FLIP_PERMUTATION) -> EchoAffine:
         """Flip (mirror x), rotate by ``angle`` radians, scale, about the image centre, then shift.
 
         ``p' = c + scale · R(angle) · F (p - c) + shift`` with ``c = ((W-1)/2, (H-1)/2)``;

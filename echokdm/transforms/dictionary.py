@@ -267,7 +267,8 @@ class RandIntensityEchod(RandomizableTransform, MapTransform):
         RandomizableTransform.__init__(self, prob)
         self.intensity = RandIntensityEcho(1.0, gain_range, gamma_range, speckle_range)
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> "RandIntensityEchod":
+    def set_random_state(self, seed: int | None = None,
+                         state: np.random.RandomState | None = None) -> RandIntensityEchod:
         super().set_random_state(seed, state)
         self.intensity.set_random_state(seed, state)
         return self

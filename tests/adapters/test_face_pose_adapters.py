@@ -213,8 +213,8 @@ def test_custom_adapter_plugs_into_the_registry():
                                [0.0, 0.5, 1.0])
 
 
-@pytest.mark.parametrize("name", ["face/kdm_224.yaml", "face/kdm_64_cpu.yaml", "face/kdm_tiny.yaml", "pose/kdm_224.yaml",
-                                  "pose/kdm_224_coco18.yaml", "pose/kdm_tiny.yaml"])
+@pytest.mark.parametrize("name", ["face/kdm_224.yaml", "face/kdm_64_cpu.yaml", "face/kdm_tiny.yaml",
+                                  "pose/kdm_224.yaml", "pose/kdm_224_coco18.yaml", "pose/kdm_tiny.yaml"])
 def test_face_and_pose_configs_load(name):
     from echokdm.adapters.base import CONFIGS_DIR
     from echokdm.training.kdm import load_kdm_config
@@ -223,6 +223,7 @@ def test_face_and_pose_configs_load(name):
     assert config.data.adapter == name.split("/")[0] or config.data.adapter == "pose_coco18"
     assert (config.data.keypoints, config.data.flows) == ("files", "dataset")
     if "224" in name:
-        assert config.data.size == 224 and get_adapter(config.data.adapter).default_config_path.name.startswith("kdm_224")
+        assert config.data.size == 224
+        assert get_adapter(config.data.adapter).default_config_path.name.startswith("kdm_224")
     with pytest.raises(ValueError, match="not available for adapter"):
         load_kdm_config(CONFIGS_DIR / name, {"data": {"keypoints": "phantom"}})

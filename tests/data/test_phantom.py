@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from echokdm.data.phantom import (PATIENT_RANGES, PhantomClip, PhantomPatient, cardiac_timing, load_npz,
-                                  sample_patient, simulate_clip, volume_ratio)
+from echokdm.data.phantom import (
+    PATIENT_RANGES,
+    PhantomClip,
+    PhantomPatient,
+    cardiac_timing,
+    load_npz,
+    sample_patient,
+    simulate_clip,
+    volume_ratio,
+)
 from echokdm.data.phantom.anatomy import TISSUES, tissue_labels
 from echokdm.data.phantom.motion import LVMotion
 from echokdm.errors import ReadError

@@ -176,7 +176,9 @@ def test_valves_open_in_diastole_and_close_in_systole(patient):
     assert closed.sum() > 10 and opened.sum() > 10
     assert (closed & opened).sum() < 0.5 * min(closed.sum(), opened.sum())  # they moved
     # open leaflets hang into the LV; closed ones lie on the annulus plane, mostly outside it
-    inside = lambda px, t: (px & on.masks[t].astype(bool)).sum() / px.sum()  # noqa: E731
+    def inside(px, t):
+        return (px & on.masks[t].astype(bool)).sum() / px.sum()
+
     assert inside(opened, t_open) > inside(closed, 0) + 0.2
     assert np.abs(on.frames[t_open] - on.frames[0])[opened | closed].mean() > 0.1
 

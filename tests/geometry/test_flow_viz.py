@@ -6,12 +6,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
 
-from echokdm.geometry.flow_viz import (  # noqa: E402
+from echokdm.geometry.flow_viz import (
     flow_to_color,
     flow_wheel_legend,
     make_color_wheel,

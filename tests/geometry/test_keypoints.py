@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _shapes import simpson_analytic, truncated_ellipse  # noqa: E402
+from _shapes import simpson_analytic, truncated_ellipse
 
-from echokdm.geometry.keypoints import (  # noqa: E402
+from echokdm.geometry.keypoints import (
     CHORD_FRACTIONS,
     KeypointError,
     keypoints_to_polygon,

@@ -112,7 +112,8 @@ def test_an_impossible_beat_is_rejected_with_its_reason():
     v = np.concatenate([[v[0], 0.86 * v[0]], v[:50] * 0 + v[0]])  # a one-frame dip, then a flat stretch
     v = np.concatenate([v, _curve()])
     cycle = cardiac_cycle(v, fps=50.0, smooth_s=0.0)
-    assert all(k - i >= 5 for i, k in zip(cycle.ed_frames, cycle.es_frames))
+    # ED and ES counts may differ by one: pairs are compared up to the shorter
+    assert all(k - i >= 5 for i, k in zip(cycle.ed_frames, cycle.es_frames, strict=False))
     assert 1 not in cycle.es_frames.tolist()
     assert any(i == 0 and k == 1 and "systole" in why for i, k, why in cycle.rejected), cycle.rejected
     assert any("rejected beat ED 0 -> ES 1: systole 0.02 s is shorter than 0.1 s" == f for f in cycle.flags)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _shapes import simpson_analytic, truncated_ellipse  # noqa: E402
+from _shapes import simpson_analytic, truncated_ellipse
 
-from echokdm.geometry.keypoints import mask_keypoints  # noqa: E402
-from echokdm.geometry.volumes import cardiac_cycle, long_axis_from_keypoints, simpson_volume  # noqa: E402
+from echokdm.geometry.keypoints import mask_keypoints
+from echokdm.geometry.volumes import cardiac_cycle, long_axis_from_keypoints, simpson_volume
 
 
 def test_simpson_from_keypoints_equals_the_disc_sum_with_known_axis():

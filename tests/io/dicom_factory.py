@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import convert_color_space
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -34,7 +35,6 @@ from pydicom.uid import (
     JPEGExtended12Bit,
     JPEGLossless,
     JPEGLosslessSV1,
-    UID,
     generate_uid,
 )
 

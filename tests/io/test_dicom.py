@@ -21,8 +21,8 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
-    JPEGLosslessSV1,
     JPEGLossless,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
@@ -34,7 +34,7 @@ from echokdm.io.anonymise import pseudonymise
 from echokdm.io.dicom import motion_fan_mask, read_dicom, write_dicom
 
 sys.path.insert(0, str(Path(__file__).parent))
-import dicom_factory as factory  # noqa: E402
+import dicom_factory as factory
 
 RNG = np.random.default_rng(1234)
 

@@ -22,7 +22,7 @@ from echokdm.io.echonet import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from echonet_factory import build_quirky_echonet, make_clip, rectangle_area, rectangle_tracing  # noqa: E402
+from echonet_factory import build_quirky_echonet, make_clip, rectangle_area, rectangle_tracing
 
 
 @pytest.fixture

@@ -172,13 +172,15 @@ def test_nan_voxels_rejected(tmp_path):
     ],
 )
 def test_spacing_from_zooms_and_units(tmp_path, unit, zooms, expected):
-    path = save_nifti(tmp_path / "s.nii.gz", np.zeros((4, 3, 2), np.uint8), zooms=(*zooms, 1.0), units=(unit, "unknown"))
+    path = save_nifti(tmp_path / "s.nii.gz", np.zeros((4, 3, 2), np.uint8), zooms=(*zooms, 1.0),
+                      units=(unit, "unknown"))
     cine = read_nifti(path)
     assert cine.spacing_mm == expected  # exact: float32 storage noise is rounded away
     assert cine.metadata["spatial_unit"] == unit
 
 
-@pytest.mark.parametrize(("unit", "interval", "fps"), [("sec", 0.02, 50.0), ("msec", 40.0, 25.0), ("usec", 20000.0, 50.0)])
+@pytest.mark.parametrize(("unit", "interval", "fps"),
+                         [("sec", 0.02, 50.0), ("msec", 40.0, 25.0), ("usec", 20000.0, 50.0)])
 def test_fps_from_pixdim4(tmp_path, unit, interval, fps):
     path = save_nifti(tmp_path / "t.nii.gz", np.zeros((4, 3, 1, 5), np.uint8),
                       zooms=(0.3, 0.3, 1.0, interval), units=("mm", unit))
@@ -382,7 +384,8 @@ def make_camus_files(folder, patient="patient0007", view="2CH"):
     save_nifti(f"{base}_half_sequence_gt.nii.gz", labels, zooms=(0.3, 0.2, 1.0), units=units)
     save_nifti(f"{base}_ED.nii.gz", vol[:, :, 0], zooms=(0.3, 0.2), units=units)
     save_nifti(f"{base}_ED_gt.nii.gz", labels[:, :, :1], zooms=(0.3, 0.2, 1.0), units=units)
-    (folder / f"Info_{view}.cfg").write_text("ED: 1\nES: 4\nNbFrame: 4\nSex: M\nAge: 64\nImageQuality: Poor\nEF: 40.0\n")
+    (folder / f"Info_{view}.cfg").write_text("ED: 1\nES: 4\nNbFrame: 4\nSex: M\nAge: 64\n"
+                                             "ImageQuality: Poor\nEF: 40.0\n")
     return base, labels
 
 

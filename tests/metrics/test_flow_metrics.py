@@ -128,7 +128,8 @@ def test_warped_metrics_batches_channels_and_torch():
     for metric in (warped_mse, warped_ssim):
         batch = metric(sources, targets, flows)
         assert batch.shape == (3,)
-        np.testing.assert_allclose(batch, [metric(s, t, f) for s, t, f in zip(sources, targets, flows)], rtol=1e-6)
+        expected = [metric(s, t, f) for s, t, f in zip(sources, targets, flows, strict=True)]
+        np.testing.assert_allclose(batch, expected, rtol=1e-6)
         # (B, 1, H, W) is the same as (B, H, W)
         np.testing.assert_allclose(metric(sources[:, None], targets[:, None], flows), batch, rtol=1e-6)
         got = metric(torch.from_numpy(sources), torch.from_numpy(targets), torch.from_numpy(flows))

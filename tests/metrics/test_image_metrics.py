@@ -28,7 +28,8 @@ def test_known_values_one_value_per_frame():
 
 def test_ssim_matches_scikit_image_and_torch_inputs():
     a, b = _frames(seed=1), _frames(seed=2)
-    expected = [structural_similarity(x, y, data_range=1.0) for x, y in zip(a.astype(float), b.astype(float))]
+    expected = [structural_similarity(x, y, data_range=1.0)
+                for x, y in zip(a.astype(float), b.astype(float), strict=True)]
     np.testing.assert_allclose(ssim(a, b), expected, rtol=1e-6)
     np.testing.assert_allclose(ssim(torch.from_numpy(a), torch.from_numpy(b)), expected, rtol=1e-6)
     np.testing.assert_allclose(mse(torch.from_numpy(a), torch.from_numpy(b)), mse(a, b))

@@ -71,7 +71,7 @@ def test_backbone_equals_file_and_mapping_is_right(net):
     x = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
         outs = model.net(x)
-        for out, end in zip(outs, LAYER_ENDS[net]):
+        for out, end in zip(outs, LAYER_ENDS[net], strict=True):
             torch.testing.assert_close(out, features[:end](x))
 
 
@@ -80,7 +80,7 @@ def test_features_give_lpips_as_squared_distance():
     metric = LPIPSMetric("alex", backbone=WEIGHTS)
     a, b = _frames(seed=4), _frames(seed=5)
     fa, fb = metric.features(a), metric.features(b)
-    dist = sum(((x - y) ** 2).sum(1).mean((1, 2)) for x, y in zip(fa, fb)).double().numpy()
+    dist = sum(((x - y) ** 2).sum(1).mean((1, 2)) for x, y in zip(fa, fb, strict=True)).double().numpy()
     np.testing.assert_allclose(dist, metric(a, b), rtol=1e-4)
 
 
@@ -113,7 +113,7 @@ def test_wrong_file_content_names_file(tmp_path):
     bad = tmp_path / "alexnet_features.pth"
     torch.save({"0.weight": torch.zeros(3)}, bad)
     with pytest.raises(ValueError, match="alexnet_features.pth"):
-        LPIPSMetric("alex", backbone=tmp_path).model
+        _ = LPIPSMetric("alex", backbone=tmp_path).model
 
 
 def test_bad_net_and_small_frames():
@@ -133,7 +133,7 @@ def test_offline_download_failure_explains_local_backbone(monkeypatch):
     monkeypatch.setattr(pn.tv, "alexnet", offline)
     metric = LPIPSMetric("alex", device="meta-test")  # a device key no other test uses: not cached
     with pytest.raises(lpips_metric.LPIPSUnavailableError, match="backbone=") as info:
-        metric.model
+        _ = metric.model
     assert isinstance(info.value, RuntimeError)
     for part in ("alexnet_features.pth", "ECHOKDM_LPIPS_WEIGHTS=DIR", "--lpips-backbone DIR", "URLError"):
         assert part in str(info.value), part
@@ -143,4 +143,4 @@ def test_unreadable_file_names_file(tmp_path):
     bad = tmp_path / "vgg16_features.pth"
     bad.write_text("not a checkpoint")
     with pytest.raises(ValueError, match="vgg16_features.pth"):
-        LPIPSMetric("vgg", backbone=bad).model
+        _ = LPIPSMetric("vgg", backbone=bad).model

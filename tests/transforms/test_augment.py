@@ -194,8 +194,9 @@ def test_intensity_same_parameters_for_all_images(pair):
 
 
 def test_intensity_speckle_seed_and_torch(pair):
-    aug = lambda: RandIntensityEchod(("source", "target"), gain_range=(1, 1), gamma_range=(1, 1),  # noqa: E731
-                                     speckle_range=(0.2, 0.2))
+    def aug():
+        return RandIntensityEchod(("source", "target"), gain_range=(1, 1), gamma_range=(1, 1), speckle_range=(0.2, 0.2))
+
     a = aug().set_random_state(5)(pair)
     b = aug().set_random_state(5)(pair)
     np.testing.assert_array_equal(a["source"], b["source"])

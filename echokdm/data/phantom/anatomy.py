@@ -264,7 +264,7 @@ def realistic_echogenicity_db(labels: np.ndarray, a: np.ndarray, r: np.ndarray, 
     walls = np.isin(labels, [_L["lv_myocardium"], _L["rv_wall"], _L["pericardium"], _L["atrial_wall"]])
     levels += np.where(walls, look.specular_db * (cosine**look.specular_power - 0.5), 0.0)
     # the atria open into the ventricles: no wall across the valve orifices (the leaflets close them)
-    for (ca_, cr_, sa_, sr_), base in ((lay.la, lay.L), (lay.ra, lay.rv_base)):
+    for (_ca, cr_, sa_, sr_), base in ((lay.la, lay.L), (lay.ra, lay.rv_base)):
         roof = atrial & (a < base + _VALVE_GAP_MM + 0.35 * sa_) & (np.abs(r - cr_) < 0.75 * sr_)
         levels[roof] = look.blood_db
     # the crux: septum base, annuli and the atrioventricular junction

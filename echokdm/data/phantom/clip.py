@@ -269,7 +269,7 @@ class PhantomClip:
         return path
 
     @classmethod
-    def load_npz(cls, path: str | os.PathLike) -> "PhantomClip":
+    def load_npz(cls, path: str | os.PathLike) -> PhantomClip:
         """Read a clip written by :meth:`save_npz` (see :func:`load_npz`)."""
         return load_npz(path)
 

@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 from echokdm.data.manifest import assign_splits, scan_folder, write_manifest
-from echokdm.io.anonymise import pseudonymise
 from echokdm.data.phantom.clip import PhantomClip, simulate_clip
 from echokdm.data.phantom.patient import sample_patient
+from echokdm.io.anonymise import pseudonymise
 
 __all__ = ["PHANTOM_FORMATS", "CohortResult", "write_cohort", "clip_name"]
 
@@ -212,12 +212,12 @@ def write_cohort(
         manifest["patient_id"])
     truth_of = {r["clip_name"]: r for r in rows}
     for column, key in (("ef_reference", "ef_percent"), ("edv_reference", "edv_ml"), ("esv_reference", "esv_ml")):
-        known = clip_of.map(lambda n: truth_of[n][key] if n in truth_of else np.nan)
+        known = clip_of.map(lambda n, key=key: truth_of[n][key] if n in truth_of else np.nan)
         manifest[column] = pd.to_numeric(manifest[column], errors="coerce").fillna(known)
     manifest["view"] = manifest["view"].replace("", "A4C").fillna("A4C")
     write_manifest(manifest, out / "manifest.csv", overwrite=overwrite)
     truth = pd.DataFrame(rows)
-    id_of = dict(zip(clip_of, manifest["clip_id"]))
+    id_of = dict(zip(clip_of, manifest["clip_id"], strict=True))
     truth.insert(1, "clip_id", truth["clip_name"].map(id_of))
     tmp = out / ".ground_truth.csv.tmp"
     truth.to_csv(tmp, index=False)

@@ -185,7 +185,7 @@ class RealisticLook:
             raise ValueError("invalid RealisticLook: " + "; ".join(problems))
 
     @classmethod
-    def from_dict(cls, values: dict) -> "RealisticLook":
+    def from_dict(cls, values: dict) -> RealisticLook:
         """Inverse of ``dataclasses.asdict`` (JSON lists back to tuples); unknown keys are an error."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)

@@ -188,7 +188,7 @@ class PhantomPatient:
         return json.dumps(values, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "PhantomPatient":
+    def from_json(cls, text: str) -> PhantomPatient:
         """Inverse of :meth:`to_json`; unknown keys are an error that names them."""
         values = json.loads(text)
         names = {f.name for f in dataclasses.fields(cls)}

@@ -87,7 +87,7 @@ class _Leaflets:
             for index, side, length in leaflets:
                 out.append((hinges[:, index], side, length))
         positions = []
-        for (hinge, side, length), (s, n) in zip(out, self.params):
+        for (hinge, side, length), (s, n) in zip(out, self.params, strict=True):
             o = opening[frames][:, None]  # (F, 1)
             # angle in the LV frame from the "towards the apex" direction (-down), measured towards the axis
             closed, opened = math.radians(100.0), math.radians(12.0)

@@ -63,7 +63,7 @@ class ImageGeometry:
     mirror: bool = False
 
     @classmethod
-    def for_patient(cls, patient: PhantomPatient, size: int) -> "ImageGeometry":
+    def for_patient(cls, patient: PhantomPatient, size: int) -> ImageGeometry:
         if not isinstance(size, (int, np.integer)) or size < 16:
             raise ValueError(f"size must be an int >= 16 (pixels), got {size!r}")
         size = int(size)

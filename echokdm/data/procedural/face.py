@@ -94,7 +94,8 @@ def sample_face_subject(rng: np.random.Generator) -> FaceSubject:
     """A random face: proportions, skin, hair, eye and lip colours, wall and shirt."""
     tone = rng.uniform(0.35, 0.95)
     skin = (0.45 + 0.5 * tone, 0.3 + 0.45 * tone, 0.22 + 0.4 * tone)
-    hair = tuple(float(v) for v in rng.uniform(0.05, 0.55) * np.array([1.0, rng.uniform(0.6, 0.9), rng.uniform(0.3, 0.7)]))
+    hair_shade = rng.uniform(0.05, 0.55)  # drawn before the tint (the order fixes each seed's face)
+    hair = tuple(float(v) for v in hair_shade * np.array([1.0, rng.uniform(0.6, 0.9), rng.uniform(0.3, 0.7)]))
     return FaceSubject(
         jaw_radii=(float(rng.uniform(0.92, 1.05)), float(rng.uniform(1.05, 1.22))),
         eye_x=float(rng.uniform(0.38, 0.46)), eye_y=float(rng.uniform(-0.36, -0.28)),
