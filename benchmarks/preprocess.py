@@ -9,11 +9,11 @@ a clip) goes through the three commands a real EchoNet-Dynamic training needs be
 ``echokdm train kdm`` (``configs/echo/kdm_224_paper.yaml`` says ``keypoints: masks`` and
 ``flows: cache``), with the packaged models:
 
-1. ``echokdm segment`` (every frame; :func:`echokdm.parallel.segment_manifest_parallel`),
+1. ``echokdm segment`` (every frame; :func:`echokdm.cli.parallel.segment_manifest_parallel`),
 2. ``echokdm keypoints --segmentation`` (40 keypoints and the volume per frame;
-   :func:`echokdm.parallel.keypoints_table_parallel`),
+   :func:`echokdm.cli.parallel.keypoints_table_parallel`),
 3. ``echokdm flow`` with the default gaps 1, 2, 4, both directions (:func:`echokdm.training.flow.cache_flows`
-   in one process, :func:`echokdm.parallel.cache_flows_parallel` with more).
+   in one process, :func:`echokdm.cli.parallel.cache_flows_parallel` with more).
 
 Measured: frames (or pairs) per second for each worker count, bytes written per frame (masks),
 per frame (keypoints table, parquet) and per flow pair (compressed float16 npz). The EchoNet-
@@ -54,7 +54,7 @@ def _size(paths) -> int:
 
 
 def _segment(manifest: Path, out: Path, workers: int, device: str) -> float:
-    from echokdm.parallel import segment_manifest_parallel
+    from echokdm.cli.parallel import segment_manifest_parallel
 
     start = time.perf_counter()
     segment_manifest_parallel(manifest, CHECKPOINTS / "seg_phantom_112", out, workers=workers, device=device,
@@ -63,8 +63,8 @@ def _segment(manifest: Path, out: Path, workers: int, device: str) -> float:
 
 
 def _keypoints(manifest: Path, segmentation: Path, out: Path, workers: int) -> float:
+    from echokdm.cli.parallel import keypoints_table_parallel
     from echokdm.metrics.lv_function import write_table
-    from echokdm.parallel import keypoints_table_parallel
 
     start = time.perf_counter()
     table = keypoints_table_parallel(manifest, out / ".parts", workers=workers, segmentation=segmentation,
@@ -75,7 +75,7 @@ def _keypoints(manifest: Path, segmentation: Path, out: Path, workers: int) -> f
 
 
 def _flows(manifest: Path, out: Path, workers: int, device: str) -> float:
-    from echokdm.parallel import cache_flows_parallel
+    from echokdm.cli.parallel import cache_flows_parallel
     from echokdm.training.flow import cache_flows
 
     start = time.perf_counter()

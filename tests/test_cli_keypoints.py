@@ -7,7 +7,7 @@ import argparse
 import pandas as pd
 import pytest
 
-from echokdm.cli_keypoints import register
+from echokdm.cli.keypoints import register
 from echokdm.data.manifest import load_manifest, write_manifest
 from echokdm.data.phantom.export import write_cohort
 

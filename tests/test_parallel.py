@@ -1,4 +1,4 @@
-"""Parallel, resumable preprocessing (echokdm.parallel and the --workers option of the commands): two
+"""Parallel, resumable preprocessing (echokdm.cli.parallel and the --workers option of the commands): two
 worker processes give the sequential results; finished clips are reused after an interruption."""
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from echokdm.data.manifest import load_manifest
-from echokdm.data.phantom.export import write_cohort
-from echokdm.parallel import (
+from echokdm.cli.parallel import (
     cache_flows_parallel,
     keypoints_table_parallel,
     map_clips,
@@ -21,6 +19,8 @@ from echokdm.parallel import (
     segment_manifest_parallel,
     worker_threads,
 )
+from echokdm.data.manifest import load_manifest
+from echokdm.data.phantom.export import write_cohort
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "echokdm" / "checkpoints"
 
@@ -73,7 +73,7 @@ def test_worker_threads_share_the_cores(monkeypatch):
 
 
 def _keypoints(argv):
-    from echokdm.cli_keypoints import register
+    from echokdm.cli.keypoints import register
 
     parser = argparse.ArgumentParser(prog="echokdm")
     register(parser.add_subparsers(dest="command", required=True))
@@ -106,7 +106,7 @@ def _resign(path: Path, edit):
     import hashlib
     import hmac
 
-    from echokdm.parallel import _MAGIC, _decode, _dumps, _encode, _parts_key
+    from echokdm.cli.parallel import _MAGIC, _decode, _dumps, _encode, _parts_key
 
     record = json.loads(path.read_bytes().partition(b"\n")[2])
     result = _decode(record["result"])
@@ -149,7 +149,7 @@ def test_flow_cache_with_two_workers_equals_sequential_and_resumes(cohort, tmp_p
 
     checkpoint = CHECKPOINTS / "ofnet_phantom_112"
     expected, _ = cache_flows(cohort, checkpoint, tmp_path / "one", gaps=(1,), progress=False)
-    from echokdm.cli_flow import register
+    from echokdm.cli.flow import register
 
     parser = argparse.ArgumentParser(prog="echokdm")
     register(parser.add_subparsers(dest="command", required=True))

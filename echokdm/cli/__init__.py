@@ -202,7 +202,7 @@ def cmd_train_autoencoder(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from echokdm.parallel import segment_manifest_parallel
+    from echokdm.cli.parallel import segment_manifest_parallel
 
     table, skipped = segment_manifest_parallel(args.manifest, args.checkpoint, args.out, workers=args.workers,
                                                overwrite=args.overwrite, progress=not args.no_progress)
@@ -455,8 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
     t.set_defaults(func=cmd_train_autoencoder)
 
-    from echokdm.cli_flow import register as register_flow_command
-    from echokdm.cli_flow import register_train as register_train_flow
+    from echokdm.cli.flow import register as register_flow_command
+    from echokdm.cli.flow import register_train as register_train_flow
 
     register_train_flow(train_sub)
 
@@ -474,24 +474,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_segment)
 
-    from echokdm.cli_keypoints import register as register_keypoint_commands
+    from echokdm.cli.keypoints import register as register_keypoint_commands
 
     register_keypoint_commands(sub)
     register_flow_command(sub)
 
-    from echokdm.cli_evaluate import register as register_evaluate_command
+    from echokdm.cli.evaluate import register as register_evaluate_command
 
     register_evaluate_command(sub)
 
-    from echokdm.cli_generate import register as register_generate_command
+    from echokdm.cli.generate import register as register_generate_command
 
     register_generate_command(sub)
 
-    from echokdm.cli_synthesize import register as register_synthesize_command
+    from echokdm.cli.synthesize import register as register_synthesize_command
 
     register_synthesize_command(sub)
 
-    from echokdm.cli_procedural import register as register_procedural_command
+    from echokdm.cli.procedural import register as register_procedural_command
 
     register_procedural_command(sub)
 

@@ -44,7 +44,7 @@ def cmd_train_flow(args: argparse.Namespace) -> int:
 
 def cmd_flow(args: argparse.Namespace) -> int:
     """Cache OF-net flows of every frame pair of a manifest (resumable), in ``--workers`` processes."""
-    from echokdm.parallel import cache_flows_parallel
+    from echokdm.cli.parallel import cache_flows_parallel
     from echokdm.training.flow import cache_flows
 
     if args.workers < 1:

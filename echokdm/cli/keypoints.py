@@ -1,7 +1,7 @@
 """The ``echokdm keypoints`` and ``echokdm ef`` commands.
 
 Argument parsing and printing only; the work is done by :mod:`echokdm.metrics.lv_function`, one
-clip at a time through :func:`echokdm.parallel.keypoints_table_parallel` (``--workers N``
+clip at a time through :func:`echokdm.cli.parallel.keypoints_table_parallel` (``--workers N``
 processes; each clip's result is kept in a hidden parts folder next to the output until the table
 is written, so an interrupted run continues where it stopped when run again). :func:`register`
 adds both commands to the ``echokdm`` parser's subparsers.
@@ -48,7 +48,7 @@ def _write_skipped(skipped: list[tuple[str, str]], path: Path, overwrite: bool) 
 def _table(args: argparse.Namespace, parts: Path):
     """The keypoints table of the manifest, clip by clip in ``args.workers`` processes; per-clip results
     in ``parts`` (reused when the same command is run again after an interruption)."""
-    from echokdm.parallel import keypoints_table_parallel
+    from echokdm.cli.parallel import keypoints_table_parallel
 
     return keypoints_table_parallel(args.manifest, parts, workers=args.workers, smooth_sigma_frames=args.smooth_sigma,
                                     apex_direction=args.apex_direction, segmentation=args.segmentation,

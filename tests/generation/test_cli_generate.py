@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from echokdm.cli_generate import cmd_generate, register
+from echokdm.cli.generate import cmd_generate, register
 from echokdm.data.phantom.export import write_cohort
 from echokdm.generation.motion import load_keypoints_file
 from echokdm.geometry.volumes import simpson_volume

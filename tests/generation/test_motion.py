@@ -285,12 +285,12 @@ def test_own_motion_applies_the_clip_motion_to_given_keypoints():
 
 
 def test_generate_own_starts_from_a_frame_whose_mask_is_broken(tmp_path):
-    """``echokdm generate --own`` wiring (cli_generate._own): a source frame without keypoints of
+    """``echokdm generate --own`` wiring (echokdm.cli.generate._own): a source frame without keypoints of
     its own (empty mask) gets them from its neighbours; keypoints of every frame given in
     --keypoints are used as they are."""
     from types import SimpleNamespace
 
-    from echokdm.cli_generate import _own
+    from echokdm.cli.generate import _own
     from echokdm.data.phantom import sample_patient, simulate_clip
 
     clip = simulate_clip(sample_patient(0, 0), n_frames=12, fps=50.0, size=112)

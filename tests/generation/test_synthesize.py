@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.stats import ks_2samp, kstest
 
-from echokdm.cli_synthesize import register
+from echokdm.cli.synthesize import register
 from echokdm.data.phantom import load_npz
 from echokdm.data.phantom.export import write_cohort
 from echokdm.echo.segmentation import LVSegmentationNet

@@ -75,7 +75,7 @@ def test_the_keypoints_and_ef_tables_record_the_direction(clip, tmp_path):
 def test_cli_default_is_auto():
     import argparse
 
-    from echokdm.cli_keypoints import register
+    from echokdm.cli.keypoints import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

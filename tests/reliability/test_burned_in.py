@@ -21,7 +21,7 @@ from PIL import Image
 from scipy import ndimage
 
 from echokdm.cli import main
-from echokdm.cli_generate import register
+from echokdm.cli.generate import register
 from echokdm.data.phantom.export import write_cohort
 from echokdm.generation.synthesize import synthesize_cohort
 from echokdm.io.dicom import write_dicom

@@ -58,7 +58,7 @@ def test_a_read_only_folder_is_checked_for_file_outputs_too(read_only, tmp_path,
     def no_work(*args, **kwargs):
         raise AssertionError("the manifest was processed although the output folder is not writable")
 
-    monkeypatch.setattr("echokdm.parallel.keypoints_table_parallel", no_work)
+    monkeypatch.setattr("echokdm.cli.parallel.keypoints_table_parallel", no_work)
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("x\n")
     assert main(["keypoints", str(manifest), "-o", str(read_only / "kp.csv"), "--no-progress"]) == 1

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from echokdm.cli.parallel import keypoints_table_parallel, map_clips, part_path
 from echokdm.data.manifest import load_manifest
 from echokdm.data.phantom.export import write_cohort
-from echokdm.parallel import keypoints_table_parallel, map_clips, part_path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "echokdm"
 
@@ -212,7 +212,7 @@ def _not_data(rows):
 
 
 def test_the_key_file_is_private(tmp_path, monkeypatch):
-    import echokdm.parallel as parallel
+    import echokdm.cli.parallel as parallel
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(parallel, "_KEY", None)

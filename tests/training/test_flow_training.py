@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from echokdm.cli_flow import register, register_train
+from echokdm.cli.flow import register, register_train
 from echokdm.config import ConfigError
 from echokdm.data.ground_truth import GroundTruthFlows, ground_truth_files
 from echokdm.data.manifest import load_manifest
