@@ -9,8 +9,9 @@ A stage supplies three plain functions and the loop does the rest:
   ``best/``. It runs on the EMA weights when EMA is on, in eval mode, with the training RNG
   states untouched.
 
-The loop: AdamW (paper), optional linear warm-up and cosine decay, gradient accumulation over
-several batches, gradient clipping, optional EMA weights, mixed precision on GPU (bf16 or fp16
+The loop: AdamW (paper), optional linear warm-up and cosine decay (:func:`make_lr_scheduler`),
+gradient accumulation over several batches, gradient clipping, optional EMA weights (diffusers'
+``EMAModel``, :func:`make_ema`), mixed precision on GPU (bf16 or fp16
 autocast; off on the CPU), a tqdm bar showing the loss, validation every ``val_every`` steps,
 checkpoints every ``checkpoint_every`` steps, at the end and on ``KeyboardInterrupt``, and *exact*
 resume: model, optimiser, scheduler, grad scaler, EMA, step, best value, the torch / CUDA / numpy /
@@ -59,7 +60,7 @@ from echokdm.training.run import RunFolder
 if TYPE_CHECKING:
     from diffusers.training_utils import EMAModel
 
-__all__ = ["LoopConfig", "Trainer", "make_ema", "resolve_device", "to_device"]
+__all__ = ["LoopConfig", "Trainer", "lr_factor", "make_ema", "make_lr_scheduler", "resolve_device", "to_device"]
 
 
 @dataclasses.dataclass
@@ -156,7 +157,12 @@ def _ema_state(state: dict[str, Any], model: torch.nn.Module, step: int, path: P
     return {"shadow_params": [state[name] for name in names], "optimization_step": int(step)}
 
 
-def _lr_lambda(config: LoopConfig) -> Callable[[int], float]:
+def lr_factor(config: LoopConfig) -> Callable[[int], float]:
+    """The learning rate of optimiser step ``s`` (from 0) as a fraction of ``config.lr``.
+
+    ``(s + 1) / warmup_steps`` during the warm-up, then 1 (``constant``) or a half cosine from 1 down
+    to ``min_lr_ratio`` at ``config.steps`` (``cosine``).
+    """
     def factor(step: int) -> float:
         if step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
@@ -167,6 +173,22 @@ def _lr_lambda(config: LoopConfig) -> Callable[[int], float]:
         return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
+
+
+def make_lr_scheduler(optimizer: torch.optim.Optimizer, config: LoopConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule of :func:`lr_factor`, stepped once per optimiser step.
+
+    diffusers' ``get_scheduler("constant")`` when there is no warm-up. diffusers' other schedules give
+    other learning rates, so echokdm's factor drives a plain ``LambdaLR`` there: its warm-up starts at
+    0 (``s / warmup_steps``; the first step would not move the weights) where echokdm's starts at
+    ``lr / warmup_steps``, and its cosine decays to 0 where echokdm's stops at ``min_lr_ratio · lr``.
+    Both are ``LambdaLR``, so checkpoints hold the same scheduler state either way.
+    """
+    if config.lr_schedule == "constant" and config.warmup_steps == 0:
+        from diffusers.optimization import get_scheduler  # here: diffusers takes seconds to import
+
+        return get_scheduler("constant", optimizer)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
 
 
 def _rng_state() -> dict[str, Any]:
@@ -281,7 +303,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                            betas=tuple(config.betas), weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config))
+        self.scheduler = make_lr_scheduler(self.optimizer, config)
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.ema = make_ema(self.model, config.ema_decay) if config.ema_decay else None
