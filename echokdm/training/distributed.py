@@ -1,7 +1,8 @@
 """Multi-process (multi-GPU) training through ``accelerate``: what the training loop needs to know.
 
-A training command launched once (``python -m echokdm train ...``) runs in one process and never
-starts ``accelerate``. Launched by ``accelerate launch --num_processes N`` or ``torchrun
+A training command launched once (``python -m echokdm train ...``) runs in one process, where the
+:class:`accelerate.Accelerator` of :class:`Processes` only accumulates gradients (it places and
+wraps nothing). Launched by ``accelerate launch --num_processes N`` or ``torchrun
 --nproc_per_node N``, every process sees ``WORLD_SIZE = N`` and its ``RANK`` in the environment;
 :class:`Processes` then starts an :class:`accelerate.Accelerator` (one GPU per process, or the CPU)
 and wraps the model for distributed data parallel training (DDP), which averages the gradients
@@ -55,8 +56,8 @@ class Processes:
         This process's device (its own GPU in a multi-GPU run).
     rank, world_size : int
         This process's rank and the number of processes (0 and 1 in a single process).
-    accelerator : accelerate.Accelerator or None
-        None in a single process.
+    accelerator : accelerate.Accelerator
+        Wraps the model for DDP (several processes) and accumulates gradients (any number).
     """
 
     device: torch.device
@@ -65,19 +66,26 @@ class Processes:
     accelerator: Any = None
 
     @classmethod
-    def from_environment(cls, device: str, static_graph: bool = True) -> Processes:
+    def from_environment(cls, device: str, static_graph: bool = True,
+                         gradient_accumulation_steps: int = 1) -> Processes:
         """One process: ``device`` (``"auto"`` = CUDA when available). Several: accelerate's device.
 
         In a distributed run ``device`` can only force the CPU (``"cpu"``); any other value leaves
         the choice of one GPU per process to accelerate. ``static_graph=False`` makes DDP look for
         unused parameters at every step instead (``find_unused_parameters``): needed with gradient
         accumulation, because DDP's static graph breaks under ``no_sync`` (pytorch/pytorch#143580).
+        The accelerator accumulates gradients over ``gradient_accumulation_steps`` batches
+        (``accelerator.accumulate``); in a single process it does nothing else (it places nothing:
+        the loop moves the model to ``device`` itself).
         """
+        from accelerate import Accelerator, DistributedDataParallelKwargs
+
         from echokdm.training.loop import resolve_device
 
         if world_size() == 1:
-            return cls(device=resolve_device(device))
-        from accelerate import Accelerator, DistributedDataParallelKwargs
+            # no cpu=True: accelerate's state is one per process, and refuses cpu=True once a GPU run made it
+            accelerator = Accelerator(mixed_precision="no", gradient_accumulation_steps=gradient_accumulation_steps)
+            return cls(device=resolve_device(device), accelerator=accelerator)
 
         if device not in ("auto", "cpu", "cuda"):
             warnings.warn(f"train.device={device!r} is ignored in a distributed run: each process uses the "
@@ -87,7 +95,8 @@ class Processes:
         # first step, so a loss function must use the same parameters at every step
         ddp = DistributedDataParallelKwargs(static_graph=static_graph, find_unused_parameters=not static_graph)
         # mixed precision stays the loop's own (autocast + grad scaler, from train.mixed_precision)
-        accelerator = Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=[ddp])
+        accelerator = Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=[ddp],
+                                  gradient_accumulation_steps=gradient_accumulation_steps)
         atexit.unregister(_end_process_group)  # once, however many trainers a command runs
         atexit.register(_end_process_group)
         return cls(device=accelerator.device, rank=accelerator.process_index,
@@ -99,18 +108,18 @@ class Processes:
 
     def wrap(self, module: torch.nn.Module) -> torch.nn.Module | None:
         """``module`` wrapped for DDP (None in a single process, where nothing needs wrapping)."""
-        if self.accelerator is None:
+        if self.world_size == 1:
             return None
         return self.accelerator.prepare_model(module)
 
     def barrier(self) -> None:
         """Wait until every process gets here (nothing in a single process)."""
-        if self.accelerator is not None:
+        if self.world_size > 1:
             self.accelerator.wait_for_everyone()
 
     def gather(self, obj: Any) -> list[Any]:
         """Every process's ``obj`` (picklable), in rank order, on every process."""
-        if self.accelerator is None:
+        if self.world_size == 1:
             return [obj]
         gathered: list[Any] = [None] * self.world_size
         torch.distributed.all_gather_object(gathered, obj)

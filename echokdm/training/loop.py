@@ -294,7 +294,9 @@ class Trainer:
         self.batch_fn, self.loss_fn, self.validate_fn = batch_fn, loss_fn, validate_fn
         self.best_metric, self.progress, self.description = best_metric, progress, description
         # DDP's static graph fails under no_sync, which gradient accumulation uses
-        self.processes = Processes.from_environment(config.device, static_graph=config.grad_accumulation_steps == 1)
+        self.processes = Processes.from_environment(config.device, static_graph=config.grad_accumulation_steps == 1,
+                                                    gradient_accumulation_steps=config.grad_accumulation_steps)
+        self.accelerator = self.processes.accelerator
         self.device = self.processes.device
         seed = config.seed + self.processes.rank  # each process its own batches and noise; rank 0 = one process
         torch.manual_seed(seed)
@@ -369,15 +371,33 @@ class Trainer:
     # -- steps -----------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
         """One optimiser step on ``grad_accumulation_steps`` batches; returns ``{"loss": ..., **parts}``
-        averaged over them."""
+        averaged over them.
+
+        Accumulation is accelerate's: under ``accelerator.accumulate`` each batch's loss is divided
+        by their number (``accelerator.backward``), the earlier batches skip DDP's gradient
+        all-reduce (``no_sync``), and the optimiser steps when ``accelerator.sync_gradients``.
+        """
         self.model.train()
         self._snapshot, self._in_step = (self.generator.get_state(), _rng_state()), True
-        self.optimizer.zero_grad(set_to_none=True)
         n = self.config.grad_accumulation_steps
+        # accelerate counts batches per Accelerator and keeps the number to accumulate in a state shared
+        # by every Accelerator of the process: set both, so that each step syncs on its own last batch
+        # even when another trainer ran in this process (KDM's stages) or an earlier step was cut short
+        self.accelerator.gradient_accumulation_steps = n
+        self.accelerator.step = 0
+        self.optimizer.zero_grad(set_to_none=True)
         logged: dict[str, float] = {}
-        for micro in range(n):
-            for key, value in self._accumulate(sync=micro == n - 1, scale=1.0 / n).items():
-                logged[key] = logged.get(key, 0.0) + value / n
+        for _ in range(n):
+            with self.accelerator.accumulate(self._ddp if self._ddp is not None else self.model):
+                for key, value in self._backward().items():
+                    logged[key] = logged.get(key, 0.0) + value / n
+                if self.accelerator.sync_gradients:
+                    self._optimizer_step()
+        self._in_step = False
+        return logged
+
+    def _optimizer_step(self) -> None:
+        """Clip, step the optimiser, the learning rate and the EMA."""
         if self.config.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -387,28 +407,24 @@ class Trainer:
         self.step += 1
         if self.ema is not None:
             self.ema.step(self.model.parameters())
-        self._in_step = False
-        return logged
 
-    def _accumulate(self, sync: bool, scale: float) -> dict[str, float]:
-        """Draw one batch and add ``scale`` × its loss gradient to the parameters' ``.grad``.
+    def _backward(self) -> dict[str, float]:
+        """Draw one batch and add its loss gradient, divided by the batches per step, to ``.grad``.
 
-        In a multi-process run the gradients are averaged across processes only when ``sync``
-        (the last batch of a step); the others run under DDP's ``no_sync``.
+        In a multi-process run the loss is computed inside the DDP forward, so that the backward of
+        a step's last batch averages the gradients of all processes.
         """
         batch = to_device(self.batch_fn(self.generator), self.device)
         amp = self.amp_dtype is not None
-        skip_sync = self._ddp.no_sync() if self._ddp is not None and not sync else contextlib.nullcontext()
-        with skip_sync:
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp):
-                if self._ddp is None:
-                    loss, parts = self.loss_fn(self.model, batch, self.step)
-                else:  # the DDP forward, so that backward averages the gradients of all processes
-                    loss, parts = self._ddp(self.loss_fn, batch, self.step)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{self.run.path}: loss is {loss.item()} at step {self.step}; lower "
-                                         "train.lr or check the data")
-            self.scaler.scale(loss * scale).backward()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp):
+            if self._ddp is None:
+                loss, parts = self.loss_fn(self.model, batch, self.step)
+            else:
+                loss, parts = self._ddp(self.loss_fn, batch, self.step)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{self.run.path}: loss is {loss.item()} at step {self.step}; lower "
+                                     "train.lr or check the data")
+        self.accelerator.backward(self.scaler.scale(loss))  # the accelerator divides by the batches per step
         return {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}
 
     def validate(self) -> dict[str, float]:

@@ -195,7 +195,8 @@ def test_single_process_reads_the_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     assert (world_size(), process_rank(), is_main_process()) == (1, 0, True)
     processes = Processes.from_environment("cpu")
-    assert processes.accelerator is None and processes.device == torch.device("cpu")
+    # one process still has an Accelerator (for gradient accumulation), but no DDP and no process group
+    assert processes.accelerator.num_processes == 1 and processes.device == torch.device("cpu")
     assert processes.wrap(torch.nn.Linear(2, 2)) is None
     assert processes.gather({"a": 1}) == [{"a": 1}] and processes.from_main(3) == 3
     monkeypatch.setenv("RANK", "1")
