@@ -6,7 +6,11 @@
   frame and a trajectory and returns a :class:`GeneratedLoop`; :func:`source_from_file` reads
   the source frame and its keypoints from any supported file.
 * :mod:`~echokdm.generation.export`: :func:`write_loop` writes a loop as MP4, GIF, synthetic
-  DICOM and NIfTI.
+  DICOM (:mod:`echokdm.io.dicom_write`) and NIfTI.
+* :mod:`~echokdm.generation.echonet_cohort`: :func:`write_echonet_cohort` writes many loops in
+  the EchoNet-Dynamic layout.
+* :mod:`~echokdm.generation.synthesize`: :func:`synthesize_cohort` plans and makes a synthetic
+  cohort.
 * :mod:`~echokdm.generation.keypoint_edit`: the same KDM generation for any adapter (faces, poses):
   :func:`generate_keypoint_edit`, :func:`read_edit_source`, :func:`write_keypoint_edit`.
 
@@ -38,9 +42,9 @@ _LAZY = {
     "load_segmentation": "loop",
     "generate_ef_loop": "ef_control",
     "write_loop": "export",
-    "write_synthetic_dicom": "export",
-    "write_echonet_cohort": "export",
-    "write_echonet_items": "export",
+    "write_synthetic_dicom": "export",  # defined in echokdm.io.dicom_write, which export imports
+    "write_echonet_cohort": "echonet_cohort",
+    "write_echonet_items": "echonet_cohort",
     "generate_keypoint_edit": "keypoint_edit",
     "read_edit_source": "keypoint_edit",
     "write_keypoint_edit": "keypoint_edit",

@@ -48,7 +48,7 @@ Choices
   rows and the nearest-training distances are kept.
 
 Outputs in ``out``: ``Videos/synthetic_00000.avi`` …, ``FileList.csv``, ``VolumeTracings.csv``
-and ``echokdm_cohort.csv`` (:func:`~echokdm.generation.export.write_echonet_cohort`'s layout;
+and ``echokdm_cohort.csv`` (:func:`~echokdm.generation.echonet_cohort.write_echonet_cohort`'s layout;
 ``EF`` is the achieved EF when a segmentation model measured it, else the target), ``cohort.csv``
 (:data:`COHORT_COLUMNS`), ``memorisation.csv`` (:data:`MEMORISATION_COLUMNS`), ``skipped.csv``
 (``item, reason``; header only when nothing was skipped), ``memorisation.png`` and
@@ -638,7 +638,7 @@ def _loops(pipe, seg, sources: list[_Source], plan: _Plan, size: tuple[int, int]
 
 def _planned_paths(out: Path, n_loops: int) -> list[Path]:
     """Every file :func:`synthesize_cohort` may write."""
-    from echokdm.generation.export import COHORT_CSV_NAME
+    from echokdm.generation.echonet_cohort import COHORT_CSV_NAME
 
     echonet = [out / "FileList.csv", out / "VolumeTracings.csv", out / COHORT_CSV_NAME]
     videos = [out / "Videos" / f"{loop_name(i)}.avi" for i in range(n_loops)]
@@ -989,7 +989,7 @@ def synthesize_cohort(
                          memorisation_frames=budget, fan_mask=bool(fan_mask))
     cohort_rows: list[dict[str, Any]] = []
     out.mkdir(parents=True, exist_ok=True)
-    from echokdm.generation.export import write_echonet_items
+    from echokdm.generation.echonet_cohort import write_echonet_items
 
     loops = _loops(pipe, seg, sources, plan, size, nearest, cohort_rows, skipped, progress)
     write_echonet_items(out, ((name, loop, split.upper()) for name, loop, split in loops), overwrite=overwrite)
@@ -1050,7 +1050,7 @@ def _finish(out: Path, cohort_rows: list[dict], skipped: list[tuple[str, str]], 
             nearest: _NearestTraining | None, reference: np.ndarray | None, settings: dict[str, Any],
             overwrite: bool) -> SynthesisResult:
     """Write the tables, plots and settings after the loops; the result."""
-    from echokdm.generation.export import COHORT_CSV_NAME
+    from echokdm.generation.echonet_cohort import COHORT_CSV_NAME
     from echokdm.metrics.privacy import MemorisationReport, nearest_distance
 
     cohort = pd.DataFrame(cohort_rows, columns=list(COHORT_COLUMNS))

@@ -14,6 +14,10 @@ from echokdm.io.cine import Cine
 _LAZY = {
     "read_dicom": "dicom",
     "write_dicom": "dicom",
+    "write_synthetic_dicom": "dicom_write",
+    "validate_dicom": "dicom_write",
+    "LoopRecord": "loop_record",
+    "read_loop_record": "loop_record",
     "read_video": "video",
     "write_video": "video",
     "read_echonet_filelist": "echonet",

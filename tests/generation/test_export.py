@@ -20,17 +20,11 @@ from scipy import ndimage
 
 from echokdm.errors import EchoKDMWarning
 from echokdm.generation import export
+from echokdm.generation.echonet_cohort import COHORT_CSV_NAME, write_echonet_cohort
 from echokdm.generation.export import (
-    COHORT_CSV_NAME,
     KEYPOINTS_CSV_COLUMNS,
-    SYNTHETIC_PATIENT_ID,
-    SYNTHETIC_PATIENT_NAME,
-    keypoints_to_tracing,
     read_keypoints_csv,
-    validate_dicom,
-    write_echonet_cohort,
     write_loop,
-    write_synthetic_dicom,
 )
 from echokdm.geometry.keypoints import (
     CHORD_FRACTIONS,
@@ -38,9 +32,17 @@ from echokdm.geometry.keypoints import (
     mask_keypoints,
     tracing_keypoints,
 )
+from echokdm.geometry.tracings import keypoints_to_tracing
 from echokdm.geometry.volumes import simpson_volume
+from echokdm.io import dicom_write
 from echokdm.io.anonymise import pseudonymise
 from echokdm.io.dicom import US_MULTIFRAME_IMAGE_STORAGE, read_dicom
+from echokdm.io.dicom_write import (
+    SYNTHETIC_PATIENT_ID,
+    SYNTHETIC_PATIENT_NAME,
+    validate_dicom,
+    write_synthetic_dicom,
+)
 from echokdm.io.echonet import read_echonet_clip, read_echonet_filelist
 from echokdm.io.nifti import read_nifti
 from echokdm.io.video import read_video
@@ -401,11 +403,11 @@ def test_validate_dicom_on_missing_and_unreadable_files(tmp_path):
 
 def test_external_validator_output_is_parsed():
     output = 'Processing DICOM file "x.dcm"\nSOP class is "1.2"\nTag (0008,2124) is missing\n'
-    assert export._parse_validator_output(None, "dicom-validator", 1, output) == [
+    assert dicom_write._parse_validator_output(None, "dicom-validator", 1, output) == [
         "dicom-validator: Tag (0008,2124) is missing"]
-    assert export._parse_validator_output(None, "dicom-validator", 0, output) == []
+    assert dicom_write._parse_validator_output(None, "dicom-validator", 0, output) == []
     output = "Warning - odd\nError - Missing attribute Type 2 Required Element=<StudyID>\n"
-    assert export._parse_validator_output(None, "dciodvfy", 0, output) == [
+    assert dicom_write._parse_validator_output(None, "dciodvfy", 0, output) == [
         "dciodvfy: Error - Missing attribute Type 2 Required Element=<StudyID>"]
 
 
