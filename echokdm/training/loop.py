@@ -191,6 +191,15 @@ def make_lr_scheduler(optimizer: torch.optim.Optimizer, config: LoopConfig) -> t
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
 
 
+# The RNG states are echokdm's own, not accelerate's save_state/load_state (accelerate 1.16), because
+# resuming must be exact and must not unpickle: (1) load_state swallows a failed RNG load (an info
+# log, "Could not load random states"), so a resume could quietly stop being exact; (2) the data
+# generator, as an object registered for checkpointing, would be loaded with weights_only=False
+# (pickle); (3) its RNG file holds numpy arrays, which weights_only reads only with numpy's
+# _reconstruct allowed, and its loader clears the process's torch safe globals; (4) it captures the
+# states when called, where an interrupt inside a step must save those from the step's start (so the
+# resumed run redraws that batch); (5) it writes one file per rank, where trainer_state.pt keeps every
+# rank's states (resuming with another number of processes warns). Seeding is accelerate's set_seed.
 def _rng_state() -> dict[str, Any]:
     """torch (CPU and CUDA), numpy and python RNG states, in types ``torch.load(weights_only=True)`` reads."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -290,6 +299,8 @@ class Trainer:
                  loss_fn: Callable[[Any, Any, int], tuple[torch.Tensor, dict[str, float]]],
                  validate_fn: Callable[[Any], dict[str, float]] | None = None, best_metric: str | None = None,
                  resume: bool = False, progress: bool = True, description: str = "training"):
+        from accelerate.utils import set_seed
+
         self.run, self.config = run, config
         self.batch_fn, self.loss_fn, self.validate_fn = batch_fn, loss_fn, validate_fn
         self.best_metric, self.progress, self.description = best_metric, progress, description
@@ -299,9 +310,7 @@ class Trainer:
         self.accelerator = self.processes.accelerator
         self.device = self.processes.device
         seed = config.seed + self.processes.rank  # each process its own batches and noise; rank 0 = one process
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        random.seed(seed)
+        set_seed(seed)  # accelerate's: python, numpy, torch (CPU and every GPU)
         self.model = model.to(self.device)
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                            betas=tuple(config.betas), weight_decay=config.weight_decay)

@@ -2,6 +2,8 @@
 
 import dataclasses
 import random
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -232,6 +234,22 @@ def test_run_folders_from_before_emamodel_resume_exactly(tmp_path):
     for key, value in _state(straight.model).items():
         assert torch.equal(value, second.model.state_dict()[key]), key
     _assert_same_ema(straight.ema, second.ema)
+
+
+def test_a_run_folder_from_before_issue_19_resumes(tmp_path):
+    """A run folder written by the loop before it used diffusers and accelerate (data/, see its
+    README) resumes and ends where a straight run ends (exactly on the machine that wrote it)."""
+    shutil.copytree(Path(__file__).parent / "data" / "run_before_issue19", tmp_path / "b")
+    straight = _trainer(tmp_path / "a", CONFIG)
+    straight.fit()
+    second = _trainer(tmp_path / "b", CONFIG, resume=True)
+    assert second.step == 6
+    second.fit()
+    for key, value in _state(straight.model).items():
+        torch.testing.assert_close(second.model.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+    for x, y in zip(straight.ema.shadow_params, second.ema.shadow_params, strict=True):
+        torch.testing.assert_close(y, x, rtol=1e-5, atol=1e-6)
+    assert list(pd.read_csv(tmp_path / "b" / "log.csv")["step"]) == [4, 8, 12]
 
 
 def test_ema_weights_are_validated_and_restored(tmp_path):
