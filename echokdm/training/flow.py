@@ -396,7 +396,7 @@ def flow_loss(model: OFNet, batch: dict[str, torch.Tensor], step: int,
         visible = torch.ones_like(images_tgt)
     photo = final.new_zeros(())
     estimates = [final] + [upsample_flow(f, size) for f in reversed(flows[:-2])]  # finest first
-    for weight, flow in zip(cfg.level_weights, estimates):
+    for weight, flow in zip(cfg.level_weights, estimates, strict=False):  # missing weights are 0
         if weight:
             photo = photo + weight * _photometric(images_src, images_tgt, flow, visible, cfg)
     smooth = losses.smoothness_loss(final, images_tgt, order=cfg.smooth_order, edge_alpha=cfg.smooth_edge_alpha)

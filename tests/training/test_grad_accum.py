@@ -66,7 +66,7 @@ def test_accumulated_step_equals_the_big_batch_step(tmp_path, grad_clip):
     small = _trainer(tmp_path, "small", 2, 4, grad_clip=grad_clip)
     for _ in range(2):
         logged_big, logged_small = big.train_step(), small.train_step()
-        for p, q in zip(big.model.parameters(), small.model.parameters()):
+        for p, q in zip(big.model.parameters(), small.model.parameters(), strict=True):
             torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7)  # clipped once, on the sum
             torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-7)
         assert logged_small["loss"] == pytest.approx(logged_big["loss"], rel=1e-5)  # mean of the 4 batch losses

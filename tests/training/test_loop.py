@@ -209,7 +209,7 @@ def test_ema_update_is_the_weighted_average():
                 p.mul_(1.1).add_(0.1)
         ema.step(model.parameters())
         d = min(0.9, (1 + n) / (10 + n))
-        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, model.parameters())]
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, model.parameters(), strict=True)]
     for e, shadow in zip(expected, ema.shadow_params, strict=True):
         torch.testing.assert_close(shadow, e, rtol=1e-6, atol=1e-7)
 
@@ -259,10 +259,10 @@ def test_ema_weights_are_validated_and_restored(tmp_path):
     own = [p.detach().clone() for p in trainer.model.parameters()]
     with trainer.ema_weights() as model:
         assert not model.training
-        for p, shadow in zip(model.parameters(), trainer.ema.shadow_params):
+        for p, shadow in zip(model.parameters(), trainer.ema.shadow_params, strict=True):
             assert torch.equal(p, shadow)
     assert trainer.model.training
-    assert all(torch.equal(p, q) for p, q in zip(trainer.model.parameters(), own))
+    assert all(torch.equal(p, q) for p, q in zip(trainer.model.parameters(), own, strict=True))
 
 
 def test_mixed_precision_on_cpu_warns_and_trains_in_float32(tmp_path):
