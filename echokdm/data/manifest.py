@@ -27,7 +27,7 @@ from echokdm.errors import ManifestError, ReadError
 from echokdm.io._atomic import atomic_output
 from echokdm.io._text import check_utf8
 from echokdm.io.cine import Cine
-from echokdm.io.dispatch import CAMUS_NAME, FORMATS, NIFTI_SUFFIXES, VIDEO_SUFFIXES, _is_dicom_file, read_cine
+from echokdm.io.dispatch import CAMUS_NAME, FORMATS, NIFTI_SUFFIXES, VIDEO_SUFFIXES, is_dicom_file, read_cine
 
 __all__ = [
     "COLUMNS",
@@ -46,6 +46,7 @@ __all__ = [
     "write_table",
     "read_table",
     "row_problems",
+    "is_blank",
     "read_clip",
     "clip_file_stem",
 ]
@@ -263,7 +264,7 @@ def _file_candidates(root: Path, fmt: str, patient_from: str) -> list[_Candidate
             stem = p.name[: -len(".nii.gz")] if name.endswith(".nii.gz") else p.stem
             if not name.endswith(NIFTI_SUFFIXES) or _MASK_SUFFIX.search(stem):
                 continue
-        if fmt == "dicom" and (p.name.upper() == "DICOMDIR" or not _is_dicom_file(p)):
+        if fmt == "dicom" and (p.name.upper() == "DICOMDIR" or not is_dicom_file(p)):
             continue
         kwargs: dict[str, Any] = {}
         columns: dict[str, Any] = {}
@@ -352,7 +353,7 @@ def read_clinical_csv(path: str | os.PathLike) -> pd.DataFrame:
     check_utf8(path)
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except Exception as exc:
+    except Exception as exc:  # pandas raises many parser errors
         raise ReadError(path, f"not a readable CSV file ({exc})") from exc
     rename = {}
     for column in table.columns:
@@ -447,7 +448,7 @@ def _apply_clinical(rows: list[dict[str, Any]], root: Path, clinical: pd.DataFra
                     if isinstance(new, float) and math.isnan(new):
                         continue
                     old = row.get(col)
-                    if not _blank(old) and abs(float(old) - new) > _REL_TOLERANCE * max(abs(float(old)), 1e-9):
+                    if not is_blank(old) and abs(float(old) - new) > _REL_TOLERANCE * max(abs(float(old)), 1e-9):
                         skipped.append((str(path), f"warning (clip kept): {col} {new:g} from {here} replaces "
                                                    f"{origin[col]} {float(old):g}"))
                     row[col], origin[col] = new, here
@@ -549,13 +550,13 @@ def scan_folder(
         _apply_clinical(rows, root, clinical_table, str(clinical), (reader_kwargs or {}).get("salt"), skipped)
     if fps is not None:
         for row in rows:
-            if _blank(row["fps"]):
+            if is_blank(row["fps"]):
                 row["fps"] = float(fps)
     if clinical_table is not None:  # volumes from two sources may now contradict each other
         kept = []
         for row in rows:
             edv, esv = row.get("edv_reference"), row.get("esv_reference")
-            if not _blank(edv) and not _blank(esv) and float(esv) > float(edv):
+            if not is_blank(edv) and not is_blank(esv) and float(esv) > float(edv):
                 skipped.append((row["path"], f"esv_reference {float(esv):g} exceeds edv_reference {float(edv):g} "
                                              f"after applying {Path(str(clinical)).name}; clip left out"))
             else:
@@ -576,7 +577,8 @@ def scan_folder(
 # --------------------------------------------------------------------------------------------
 
 
-def _blank(value: Any) -> bool:
+def is_blank(value: Any) -> bool:
+    """Whether a manifest cell is empty: None, NaN (pandas' empty cell) or only whitespace."""
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 
@@ -585,7 +587,7 @@ def row_problems(where: str, rec: dict, *, required: tuple[str, ...], formats: t
     """The checks every manifest row gets (clip and sequence manifests): required cells filled,
     ``format`` and ``split`` known, referenced files present (``check_files``), ``fps`` positive,
     ``n_frames`` / ``height`` / ``width`` positive integers. Messages start with ``where``."""
-    problems = [f"{where}: {col} is empty" for col in required if _blank(rec.get(col))]
+    problems = [f"{where}: {col} is empty" for col in required if is_blank(rec.get(col))]
     if str(rec.get("format", "")) not in formats:
         problems.append(f"{where}: format {rec.get('format')!r} is not one of {', '.join(formats)}")
     if str(rec.get("split", "")) not in SPLITS:
@@ -603,7 +605,7 @@ def row_problems(where: str, rec: dict, *, required: tuple[str, ...], formats: t
 
 def _check_number(problems: list[str], where: str, column: str, value: Any, *, low: float | None = None,
                   high: float | None = None, integer: bool = False, strict_low: bool = False) -> None:
-    if _blank(value):
+    if is_blank(value):
         return
     try:
         number = float(value)
@@ -622,7 +624,7 @@ def _check_number(problems: list[str], where: str, column: str, value: Any, *, l
 
 
 def _resolve(value: Any, base: Path | None) -> Path | None:
-    if _blank(value):
+    if is_blank(value):
         return None
     p = Path(str(value))
     return p if p.is_absolute() or base is None else base / p
@@ -680,7 +682,7 @@ def check_manifest(
         for col in ("edv_reference", "esv_reference"):
             _check_number(problems, where, col, rec.get(col), low=0)
         try:
-            if not _blank(rec.get("edv_reference")) and not _blank(rec.get("esv_reference")):
+            if not is_blank(rec.get("edv_reference")) and not is_blank(rec.get("esv_reference")):
                 if float(rec["esv_reference"]) > float(rec["edv_reference"]):
                     problems.append(f"{where}: esv_reference {rec['esv_reference']} exceeds "
                                     f"edv_reference {rec['edv_reference']}")
@@ -739,7 +741,7 @@ def read_table(path: Path, columns, numeric_columns, path_columns) -> pd.DataFra
     for col in numeric_columns:
         frame[col] = pd.to_numeric(frame[col].replace("", np.nan), errors="raise").astype(float)
     for col in path_columns:
-        frame[col] = [str(_resolve(v, path.parent)) if not _blank(v) else "" for v in frame[col]]
+        frame[col] = [str(_resolve(v, path.parent)) if not is_blank(v) else "" for v in frame[col]]
     return frame
 
 
@@ -771,7 +773,7 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike, columns, path_colu
     base = path.parent.resolve()
 
     def relative(value: Any) -> str:
-        if _blank(value):
+        if is_blank(value):
             return ""
         p = Path(str(value)).resolve()
         try:
@@ -796,7 +798,7 @@ def read_clip(row: pd.Series | dict[str, Any], **reader_kwargs: Any) -> Cine:
     """Read the clip of one row of a loaded manifest (absolute paths, see :func:`load_manifest`)."""
     fmt = str(row["format"])
     kwargs = dict(reader_kwargs)
-    if fmt == "nifti" and not _blank(row.get("mask_path")):
+    if fmt == "nifti" and not is_blank(row.get("mask_path")):
         kwargs.setdefault("mask_path", row["mask_path"])
     if fmt in ("nifti", "video"):
         kwargs.setdefault("clip_id", str(row["clip_id"]))

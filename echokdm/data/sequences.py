@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from echokdm.data.manifest import _blank, read_table, row_problems, write_table
+from echokdm.data.manifest import is_blank, read_table, row_problems, write_table
 from echokdm.data.pairs import (
     TrainingClip,
     flows_at_size,
@@ -239,7 +239,7 @@ def sequence_clip_loader(data: Any, read_keypoints: Callable) -> Callable[[pd.Se
         frames = read_sequence_frames(row)
         kp = scale_keypoints(read_sequence_keypoints(row, read_keypoints, len(frames)), frames.shape[-2:], size)
         if data.flows in ("dataset", "cache"):
-            if data.flows == "dataset" and _blank(row.get("flows_path")):
+            if data.flows == "dataset" and is_blank(row.get("flows_path")):
                 raise ValueError("data.flows: dataset needs a flows_path for every sequence (or use cache or tps)")
             path = (Path(row["flows_path"]) if data.flows == "dataset"
                     else Path(data.flow_cache) / "flows" / f"{clip_file_stem(str(row['clip_id']))}.npz")

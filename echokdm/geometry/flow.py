@@ -20,24 +20,22 @@ The two agree to float32 rounding. torch is imported only when a tensor is passe
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import numpy as np
 
-__all__ = ["warp", "flow_to_grid", "transport_keypoints", "compose_flows", "fit_flow_to_keypoints"]
+from echokdm._lazy import is_tensor
+
+__all__ = ["warp", "flow_to_grid", "transport_keypoints", "compose_flows", "fit_flow_to_keypoints", "check_flow"]
 
 _MODES = ("bilinear", "nearest")
 
 
-def _is_tensor(x: Any) -> bool:
-    """True for a torch tensor, without importing torch (a tensor implies torch is loaded)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
+def check_flow(flow: Any, name: str = "flow") -> tuple[int, int]:
+    """Validate a ``(2, H, W)`` or ``(B, 2, H, W)`` flow (numpy or torch); return ``(H, W)``.
 
-
-def _check_flow(flow: Any, name: str = "flow") -> tuple[int, int]:
-    """Validate a ``(2, H, W)`` or ``(B, 2, H, W)`` flow; return ``(H, W)``."""
+    Raises ``ValueError`` naming ``name`` and the shape received otherwise.
+    """
     shape = tuple(flow.shape)
     if len(shape) not in (3, 4) or shape[-3] != 2:
         raise ValueError(f"{name} must have shape (2, H, W) or (B, 2, H, W) with channels (dx, dy), got {shape}")
@@ -50,7 +48,7 @@ def _batch_shapes(source: Any, flow: Any) -> tuple[tuple[int, int, int, int], in
     Returns the source viewed as ``(B, C, H, W)`` and the flow's batch size (0 for an
     unbatched ``(2, H, W)`` flow, which applies to every source image).
     """
-    h, w = _check_flow(flow)
+    h, w = check_flow(flow)
     src = tuple(source.shape)
     if len(src) not in (2, 3, 4):
         raise ValueError(f"source must have shape (H, W), (C, H, W) or (B, C, H, W), got {src}")
@@ -98,10 +96,10 @@ def warp(source: Any, flow: Any, *, mode: str = "bilinear") -> Any:
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    if _is_tensor(source) != _is_tensor(flow):
+    if is_tensor(source) != is_tensor(flow):
         raise TypeError("source and flow must both be numpy arrays or both be torch tensors, "
                         f"got {type(source).__name__} and {type(flow).__name__}")
-    if _is_tensor(source):
+    if is_tensor(source):
         return _warp_torch(source, flow, mode)
     return _warp_numpy(np.asarray(source), np.asarray(flow), mode)
 
@@ -159,10 +157,10 @@ def flow_to_grid(flow: Any) -> Any:
         ``(H, W, 2)`` or ``(B, H, W, 2)`` grid whose last axis is ``(x_norm, y_norm)`` of the
         sample point ``(x + dx, y + dy)``; float32 unless the flow is float64.
     """
-    h, w = _check_flow(flow)
+    h, w = check_flow(flow)
     sx = 2.0 / (w - 1) if w > 1 else 0.0  # pixels -> normalised units, align_corners=True
     sy = 2.0 / (h - 1) if h > 1 else 0.0
-    if _is_tensor(flow):
+    if is_tensor(flow):
         import torch
 
         dtype = flow.dtype if flow.is_floating_point() else torch.float32
@@ -179,7 +177,7 @@ def flow_to_grid(flow: Any) -> Any:
 
 def _sample_points(flow: Any, points: Any) -> Any:
     """Bilinear, border-clamped samples of ``flow`` (B, 2, H, W) at ``points`` (B, N, 2) (x, y)."""
-    if _is_tensor(flow):
+    if is_tensor(flow):
         import torch.nn.functional as F
 
         h, w = flow.shape[-2:]
@@ -216,9 +214,9 @@ def transport_keypoints(keypoints_target: Any, flow: Any) -> Any:
         the flow sampled bilinearly with border clamping (as :func:`warp`). Floating keypoints
         keep their dtype; others become float32.
     """
-    if not _is_tensor(flow):
+    if not is_tensor(flow):
         flow, keypoints_target = np.asarray(flow), np.asarray(keypoints_target)
-    _check_flow(flow)
+    check_flow(flow)
     kp_shape = tuple(keypoints_target.shape)
     expected = 3 if flow.ndim == 4 else 2
     if len(kp_shape) != expected or kp_shape[-1] != 2 or (expected == 3 and kp_shape[0] != flow.shape[0]):
@@ -226,7 +224,7 @@ def transport_keypoints(keypoints_target: Any, flow: Any) -> Any:
         raise ValueError(f"keypoints must have shape {want} (x, y) for a flow of shape {tuple(flow.shape)}, "
                          f"got {kp_shape}")
     flows = flow.reshape(-1, *flow.shape[-3:])  # (B, 2, H, W)
-    if _is_tensor(keypoints_target):
+    if is_tensor(keypoints_target):
         import torch
 
         dtype = keypoints_target.dtype if keypoints_target.is_floating_point() else torch.float32
@@ -250,10 +248,10 @@ def compose_flows(flow_ab: Any, flow_bc: Any) -> Any:
     ``flow_ac(q) = flow_bc(q) + flow_ab(q + flow_bc(q))`` (``flow_ab`` sampled bilinearly, border
     clamped). Shapes ``(2, H, W)`` or ``(B, 2, H, W)``, both the same.
     """
-    if not _is_tensor(flow_ab):
+    if not is_tensor(flow_ab):
         flow_ab, flow_bc = np.asarray(flow_ab), np.asarray(flow_bc)
-    _check_flow(flow_ab, "flow_ab")
-    _check_flow(flow_bc, "flow_bc")
+    check_flow(flow_ab, "flow_ab")
+    check_flow(flow_bc, "flow_bc")
     if tuple(flow_ab.shape) != tuple(flow_bc.shape):
         raise ValueError(f"flow_ab {tuple(flow_ab.shape)} and flow_bc {tuple(flow_bc.shape)} must have the same shape")
     return flow_bc + warp(flow_ab, flow_bc)
@@ -293,7 +291,7 @@ def fit_flow_to_keypoints(flow: np.ndarray, source_keypoints: np.ndarray, target
     ndarray, the flow's shape, float32.
     """
     flow = np.array(flow, dtype=np.float32)  # a copy: the input is never modified
-    _check_flow(flow)
+    check_flow(flow)
     single = flow.ndim == 3
     flows = flow[None] if single else flow
     b, _, h, w = flows.shape

@@ -33,12 +33,15 @@ __all__ = [
     "APEX_DIRECTIONS",
     "ApexDirection",
     "detect_apex_direction",
+    "nearest_direction_name",
     "N_CHORDS",
     "N_KEYPOINTS",
     "CHORD_FRACTIONS",
     "KeypointError",
     "LVGeometry",
     "boundary_contour",
+    "clean_mask",
+    "detect_landmarks",
     "mask_keypoints",
     "keypoints_from_landmarks",
     "fill_missing_chords",
@@ -136,7 +139,14 @@ class ApexDirection:
         return f"apex direction unsure ({self.reason}); assumed {self.name}" if self.unsure else ""
 
 
-def _nearest_name(vector) -> str:
+def nearest_direction_name(vector) -> str:
+    """The named apex direction (``"up"``, ``"down"``, ``"left"``, ``"right"``) nearest ``(dx, dy)``.
+
+    Examples
+    --------
+    >>> nearest_direction_name((0.2, -0.9))
+    'up'
+    """
     v = np.asarray(vector, dtype=np.float64)
     return max(_DIRECTIONS, key=lambda k: float(np.dot(_DIRECTIONS[k], v)))
 
@@ -225,7 +235,8 @@ def detect_apex_direction(masks: np.ndarray, *, min_confidence: float = 0.35,
     confidence = float(np.linalg.norm(total) / n) if n else 0.0
     if n and confidence >= min_confidence:
         vector = total / np.linalg.norm(total)
-        return ApexDirection((float(vector[0]), float(vector[1])), _nearest_name(vector), round(confidence, 3))
+        return ApexDirection((float(vector[0]), float(vector[1])), nearest_direction_name(vector),
+                             round(confidence, 3))
     reason = "no mask to vote" if not n else f"round or symmetric blood pool, confidence {confidence:.2f}"
     return ApexDirection(_DIRECTIONS[fallback], fallback, round(confidence, 3), True, reason)
 
@@ -254,7 +265,8 @@ def resolve_apex_direction(apex_direction, masks: np.ndarray | None = None):
         raise ValueError(f"apex_direction must be one of {list(APEX_DIRECTIONS)} or a non-zero (dx, dy), "
                          f"got {apex_direction!r}")
     vec = vec / np.linalg.norm(vec)
-    return (float(vec[0]), float(vec[1])), ApexDirection((float(vec[0]), float(vec[1])), _nearest_name(vec), 1.0)
+    pair = (float(vec[0]), float(vec[1]))
+    return pair, ApexDirection(pair, nearest_direction_name(vec), 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,13 +274,30 @@ def resolve_apex_direction(apex_direction, masks: np.ndarray | None = None):
 # ---------------------------------------------------------------------------------------------
 
 
-def _clean_mask(mask: np.ndarray, smooth: bool = True) -> tuple[np.ndarray, list[str]]:
+def clean_mask(mask: np.ndarray, smooth: bool = True) -> tuple[np.ndarray, list[str]]:
     """Binary largest component with holes filled and (``smooth``) the border lightly smoothed.
 
     The smoothing is a morphological opening then closing with the 3x3 cross: it removes
     one-pixel spurs, notches and bridges (the jagged border of a network's output). It is applied
     (and flagged) only when it changes more than 2 % of the pool: an already smooth mask is kept
-    exactly as given. Raises on unusable masks.
+    exactly as given. Shared by :func:`mask_keypoints` and :mod:`echokdm.geometry.temporal`.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        ``(H, W)`` binary LV blood-pool mask (bool or 0/1).
+    smooth : bool
+        Smooth the border as above.
+
+    Returns
+    -------
+    binary, flags : numpy.ndarray, list of str
+        ``bool`` ``(H, W)`` cleaned mask, and the repairs made (empty when none).
+
+    Raises
+    ------
+    KeypointError
+        If the mask is not 2-D, not binary, or empty.
     """
     from scipy import ndimage
 
@@ -810,19 +839,31 @@ def _implausible_base(contour: np.ndarray, h1: np.ndarray, h2: np.ndarray, apex_
     return ""
 
 
-def _detect_landmarks(mask: np.ndarray, apex_direction, sigma: float, min_area: int, repair: bool = True,
-                      principal: bool = False):
+def detect_landmarks(mask: np.ndarray, apex_direction, sigma: float, min_area: int, repair: bool = True,
+                     principal: bool = False):
     """Wall polyline, the two hinge points, the apex and the flags of one mask.
 
     ``apex_direction`` is a ``(dx, dy)`` vector, a name other than ``"auto"``, or None. With
-    ``repair`` the mask is smoothed and a leak into the atrium is cut first (:func:`_clean_mask`,
+    ``repair`` the mask is smoothed and a leak into the atrium is cut first (:func:`clean_mask`,
     :func:`_cut_leak`), and when the flat basal side cannot be found or is implausible (not at
     the basal end, or under half the pool's width: a rough border) the hinges come from the
     principal axis (:func:`_principal_landmarks`), flagged; ``principal`` uses the principal
-    axis straight away (a clip of rough masks: the same method on every frame). Shared by :func:`mask_keypoints` and
-    :mod:`echokdm.geometry.temporal`; raises :class:`KeypointError` on unusable masks.
+    axis straight away (a clip of rough masks: the same method on every frame). Shared by
+    :func:`mask_keypoints` and :mod:`echokdm.geometry.temporal`.
+
+    Returns
+    -------
+    wall, hinge1, hinge2, apex, flags
+        The open wall ``(P, 2)`` from one hinge around the apex to the other, the two hinges and
+        the apex ``(2,)``, all ``(x, y)`` pixels, and the repairs made (list of str); the
+        arguments of :func:`keypoints_from_landmarks` with ``closed=False``.
+
+    Raises
+    ------
+    KeypointError
+        On unusable masks.
     """
-    binary, flags = _clean_mask(mask, smooth=repair)
+    binary, flags = clean_mask(mask, smooth=repair)
     if isinstance(apex_direction, str):
         if apex_direction not in _DIRECTIONS:
             raise ValueError(f"apex_direction must be one of {list(APEX_DIRECTIONS)} or (dx, dy), "
@@ -916,7 +957,7 @@ def mask_keypoints(
     if np.ndim(mask) != 2:
         raise KeypointError(f"mask must be 2-D (H, W), got shape {np.shape(mask)}")
     vector, found = resolve_apex_direction(apex_direction, np.asarray(mask))
-    wall, h1, h2, apex, flags = _detect_landmarks(mask, vector, sigma, min_area, repair)
+    wall, h1, h2, apex, flags = detect_landmarks(mask, vector, sigma, min_area, repair)
     if found is not None and found.unsure:
         flags.append(found.note)
     basal_centre = (h1 + h2) / 2

@@ -46,9 +46,9 @@ import numpy as np
 from echokdm.geometry.keypoints import (
     N_KEYPOINTS,
     KeypointError,
-    _clean_mask,
-    _detect_landmarks,
     boundary_contour,
+    clean_mask,
+    detect_landmarks,
     fill_missing_chords,
     keypoints_from_landmarks,
     resolve_apex_direction,
@@ -139,7 +139,7 @@ class _FrameLandmarks:
 def _frame_landmarks(mask: np.ndarray, direction, sigma: float, min_area: int, repair: bool,
                      principal: bool = False) -> _FrameLandmarks:
     """Boundary, annulus and apex of one mask, as in ``mask_keypoints``; raises KeypointError."""
-    wall, h1, h2, apex, flags = _detect_landmarks(mask, direction, sigma, min_area, repair, principal)
+    wall, h1, h2, apex, flags = detect_landmarks(mask, direction, sigma, min_area, repair, principal)
     keypoints, annulus, _ = keypoints_from_landmarks(wall, h1, h2, apex, closed=False)
     if repair:
         keypoints, _ = fill_missing_chords(keypoints, annulus, apex)
@@ -149,7 +149,7 @@ def _frame_landmarks(mask: np.ndarray, direction, sigma: float, min_area: int, r
 def _boundary_only(mask: np.ndarray, sigma: float, min_area: int) -> _FrameLandmarks | None:
     """The closed boundary of a mask whose landmarks failed, to cut chords with borrowed landmarks."""
     try:
-        binary, _ = _clean_mask(mask)
+        binary, _ = clean_mask(mask)
         if binary.sum() < min_area:
             return None
         contour = boundary_contour(binary, sigma=sigma)

@@ -61,6 +61,7 @@ __all__ = [
     "write_dicom",
     "largest_region_hull",
     "motion_fan_mask",
+    "calibration_region_box",
     "WRITABLE_TRANSFER_SYNTAXES",
     "US_IMAGE_STORAGE",
     "US_MULTIFRAME_IMAGE_STORAGE",
@@ -523,6 +524,17 @@ def _calibration_region(ds: Dataset) -> Dataset | None:
                 (x1 - x0) * (y1 - y0))
 
     return max(candidates, key=rank)
+
+
+def calibration_region_box(ds: Dataset) -> tuple[int, int, int, int] | None:
+    """Pixel box of the image region the reader calibrates from, or ``None`` without one.
+
+    The region is the one :func:`read_dicom` takes its pixel spacing from (the 2-D region of
+    *Sequence of Ultrasound Regions*, preferring cm calibration, tissue, then the largest); the
+    box is half-open ``(x0, y0, x1, y1)`` in the coordinates of the stored frames.
+    """
+    region = _calibration_region(ds)
+    return None if region is None else _region_box(region)
 
 
 def _region_box(region: Dataset) -> tuple[int, int, int, int] | None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from echokdm.io.cine import Cine
 
-__all__ = ["FORMATS", "VIDEO_SUFFIXES", "read_cine", "guess_format"]
+__all__ = ["FORMATS", "VIDEO_SUFFIXES", "read_cine", "guess_format", "is_dicom_file"]
 
 #: Formats understood by :func:`read_cine` and the manifest builder.
 FORMATS = ("dicom", "echonet", "camus", "nifti", "video")
@@ -20,8 +20,12 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 CAMUS_NAME = re.compile(r"^patient\d+_(2CH|4CH)_(half_sequence|sequence|ED|ES)\.nii(\.gz)?$")
 
 
-def _is_dicom_file(path: Path) -> bool:
-    """True for a file with the DICOM preamble ("DICM" at byte 128) or a .dcm suffix."""
+def is_dicom_file(path: Path) -> bool:
+    """True for a file with the DICOM preamble ("DICM" at byte 128) or a ``.dcm`` / ``.dicom`` suffix.
+
+    Only the name and the first 132 bytes are looked at (an unreadable file is not DICOM); used by
+    :func:`guess_format` and by the manifest builder to pick the DICOM files of a folder.
+    """
     if path.suffix.lower() in (".dcm", ".dicom"):
         return True
     try:
@@ -61,7 +65,7 @@ def guess_format(path: str | os.PathLike) -> str:
                 f"and pass the mask with mask_path= (CAMUS _gt files are found automatically)"
             )
         return "camus" if CAMUS_NAME.match(path.name) else "nifti"
-    if path.is_file() and _is_dicom_file(path):
+    if path.is_file() and is_dicom_file(path):
         return "dicom"
     raise ValueError(
         f"{path}: cannot tell the format from the file; pass one of {', '.join(FORMATS)} explicitly"

@@ -158,13 +158,12 @@ def _dicom_header(cine):
 
 def _region_box_on_frames(ds, cine) -> tuple[int, int, int, int] | None:
     """The calibration region's box in the coordinates of the cine's (possibly cropped) frames."""
-    from echokdm.io.dicom import _calibration_region, _region_box
+    from echokdm.io.dicom import calibration_region_box
 
     try:
-        region = _calibration_region(ds)
+        box = calibration_region_box(ds)
     except Exception:  # noqa: BLE001 - a malformed region sequence gives no box
         return None
-    box = None if region is None else _region_box(region)
     if box is None:
         return None
     x0, y0, x1, y1 = box

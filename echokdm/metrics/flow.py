@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from echokdm.geometry.flow import _check_flow, _is_tensor, transport_keypoints, warp
+from echokdm._lazy import is_tensor
+from echokdm.geometry.flow import check_flow, transport_keypoints, warp
 
 __all__ = ["endpoint_error", "flow_mae", "flow_rmse", "warped_mse", "warped_ssim", "keypoint_consistency"]
 
@@ -31,12 +32,12 @@ __all__ = ["endpoint_error", "flow_mae", "flow_rmse", "warped_mse", "warped_ssim
 # -- helpers -----------------------------------------------------------------------------------------
 def _as_batch(flow: Any, reference: Any, name: str = "reference") -> tuple[Any, Any]:
     """Check two flows of the same shape; return both as ``(B, 2, H, W)``."""
-    if _is_tensor(flow) != _is_tensor(reference):
+    if is_tensor(flow) != is_tensor(reference):
         raise TypeError(f"flow and {name} must both be numpy arrays or both torch tensors, "
                         f"got {type(flow).__name__} and {type(reference).__name__}")
-    if not _is_tensor(flow):
+    if not is_tensor(flow):
         flow, reference = np.asarray(flow, dtype=np.float64), np.asarray(reference, dtype=np.float64)
-    _check_flow(flow)
+    check_flow(flow)
     if tuple(flow.shape) != tuple(reference.shape):
         raise ValueError(f"flow {tuple(flow.shape)} and {name} {tuple(reference.shape)} must have the same shape")
     return flow.reshape(-1, *flow.shape[-3:]), reference.reshape(-1, *reference.shape[-3:])
@@ -50,7 +51,7 @@ def _mask_weights(mask: Any, like: Any) -> Any:
     shape = tuple(mask.shape)
     if shape not in ((h, w), (b, h, w)):
         raise ValueError(f"mask must have shape (H, W) = {(h, w)} or (B, H, W) = {(b, h, w)}, got {shape}")
-    if _is_tensor(like):
+    if is_tensor(like):
         import torch
 
         weights = torch.as_tensor(mask, device=like.device) != 0
@@ -73,7 +74,7 @@ def _per_sample(values: Any, batched: bool) -> Any:
     """``(B,)`` values as returned to the caller: unchanged when batched, else the single value."""
     if batched:
         return values
-    return values[0] if _is_tensor(values) else np.float64(values[0])
+    return values[0] if is_tensor(values) else np.float64(values[0])
 
 
 # -- against a reference flow ---------------------------------------------------------------------
@@ -104,7 +105,7 @@ def endpoint_error(flow: Any, reference: Any, mask: Any = None) -> Any:
     batched = np.ndim(flow) == 4
     flow, reference = _as_batch(flow, reference)
     diff = flow - reference  # (B, 2, H, W)
-    if _is_tensor(diff):
+    if is_tensor(diff):
         import torch
 
         epe = torch.linalg.vector_norm(diff, dim=1, keepdim=True)  # (B, 1, H, W); gradient 0 at 0, not NaN
@@ -170,7 +171,7 @@ def _componentwise(flow: Any, reference: Any, mask: Any, per_channel: bool, squa
     out = means ** 0.5 if squared else means
     if batched:
         return out
-    return out[0] if _is_tensor(out) or per_channel else np.float64(out[0])
+    return out[0] if is_tensor(out) or per_channel else np.float64(out[0])
 
 
 def _repeat_channels(weights: Any) -> Any:
@@ -179,7 +180,7 @@ def _repeat_channels(weights: Any) -> Any:
         return None
     if weights.shape[0] == 1:
         return weights
-    if _is_tensor(weights):
+    if is_tensor(weights):
         return weights.repeat_interleave(2, dim=0)
     return np.repeat(weights, 2, axis=0)
 
@@ -187,11 +188,11 @@ def _repeat_channels(weights: Any) -> Any:
 # -- through the warped image ------------------------------------------------------------------
 def _warped_pair(source: Any, target: Any, flow: Any) -> tuple[Any, Any]:
     """``warp(source, flow)`` and ``target``, both ``(B, C, H, W)``, after checking the shapes."""
-    if not (_is_tensor(source) == _is_tensor(target) == _is_tensor(flow)):
+    if not (is_tensor(source) == is_tensor(target) == is_tensor(flow)):
         raise TypeError("source, target and flow must all be numpy arrays or all torch tensors")
-    if not _is_tensor(flow):
+    if not is_tensor(flow):
         source, target, flow = np.asarray(source), np.asarray(target), np.asarray(flow)
-    h, w = _check_flow(flow)
+    h, w = check_flow(flow)
     if tuple(source.shape) != tuple(target.shape):
         raise ValueError(f"source {tuple(source.shape)} and target {tuple(target.shape)} must have the same shape")
     if flow.ndim == 4:
@@ -207,7 +208,7 @@ def _warped_pair(source: Any, target: Any, flow: Any) -> tuple[Any, Any]:
     b = flow.shape[0] if flow.ndim == 4 else 1
     src = source.reshape(b, -1, h, w)  # (B, C, H, W)
     tgt = target.reshape(b, -1, h, w)
-    if _is_tensor(src):
+    if is_tensor(src):
         import torch
 
         dtype = flow.dtype if flow.is_floating_point() else torch.float32
@@ -272,9 +273,9 @@ def warped_ssim(source: Any, target: Any, flow: Any, mask: Any = None, *, win_si
     from skimage.metrics import structural_similarity
 
     warped, tgt = _warped_pair(source, target, flow)  # (B, C, H, W) each
-    as_numpy = (lambda x: x.detach().cpu().double().numpy()) if _is_tensor(tgt) else np.asarray
+    as_numpy = (lambda x: x.detach().cpu().double().numpy()) if is_tensor(tgt) else np.asarray
     warped_np, tgt_np = as_numpy(warped), as_numpy(tgt)
-    weights = _mask_weights(None if mask is None else as_numpy(mask) if _is_tensor(mask) else mask, tgt_np)
+    weights = _mask_weights(None if mask is None else as_numpy(mask) if is_tensor(mask) else mask, tgt_np)
     pad = (win_size - 1) // 2
     values = np.empty(tgt_np.shape[0])
     for i in range(tgt_np.shape[0]):
@@ -286,7 +287,7 @@ def warped_ssim(source: Any, target: Any, flow: Any, mask: Any = None, *, win_si
             inner = inner * weights[i if weights.shape[0] > 1 else 0]
         with np.errstate(invalid="ignore", divide="ignore"):
             values[i] = (ssim_map.mean(0) * inner).sum() / inner.sum()
-    if _is_tensor(tgt):
+    if is_tensor(tgt):
         import torch
 
         values = torch.as_tensor(values, device=tgt.device)
@@ -314,7 +315,7 @@ def keypoint_consistency(flow: Any, source_keypoints: Any, target_keypoints: Any
     numpy.float64 or numpy.ndarray or torch.Tensor
         One mean distance per sample (pixels): scalar, or ``(B,)``; NaN where no keypoint is left.
     """
-    if not _is_tensor(flow):
+    if not is_tensor(flow):
         source_keypoints = np.asarray(source_keypoints, dtype=np.float64)
         target_keypoints = np.asarray(target_keypoints, dtype=np.float64)
     if tuple(source_keypoints.shape) != tuple(target_keypoints.shape):
@@ -323,7 +324,7 @@ def keypoint_consistency(flow: Any, source_keypoints: Any, target_keypoints: Any
     landed = transport_keypoints(target_keypoints, flow)  # checks the shapes against the flow
     n = source_keypoints.shape[-2]
     diff = (landed - source_keypoints).reshape(-1, n, 2)  # (B, N, 2)
-    if _is_tensor(diff):
+    if is_tensor(diff):
         dist = diff.pow(2).sum(-1).sqrt()  # (B, N), NaN where a keypoint is missing
         found = ~dist.isnan()
         values = dist.nan_to_num(0.0).sum(-1) / found.sum(-1)

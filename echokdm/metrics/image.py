@@ -18,28 +18,34 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["mse", "psnr", "ssim"]
+__all__ = ["mse", "psnr", "ssim", "RANGE_TOLERANCE", "to_numpy", "frame_stacks"]
 
-_RANGE_TOLERANCE = 1e-3  # values this far outside [0, 1] mean the frames are not in [0, 1]
+#: Values this far outside [0, 1] mean that frames are not in [0, 1] (0-255 or [-1, 1] frames).
+RANGE_TOLERANCE = 1e-3
 
 
-def _to_numpy(x: Any) -> np.ndarray:
+def to_numpy(x: Any) -> np.ndarray:
     """A numpy float64 copy of an array_like or (detached, CPU) torch tensor."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().double().numpy()
     return np.asarray(x, dtype=np.float64)
 
 
-def _frame_stacks(a: Any, b: Any, names: tuple[str, str] = ("a", "b")) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Check two frame arrays in [0, 1] of the same shape; return both as ``(N, H, W)`` and whether batched."""
-    a, b = _to_numpy(a), _to_numpy(b)
+def frame_stacks(a: Any, b: Any, names: tuple[str, str] = ("a", "b")) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Check two frame arrays in [0, 1] of the same shape; return both as ``(N, H, W)`` and whether batched.
+
+    ``a`` and ``b`` are ``(H, W)`` frames or ``(N, H, W)`` stacks (numpy or torch); ``names`` are
+    used in the ``ValueError`` for mismatched shapes or values outside [0, 1] (NaN is allowed).
+    The frame metrics (MSE, PSNR, SSIM, LPIPS) check their inputs with it.
+    """
+    a, b = to_numpy(a), to_numpy(b)
     if a.shape != b.shape:
         raise ValueError(f"{names[0]} {a.shape} and {names[1]} {b.shape} must have the same shape")
     if a.ndim not in (2, 3):
         raise ValueError(f"{names[0]} and {names[1]} must be frames (H, W) or stacks (N, H, W), got {a.shape}")
     for name, x in zip(names, (a, b), strict=True):
         finite = x[np.isfinite(x)]
-        if finite.size and (finite.min() < -_RANGE_TOLERANCE or finite.max() > 1 + _RANGE_TOLERANCE):
+        if finite.size and (finite.min() < -RANGE_TOLERANCE or finite.max() > 1 + RANGE_TOLERANCE):
             raise ValueError(f"{name} must hold values in [0, 1], got [{finite.min():.4g}, {finite.max():.4g}] "
                              "(convert 0-255 or [-1, 1] frames first)")
     batched = a.ndim == 3
@@ -50,7 +56,7 @@ def _mask_weights(mask: Any, n: int, shape: tuple[int, int]) -> np.ndarray | Non
     """``mask`` as float64 weights ``(N or 1, H, W)`` (1 where nonzero), or None."""
     if mask is None:
         return None
-    mask = _to_numpy(mask)
+    mask = to_numpy(mask)
     if mask.shape not in (shape, (n, *shape)):
         raise ValueError(f"mask must have shape (H, W) = {shape} or (N, H, W) = {(n, *shape)}, got {mask.shape}")
     return (mask != 0).astype(np.float64).reshape(-1, *shape)
@@ -91,7 +97,7 @@ def mse(generated: Any, reference: Any, mask: Any = None) -> np.ndarray | np.flo
     >>> float(mse(np.zeros((4, 4)), np.full((4, 4), 0.5)))
     0.25
     """
-    a, b, batched = _frame_stacks(generated, reference, ("generated", "reference"))
+    a, b, batched = frame_stacks(generated, reference, ("generated", "reference"))
     weights = _mask_weights(mask, a.shape[0], a.shape[1:])
     return _per_frame(_weighted_mean((a - b) ** 2, weights), batched)
 
@@ -154,7 +160,7 @@ def ssim(generated: Any, reference: Any, mask: Any = None, *, win_size: int = 7)
     """
     from skimage.metrics import structural_similarity
 
-    a, b, batched = _frame_stacks(generated, reference, ("generated", "reference"))
+    a, b, batched = frame_stacks(generated, reference, ("generated", "reference"))
     if win_size < 3 or win_size % 2 == 0 or min(a.shape[1:]) < win_size:
         raise ValueError(f"win_size must be odd, >= 3 and <= the frame size {a.shape[1:]}, got {win_size}")
     weights = _mask_weights(mask, a.shape[0], a.shape[1:])

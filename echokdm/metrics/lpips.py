@@ -217,9 +217,9 @@ class LPIPSMetric:
         """
         import torch
 
-        from echokdm.metrics.image import _frame_stacks
+        from echokdm.metrics.image import frame_stacks
 
-        a, b, batched = _frame_stacks(generated, reference, ("generated", "reference"))  # (N, H, W) each
+        a, b, batched = frame_stacks(generated, reference, ("generated", "reference"))  # (N, H, W) each
         if min(a.shape[1:]) < 32:
             raise ValueError(f"LPIPS needs frames of at least 32 x 32 pixels, got {a.shape[1:]}")
         values = np.empty(a.shape[0])

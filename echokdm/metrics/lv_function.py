@@ -152,12 +152,12 @@ def _tracing_rows(tracings: dict) -> tuple[list[int], np.ndarray, list[str], str
 
 def _direction_of(keypoints: np.ndarray) -> str:
     """The apex direction, by name, of traced keypoints ``(n, 40, 2)`` (``""`` without any)."""
-    from echokdm.geometry.keypoints import _nearest_name
+    from echokdm.geometry.keypoints import nearest_direction_name
     from echokdm.geometry.volumes import long_axis_from_keypoints
 
     base, apex, _ = long_axis_from_keypoints(keypoints)
     axis = np.nanmean(apex - base, axis=0) if len(keypoints) else np.full(2, np.nan)
-    return _nearest_name(axis) if np.isfinite(axis).all() and np.linalg.norm(axis) > 0 else ""
+    return nearest_direction_name(axis) if np.isfinite(axis).all() and np.linalg.norm(axis) > 0 else ""
 
 
 def _mask_rows(cine, smooth_sigma_frames: float, apex_direction) -> tuple[list[int], np.ndarray, list[str], str]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from echokdm.metrics.image import _RANGE_TOLERANCE, _to_numpy
+from echokdm.metrics.image import RANGE_TOLERANCE, to_numpy
 
 __all__ = ["nearest_distance", "MemorisationReport", "memorisation_report", "METRICS"]
 
@@ -34,14 +34,14 @@ METRICS = ("mse", "ssim", "lpips")
 
 def _stack(frames: Any, name: str) -> np.ndarray:
     """Frames ``(H, W)`` or ``(N, H, W)`` in [0, 1] as float64 ``(N, H, W)``, N >= 1."""
-    x = _to_numpy(frames)
+    x = to_numpy(frames)
     if x.ndim == 2:
         x = x[None]
     if x.ndim != 3 or x.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty stack of frames (N, H, W), got {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError(f"{name} holds NaN or infinite values")
-    if x.min() < -_RANGE_TOLERANCE or x.max() > 1 + _RANGE_TOLERANCE:
+    if x.min() < -RANGE_TOLERANCE or x.max() > 1 + RANGE_TOLERANCE:
         raise ValueError(f"{name} must hold values in [0, 1], got [{x.min():.4g}, {x.max():.4g}]")
     return x
 

@@ -31,6 +31,7 @@ __all__ = [
     "EchoAffine",
     "RandIntensityEcho",
     "adjust_intensity",
+    "check_spatial_size",
 ]
 
 _ON_ERROR = ("raise", "nan")
@@ -61,8 +62,11 @@ def _check_on_error(on_error: str) -> str:
     return on_error
 
 
-def _spatial_size(value: Any, name: str = "spatial_size") -> tuple[int, int]:
-    """Validate an ``(H, W)`` size."""
+def check_spatial_size(value: Any, name: str = "spatial_size") -> tuple[int, int]:
+    """An ``(H, W)`` size as two positive ints; ``ValueError`` naming ``name`` otherwise (None included).
+
+    Shared by the array and the dictionary transforms that take a ``spatial_size``.
+    """
     if value is None:
         raise ValueError(f"{name} (H, W) is needed: pass it to the constructor or the call")
     size = tuple(int(v) for v in value)
@@ -215,10 +219,10 @@ class KeypointsToMask(Transform):
     """
 
     def __init__(self, spatial_size: Sequence[int] | None = None) -> None:
-        self.spatial_size = None if spatial_size is None else _spatial_size(spatial_size)
+        self.spatial_size = None if spatial_size is None else check_spatial_size(spatial_size)
 
     def __call__(self, keypoints: Any, spatial_size: Sequence[int] | None = None) -> Any:
-        size = _spatial_size(spatial_size if spatial_size is not None else self.spatial_size)
+        size = check_spatial_size(spatial_size if spatial_size is not None else self.spatial_size)
         kp = _to_numpy(keypoints)
         _check_keypoints(kp)
         flat = kp.reshape(-1, N_KEYPOINTS, 2)  # (B, 40, 2)
@@ -245,12 +249,12 @@ class RenderKeypoints(Transform):
 
     def __init__(self, spatial_size: Sequence[int] | None = None, thickness: float = 1.0,
                  renderer: Callable[..., np.ndarray] = render_keypoints) -> None:
-        self.spatial_size = None if spatial_size is None else _spatial_size(spatial_size)
+        self.spatial_size = None if spatial_size is None else check_spatial_size(spatial_size)
         self.thickness = thickness
         self.renderer = renderer
 
     def __call__(self, keypoints: Any, spatial_size: Sequence[int] | None = None) -> Any:
-        size = _spatial_size(spatial_size if spatial_size is not None else self.spatial_size)
+        size = check_spatial_size(spatial_size if spatial_size is not None else self.spatial_size)
         kp = _to_numpy(keypoints)
         _check_keypoints(kp, n=None)
         flat = kp.reshape(-1, *kp.shape[-2:])  # (B, N, 2)
@@ -278,11 +282,11 @@ class KeypointsToHeatmaps(Transform):
     def __init__(self, spatial_size: Sequence[int] | None = None, sigma: float = 2.0) -> None:
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0 pixels, got {sigma}")
-        self.spatial_size = None if spatial_size is None else _spatial_size(spatial_size)
+        self.spatial_size = None if spatial_size is None else check_spatial_size(spatial_size)
         self.sigma = float(sigma)
 
     def __call__(self, keypoints: Any, spatial_size: Sequence[int] | None = None) -> Any:
-        h, w = _spatial_size(spatial_size if spatial_size is not None else self.spatial_size)
+        h, w = check_spatial_size(spatial_size if spatial_size is not None else self.spatial_size)
         kp = _to_numpy(keypoints).astype(np.float64)
         _check_keypoints(kp, n=None)
         missing = np.isnan(kp).any(-1)  # (..., N)
@@ -336,7 +340,7 @@ class EchoAffine(Transform):
         ``R = [[cos, -sin], [sin, cos]]`` on ``(x, y)`` with y down, so a positive angle turns
         the image clockwise on screen. ``shift`` is ``(dx, dy)`` pixels.
         """
-        h, w = _spatial_size(spatial_size)
+        h, w = check_spatial_size(spatial_size)
         centre = np.array([(w - 1) / 2, (h - 1) / 2])
         c, s = np.cos(angle), np.sin(angle)
         matrix = scale * np.array([[c, -s], [s, c]]) @ np.diag([-1.0 if flip else 1.0, 1.0])

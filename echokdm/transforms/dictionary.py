@@ -30,7 +30,7 @@ from echokdm.transforms.array import (
     RandIntensityEcho,
     RenderKeypoints,
     TracingsToKeypoints,
-    _spatial_size,
+    check_spatial_size,
 )
 
 __all__ = [
@@ -212,7 +212,7 @@ class RandSpatialEchod(RandomizableTransform, MapTransform):
             raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {tuple(scale_range)}")
         self.rotate_range, self.scale_range = float(rotate_range), tuple(scale_range)
         self.translate_range, self.flip_prob = float(translate_range), float(flip_prob)
-        self.spatial_size = None if spatial_size is None else _spatial_size(spatial_size)
+        self.spatial_size = None if spatial_size is None else check_spatial_size(spatial_size)
         self.flip_permutation = tuple(flip_permutation)
         self.affine: EchoAffine | None = None
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from echokdm.data.phantom.patient import PhantomPatient
 
-__all__ = ["TISSUES", "tissue_labels", "echogenicity_db", "realistic_echogenicity_db", "texture_db"]
+__all__ = ["TISSUES", "tissue_labels", "echogenicity_db", "realistic_echogenicity_db", "texture_db",
+           "tricuspid_hinges_mm"]
 
 #: Tissue classes, in label order (uint8 label = index).
 TISSUES = ("tissue", "chest_wall", "fat", "pericardium", "lv_blood", "lv_myocardium", "rv_blood",
@@ -96,6 +97,17 @@ class _Layout:
         ca, cr = 0.5 * (top + bottom), 0.5 * (left + right)
         sa, sr = 0.5 * (bottom - top), 0.5 * (right - left)
         return np.abs((a - ca) / sa) ** 3 + np.abs((r - cr) / sr) ** 3 <= 1
+
+
+def tricuspid_hinges_mm(patient: PhantomPatient) -> np.ndarray:
+    """``float64`` ``(2, 2)`` LV-frame ``(a, r)`` mm of the tricuspid annulus at end-diastole.
+
+    Row 0 is the image-left hinge (in the middle of the RV free wall), row 1 the septal hinge;
+    both at the RV base. The realistic style hangs the tricuspid leaflets on them.
+    """
+    lay = _Layout(patient)
+    return np.array([[lay.rv_base, lay.rv_centre - lay.rv_half - 0.5 * _RV_WALL_MM],
+                     [lay.rv_base, lay.rv_centre + lay.rv_half]])
 
 
 def tissue_labels(a: np.ndarray, r: np.ndarray, depth_mm: np.ndarray, patient: PhantomPatient) -> np.ndarray:

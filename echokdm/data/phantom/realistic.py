@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from echokdm.data.phantom.anatomy import _RV_WALL_MM, _Layout
+from echokdm.data.phantom.anatomy import tricuspid_hinges_mm
 from echokdm.data.phantom.cycle import volume_ratio
 from echokdm.data.phantom.look import display
 
@@ -55,13 +55,11 @@ class _Leaflets:
     """Scatterers of the mitral and tricuspid leaflets, hinged on the moving annuli."""
 
     def __init__(self, patient, motion, density, rng):
-        lay = _Layout(patient)
         w0 = motion.width0
         # (hinge index, side, length): side -1 for the image-left hinge of a valve (leaflet points right)
         self.mitral = [(0, -1.0, 1.15 * w0), (1, 1.0, 0.95 * w0)]
-        tri_half = lay.rv_half
-        tri_left = np.array([lay.rv_base, lay.rv_centre - tri_half - 0.5 * _RV_WALL_MM])
-        tri_right = np.array([lay.rv_base, lay.rv_centre + tri_half])
+        tri_half = patient.rv_half_width_mm
+        tri_left, tri_right = tricuspid_hinges_mm(patient)
         self.tricuspid_material = motion.to_image(np.array([tri_left[0], tri_right[0]]),
                                                   np.array([tri_left[1], tri_right[1]]))
         self.tricuspid = [(0, -1.0, 1.05 * tri_half), (1, 1.0, 1.0 * tri_half)]
