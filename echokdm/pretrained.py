@@ -56,7 +56,7 @@ def pretrained_path(name: str) -> Path:
 
 #: What each kind of checkpoint is, in words (the keys are the ``kind`` of :func:`resolve_checkpoint`).
 KINDS = {
-    "pipeline": "a KDM pipeline folder (k2f/, f2i/, vae/, scheduler/)",
+    "pipeline": "a KDM pipeline folder (model_index.json, k2f/, f2i/, vae/, scheduler/)",
     "segmentation": "an LV segmentation model folder (LVSegmentationNet)",
     "ofnet": "an OF-net model folder (OFNet)",
 }
@@ -66,11 +66,13 @@ _MODEL_CLASSES = {"LVSegmentationNet": "segmentation", "OFNet": "ofnet"}
 def checkpoint_kind(folder: str | os.PathLike) -> str | None:
     """The kind of checkpoint ``folder`` holds (a key of :data:`KINDS`), or None when it holds none.
 
-    A KDM pipeline has ``kdm_pipeline.json`` or a ``scheduler/`` folder; a model has the
-    ``config.json`` of ``save_pretrained`` naming its class.
+    A KDM pipeline has the ``model_index.json`` of ``DiffusionPipeline.save_pretrained`` (or, in the
+    old layout, ``kdm_pipeline.json`` or a ``scheduler/`` folder); a model has the ``config.json`` of
+    ``save_pretrained`` naming its class.
     """
     folder = Path(folder)
-    if (folder / "kdm_pipeline.json").is_file() or (folder / "scheduler").is_dir():
+    marks = (folder / "model_index.json", folder / "kdm_pipeline.json")
+    if any(m.is_file() for m in marks) or (folder / "scheduler").is_dir():
         return "pipeline"
     try:
         config = json.loads((folder / "config.json").read_text())
@@ -94,7 +96,7 @@ def _check_kind(folder: Path, kind: str, value: str | os.PathLike) -> Path:
         if checkpoint_kind(folder / sub) == kind:
             hint = f"; did you mean {folder / sub}?"
             break
-    expected = "kdm_pipeline.json or scheduler/" if kind == "pipeline" else "config.json"
+    expected = "model_index.json (or the old kdm_pipeline.json)" if kind == "pipeline" else "config.json"
     raise CheckpointError(value, f"no {expected} in this folder; expected {KINDS[kind]}{hint}")
 
 

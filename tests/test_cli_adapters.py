@@ -29,7 +29,7 @@ def _train(kind: str, tmp_path: Path) -> tuple[Path, Path]:
 def test_tiny_kdm_trains_and_generates_through_the_cli(kind, tmp_path, capsys):
     data, run = _train(kind, tmp_path)
     pipe = KDMPipeline.from_pretrained(run / "pipeline")
-    assert pipe.adapter == kind and json.loads((run / "pipeline" / "kdm_pipeline.json").read_text())["adapter"] == kind
+    assert pipe.adapter == kind and json.loads((run / "pipeline" / "model_index.json").read_text())["adapter"] == kind
     assert (run / "k2f" / "log.csv").exists() and not (run / "pipeline_noflow").exists()
     seq = data / "sequences" / f"{kind}_s000_q0"
     kp = [seq / "keypoints" / f"{t:04d}{SUFFIX[kind]}" for t in range(5)]

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, ConfigMixin, ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 __all__ = [
@@ -130,6 +131,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
             norm_num_groups=norm_num_groups, attention_head_dim=8,
         )
 
+    @apply_forward_hook  # moves the model to its device under enable_model_cpu_offload, as forward does
     def embed(self, condition: torch.Tensor) -> torch.Tensor:
         """Ψ(condition): ``(B, Cc, H, W)`` full resolution → ``(B, Ce, H / downsample, W / downsample)``.
 

@@ -1,9 +1,9 @@
 """KDM inference pipelines (paper §3.4 and appendices B-C): keypoints → flow → image.
 
-Inference only. Each pipeline writes its DDIM loop out, takes a ``torch.Generator`` (noise is
-drawn on the CPU so CPU and GPU runs start from the same noise, DESIGN.md) and returns numpy
-arrays in the package's conventions: frames ``(T, H, W)`` in [0, 1], flows ``(T, 2, H, W)`` in
-pixels on the target grid pointing into the source.
+Inference only. Each pipeline is a diffusers ``DiffusionPipeline``, writes its DDIM loop out, takes
+a ``torch.Generator`` (noise is drawn on the CPU with ``randn_tensor`` so CPU and GPU runs start
+from the same noise, DESIGN.md) and returns numpy arrays in the package's conventions: frames
+``(T, H, W)`` in [0, 1], flows ``(T, 2, H, W)`` in pixels on the target grid pointing into the source.
 
 * :class:`KeypointToFlowPipeline` — K2F: Gaussian noise → flow at the latent resolution → flow.
 * :class:`FlowToImagePipeline` — F2I with the k-initialisation: the source warped by the flow is
@@ -12,32 +12,50 @@ pixels on the target grid pointing into the source.
 * :class:`KDMPipeline` — both, for one target or a keypoint sequence, either one K2F flow per
   frame or one K2F flow scaled by γ per frame (appendix B), γ taken from the keypoint motion.
 
-A pipeline folder holds ``k2f/``, ``f2i/``, ``vae/`` (``save_pretrained`` folders),
-``scheduler/`` and ``kdm_pipeline.json`` (adapter name, whether F2I takes the flow).
+A pipeline folder is diffusers' layout: ``model_index.json`` (each component's class, the keypoint
+``adapter`` name and ``use_flow``, whether F2I takes the flow) and one ``save_pretrained`` folder per
+component (``k2f/``, ``f2i/``, ``vae/``, ``scheduler/``). ``from_pretrained`` takes a folder or a
+packaged checkpoint name (:func:`echokdm.pretrained.resolve_checkpoint`, never a model hub), and
+still reads the folders of the old layout (``kdm_pipeline.json``, see :mod:`echokdm.pipelines.convert`).
+The condition images come from :mod:`echokdm.models.conditions`, the contract training also uses.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler
+from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils import logging as diffusers_logging
+from diffusers.utils.torch_utils import randn_tensor
 
 from echokdm.adapters import DEFAULT_ADAPTER, get_adapter
 from echokdm.geometry.flow import fit_flow_to_keypoints, warp
 from echokdm.models.conditions import f2i_condition, k2f_condition
 from echokdm.models.kdm import ConditionalUNet, decode_flow
+from echokdm.pipelines.layout import (
+    COMPONENTS,
+    LEGACY_FILE,
+    is_legacy_pipeline_folder,
+    legacy_settings,
+    load_components,
+)
+from echokdm.pretrained import resolve_checkpoint
 
 __all__ = [
     "default_scheduler",
     "scheduler_for",
     "gamma_from_keypoints",
+    "saved_adapter",
     "KeypointToFlowPipeline",
     "FlowToImagePipeline",
     "KDMPipeline",
@@ -49,12 +67,6 @@ def default_scheduler(num_train_timesteps: int = 1000) -> DDIMScheduler:
     """DDIM with ``clip_sample=False`` (flows and latents are not bounded to [-1, 1])."""
     return DDIMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear", clip_sample=False,
                          set_alpha_to_one=True, prediction_type="epsilon")
-
-
-def _renderer(adapter: str) -> Callable:
-    """The conditioning-image renderer of the keypoint adapter named ``adapter``
-    (:func:`echokdm.adapters.get_adapter`; ValueError listing the available ones when unknown)."""
-    return get_adapter(adapter).render
 
 
 def gamma_from_keypoints(source_kp: np.ndarray, sequence: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -81,6 +93,16 @@ def gamma_from_keypoints(source_kp: np.ndarray, sequence: np.ndarray, reference:
     return gammas
 
 
+def saved_adapter(folder: str | os.PathLike) -> str:
+    """The keypoint adapter a pipeline folder was trained for: ``adapter`` of ``model_index.json``
+    (or of ``kdm_pipeline.json`` in the old layout); the default adapter for folders that name none."""
+    folder = Path(folder)
+    index = folder / "model_index.json"
+    if index.is_file():
+        return json.loads(index.read_text()).get("adapter", DEFAULT_ADAPTER)
+    return legacy_settings(folder)["adapter"]
+
+
 def _as_batch(frames, device) -> torch.Tensor:
     """``(H, W)`` / ``(B, H, W)`` / ``(B, 1, H, W)`` numpy or torch in [0, 1] → ``(B, 1, H, W)`` float32."""
     t = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames).float()
@@ -95,14 +117,15 @@ def _as_batch(frames, device) -> torch.Tensor:
 
 def scheduler_for(scheduler: DDIMScheduler, model: ConditionalUNet) -> DDIMScheduler:
     """``scheduler`` set to the model's ``prediction_type`` (ε for models saved before it existed)."""
-    kind = getattr(model.config, "prediction_type", "epsilon")
+    kind = model.config.get("prediction_type", "epsilon")
     if scheduler.config.prediction_type == kind:
         return scheduler
     return DDIMScheduler.from_config(scheduler.config, prediction_type=kind)
 
 
 def _noise(shape, generator: torch.Generator | None, device) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, device="cpu").to(device)
+    """Standard normal noise drawn on the CPU (the same on every device), then moved to ``device``."""
+    return randn_tensor(tuple(shape), generator=generator, device=torch.device("cpu"), dtype=torch.float32).to(device)
 
 
 _PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -126,66 +149,85 @@ def _compiled(pipeline, name: str) -> Callable:
     return cache[name]
 
 
-class _Saved:
-    """Folder save/load shared by the pipelines."""
+@contextlib.contextmanager
+def _quiet_loading():
+    """No "Loading pipeline components" bar from diffusers (the pipelines never showed one)."""
+    was_enabled = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            diffusers_logging.enable_progress_bar()
 
-    _components: tuple[str, ...] = ()
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in self._components:
-            getattr(self, name).save_pretrained(folder / name)
-        self.scheduler.save_pretrained(folder / "scheduler")
-        (folder / "kdm_pipeline.json").write_text(json.dumps({"adapter": self.adapter, "f2i_uses_flow": getattr(
-            self, "use_flow", True)}, indent=2))
-        return folder
+class _FolderPipeline(DiffusionPipeline):
+    """What the three pipelines share: folder loading (packaged names, the old layout), the keypoint
+    renderer of their adapter, and a progress bar switched by a ``progress`` argument."""
+
+    _optional_components = ["scheduler"]
 
     @classmethod
-    def _load(cls, folder: str | os.PathLike) -> dict:
-        from echokdm.pretrained import resolve_checkpoint
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Load a pipeline folder or a packaged checkpoint name (never a model hub).
 
-        folder = resolve_checkpoint(folder, "pipeline")  # a folder or a packaged name; never a model hub
-        missing = [n for n in (*cls._components, "scheduler") if not (folder / n).is_dir()]
-        if missing:
-            raise FileNotFoundError(f"{folder}: missing component folder(s) {', '.join(missing)}")
-        meta = json.loads((folder / "kdm_pipeline.json").read_text()) if (folder / "kdm_pipeline.json").exists() else {}
-        parts = {"scheduler": DDIMScheduler.from_pretrained(folder / "scheduler"), "adapter": meta.get("adapter", DEFAULT_ADAPTER)}
-        loaders = {"k2f": ConditionalUNet, "f2i": ConditionalUNet, "vae": AutoencoderKL}
-        for name in cls._components:
-            parts[name] = loaders[name].from_pretrained(folder / name).eval()
-        if "f2i" in cls._components:
-            parts["use_flow"] = bool(meta.get("f2i_uses_flow", True))
-        return parts
+        A folder of the old layout (``kdm_pipeline.json``, no ``model_index.json``) is converted on
+        load, with a ``FutureWarning``; ``python -m echokdm.pipelines.convert`` converts it on disk.
+        ``kwargs`` go to ``DiffusionPipeline.from_pretrained`` (e.g. ``torch_dtype``).
+
+        Raises
+        ------
+        echokdm.errors.CheckpointError
+            (a ``FileNotFoundError``) naming the value when it is neither a pipeline folder nor a
+            packaged pipeline.
+        """
+        folder = resolve_checkpoint(pretrained_model_name_or_path, "pipeline")
+        torch_dtype = kwargs.get("torch_dtype")
+        if is_legacy_pipeline_folder(folder):
+            warnings.warn(f"{folder}: a KDM pipeline folder of the old layout ({LEGACY_FILE}, no model_index.json); "
+                          f"converted on load. Convert it once with: python -m echokdm.pipelines.convert {folder} NEW",
+                          FutureWarning, stacklevel=2)
+            return cls.from_component_folders(folder, legacy_settings(folder), torch_dtype)
+        index = json.loads((folder / "model_index.json").read_text())
+        if index.get("_class_name") != cls.__name__:  # e.g. K2F from a KDM folder: its own components only
+            return cls.from_component_folders(folder, index, torch_dtype)
+        with _quiet_loading():
+            return super().from_pretrained(os.fspath(folder), **kwargs)
+
+    @classmethod
+    def from_component_folders(cls, folder: str | os.PathLike, settings: dict,
+                               torch_dtype: torch.dtype | dict | None = None):
+        """The pipeline of the ``save_pretrained`` sub-folders of ``folder`` that its ``__init__`` takes
+        (``k2f/``, ``f2i/``, ``vae/``, ``scheduler/``), with the entries of ``settings`` it takes
+        (``adapter``, ``use_flow``). For old-layout folders and for a part of a KDM pipeline folder.
+        ``torch_dtype``: one dtype, or one per component name (None: float32)."""
+        parameters = inspect.signature(cls.__init__).parameters
+        kept = {k: v for k, v in settings.items() if k in parameters and k not in COMPONENTS}
+        names = [n for n in parameters if n in COMPONENTS]
+        return cls(**load_components(folder, names, torch_dtype), **kept)
 
     @property
-    def device(self) -> torch.device:
-        return next(getattr(self, self._components[0]).parameters()).device
+    def renderer(self) -> Callable:
+        """The conditioning-image renderer of the pipeline's keypoint adapter."""
+        return get_adapter(self.adapter).render
 
-    def to(self, device):
-        for name in self._components:
-            getattr(self, name).to(device)
-        return self
-
-    def progress_bar(self, iterable, disable: bool):
-        from tqdm.auto import tqdm
-
-        return tqdm(iterable, disable=disable, leave=False, desc=type(self).__name__)
+    def _steps_bar(self, progress: bool, iterable=None, total: int | None = None, **options):
+        """``self.progress_bar`` over ``iterable`` (or ``total`` steps), shown when ``progress``."""
+        self.set_progress_bar_config(disable=not progress, leave=False, **options)
+        return self.progress_bar(iterable, total)
 
 
-class KeypointToFlowPipeline(_Saved):
+class KeypointToFlowPipeline(_FolderPipeline):
     """K2F: a flow from the source frame and a source → target keypoint edit."""
 
-    _components = ("k2f",)
+    model_cpu_offload_seq = "k2f"
 
     def __init__(self, k2f: ConditionalUNet, scheduler: DDIMScheduler | None = None, adapter: str = DEFAULT_ADAPTER):
-        self.k2f, self.scheduler, self.adapter = k2f, scheduler or default_scheduler(), adapter
-        self.renderer = _renderer(adapter)
-
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike) -> KeypointToFlowPipeline:
-        p = cls._load(folder)
-        return cls(p["k2f"], p["scheduler"], p["adapter"])
+        super().__init__()
+        get_adapter(adapter)  # ValueError listing the available adapters when unknown
+        self.register_modules(k2f=k2f, scheduler=scheduler or default_scheduler())
+        self.register_to_config(adapter=adapter)
+        self.adapter = adapter
 
     @torch.inference_mode()
     def __call__(self, source_frame, source_keypoints, target_keypoints, *, num_inference_steps: int = 200,
@@ -194,7 +236,8 @@ class KeypointToFlowPipeline(_Saved):
         """Flows ``(B, 2, H, W)`` in pixels for frames ``(B, H, W)`` and keypoints ``(B, N, 2)``.
 
         ``callback()`` is called after each DDIM step (:class:`KDMPipeline`'s progress bar)."""
-        src = _as_batch(source_frame, self.device)
+        device = self._execution_device
+        src = _as_batch(source_frame, device)
         src_kp, tgt_kp = np.asarray(source_keypoints, np.float32), np.asarray(target_keypoints, np.float32)
         src_kp = src_kp[None] if src_kp.ndim == 2 else src_kp
         tgt_kp = tgt_kp[None] if tgt_kp.ndim == 2 else tgt_kp
@@ -202,14 +245,13 @@ class KeypointToFlowPipeline(_Saved):
             src = src.expand(tgt_kp.shape[0], -1, -1, -1)
             src_kp = np.broadcast_to(src_kp, tgt_kp.shape)
         cfg = self.k2f.config
-        cond = k2f_condition(src, src_kp, tgt_kp, self.renderer,
-                             getattr(cfg, "displacement_sigma", None), cfg.flow_scale)
+        cond = k2f_condition(src, src_kp, tgt_kp, self.renderer, cfg.get("displacement_sigma"), cfg.flow_scale)
         h, w = src.shape[-2] // cfg.downsample, src.shape[-1] // cfg.downsample
-        x = noise.to(self.device) if noise is not None else _noise((src.shape[0], 2, h, w), generator, self.device)
+        x = noise.to(device) if noise is not None else _noise((src.shape[0], 2, h, w), generator, device)
         scheduler = scheduler_for(self.scheduler, self.k2f)
         scheduler.set_timesteps(num_inference_steps)
         embedded = self.k2f.embed(cond)  # Ψ does not depend on the step: once per call
-        for t in self.progress_bar(scheduler.timesteps, not progress):
+        for t in self._steps_bar(progress, scheduler.timesteps, desc=type(self).__name__):
             out = self.k2f(x, t, embedded=embedded)
             x = scheduler.step(out, t, x).prev_sample
             if callback is not None:
@@ -217,21 +259,18 @@ class KeypointToFlowPipeline(_Saved):
         return decode_flow(x, cfg.downsample, cfg.flow_scale).cpu().numpy()
 
 
-class FlowToImagePipeline(_Saved):
+class FlowToImagePipeline(_FolderPipeline):
     """F2I: a frame from the source, the target keypoints and a flow, with the k-initialisation."""
 
-    _components = ("f2i", "vae")
+    model_cpu_offload_seq = "f2i->vae"
 
     def __init__(self, f2i: ConditionalUNet, vae: AutoencoderKL, scheduler: DDIMScheduler | None = None,
                  adapter: str = DEFAULT_ADAPTER, use_flow: bool = True):
-        self.f2i, self.vae, self.scheduler, self.adapter = f2i, vae, scheduler or default_scheduler(), adapter
-        self.use_flow = use_flow
-        self.renderer = _renderer(adapter)
-
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike) -> FlowToImagePipeline:
-        p = cls._load(folder)
-        return cls(p["f2i"], p["vae"], p["scheduler"], p["adapter"], p["use_flow"])
+        super().__init__()
+        get_adapter(adapter)
+        self.register_modules(f2i=f2i, vae=vae, scheduler=scheduler or default_scheduler())
+        self.register_to_config(adapter=adapter, use_flow=use_flow)
+        self.adapter, self.use_flow = adapter, use_flow
 
     @torch.inference_mode()
     def __call__(self, source_frame, target_keypoints, flow, *, k: int = 100, num_inference_steps: int = 200,
@@ -248,10 +287,11 @@ class FlowToImagePipeline(_Saved):
         """
         if not 0 <= k <= num_inference_steps:
             raise ValueError(f"k must be in 0..num_inference_steps ({num_inference_steps}), got {k}")
-        flow_t = torch.as_tensor(np.asarray(flow) if not isinstance(flow, torch.Tensor) else flow).float().to(self.device)
+        device = self._execution_device
+        flow_t = torch.as_tensor(np.asarray(flow) if not isinstance(flow, torch.Tensor) else flow).float().to(device)
         if flow_t.ndim == 3:
             flow_t = flow_t[None]
-        src = _as_batch(source_frame, self.device).expand(flow_t.shape[0], -1, -1, -1)
+        src = _as_batch(source_frame, device).expand(flow_t.shape[0], -1, -1, -1)
         warped = warp(src, flow_t).clamp(0, 1)  # (B, 1, H, W)
         if k == 0:
             return warped[:, 0].cpu().numpy()
@@ -260,15 +300,15 @@ class FlowToImagePipeline(_Saved):
         cond = f2i_condition(src, tgt_kp, flow_t if self.use_flow else None, self.renderer, self.f2i.config.flow_scale,
                              warped if self.use_flow and self.f2i.config.get("warped_source", False) else None)
         z0 = self.vae.encode(warped * 2 - 1).latent_dist.mean * self.vae.config.scaling_factor
-        eps0 = noise.to(self.device) if noise is not None else _noise(tuple(z0.shape), generator, self.device)
+        eps0 = noise.to(device) if noise is not None else _noise(z0.shape, generator, device)
         scheduler = scheduler_for(self.scheduler, self.f2i)
         scheduler.set_timesteps(num_inference_steps)
         timesteps = scheduler.timesteps[num_inference_steps - k:]
         z = eps0 if k == num_inference_steps else scheduler.add_noise(z0, eps0, timesteps[:1])
         denoiser = _compiled(self, "f2i") if compile else self.f2i
-        with _autocast(self.device, mixed_precision):
+        with _autocast(device, mixed_precision):
             embedded = self.f2i.embed(cond)  # (B, Ce, h, w), constant over the steps
-            for t in self.progress_bar(timesteps, not progress):
+            for t in self._steps_bar(progress, timesteps, desc=type(self).__name__):
                 out = denoiser(z, t, embedded=embedded).float()
                 z = scheduler.step(out, t, z).prev_sample
                 if callback is not None:
@@ -278,37 +318,57 @@ class FlowToImagePipeline(_Saved):
 
 
 @dataclasses.dataclass
-class KDMOutput:
-    """Generated ``frames`` ``(T, H, W)`` in [0, 1], the ``flows`` ``(T, 2, H, W)`` used for each frame,
-    and ``gammas`` ``(T,)`` (None in per-frame mode)."""
+class KDMOutput(BaseOutput):
+    """Output of :class:`KDMPipeline`: generated ``frames`` ``(T, H, W)`` in [0, 1], the ``flows``
+    ``(T, 2, H, W)`` used for each frame, and ``gammas`` ``(T,)`` (None in per-frame mode)."""
 
     frames: np.ndarray
     flows: np.ndarray
     gammas: np.ndarray | None
 
 
-class KDMPipeline(_Saved):
-    """KDM: one frame and a keypoint motion → new frames (paper Fig. 2, appendices B and C)."""
+class KDMPipeline(_FolderPipeline):
+    """KDM: one frame and a keypoint motion → new frames (paper Fig. 2, appendices B and C).
 
-    _components = ("k2f", "f2i", "vae")
+    ``flow_pipe`` and ``image_pipe`` are the :class:`KeypointToFlowPipeline` and
+    :class:`FlowToImagePipeline` over the same components. ``enable_model_cpu_offload()`` keeps one
+    network at a time on the GPU (K2F, then F2I and the autoencoder).
+    """
+
+    model_cpu_offload_seq = "k2f->f2i->vae"
 
     def __init__(self, k2f: ConditionalUNet, f2i: ConditionalUNet, vae: AutoencoderKL,
                  scheduler: DDIMScheduler | None = None, adapter: str = DEFAULT_ADAPTER, use_flow: bool = True):
-        self.k2f, self.f2i, self.vae = k2f, f2i, vae
-        self.scheduler, self.adapter, self.use_flow = scheduler or default_scheduler(), adapter, use_flow
-        self.flow_pipe = KeypointToFlowPipeline(k2f, self.scheduler, adapter)
-        self.image_pipe = FlowToImagePipeline(f2i, vae, self.scheduler, adapter, use_flow)
+        super().__init__()
+        get_adapter(adapter)
+        self.register_modules(k2f=k2f, f2i=f2i, vae=vae, scheduler=scheduler or default_scheduler())
+        self.register_to_config(adapter=adapter, use_flow=use_flow)
+        self.adapter, self.use_flow = adapter, use_flow
 
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike) -> KDMPipeline:
-        p = cls._load(folder)
-        return cls(p["k2f"], p["f2i"], p["vae"], p["scheduler"], p["adapter"], p["use_flow"])
+    @property
+    def flow_pipe(self) -> KeypointToFlowPipeline:
+        """K2F over this pipeline's ``k2f``, scheduler and adapter."""
+        return self._part("flow_pipe", KeypointToFlowPipeline, self.k2f, self.scheduler, self.adapter)
+
+    @property
+    def image_pipe(self) -> FlowToImagePipeline:
+        """F2I over this pipeline's ``f2i``, ``vae``, scheduler, adapter and ``use_flow``."""
+        return self._part("image_pipe", FlowToImagePipeline, self.f2i, self.vae, self.scheduler, self.adapter,
+                          self.use_flow)
+
+    def _part(self, name: str, cls: type, *parts):
+        """The sub-pipeline ``cls(*parts)``, kept while its parts stay the same (a compiled F2I is kept with it)."""
+        key, pipe = self.__dict__.get(f"_{name}", (None, None))
+        if key != parts:
+            pipe = cls(*parts)
+            self.__dict__[f"_{name}"] = (parts, pipe)
+        return pipe
 
     @torch.inference_mode()
     def __call__(self, source_frame, source_keypoints, target_keypoints, *, mode: str = "gamma", k: int = 100,
                  num_inference_steps: int = 200, generator: torch.Generator | None = None,
                  shared_noise: bool = True, batch_size: int = 16, progress: bool = True, mixed_precision: str = "no",
-                 compile: bool = False, fit_keypoints: bool = False) -> KDMOutput:
+                 compile: bool = False, fit_keypoints: bool = False, return_dict: bool = True) -> KDMOutput | tuple:
         """Generate one frame per target keypoint set.
 
         Parameters
@@ -339,45 +399,53 @@ class KDMPipeline(_Saved):
             so that it carries every target keypoint exactly onto its source keypoint
             (:func:`echokdm.geometry.flow.fit_flow_to_keypoints`; in γ mode the reference flow,
             before scaling). For motions larger than K2F saw in training, which it renders short.
+        return_dict : bool
+            A :class:`KDMOutput` (True) or the tuple ``(frames, flows, gammas)``.
         """
         if mode not in ("gamma", "per_frame"):
             raise ValueError(f"mode must be 'gamma' or 'per_frame', got {mode!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        _autocast(self.device, mixed_precision)  # checks the name before any work
+        device = self._execution_device
+        _autocast(device, mixed_precision)  # checks the name before any work
         src = np.asarray(source_frame, np.float32)
         src_kp = np.asarray(source_keypoints, np.float32)
         targets = np.asarray(target_keypoints, np.float32)
         targets = targets[None] if targets.ndim == 2 else targets
         steps = {"num_inference_steps": num_inference_steps}
         batches = -(-len(targets) // batch_size)
-        bar = self._step_bar((1 if mode == "gamma" else batches) * num_inference_steps
-                             + batches * min(max(k, 0), num_inference_steps), not progress)
+        k2f_runs = 1 if mode == "gamma" else batches
+        total = k2f_runs * num_inference_steps + batches * min(max(k, 0), num_inference_steps)
+        bar = self._steps_bar(progress, total=total, desc="KDM sampling", unit="step", mininterval=1.0)
         try:
-            with _autocast(self.device, mixed_precision):
+            with _autocast(device, mixed_precision):
                 flows, gammas = self._flows(src, src_kp, targets, mode, generator, shared_noise, batch_size, steps,
                                             fit_keypoints, callback=bar.update)
-            frames = []
-            h, w = src.shape[-2:]
-            d = self.k2f.config.downsample
-            latent_shape = (1, self.vae.config.latent_channels, h // d, w // d)
-            image_noise = _noise(latent_shape, generator, "cpu")
-            for i in range(0, len(targets), batch_size):
-                b = len(targets[i:i + batch_size])
-                noise = (image_noise.expand(b, -1, -1, -1) if shared_noise
-                         else _noise((b, *latent_shape[1:]), generator, "cpu"))
-                frames.append(self.image_pipe(src, targets[i:i + batch_size], flows[i:i + batch_size], k=k,
-                                              noise=noise, mixed_precision=mixed_precision, compile=compile,
-                                              callback=bar.update, **steps))
+            frames = self._frames(src, targets, flows, k, generator, shared_noise, batch_size, steps,
+                                  {"mixed_precision": mixed_precision, "compile": compile, "callback": bar.update})
         finally:
             bar.close()
-        return KDMOutput(frames=np.concatenate(frames), flows=flows, gammas=gammas)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return frames, flows, gammas
+        return KDMOutput(frames=frames, flows=flows, gammas=gammas)
 
-    def _step_bar(self, total: int, disable: bool):
-        """One bar over every DDIM step of a call, with the time left (a loop can take minutes)."""
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, disable=disable, leave=False, desc="KDM sampling", unit="step", mininterval=1.0)
+    def _frames(self, src: np.ndarray, targets: np.ndarray, flows: np.ndarray, k: int,
+                generator: torch.Generator | None, shared_noise: bool, batch_size: int, steps: dict,
+                options: dict) -> np.ndarray:
+        """F2I frames ``(T, H, W)`` for targets ``(T, N, 2)`` and flows ``(T, 2, H, W)``, in batches."""
+        h, w = src.shape[-2:]
+        d = self.k2f.config.downsample
+        latent_shape = (1, self.vae.config.latent_channels, h // d, w // d)
+        image_noise = _noise(latent_shape, generator, "cpu")
+        frames = []
+        for i in range(0, len(targets), batch_size):
+            b = len(targets[i:i + batch_size])
+            noise = (image_noise.expand(b, -1, -1, -1) if shared_noise
+                     else _noise((b, *latent_shape[1:]), generator, "cpu"))
+            frames.append(self.image_pipe(src, targets[i:i + batch_size], flows[i:i + batch_size], k=k,
+                                          noise=noise, **options, **steps))
+        return np.concatenate(frames)
 
     def _flows(self, src: np.ndarray, src_kp: np.ndarray, targets: np.ndarray, mode: str,
                generator: torch.Generator | None, shared_noise: bool, batch_size: int,
@@ -398,7 +466,8 @@ class KDMPipeline(_Saved):
         flows = []
         for i in range(0, len(targets), batch_size):
             b = len(targets[i:i + batch_size])
-            noise = flow_noise.expand(b, -1, -1, -1) if shared_noise else _noise((b, 2, h // d, w // d), generator, "cpu")
+            noise = (flow_noise.expand(b, -1, -1, -1) if shared_noise
+                     else _noise((b, 2, h // d, w // d), generator, "cpu"))
             flow = self.flow_pipe(src, src_kp, targets[i:i + batch_size], noise=noise, callback=callback, **steps)
             flows.append(fit_flow_to_keypoints(flow, src_kp, targets[i:i + batch_size]) if fit_keypoints else flow)
         return np.concatenate(flows), None
