@@ -192,7 +192,7 @@ def test_03_train_and_evaluate(tmp_path):
     nb = _execute("03_train_and_evaluate", tmp_path, QUICK=True, **lpips)
     out = tmp_path / "notebook_outputs" / "03_train_and_evaluate-quick"
     for folder in ("pipeline", "pipeline_noflow"):
-        assert (out / "run" / folder / "kdm_pipeline.json").is_file(), folder
+        assert (out / "run" / folder / "model_index.json").is_file(), folder
     table3 = (out / "evaluation" / "table3.md").read_text()
     for label in ("| KDM |", "| w/o K2F |", "| w/o F2I |", "| TPS warp |", "| no edit |"):
         assert label in table3, label
