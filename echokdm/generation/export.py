@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from pydicom.dataset import Dataset
 
 from echokdm.adapters.echo import (
@@ -41,7 +40,11 @@ from echokdm.adapters.echo import (
     RIGHT_WALL_COLOUR,
     long_axis_line,
 )
-from echokdm.errors import EchoKDMWarning, ReadError
+from echokdm.errors import EchoKDMWarning
+
+# re-exported for tests/test_notebooks.py and notebooks/ until their imports move (issue 19): the
+# keypoints CSV of write_loop is read by echokdm.generation.motion.load_keypoints_file
+from echokdm.generation.motion import load_keypoints_file as read_keypoints_csv  # noqa: F401
 from echokdm.geometry.keypoints import N_CHORDS, N_KEYPOINTS
 from echokdm.geometry.volumes import simpson_volume
 from echokdm.io._atomic import atomic_output
@@ -49,6 +52,7 @@ from echokdm.io.dicom_write import check_synthetic_dicom_input, read_source_data
 
 # re-exported for tests/test_cli.py until its imports move (issue 19); defined in echokdm.io.dicom_write
 from echokdm.io.dicom_write import validate_dicom as validate_dicom
+from echokdm.io.keypoint_files import write_keypoints_csv
 from echokdm.io.loop_record import LoopRecord, percent_text, read_loop_record
 from echokdm.io.nifti import write_nifti
 from echokdm.io.video import write_video
@@ -56,7 +60,6 @@ from echokdm.io.video import write_video
 __all__ = [
     "KEYPOINTS_CSV_COLUMNS",
     "LOOP_FORMATS",
-    "read_keypoints_csv",
     "refuse_existing",
     "write_loop",
 ]
@@ -92,7 +95,7 @@ def write_loop(
     """Write one generated loop in the formats clinicians and researchers open.
 
     Always writes ``<stem>_keypoints.csv`` (``frame, x0 … x39, y0 … y39, volume,
-    volume_units``; :func:`read_keypoints_csv`) and
+    volume_units``; read it with :func:`~echokdm.generation.motion.load_keypoints_file`) and
     ``<stem>_preview.png`` (first frame, the frame of smallest Simpson volume "ES", and the
     last frame, keypoints drawn in the colours of :mod:`echokdm.adapters.echo`), plus:
 
@@ -269,47 +272,14 @@ def _side_by_side_frames(reference: np.ndarray, frames: np.ndarray,
 def _write_keypoints_csv(path: Path, fields: LoopRecord, overwrite: bool) -> None:
     """One row per frame: ``frame, x0 … x39, y0 … y39, volume, volume_units`` (empty cells for NaN).
 
-    Coordinates with 4 decimals; ``volume`` is the Simpson volume in mL with a pixel spacing,
-    else in pixel³ (``volume_units`` says which), as in ``echokdm keypoints`` tables.
+    Written by :func:`echokdm.io.keypoint_files.write_keypoints_csv` (coordinates with 4
+    decimals); ``volume`` is the Simpson volume in mL with a pixel spacing, else in pixel³
+    (``volume_units`` says which), as in ``echokdm keypoints`` tables.
     """
-    keypoints = fields.keypoints  # (T, 40, 2)
-    values = np.concatenate([keypoints[..., 0], keypoints[..., 1]], axis=1)  # (T, 80)
-    table = pd.DataFrame(values, columns=list(KEYPOINTS_CSV_COLUMNS[1:]))
-    table.insert(0, "frame", np.arange(keypoints.shape[0]))
-    table["volume"] = simpson_volume(keypoints, fields.spacing_mm)
-    table["volume_units"] = "mL" if fields.spacing_mm is not None else "px^3"
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f", na_rep="")
-
-
-def read_keypoints_csv(path: str | os.PathLike) -> np.ndarray:
-    """Read a ``<stem>_keypoints.csv`` written by :func:`write_loop`.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``float32`` ``(T, 40, 2)`` ``(x, y)`` pixels in frame order; NaN for empty cells.
-
-    Raises
-    ------
-    FileNotFoundError
-        No such file.
-    echokdm.errors.ReadError
-        Missing columns, or frames that are not 0 … T-1.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such keypoints CSV")
-    table = pd.read_csv(path)
-    missing = [column for column in KEYPOINTS_CSV_COLUMNS if column not in table.columns]
-    if missing:
-        raise ReadError(path, f"missing column(s) {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
-    table = table.sort_values("frame")
-    if not np.array_equal(table["frame"].to_numpy(), np.arange(len(table))):
-        raise ReadError(path, "column frame must hold each of 0 … T-1 once")
-    xs = table[list(KEYPOINTS_CSV_COLUMNS[1 : 1 + N_KEYPOINTS])].to_numpy(np.float32)  # (T, 40)
-    ys = table[list(KEYPOINTS_CSV_COLUMNS[1 + N_KEYPOINTS :])].to_numpy(np.float32)  # (T, 40)
-    return np.stack([xs, ys], axis=-1)  # (T, 40, 2)
+    volume_units = "mL" if fields.spacing_mm is not None else "px^3"
+    write_keypoints_csv(path, fields.keypoints, overwrite=overwrite,
+                        extra_columns={"volume": simpson_volume(fields.keypoints, fields.spacing_mm),
+                                       "volume_units": volume_units})
 
 
 def _preview_frames(keypoints: np.ndarray) -> list[tuple[int, str]]:

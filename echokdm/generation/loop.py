@@ -544,7 +544,8 @@ def _read_mask_file(path: Path, frame_index: int, shape: tuple[int, int], lv_lab
 
 def _given_keypoints(value, frame_index: int) -> np.ndarray:
     """Keypoints ``(40, 2)`` from an array or a keypoint file (one set, or the set of ``frame_index``)."""
-    from echokdm.generation.motion import _keypoints_from_csv, load_keypoints_file
+    from echokdm.generation.motion import load_keypoints_file
+    from echokdm.io.keypoint_files import read_keypoints_csv
 
     if not isinstance(value, (str, os.PathLike)):
         kp = np.asarray(value, dtype=np.float32)
@@ -553,7 +554,7 @@ def _given_keypoints(value, frame_index: int) -> np.ndarray:
         return kp
     path = Path(value)
     every = load_keypoints_file(path)
-    has_frames = path.suffix.lower() == ".csv" and _keypoints_from_csv(path)[1] is not None
+    has_frames = path.suffix.lower() == ".csv" and read_keypoints_csv(path, return_frames=True)[1] is not None
     if len(every) == 1 and not has_frames:
         return every[0]
     return load_keypoints_file(path, frame=frame_index)

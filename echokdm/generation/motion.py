@@ -462,60 +462,11 @@ def drag_motion(
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise ValueError(f"{path}: is a folder, expected a .csv or .npy file")
-
-
-def _keypoints_from_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Keypoints ``(T, 40, 2)`` and the ``frame`` column (or None) of a keypoint table CSV."""
-    import pandas as pd
-
-    from echokdm.metrics.lv_function import KEYPOINT_COLUMNS
-
-    try:
-        table = pd.read_csv(path)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable CSV file ({exc})") from exc
-    missing = [c for c in KEYPOINT_COLUMNS if c not in table.columns]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise ValueError(f"{path}: missing keypoint column(s) {shown}; expected frame, x0..x39, y0..y39 "
-                         "(as written by echokdm keypoints)")
-    if table.empty:
-        raise ValueError(f"{path}: the keypoint table has no rows")
-    try:
-        values = table[KEYPOINT_COLUMNS].to_numpy(dtype=np.float64)  # (T, 80): x0..x39, y0..y39
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: keypoint columns must be numbers ({exc})") from exc
-    keypoints = np.stack([values[:, :N_KEYPOINTS], values[:, N_KEYPOINTS:]], axis=-1)  # (T, 40, 2)
-    frames = None
-    if "frame" in table.columns:
-        try:
-            frames = table["frame"].to_numpy(dtype=np.int64)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: the frame column must hold integer frame indices ({exc})") from exc
-    return keypoints, frames
-
-
-def _keypoints_from_npy(path: Path) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable .npy file ({exc})") from exc
-    if array.shape == (N_KEYPOINTS, 2):
-        array = array[None]
-    if array.ndim != 3 or array.shape[1:] != (N_KEYPOINTS, 2):
-        raise ValueError(f"{path}: keypoints must have shape (40, 2) or (T, 40, 2), got {array.shape}")
-    if not np.issubdtype(array.dtype, np.number):
-        raise ValueError(f"{path}: keypoints must be numbers, got dtype {array.dtype}")
-    return array.astype(np.float64)
-
-
 def load_keypoints_file(path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
-    """Keypoints from an (edited) keypoint file.
+    """Echo keypoints (40 per frame) from an (edited) keypoint file, as ``float32``.
+
+    Reads with :func:`echokdm.io.keypoint_files.read_keypoint_file` (``n_keypoints=40``), the
+    package's one keypoint reader, and keeps its errors.
 
     Parameters
     ----------
@@ -523,10 +474,12 @@ def load_keypoints_file(path: str | os.PathLike, frame: int | None = None) -> np
         A ``.csv`` with columns ``x0 … x39, y0 … y39`` (pixels; other columns such as
         ``clip_id`` or ``volume`` are ignored) and optionally ``frame``, as written by
         ``echokdm keypoints`` (:data:`echokdm.metrics.lv_function.KEYPOINT_COLUMNS`) and by
-        ``echokdm generate``; or a ``.npy`` of shape ``(40, 2)`` or ``(T, 40, 2)``.
+        ``echokdm generate``; a ``.npy`` of shape ``(40, 2)`` or ``(T, 40, 2)``; or any other
+        file :func:`~echokdm.io.keypoint_files.read_keypoint_file` reads (``.json``, ``.pts``,
+        a long CSV).
     frame : int, optional
-        Return only this frame's ``(40, 2)``: the row whose ``frame`` column equals it (CSV with a
-        ``frame`` column), else row ``frame``.
+        Return only this frame's ``(40, 2)``: the set whose ``frame`` column equals it (CSV with
+        a ``frame`` column), else set ``frame``.
 
     Returns
     -------
@@ -538,20 +491,18 @@ def load_keypoints_file(path: str | os.PathLike, frame: int | None = None) -> np
     ------
     FileNotFoundError
         ``path`` does not exist.
+    echokdm.errors.ReadError
+        (a :class:`ValueError`) Another suffix, missing columns, wrong shape; names the file.
     ValueError
-        Another suffix, missing columns, wrong shape, or ``frame`` not in the file; the message
-        names the file.
+        ``frame`` not in the file; names the file.
     """
+    from echokdm.io.keypoint_files import read_keypoint_file, read_keypoints_csv
+
     path = Path(path)
-    _check_file(path)
-    suffix = path.suffix.lower()
-    frames = None
-    if suffix == ".csv":
-        keypoints, frames = _keypoints_from_csv(path)
-    elif suffix == ".npy":
-        keypoints = _keypoints_from_npy(path)
+    if path.suffix.lower() == ".csv":
+        keypoints, frames = read_keypoints_csv(path, n_keypoints=N_KEYPOINTS, return_frames=True)
     else:
-        raise ValueError(f"{path}: unknown keypoint file type {path.suffix!r}; use .csv or .npy")
+        keypoints, frames = read_keypoint_file(path, n_keypoints=N_KEYPOINTS), None
     if frame is None:
         return keypoints.astype(np.float32)
     if frames is not None:
@@ -583,46 +534,48 @@ def load_drag_file(path: str | os.PathLike, *, n_keypoints: int = N_KEYPOINTS
     -------
     numpy.ndarray or dict
         ``float64`` ``(N, 2)``, or ``{keypoint index: (dx, dy)}``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        Another suffix, a table of neither kind, more than one set of dense vectors, or NaN
+        among them; the message names the file (a dense file's reading errors are those of
+        :func:`echokdm.io.keypoint_files.read_keypoint_file`).
     """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".npy"):
+        raise ValueError(f"{path}: unknown drag file type {path.suffix!r}; use .csv or .npy")
+    sparse = _sparse_drag(path) if suffix == ".csv" and path.is_file() else None
+    return sparse if sparse is not None else _dense_drag(path, n_keypoints)
+
+
+def _sparse_drag(path: Path) -> dict[int, tuple[float, float]] | None:
+    """``{keypoint: (dx, dy)}`` of a table with columns ``keypoint, dx, dy``; None for another table."""
     import pandas as pd
 
-    path = Path(path)
-    _check_file(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        if n_keypoints != N_KEYPOINTS:
-            return _generic_dense_drag(path, n_keypoints)
-        array = _keypoints_from_npy(path)
-        if len(array) != 1:
-            raise ValueError(f"{path}: drag vectors must have shape (40, 2), got {array.shape}")
-        return array[0]
-    if suffix != ".csv":
-        raise ValueError(f"{path}: unknown drag file type {path.suffix!r}; use .csv or .npy")
     try:
         table = pd.read_csv(path)
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not a readable CSV file ({exc})") from exc
-    if {"keypoint", "dx", "dy"} <= set(table.columns):
-        try:
-            return {int(r.keypoint): (float(r.dx), float(r.dy)) for r in table.itertuples(index=False)}
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: keypoint, dx, dy must be numbers ({exc})") from exc
-    if n_keypoints != N_KEYPOINTS:
-        return _generic_dense_drag(path, n_keypoints)
-    dense, _ = _keypoints_from_csv(path)
-    if len(dense) != 1:
-        raise ValueError(f"{path}: a dense drag file has exactly one row of x0..x39, y0..y39, got {len(dense)}")
-    return dense[0]
+    if not {"keypoint", "dx", "dy"} <= set(table.columns):
+        return None
+    try:
+        return {int(r.keypoint): (float(r.dx), float(r.dy)) for r in table.itertuples(index=False)}
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: keypoint, dx, dy must be numbers ({exc})") from exc
 
 
-def _generic_dense_drag(path: Path, n_keypoints: int) -> np.ndarray:
-    """``(N, 2)`` dense drag vectors of a ``.npy`` or wide ``.csv`` for ``N != 40`` keypoints."""
+def _dense_drag(path: Path, n_keypoints: int) -> np.ndarray:
+    """``float64`` ``(N, 2)`` dense drag vectors of a ``.npy`` or a wide ``.csv`` (one set)."""
     from echokdm.io.keypoint_files import read_keypoint_file
 
     dense = read_keypoint_file(path, n_keypoints=n_keypoints)
     if len(dense) != 1:
-        raise ValueError(f"{path}: a dense drag file holds exactly one ({n_keypoints}, 2) set of (dx, dy), "
-                         f"got {len(dense)}")
+        raise ValueError(f"{path}: a dense drag file has exactly one row of x0..x{n_keypoints - 1}, "
+                         f"y0..y{n_keypoints - 1} (one ({n_keypoints}, 2) set of (dx, dy)), got {len(dense)}")
     if not np.isfinite(dense).all():
         raise ValueError(f"{path}: drag vectors contain NaN or empty cells")
     return dense[0]

@@ -1,9 +1,16 @@
-"""Keypoint files of the image-sequence adapters (face, pose): readers and writers, numpy only.
+"""Keypoint files: the package's one set of keypoint readers and writers (echo, face, pose), numpy only.
 
 Every reader returns ``float64`` keypoints ``(N, 2)`` (one frame) or ``(T, N, 2)`` (a sequence) of
 ``(x, y)`` pixels in the package convention (shared/DESIGN.md): x = column, y = row, integer
 values at pixel centres, origin top-left, **0-based**. A keypoint that is missing (not
-annotated, not detected, confidence 0) is a row of NaN, never ``(0, 0)``.
+annotated, not detected, confidence 0) is a row of NaN, never ``(0, 0)``. ``float64`` keeps the
+numbers of the file exactly; callers that feed models cast (the echo loader
+:func:`echokdm.generation.motion.load_keypoints_file` returns ``float32``, the DESIGN.md dtype).
+
+Errors are the same for every format: :class:`FileNotFoundError` when the file does not exist,
+and :class:`echokdm.errors.ReadError` (a :class:`ValueError`) naming the file for everything else
+(a folder, an unknown suffix, a missing column, non-numeric or infinite values, a keypoint count
+other than ``n_keypoints``).
 
 Formats
 -------
@@ -33,6 +40,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +66,7 @@ __all__ = [
 KEYPOINT_SUFFIXES = (".pts", ".csv", ".json", ".npy")
 _JSON_KEYS = ("keypoints", "landmarks", "points")
 _WIDE_X = re.compile(r"^x(\d+)$")
+_WIDE_COLUMN = re.compile(r"^[xy](\d+)$")
 
 
 def _existing(path: str | os.PathLike) -> Path:
@@ -77,7 +86,8 @@ def _checked(keypoints: Any, path: Path, n_keypoints: int | None) -> np.ndarray:
     if np.isinf(kp).any():
         raise ReadError(path, "keypoints must be finite numbers or NaN (missing), found inf")
     if n_keypoints is not None and kp.shape[-2] != n_keypoints:
-        raise ReadError(path, f"expected {n_keypoints} keypoints, found {kp.shape[-2]}")
+        raise ReadError(path, f"keypoints must have shape ({n_keypoints}, 2) or (T, {n_keypoints}, 2), got "
+                              f"{kp.shape}: expected {n_keypoints} keypoints, found {kp.shape[-2]}")
     return kp
 
 
@@ -180,20 +190,58 @@ def _wide_count(columns) -> int | None:
     return n
 
 
-def read_keypoints_csv(path: str | os.PathLike, *, n_keypoints: int | None = None) -> np.ndarray:
+def _missing_wide_columns(columns, n_keypoints: int | None) -> list[str]:
+    """The wide columns ``x0 … y{N-1}`` a table lacks when it holds some of them but not all (else
+    ``[]``); ``N`` is ``n_keypoints``, or one more than the largest index found."""
+    indices = [int(m.group(1)) for c in columns if (m := _WIDE_COLUMN.match(str(c)))]
+    if not indices:
+        return []
+    n = n_keypoints if n_keypoints is not None else max(indices) + 1
+    return [c for c in (*(f"x{i}" for i in range(n)), *(f"y{i}" for i in range(n))) if c not in columns]
+
+
+def _frame_column(table, path: Path) -> np.ndarray | None:
+    """``int64`` ``(rows,)`` of the ``frame`` column, or None without one."""
+    if "frame" not in table.columns:
+        return None
+    try:
+        return table["frame"].to_numpy(np.int64)
+    except (ValueError, TypeError) as exc:
+        raise ReadError(path, f"the frame column must hold integer frame indices ({exc})") from exc
+
+
+def read_keypoints_csv(path: str | os.PathLike, *, n_keypoints: int | None = None,
+                       return_frames: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """Read a keypoint table, wide (``x0 … y{N-1}`` per frame) or long (``x, y`` per keypoint).
+
+    The wide layout is that of ``echokdm keypoints`` tables and of the ``<stem>_keypoints.csv`` of
+    :func:`echokdm.generation.export.write_loop` (other columns, such as ``clip_id``, ``volume``
+    or ``score``, are ignored).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    n_keypoints : int, optional
+        Expected keypoint count ``N`` (40 for echo); another count is an error.
+    return_frames : bool
+        Also return the frame numbers of the keypoint sets.
 
     Returns
     -------
-    numpy.ndarray
+    keypoints : numpy.ndarray
         ``float64`` ``(T, N, 2)`` in file order (wide), or grouped by ``frame`` in increasing
         order (long; ``(1, N, 2)`` without a ``frame`` column). Empty cells are NaN.
+    frames : numpy.ndarray or None
+        Only with ``return_frames``: ``int64`` ``(T,)`` frame number of each set (the ``frame``
+        column), or None when the table has no ``frame`` column.
 
     Raises
     ------
     FileNotFoundError
     echokdm.errors.ReadError
-        Not a CSV, neither layout, non-numeric values, or frames with different counts.
+        Not a CSV, no rows, neither layout, missing wide columns (named), non-numeric values,
+        a ``frame`` column that is not integers, frames with different counts, or a count other
+        than ``n_keypoints``.
     """
     import pandas as pd
 
@@ -204,20 +252,37 @@ def read_keypoints_csv(path: str | os.PathLike, *, n_keypoints: int | None = Non
         raise ReadError(path, f"not a readable CSV file ({exc})") from exc
     if table.empty:
         raise ReadError(path, "the keypoint table has no rows")
-    n = _wide_count(table.columns)
+    frames = _frame_column(table, path)
     try:
-        if n is not None:
-            xs = table[[f"x{i}" for i in range(n)]].to_numpy(np.float64)
-            ys = table[[f"y{i}" for i in range(n)]].to_numpy(np.float64)
-            return _checked(np.stack([xs, ys], axis=-1), path, n_keypoints)  # (T, N, 2)
-        if not {"x", "y"} <= set(table.columns):
-            raise ReadError(path, "expected columns x0..x{N-1}, y0..y{N-1} (one row per frame) or x, y "
-                                  "(one row per keypoint)")
-        return _checked(_long_table(table, path), path, n_keypoints)
+        keypoints = _wide_or_long(table, path, n_keypoints)
     except (ValueError, TypeError) as exc:
         if isinstance(exc, ReadError):
             raise
         raise ReadError(path, f"keypoint columns must hold numbers ({exc})") from exc
+    keypoints = _checked(keypoints, path, n_keypoints)
+    if not return_frames:
+        return keypoints
+    if frames is not None and _wide_count(table.columns) is None:  # long layout: one set per distinct frame
+        frames = np.unique(frames)
+    return keypoints, frames
+
+
+def _wide_or_long(table, path: Path, n_keypoints: int | None) -> np.ndarray:
+    """``(T, N, 2)`` of a wide or a long table."""
+    n = _wide_count(table.columns)
+    if n is not None:
+        xs = table[[f"x{i}" for i in range(n)]].to_numpy(np.float64)
+        ys = table[[f"y{i}" for i in range(n)]].to_numpy(np.float64)
+        return np.stack([xs, ys], axis=-1)  # (T, N, 2)
+    if {"x", "y"} <= set(table.columns):
+        return _long_table(table, path)
+    missing = _missing_wide_columns(table.columns, n_keypoints)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ReadError(path, f"missing keypoint column(s) {shown}; expected frame, x0..x{{N-1}}, y0..y{{N-1}} "
+                              "(one row per frame, as written by echokdm keypoints)")
+    raise ReadError(path, "expected columns x0..x{N-1}, y0..y{N-1} (one row per frame) or x, y "
+                          "(one row per keypoint)")
 
 
 def _long_table(table, path: Path) -> np.ndarray:
@@ -235,11 +300,13 @@ def _long_table(table, path: Path) -> np.ndarray:
 
 
 def write_keypoints_csv(path: str | os.PathLike, keypoints: Any, *, frames: Any = None,
-                        overwrite: bool = False) -> Path:
+                        extra_columns: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Write ``(T, N, 2)`` (or ``(N, 2)``) keypoints as a wide table ``frame, x0 … x{N-1}, y0 … y{N-1}``.
 
-    ``frames`` are the frame numbers of the rows (default ``0 … T-1``); NaN is an empty cell.
-    Written atomically; ``FileExistsError`` when ``path`` exists and ``overwrite`` is false.
+    ``frames`` are the frame numbers of the rows (default ``0 … T-1``); ``extra_columns`` are
+    columns appended after ``y{N-1}`` in their order (one value per row, or one for every row),
+    such as ``volume`` and ``volume_units``. Numbers are written with 4 decimals; NaN is an empty
+    cell. Written atomically; ``FileExistsError`` when ``path`` exists and ``overwrite`` is false.
     """
     import pandas as pd
 
@@ -253,6 +320,10 @@ def write_keypoints_csv(path: str | os.PathLike, keypoints: Any, *, frames: Any 
         raise ValueError(f"frames must hold one number per keypoint set ({t}), got shape {index.shape}")
     table = pd.DataFrame({"frame": index, **{f"x{i}": kp[:, i, 0] for i in range(n)},
                           **{f"y{i}": kp[:, i, 1] for i in range(n)}})
+    for name, values in (extra_columns or {}).items():
+        if name in table.columns:
+            raise ValueError(f"extra_columns: {name!r} is a keypoint column")
+        table[name] = values
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
@@ -442,6 +513,8 @@ def read_keypoint_file(path: str | os.PathLike, *, n_keypoints: int | None = Non
             array = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise ReadError(path, f"not a readable .npy file ({exc})") from exc
+        if not np.issubdtype(array.dtype, np.number):
+            raise ReadError(path, f"keypoints must be numbers, got dtype {array.dtype}")
         kp = _checked(array, path, n_keypoints)
         if kp.ndim > 3:
             raise ReadError(path, f"keypoints must have shape (N, 2) or (T, N, 2), got {kp.shape}")

@@ -21,11 +21,8 @@ from scipy import ndimage
 from echokdm.errors import EchoKDMWarning
 from echokdm.generation import export
 from echokdm.generation.echonet_cohort import COHORT_CSV_NAME, write_echonet_cohort
-from echokdm.generation.export import (
-    KEYPOINTS_CSV_COLUMNS,
-    read_keypoints_csv,
-    write_loop,
-)
+from echokdm.generation.export import KEYPOINTS_CSV_COLUMNS, write_loop
+from echokdm.generation.motion import load_keypoints_file as read_keypoints_csv
 from echokdm.geometry.keypoints import (
     CHORD_FRACTIONS,
     keypoints_to_mask,

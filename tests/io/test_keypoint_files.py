@@ -146,3 +146,66 @@ def test_openpose_round_trip_and_dispatch(tmp_path):
     (tmp_path / "k.txt").write_text("1 2")
     with pytest.raises(ReadError, match="unknown keypoint file type"):
         read_keypoint_file(tmp_path / "k.txt")
+
+
+# ---------------------------------------------------------------------------------------------
+# the one reader of echo keypoint tables (issue 19): float64, ReadError naming the file
+# ---------------------------------------------------------------------------------------------
+
+
+def test_echo_table_reads_as_float64_with_its_frames(tmp_path):
+    """An ``echokdm keypoints`` / ``write_loop`` table: frame, x0..x39, y0..y39 and other columns."""
+    kp = np.random.default_rng(0).uniform(0, 100, size=(3, 40, 2)).round(4)
+    kp[1, 5] = np.nan
+    path = write_keypoints_csv(tmp_path / "loop_keypoints.csv", kp, frames=[7, 8, 9],
+                               extra_columns={"volume": [1.0, np.nan, 3.0], "volume_units": "mL"})
+    header = path.read_text().splitlines()[0].split(",")
+    assert header[0] == "frame" and header[-2:] == ["volume", "volume_units"] and len(header) == 83
+    out, frames = read_keypoints_csv(path, n_keypoints=40, return_frames=True)
+    assert out.dtype == np.float64 and out.shape == (3, 40, 2) and frames.tolist() == [7, 8, 9]
+    np.testing.assert_array_equal(out, kp)  # 4 decimals written, read back exactly
+    assert read_keypoint_file(path, n_keypoints=40).dtype == np.float64
+    assert read_keypoints_csv(path, return_frames=True)[1].dtype == np.int64
+
+
+def test_frames_of_long_tables_and_tables_without_a_frame_column(tmp_path):
+    long = tmp_path / "long.csv"
+    long.write_text("frame,keypoint,x,y\n5,0,1,3\n2,0,9,9\n")  # one keypoint per frame, frames unsorted
+    out, frames = read_keypoints_csv(long, return_frames=True)
+    assert frames.tolist() == [2, 5] and out[:, 0, 0].tolist() == [9.0, 1.0]
+    wide = tmp_path / "wide.csv"
+    wide.write_text("x0,y0\n1,2\n")
+    assert read_keypoints_csv(wide, return_frames=True)[1] is None
+
+
+def test_errors_are_read_errors_naming_the_file(tmp_path):
+    missing = tmp_path / "bad.csv"
+    missing.write_text("frame,x0\n0,1.0\n")
+    with pytest.raises(ReadError, match=r"bad\.csv: missing keypoint column\(s\) x1, x2, x3, x4, x5 and 74 more"):
+        read_keypoints_csv(missing, n_keypoints=40)
+    with pytest.raises(ValueError, match=r"bad\.csv: missing keypoint column\(s\) y0"):  # ReadError is a ValueError
+        read_keypoints_csv(missing)
+    frames = tmp_path / "frames.csv"
+    frames.write_text("frame,x0,y0\nfirst,1,2\n")
+    with pytest.raises(ReadError, match=r"frames\.csv: the frame column must hold integer frame indices"):
+        read_keypoints_csv(frames)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("frame,x0,y0\n")
+    with pytest.raises(ReadError, match=r"empty\.csv: the keypoint table has no rows"):
+        read_keypoints_csv(empty)
+    np.save(tmp_path / "three.npy", np.zeros((3, 2)))
+    with pytest.raises(ReadError, match=r"three\.npy: keypoints must have shape \(40, 2\) or \(T, 40, 2\), got "
+                                        r"\(3, 2\): expected 40 keypoints, found 3"):
+        read_keypoint_file(tmp_path / "three.npy", n_keypoints=40)
+    np.save(tmp_path / "text.npy", np.array([["a", "b"]]))
+    with pytest.raises(ReadError, match=r"text\.npy: keypoints must be numbers"):
+        read_keypoint_file(tmp_path / "text.npy")
+    with pytest.raises(ReadError, match="is a folder"):
+        read_keypoint_file(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"nope\.csv: no such keypoint file"):
+        read_keypoints_csv(tmp_path / "nope.csv")
+
+
+def test_extra_columns_may_not_replace_keypoint_columns(tmp_path):
+    with pytest.raises(ValueError, match="'x0' is a keypoint column"):
+        write_keypoints_csv(tmp_path / "k.csv", np.zeros((1, 2, 2)), extra_columns={"x0": 1.0})
