@@ -529,6 +529,29 @@ def scan_folder(
     else:
         candidates = _file_candidates(root, format, patient_from)
 
+    rows = _read_candidates(candidates, format, dataset, reader_kwargs or {}, progress, on_item, skipped)
+    if clinical_table is not None:
+        _apply_clinical(rows, root, clinical_table, str(clinical), (reader_kwargs or {}).get("salt"), skipped)
+    if fps is not None:
+        for row in rows:
+            if is_blank(row["fps"]):
+                row["fps"] = float(fps)
+    if clinical_table is not None:  # volumes from two sources may now contradict each other
+        rows = _drop_contradicting_volumes(rows, Path(str(clinical)).name, skipped)
+    manifest = pd.DataFrame(rows, columns=list(COLUMNS))
+    if not keep_splits and len(manifest):
+        keys = manifest["dataset"].astype(str) + "\x00" + manifest["patient_id"].astype(str)
+        splits = assign_splits(keys, fractions, seed)
+        manifest["split"] = keys.map(splits)
+    if not len(candidates):
+        skipped.append((str(root), f"no {format} files found"))
+    return ScanResult(manifest=manifest, skipped=skipped)
+
+
+def _read_candidates(candidates: list[_Candidate], format: str, dataset: str | None, reader_kwargs: dict[str, Any],
+                     progress: bool, on_item: Callable[[Path], None] | None,
+                     skipped: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Read every candidate clip in full: its manifest row, or its failure (and warnings) in ``skipped``."""
     from tqdm.auto import tqdm
 
     rows = []
@@ -538,38 +561,28 @@ def scan_folder(
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                cine = read_cine(cand.path, format, **cand.reader_kwargs, **(reader_kwargs or {}))
+                cine = read_cine(cand.path, format, **cand.reader_kwargs, **reader_kwargs)
         except Exception as exc:  # noqa: BLE001 - a batch scan lists every failure and goes on
             skipped.append((str(cand.path), f"{type(exc).__name__}: {exc}"))
             continue
         for w in caught:
             skipped.append((str(cand.path), f"warning (clip kept): {w.message}"))
         rows.append(_row_from_cine(cine, cand, format, dataset))
+    return rows
 
-    if clinical_table is not None:
-        _apply_clinical(rows, root, clinical_table, str(clinical), (reader_kwargs or {}).get("salt"), skipped)
-    if fps is not None:
-        for row in rows:
-            if is_blank(row["fps"]):
-                row["fps"] = float(fps)
-    if clinical_table is not None:  # volumes from two sources may now contradict each other
-        kept = []
-        for row in rows:
-            edv, esv = row.get("edv_reference"), row.get("esv_reference")
-            if not is_blank(edv) and not is_blank(esv) and float(esv) > float(edv):
-                skipped.append((row["path"], f"esv_reference {float(esv):g} exceeds edv_reference {float(edv):g} "
-                                             f"after applying {Path(str(clinical)).name}; clip left out"))
-            else:
-                kept.append(row)
-        rows = kept
-    manifest = pd.DataFrame(rows, columns=list(COLUMNS))
-    if not keep_splits and len(manifest):
-        keys = manifest["dataset"].astype(str) + "\x00" + manifest["patient_id"].astype(str)
-        splits = assign_splits(keys, fractions, seed)
-        manifest["split"] = keys.map(splits)
-    if not len(candidates):
-        skipped.append((str(root), f"no {format} files found"))
-    return ScanResult(manifest=manifest, skipped=skipped)
+
+def _drop_contradicting_volumes(rows: list[dict[str, Any]], clinical_name: str,
+                                skipped: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The rows whose ESV does not exceed their EDV; the others are listed in ``skipped``."""
+    kept = []
+    for row in rows:
+        edv, esv = row.get("edv_reference"), row.get("esv_reference")
+        if not is_blank(edv) and not is_blank(esv) and float(esv) > float(edv):
+            skipped.append((row["path"], f"esv_reference {float(esv):g} exceeds edv_reference {float(edv):g} "
+                                         f"after applying {clinical_name}; clip left out"))
+        else:
+            kept.append(row)
+    return kept
 
 
 # --------------------------------------------------------------------------------------------

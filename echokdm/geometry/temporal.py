@@ -352,6 +352,49 @@ def _detect_all(masks, direction, sigma, min_area, on_error, repair, principal=F
     return frames, flags
 
 
+def _rough_masks_note(masks: np.ndarray, flags: list[list[str]], outliers: dict[int, str]) -> str:
+    """A note when over a quarter of the non-empty masks have no clean flat base (``""`` otherwise).
+
+    Such a clip is measured again with the basal side from the principal axis on every frame.
+    """
+    n_present = sum(1 for m in masks if m.any())
+    n_rough = sum(1 for t, f in enumerate(flags) if t in outliers or any(
+        x.startswith(("failed: no flat", "basal side from the principal axis")) for x in f))
+    if n_present and n_rough > 0.25 * n_present:
+        return (f"rough masks ({n_rough} of {n_present} frames without a clean flat base): basal side "
+                "from the principal axis on every frame")
+    return ""
+
+
+def _interpolate_landmarks(frames: list, flags: list[list[str]], apex: np.ndarray, annulus: np.ndarray,
+                           outliers: dict[int, str], max_gap_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Apex ``(T, 2)`` and annulus ``(T, 2, 2)`` with outlier frames (set to NaN in place) and gaps
+    of up to ``3 * max_gap_frames`` frames interpolated in time; each such frame is flagged."""
+    for t, reason in outliers.items():
+        flags[t].append(f"outlier landmarks ({reason}): landmarks interpolated")
+        apex[t], annulus[t] = np.nan, np.nan
+    # landmarks may be borrowed over longer gaps than keypoints: the chords are still cut on
+    # each frame's own boundary
+    apex_f, filled = interpolate_gaps(apex, 3 * max_gap_frames)
+    annulus_f, _ = interpolate_gaps(annulus, 3 * max_gap_frames)
+    for t in filled:
+        if frames[t] is not None and not any("outlier landmarks" in f for f in flags[t]):
+            flags[t].append("landmarks interpolated from the neighbouring frames")
+    return apex_f, annulus_f
+
+
+def _finish_flags(flags: list[list[str]], keypoints: np.ndarray, notes: tuple[str, ...]) -> None:
+    """Add the clip-wide ``notes`` to every frame, and rename "failed" to "recovered" on the frames
+    that got all their keypoints after all (in place)."""
+    for note in notes:
+        if note:
+            for f in flags:
+                f.append(note)
+    for t in range(len(keypoints)):
+        if np.isfinite(keypoints[t]).all():
+            flags[t] = [f.replace("failed: ", "recovered: ", 1) if f.startswith("failed: ") else f for f in flags[t]]
+
+
 def sequence_keypoints(
     masks: np.ndarray,
     *,
@@ -413,30 +456,15 @@ def sequence_keypoints(
     frames, flags = _detect_all(masks, direction, sigma, min_area, on_error, repair)
     raw, apex, annulus = _landmark_arrays(frames)
     outliers = _landmark_outliers(apex, annulus) if repair else {}
-    rough_note = ""
-    if repair:
-        n_present = sum(1 for m in masks if m.any())
-        n_rough = sum(1 for t, f in enumerate(flags) if t in outliers or any(
-            x.startswith(("failed: no flat", "basal side from the principal axis")) for x in f))
-        if n_present and n_rough > 0.25 * n_present:
-            # rough masks: one method for every frame, so that the landmarks are consistent in time
-            rough_note = (f"rough masks ({n_rough} of {n_present} frames without a clean flat base): basal side "
-                          "from the principal axis on every frame")
-            frames, flags = _detect_all(masks, direction, sigma, min_area, on_error, repair, principal=True)
-            raw, apex, annulus = _landmark_arrays(frames)
-            outliers = _landmark_outliers(apex, annulus)
+    rough_note = _rough_masks_note(masks, flags, outliers) if repair else ""
+    if rough_note:
+        # rough masks: one method for every frame, so that the landmarks are consistent in time
+        frames, flags = _detect_all(masks, direction, sigma, min_area, on_error, repair, principal=True)
+        raw, apex, annulus = _landmark_arrays(frames)
+        outliers = _landmark_outliers(apex, annulus)
     n = len(frames)
     if repair:
-        for t, reason in outliers.items():
-            flags[t].append(f"outlier landmarks ({reason}): landmarks interpolated")
-            apex[t], annulus[t] = np.nan, np.nan
-        # landmarks may be borrowed over longer gaps than keypoints: the chords are still cut on
-        # each frame's own boundary
-        apex_f, filled = interpolate_gaps(apex, 3 * max_gap_frames)
-        annulus_f, _ = interpolate_gaps(annulus, 3 * max_gap_frames)
-        for t in filled:
-            if frames[t] is not None and not any("outlier landmarks" in f for f in flags[t]):
-                flags[t].append("landmarks interpolated from the neighbouring frames")
+        apex_f, annulus_f = _interpolate_landmarks(frames, flags, apex, annulus, outliers, max_gap_frames)
     else:
         apex_f, annulus_f = apex, annulus
     apex_s = smooth_trajectory(apex_f, smooth_sigma_frames)
@@ -445,14 +473,7 @@ def sequence_keypoints(
     interpolated = np.zeros(n, dtype=bool)
     if repair:
         keypoints, interpolated = _repair_frames(keypoints, frames, flags, max_gap_frames, set(outliers))
-    for note in (rough_note, apex_note):
-        if note:
-            for f in flags:
-                f.append(note)
-    # a frame that got keypoints after all is no longer "failed": name the repair instead
-    for t in range(n):
-        if np.isfinite(keypoints[t]).all():
-            flags[t] = [f.replace("failed: ", "recovered: ", 1) if f.startswith("failed: ") else f for f in flags[t]]
+    _finish_flags(flags, keypoints, (rough_note, apex_note))
     return SequenceKeypoints(
         keypoints=keypoints,
         apex=apex_s.astype(np.float32),

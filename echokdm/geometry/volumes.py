@@ -140,6 +140,64 @@ def _largest_swing(curve: np.ndarray, min_frames: int, max_frames: int) -> tuple
     return pair
 
 
+def _frame_limits(n: int, fps: float | None, slow: float, fast: float, min_cycle_s: float | None,
+                  min_systole_s: float, smooth_s: float) -> tuple[int, int, int, int, int, float]:
+    """The limits of :func:`cardiac_cycle` in frames of a ``n``-frame curve.
+
+    ``(distance, longest, min_sys, max_sys, radius, sigma)``: shortest and longest beat, shortest
+    and longest systole, the radius within which an extreme is placed on the raw curve, and the
+    Gaussian smoothing (no smoothing below 0.3 frames; none without ``fps``).
+    """
+    if not fps:
+        return max(1, n // 8), n, 2, n, 1, 0.0
+    shortest = min_cycle_s if min_cycle_s is not None else 60.0 / fast
+    distance = max(1, int(round(shortest * fps)))
+    longest = max(distance + 1, int(round(60.0 / slow * fps)))
+    min_sys = max(1, int(math.ceil(min_systole_s * fps - 1e-9)))
+    max_sys = max(min_sys + 1, int(round(0.6 * 60.0 / slow * fps)))
+    radius = max(1, int(round(smooth_s * fps)))
+    return distance, longest, min_sys, max_sys, radius, smooth_s * fps
+
+
+def _systole_problem(frames: int, edv: float, esv: float, fps: float | None, min_sys: int, max_sys: int,
+                     min_systole_s: float, slow: float) -> str:
+    """Why a candidate beat (ED to ES ``frames`` apart) is implausible, or ``""``."""
+    unit = f"{frames / fps:.2f} s" if fps else f"{frames} frame(s)"
+    if frames < min_sys:
+        return f"systole {unit} is shorter than {min_systole_s:g} s" if fps else f"systole {unit} is too short"
+    if frames > max_sys:
+        return f"systole {unit} is longer than a {slow:g} bpm beat allows"
+    if not edv > esv:
+        return "ED volume not above ES volume"
+    return ""
+
+
+def _pair_beats(filled: np.ndarray, smooth: np.ndarray, troughs: np.ndarray, radius: int, longest: int,
+                check) -> tuple[list[int], list[int], list[tuple[int, int, str]]]:
+    """ED and ES frames of the accepted beats, and the rejected ``(ED, ES, reason)``.
+
+    Each trough of the smoothed curve is an end-systole, placed on the raw curve's minimum within
+    ``radius``; its end-diastole is the largest volume since the previous end-systole, at most
+    ``longest`` frames before. ``check(ed, es)`` gives the reason to reject a beat (``""``: none).
+    """
+    n = len(filled)
+    ed, es, rejected = [], [], []
+    start = 0
+    for k0 in troughs:
+        k = _refine(filled, int(k0), radius, start, n - 1, np.argmin)
+        lo = max(start, k - longest)
+        i0 = lo + int(np.argmax(smooth[lo : k + 1]))
+        i = _refine(filled, i0, radius, lo, k, np.argmax)
+        reason = check(i, k)
+        if reason:
+            rejected.append((i, k, reason))
+        else:
+            ed.append(i)
+            es.append(k)
+        start = k
+    return ed, es, rejected
+
+
 def cardiac_cycle(
     volumes: np.ndarray,
     fps: float | None = None,
@@ -205,45 +263,16 @@ def cardiac_cycle(
     span = float(filled.max() - filled.min())
     if span <= 0:
         return CardiacCycle(*(np.array([], dtype=int),) * 2, *(np.array([]),) * 3, flags=("flat volume curve",))
-    if fps:
-        shortest = min_cycle_s if min_cycle_s is not None else 60.0 / fast
-        distance = max(1, int(round(shortest * fps)))
-        longest = max(distance + 1, int(round(60.0 / slow * fps)))
-        min_sys = max(1, int(math.ceil(min_systole_s * fps - 1e-9)))
-        max_sys = max(min_sys + 1, int(round(0.6 * 60.0 / slow * fps)))
-        radius = max(1, int(round(smooth_s * fps)))
-        sigma = smooth_s * fps
-        smooth = gaussian_filter1d(filled, sigma, mode="nearest") if sigma > 0.3 else filled
-    else:
-        distance, longest, min_sys, max_sys, radius = max(1, n // 8), n, 2, n, 1
-        smooth = filled
+    distance, longest, min_sys, max_sys, radius, sigma = _frame_limits(n, fps, slow, fast, min_cycle_s,
+                                                                       min_systole_s, smooth_s)
+    smooth = gaussian_filter1d(filled, sigma, mode="nearest") if sigma > 0.3 else filled
     troughs, _ = find_peaks(-smooth, distance=distance, prominence=min_prominence * span)
-    ed, es, rejected, flags = [], [], [], []
 
     def check(i: int, k: int) -> str:
-        dur = k - i
-        unit = f"{dur / fps:.2f} s" if fps else f"{dur} frame(s)"
-        if dur < min_sys:
-            return f"systole {unit} is shorter than {min_systole_s:g} s" if fps else f"systole {unit} is too short"
-        if dur > max_sys:
-            return f"systole {unit} is longer than a {slow:g} bpm beat allows"
-        if not filled[i] > filled[k]:
-            return "ED volume not above ES volume"
-        return ""
+        return _systole_problem(k - i, filled[i], filled[k], fps, min_sys, max_sys, min_systole_s, slow)
 
-    start = 0
-    for k0 in troughs:
-        k = _refine(filled, int(k0), radius, start, n - 1, np.argmin)
-        lo = max(start, k - longest)
-        i0 = lo + int(np.argmax(smooth[lo : k + 1]))
-        i = _refine(filled, i0, radius, lo, k, np.argmax)
-        reason = check(i, k)
-        if reason:
-            rejected.append((i, k, reason))
-        else:
-            ed.append(i)
-            es.append(k)
-        start = k
+    ed, es, rejected = _pair_beats(filled, smooth, troughs, radius, longest, check)
+    flags: list[str] = []
     if not es:
         fallback = _largest_swing(_running_median3(filled), min_sys, longest)
         if fallback is None and not rejected:

@@ -169,10 +169,8 @@ def write_cohort(
         raise ValueError(f"n_patients must be >= 1, got {n_patients}")
     out = Path(out)
     names = [clip_name(i) for i in range(n_patients)]
-    clashes = [str(p) for p in _planned_paths(out, format, names) if p.exists()]
-    if clashes and not overwrite:
-        shown = ", ".join(clashes[:3]) + (f" and {len(clashes) - 3} more" if len(clashes) > 3 else "")
-        raise FileExistsError(f"{shown}: already exist(s); pass overwrite=True (--overwrite) or choose another folder")
+    if not overwrite:
+        _refuse_clashes(_planned_paths(out, format, names))
     splits = assign_splits(names, fractions, seed)
     (out / "ground_truth").mkdir(parents=True, exist_ok=True)
 
@@ -186,19 +184,9 @@ def write_cohort(
             echonet_items.append(_echonet_item(name, clip, splits[name]))
         else:
             written[str(_write_clip(out, format, name, clip, splits[name], overwrite).resolve())] = name
-        rows.append({
-            "clip_name": name, "split": splits[name], "ef_percent": clip.ef, "edv_ml": clip.edv, "esv_ml": clip.esv,
-            "heart_rate_bpm": patient.heart_rate_bpm, "tilt_deg": patient.tilt_deg, "n_frames": clip.n_frames,
-            "fps": clip.fps, "spacing_mm": clip.spacing_mm[0], "ed_frames": " ".join(map(str, clip.ed_frames)),
-            "es_frames": " ".join(map(str, clip.es_frames)), "npz": str(npz.relative_to(out)),
-            **({} if style == "classic" else {"style": style, "mirrored": bool(patient.look.mirror)}),
-        })
+        rows.append(_truth_row(name, splits[name], patient, clip, str(npz.relative_to(out)), style))
     if format == "echonet":
-        from echokdm.io.echonet import write_echonet_dataset
-
-        write_echonet_dataset(out, echonet_items, overwrite=overwrite)
-        for name in names:
-            written[str((out / "Videos" / f"{name}.avi").resolve())] = name
+        written.update(_write_echonet(out, echonet_items, overwrite))
 
     # read everything back through the readers: the manifest is what they see
     dataset = f"phantom-{format}" if style == "classic" else f"phantom-{style}-{format}"
@@ -206,15 +194,7 @@ def write_cohort(
                        progress=False)
     manifest = scan.manifest
     clip_of = manifest["path"].map(lambda p: written.get(str(Path(p).resolve())))
-    manifest["split"] = clip_of.map(splits).fillna(manifest["split"])
-    # patient pseudonyms that depend on the seed: patient i of two cohorts is two different people
-    manifest["patient_id"] = clip_of.map(lambda n: pseudonymise(f"phantom-seed{seed}-{n}") if n else None).fillna(
-        manifest["patient_id"])
-    truth_of = {r["clip_name"]: r for r in rows}
-    for column, key in (("ef_reference", "ef_percent"), ("edv_reference", "edv_ml"), ("esv_reference", "esv_ml")):
-        known = clip_of.map(lambda n, key=key: truth_of[n][key] if n in truth_of else np.nan)
-        manifest[column] = pd.to_numeric(manifest[column], errors="coerce").fillna(known)
-    manifest["view"] = manifest["view"].replace("", "A4C").fillna("A4C")
+    _label_manifest(manifest, clip_of, splits, seed, {r["clip_name"]: r for r in rows})
     write_manifest(manifest, out / "manifest.csv", overwrite=overwrite)
     truth = pd.DataFrame(rows)
     id_of = dict(zip(clip_of, manifest["clip_id"], strict=True))
@@ -223,3 +203,47 @@ def write_cohort(
     truth.to_csv(tmp, index=False)
     os.replace(tmp, out / "ground_truth.csv")
     return CohortResult(out=out, manifest=manifest, ground_truth=truth, skipped=scan.skipped)
+
+
+def _refuse_clashes(planned: list[Path]) -> None:
+    """``FileExistsError`` naming the planned files that already exist (up to three), if any."""
+    clashes = [str(p) for p in planned if p.exists()]
+    if clashes:
+        shown = ", ".join(clashes[:3]) + (f" and {len(clashes) - 3} more" if len(clashes) > 3 else "")
+        raise FileExistsError(f"{shown}: already exist(s); pass overwrite=True (--overwrite) or choose another folder")
+
+
+def _write_echonet(out: Path, items: list[dict], overwrite: bool) -> dict[str, str]:
+    """Write the EchoNet-Dynamic release folder; resolved video path -> clip name."""
+    from echokdm.io.echonet import write_echonet_dataset
+
+    write_echonet_dataset(out, items, overwrite=overwrite)
+    return {str((out / "Videos" / f"{item['file_name']}.avi").resolve()): item["file_name"] for item in items}
+
+
+def _truth_row(name: str, split: str, patient, clip: PhantomClip, npz: str, style: str) -> dict:
+    """One row of ``ground_truth.csv``: the clip's true EF, volumes, timing and settings."""
+    return {
+        "clip_name": name, "split": split, "ef_percent": clip.ef, "edv_ml": clip.edv, "esv_ml": clip.esv,
+        "heart_rate_bpm": patient.heart_rate_bpm, "tilt_deg": patient.tilt_deg, "n_frames": clip.n_frames,
+        "fps": clip.fps, "spacing_mm": clip.spacing_mm[0], "ed_frames": " ".join(map(str, clip.ed_frames)),
+        "es_frames": " ".join(map(str, clip.es_frames)), "npz": npz,
+        **({} if style == "classic" else {"style": style, "mirrored": bool(patient.look.mirror)}),
+    }
+
+
+def _label_manifest(manifest: pd.DataFrame, clip_of: pd.Series, splits: dict[str, str], seed: int,
+                    truth_of: dict[str, dict]) -> None:
+    """Give the scanned manifest (in place) the cohort's own splits, seed-dependent patient pseudonyms,
+    the true EF / volumes where the files state none, and the A4C view.
+
+    ``clip_of`` maps each manifest row to its clip name (None for a file the cohort did not write).
+    """
+    manifest["split"] = clip_of.map(splits).fillna(manifest["split"])
+    # patient pseudonyms that depend on the seed: patient i of two cohorts is two different people
+    manifest["patient_id"] = clip_of.map(lambda n: pseudonymise(f"phantom-seed{seed}-{n}") if n else None).fillna(
+        manifest["patient_id"])
+    for column, key in (("ef_reference", "ef_percent"), ("edv_reference", "edv_ml"), ("esv_reference", "esv_ml")):
+        known = clip_of.map(lambda n, key=key: truth_of[n][key] if n in truth_of else np.nan)
+        manifest[column] = pd.to_numeric(manifest[column], errors="coerce").fillna(known)
+    manifest["view"] = manifest["view"].replace("", "A4C").fillna("A4C")
