@@ -112,3 +112,15 @@ def test_convert_keeps_float16_weights_byte_for_byte(tmp_path):
     in_place = shutil.copytree(old, tmp_path / "in_place")
     convert_pipeline_folder(in_place, in_place)
     assert (in_place / "model_index.json").is_file() and not (in_place / "kdm_pipeline.json").exists()
+
+
+def test_model_cpu_offload_hooks_give_the_same_frames(clip):
+    """``enable_model_cpu_offload`` (here with the CPU as the execution device, to run the hooks without a
+    GPU): Ψ (``embed``) and the autoencoder go through accelerate's hooks like ``forward``."""
+    pytest.importorskip("accelerate")
+    pipe = tiny_pipeline()
+    run = lambda: pipe(clip.frames[0], clip.keypoints[0], clip.keypoints[[3, 6]], mode="per_frame", k=2,  # noqa: E731
+                       num_inference_steps=3, progress=False, generator=torch.Generator().manual_seed(0))
+    plain = run()
+    pipe.enable_model_cpu_offload(device="cpu")
+    np.testing.assert_array_equal(run().frames, plain.frames)
