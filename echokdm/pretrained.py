@@ -50,7 +50,8 @@ def pretrained_path(name: str) -> Path:
     """
     path = CHECKPOINTS / name
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no packaged checkpoint {name!r}; available: {', '.join(available()) or 'none'}")
+        names = ", ".join(available()) or "none"
+        raise FileNotFoundError(f"{path}: no packaged checkpoint {name!r}; available: {names}")
     return path
 
 

@@ -85,7 +85,8 @@ def keypoint_displacement(source_kp, target_kp, shape: tuple[int, int], sigma: f
     torch.Tensor ``(B, 3, H, W)`` float32: ``dx / scale``, ``dy / scale``, confidence in [0, 1].
     """
     # np.array copies: keypoints often arrive as read-only broadcast views
-    src = (source_kp if isinstance(source_kp, torch.Tensor) else torch.from_numpy(np.array(source_kp, np.float32))).float()
+    src = source_kp if isinstance(source_kp, torch.Tensor) else torch.from_numpy(np.array(source_kp, np.float32))
+    src = src.float()
     tgt = (target_kp if isinstance(target_kp, torch.Tensor) else torch.from_numpy(np.array(target_kp, np.float32)))
     tgt = tgt.float().to(src.device)
     src, tgt = (src[None], tgt[None]) if src.ndim == 2 else (src, tgt)

@@ -114,7 +114,7 @@ class _Context(nn.Module):
     def __init__(self, c_in: int, channels: tuple[int, ...], dilations: tuple[int, ...]):
         super().__init__()
         layers, c = [], c_in
-        for c_out, dil in zip(channels, dilations):
+        for c_out, dil in zip(channels, dilations, strict=True):
             layers.append(_conv(c, c_out, dilation=dil))
             c = c_out
         layers.append(nn.Conv2d(c, 2, 3, padding=1))

@@ -373,7 +373,8 @@ def _k2f_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
     vb = val.batch(torch.arange(n_val))
 
     def validate_fn(model):
-        pipe = KeypointToFlowPipeline(model, default_scheduler(config.sampling.num_train_timesteps), config.data.adapter)
+        pipe = KeypointToFlowPipeline(model, default_scheduler(config.sampling.num_train_timesteps),
+                                      config.data.adapter)
         s, t = val.pairs[:n_val, 0], val.pairs[:n_val, 1]
         flow = pipe(vb["source"][:, 0], val.keypoints[s], val.keypoints[t],
                     num_inference_steps=config.sampling.val_inference_steps,
@@ -506,8 +507,8 @@ def _assemble(out: Path, config: KDMConfig) -> list[str]:
         if not all(p.exists() for p in needed):
             continue
         pipe = KDMPipeline(ConditionalUNet.from_pretrained(needed[1]), ConditionalUNet.from_pretrained(needed[2]),
-                           AutoencoderKL.from_pretrained(needed[0]), default_scheduler(config.sampling.num_train_timesteps),
-                           config.data.adapter, use_flow)
-        pipe.save_pretrained(out / name)
+                           AutoencoderKL.from_pretrained(needed[0]),
+                           default_scheduler(config.sampling.num_train_timesteps), config.data.adapter, use_flow)
+        pipe.save_pretrained(out / name)  # diffusers' layout: model_index.json and one folder per component
         made.append(str(out / name))
     return made

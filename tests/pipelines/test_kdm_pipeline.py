@@ -143,8 +143,9 @@ def test_k2f_with_the_displacement_condition_runs_and_depends_on_it(clip):
     k2f = tiny_unet(2, 10, displacement_sigma=3.0)
     pipe = KeypointToFlowPipeline(k2f)
     src_kp = clip.keypoints[0]
-    run = lambda tgt: pipe(clip.frames[0], src_kp, tgt, num_inference_steps=3,
-                           generator=torch.Generator().manual_seed(0))
+    def run(tgt):
+        return pipe(clip.frames[0], src_kp, tgt, num_inference_steps=3, generator=torch.Generator().manual_seed(0))
+
     still, moved = run(src_kp), run(src_kp + 2.0)
     assert still.shape == (1, 2, SIZE, SIZE) and np.isfinite(moved).all()
     assert not np.allclose(still, moved)
@@ -181,10 +182,14 @@ def test_fit_keypoints_makes_the_flows_carry_the_keypoints(pipe, clip, mode):
 
     src_kp = clip.keypoints[0]
     targets = clip.keypoints[[3, 6]]
-    run = lambda fit: pipe(clip.frames[0], src_kp, targets, mode=mode, k=1, num_inference_steps=2,
-                           generator=torch.Generator().manual_seed(0), progress=False, fit_keypoints=fit)
+    def run(fit):
+        return pipe(clip.frames[0], src_kp, targets, mode=mode, k=1, num_inference_steps=2,
+                    generator=torch.Generator().manual_seed(0), progress=False, fit_keypoints=fit)
+
+    def carried(out):
+        return transport_keypoints(targets, out.flows)
+
     plain, fitted = run(False), run(True)
-    carried = lambda out: transport_keypoints(targets, out.flows)
     ok = np.isfinite(src_kp).all(1)
     # the random tiny K2F does not follow the keypoints; the fitted flows do (γ mode: the reference frame;
     # at 32 px the 40 keypoints are 0.75 px apart, finer than the flow's pixels, hence 0.25 px)
