@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from echokdm.cli._common import add_run_options
+
 __all__ = ["cmd_evaluate", "register"]
 
 
@@ -35,16 +37,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if len(result.memorisation):
         for row in result.memorisation.itertuples():
             print(f"memorisation ({row.method}): {100 * row.fraction_closer:.1f} % of generated frames closer to a "
-                  f"training frame than the 5th percentile of real held-out frames (one-sided p = {row.mannwhitney_p:.3g})")
+                  "training frame than the 5th percentile of real held-out frames "
+                  f"(one-sided p = {row.mannwhitney_p:.3g})")
     print(f"results: {result.out} (per_frame.csv, per_clip.csv, per_patient.csv, summary.csv, table3.md, plots/)")
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``evaluate`` to the ``echokdm`` sub-commands."""
     from echokdm.evaluation.runner import METHODS
 
-    p = sub.add_parser(
+    p = subparsers.add_parser(
         "evaluate", help="score KDM, its ablations and baselines per frame, patient and dataset",
         description="Generate with fixed seeds (one sample per case, no best-of-N) on a manifest split and score "
                     "MSE, PSNR, SSIM, LPIPS-Alex/VGG, flow EPE, keypoint MD and EF per frame, clip, patient and "
@@ -75,16 +78,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lpips-backbone", default=None,
                    help="folder with alexnet_features.pth / vgg16_features.pth for offline use "
                         "(default: $ECHOKDM_LPIPS_WEIGHTS, else download)")
-    p.add_argument("--segmentation", default=None, help="segmentation model folder or packaged name (seg_phantom_112): keypoint MD "
-                        "and EF of generated loops")
-    p.add_argument("--masks", default=None, help="output folder of `echokdm segment` (keypoints of real clips without masks)")
-    p.add_argument("--size", type=int, default=None, help="frame size without a pipeline (default: the model's, or 112)")
+    p.add_argument("--segmentation", default=None,
+                   help="segmentation model folder or packaged name (seg_phantom_112): keypoint MD and EF of "
+                        "generated loops")
+    p.add_argument("--masks", default=None,
+                   help="output folder of `echokdm segment` (keypoints of real clips without masks)")
+    p.add_argument("--size", type=int, default=None,
+                   help="frame size without a pipeline (default: the model's, or 112)")
     p.add_argument("--training-manifest", default=None,
                    help="manifest whose train split trained the model (memorisation check; default: the evaluated one)")
     p.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-frame check")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0 ...")
     p.add_argument("--generated", help="folder of generated loops (folder mode)")
     p.add_argument("--reference", help="folder of reference loops, matched by file name (folder mode)")
-    p.add_argument("--overwrite", action="store_true", help="discard an evaluation in --out made with other settings")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_run_options(p, overwrite="discard an evaluation in --out made with other settings")
     p.set_defaults(func=cmd_evaluate)

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from echokdm.cli._common import add_run_options
+
 __all__ = ["DEFAULT_FPS", "cmd_generate", "register"]
 
 #: Loop frame rate when neither --fps nor the motion's clip gives one.
@@ -407,7 +409,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 #: Options that only echo has (hearts: EF, masks, segmentation, DICOM …).
 _ECHO_ONLY = {"transfer": "--transfer", "ef": "--ef", "mask": "--mask", "segmentation": "--segmentation",
-              "crop_to_fan": "--crop-to-fan", "no_fan_mask": "--no-fan-mask", "side_by_side": "--side-by-side", "format": "--format",
+              "crop_to_fan": "--crop-to-fan", "no_fan_mask": "--no-fan-mask", "side_by_side": "--side-by-side",
+              "format": "--format",
               "transfer_keypoints": "--transfer-keypoints", "transfer_ed": "--transfer-ed"}
 
 
@@ -522,10 +525,11 @@ def _add_motion_args(p: argparse.ArgumentParser) -> None:
     o.add_argument("--drag-sigma", type=float, default=None,
                    help="--drag with sparse vectors: spread along the keypoint index (echo: along the wall) in "
                         "keypoints (default: 3 for echo, 0 = only the listed keypoints for other adapters)")
-    o.add_argument("--fps", type=float, help=f"frame rate of the loop (default: the motion's clip, else {DEFAULT_FPS:g})")
+    o.add_argument("--fps", type=float,
+                   help=f"frame rate of the loop (default: the motion's clip, else {DEFAULT_FPS:g})")
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``generate`` command to an argparse subparsers object (``args.func(args)`` runs it)."""
     p = subparsers.add_parser(
         "generate", help="generate a cine loop from one frame and a keypoint motion with KDM",
@@ -558,7 +562,6 @@ def register(subparsers) -> None:
                         "report the keypoint distance MD (face: needs face-alignment or dlib)")
     p.add_argument("--side-by-side", action="store_true",
                    help="with --own: also write <stem>_side_by_side.mp4, the real clip | the generated loop")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_run_options(p, overwrite="replace existing outputs")
     p.set_defaults(func=cmd_generate)
 

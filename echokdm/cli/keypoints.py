@@ -13,6 +13,8 @@ import argparse
 import shutil
 from pathlib import Path
 
+from echokdm.cli._common import add_run_options, positive_int
+
 __all__ = ["cmd_ef", "cmd_keypoints", "register"]
 
 _DIRECTIONS = ("auto", "up", "down", "left", "right")
@@ -142,22 +144,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="where the apex points in the image; 'auto' detects it per clip from the masks' shape, "
                         "records it in the apex_direction column and flags a clip whose masks cannot tell "
                         "(default: %(default)s)")
-    p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="worker processes, one clip at a time each (default: %(default)s); an interrupted run "
                         "continues where it stopped when run again")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_run_options(p, overwrite="replace existing outputs")
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``keypoints`` and ``ef`` commands to an argparse subparsers object.
 
     Each parser's ``func`` default is the command function: ``args.func(args)`` returns the

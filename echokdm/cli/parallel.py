@@ -248,9 +248,9 @@ def _array(values: np.ndarray) -> dict:
 
 def _column(values: pd.Series) -> dict:
     dtype = values.dtype
-    if isinstance(dtype, np.dtype) and dtype != object:
+    if isinstance(dtype, np.dtype) and dtype != np.dtype(object):
         return _array(values.to_numpy())
-    if dtype == object:
+    if dtype == np.dtype(object):
         return {"$values": [_encode(v) for v in values.tolist()], "dtype": "object"}
     if pd.api.types.pandas_dtype(str(dtype)) != dtype:
         raise TypeError(f"cannot store a column of dtype {dtype!r}")

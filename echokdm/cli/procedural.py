@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from echokdm.cli._common import add_run_options
+
 __all__ = ["cmd_procedural", "register"]
 
 
@@ -32,12 +34,12 @@ def cmd_procedural(args: argparse.Namespace) -> int:
     if empty:
         print(f"  note: no {' or '.join(empty)} sequence (splits are by subject: {args.subjects} subject(s)); "
               "echokdm train kdm needs both, use more --subjects")
-    print(f"  train: echokdm train kdm --config configs/{args.kind}/kdm_224.yaml --manifest {result.out / 'manifest.csv'}"
-          f" --out RUN   (adapter {adapter})")
+    print(f"  train: echokdm train kdm --config configs/{args.kind}/kdm_224.yaml "
+          f"--manifest {result.out / 'manifest.csv'} --out RUN   (adapter {adapter})")
     return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``procedural`` command to an argparse subparsers object."""
     p = subparsers.add_parser(
         "procedural", help="write a procedural face or pose dataset (test data with exact keypoints and flows)",
@@ -56,10 +58,10 @@ def register(subparsers) -> None:
     p.add_argument("--pairs", type=int, default=24,
                    help="frame pairs per sequence whose exact flow is stored (default: %(default)s)")
     p.add_argument("--missing", type=float, default=0.03,
-                   help="pose: probability that an eye, ear or foot joint is written as not found (default: %(default)s)")
+                   help="pose: probability that an eye, ear or foot joint is written as not found "
+                        "(default: %(default)s)")
     p.add_argument("--skeleton", choices=("body25", "coco18"), default="body25",
                    help="pose: joints written to the OpenPose files (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="draws subjects, motions and splits (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace files of an earlier dataset")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_run_options(p, overwrite="replace files of an earlier dataset")
     p.set_defaults(func=cmd_procedural)

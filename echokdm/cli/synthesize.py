@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from echokdm.cli._common import add_run_options
+
 __all__ = ["cmd_synthesize", "register"]
 
 _DEFAULT_PIPELINE = "kdm_phantom_112"
@@ -108,7 +110,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``synthesize`` command to an argparse subparsers object (``args.func(args)`` runs it)."""
     p = subparsers.add_parser(
         "synthesize", help="generate a synthetic cohort (EchoNet-Dynamic layout) with a memorisation check",
@@ -137,6 +139,5 @@ def register(subparsers) -> None:
     p.add_argument("--no-source-frame", action="store_true",
                    help="make every frame with the model (default: frame 0 of each loop is the real source frame)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_run_options(p, overwrite="replace existing outputs")
     p.set_defaults(func=cmd_synthesize)

@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 
-from echokdm import cli
 from echokdm.cli import check_output_folder, main
 from echokdm.io import write_video
 
@@ -105,6 +104,6 @@ def test_an_os_error_with_a_file_name_names_that_file(tmp_path, capsys, monkeypa
     def denied(args):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
 
-    monkeypatch.setattr(cli, "cmd_segment", denied)
+    monkeypatch.setattr("echokdm.cli.segment.cmd_segment", denied)
     assert main(["segment", "M", "--checkpoint", "seg_phantom_112", "-o", str(tmp_path / "out")]) == 1
     assert _error_line(capsys) == f"echokdm segment: error: {target}: Permission denied"

@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from echokdm.cli.flow import register, register_train
+from echokdm.cli.flow import register
+from echokdm.cli.train import register as register_train
 from echokdm.config import ConfigError
 from echokdm.data.ground_truth import GroundTruthFlows, ground_truth_files
 from echokdm.data.manifest import load_manifest
@@ -207,7 +208,7 @@ def test_cache_flows_is_resumable(cohort, tiny_checkpoint, tmp_path):
 def _parser():
     parser = argparse.ArgumentParser(prog="echokdm")
     sub = parser.add_subparsers(dest="command", required=True)
-    register_train(sub.add_parser("train").add_subparsers(dest="model", required=True))
+    register_train(sub)  # echokdm train, with train flow among its models
     register(sub)
     return parser
 

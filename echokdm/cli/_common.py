@@ -1,0 +1,160 @@
+"""What the commands of :mod:`echokdm.cli` share: argument types, option adders, model resolution
+and the checks and error lines of :func:`echokdm.cli.main`."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import math
+import os
+from pathlib import Path
+
+__all__ = [
+    "MODEL_OPTIONS",
+    "add_read_args",
+    "add_run_options",
+    "check_output_folder",
+    "command_name",
+    "os_error_line",
+    "output_folders",
+    "positive_float",
+    "positive_int",
+    "read_kwargs",
+    "resolve_model",
+    "resolve_models",
+]
+
+# --------------------------------------------------------------------------------------------
+# argument types and option adders
+# --------------------------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+# argparse names a type by its __name__ when it cannot convert a value ("argument --workers: invalid
+# _positive_int value: 'x'"); the names the commands have always shown are kept.
+positive_int.__name__ = "_positive_int"
+positive_float.__name__ = "_positive_float"
+
+
+def add_run_options(p: argparse.ArgumentParser, overwrite: str) -> None:
+    """``--overwrite`` (its help says what it replaces) and ``--no-progress``, the last options of most commands."""
+    p.add_argument("--overwrite", action="store_true", help=overwrite)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_read_args(p: argparse.ArgumentParser) -> None:
+    """``--format`` and ``--crop-to-fan`` of the commands that read one echo file (``info``, ``preview``)."""
+    p.add_argument("--format", choices=("dicom", "echonet", "camus", "nifti", "video"),
+                   help="file format (default: guessed from the file)")
+    p.add_argument("--crop-to-fan", action="store_true",
+                   help="DICOM only: crop to the ultrasound fan, removing burned-in text outside it")
+
+
+def read_kwargs(args: argparse.Namespace, fmt: str) -> dict:
+    """Keywords of :func:`echokdm.io.dispatch.read_cine` from the options of :func:`add_read_args`."""
+    return {"crop_to_fan": True} if args.crop_to_fan and fmt == "dicom" else {}
+
+
+# --------------------------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------------------------
+
+#: Model options of each command and the kind of checkpoint they take. main() resolves them with
+#: :func:`echokdm.pretrained.resolve_checkpoint` (a folder, else a packaged name, else a clear error;
+#: never a model hub) before the command runs. (``keypoints``/``ef --segmentation`` is an output
+#: folder of ``segment``, not a model, and is not listed.)
+MODEL_OPTIONS = {
+    "demo": {"pipeline": "pipeline", "segmentation": "segmentation"},
+    "segment": {"checkpoint": "segmentation"},
+    "flow": {"checkpoint": "ofnet"},
+    "evaluate": {"pipeline": "pipeline", "pipeline_noflow": "pipeline", "segmentation": "segmentation"},
+    "generate": {"pipeline": "pipeline", "segmentation": "segmentation"},
+    "synthesize": {"pipeline": "pipeline", "segmentation": "segmentation"},
+}
+
+
+def resolve_model(value: str, kind: str) -> str:
+    """The folder of a model option: ``value`` itself, else the packaged checkpoint of that name."""
+    from echokdm.pretrained import resolve_checkpoint
+
+    return str(resolve_checkpoint(value, kind))
+
+
+def resolve_models(args: argparse.Namespace) -> None:
+    """Replace each model option of the command by the folder it names (see :data:`MODEL_OPTIONS`)."""
+    for name, kind in MODEL_OPTIONS.get(args.command, {}).items():
+        value = getattr(args, name, None)
+        if value:
+            setattr(args, name, resolve_model(value, kind))
+
+
+# --------------------------------------------------------------------------------------------
+# output folders and error lines
+# --------------------------------------------------------------------------------------------
+
+
+def output_folders(args: argparse.Namespace) -> list[Path]:
+    """The folders the command will write into: ``--out`` (a folder) and the folder of ``--output`` (a file)."""
+    folders = []
+    if getattr(args, "out", None):
+        folders.append(Path(args.out))
+    if getattr(args, "output", None):
+        folders.append(Path(args.output).parent)
+    return folders
+
+
+def check_output_folder(folder: str | Path) -> Path:
+    """Fail before any work when ``folder`` cannot be created or written to.
+
+    The folder need not exist: its nearest existing parent must then be a writable folder (the
+    command creates the rest). Returns ``folder``.
+
+    Raises
+    ------
+    NotADirectoryError
+        A file stands where the folder (or one of its parents) should be.
+    PermissionError
+        The folder, or the parent it would be created in, is not writable.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder (output)", str(existing))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "output folder is not writable", str(existing))
+    return folder
+
+
+def os_error_line(exc: OSError, args: argparse.Namespace) -> str:
+    """One line for an operating-system error: the path it concerns and what went wrong."""
+    where = exc.filename
+    if where is None:  # e.g. a full disk while writing an open file: name the output
+        folders = output_folders(args)
+        where = folders[0] if folders else None
+    what = exc.strerror or str(exc)
+    return f"{where}: {what}" if where is not None else what
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """``echokdm <command>`` (``echokdm train <model>`` for training), the prefix of error lines."""
+    return f"echokdm {args.command}" + (f" {args.model}" if args.command == "train" else "")

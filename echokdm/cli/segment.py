@@ -1,0 +1,64 @@
+"""The ``echokdm segment`` command: LV masks for every frame of a manifest.
+
+Argument parsing and printing only; the work is
+:func:`echokdm.echo.segmentation_training.segment_manifest`, one clip at a time through
+:func:`echokdm.cli.parallel.segment_manifest_parallel` (``--workers N`` processes, resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+
+from echokdm.cli._common import add_run_options
+
+__all__ = ["cmd_segment", "register"]
+
+
+def _print_skipped(skipped) -> None:
+    for clip, reason in skipped:
+        print(f"  skipped {clip}: {reason}")
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    """Segment every clip and print Dice per patient on the labelled frames; fails when no clip could be segmented."""
+    from echokdm.cli.parallel import segment_manifest_parallel
+
+    table, skipped = segment_manifest_parallel(args.manifest, args.checkpoint, args.out, workers=args.workers,
+                                               overwrite=args.overwrite, progress=not args.no_progress)
+    if not len(table):
+        from echokdm.errors import NothingProducedError
+
+        _print_skipped(skipped)
+        (Path(args.out) / "segmentation.csv").unlink(missing_ok=True)  # the empty report this run wrote
+        with contextlib.suppress(OSError):
+            (Path(args.out) / "masks").rmdir()  # only when empty
+        raise NothingProducedError(f"{args.manifest}: no clip could be segmented ({len(skipped)} skipped, listed "
+                                   "above)")
+    print(f"segmented {len(table)} clip(s), {int(table['n_frames'].sum())} frames -> {args.out}")
+    scored = table.dropna(subset=["dice"]) if len(table) else table
+    if len(scored):
+        per_patient = scored.groupby(["split", "patient_id"])["dice"].mean().groupby("split")
+        for split, values in per_patient:
+            print(f"  {split}: Dice on labelled frames, mean per patient {values.mean():.3f} "
+                  f"(min {values.min():.3f}, {len(values)} patients)")
+    _print_skipped(skipped)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``segment`` command to the ``echokdm`` sub-commands."""
+    p = subparsers.add_parser(
+        "segment", help="LV masks for every frame of a manifest",
+        description="Segment every frame of every clip with a trained segmentation model; report Dice per clip and "
+                    "per patient on the frames that have labels.")
+    p.add_argument("manifest", help="manifest CSV of the clips to segment")
+    p.add_argument("--checkpoint", required=True,
+                   help="segmentation model folder (a run's best/ or last/) or a packaged name, e.g. seg_phantom_112")
+    p.add_argument("-o", "--out", required=True, help="output folder (masks/*.npz, segmentation.csv)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes, one clip at a time each (default: %(default)s); an interrupted run "
+                        "continues where it stopped when run again")
+    add_run_options(p, overwrite="replace an earlier segmentation.csv")
+    p.set_defaults(func=cmd_segment)
