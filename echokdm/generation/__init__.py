@@ -10,7 +10,7 @@
 * :mod:`~echokdm.generation.echonet_cohort`: :func:`write_echonet_cohort` writes many loops in
   the EchoNet-Dynamic layout.
 * :mod:`~echokdm.generation.synthesize`: :func:`synthesize_cohort` plans and makes a synthetic
-  cohort.
+  cohort; :mod:`~echokdm.generation.cohort_report` writes its memorisation check, plots and tables.
 * :mod:`~echokdm.generation.keypoint_edit`: the same KDM generation for any adapter (faces, poses):
   :func:`generate_keypoint_edit`, :func:`read_edit_source`, :func:`write_keypoint_edit`.
 
@@ -51,7 +51,7 @@ _LAZY = {
     "GeneratedEdit": "keypoint_edit",
     "synthesize_cohort": "synthesize",
     "sample_efs": "synthesize",
-    "SynthesisResult": "synthesize",
+    "SynthesisResult": "cohort_report",
 }
 
 __all__ = list(_LAZY)

@@ -76,7 +76,7 @@ def _sequence(value, name: str) -> np.ndarray:
 def _index(value, n: int, name: str) -> int:
     """A frame index within ``0 .. n-1`` (negative indices are not accepted)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer frame index, got {value!r}")  # noqa: TRY004 - user input
+        raise ValueError(f"{name} must be an integer frame index, got {value!r}")  # user input: ValueError
     if not 0 <= int(value) < n:
         raise ValueError(f"{name}={value} is outside the sequence's frames 0..{n - 1}")
     return int(value)

@@ -351,11 +351,15 @@ def _json_frame(value: Any) -> list[tuple[float, float]] | None:
     if isinstance(value, dict):
         key = next((k for k in _JSON_KEYS if k in value), None)
         return None if key is None else [_json_point(p) for p in value[key]]
-    if isinstance(value, list) and value and all(v is None or isinstance(v, dict) or
-                                                 (isinstance(v, (list, tuple)) and v and not isinstance(v[0], (list, dict)))
-                                                 for v in value):
+    if isinstance(value, list) and value and all(_json_point_like(v) for v in value):
         return [_json_point(p) for p in value]
     return None
+
+
+def _json_point_like(value: Any) -> bool:
+    """``value`` is one point: ``null``, an object, or a flat ``[x, y, …]`` list."""
+    return value is None or isinstance(value, dict) or (
+        isinstance(value, (list, tuple)) and bool(value) and not isinstance(value[0], (list, dict)))
 
 
 def read_keypoints_json(path: str | os.PathLike, *, n_keypoints: int | None = None) -> np.ndarray:
