@@ -21,7 +21,7 @@ a synthetic file, whose DICOM then says *Burned In Annotation* ``NO``. When the 
 the outputs are not masked (one line says so, the DICOM says ``YES``); a source marked
 ``BurnedInAnnotation YES`` is then refused.
 
-The pipeline folder names its keypoint adapter (``kdm_pipeline.json``). A pipeline of another
+The pipeline folder names its keypoint adapter (``model_index.json``). A pipeline of another
 adapter than echo (faces, poses) goes through the generic path of
 :mod:`echokdm.generation.keypoint_edit`: SOURCE is an image, a folder of frames or a video,
 ``--keypoints`` the adapter's keypoint file(s) of it (``.pts``, OpenPose JSON, CSV …), the motion
@@ -343,13 +343,14 @@ def _print_result(loop, written: dict) -> None:
 
 
 def _pipeline_adapter(args: argparse.Namespace) -> str:
-    """The adapter named by the pipeline folder (``kdm_pipeline.json``; echo for older folders);
-    ``--adapter`` must agree with it."""
+    """The adapter named by the pipeline folder (``model_index.json``, or the old ``kdm_pipeline.json``;
+    echo for older folders); ``--adapter`` must agree with it."""
+    from echokdm.pipelines.kdm import saved_adapter
+
     folder = Path(args.pipeline)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such pipeline folder (--pipeline)")
-    meta = folder / "kdm_pipeline.json"
-    saved = json.loads(meta.read_text()).get("adapter", "echo") if meta.exists() else "echo"
+    saved = saved_adapter(folder)
     if args.adapter is not None and args.adapter != saved:
         raise ValueError(f"--adapter {args.adapter}: the pipeline {folder} was trained for adapter {saved!r}")
     return saved
@@ -475,7 +476,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="source clip or image: DICOM, AVI/MP4, NIfTI, CAMUS, EchoNet Videos/*.avi, PNG; "
                                   "for face/pose pipelines an image, a folder of frames or a video")
     p.add_argument("--adapter", help="keypoint adapter (echo, face, pose …); default, and checked against: the "
-                                     "pipeline's own (kdm_pipeline.json)")
+                                     "pipeline's own (model_index.json)")
     p.add_argument("--frame", type=int, default=0, help="source frame index, 0-based (default: %(default)s)")
     p.add_argument("--format", choices=("dicom", "echonet", "camus", "nifti", "video"),
                    help="file format of SOURCE and --transfer (default: guessed from the file)")
