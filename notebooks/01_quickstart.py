@@ -32,8 +32,8 @@
 # `echokdm.pretrained`); or point `PIPELINE` / `SEGMENTATION` at your own folders.
 #
 # Everything is written under `OUT` (default `notebook_outputs/01_quickstart-full/` next to this
-# notebook, `-quick` with `QUICK = True`; a rerun replaces it). Conventions: frames are `float32` in [0, 1], keypoints are `(x, y)` pixels
-# (x = column, y = row), volumes are in mL.
+# notebook, `-quick` with `QUICK = True`; a rerun replaces it). Conventions: frames are `float32` in
+# [0, 1], keypoints are `(x, y)` pixels (x = column, y = row), volumes are in mL.
 
 # %% tags=["parameters"]
 QUICK = False        # True: fewer frames per beat and DDIM steps (shows every step, not the quality)
@@ -96,7 +96,7 @@ for note in notes:
 
 shown = np.linspace(0, real.n_frames - 1, 4).round().astype(int)
 fig, axes = plt.subplots(1, len(shown), figsize=(14, 3.2))
-for ax, t in zip(axes, shown):
+for ax, t in zip(axes, shown, strict=True):
     ax.imshow(real.frames[t], cmap="gray", vmin=0, vmax=1)
     ax.set_title(f"frame {t} (t = {t / real.fps:.2f} s)")
     ax.axis("off")
@@ -175,8 +175,9 @@ plt.show()
 #
 # A KDM pipeline folder holds the autoencoder, K2F (keypoints → flow), F2I (flow → image) and the
 # DDIM scheduler. The packaged `kdm_phantom_112` was trained on a 32-patient realistic-phantom cohort
-# (seed 0) at 112 × 112 px, with the scanner look randomised so that it keeps the look of its source frame. The segmentation model re-detects the keypoints on the generated frames, which
-# measures the EF the loop actually shows.
+# (seed 0) at 112 × 112 px, with the scanner look randomised so that it keeps the look of its source
+# frame. The segmentation model re-detects the keypoints on the generated frames, which measures the EF
+# the loop actually shows.
 
 # %%
 from echokdm.generation import load_segmentation

@@ -42,8 +42,6 @@ OUT = None         # None: notebook_outputs/02_keypoints_and_ef-quick or -full (
 
 # %%
 # %matplotlib inline
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -131,7 +129,7 @@ from echokdm.io import read_echonet_clip
 traced = read_echonet_clip(OUT / "phantom_echonet", name)
 rows = []
 fig, axes = plt.subplots(1, len(traced.tracings), figsize=(10, 5))
-for ax, (t, segments) in zip(np.atleast_1d(axes), sorted(traced.tracings.items())):
+for ax, (t, segments) in zip(np.atleast_1d(axes), sorted(traced.tracings.items()), strict=True):
     from_tracing = tracing_keypoints(segments).keypoints
     from_mask = mask_keypoints(cine.masks[t]).keypoints
     ax.imshow(traced.frames[t], cmap="gray", vmin=0, vmax=1)

@@ -49,8 +49,6 @@ OUT = None            # None: notebook_outputs/03_train_and_evaluate-quick or -f
 
 # %%
 # %matplotlib inline
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -115,7 +113,7 @@ print("clips skipped while building training pairs:", run["skipped_clips"] or "n
 # %%
 stages = ("autoencoder", "k2f", "f2i", "f2i_noflow")
 fig, axes = plt.subplots(1, len(stages), figsize=(16, 3))
-for ax, stage in zip(axes, stages):
+for ax, stage in zip(axes, stages, strict=True):
     log = pd.read_csv(OUT / "run" / stage / "log.csv")  # one row per validation
     ax.plot(log["step"], log["train_loss"], "o-", color="tab:blue")
     ax.set_ylabel("training loss", color="tab:blue")

@@ -130,7 +130,7 @@ pd.DataFrame([{"EF requested (%)": ef, "frames": loop.n_frames,
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.8))
-for ef, loop in loops.items():
+for loop in loops.values():
     seconds = np.arange(loop.n_frames) / loop.fps
     line, = ax.plot(seconds, simpson_volume(loop.keypoints, loop.spacing_mm),
                     label=f"keypoints, EF {loop.metadata['ef_trajectory']:.1f} %")
@@ -184,7 +184,7 @@ result = synthesize_cohort(source_manifest, pipe, OUT / "synthetic_echonet", n_l
 print("\n".join(result.summary_lines()))
 if not result.skipped.empty:
     display(result.skipped)  # every clip or loop left out, with the reason
-result.cohort
+display(result.cohort)
 
 # %%
 from echokdm.geometry import tracing_keypoints

@@ -405,7 +405,8 @@ def _f2i_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
 
     def loss_fn(model, batch, step):
         with torch.no_grad():
-            z = vae.to(batch["target"].device).encode(batch["target"] * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+            latents = vae.to(batch["target"].device).encode(batch["target"] * 2 - 1).latent_dist.mean
+            z = latents * vae.config.scaling_factor
         noise = torch.randn_like(z)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (z.shape[0],), device=z.device)
         flow = batch["flow"] if use_flow else None
@@ -454,7 +455,8 @@ def _check_lpips_loss(loss: AutoencoderLossConfig) -> None:
         raise LPIPSUnavailableError(exc.net, exc.reason, (
             f"the autoencoder's LPIPS loss (autoencoder.loss.lpips = {loss.lpips:g}) needs the LPIPS-{exc.net} "
             f"backbone: {exc.reason}; set {key}: DIR in the config or the environment variable "
-            f"{LPIPS_WEIGHTS_ENV}=DIR (DIR holding {name}), or autoencoder.loss.lpips: 0 to train without it")) from None
+            f"{LPIPS_WEIGHTS_ENV}=DIR (DIR holding {name}), or autoencoder.loss.lpips: 0 to train without it")
+        ) from None
     except (FileNotFoundError, ValueError) as exc:
         source = key if loss.lpips_backbone is not None else f"${LPIPS_WEIGHTS_ENV}"
         raise type(exc)(f"{source}: {exc}") from None

@@ -79,7 +79,7 @@ def test_note_names_the_options_and_the_download_was_tried(offline):
     assert note.startswith("LPIPS-alex, LPIPS-vgg skipped:") and "URLError" in note
     _note_is_complete(note)
     with pytest.raises(LPIPSUnavailableError) as info:  # the Python API raises, naming the same options
-        lpips_module.LPIPSMetric("alex").model
+        _ = lpips_module.LPIPSMetric("alex").model
     _note_is_complete(str(info.value))
     assert isinstance(info.value, RuntimeError)
 

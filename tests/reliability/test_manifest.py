@@ -24,7 +24,7 @@ from echokdm.errors import ManifestError, ReadError
 from echokdm.io.echonet import filelist_reference_problems, read_echonet_filelist, write_echonet_dataset
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "io"))
-import echonet_factory as factory  # noqa: E402
+import echonet_factory as factory
 
 
 def _echonet(root: Path, overrides: dict[int, dict] | None = None, ghost: bool = False) -> Path:

@@ -102,7 +102,8 @@ def test_notebook_02_runs_twice_in_a_row(tmp_path):
         nb = nbformat.read(NOTEBOOKS / "02_keypoints_and_ef.ipynb", as_version=4)
         params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         params.source += "\nQUICK = True"
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
         return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
 
     out = tmp_path / "notebook_outputs" / "02_keypoints_and_ef-quick"

@@ -121,7 +121,7 @@ def _assert_same(a, b):
             _assert_same(a[k], b[k])
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b)
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             _assert_same(x, y)
     else:
         assert a == b or (a != a and b != b)
@@ -132,7 +132,7 @@ def test_parts_give_back_exactly_what_was_computed(tmp_path):
     first = map_clips(manifest, _frame_result, tmp_path / "parts", progress=False)
     again = map_clips(manifest, _frame_result, tmp_path / "parts", progress=False)
     assert again.reused == 2
-    for a, b in zip(first.results, again.results):
+    for a, b in zip(first.results, again.results, strict=True):
         _assert_same(a, b)
     text = part_path(tmp_path / "parts", manifest.iloc[0]).read_bytes()
     assert text.startswith(b"echokdm-part 1 ") and b"\x80" not in text[:2]  # not a pickle

@@ -22,7 +22,7 @@ from echokdm.errors import EchoKDMWarning, ReadError
 from echokdm.io.dicom import read_dicom
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "io"))
-import dicom_factory as factory  # noqa: E402
+import dicom_factory as factory
 
 RNG = np.random.default_rng(17)
 

@@ -12,7 +12,7 @@ import pytest
 from echokdm.runtime import choose_threads, configure_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _tiny_kdm import SIZE, tiny_pipeline  # noqa: E402
+from _tiny_kdm import SIZE, tiny_pipeline
 
 
 @pytest.mark.parametrize(("load", "cores", "env", "threads"), [
