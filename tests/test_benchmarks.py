@@ -31,7 +31,7 @@ def run_all(tmp_path, monkeypatch):
 
 def test_the_benchmark_folder_holds_the_new_benchmarks():
     names = {p.stem for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
-    assert {"generation", "preprocess", "run_all", "realism", "keypoints_robust", "seg_sim2real", "kdm_real"} <= names
+    assert {"generation", "preprocess", "run_all", "realism", "keypoints_robust", "seg_sim2real", "kdm_real", "flow_sim2real"} <= names
 
 
 def test_run_all_gathers_figures_and_reports_failures(run_all, capsys):
@@ -60,7 +60,7 @@ def test_run_all_only_keeps_the_other_records(run_all):
 
 
 def test_generation_and_preprocess_parse_their_options():
-    for name in ("generation", "preprocess", "realism", "seg_sim2real", "kdm_real"):
+    for name in ("generation", "preprocess", "realism", "seg_sim2real", "kdm_real", "flow_sim2real"):
         namespace = runpy.run_path(str(BENCHMARKS / f"{name}.py"))
         with pytest.raises(SystemExit) as exit_info:
             namespace["main"](["--help"])
