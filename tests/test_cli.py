@@ -35,8 +35,8 @@ def test_demo_quick_generates_evaluates_and_refuses_to_overwrite(tmp_path, capsy
     import pandas as pd
 
     from echokdm.data.manifest import load_manifest
-    from echokdm.generation.export import validate_dicom
     from echokdm.io import read_dicom, read_video
+    from echokdm.io.dicom_write import validate_dicom
 
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quick", "--no-progress"]) == 0

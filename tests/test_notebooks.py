@@ -129,9 +129,9 @@ def test_notebooks_use_only_public_names():
 
 @pytest.mark.slow
 def test_01_quickstart(tmp_path, tiny_models):
-    from echokdm.generation.export import read_keypoints_csv
     from echokdm.geometry import simpson_volume
     from echokdm.io import read_dicom, read_video
+    from echokdm.io.keypoint_files import read_keypoints_csv
     from echokdm.pretrained import available
 
     if "kdm_phantom_112" in available():  # the packaged demo checkpoints, few steps

@@ -41,17 +41,10 @@ from echokdm.adapters.echo import (
     long_axis_line,
 )
 from echokdm.errors import EchoKDMWarning
-
-# re-exported for tests/test_notebooks.py and notebooks/ until their imports move (issue 19): the
-# keypoints CSV of write_loop is read by echokdm.generation.motion.load_keypoints_file
-from echokdm.generation.motion import load_keypoints_file as read_keypoints_csv  # noqa: F401
 from echokdm.geometry.keypoints import N_CHORDS, N_KEYPOINTS
 from echokdm.geometry.volumes import simpson_volume
 from echokdm.io._atomic import atomic_output
 from echokdm.io.dicom_write import check_synthetic_dicom_input, read_source_dataset, write_synthetic_dicom
-
-# re-exported for tests/test_cli.py until its imports move (issue 19); defined in echokdm.io.dicom_write
-from echokdm.io.dicom_write import validate_dicom as validate_dicom
 from echokdm.io.keypoint_files import write_keypoints_csv
 from echokdm.io.loop_record import LoopRecord, percent_text, read_loop_record
 from echokdm.io.nifti import write_nifti
