@@ -14,7 +14,7 @@ An :class:`Adapter` bundles, for one domain (echo, face, pose):
 * ``default_config`` — the default ``echokdm train kdm`` config (``configs/<...>.yaml``).
 
 The core (datasets, models, pipelines, training, evaluation) holds an adapter *name*, taken from
-the config (``data.adapter``) or from a pipeline folder (``kdm_pipeline.json``), and resolves it
+the config (``data.adapter``) or from a pipeline folder (``adapter`` in ``model_index.json``), and resolves it
 with :func:`get_adapter`; it contains no branch on the domain. numpy only at import.
 """
 

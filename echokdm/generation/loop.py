@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from echokdm.geometry.keypoints import N_KEYPOINTS
+from echokdm.geometry.resize import resize_flow, resize_images
 from echokdm.geometry.volumes import simpson_volume
 
 __all__ = [
@@ -202,19 +203,6 @@ def _pipeline_size(pipeline) -> tuple[int, int]:
     return int(size), int(size)
 
 
-def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of ``(B, C, H, W)`` to ``(B, C, *size)`` (``align_corners=False``, so pixel
-    centres map as ``x' = (x + 0.5) s − 0.5``); anti-aliased when shrinking."""
-    import torch
-    import torch.nn.functional as F
-
-    if tuple(images.shape[-2:]) == tuple(size):
-        return np.asarray(images, dtype=np.float32)
-    shrink = size[0] < images.shape[-2] or size[1] < images.shape[-1]
-    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    return F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=shrink).numpy()
-
-
 def _map_keypoints(keypoints: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
     """``(..., 2)`` (x, y) pixels of a ``from_hw`` grid → the ``to_hw`` grid (pixel centres)."""
     scale = np.array([to_hw[1] / from_hw[1], to_hw[0] / from_hw[0]])  # (sx, sy)
@@ -228,15 +216,13 @@ def _run_pipeline(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.n
 
     hw = frame.shape
     size = _pipeline_size(pipeline)
-    small = _resize(frame[None, None], size)[0, 0]  # (S, S)
+    small = resize_images(frame, size, antialias=True)  # (S, S)
     out = pipeline(np.clip(small, 0.0, 1.0), _map_keypoints(src_kp, hw, size), _map_keypoints(targets, hw, size),
                    mode=mode, k=k, num_inference_steps=num_inference_steps,
                    generator=torch.Generator().manual_seed(int(seed)), batch_size=batch_size, progress=progress,
                    fit_keypoints=fit_keypoints)
-    frames = np.clip(_resize(out.frames[:, None], hw)[:, 0], 0.0, 1.0)  # (T, H, W)
-    flows = _resize(out.flows, hw)  # (T, 2, H, W), still in pipeline pixels
-    flows[:, 0] *= hw[1] / size[1]
-    flows[:, 1] *= hw[0] / size[0]
+    frames = np.clip(resize_images(out.frames, hw, antialias=True), 0.0, 1.0)  # (T, H, W)
+    flows = resize_flow(out.flows, hw, antialias=True)  # (T, 2, H, W) in input pixels
     return frames, flows, out.gammas
 
 

@@ -1,4 +1,4 @@
-"""One training loop for every echokdm stage (OF-net now; autoencoder, K2F and F2I later).
+"""One training loop for the echokdm stages: OF-net and KDM's autoencoder, K2F and F2I.
 
 A stage supplies three plain functions and the loop does the rest:
 
