@@ -27,10 +27,9 @@ from echokdm.data.pairs import (
     flows_at_size,
     random_pairs,
     read_flow_file,
-    resize_flow,
-    resize_frames,
     scale_keypoints,
 )
+from echokdm.geometry.resize import resize_flow, resize_images
 
 __all__ = ["echo_clip_keypoints", "echo_clip_loader"]
 
@@ -121,6 +120,6 @@ def echo_clip_loader(manifest_path: str | os.PathLike, data: Any) -> Callable[[p
                 from echokdm.data.pairs import tps_pair_flows
 
                 flows = tps_pair_flows(kp, pairs, size)
-        return TrainingClip(resize_frames(cine.frames, size), kp, pairs, flows)
+        return TrainingClip(resize_images(cine.frames, size, dtype=np.uint8), kp, pairs, flows)
 
     return load

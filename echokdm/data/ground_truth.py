@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from echokdm.data.pairs import resize_flow
+from echokdm.geometry.resize import resize_flow, resize_images
 
 __all__ = ["GROUND_TRUTH_TABLE", "GroundTruthFlows", "ground_truth_files"]
 
@@ -107,9 +107,4 @@ class GroundTruthFlows:
 
     def fan(self, clip: int) -> np.ndarray:
         """Valid-region mask ``bool`` ``(S, S)`` of clip ``clip`` (nearest-neighbour resize)."""
-        import torch
-        import torch.nn.functional as F
-
-        fan = self._clip(clip).fan_mask.astype(np.float32)[None, None]  # (1, 1, H, W)
-        resized = F.interpolate(torch.from_numpy(fan), size=(self.data.size,) * 2, mode="nearest")
-        return resized[0, 0].numpy() > 0.5
+        return resize_images(self._clip(clip).fan_mask, self.data.size, mode="nearest") > 0.5

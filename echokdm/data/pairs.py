@@ -4,8 +4,9 @@ A :class:`TrainingClip` is what an adapter's clip loader (:meth:`echokdm.adapter
 returns for one manifest row, and what :func:`echokdm.training.kdm.build_pair_bank` stacks into
 its in-memory bank, whatever the domain. The helpers here are shared by the loaders:
 
-* :func:`resize_frames`, :func:`resize_flow`, :func:`scale_keypoints` — to the square working
-  size ``S`` (bilinear, ``align_corners=False``; keypoints and flow vectors rescaled per axis);
+* :func:`scale_keypoints` — keypoints to the square working size ``S``, the pixel-centre mapping
+  of :mod:`echokdm.geometry.resize` (``resize_images`` for the frames, ``uint8`` 0–255 in a
+  clip; ``resize_flow`` for flows, vectors rescaled per axis; :func:`flows_at_size` for a stack);
 * :func:`random_pairs` — random (source, target) frame pairs of one clip;
 * :func:`read_flow_file` — a flow file in the ``echokdm flow`` cache layout (``pairs``,
   ``flows``), which is also how :mod:`echokdm.data.procedural` ships its exact flows;
@@ -24,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from echokdm.geometry.resize import resize_flow
+
 __all__ = [
     "TrainingClip",
     "flows_at_size",
     "random_pairs",
     "read_flow_file",
-    "resize_flow",
-    "resize_frames",
     "scale_keypoints",
     "tps_pair_flows",
 ]
@@ -64,31 +65,6 @@ class TrainingClip:
                              f"{len(self.pairs)} pairs, {len(self.flows)} flows")
         if len(self.pairs) and (self.pairs.min() < 0 or self.pairs.max() >= t):
             raise ValueError(f"frame pairs reach outside the clip's frames 0..{t - 1}")
-
-
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """``(T, H, W)`` float in [0, 1] → ``uint8`` ``(T, size, size)`` (bilinear, ``align_corners=False``)."""
-    import torch
-    import torch.nn.functional as F
-
-    t = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[:, None]  # (T, 1, H, W)
-    if tuple(t.shape[-2:]) != (size, size):
-        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
-    return (t[:, 0].numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-
-
-def resize_flow(flow: np.ndarray, size: int) -> np.ndarray:
-    """Flow ``(2, H, W)`` (pixels of the input) → ``float32`` ``(2, size, size)`` in pixels of the
-    resized frames: bilinear (``align_corners=False``), dx times ``size / W``, dy times ``size / H``."""
-    import torch
-    import torch.nn.functional as F
-
-    flow = np.ascontiguousarray(flow, dtype=np.float32)
-    h, w = flow.shape[-2:]
-    if (h, w) == (size, size):
-        return flow
-    out = F.interpolate(torch.from_numpy(flow)[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-    return (out.numpy() * np.array([size / w, size / h], np.float32)[:, None, None]).astype(np.float32)
 
 
 def scale_keypoints(keypoints: np.ndarray, from_hw: tuple[int, int], size: int) -> np.ndarray:

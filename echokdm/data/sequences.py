@@ -47,11 +47,11 @@ from echokdm.data.pairs import (
     flows_at_size,
     random_pairs,
     read_flow_file,
-    resize_frames,
     scale_keypoints,
     tps_pair_flows,
 )
 from echokdm.errors import ManifestError, ReadError
+from echokdm.geometry.resize import resize_images
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -250,6 +250,6 @@ def sequence_clip_loader(data: Any, read_keypoints: Callable) -> Callable[[pd.Se
         else:
             pairs = random_pairs(len(frames), data.pairs_per_clip, rng)
             flows = tps_pair_flows(kp, pairs, size)
-        return TrainingClip(resize_frames(frames, size), kp, pairs, flows)
+        return TrainingClip(resize_images(frames, size, dtype=np.uint8), kp, pairs, flows)
 
     return load

@@ -24,6 +24,7 @@ from echokdm.config import load_config
 from echokdm.data.manifest import clip_file_stem, load_manifest, read_clip
 from echokdm.echo.augment import random_ultrasound_look
 from echokdm.echo.segmentation import LVSegmentationNet
+from echokdm.geometry.resize import resize_images
 from echokdm.pretrained import resolve_checkpoint
 from echokdm.training.run import RunFolder
 
@@ -122,14 +123,6 @@ class LabelledFrames:
         return int(self.frames.shape[0])
 
 
-def _resize(x: np.ndarray, size: int, mode: str) -> np.ndarray:
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, None]  # (N, 1, H, W)
-    if t.shape[-2:] != (size, size):
-        kwargs = {"align_corners": False} if mode == "bilinear" else {}
-        t = F.interpolate(t, size=(size, size), mode=mode, **kwargs)
-    return t[:, 0].numpy()
-
-
 def labelled_frames(manifest: pd.DataFrame, split: str, size: int, max_clips: int | None = None,
                     progress: bool = True) -> LabelledFrames:
     """Collect the labelled frames of the clips of one split, resized to ``size`` × ``size``."""
@@ -151,8 +144,8 @@ def labelled_frames(manifest: pd.DataFrame, split: str, size: int, max_clips: in
             skipped.append((str(row["clip_id"]), "no masks or tracings"))
             continue
         idx = np.arange(cine.n_frames) if cine.labelled_frames is None else cine.labelled_frames
-        frames.append(np.round(_resize(cine.frames[idx], size, "bilinear") * 255).clip(0, 255).astype(np.uint8))
-        masks.append((_resize(cine.masks[idx], size, "nearest") > 0.5).astype(np.uint8))
+        frames.append(resize_images(cine.frames[idx], size, dtype=np.uint8))
+        masks.append((resize_images(cine.masks[idx], size, mode="nearest") > 0.5).astype(np.uint8))
         pids += [str(row["patient_id"])] * len(idx)
         cids += [str(row["clip_id"])] * len(idx)
     if not frames:

@@ -142,8 +142,8 @@ def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targe
     from echokdm.data.echo_pairs import echo_clip_keypoints
     from echokdm.data.ground_truth import ground_truth_files
     from echokdm.data.manifest import read_clip
+    from echokdm.geometry.resize import resize_flow, resize_images
     from echokdm.geometry.volumes import simpson_volume
-    from echokdm.training.flow import _resize_flow, _resize_frames
 
     truth = ground_truth_files(manifest_path) if truth is None else truth
     clip_id = str(row["clip_id"])
@@ -153,12 +153,12 @@ def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targe
         warnings.simplefilter("ignore")
         cine = read_clip(row)
     kp, clip = echo_clip_keypoints(cine, row, mode, truth, size, segmentation=segmentation, need_truth=has_truth)
-    frames = _resize_frames(cine.frames, size).astype(np.float32) / 255.0
+    frames = resize_images(cine.frames, size, dtype=np.uint8).astype(np.float32) / 255.0
     source, targets = choose_frames(simpson_volume(kp), max_targets, cine.fps)
     ref = steps = None
     if clip is not None:
-        ref = np.stack([_resize_flow(clip.flow(source, int(t)), size) for t in targets]).astype(np.float32)
-        steps = np.stack([_resize_flow(clip.flow(int(a), int(b)), size)
+        ref = np.stack([resize_flow(clip.flow(source, int(t)), size) for t in targets]).astype(np.float32)
+        steps = np.stack([resize_flow(clip.flow(int(a), int(b)), size)
                           for a, b in itertools.pairwise(targets)]).astype(np.float32)
     dataset = row.get("dataset", "")
     return EvalCase(clip_id=clip_id, patient_id=str(row["patient_id"]),

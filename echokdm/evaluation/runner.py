@@ -410,8 +410,8 @@ def _memorisation(manifest: pd.DataFrame, out: Path | None, cases: list[EvalCase
     from tqdm.auto import tqdm
 
     from echokdm.data.manifest import read_clip
+    from echokdm.geometry.resize import resize_images
     from echokdm.metrics.privacy import memorisation_report
-    from echokdm.training.flow import _resize_frames
 
     if config.training_manifest:
         from echokdm.data.manifest import load_manifest
@@ -432,7 +432,7 @@ def _memorisation(manifest: pd.DataFrame, out: Path | None, cases: list[EvalCase
             unreadable.append(f"{row['clip_id']}: {type(exc).__name__}: {exc}")
             continue
         idx = np.unique(np.linspace(0, cine.n_frames - 1, min(per_clip, cine.n_frames)).astype(int))
-        frames.append(_resize_frames(cine.frames[idx], size).astype(np.float32) / 255.0)
+        frames.append(resize_images(cine.frames[idx], size, dtype=np.uint8).astype(np.float32) / 255.0)
     if unreadable:
         warnings.warn(f"memorisation check: {len(unreadable)} training clip(s) could not be read and are left out: "
                       + "; ".join(unreadable[:3]), stacklevel=2)

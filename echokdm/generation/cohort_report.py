@@ -64,9 +64,9 @@ MEMORISATION_COLUMNS = ("metric", "n_generated", "n_held_out", "n_training_frame
 
 def _to_size(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Frames ``(N, H, W)`` in [0, 1] → ``float32`` ``(N, *size)`` (bilinear, anti-aliased when shrinking)."""
-    from echokdm.generation.loop import _resize
+    from echokdm.geometry.resize import resize_images
 
-    return np.clip(_resize(np.asarray(frames, np.float32)[:, None], size)[:, 0], 0.0, 1.0)
+    return np.clip(resize_images(frames, size, antialias=True), 0.0, 1.0)
 
 
 def _patient_key(dataset: Any, patient_id: Any) -> str:

@@ -1,4 +1,4 @@
-"""Cardiac geometry: keypoints, Simpson volumes, EF, and the package's one ``warp``.
+"""Cardiac geometry: keypoints, Simpson volumes, EF, and the package's one ``warp`` and one resize.
 
 Submodules are imported on first use so that ``import echokdm.geometry`` stays cheap (no torch,
 no scipy until a function needs them).
@@ -14,6 +14,8 @@ _LAZY = {
     "flow_to_grid": "flow",
     "transport_keypoints": "flow",
     "compose_flows": "flow",
+    "resize_images": "resize",
+    "resize_flow": "resize",
     "flow_to_color": "flow_viz",
     "flow_wheel_legend": "flow_viz",
     "plot_flow_arrows": "flow_viz",

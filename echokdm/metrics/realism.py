@@ -448,9 +448,8 @@ def real_cine_112(size: int = 112) -> tuple[np.ndarray, np.ndarray, float]:
     import warnings
 
     import pydicom.examples
-    import torch
-    import torch.nn.functional as F
 
+    from echokdm.geometry.resize import resize_images
     from echokdm.io.dicom import motion_fan_mask
     from echokdm.io.dispatch import read_cine
 
@@ -458,8 +457,8 @@ def real_cine_112(size: int = 112) -> tuple[np.ndarray, np.ndarray, float]:
         warnings.simplefilter("ignore")  # its calibration region belongs to another image size
         cine = read_cine(pydicom.examples.get_path("ybr_color"), "dicom", crop_to_fan=True)
     fan = motion_fan_mask(cine.frames)
-    stack = torch.from_numpy(np.concatenate([cine.frames, fan[None].astype(np.float32)]))[:, None]  # (T+1, 1, H, W)
-    small = F.interpolate(stack, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[:, 0].numpy()
+    stack = np.concatenate([cine.frames, fan[None].astype(np.float32)])  # (T+1, H, W)
+    small = resize_images(stack, size, antialias=True)  # (T+1, size, size)
     return np.clip(small[:-1], 0.0, 1.0).astype(np.float32), small[-1] > 0.5, float(cine.fps)
 
 

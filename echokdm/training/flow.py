@@ -34,6 +34,7 @@ from echokdm.config import load_config
 from echokdm.data.ground_truth import GroundTruthFlows, ground_truth_files
 from echokdm.data.manifest import clip_file_stem, load_manifest, read_clip
 from echokdm.geometry.flow import warp
+from echokdm.geometry.resize import resize_images
 from echokdm.models.ofnet import OFNet, upsample_flow
 from echokdm.pretrained import resolve_checkpoint
 from echokdm.training import losses
@@ -190,19 +191,6 @@ def frame_pairs(n_frames: int, gaps: Sequence[int], both_directions: bool = True
     return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
 
 
-def _resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """``(T, H, W)`` float [0, 1] → ``uint8`` ``(T, size, size)`` (bilinear, area-aligned)."""
-    t = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[:, None]  # (T, 1, H, W)
-    if tuple(t.shape[-2:]) != (size, size):
-        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
-    return (t[:, 0].numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-
-
-def _resize_flow(flow: np.ndarray, size: int) -> np.ndarray:
-    """Flow ``(2, H, W)`` (input pixels) → ``(2, size, size)`` in pixels of the resized frames."""
-    return upsample_flow(torch.from_numpy(np.ascontiguousarray(flow, np.float32))[None], (size, size))[0].numpy()
-
-
 @dataclasses.dataclass
 class PairData:
     """The frames of one split in memory, and its frame pairs.
@@ -258,7 +246,7 @@ def load_pair_data(manifest: pd.DataFrame, split: str, size: int, gaps: Sequence
             continue
         clip_pairs = frame_pairs(cine.n_frames, gaps)
         pairs.append(np.column_stack([np.full(len(clip_pairs), len(frames)), clip_pairs]))
-        frames.append(_resize_frames(cine.frames, size))
+        frames.append(resize_images(cine.frames, size, dtype=np.uint8))
         clip_ids.append(clip_id)
         patient_ids.append(str(row["patient_id"]))
         truths.append(truth.get(clip_id))
@@ -635,7 +623,8 @@ def cache_flows(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out:
             rows.append({**record, "n_frames": cine.n_frames, "n_pairs": len(pairs), "status": "cached",
                          "seconds": 0.0})
             continue
-        flows = predict_clip_flows(model, _resize_frames(cine.frames, size), pairs, batch_size=batch_size)
+        frames = resize_images(cine.frames, size, dtype=np.uint8)  # (T, S, S)
+        flows = predict_clip_flows(model, frames, pairs, batch_size=batch_size)
         _write_cache(target, flows, pairs, clip_id, size, cine.frames.shape[-2:], str(checkpoint))
         rows.append({**record, "n_frames": cine.n_frames, "n_pairs": len(pairs), "status": "computed",
                      "seconds": round(time.perf_counter() - started, 3)})

@@ -9,22 +9,22 @@ from echokdm.data.echo_pairs import echo_clip_loader
 from echokdm.data.ground_truth import ground_truth_files
 from echokdm.data.pairs import (
     TrainingClip,
+    flows_at_size,
     random_pairs,
-    resize_flow,
-    resize_frames,
     scale_keypoints,
 )
+from echokdm.geometry.resize import resize_flow
 
 
-def test_resizing_matches_the_training_helpers():
-    from echokdm.training.flow import _resize_flow, _resize_frames
-
-    rng = np.random.default_rng(0)
-    frames = rng.random((3, 40, 56)).astype(np.float32)
-    np.testing.assert_array_equal(resize_frames(frames, 32), _resize_frames(frames, 32))
-    flow = rng.normal(size=(2, 40, 56)).astype(np.float32)
-    np.testing.assert_allclose(resize_flow(flow, 32), _resize_flow(flow, 32), atol=1e-6)
-    assert resize_flow(flow, 32)[0].std() < flow[0].std()  # dx scaled by 32 / 56
+def test_flows_at_size_resizes_each_flow():
+    # the resize itself (one for data, training, generation and evaluation) is tested against each
+    # helper it replaced in tests/geometry/test_resize.py
+    flows = np.random.default_rng(0).normal(size=(3, 2, 40, 56)).astype(np.float32)
+    out = flows_at_size(flows, 32)
+    assert out.shape == (3, 2, 32, 32) and out.dtype == np.float16
+    np.testing.assert_array_equal(out[1], resize_flow(flows[1], 32).astype(np.float16))
+    assert out[:, 0].std() < flows[:, 0].std()  # dx scaled by 32 / 56
+    np.testing.assert_array_equal(flows_at_size(out, 32), out)  # already at size: unchanged
 
 
 def test_scale_keypoints_per_axis_and_pairs():
