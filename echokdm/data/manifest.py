@@ -44,6 +44,7 @@ __all__ = [
     "load_manifest",
     "write_manifest",
     "write_table",
+    "load_table",
     "read_table",
     "row_problems",
     "is_blank",
@@ -734,11 +735,26 @@ def load_manifest(path: str | os.PathLike, *, check_files: bool = True) -> pd.Da
     ManifestError
         Listing every problem :func:`check_manifest` finds.
     """
+    return load_table(path, check_manifest, COLUMNS, _NUMERIC, _PATH_COLUMNS, check_files=check_files)
+
+
+def load_table(path: str | os.PathLike, check: Callable[..., list[str]], columns, numeric_columns, path_columns, *,
+               check_files: bool = True) -> pd.DataFrame:
+    """A manifest CSV checked by ``check(path, check_files=check_files)``, then read by
+    :func:`read_table`; shared by :func:`load_manifest` and the sequence manifests' loader.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the CSV does not exist.
+    ManifestError
+        Listing every problem ``check`` finds.
+    """
     path = Path(path)
-    problems = check_manifest(path, check_files=check_files)
+    problems = check(path, check_files=check_files)
     if problems:
         raise ManifestError(path, problems)
-    return read_table(path, COLUMNS, _NUMERIC, _PATH_COLUMNS)
+    return read_table(path, columns, numeric_columns, path_columns)
 
 
 def read_table(path: Path, columns, numeric_columns, path_columns) -> pd.DataFrame:

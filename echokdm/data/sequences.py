@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from echokdm.data.manifest import is_blank, read_table, row_problems, write_table
+from echokdm.data.manifest import is_blank, load_table, row_problems, write_table
 from echokdm.data.pairs import (
     TrainingClip,
     flows_at_size,
@@ -50,7 +50,7 @@ from echokdm.data.pairs import (
     scale_keypoints,
     tps_pair_flows,
 )
-from echokdm.errors import ManifestError, ReadError
+from echokdm.errors import ReadError
 from echokdm.geometry.resize import resize_images
 
 __all__ = [
@@ -138,11 +138,7 @@ def load_sequence_manifest(path: str | os.PathLike, *, check_files: bool = True)
     echokdm.errors.ManifestError
         Listing every problem :func:`check_sequence_manifest` finds.
     """
-    path = Path(path)
-    problems = check_sequence_manifest(path, check_files=check_files)
-    if problems:
-        raise ManifestError(path, problems)
-    return read_table(path, SEQUENCE_COLUMNS, _NUMERIC, _PATHS)
+    return load_table(path, check_sequence_manifest, SEQUENCE_COLUMNS, _NUMERIC, _PATHS, check_files=check_files)
 
 
 def write_sequence_manifest(manifest: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
