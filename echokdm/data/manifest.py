@@ -46,6 +46,7 @@ __all__ = [
     "write_table",
     "load_table",
     "read_table",
+    "table_to_check",
     "row_problems",
     "is_blank",
     "read_clip",
@@ -644,6 +645,34 @@ def _resolve(value: Any, base: Path | None) -> Path | None:
     return p if p.is_absolute() or base is None else base / p
 
 
+def table_to_check(manifest: pd.DataFrame | str | os.PathLike,
+                   base_dir: str | os.PathLike | None = None) -> tuple[pd.DataFrame, Path | None]:
+    """The table a manifest checker validates, and the folder its relative paths are relative to.
+
+    A DataFrame is taken as it is (with ``base_dir``); a path is read as a CSV of strings, with
+    ``base_dir`` defaulting to the CSV's folder. Shared by :func:`check_manifest` and the sequence
+    manifests' checker.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the CSV does not exist.
+    echokdm.errors.ReadError
+        When it is not UTF-8 text or not a CSV; its ``problem`` is the line a checker reports.
+    """
+    if not isinstance(manifest, pd.DataFrame):
+        csv = Path(manifest)
+        if not csv.exists():
+            raise FileNotFoundError(f"{csv}: no such manifest file")
+        check_utf8(csv)
+        try:
+            manifest = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        except Exception as exc:  # pandas raises many parser errors
+            raise ReadError(csv, f"cannot parse as CSV: {exc}") from exc
+        base_dir = base_dir if base_dir is not None else csv.parent
+    return manifest, Path(base_dir) if base_dir is not None else None
+
+
 def check_manifest(
     manifest: pd.DataFrame | str | os.PathLike, *, base_dir: str | os.PathLike | None = None, check_files: bool = True
 ) -> list[str]:
@@ -663,20 +692,10 @@ def check_manifest(
     check_files : bool
         Whether to check that the files exist.
     """
-    if not isinstance(manifest, pd.DataFrame):
-        csv = Path(manifest)
-        if not csv.exists():
-            raise FileNotFoundError(f"{csv}: no such manifest file")
-        try:
-            check_utf8(csv)
-        except ReadError as exc:
-            return [exc.problem]
-        try:
-            manifest = pd.read_csv(csv, dtype=str, keep_default_na=False)
-        except Exception as exc:  # noqa: BLE001 - pandas raises many parser errors
-            return [f"cannot parse as CSV: {exc}"]
-        base_dir = base_dir if base_dir is not None else csv.parent
-    base = Path(base_dir) if base_dir is not None else None
+    try:
+        manifest, base = table_to_check(manifest, base_dir)
+    except ReadError as exc:
+        return [exc.problem]
     problems: list[str] = []
     missing = [c for c in REQUIRED_COLUMNS if c not in manifest.columns]
     if missing:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from echokdm.data.manifest import is_blank, load_table, row_problems, write_table
+from echokdm.data.manifest import is_blank, load_table, row_problems, table_to_check, write_table
 from echokdm.data.pairs import (
     TrainingClip,
     flows_at_size,
@@ -97,16 +97,10 @@ def check_sequence_manifest(manifest: pd.DataFrame | str | os.PathLike, *, base_
     Checks required and unknown columns, formats and splits, empty IDs, files that exist, numbers
     in range, duplicate ``(dataset, clip_id)`` and a subject in two splits.
     """
-    if not isinstance(manifest, pd.DataFrame):
-        csv = Path(manifest)
-        if not csv.exists():
-            raise FileNotFoundError(f"{csv}: no such manifest file")
-        try:
-            manifest = pd.read_csv(csv, dtype=str, keep_default_na=False)
-        except Exception as exc:  # noqa: BLE001 - pandas raises many parser errors
-            return [f"cannot parse as CSV: {exc}"]
-        base_dir = base_dir if base_dir is not None else csv.parent
-    base = Path(base_dir) if base_dir is not None else None
+    try:
+        manifest, base = table_to_check(manifest, base_dir)
+    except ReadError as exc:
+        return [exc.problem]
     missing = [c for c in SEQUENCE_REQUIRED_COLUMNS if c not in manifest.columns]
     if missing:
         return [f"missing column(s): {', '.join(missing)} (a sequence manifest; see echokdm.data.sequences)"]
