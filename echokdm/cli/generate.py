@@ -188,7 +188,7 @@ def _check_free(out: Path, stem: str, overwrite: bool) -> None:
 
 
 def _write_npz(path: Path, loop, overwrite: bool) -> Path:
-    from echokdm.io._atomic import atomic_output
+    from echokdm.io.atomic import atomic_output
 
     gammas = np.zeros(0) if loop.gammas is None else np.asarray(loop.gammas, np.float64)
     with atomic_output(path, overwrite=overwrite) as tmp, open(tmp, "wb") as fh:
@@ -197,7 +197,7 @@ def _write_npz(path: Path, loop, overwrite: bool) -> Path:
 
 
 def _write_text(path: Path, text: str, overwrite: bool) -> Path:
-    from echokdm.io._atomic import atomic_output
+    from echokdm.io.atomic import atomic_output
 
     with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.write_text(text)

@@ -61,6 +61,7 @@ import numpy as np
 import pandas as pd
 
 from echokdm.data.manifest import clip_file_stem
+from echokdm.io.atomic import atomic_output, atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "ClipResults",
@@ -364,14 +365,7 @@ def _write_part(path: Path, key: bytes, row_key: str, settings: dict, result: An
     """Write a signed part (TypeError, before anything is written, when ``result`` is not plain data)."""
     payload = _dumps({"clip": row_key, "settings": _settings_digest(settings), "result": _encode(result)})
     signature = hmac.new(key, payload, hashlib.sha256).hexdigest().encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(_MAGIC + signature + b"\n" + payload)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, _MAGIC + signature + b"\n" + payload, overwrite=True)
 
 
 def _read_part(path: Path, key: bytes, row_key: str, settings: dict) -> tuple[bool, Any]:
@@ -528,9 +522,8 @@ def _concat(tables: list[pd.DataFrame], empty: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write_csv_atomically(table: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_output(path, overwrite=True) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def _keypoints_clip(rows: pd.DataFrame, **options) -> dict:
@@ -690,8 +683,6 @@ def cache_flows_parallel(manifest: str | os.PathLike, checkpoint: str | os.PathL
     skipped = [item for _, s, _ in finished for item in s] + done.failed
     _write_csv_atomically(table, out / "flows.csv")
     if finished:
-        tmp = out / ".cache.json.tmp"
-        tmp.write_text(finished[-1][2])
-        os.replace(tmp, out / "cache.json")
+        atomic_write_text(out / "cache.json", finished[-1][2], overwrite=True)
     shutil.rmtree(parts, ignore_errors=True)
     return table, skipped

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from echokdm.errors import ManifestError, ReadError
-from echokdm.io._atomic import atomic_output
 from echokdm.io._text import check_utf8
+from echokdm.io.atomic import atomic_output
 from echokdm.io.cine import Cine
 from echokdm.io.dispatch import CAMUS_NAME, FORMATS, NIFTI_SUFFIXES, VIDEO_SUFFIXES, is_dicom_file, read_cine
 

@@ -25,6 +25,7 @@ from echokdm.data.manifest import clip_file_stem, load_manifest, read_clip
 from echokdm.echo.augment import random_ultrasound_look
 from echokdm.echo.segmentation import LVSegmentationNet
 from echokdm.geometry.resize import resize_images
+from echokdm.io.atomic import atomic_output
 from echokdm.pretrained import resolve_checkpoint
 from echokdm.training.run import RunFolder
 
@@ -320,9 +321,8 @@ def segment_manifest(manifest: str | os.PathLike, checkpoint: str | os.PathLike,
             continue
         pred = model.predict_masks(torch.from_numpy(cine.frames), batch_size=batch_size).numpy()
         target = out / "masks" / f"{clip_file_stem(str(row['clip_id']))}.npz"
-        tmp = target.with_name(f".{target.stem}.tmp.npz")
-        np.savez_compressed(tmp, masks=pred)
-        os.replace(tmp, target)
+        with atomic_output(target, overwrite=True) as tmp:
+            np.savez_compressed(tmp, masks=pred)
         dice = np.nan
         n_labelled = 0
         if cine.masks is not None:
@@ -333,7 +333,6 @@ def segment_manifest(manifest: str | os.PathLike, checkpoint: str | os.PathLike,
                      "split": row["split"], "n_frames": cine.n_frames, "n_labelled": n_labelled,
                      "dice": dice, "masks": str(target.relative_to(out))})
     table = pd.DataFrame(rows)
-    tmp = out / ".segmentation.csv.tmp"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, report_path)
+    with atomic_output(report_path, overwrite=True) as tmp:
+        table.to_csv(tmp, index=False)
     return table, skipped

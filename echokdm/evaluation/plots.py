@@ -21,10 +21,11 @@ __all__ = ["metric_boxplots", "worst_patient_strips", "write_plots"]
 def _save(fig, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from echokdm.io.atomic import atomic_output
+
     FigureCanvasAgg(fig)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_output(path, overwrite=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     return path
 
 

@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from echokdm.evaluation.cases import EvalCase, load_case
+from echokdm.io.atomic import atomic_output
 
 __all__ = [
     "FRAME_METRICS",
@@ -341,9 +342,8 @@ def _prepare_folder(out: Path, settings: dict, overwrite: bool) -> None:
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_output(path, overwrite=True) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def _save_generated(path: Path, case: EvalCase, generated: dict) -> None:
@@ -351,9 +351,8 @@ def _save_generated(path: Path, case: EvalCase, generated: dict) -> None:
     arrays["real"] = np.round(case.frames[case.targets] * 255).astype(np.uint8)
     arrays["source"] = np.round(case.frames[case.source] * 255).astype(np.uint8)
     arrays["targets"] = case.targets
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_output(path, overwrite=True) as tmp:
+        np.savez_compressed(tmp, **arrays)
 
 
 def _load_pipeline(folder: str | None, device: torch.device):

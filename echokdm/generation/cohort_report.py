@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from echokdm.io._atomic import atomic_output
+from echokdm.io.atomic import atomic_output
 
 __all__ = [
     "COHORT_COLUMNS",

@@ -25,7 +25,7 @@ from echokdm.generation.export import refuse_existing
 from echokdm.geometry.keypoints import N_KEYPOINTS
 from echokdm.geometry.tracings import keypoints_to_tracing
 from echokdm.geometry.volumes import simpson_volume
-from echokdm.io._atomic import atomic_output
+from echokdm.io.atomic import atomic_output
 from echokdm.io.echonet import write_echonet_dataset
 from echokdm.io.loop_record import LoopRecord, read_loop_record
 

@@ -43,7 +43,7 @@ from echokdm.adapters.echo import (
 from echokdm.errors import EchoKDMWarning
 from echokdm.geometry.keypoints import N_CHORDS, N_KEYPOINTS
 from echokdm.geometry.volumes import simpson_volume
-from echokdm.io._atomic import atomic_output
+from echokdm.io.atomic import atomic_output
 from echokdm.io.dicom_write import check_synthetic_dicom_input, read_source_dataset, write_synthetic_dicom
 from echokdm.io.keypoint_files import write_keypoints_csv
 from echokdm.io.loop_record import LoopRecord, percent_text, read_loop_record

@@ -270,7 +270,7 @@ def write_keypoint_edit(out: str | os.PathLike, edit: GeneratedEdit, *, stem: st
     from PIL import Image
 
     from echokdm.adapters import get_adapter
-    from echokdm.io._atomic import atomic_output
+    from echokdm.io.atomic import atomic_output
     from echokdm.io.keypoint_files import write_keypoints_csv
     from echokdm.io.preview import write_png
     from echokdm.io.video import write_video

@@ -23,7 +23,6 @@ import datetime
 import logging
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -54,6 +53,7 @@ from scipy import ndimage
 from echokdm.errors import EchoKDMWarning, MissingDecoderError, NonUltrasoundWarning, ReadError
 from echokdm.io._convert import to_gray_frames
 from echokdm.io.anonymise import pseudonymise
+from echokdm.io.atomic import atomic_output
 from echokdm.io.cine import Cine
 
 __all__ = [
@@ -941,17 +941,6 @@ def _encode(ds: Dataset, tsyntax: UID, options: dict[str, Any]) -> None:
 
 
 def _save_atomically(ds: Dataset, path: Path, overwrite: bool) -> None:
-    """Write to a temporary file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        ds.save_as(tmp_name, enforce_file_format=True)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600: give the mode of every other output
-        _refuse_overwrite(path, overwrite)  # another process may have written it meanwhile
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write to a temporary file next to ``path``, then rename it over ``path`` (:func:`atomic_output`)."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        ds.save_as(str(tmp), enforce_file_format=True)

@@ -35,8 +35,8 @@ import pandas as pd
 import skimage.draw
 
 from echokdm.errors import EchoKDMWarning, ReadError, TracingWarning
-from echokdm.io._atomic import atomic_output
 from echokdm.io._text import check_utf8
+from echokdm.io.atomic import atomic_output
 from echokdm.io.cine import Cine
 from echokdm.io.video import read_video, write_video
 

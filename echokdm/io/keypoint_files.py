@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from echokdm.errors import ReadError
-from echokdm.io._atomic import atomic_output
+from echokdm.io.atomic import atomic_output
 
 __all__ = [
     "KEYPOINT_SUFFIXES",

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 import zlib
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ from nibabel.spatialimages import HeaderDataError
 from echokdm.errors import ReadError
 from echokdm.io._convert import to_unit_range
 from echokdm.io.anonymise import pseudonymise
+from echokdm.io.atomic import atomic_output
 from echokdm.io.cine import Cine
 
 __all__ = [
@@ -526,16 +526,11 @@ def _check_target(path: Path, overwrite: bool) -> None:
 def _replace_atomically(path: Path, suffix: str, write) -> Path:
     """Call ``write(tmp)`` on a temporary name in ``path``'s folder, then rename it to ``path``.
 
-    The temporary name keeps ``suffix`` (nibabel compresses according to ``.gz``).
+    The temporary name keeps ``suffix`` (nibabel compresses according to ``.gz``). The caller has
+    checked ``path`` (:func:`_check_target`).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name[: -len(suffix)]}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    try:
+    with atomic_output(path, overwrite=True, suffix=suffix) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

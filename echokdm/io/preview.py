@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echokdm.io._atomic import atomic_output
+from echokdm.io.atomic import atomic_output
 from echokdm.io.cine import Cine
 
 __all__ = ["write_png", "write_preview", "preview_frame_indices"]

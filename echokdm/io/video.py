@@ -40,8 +40,8 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from echokdm.errors import MissingDecoderError, ReadError
-from echokdm.io._atomic import atomic_output
 from echokdm.io._convert import to_gray_frames
+from echokdm.io.atomic import atomic_output
 from echokdm.io.cine import Cine
 
 __all__ = ["read_video", "write_video"]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -442,27 +441,16 @@ def ef_agreement(clips: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> p
     return pd.DataFrame(rows)
 
 
-def _atomic_path(path: Path, overwrite: bool) -> tuple[Path, Path]:
-    """Check ``path`` may be written and return it with a temporary sibling to write first."""
+def _write_atomic(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool) -> Path:
+    """``write(tmp)`` through :func:`~echokdm.io.atomic.atomic_output`, refusing an existing ``path``
+    unless ``overwrite`` (with the ``--overwrite`` hint)."""
+    from echokdm.io.atomic import atomic_output
+
+    path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600: the mode of every other output
-    return path, Path(tmp)
-
-
-def _write_atomic(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool) -> Path:
-    path, tmp = _atomic_path(Path(path), overwrite)
-    try:
+    with atomic_output(path, overwrite=True) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -35,6 +35,7 @@ from echokdm.data.ground_truth import GroundTruthFlows, ground_truth_files
 from echokdm.data.manifest import clip_file_stem, load_manifest, read_clip
 from echokdm.geometry.flow import warp
 from echokdm.geometry.resize import resize_images
+from echokdm.io.atomic import atomic_output, atomic_write_text
 from echokdm.models.ofnet import OFNet, upsample_flow
 from echokdm.pretrained import resolve_checkpoint
 from echokdm.training import losses
@@ -551,11 +552,11 @@ def _cache_complete(path: Path, pairs: np.ndarray, size: int) -> bool:
 
 def _write_cache(path: Path, flows: np.ndarray, pairs: np.ndarray, clip_id: str, size: int, source_hw: tuple[int, int],
                  checkpoint: str) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, format_version=np.int64(CACHE_FORMAT_VERSION), flows=flows.astype(np.float16),
-                        pairs=pairs.astype(np.int32), size=np.int64(size), source_hw=np.asarray(source_hw, np.int64),
-                        clip_id=np.str_(clip_id), checkpoint=np.str_(checkpoint))
-    os.replace(tmp, path)
+    with atomic_output(path, overwrite=True) as tmp:
+        np.savez_compressed(tmp, format_version=np.int64(CACHE_FORMAT_VERSION), flows=flows.astype(np.float16),
+                            pairs=pairs.astype(np.int32), size=np.int64(size),
+                            source_hw=np.asarray(source_hw, np.int64), clip_id=np.str_(clip_id),
+                            checkpoint=np.str_(checkpoint))
 
 
 def cache_flows(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
@@ -630,11 +631,9 @@ def cache_flows(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out:
                      "seconds": round(time.perf_counter() - started, 3)})
     table = pd.DataFrame(rows, columns=["clip_id", "patient_id", "dataset", "split", "file", "n_frames", "n_pairs",
                                         "status", "seconds"])
-    tmp = out / ".flows.csv.tmp"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out / "flows.csv")
-    tmp = out / ".cache.json.tmp"
-    tmp.write_text(json.dumps({"checkpoint": str(checkpoint), "gaps": list(gaps), "size": size,
-                               "format_version": CACHE_FORMAT_VERSION}, indent=2))
-    os.replace(tmp, out / "cache.json")
+    with atomic_output(out / "flows.csv", overwrite=True) as tmp:
+        table.to_csv(tmp, index=False)
+    atomic_write_text(out / "cache.json", json.dumps({"checkpoint": str(checkpoint), "gaps": list(gaps), "size": size,
+                                                      "format_version": CACHE_FORMAT_VERSION}, indent=2),
+                      overwrite=True)
     return table, skipped

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from echokdm.io.atomic import atomic_output
 from echokdm.training.distributed import Processes
 from echokdm.training.run import RunFolder
 
@@ -353,9 +354,8 @@ class Trainer:
             }
             if len(ranks) > 1:
                 state["rank_states"] = ranks
-            tmp = self.run.last / ".trainer_state.pt.tmp"
-            torch.save(state, tmp)
-            tmp.replace(self.run.last / "trainer_state.pt")
+            with atomic_output(self.run.last / "trainer_state.pt", overwrite=True) as tmp:
+                torch.save(state, tmp)
         self.processes.barrier()
         return self.run.last
 

@@ -7,7 +7,6 @@ import functools
 import json
 import math
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from echokdm.data.phantom.motion import LVMotion
 from echokdm.data.phantom.patient import PhantomPatient, with_style
 from echokdm.data.phantom.scanner import ImageGeometry, Scanner
 from echokdm.errors import ReadError
+from echokdm.io.atomic import atomic_output
 
 __all__ = ["SimulationSettings", "PhantomClip", "simulate_clip", "load_npz", "NPZ_FORMAT_VERSION"]
 
@@ -255,17 +255,8 @@ class PhantomClip:
             "patient_json": np.str_(self.patient.to_json()),
             "settings_json": np.str_(json.dumps(self.settings.as_dict())),
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez_compressed(handle, **arrays)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600: the mode of every other output
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(path, overwrite=overwrite) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
         return path
 
     @classmethod

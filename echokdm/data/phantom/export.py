@@ -32,6 +32,7 @@ from echokdm.data.manifest import assign_splits, scan_folder, write_manifest
 from echokdm.data.phantom.clip import PhantomClip, simulate_clip
 from echokdm.data.phantom.patient import sample_patient
 from echokdm.io.anonymise import pseudonymise
+from echokdm.io.atomic import atomic_output
 
 __all__ = ["PHANTOM_FORMATS", "CohortResult", "write_cohort", "clip_name"]
 
@@ -199,9 +200,8 @@ def write_cohort(
     truth = pd.DataFrame(rows)
     id_of = dict(zip(clip_of, manifest["clip_id"], strict=True))
     truth.insert(1, "clip_id", truth["clip_name"].map(id_of))
-    tmp = out / ".ground_truth.csv.tmp"
-    truth.to_csv(tmp, index=False)
-    os.replace(tmp, out / "ground_truth.csv")
+    with atomic_output(out / "ground_truth.csv", overwrite=True) as tmp:
+        truth.to_csv(tmp, index=False)
     return CohortResult(out=out, manifest=manifest, ground_truth=truth, skipped=scan.skipped)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from echokdm.data.manifest import assign_splits
-from echokdm.io._atomic import atomic_output
+from echokdm.io.atomic import atomic_output
 
 __all__ = ["KINDS", "SKELETONS", "ProceduralResult", "write_procedural_dataset"]
 
