@@ -12,6 +12,7 @@ The per-frame table is long: one row per generated frame, columns ``patient_id``
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -83,13 +84,20 @@ def bootstrap_ci(values: Iterable[float], statistic: Callable = np.mean, n_boot:
     estimate = float(statistic(x))
     if x.size == 1:
         return estimate, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    stats = np.empty(n_boot)
-    chunk = max(1, 2 ** 22 // x.size)  # resamples per chunk: at most ~4 M values (32 MB) at once
-    for start in range(0, n_boot, chunk):
-        n = min(chunk, n_boot - start)
-        stats[start:start + n] = _apply(statistic, x[rng.integers(0, x.size, size=(n, x.size))])  # (n, size)
-    low, high = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    from scipy.stats import bootstrap
+
+    # scipy draws each batch as rng.integers(0, n, (batch, n)): the resamples of this function's own
+    # loop before issue 19. The percentile interval is taken with numpy's linear quantile of scipy's
+    # bootstrap distribution rather than read from result.confidence_interval: scipy.stats.quantile
+    # interpolates the same two order statistics but can round the last bit differently, and the
+    # same seed must keep giving the same published intervals.
+    with warnings.catch_warnings():
+        if n_boot == 1:  # scipy's standard error (ddof=1) of a single resample warns; it is not used here
+            warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"numpy\._core\._methods")
+        result = bootstrap((x,), lambda samples, axis: _apply(statistic, samples), vectorized=True, paired=False,
+                           n_resamples=n_boot, batch=max(1, 2 ** 22 // x.size),  # at most ~4 M values (32 MB) at once
+                           confidence_level=level, method="percentile", rng=np.random.default_rng(seed))
+    low, high = np.quantile(result.bootstrap_distribution, [(1 - level) / 2, (1 + level) / 2])
     return estimate, float(low), float(high)
 
 

@@ -104,3 +104,31 @@ def test_table3_with_several_datasets():
     assert lines[0].startswith("| Dataset | Model |") and len(lines) == 2 + 6
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["camus"] * 3 + ["echonet"] * 3
     assert len(table3_markdown(summary, dataset="camus").strip().splitlines()) == 5
+
+
+def _bootstrap_ci_before_scipy(values, statistic=np.mean, n_boot=2000, level=0.95, seed=0):
+    """bootstrap_ci's own resampling loop before issue 19 (reference for the scipy version)."""
+    from echokdm.metrics.report import _apply
+
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    estimate = float(statistic(x))
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot)
+    chunk = max(1, 2 ** 22 // x.size)
+    for start in range(0, n_boot, chunk):
+        n = min(chunk, n_boot - start)
+        stats[start:start + n] = _apply(statistic, x[rng.integers(0, x.size, size=(n, x.size))])
+    low, high = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return estimate, float(low), float(high)
+
+
+@pytest.mark.parametrize(("size", "n_boot", "level", "seed"), [
+    (2, 1, 0.95, 0), (7, 500, 0.9, 1), (50, 2000, 0.95, 3), (30, 1000, 0.5, 7),
+    (9000, 1001, 0.95, 2),  # 466 resamples a batch: three batches, the last one short
+])
+def test_bootstrap_ci_is_scipys_percentile_bootstrap_with_the_same_draws(size, n_boot, level, seed):
+    values = np.random.default_rng(size).gamma(2.0, 1.5, size=size)
+    for statistic in (np.mean, np.median, lambda v: float(np.percentile(v, 25))):
+        assert bootstrap_ci(values, statistic, n_boot=n_boot, level=level, seed=seed) == \
+            _bootstrap_ci_before_scipy(values, statistic, n_boot=n_boot, level=level, seed=seed)
