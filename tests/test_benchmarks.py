@@ -31,7 +31,8 @@ def run_all(tmp_path, monkeypatch):
 
 def test_the_benchmark_folder_holds_the_new_benchmarks():
     names = {p.stem for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
-    assert {"generation", "preprocess", "run_all", "realism", "keypoints_robust", "seg_sim2real", "kdm_real", "flow_sim2real"} <= names
+    assert {"generation", "preprocess", "run_all", "realism", "keypoints_robust", "seg_sim2real", "kdm_real",
+            "flow_sim2real"} <= names
 
 
 def test_run_all_gathers_figures_and_reports_failures(run_all, capsys):
