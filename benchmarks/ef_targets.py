@@ -86,12 +86,14 @@ def run(args) -> dict:
     import torch
 
     from echokdm.baselines.tps import tps_warp
-    from echokdm.generation import generate_ef_loop, synthetic_motion
+    from echokdm.generation import SamplingSettings, generate_ef_loop, synthetic_motion
     from echokdm.generation.loop import load_segmentation, loop_ef, measure_ef
     from echokdm.pipelines import KDMPipeline
     from echokdm.pretrained import pretrained_path
 
     torch.set_num_threads(args.threads)
+    sampling = SamplingSettings(mode="gamma", k=args.k, num_inference_steps=args.steps, seed=0,
+                                fit_keypoints=not args.no_fit_keypoints)
     pipe = None if args.measurement_only else KDMPipeline.from_pretrained(
         args.pipeline or pretrained_path("kdm_phantom_classic_112"))
     seg = load_segmentation(args.segmentation or pretrained_path("seg_phantom_classic_112"))
@@ -118,9 +120,7 @@ def run(args) -> dict:
                     warnings.simplefilter("ignore")  # a missed tolerance is counted here, not warned
                     loop = generate_ef_loop(pipe, source, kp[ed], target, heart_rate_bpm=hr, fps=cine.fps,
                                             spacing_mm=cine.spacing_mm, segmentation=seg, tolerance=args.tolerance,
-                                            max_attempts=args.attempts, mode="gamma", k=args.k,
-                                            num_inference_steps=args.steps, seed=0, progress=False,
-                                            fit_keypoints=not args.no_fit_keypoints)
+                                            max_attempts=args.attempts, sampling=sampling, progress=False)
                 attempts = loop.metadata["ef_attempts"]
                 carried = _flow_keypoints(kp[ed], loop.keypoints, loop.flows)
                 row["ef_kdm_flow_motion"] = loop_ef(carried, cine.spacing_mm)

@@ -128,6 +128,7 @@ def main() -> None:
 
     from echokdm.data.phantom.export import write_cohort
     from echokdm.evaluation import EvaluateConfig, evaluate
+    from echokdm.evaluation.runner import table3_sampling
 
     pipe, noflow, vae = _pipelines(args.run)
     n_patients, max_targets, steps, k = (2, 3, 20, 10) if args.quick else (args.patients, 8, args.steps, args.k)
@@ -140,8 +141,8 @@ def main() -> None:
         write_cohort(cohort, n_patients=n_patients, format="nifti", seed=1000, progress=False)
         out = args.out or Path(tmp) / "evaluation"
         seg = PACKAGED.with_name("seg_phantom_classic_112")
-        config = EvaluateConfig(split="all", max_targets=max_targets, num_inference_steps=steps, k=k,
-                                fit_keypoints=args.fit_keypoints, lpips_backbone=backbone,
+        sampling = table3_sampling().replace(num_inference_steps=steps, k=k, fit_keypoints=args.fit_keypoints)
+        config = EvaluateConfig(split="all", max_targets=max_targets, sampling=sampling, lpips_backbone=backbone,
                                 segmentation=str(seg) if seg.is_dir() else None,
                                 memorisation=args.training_manifest is not None,
                                 training_manifest=args.training_manifest, n_boot=2000, device=args.device)

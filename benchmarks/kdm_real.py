@@ -67,7 +67,7 @@ def _phantom_cases(n: int):
 
 def _predictions(case, pipelines: dict, seeds: list[int], steps: int, k: int):
     from echokdm.baselines.tps import tps_warp
-    from echokdm.generation import generate_loop
+    from echokdm.generation import SamplingSettings, generate_loop
     from echokdm.io.fan import apply_fan
 
     src, kp = case["frames"][0], case["keypoints"]
@@ -76,7 +76,8 @@ def _predictions(case, pipelines: dict, seeds: list[int], steps: int, k: int):
     for name, pipe in pipelines.items():
         out[name] = []
         for seed in seeds:
-            loop = generate_loop(pipe, src, kp[0], kp, fps=case["fps"], k=k, num_inference_steps=steps, seed=seed,
+            loop = generate_loop(pipe, src, kp[0], kp, fps=case["fps"],
+                                 sampling=SamplingSettings(k=k, num_inference_steps=steps, seed=seed),
                                  fan_mask=case["fan"], progress=False, motion="own")
             out[name].append(loop.frames[1:])
     return out

@@ -28,27 +28,43 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from echokdm.generation.settings import SamplingSettings, apply_deprecated_fields, with_deprecated_fields
+
 __all__ = ["DemoSettings", "run_demo"]
 
 HELD_OUT_SEED = 1000  # the demo checkpoints were trained on seed 0 patients
 
 
+@with_deprecated_fields
 @dataclasses.dataclass
 class DemoSettings:
-    """Knobs of the demo (the CLI's ``--quick`` shrinks them for CI)."""
+    """Knobs of the demo (the CLI's ``--quick`` shrinks them for CI).
+
+    ``sampling`` is how both loops of every patient are generated
+    (:class:`~echokdm.generation.settings.SamplingSettings`, its defaults: γ mode, 200 DDIM steps,
+    k = 100, seed 0, keypoints fitted); ``fps`` is the frame rate of the held-out phantom cohort
+    (the loops play at their clip's). The old separate ``num_inference_steps``, ``k`` and ``seed``
+    are still accepted (and read) for one release, with a FutureWarning.
+    """
 
     n_patients: int = 3
     fps: float = 25.0
-    num_inference_steps: int = 200
-    k: int = 100
+    sampling: SamplingSettings = dataclasses.field(default_factory=SamplingSettings)
     ef_shift: float = 25.0
     ef_attempts: int = 3  # loops generated at most to bring the new-EF loop's re-measured EF within 2 points
-    seed: int = 0
     phantom_style: str = "realistic"  # the held-out phantom cohort's look, the one the packaged models were trained on
+    # deprecated for one release: the sampling settings as separate fields (None = not given)
+    num_inference_steps: dataclasses.InitVar[int | None] = None
+    k: dataclasses.InitVar[int | None] = None
+    seed: dataclasses.InitVar[int | None] = None
+
+    def __post_init__(self, num_inference_steps, k, seed) -> None:
+        old = {"num_inference_steps": num_inference_steps, "k": k, "seed": seed}
+        self.sampling = apply_deprecated_fields(self.sampling, old, "DemoSettings")
 
     @classmethod
     def quick(cls) -> DemoSettings:
-        return cls(n_patients=1, num_inference_steps=20, k=10)
+        return cls(n_patients=1, sampling=SamplingSettings(num_inference_steps=20, k=10))
 
 
 def _print(step: str, text: str) -> None:
@@ -166,8 +182,7 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
     # one pseudonym per patient through the run: the manifest's is the loop folder, the generated DICOM's
     # Patient ID and (an echokdm pseudonym in a de-identified file is kept) what read_cine reports for it
     pid = str(row["patient_id"])
-    common = {"fps": cine.fps, "spacing_mm": cine.spacing_mm, "mode": "gamma", "k": settings.k,
-              "num_inference_steps": settings.num_inference_steps, "seed": settings.seed, "segmentation": seg,
+    common = {"fps": cine.fps, "spacing_mm": cine.spacing_mm, "sampling": settings.sampling, "segmentation": seg,
               "progress": progress, "source_index": ed, "patient_id": pid, "fan_mask": fan.mask}
     loops, seconds = {}, {}
     start = time.perf_counter()
@@ -184,8 +199,9 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
         reference = apply_fan(cine.frames[ed:end], fan.mask) if name == "own" else None
         paths = write_loop(out / "loops" / pid, loop, formats=("mp4", "gif", "dicom"), stem=f"{pid}_{name}",
                            overwrite=overwrite, side_by_side=reference)
-        rows.append({"patient_id": pid, "source": source, "loop": name, "frames": loop.n_frames, "ef_clip_truth": row.get("ef_reference"),
-                     "ef_clip_keypoints": ef_clip, "seconds": round(seconds[name], 2),
+        rows.append({"patient_id": pid, "source": source, "loop": name, "frames": loop.n_frames,
+                     "ef_clip_truth": row.get("ef_reference"), "ef_clip_keypoints": ef_clip,
+                     "seconds": round(seconds[name], 2),
                      "seconds_per_frame": round(seconds[name] / max(loop.n_frames - 1, 1), 3),
                      "ef_target": loop.ef_target, "ef_achieved": loop.ef_achieved,
                      "ef_error": None if loop.ef_achieved is None or loop.ef_target is None
@@ -193,7 +209,8 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
                      "ef_trajectory": loop.metadata.get("ef_trajectory", loop.ef_target),
                      "ef_attempts": len(loop.metadata.get("ef_attempts", [])) or 1,
                      "mp4": str(paths["mp4"]), "dicom": str(paths["dicom"])})
-    return rows, {"patient_id": pid, "source": source, "real": apply_fan(cine.frames[ed:end], fan.mask), "loops": loops, "kp": kp[ed:end],
+    return rows, {"patient_id": pid, "source": source, "real": apply_fan(cine.frames[ed:end], fan.mask),
+                  "loops": loops, "kp": kp[ed:end],
                   "clip": {"frames": cine.frames, "keypoints": kp, "volumes": volumes, "cycle": cycle, "fps": cine.fps,
                            "spacing_mm": cine.spacing_mm, "ed": ed, "end": end, "ef": ef_clip}}
 
@@ -215,7 +232,8 @@ def _image_scores(material: dict, lpips) -> dict:
     return scores
 
 
-def _real_echo(out: Path, pipe, seg, settings: DemoSettings, overwrite: bool, progress: bool) -> tuple[list[dict], dict]:
+def _real_echo(out: Path, pipe, seg, settings: DemoSettings, overwrite: bool,
+               progress: bool) -> tuple[list[dict], dict]:
     """The real cine of step 1: LV segmented, keypoints, volume curve and EF, own beat and new-EF beat
     from its ED frame; ``real_echo.png`` and ``real_echo_volumes.csv``."""
     from echokdm.data.manifest import load_manifest
@@ -259,7 +277,8 @@ def _real_figure(material: dict, path: Path) -> Path:
         int(np.nanargmin(np.where(finite, volumes, np.nan))) if finite.any() else ed)
     fig = Figure(figsize=(13, 5.6))
     FigureCanvasAgg(fig)
-    panels = [("real ED (source), keypoints", frames[ed], kp[ed]), (f"real ES (frame {es}), keypoints", frames[es], kp[es])]
+    panels = [("real ED (source), keypoints", frames[ed], kp[ed]),
+              (f"real ES (frame {es}), keypoints", frames[es], kp[es])]
     for name, title in (("own", "generated own beat"), ("new_ef", "generated EF {:.0f} %")):
         loop = loops[name]
         v = simpson_volume(loop.keypoints, loop.spacing_mm)
@@ -379,8 +398,10 @@ def run_demo(out: str | Path = "echokdm-demo", *, settings: DemoSettings | None 
     pipe, seg = KDMPipeline.from_pretrained(pipe_path), load_segmentation(seg_path)
     _print("4/6", "40 LV keypoints per frame: LV segmented by the model (DICOMs carry no masks), Simpson volumes, "
                   "ED/ES and EF")
-    _print("5/6", f"generating two loops per patient ({settings.num_inference_steps} DDIM steps, k = {settings.k}, "
-                  "one K2F flow scaled by gamma per frame)")
+    sampling = settings.sampling
+    flows = "one K2F flow scaled by gamma per frame" if sampling.mode == "gamma" else "one K2F flow per frame"
+    _print("5/6", f"generating two loops per patient ({sampling.num_inference_steps} DDIM steps, k = {sampling.k}, "
+                  f"{flows})")
     rows, materials = _real_echo(out, pipe, seg, settings, overwrite, progress)
     materials = [materials]
     for _, row in tqdm(list(manifest.iterrows()), desc="patients", unit="patient", disable=not progress):
@@ -403,7 +424,9 @@ def run_demo(out: str | Path = "echokdm-demo", *, settings: DemoSettings | None 
 
 
 def _fmt(value, digits: int = 1, suffix: str = "") -> str:
-    return "n/a" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}{suffix}"
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}{suffix}"
 
 
 def _print_summary(report: pd.DataFrame, seconds: float, out: Path) -> None:
@@ -420,7 +443,7 @@ def _print_summary(report: pd.DataFrame, seconds: float, out: Path) -> None:
                   f"{errors.abs().mean():.1f} EF points over {len(errors)} loops")
         own = group[group["loop"] == "own"]
         if len(own) and "mse_repeat_source" in own:
-            def mean(column):
+            def mean(column, own=own):
                 values = pd.to_numeric(own.get(column), errors="coerce")
                 return float(values.mean()) if values.notna().any() else None
             print(f"  {source}: own beat against the real beat: KDM MSE {_fmt(mean('mse'), 4)} SSIM "

@@ -11,8 +11,10 @@ from pathlib import Path
 
 __all__ = [
     "MODEL_OPTIONS",
+    "SAMPLING_OPTIONS",
     "add_read_args",
     "add_run_options",
+    "add_sampling_options",
     "check_output_folder",
     "command_name",
     "os_error_line",
@@ -22,6 +24,7 @@ __all__ = [
     "read_kwargs",
     "resolve_model",
     "resolve_models",
+    "sampling_settings",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -58,6 +61,80 @@ def add_run_options(p: argparse.ArgumentParser, overwrite: str) -> None:
     """``--overwrite`` (its help says what it replaces) and ``--no-progress``, the last options of most commands."""
     p.add_argument("--overwrite", action="store_true", help=overwrite)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+#: The sampling options :func:`add_sampling_options` can declare, by field of
+#: :class:`~echokdm.generation.settings.SamplingSettings`.
+SAMPLING_OPTIONS = {"mode": "--mode", "num_inference_steps": "--steps", "k": "--k", "seed": "--seed",
+                    "batch_size": "--batch-size", "fit_keypoints": "--fit-keypoints"}
+
+_SAMPLING_HELP = {
+    "mode": "gamma: one K2F flow scaled by gamma per frame; per_frame: one K2F flow per frame",
+    "num_inference_steps": "DDIM steps (the paper's: 200)",
+    "k": "F2I start step of --steps, 0 = warp only",
+    "seed": "random seed, a non-negative integer",
+    "batch_size": "frames per network call",
+    "fit_keypoints": "fit K2F's flows so that they carry every keypoint exactly (echo motions larger than K2F saw "
+                     "in training come out short without it); --no-fit-keypoints: the paper's KDM, K2F's flows "
+                     "as they are",
+}
+
+
+def _dest(name: str) -> str:
+    """The ``args`` attribute of a sampling option (``steps`` for ``--steps``)."""
+    return SAMPLING_OPTIONS[name].lstrip("-").replace("-", "_")
+
+
+def add_sampling_options(p: argparse.ArgumentParser, defaults=None, *, names: tuple[str, ...] = tuple(SAMPLING_OPTIONS),
+                         helps: dict[str, str] | None = None) -> None:
+    """Declare the sampling options of a command, the same for every command: ``--mode``, ``--steps``,
+    ``--k``, ``--seed``, ``--batch-size`` and ``--fit-keypoints/--no-fit-keypoints``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+    defaults : SamplingSettings, optional
+        The command's settings, the options' defaults (and their help's). ``None``: every option
+        defaults to ``None``, i.e. keeps the settings the command starts from (see
+        :func:`sampling_settings`; the demo's ``--quick`` has its own).
+    names : tuple of str
+        The :class:`~echokdm.generation.settings.SamplingSettings` fields to declare (all by default).
+    helps : dict, optional
+        Help texts replacing the standard ones of some fields (the default is added to them).
+    """
+    from echokdm.generation.settings import MODES
+
+    texts = {**_SAMPLING_HELP, **(helps or {})}
+    types = {"num_inference_steps": int, "k": int, "seed": int, "batch_size": int}
+    for name in names:
+        default = None if defaults is None else getattr(defaults, name)
+        shown = "" if defaults is None else " (default: %(default)s)"
+        kwargs = {"dest": _dest(name), "default": default}
+        if name == "fit_keypoints":
+            kwargs["action"] = argparse.BooleanOptionalAction
+            shown = "" if defaults is None else f" (default: {'--fit-keypoints' if default else '--no-fit-keypoints'})"
+        elif name == "mode":
+            kwargs["choices"] = MODES
+        else:
+            kwargs["type"] = types[name]
+        p.add_argument(SAMPLING_OPTIONS[name], help=texts[name] + shown, **kwargs)
+
+
+def sampling_settings(args: argparse.Namespace, base=None):
+    """The :class:`~echokdm.generation.settings.SamplingSettings` of a command: ``base`` (default
+    ``SamplingSettings()``) with the options of :func:`add_sampling_options` that are set (not ``None``).
+
+    Raises
+    ------
+    ValueError
+        A setting out of range (the message names the option, e.g. ``--steps``).
+    """
+    from echokdm.generation.settings import SamplingSettings
+
+    base = base or SamplingSettings()
+    given = {name: getattr(args, _dest(name)) for name in SAMPLING_OPTIONS
+             if getattr(args, _dest(name), None) is not None}
+    return base.replace(**given) if given else base
 
 
 def add_read_args(p: argparse.ArgumentParser) -> None:

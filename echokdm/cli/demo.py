@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from echokdm.cli._common import add_run_options, resolve_model
+from echokdm.cli._common import add_run_options, add_sampling_options, resolve_model, sampling_settings
 
 __all__ = ["cmd_demo", "register"]
 
@@ -16,8 +16,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = DemoSettings.quick() if args.quick else DemoSettings()
     if args.patients is not None:
         settings.n_patients = args.patients
-    if args.steps is not None:
-        settings.num_inference_steps, settings.k = args.steps, args.steps // 2
+    if args.steps is not None:  # k follows: half the steps
+        settings.sampling = settings.sampling.replace(num_inference_steps=args.steps, k=args.steps // 2)
+    settings.sampling = sampling_settings(args, settings.sampling)  # and what else was given
     models = {}
     if args.pipeline or args.segmentation:  # resolved in main(); the other one stays the packaged demo model
         if args.train:
@@ -39,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "target vs re-measured) and a summary figure. A few minutes on a laptop CPU.")
     p.add_argument("--out", default="echokdm-demo", help="output folder (default: %(default)s)")
     p.add_argument("--patients", type=int, default=None, help="held-out phantom patients (default 3)")
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default 200, the paper's; k = steps / 2)")
+    add_sampling_options(p, None, names=("num_inference_steps", "seed"), helps={
+        "num_inference_steps": "DDIM steps (default 200, the paper's; 20 with --quick; k = steps / 2)",
+        "seed": "random seed, a non-negative integer (default 0)"})
     p.add_argument("--quick", action="store_true", help="1 patient, 20 DDIM steps (a smoke run for CI)")
     p.add_argument("--train", action="store_true",
                    help="retrain the demo checkpoints from scratch on the realistic phantom first (about an hour "

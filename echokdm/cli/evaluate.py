@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from echokdm.cli._common import add_run_options
+from echokdm.cli._common import add_run_options, add_sampling_options, sampling_settings
 
 __all__ = ["cmd_evaluate", "register"]
 
@@ -13,6 +13,7 @@ __all__ = ["cmd_evaluate", "register"]
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a pipeline on a manifest split, or score folders of generated loops."""
     from echokdm.evaluation import EvaluateConfig, evaluate, evaluate_folders
+    from echokdm.evaluation.runner import table3_sampling
 
     if args.generated or args.reference:
         if not (args.generated and args.reference):
@@ -23,9 +24,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.manifest:
             raise SystemExit("echokdm evaluate: give a manifest (and --pipeline), or --generated and --reference")
         config = EvaluateConfig(split=args.split, methods=tuple(args.methods), max_targets=args.max_targets,
-                                max_clips=args.max_clips, num_inference_steps=args.steps, k=args.k, mode=args.mode,
-                                fit_keypoints=args.fit_keypoints,
-                                seed=args.seed, lpips_nets=tuple(args.lpips_nets), lpips_backbone=args.lpips_backbone,
+                                max_clips=args.max_clips, sampling=sampling_settings(args, table3_sampling()),
+                                lpips_nets=tuple(args.lpips_nets), lpips_backbone=args.lpips_backbone,
                                 segmentation=args.segmentation, masks=args.masks,
                                 memorisation=not args.no_memorisation, training_manifest=args.training_manifest,
                                 size=args.size, device=args.device)
@@ -45,7 +45,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``evaluate`` to the ``echokdm`` sub-commands."""
-    from echokdm.evaluation.runner import METHODS
+    from echokdm.evaluation.runner import METHODS, table3_sampling
 
     p = subparsers.add_parser(
         "evaluate", help="score KDM, its ablations and baselines per frame, patient and dataset",
@@ -64,15 +64,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to score")
     p.add_argument("--max-targets", type=int, default=8, help="target frames per clip, one beat (default 8)")
     p.add_argument("--max-clips", type=int, default=None, help="evaluate only the first N clips")
-    p.add_argument("--steps", type=int, default=200, help="DDIM steps (default 200, the paper's)")
-    p.add_argument("--k", type=int, default=100, help="F2I start step of --steps (default 100)")
-    p.add_argument("--mode", default="per_frame", choices=("per_frame", "gamma"),
-                   help="per_frame: one K2F flow per target frame (default: each evaluated target has its own "
-                        "keypoints, as in the paper's Table 3); gamma: one flow scaled by gamma per frame (the "
-                        "default of generate and synthesize, which make a whole loop at a new EF)")
-    p.add_argument("--fit-keypoints", action="store_true",
-                   help="fit K2F's flows to the target keypoints (default: the paper's KDM, K2F's flows as they are)")
-    p.add_argument("--seed", type=int, default=0, help="base seed (each clip's seed derives from it and its id)")
+    # the paper's Table 3 protocol (per_frame, K2F's flows as they are): echokdm.evaluation.runner.table3_sampling
+    add_sampling_options(p, table3_sampling(), helps={
+        "mode": "per_frame: one K2F flow per target frame (each evaluated target has its own keypoints, as in the "
+                "paper's Table 3); gamma: one flow scaled by gamma per frame (the default of generate and "
+                "synthesize, which make a whole loop at a new EF)",
+        "fit_keypoints": "fit K2F's flows to the target keypoints (--no-fit-keypoints: the paper's KDM, K2F's flows "
+                         "as they are)",
+        "seed": "base seed, a non-negative integer (each clip's seed derives from it and its id)"})
     p.add_argument("--lpips-nets", nargs="+", default=["alex", "vgg"], choices=("alex", "vgg", "squeeze"),
                    help="LPIPS backbones to score (default: alex vgg)")
     p.add_argument("--lpips-backbone", default=None,

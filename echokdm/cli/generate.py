@@ -33,18 +33,20 @@ preview and the settings (with the keypoint distance MD of re-detected keypoints
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from echokdm.cli._common import add_run_options
+from echokdm.cli._common import add_run_options, add_sampling_options, sampling_settings
+
+# DEFAULT_FPS: the loop frame rate when neither --fps nor the motion's clip gives one
+from echokdm.generation.settings import DEFAULT_FPS, SamplingSettings
 
 __all__ = ["DEFAULT_FPS", "cmd_generate", "register"]
 
-#: Loop frame rate when neither --fps nor the motion's clip gives one.
-DEFAULT_FPS = 50.0
 _ECHO_FORMATS = "mp4,gif,dicom,nifti"
 _MOTIONS = ("own", "transfer", "ef", "drag", "target_keypoints")
 _MOTION_NAMES = {"own": "own", "transfer": "transfer", "ef": "synthetic", "drag": "drag",
@@ -274,11 +276,9 @@ def _fan(args: argparse.Namespace, source):
     return None, None
 
 
-def _check_numbers(args: argparse.Namespace) -> None:
-    """One clear error for a setting that cannot work, before anything is loaded."""
-    from echokdm.generation.loop import check_generation_settings
-
-    check_generation_settings(args.k, args.steps, args.batch_size)
+def _check_numbers(args: argparse.Namespace) -> SamplingSettings:
+    """One clear error for a setting that cannot work, before anything is loaded; the sampling settings."""
+    sampling = sampling_settings(args)
     if args.frame < 0:
         raise ValueError(f"--frame must be >= 0, got {args.frame}")
     if args.frames is not None and args.frames < 1:
@@ -294,6 +294,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise ValueError(f"--ef-attempts must be >= 1, got {args.ef_attempts}")
     if args.drag_sigma is not None and not (math.isfinite(args.drag_sigma) and args.drag_sigma >= 0):
         raise ValueError(f"--drag-sigma must be >= 0, got {args.drag_sigma:g}")
+    return sampling
 
 
 def _read_the_source(args: argparse.Namespace, seg):
@@ -318,10 +319,17 @@ def _load_pipeline(folder: str, device: str | None):
     return pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def _settings(args: argparse.Namespace, motion: str, source, extra: dict) -> dict:
+def _sampling_record(sampling: SamplingSettings) -> dict:
+    """The sampling keys of ``generate.json`` (``steps`` for the DDIM steps, as always; ``fit_keypoints``
+    comes from the loop, the batch size is not recorded)."""
+    record = dataclasses.asdict(sampling)
+    return {"mode": record["mode"], "k": record["k"], "steps": record["num_inference_steps"], "seed": record["seed"]}
+
+
+def _settings(args: argparse.Namespace, motion: str, source, extra: dict, sampling: SamplingSettings) -> dict:
     return {"source": Path(args.source).name, "frame": args.frame, "motion": _MOTION_NAMES[motion],
             "keypoints_source": source.keypoints_source, "pipeline": str(Path(args.pipeline).resolve()),
-            "mode": args.mode, "k": args.k, "steps": args.steps, "seed": args.seed, **extra}
+            **_sampling_record(sampling), **extra}
 
 
 def _percent(value: float | None, missing: str) -> str:
@@ -359,10 +367,10 @@ def _pipeline_adapter(args: argparse.Namespace) -> str:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate one loop and write it; returns the exit code (0 = success)."""
     motion = _chosen_motion(args)
-    _check_numbers(args)
+    sampling = _check_numbers(args)
     adapter = _pipeline_adapter(args)
     if adapter != "echo":
-        return _cmd_generate_edit(args, adapter)
+        return _cmd_generate_edit(args, adapter, sampling)
     args.formats = args.formats or _ECHO_FORMATS
     args.drag_sigma = 3.0 if args.drag_sigma is None else args.drag_sigma
     _formats(args.formats)
@@ -379,11 +387,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     fan_mask, fan_method = _fan(args, source)
     src_kp, targets, motion_fps, extra = _targets(args, source, seg)
     fps = args.fps or motion_fps or DEFAULT_FPS
-    settings = _settings(args, motion, source, {**extra, "fan_mask": fan_method})
-    common = {"spacing_mm": source.spacing_mm, "mode": args.mode, "k": args.k, "num_inference_steps": args.steps,
-              "seed": args.seed, "batch_size": args.batch_size, "fit_keypoints": not args.no_fit_keypoints,
-              "segmentation": seg, "progress": not args.no_progress, "fan_mask": fan_mask,
-              "source_index": args.frame, "patient_id": source.patient_id,
+    settings = _settings(args, motion, source, {**extra, "fan_mask": fan_method}, sampling)
+    common = {"spacing_mm": source.spacing_mm, "sampling": sampling, "segmentation": seg,
+              "progress": not args.no_progress, "fan_mask": fan_mask, "source_index": args.frame,
+              "patient_id": source.patient_id,
               "metadata": {k: v for k, v in settings.items() if k not in ("source", "pipeline")}}
     if motion == "ef":
         from echokdm.generation.ef_control import generate_ef_loop
@@ -433,7 +440,7 @@ def _edit_targets(args: argparse.Namespace, adapter, source) -> tuple[np.ndarray
     return source.keypoints, read_keypoint_sequence(args.target_keypoints, adapter)
 
 
-def _cmd_generate_edit(args: argparse.Namespace, adapter_name: str) -> int:
+def _cmd_generate_edit(args: argparse.Namespace, adapter_name: str, sampling: SamplingSettings) -> int:
     """``echokdm generate`` for a pipeline of another adapter than echo (see the module docstring)."""
     from echokdm.adapters import get_adapter
     from echokdm.generation.keypoint_edit import (
@@ -457,9 +464,8 @@ def _cmd_generate_edit(args: argparse.Namespace, adapter_name: str) -> int:
     src_kp, targets = _edit_targets(args, adapter, source)
     settings = {"source": Path(args.source).name, "frame": args.frame, "motion": _MOTION_NAMES[motion],
                 "keypoints_source": source.keypoints_source, "pipeline": str(Path(args.pipeline).resolve()),
-                "steps": args.steps}
-    edit = generate_keypoint_edit(pipe, source.frame, src_kp, targets, fps=args.fps or DEFAULT_FPS, mode=args.mode,
-                                  k=args.k, num_inference_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                "steps": sampling.num_inference_steps}
+    edit = generate_keypoint_edit(pipe, source.frame, src_kp, targets, fps=args.fps or DEFAULT_FPS, sampling=sampling,
                                   detect=args.detect, progress=not args.no_progress)
     written = write_keypoint_edit(out, edit, stem=stem, formats=formats, settings=settings, overwrite=args.overwrite)
     h, w = edit.frames.shape[1:]
@@ -548,15 +554,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stem", help="output file name stem (default: <clip>_f<frame>_<motion>)")
     p.add_argument("--formats", default=None,
                    help=f"comma-separated loop formats (default: {_ECHO_FORMATS} for echo, mp4,gif,png otherwise)")
-    p.add_argument("--mode", choices=("gamma", "per_frame"), default="gamma",
-                   help="one K2F flow scaled by gamma per frame, or one flow per frame (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=200, help="DDIM steps (default: %(default)s)")
-    p.add_argument("--k", type=int, default=100, help="F2I start step, 0 = warp only (default: %(default)s)")
-    p.add_argument("--no-fit-keypoints", action="store_true",
-                   help="use K2F's flow as it is (the paper's KDM) instead of fitting it so that it carries every "
-                        "keypoint exactly (echo motions larger than K2F saw in training come out short without it)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=16, help="frames per network call (default: %(default)s)")
+    add_sampling_options(p, SamplingSettings())  # face/pose pipelines never fit the keypoints (keypoint_edit)
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--detect", action="store_true",
                    help="face/pose: re-detect keypoints on the generated frames with the adapter's detector and "

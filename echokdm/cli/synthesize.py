@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from echokdm.cli._common import add_run_options
+from echokdm.cli._common import add_run_options, add_sampling_options, sampling_settings
+from echokdm.generation.settings import DEFAULT_FPS, SamplingSettings
 
 __all__ = ["cmd_synthesize", "register"]
 
@@ -57,11 +58,9 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     result = synthesize_cohort(
         args.manifest, pipeline, args.out, n_loops=args.n, split=args.split,
         ef_range=tuple(args.ef_range) if args.ef_range else None, ef_reference=args.ef_reference,
-        heart_rate_range=tuple(args.heart_rate_range), fps=args.fps,
-        n_beats=args.beats, segmentation=segmentation, training_manifest=args.training_manifest, seed=args.seed,
-        mode=args.mode, k=args.k, num_inference_steps=args.steps, batch_size=args.batch_size,
-        include_source=not args.no_source_frame, ef_attempts=args.ef_attempts,
-        fit_keypoints=not args.no_fit_keypoints, fan_mask=not args.no_fan_mask,
+        heart_rate_range=tuple(args.heart_rate_range), fps=args.fps, n_beats=args.beats,
+        sampling=sampling_settings(args), segmentation=segmentation, training_manifest=args.training_manifest,
+        include_source=not args.no_source_frame, ef_attempts=args.ef_attempts, fan_mask=not args.no_fan_mask,
         memorisation_frames=args.memorisation_frames, device=args.device,
         overwrite=args.overwrite, progress=not args.no_progress)
     for line in result.summary_lines():
@@ -83,7 +82,7 @@ def _add_motion_args(p: argparse.ArgumentParser) -> None:
                          "ef_target; e.g. an EchoNet FileList.csv or a manifest)")
     p.add_argument("--heart-rate-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=[55.0, 95.0],
                    help="heart rates uniform on this range, bpm (default: 55 95)")
-    p.add_argument("--fps", type=float, default=50.0, help="frame rate of the loops (default: %(default)s)")
+    p.add_argument("--fps", type=float, default=DEFAULT_FPS, help="frame rate of the loops (default: %(default)s)")
     p.add_argument("--beats", type=float, default=1.0, help="beats per loop (default: %(default)s)")
     p.add_argument("--ef-attempts", type=int, default=3,
                    help="with a segmentation model: loops generated at most per cohort loop to bring its re-measured "
@@ -99,14 +98,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                           f"(default: the packaged {_DEFAULT_SEGMENTATION} when installed)")
     seg.add_argument("--no-segmentation", action="store_true",
                      help="use no segmentation model (the achieved EF is not measured)")
-    p.add_argument("--mode", choices=("gamma", "per_frame"), default="gamma",
-                   help="one K2F flow scaled by gamma per frame, or one flow per frame (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=200, help="DDIM steps (default: %(default)s)")
-    p.add_argument("--k", type=int, default=100, help="F2I start step, 0 = warp only (default: %(default)s)")
-    p.add_argument("--no-fit-keypoints", action="store_true",
-                   help="use K2F's flow as it is (the paper's KDM) instead of fitting it so that it carries every "
-                        "keypoint exactly (echo motions larger than K2F saw in training come out short without it)")
-    p.add_argument("--batch-size", type=int, default=16, help="frames per network call (default: %(default)s)")
+    add_sampling_options(p, SamplingSettings(), names=("mode", "num_inference_steps", "k", "fit_keypoints",
+                                                       "batch_size"))
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
 
 
@@ -138,6 +131,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "skipped)")
     p.add_argument("--no-source-frame", action="store_true",
                    help="make every frame with the model (default: frame 0 of each loop is the real source frame)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    add_sampling_options(p, SamplingSettings(), names=("seed",),
+                         helps={"seed": "random seed, a non-negative integer; loop i depends only on it, i and its "
+                                        "source"})
     add_run_options(p, overwrite="replace existing outputs")
     p.set_defaults(func=cmd_synthesize)

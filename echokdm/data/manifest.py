@@ -51,6 +51,7 @@ __all__ = [
     "is_blank",
     "read_clip",
     "clip_file_stem",
+    "mask_sibling",
 ]
 
 #: Columns of a manifest, in the order they are written.
@@ -181,8 +182,11 @@ def _relative_id(path: Path, root: Path) -> str:
     return rel
 
 
-def _mask_sibling(path: Path) -> Path | None:
-    """The ``<stem>_gt`` / ``_mask`` / ``_seg`` / ``_label`` file next to a NIfTI image, if any."""
+def mask_sibling(path: str | os.PathLike) -> Path | None:
+    """The label file next to a NIfTI image, if any: ``<stem>_gt``, ``_mask``, ``_seg``, ``_label`` or
+    ``_labels`` with ``.nii.gz`` or ``.nii``, tried in this order (``scan_folder`` and
+    :func:`echokdm.generation.read_source` pair an image with it); ``None`` when there is none."""
+    path = Path(path)
     stem = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
     for tag in ("_gt", "_mask", "_seg", "_label", "_labels"):
         for ext in (".nii.gz", ".nii"):
@@ -251,7 +255,7 @@ def _camus_candidates(root: Path) -> list[_Candidate]:
     for files in by_view.values():
         sequences = [p for p in files if "sequence" in p.name]
         for p in sequences or files:  # the cine when present, else the single ED/ES frames
-            out.append(_Candidate(p, columns={"mask_path": str(_mask_sibling(p) or "")}))
+            out.append(_Candidate(p, columns={"mask_path": str(mask_sibling(p) or "")}))
     return out
 
 
@@ -275,7 +279,7 @@ def _file_candidates(root: Path, fmt: str, patient_from: str) -> list[_Candidate
             if patient_from == "folder" and p.parent != root:
                 kwargs["patient_id"] = p.parent.relative_to(root).as_posix()
         if fmt == "nifti":
-            mask = _mask_sibling(p)
+            mask = mask_sibling(p)
             if mask is not None:
                 kwargs["mask_path"] = mask
             columns["mask_path"] = str(mask or "")

@@ -61,6 +61,7 @@ __all__ = [
     "check_sequence_manifest",
     "frame_files",
     "load_sequence_manifest",
+    "natural_sort_key",
     "read_image",
     "read_sequence_frames",
     "read_sequence_keypoints",
@@ -148,9 +149,10 @@ def write_sequence_manifest(manifest: pd.DataFrame, path: str | os.PathLike, *, 
 # ---------------------------------------------------------------------------------------------
 
 
-def _natural(path: Path) -> list:
-    """Sort key: digit runs as numbers (``frame2`` before ``frame10``)."""
-    return [int(p) if p.isdigit() else p for p in _DIGITS.split(path.name)]
+def natural_sort_key(path: str | os.PathLike) -> list:
+    """Sort key of a file by its name, digit runs read as numbers (``frame2`` before ``frame10``):
+    ``sorted(files, key=natural_sort_key)`` is the frame order of a folder of frames or keypoint files."""
+    return [int(p) if p.isdigit() else p for p in _DIGITS.split(Path(path).name)]
 
 
 def frame_files(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
@@ -159,7 +161,7 @@ def frame_files(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUF
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
     return sorted((p for p in folder.iterdir() if p.suffix.lower() in suffixes and not p.name.startswith(".")),
-                  key=_natural)
+                  key=natural_sort_key)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -197,7 +199,7 @@ def read_sequence_keypoints(row: pd.Series | dict, read_keypoints: Callable, n_f
     """
     path = Path(row["keypoints_path"])
     if path.is_dir():
-        files = [p for p in sorted(path.iterdir(), key=_natural) if p.is_file() and not p.name.startswith(".")]
+        files = [p for p in sorted(path.iterdir(), key=natural_sort_key) if p.is_file() and not p.name.startswith(".")]
         if len(files) != n_frames:
             raise ReadError(path, f"{len(files)} keypoint file(s) for {n_frames} frames (one file per frame)")
         kp = np.concatenate([np.asarray(read_keypoints(f), np.float32) for f in files])  # (T, N, 2)

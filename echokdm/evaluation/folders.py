@@ -34,7 +34,8 @@ def _files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def pair_folders(generated: str | os.PathLike, reference: str | os.PathLike) -> tuple[list[tuple[Path, Path]], list[str]]:
+def pair_folders(generated: str | os.PathLike,
+                 reference: str | os.PathLike) -> tuple[list[tuple[Path, Path]], list[str]]:
     """``(generated file, reference file)`` pairs matched by stem, and the stems left unmatched."""
     gen, ref = _files(Path(generated)), _files(Path(reference))
     pairs = [(gen[s], ref[s]) for s in sorted(gen) if s in ref]
@@ -45,7 +46,8 @@ def pair_folders(generated: str | os.PathLike, reference: str | os.PathLike) -> 
     return pairs, unmatched
 
 
-def evaluate_folders(generated: str | os.PathLike, reference: str | os.PathLike, *, out: str | os.PathLike | None = None,
+def evaluate_folders(generated: str | os.PathLike, reference: str | os.PathLike, *,
+                     out: str | os.PathLike | None = None,
                      lpips_nets: tuple[str, ...] = ("alex", "vgg"), lpips_backbone: str | None = None,
                      n_boot: int = 2000, progress: bool = True):
     """Per-frame MSE, PSNR, SSIM and LPIPS of generated loops against their references.
@@ -57,14 +59,14 @@ def evaluate_folders(generated: str | os.PathLike, reference: str | os.PathLike,
     """
     from tqdm.auto import tqdm
 
-    from echokdm.evaluation.runner import EvaluationResult, _announce, _write_csv, summarise_frames
+    from echokdm.evaluation.runner import EvaluationResult, announce_notes, summarise_frames, write_csv
     from echokdm.io.dispatch import read_cine
     from echokdm.metrics.image import mse, psnr, ssim
     from echokdm.metrics.lpips import lpips_metrics
 
     pairs, unmatched = pair_folders(generated, reference)
     lpips, lpips_note = lpips_metrics(lpips_nets, lpips_backbone)  # LPIPS left out (NaN) with a note when unavailable
-    notes = _announce([lpips_note])
+    notes = announce_notes([lpips_note])
     tables, clips = [], []
     for gen_path, ref_path in tqdm(pairs, desc="scoring", unit="clip", disable=not progress):
         with warnings.catch_warnings():
@@ -90,10 +92,10 @@ def evaluate_folders(generated: str | os.PathLike, reference: str | os.PathLike,
         out_path.mkdir(parents=True, exist_ok=True)
         for name, t in (("per_frame", frames), ("per_clip", clip_table), ("per_patient", patients),
                         ("summary", summary)):
-            _write_csv(t, out_path / f"{name}.csv")
+            write_csv(t, out_path / f"{name}.csv")
         (out_path / "table3.md").write_text(table3)
         if unmatched:
-            _write_csv(pd.DataFrame({"unmatched": unmatched}), out_path / "unmatched.csv")
+            write_csv(pd.DataFrame({"unmatched": unmatched}), out_path / "unmatched.csv")
         from echokdm.evaluation.plots import metric_boxplots
 
         (out_path / "plots").mkdir(exist_ok=True)

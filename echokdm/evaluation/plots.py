@@ -30,7 +30,8 @@ def _save(fig, path: Path) -> Path:
 
 
 def metric_boxplots(patients: pd.DataFrame, path: str | os.PathLike,
-                    metrics: tuple[str, ...] = ("mse", "ssim", "lpips_alex", "lpips_vgg", "epe", "kp_md")) -> Path | None:
+                    metrics: tuple[str, ...] = ("mse", "ssim", "lpips_alex", "lpips_vgg", "epe", "kp_md"),
+                    ) -> Path | None:
     """Box plots of per-patient metric values by method (one panel per metric with data)."""
     from matplotlib.figure import Figure
 
@@ -93,7 +94,8 @@ def worst_patient_strips(out: Path, frames: pd.DataFrame, method: str = "kdm", n
     return _save(fig, out / "plots" / f"worst_patients_{method}.png")
 
 
-def write_plots(out: str | os.PathLike, frames: pd.DataFrame, clips: pd.DataFrame, patients: pd.DataFrame) -> list[Path]:
+def write_plots(out: str | os.PathLike, frames: pd.DataFrame, clips: pd.DataFrame,
+                patients: pd.DataFrame) -> list[Path]:
     """All plots of an evaluation into ``<out>/plots`` (replacing those of an earlier pass)."""
     from echokdm.metrics.lv_function import plot_ef_agreement
 

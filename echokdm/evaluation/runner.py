@@ -13,10 +13,10 @@ interruptions). Methods:
 
 Per generated frame: MSE, PSNR, SSIM, LPIPS-Alex, LPIPS-VGG, flow EPE / MAE / RMSE against the exact
 flow (phantom cohorts) over the whole frame, EPE inside the target LV (``epe_lv``: the motion that was
-asked for; the whole-frame EPE also counts how a method moves the surroundings) and, with a segmentation model, the keypoint mean distance MD (keypoints
-re-detected on the generated frame against the target keypoints). Per clip: temporal warping
-error along the exact motion, EF of the generated beat against the target's (segmentation
-model), seconds per frame. Per patient and per dataset: means with patient-level bootstrap 95 %
+asked for; the whole-frame EPE also counts how a method moves the surroundings) and, with a segmentation
+model, the keypoint mean distance MD (keypoints re-detected on the generated frame against the target
+keypoints). Per clip: temporal warping error along the exact motion, EF of the generated beat against the
+target's (segmentation model), seconds per frame. Per patient and per dataset: means with patient-level bootstrap 95 %
 intervals; a Table-3-style markdown table; plots; and a memorisation check of the KDM frames
 against the training split.
 
@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from echokdm.evaluation.cases import EvalCase, load_case
+from echokdm.generation.settings import SamplingSettings, apply_deprecated_fields, with_deprecated_fields
 from echokdm.io.atomic import atomic_output
 
 __all__ = [
@@ -50,10 +51,13 @@ __all__ = [
     "METHOD_LABELS",
     "EvaluateConfig",
     "EvaluationResult",
+    "announce_notes",
     "evaluate",
     "generate_case",
     "score_case",
     "summarise_frames",
+    "table3_sampling",
+    "write_csv",
 ]
 
 METHODS = ("no_edit", "tps", "wo_f2i", "wo_k2f", "kdm")
@@ -64,33 +68,41 @@ CLIP_METRICS = ("temporal_error", "ef_target", "ef_achieved", "ef_error", "edv_t
                 "esv_achieved", "seconds_per_frame")
 
 
+def table3_sampling() -> SamplingSettings:
+    """The sampling of the paper's Table 3 protocol, :class:`EvaluateConfig`'s default: one K2F flow per
+    target frame (``per_frame``: every evaluated target has its own keypoints, where generate and
+    synthesize make a whole beat from one flow scaled by γ) and K2F's flows as they are
+    (``fit_keypoints=False``: the paper's KDM); the other settings are :class:`SamplingSettings`'
+    defaults (200 DDIM steps, k = 100, seed 0, batch 16)."""
+    return SamplingSettings(mode="per_frame", fit_keypoints=False)
+
+
+@with_deprecated_fields
 @dataclasses.dataclass
 class EvaluateConfig:
     """Settings of :func:`evaluate` (all recorded in ``evaluate.json``).
 
     ``split``: manifest split to evaluate (``all`` = every clip); ``methods``: subset of
-    :data:`METHODS`; ``max_targets`` frames per clip; ``max_clips`` (None = all);
-    ``num_inference_steps`` DDIM steps and ``k`` F2I start step; ``mode`` ``per_frame`` (one K2F
-    flow per target, the paper's Table 3) or ``gamma``; ``fit_keypoints`` fits K2F's flows to the
-    target keypoints (``KDMPipeline(..., fit_keypoints=True)``; False = the paper's KDM); ``seed`` base seed; ``lpips_nets`` and
+    :data:`METHODS`; ``max_targets`` frames per clip; ``max_clips`` (None = all); ``sampling``
+    the :class:`~echokdm.generation.settings.SamplingSettings` of KDM (default
+    :func:`table3_sampling`, the paper's protocol; its ``seed`` is the base seed each clip's seed
+    derives from); ``lpips_nets`` and
     ``lpips_backbone`` (local folder of backbone weights, or None to download); ``segmentation``
     a segmentation model folder (keypoint MD and EF; None = those columns are NaN);
     ``keypoints``/``masks`` how target keypoints are obtained (:func:`~echokdm.evaluation.cases.load_case`);
     ``memorisation`` and ``memorisation_frames`` (most training frames compared) against the train
     split of ``training_manifest`` (default: the evaluated manifest's own train split); ``n_boot``
-    bootstrap resamples; ``size`` frame size (None = the model's, 112 without a model); ``device`` ``auto`` = CUDA when available.
+    bootstrap resamples; ``size`` frame size (None = the model's, 112 without a model); ``device``
+    ``auto`` = CUDA when available. The old separate fields ``num_inference_steps``, ``k``,
+    ``mode``, ``fit_keypoints``, ``batch_size`` and ``seed`` are still accepted (and read) for one
+    release, with a FutureWarning; they go into ``sampling``.
     """
 
     split: str = "test"
     methods: tuple[str, ...] = METHODS
     max_targets: int = 8
     max_clips: int | None = None
-    num_inference_steps: int = 200
-    k: int = 100
-    mode: str = "per_frame"
-    fit_keypoints: bool = False
-    batch_size: int = 16
-    seed: int = 0
+    sampling: SamplingSettings = dataclasses.field(default_factory=table3_sampling)
     lpips_nets: tuple[str, ...] = ("alex", "vgg")
     lpips_backbone: str | None = None
     segmentation: str | None = None
@@ -102,17 +114,23 @@ class EvaluateConfig:
     n_boot: int = 2000
     size: int | None = None
     device: str = "auto"
+    # deprecated for one release: the sampling settings as separate fields (None = not given)
+    num_inference_steps: dataclasses.InitVar[int | None] = None
+    k: dataclasses.InitVar[int | None] = None
+    mode: dataclasses.InitVar[str | None] = None
+    fit_keypoints: dataclasses.InitVar[bool | None] = None
+    batch_size: dataclasses.InitVar[int | None] = None
+    seed: dataclasses.InitVar[int | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, num_inference_steps, k, mode, fit_keypoints, batch_size, seed) -> None:
+        old = {"num_inference_steps": num_inference_steps, "k": k, "mode": mode, "fit_keypoints": fit_keypoints,
+               "batch_size": batch_size, "seed": seed}
+        self.sampling = apply_deprecated_fields(self.sampling, old, "EvaluateConfig", base="table3_sampling()")
         self.methods = tuple(self.methods)
         self.lpips_nets = tuple(self.lpips_nets)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; methods are {', '.join(METHODS)}")
-        if self.mode not in ("per_frame", "gamma"):
-            raise ValueError(f"mode must be 'per_frame' or 'gamma', got {self.mode!r}")
-        if not 0 <= self.k <= self.num_inference_steps:
-            raise ValueError(f"k must be in 0..num_inference_steps ({self.num_inference_steps}), got {self.k}")
 
 
 @dataclasses.dataclass
@@ -173,7 +191,7 @@ def generate_case(case: EvalCase, config: EvaluateConfig, pipeline: Any = None,
     tgt_kp = case.keypoints[case.targets]
     n, shape = len(case.targets), src.shape
     out: dict[str, dict[str, Any]] = {}
-    seed = case_seed(case.clip_id, config.seed)
+    sampling = config.sampling.replace(seed=case_seed(case.clip_id, config.sampling.seed))
     if "no_edit" in config.methods:
         out["no_edit"] = {"frames": np.repeat(src[None], n, axis=0), "flows": np.zeros((n, 2, *shape), np.float32),
                           "seconds": 0.0}
@@ -183,10 +201,8 @@ def generate_case(case: EvalCase, config: EvaluateConfig, pipeline: Any = None,
         out["tps"] = {"frames": _warp_source(src, flows), "flows": flows, "seconds": time.perf_counter() - start}
     if pipeline is not None and ({"kdm", "wo_f2i"} & set(config.methods)):
         start = time.perf_counter()
-        result = pipeline(src, src_kp, tgt_kp, mode=config.mode, k=config.k,
-                          num_inference_steps=config.num_inference_steps,
-                          generator=torch.Generator().manual_seed(seed), shared_noise=True,
-                          batch_size=config.batch_size, progress=False, fit_keypoints=config.fit_keypoints)
+        result = pipeline(src, src_kp, tgt_kp, **sampling.pipeline_kwargs(),
+                          generator=torch.Generator().manual_seed(sampling.seed), shared_noise=True, progress=False)
         seconds = time.perf_counter() - start
         flows = result.flows.astype(np.float32)
         if "kdm" in config.methods:
@@ -195,18 +211,26 @@ def generate_case(case: EvalCase, config: EvaluateConfig, pipeline: Any = None,
             out["wo_f2i"] = {"frames": _warp_source(src, flows), "flows": flows, "seconds": seconds}
     if pipeline_noflow is not None and "wo_k2f" in config.methods:
         start = time.perf_counter()
-        zeros = np.zeros((n, 2, *shape), np.float32)
-        generator = torch.Generator().manual_seed(seed)
-        d = pipeline_noflow.k2f.config.downsample
-        noise = torch.randn((1, pipeline_noflow.vae.config.latent_channels, shape[0] // d, shape[1] // d),
-                            generator=generator)
-        frames = np.concatenate([
-            pipeline_noflow.image_pipe(src, tgt_kp[i:i + config.batch_size], zeros[i:i + config.batch_size],
-                                       k=config.k, num_inference_steps=config.num_inference_steps,
-                                       noise=noise.expand(len(tgt_kp[i:i + config.batch_size]), -1, -1, -1))
-            for i in range(0, n, config.batch_size)])
-        out["wo_k2f"] = {"frames": frames.astype(np.float32), "flows": None, "seconds": time.perf_counter() - start}
+        frames = _without_flow(pipeline_noflow, src, tgt_kp, sampling)
+        out["wo_k2f"] = {"frames": frames, "flows": None, "seconds": time.perf_counter() - start}
     return out
+
+
+def _without_flow(pipeline_noflow, src: np.ndarray, tgt_kp: np.ndarray, sampling: SamplingSettings) -> np.ndarray:
+    """``float32`` ``(K, S, S)``: F2I trained without the flow (the paper's "w/o K2F") from a zero flow,
+    one noise shared by every target, in batches of ``sampling.batch_size``."""
+    n, shape, batch = len(tgt_kp), src.shape, sampling.batch_size
+    zeros = np.zeros((n, 2, *shape), np.float32)
+    generator = torch.Generator().manual_seed(sampling.seed)
+    d = pipeline_noflow.k2f.config.downsample
+    noise = torch.randn((1, pipeline_noflow.vae.config.latent_channels, shape[0] // d, shape[1] // d),
+                        generator=generator)
+    frames = np.concatenate([
+        pipeline_noflow.image_pipe(src, tgt_kp[i:i + batch], zeros[i:i + batch], k=sampling.k,
+                                   num_inference_steps=sampling.num_inference_steps,
+                                   noise=noise.expand(len(tgt_kp[i:i + batch]), -1, -1, -1))
+        for i in range(0, n, batch)])
+    return frames.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +249,6 @@ class _Scorers:
         self.segmentation = None
         if config.segmentation:
             from echokdm.echo.segmentation import LVSegmentationNet
-
             from echokdm.pretrained import resolve_checkpoint
 
             path = resolve_checkpoint(config.segmentation, "segmentation")  # a folder or a packaged name; never a hub
@@ -256,7 +279,8 @@ def _keypoint_distance(detected: np.ndarray, target: np.ndarray) -> np.ndarray:
     return out
 
 
-def score_case(case: EvalCase, generated: dict[str, dict[str, Any]], scorers: _Scorers) -> tuple[pd.DataFrame, pd.DataFrame]:
+def score_case(case: EvalCase, generated: dict[str, dict[str, Any]],
+               scorers: _Scorers) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-frame and per-clip metric rows of one case (see the module docstring)."""
     from echokdm.geometry.keypoints import keypoints_to_mask
     from echokdm.geometry.volumes import simpson_volume
@@ -316,9 +340,12 @@ def score_case(case: EvalCase, generated: dict[str, dict[str, Any]], scorers: _S
 
 
 def _settings(config: EvaluateConfig, manifest: Path, pipeline: str | None, pipeline_noflow: str | None) -> dict:
+    """What ``evaluate.json`` records (the sampling settings as top-level keys, as before they were one object)."""
+    fields = dataclasses.asdict(config)
+    fields.update(fields.pop("sampling"))
     return {"manifest": str(manifest.resolve()), "pipeline": str(Path(pipeline).resolve()) if pipeline else None,
             "pipeline_noflow": str(Path(pipeline_noflow).resolve()) if pipeline_noflow else None,
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()
                if k not in ("device", "n_boot", "memorisation", "memorisation_frames", "training_manifest")}}
 
 
@@ -341,7 +368,8 @@ def _prepare_folder(out: Path, settings: dict, overwrite: bool) -> None:
     record.write_text(json.dumps(settings, indent=2))
 
 
-def _write_csv(table: pd.DataFrame, path: Path) -> None:
+def write_csv(table: pd.DataFrame, path: Path) -> None:
+    """Write a result table as CSV (no index), atomically: a rerun never reads a half-written table."""
     with atomic_output(path, overwrite=True) as tmp:
         table.to_csv(tmp, index=False)
 
@@ -363,9 +391,10 @@ def _load_pipeline(folder: str | None, device: torch.device):
     return KDMPipeline.from_pretrained(folder).to(device)
 
 
-def _announce(notes: list[str | None]) -> list[str]:
-    """The notes that are set, each also issued as an :class:`~echokdm.metrics.lpips.LPIPSSkippedWarning` now
-    (before the long work), so that the Python API, notebooks and the CLI all show it."""
+def announce_notes(notes: list[str | None]) -> list[str]:
+    """The notes that are set (``None`` left out), each also issued as an
+    :class:`~echokdm.metrics.lpips.LPIPSSkippedWarning` now (before the long work), so that the Python
+    API, notebooks and the CLI all show it; they end ``table3`` (:func:`summarise_frames`)."""
     from echokdm.metrics.lpips import LPIPSSkippedWarning
 
     notes = [n for n in notes if n]
@@ -389,14 +418,15 @@ def summarise_frames(frames: pd.DataFrame, clips: pd.DataFrame, *, n_boot: int =
     clip_metrics = [m for m in CLIP_METRICS if m in clips.columns and clips[m].notna().any()]
     if len(clips) and clip_metrics:
         clip_summary = summarise(clips.rename(columns={"n_frames": "clip_frames"}), clip_metrics, n_boot=n_boot)
-        summary = summary.merge(clip_summary.drop(columns=["n_frames"]).rename(columns={"n_patients": "n_patients_clips"}),
-                                on=["dataset", "method"], how="outer")
+        clip_summary = clip_summary.drop(columns=["n_frames"]).rename(columns={"n_patients": "n_patients_clips"})
+        summary = summary.merge(clip_summary, on=["dataset", "method"], how="outer")
     order = [m for m in (*METHODS, "generated", "real") if m in set(summary["method"])]
     summary = summary.assign(_o=summary["method"].map({m: i for i, m in enumerate(order)}))
     summary = summary.sort_values(["dataset", "_o"]).drop(columns="_o").reset_index(drop=True)
-    shown = summary[summary["method"] != "real"].assign(method=lambda t: t["method"].map(lambda m: METHOD_LABELS.get(m, m)))
-    columns = [m for m in ("mse", "lpips_alex", "lpips_vgg", "ssim", "epe", "epe_lv", "kp_md", "ef_error") if m in shown.columns
-               and shown[m].notna().any()]
+    shown = summary[summary["method"] != "real"]
+    shown = shown.assign(method=shown["method"].map(lambda m: METHOD_LABELS.get(m, m)))
+    columns = [m for m in ("mse", "lpips_alex", "lpips_vgg", "ssim", "epe", "epe_lv", "kp_md", "ef_error")
+               if m in shown.columns and shown[m].notna().any()]
     table3 = table3_markdown(shown, columns)
     if notes:
         table3 = table3.rstrip("\n") + "\n\n" + "\n".join(f"note: {n}" for n in notes) + "\n"
@@ -445,7 +475,7 @@ def _memorisation(manifest: pd.DataFrame, out: Path | None, cases: list[EvalCase
         rows.append({"method": method, "n_training_frames": len(training), **report.summary()})
     table = pd.DataFrame(rows)
     if out is not None:
-        _write_csv(table, out / "memorisation.csv")
+        write_csv(table, out / "memorisation.csv")
     return table
 
 
@@ -477,85 +507,120 @@ def evaluate(manifest: str | os.PathLike, pipeline: str | os.PathLike | None = N
     -------
     EvaluationResult
     """
-    from tqdm.auto import tqdm
-
-    from echokdm.data.ground_truth import ground_truth_files
-    from echokdm.data.manifest import clip_file_stem, load_manifest
+    from echokdm.data.manifest import load_manifest
     from echokdm.training.loop import resolve_device
 
     config = config or EvaluateConfig()
     manifest_path = Path(manifest)
     table = load_manifest(manifest_path)
-    rows = table if config.split == "all" else table[table["split"] == config.split]
-    if rows.empty:
-        raise ValueError(f"{manifest_path}: no clips in split {config.split!r} "
-                         f"(splits: {', '.join(sorted(table['split'].unique()))})")
-    if config.max_clips is not None:
-        rows = rows.iloc[: config.max_clips]
+    rows = _evaluated_rows(table, config, manifest_path)
     if pipeline_noflow is None and pipeline is not None and (Path(pipeline).parent / "pipeline_noflow").is_dir():
         pipeline_noflow = Path(pipeline).parent / "pipeline_noflow"
     device = resolve_device(config.device)
-    pipe, pipe_noflow = _load_pipeline(pipeline, device), _load_pipeline(pipeline_noflow, device)
-    size = config.size or _model_size(pipe or pipe_noflow)
+    pipes = _load_pipeline(pipeline, device), _load_pipeline(pipeline_noflow, device)
+    size = config.size or _model_size(pipes[0] or pipes[1])
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         _prepare_folder(out_path, _settings(config, manifest_path, pipeline, pipeline_noflow), overwrite)
     scorers = _Scorers(config, device)
-    notes = _announce([scorers.lpips_note])
-    truth = ground_truth_files(manifest_path)
-    frame_parts, clip_parts, cases, kdm_frames, skipped = [], [], [], {}, []
-    for _, row in tqdm(list(rows.iterrows()), desc="evaluating", unit="clip", disable=not progress):
-        stem = clip_file_stem(str(row["clip_id"]))
-        try:
-            case = load_case(row, manifest_path, size, max_targets=config.max_targets, keypoints=config.keypoints,
-                             segmentation=config.masks, truth=truth)
-        except Exception as exc:  # noqa: BLE001 - listed, never silently dropped
-            skipped.append((str(row["clip_id"]), f"{type(exc).__name__}: {exc}"))
-            continue
-        cases.append(case)
-        done = out_path is not None and (out_path / "parts" / f"{stem}.clip.csv").exists()
-        if done:
-            frames_t = pd.read_csv(out_path / "parts" / f"{stem}.frames.csv", dtype={"patient_id": str, "clip_id": str,
-                                                                                    "dataset": str})
-            clips_t = pd.read_csv(out_path / "parts" / f"{stem}.clip.csv", dtype={"patient_id": str, "clip_id": str,
-                                                                                  "dataset": str})
-            with np.load(out_path / "generated" / f"{stem}.npz") as saved:
-                generated = {m: {"frames": saved[f"{m}_frames"].astype(np.float32) / 255.0}
-                             for m in ("kdm",) if f"{m}_frames" in saved}
-        else:
-            generated = generate_case(case, config, pipe, pipe_noflow)
-            frames_t, clips_t = score_case(case, generated, scorers)
-            if out_path is not None:
-                _save_generated(out_path / "generated" / f"{stem}.npz", case, generated)
-                _write_csv(frames_t, out_path / "parts" / f"{stem}.frames.csv")
-                _write_csv(clips_t, out_path / "parts" / f"{stem}.clip.csv")
-        frame_parts.append(frames_t)
-        clip_parts.append(clips_t)
-        for method in ("kdm",):
-            if method in generated:
-                kdm_frames.setdefault(method, []).append(generated[method]["frames"])
-    if not frame_parts:
-        raise ValueError(f"{manifest_path}: no clip could be evaluated: {skipped[:5]}")
-    frames_all = pd.concat(frame_parts, ignore_index=True)
-    clips_all = pd.concat(clip_parts, ignore_index=True)
+    notes = announce_notes([scorers.lpips_note])
+    run = _run_cases(rows, manifest_path, size, config, pipes, scorers, out_path, progress)
+    frames_all = pd.concat(run.frame_parts, ignore_index=True)
+    clips_all = pd.concat(run.clip_parts, ignore_index=True)
     patients, summary, table3 = summarise_frames(frames_all, clips_all, n_boot=config.n_boot, notes=notes)
     memo = pd.DataFrame()
     if config.memorisation:
-        memo = _memorisation(table, out_path, cases, {m: np.concatenate(v) for m, v in kdm_frames.items()}, config,
-                             size, progress)
+        memo = _memorisation(table, out_path, run.cases, {m: np.concatenate(v) for m, v in run.kdm_frames.items()},
+                             config, size, progress)
     if out_path is not None:
-        _write_csv(frames_all, out_path / "per_frame.csv")
-        _write_csv(clips_all, out_path / "per_clip.csv")
-        _write_csv(patients, out_path / "per_patient.csv")
-        _write_csv(summary, out_path / "summary.csv")
-        (out_path / "table3.md").write_text(table3)
-        if skipped:
-            _write_csv(pd.DataFrame(skipped, columns=["clip_id", "reason"]), out_path / "skipped.csv")
-        if plots:
-            from echokdm.evaluation.plots import write_plots
-
-            write_plots(out_path, frames_all, clips_all, patients)
+        _write_results(out_path, frames_all, clips_all, patients, summary, table3, run.skipped, plots)
     return EvaluationResult(frames_all, clips_all, patients, summary, table3, memo, out_path, notes)
+
+
+def _evaluated_rows(table: pd.DataFrame, config: EvaluateConfig, manifest: Path) -> pd.DataFrame:
+    """The manifest rows of ``config.split`` (all for ``"all"``), at most ``config.max_clips``."""
+    rows = table if config.split == "all" else table[table["split"] == config.split]
+    if rows.empty:
+        raise ValueError(f"{manifest}: no clips in split {config.split!r} "
+                         f"(splits: {', '.join(sorted(table['split'].unique()))})")
+    return rows if config.max_clips is None else rows.iloc[: config.max_clips]
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the loop over the clips gathers: per-clip tables, the cases, KDM frames per method, skipped clips."""
+
+    frame_parts: list[pd.DataFrame] = dataclasses.field(default_factory=list)
+    clip_parts: list[pd.DataFrame] = dataclasses.field(default_factory=list)
+    cases: list[EvalCase] = dataclasses.field(default_factory=list)
+    kdm_frames: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def _read_part(out: Path, stem: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]]]:
+    """The tables and KDM frames a finished clip left in the run folder (resume)."""
+    ids = {"patient_id": str, "clip_id": str, "dataset": str}
+    frames = pd.read_csv(out / "parts" / f"{stem}.frames.csv", dtype=ids)
+    clips = pd.read_csv(out / "parts" / f"{stem}.clip.csv", dtype=ids)
+    with np.load(out / "generated" / f"{stem}.npz") as saved:
+        generated = {m: {"frames": saved[f"{m}_frames"].astype(np.float32) / 255.0}
+                     for m in ("kdm",) if f"{m}_frames" in saved}
+    return frames, clips, generated
+
+
+def _run_cases(rows: pd.DataFrame, manifest: Path, size: int, config: EvaluateConfig, pipes: tuple[Any, Any],
+               scorers: _Scorers, out: Path | None, progress: bool) -> _Run:
+    """Load, generate and score every clip (or read a finished one back from ``out``); a ValueError when none
+    could be evaluated."""
+    from tqdm.auto import tqdm
+
+    from echokdm.data.ground_truth import ground_truth_files
+    from echokdm.data.manifest import clip_file_stem
+
+    truth = ground_truth_files(manifest)
+    run = _Run()
+    for _, row in tqdm(list(rows.iterrows()), desc="evaluating", unit="clip", disable=not progress):
+        stem = clip_file_stem(str(row["clip_id"]))
+        try:
+            case = load_case(row, manifest, size, max_targets=config.max_targets, keypoints=config.keypoints,
+                             segmentation=config.masks, truth=truth)
+        except Exception as exc:  # noqa: BLE001 - listed, never silently dropped
+            run.skipped.append((str(row["clip_id"]), f"{type(exc).__name__}: {exc}"))
+            continue
+        run.cases.append(case)
+        if out is not None and (out / "parts" / f"{stem}.clip.csv").exists():
+            frames_t, clips_t, generated = _read_part(out, stem)
+        else:
+            generated = generate_case(case, config, *pipes)
+            frames_t, clips_t = score_case(case, generated, scorers)
+            if out is not None:
+                _save_generated(out / "generated" / f"{stem}.npz", case, generated)
+                write_csv(frames_t, out / "parts" / f"{stem}.frames.csv")
+                write_csv(clips_t, out / "parts" / f"{stem}.clip.csv")
+        run.frame_parts.append(frames_t)
+        run.clip_parts.append(clips_t)
+        for method in ("kdm",):
+            if method in generated:
+                run.kdm_frames.setdefault(method, []).append(generated[method]["frames"])
+    if not run.frame_parts:
+        raise ValueError(f"{manifest}: no clip could be evaluated: {run.skipped[:5]}")
+    return run
+
+
+def _write_results(out: Path, frames: pd.DataFrame, clips: pd.DataFrame, patients: pd.DataFrame,
+                   summary: pd.DataFrame, table3: str, skipped: list[tuple[str, str]], plots: bool) -> None:
+    """The tables, ``table3.md``, ``skipped.csv`` (when a clip was skipped) and the plots of a run."""
+    write_csv(frames, out / "per_frame.csv")
+    write_csv(clips, out / "per_clip.csv")
+    write_csv(patients, out / "per_patient.csv")
+    write_csv(summary, out / "summary.csv")
+    (out / "table3.md").write_text(table3)
+    if skipped:
+        write_csv(pd.DataFrame(skipped, columns=["clip_id", "reason"]), out / "skipped.csv")
+    if plots:
+        from echokdm.evaluation.plots import write_plots
+
+        write_plots(out, frames, clips, patients)
 
 
 def _model_size(pipe: Any) -> int:

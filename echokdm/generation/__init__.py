@@ -1,5 +1,8 @@
 """Generated cine loops: motion sources, KDM generation and writers (``echokdm generate``).
 
+* :mod:`~echokdm.generation.settings`: :class:`SamplingSettings`, how KDM samples (flow mode, ``k``,
+  DDIM steps, seed, batch size, ``fit_keypoints``), the one set of defaults every entry point
+  takes as ``sampling=``; :data:`DEFAULT_FPS`.
 * :mod:`~echokdm.generation.motion`: target keypoint trajectories ``(T, 40, 2)``: the clip's
   own motion, another patient's motion transferred, a synthetic beat at a chosen EF, drag edits.
 * :mod:`~echokdm.generation.loop`: :func:`generate_loop` runs a KDM pipeline on one source
@@ -23,6 +26,8 @@ from echokdm._lazy import lazy_exports
 
 # public name -> submodule that defines it
 _LAZY = {
+    "SamplingSettings": "settings",
+    "DEFAULT_FPS": "settings",
     "own_motion": "motion",
     "transfer_motion": "motion",
     "synthetic_motion": "motion",

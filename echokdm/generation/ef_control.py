@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from echokdm.generation.settings import DEFAULT_FPS, DEPRECATED_KEYWORDS, SamplingSettings, sampling_from_keywords
+
 __all__ = ["generate_ef_loop"]
 
 #: Range of trajectory EFs the control may ask of the model (percent).
@@ -60,6 +62,60 @@ def _next_request(attempts: list[tuple[float, float]], target: float, limits: tu
     return float(np.clip(r1 + (target - a1) / slope, *limits))
 
 
+def _checked_request(ef: float, ef_limits: tuple[float, float], tolerance: float, max_attempts: int,
+                     calibrate: bool, segmentation) -> tuple[float, tuple[float, float]]:
+    """``(ef, (low, high))`` checked (the Raises of :func:`generate_ef_loop`); the limits widened to hold ``ef``."""
+    ef = float(ef)
+    if not (math.isfinite(ef) and 0.0 < ef < 100.0):
+        raise ValueError(f"ef must be within (0, 100) percent, got {ef}")
+    if not (tolerance > 0):
+        raise ValueError(f"tolerance must be positive (EF points), got {tolerance}")
+    if int(max_attempts) < 1:
+        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+    if calibrate and segmentation is None:
+        raise ValueError("calibrate=True needs a segmentation model to re-measure the EF of the generated frames; "
+                         "pass segmentation=... or calibrate=False")
+    return ef, (min(float(ef_limits[0]), ef), max(float(ef_limits[1]), ef))
+
+
+def _search(generate, ef: float, n_attempts: int, tolerance: float,
+            limits: tuple[float, float]) -> tuple[Any, float, list[tuple[float, float]]]:
+    """The closed loop: ``generate(trajectory EF)`` a loop, re-measure, ask again (:func:`_next_request`) until
+    within ``tolerance``, saturated or ``n_attempts`` loops made. Returns the loop closest to ``ef``, its
+    error (EF points; inf when nothing was measured) and every ``(trajectory EF, re-measured EF)``."""
+    attempts: list[tuple[float, float]] = []
+    best, best_error, request = None, math.inf, ef
+    for _ in range(n_attempts):
+        loop = generate(request)
+        trajectory = loop.ef_target if loop.ef_target is not None else request
+        achieved = loop.ef_achieved
+        error = abs(achieved - ef) if achieved is not None else math.inf
+        if error < best_error or best is None:
+            best, best_error = loop, error
+        if achieved is None:
+            break  # nothing measured: nothing to correct with
+        attempts.append((float(trajectory), float(achieved)))
+        if error <= tolerance:
+            break
+        following = _next_request(attempts, ef, limits)
+        if following is None or min(abs(following - r) for r, _ in attempts) < 0.05:
+            break  # saturated, at a limit, or no change possible
+        request = following
+    return best, best_error, attempts
+
+
+def _record(best, ef: float, attempts: list[tuple[float, float]], *, calibrate: bool, calibrated: bool,
+            heart_rate_bpm: float, n_beats: float, metadata: dict[str, Any] | None) -> None:
+    """Write what the EF control did into the chosen loop (module docstring); its ``ef_target`` becomes ``ef``."""
+    best.metadata.update({**(metadata or {}), "ef_requested": ef,
+                          "ef_trajectory": None if best.ef_target is None else round(float(best.ef_target), 4),
+                          "ef_attempts": [{"trajectory_ef": round(r, 4), "ef_achieved": round(a, 4)}
+                                          for r, a in attempts],
+                          "ef_calibration": bool(calibrate), "ef_calibrated": calibrated,
+                          "heart_rate_bpm": float(heart_rate_bpm), "n_beats": float(n_beats)})
+    best.ef_target = ef
+
+
 def generate_ef_loop(
     pipeline,
     source_frame: np.ndarray,
@@ -67,8 +123,9 @@ def generate_ef_loop(
     ef: float,
     *,
     heart_rate_bpm: float = 70.0,
-    fps: float = 50.0,
+    fps: float = DEFAULT_FPS,
     n_beats: float = 1.0,
+    sampling: SamplingSettings | None = None,
     segmentation=None,
     calibrate: bool = True,
     tolerance: float = 2.0,
@@ -87,7 +144,11 @@ def generate_ef_loop(
     ef : float
         EF to reach, percent, within (0, 100).
     heart_rate_bpm, fps, n_beats : float
-        The beat, as :func:`~echokdm.generation.motion.synthetic_motion`.
+        The beat, as :func:`~echokdm.generation.motion.synthetic_motion` (``fps`` default
+        :data:`~echokdm.generation.settings.DEFAULT_FPS`).
+    sampling : SamplingSettings, optional
+        As :func:`~echokdm.generation.loop.generate_loop`; every attempt uses the same settings
+        (the same seed), so only the motion's amplitude changes.
     segmentation : LVSegmentationNet or path
         The model that re-measures the EF (required when ``calibrate``).
     calibrate : bool
@@ -105,8 +166,10 @@ def generate_ef_loop(
     metadata : dict, optional
         Stored in the loop's metadata (no personal data).
     **generate_kwargs
-        Passed to :func:`generate_loop` (``spacing_mm``, ``mode``, ``k``, ``num_inference_steps``,
-        ``seed``, ``batch_size``, ``include_source``, ``source_index``, ``patient_id``...).
+        Passed to :func:`generate_loop` (``spacing_mm``, ``include_source``, ``fan_mask``,
+        ``source_index``, ``patient_id``); the old separate sampling settings (``mode``, ``k``,
+        ``num_inference_steps``, ``seed``, ``batch_size``, ``fit_keypoints``) are mapped onto
+        ``sampling`` with a FutureWarning (for one release).
 
     Returns
     -------
@@ -123,17 +186,9 @@ def generate_ef_loop(
     from echokdm.generation.loop import generate_loop, load_segmentation
     from echokdm.generation.motion import synthetic_motion
 
-    ef = float(ef)
-    if not (math.isfinite(ef) and 0.0 < ef < 100.0):
-        raise ValueError(f"ef must be within (0, 100) percent, got {ef}")
-    low, high = min(float(ef_limits[0]), ef), max(float(ef_limits[1]), ef)
-    if not (tolerance > 0):
-        raise ValueError(f"tolerance must be positive (EF points), got {tolerance}")
-    if int(max_attempts) < 1:
-        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
-    if calibrate and segmentation is None:
-        raise ValueError("calibrate=True needs a segmentation model to re-measure the EF of the generated frames; "
-                         "pass segmentation=... or calibrate=False")
+    old = {name: generate_kwargs.pop(name) for name in DEPRECATED_KEYWORDS if name in generate_kwargs}
+    sampling = sampling_from_keywords(sampling, old, "generate_ef_loop")
+    ef, limits = _checked_request(ef, ef_limits, tolerance, max_attempts, calibrate, segmentation)
     if isinstance(pipeline, (str, os.PathLike)):
         from echokdm.pipelines.kdm import KDMPipeline
 
@@ -142,34 +197,15 @@ def generate_ef_loop(
         segmentation = load_segmentation(segmentation)
     generate_kwargs.pop("motion", None)
 
-    attempts: list[tuple[float, float]] = []  # (trajectory EF, re-measured EF)
-    best, best_error, request = None, math.inf, ef
-    for _ in range(int(max_attempts) if calibrate else 1):
+    def generate(request: float):
         targets = synthetic_motion(source_keypoints, request, heart_rate_bpm, fps, n_beats)
-        loop = generate_loop(pipeline, source_frame, source_keypoints, targets, fps=fps, segmentation=segmentation,
-                             progress=progress, motion="synthetic", **generate_kwargs)
-        trajectory = loop.ef_target if loop.ef_target is not None else request
-        achieved = loop.ef_achieved
-        error = abs(achieved - ef) if achieved is not None else math.inf
-        if error < best_error or best is None:
-            best, best_error = loop, error
-        if achieved is None:
-            break  # nothing measured: nothing to correct with
-        attempts.append((float(trajectory), float(achieved)))
-        if error <= tolerance:
-            break
-        following = _next_request(attempts, ef, (low, high))
-        if following is None or min(abs(following - r) for r, _ in attempts) < 0.05:
-            break  # saturated, at a limit, or no change possible
-        request = following
+        return generate_loop(pipeline, source_frame, source_keypoints, targets, fps=fps, sampling=sampling,
+                             segmentation=segmentation, progress=progress, motion="synthetic", **generate_kwargs)
+
+    best, best_error, attempts = _search(generate, ef, int(max_attempts) if calibrate else 1, tolerance, limits)
     calibrated = bool(best_error <= tolerance)
-    best.metadata.update({**(metadata or {}), "ef_requested": ef,
-                          "ef_trajectory": None if best.ef_target is None else round(float(best.ef_target), 4),
-                          "ef_attempts": [{"trajectory_ef": round(r, 4), "ef_achieved": round(a, 4)}
-                                          for r, a in attempts],
-                          "ef_calibration": bool(calibrate), "ef_calibrated": calibrated,
-                          "heart_rate_bpm": float(heart_rate_bpm), "n_beats": float(n_beats)})
-    best.ef_target = ef
+    _record(best, ef, attempts, calibrate=calibrate, calibrated=calibrated, heart_rate_bpm=heart_rate_bpm,
+            n_beats=n_beats, metadata=metadata)
     if calibrate and not calibrated:
         got = "no EF measured" if best.ef_achieved is None else f"best re-measured EF {best.ef_achieved:.1f} %"
         warnings.warn(f"EF-targeted loop: asked for EF {ef:.1f} %, {got} after {len(attempts) or 1} attempt(s) "

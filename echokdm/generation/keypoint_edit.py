@@ -28,6 +28,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from echokdm.generation.settings import DEFAULT_FPS, SamplingSettings, sampling_from_keywords
+
 __all__ = [
     "EDIT_FORMATS",
     "EditSource",
@@ -103,13 +105,13 @@ def _source_frames(path: Path) -> np.ndarray:
 
 def read_keypoint_sequence(path: str | os.PathLike, adapter) -> np.ndarray:
     """``(T, N, 2)`` keypoints of one file, or of a folder with one file per frame (natural name order)."""
-    from echokdm.data.sequences import _natural
+    from echokdm.data.sequences import natural_sort_key
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such keypoint file or folder")
     if path.is_dir():
-        files = [p for p in sorted(path.iterdir(), key=_natural) if p.is_file() and not p.name.startswith(".")]
+        files = [p for p in sorted(path.iterdir(), key=natural_sort_key) if p.is_file() and not p.name.startswith(".")]
         if not files:
             raise FileNotFoundError(f"{path}: no keypoint files in the folder")
         return np.concatenate([adapter.read_keypoints(f) for f in files]).astype(np.float32)
@@ -172,10 +174,10 @@ def _checked(adapter, frame, source_keypoints, targets) -> tuple[np.ndarray, np.
 
 
 def generate_keypoint_edit(pipeline, source_frame: np.ndarray, source_keypoints: np.ndarray,
-                           target_keypoints: np.ndarray, *, fps: float = 25.0, mode: str = "gamma", k: int = 100,
-                           num_inference_steps: int = 200, seed: int = 0, batch_size: int = 16,
-                           include_source: bool = True, detector_model: Any = None, detect: bool = False,
-                           progress: bool = True, metadata: dict | None = None) -> GeneratedEdit:
+                           target_keypoints: np.ndarray, *, fps: float = DEFAULT_FPS,
+                           sampling: SamplingSettings | None = None, include_source: bool = True,
+                           detector_model: Any = None, detect: bool = False, progress: bool = True,
+                           metadata: dict | None = None, **deprecated: Any) -> GeneratedEdit:
     """Generate one frame per target keypoint set with a KDM pipeline of any adapter.
 
     Parameters
@@ -188,42 +190,48 @@ def generate_keypoint_edit(pipeline, source_frame: np.ndarray, source_keypoints:
         ``(N, 2)`` ``(x, y)`` pixels of the source frame.
     target_keypoints : numpy.ndarray
         ``(T, N, 2)`` or ``(N, 2)`` in the source frame's grid.
-    fps, mode, k, num_inference_steps, seed, batch_size
-        As :func:`~echokdm.generation.loop.generate_loop`.
+    fps : float
+        Frame rate of the written video (default :data:`~echokdm.generation.settings.DEFAULT_FPS`).
+    sampling : SamplingSettings, optional
+        As :func:`~echokdm.generation.loop.generate_loop`, except ``fit_keypoints``, which is not
+        used: K2F's flow is taken as it is (face and pose keypoints are too sparse for a local fit).
     include_source : bool
         Start with the real source frame (zero flow); a first target equal to the source
         keypoints (within 1e-3 px) is that frame rather than a generated copy.
     detect : bool
         Re-detect keypoints on the generated frames with the adapter's detector (``detector_model``)
         and fill ``detected`` and ``kp_md``.
+    **deprecated
+        The old separate settings (``mode``, ``k``, ``num_inference_steps``, ``seed``,
+        ``batch_size``): mapped onto ``sampling`` with a FutureWarning (for one release).
 
     Returns
     -------
     GeneratedEdit
     """
     from echokdm.adapters import get_adapter
-    from echokdm.generation.loop import _loop_frames, _pipeline_size
+    from echokdm.generation.loop import loop_frames, pipeline_size
 
+    sampling = sampling_from_keywords(sampling, deprecated, "generate_keypoint_edit")
     if isinstance(pipeline, (str, os.PathLike)):
         from echokdm.pipelines.kdm import KDMPipeline
 
         pipeline = KDMPipeline.from_pretrained(pipeline)
     adapter = get_adapter(pipeline.adapter)
     frame, src, targets = _checked(adapter, source_frame, source_keypoints, target_keypoints)
-    if mode not in ("gamma", "per_frame"):
-        raise ValueError(f"mode must be 'gamma' or 'per_frame', got {mode!r}")
-    frames, flows, keypoints, gammas, _ = _loop_frames(
-        pipeline, frame, src, targets, include_source=include_source, mode=mode, k=k,
-        num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size, progress=progress,
-        fit_keypoints=False)  # K2F's flow as it is: face and pose keypoints are too sparse for a local fit
+    # K2F's flow as it is (fit_keypoints off): face and pose keypoints are too sparse for a local fit
+    frames, flows, keypoints, gammas, _ = loop_frames(
+        pipeline, frame, src, targets, include_source=include_source, progress=progress,
+        sampling=sampling.replace(fit_keypoints=False))
     h, w = frame.shape
     detected = kp_md = None
     if detect:
         detected = np.asarray(adapter.detect_keypoints(frames, detector_model), np.float32)
         kp_md = keypoint_distance(detected, keypoints)
-    info = {"adapter": adapter.name, "mode": mode, "k": int(k), "num_inference_steps": int(num_inference_steps),
-            "seed": int(seed), "input_size": [h, w], "pipeline_size": list(_pipeline_size(pipeline)),
-            "source_included": bool(include_source), **(metadata or {})}
+    info = {"adapter": adapter.name, "mode": sampling.mode, "k": sampling.k,
+            "num_inference_steps": sampling.num_inference_steps, "seed": sampling.seed, "input_size": [h, w],
+            "pipeline_size": list(pipeline_size(pipeline)), "source_included": bool(include_source),
+            **(metadata or {})}
     return GeneratedEdit(frames=frames.astype(np.float32), keypoints=keypoints.astype(np.float32),
                          flows=flows.astype(np.float32), gammas=gammas, adapter=adapter.name, fps=float(fps),
                          detected=detected, kp_md=kp_md, metadata=info)
@@ -297,7 +305,8 @@ def write_keypoint_edit(out: str | os.PathLike, edit: GeneratedEdit, *, stem: st
         written["png"] = out / f"{stem}_frames"
     written["keypoints"] = write_keypoints_csv(out / f"{stem}_keypoints.csv", edit.keypoints, overwrite=overwrite)
     for t, kp in enumerate(edit.keypoints):
-        adapter.write_keypoints(out / f"{stem}_keypoints" / f"{t:04d}{adapter.keypoint_suffix}", kp, overwrite=overwrite)
+        adapter.write_keypoints(out / f"{stem}_keypoints" / f"{t:04d}{adapter.keypoint_suffix}", kp,
+                                overwrite=overwrite)
     written["keypoint_files"] = out / f"{stem}_keypoints"
     with atomic_output(out / f"{stem}_flows.npz", overwrite=overwrite) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, flows=edit.flows, keypoints=edit.keypoints, fps=np.float64(edit.fps),

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from echokdm.generation.settings import SamplingSettings, sampling_from_keywords
 from echokdm.geometry.keypoints import N_KEYPOINTS
 from echokdm.geometry.resize import resize_flow, resize_images
 from echokdm.geometry.volumes import simpson_volume
@@ -41,7 +42,9 @@ __all__ = [
     "generate_loop",
     "load_segmentation",
     "loop_ef",
+    "loop_frames",
     "measure_ef",
+    "pipeline_size",
     "read_source",
     "source_from_file",
 ]
@@ -195,8 +198,10 @@ def measure_ef(frames: np.ndarray, segmentation, spacing_mm: tuple[float, float]
 # ---------------------------------------------------------------------------------------------
 
 
-def _pipeline_size(pipeline) -> tuple[int, int]:
-    """``(rows, cols)`` the pipeline works at (``vae.config.sample_size``)."""
+def pipeline_size(pipeline) -> tuple[int, int]:
+    """``(rows, cols)`` of the frames a KDM pipeline works at: its autoencoder's ``config.sample_size``
+    (an int for square frames, or ``(rows, cols)``). Sources are resized to it and the generated
+    frames back (module docstring)."""
     size = pipeline.vae.config.sample_size
     if isinstance(size, (list, tuple)):
         return int(size[0]), int(size[1])
@@ -209,18 +214,17 @@ def _map_keypoints(keypoints: np.ndarray, from_hw: tuple[int, int], to_hw: tuple
     return ((np.asarray(keypoints, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
 
 
-def _run_pipeline(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.ndarray, *, mode, k,
-                  num_inference_steps, seed, batch_size, progress, fit_keypoints):
+def _run_pipeline(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.ndarray, *,
+                  sampling: SamplingSettings, progress: bool):
     """Frames ``(T, H, W)``, flows ``(T, 2, H, W)`` and γ at the input size ``(H, W)`` of ``frame``."""
     import torch
 
     hw = frame.shape
-    size = _pipeline_size(pipeline)
+    size = pipeline_size(pipeline)
     small = resize_images(frame, size, antialias=True)  # (S, S)
     out = pipeline(np.clip(small, 0.0, 1.0), _map_keypoints(src_kp, hw, size), _map_keypoints(targets, hw, size),
-                   mode=mode, k=k, num_inference_steps=num_inference_steps,
-                   generator=torch.Generator().manual_seed(int(seed)), batch_size=batch_size, progress=progress,
-                   fit_keypoints=fit_keypoints)
+                   **sampling.pipeline_kwargs(), generator=torch.Generator().manual_seed(sampling.seed),
+                   progress=progress)
     frames = np.clip(resize_images(out.frames, hw, antialias=True), 0.0, 1.0)  # (T, H, W)
     flows = resize_flow(out.flows, hw, antialias=True)  # (T, 2, H, W) in input pixels
     return frames, flows, out.gammas
@@ -231,21 +235,11 @@ def _run_pipeline(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.n
 # ---------------------------------------------------------------------------------------------
 
 
-def _whole(value, name: str, minimum: int) -> int:
-    """``int(value)``, or a ValueError naming ``name`` unless an integer ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def check_generation_settings(k, num_inference_steps, batch_size) -> tuple[int, int, int]:
-    """``(k, num_inference_steps, batch_size)`` checked: steps >= 1, 0 <= k <= steps, batch >= 1;
-    a ValueError naming the setting otherwise."""
-    steps = _whole(num_inference_steps, "num_inference_steps (--steps)", 1)
-    k = _whole(k, "k (--k)", 0)
-    if k > steps:
-        raise ValueError(f"k (--k) must be at most num_inference_steps (--steps) = {steps}, got {k}")
-    return k, steps, _whole(batch_size, "batch_size (--batch-size)", 1)
+    """``(k, num_inference_steps, batch_size)`` checked as :class:`SamplingSettings` checks them
+    (steps >= 1, 0 <= k <= steps, batch >= 1); a ValueError naming the setting otherwise."""
+    checked = SamplingSettings(k=k, num_inference_steps=num_inference_steps, batch_size=batch_size)
+    return checked.k, checked.num_inference_steps, checked.batch_size
 
 
 def _checked_fan(fan_mask, shape: tuple[int, int]) -> np.ndarray | None:
@@ -260,7 +254,7 @@ def _checked_fan(fan_mask, shape: tuple[int, int]) -> np.ndarray | None:
     return mask
 
 
-def _checked_inputs(source_frame, source_keypoints, target_keypoints, fps, mode):
+def _checked_inputs(source_frame, source_keypoints, target_keypoints, fps):
     frame = np.asarray(source_frame, dtype=np.float32)
     if frame.ndim != 2 or min(frame.shape) < 2:
         raise ValueError(f"source_frame must be one grayscale frame (H, W), got shape {frame.shape}")
@@ -275,13 +269,24 @@ def _checked_inputs(source_frame, source_keypoints, target_keypoints, fps, mode)
         raise ValueError(f"target_keypoints must have shape (T, {N_KEYPOINTS}, 2) with T >= 1, got {targets.shape}")
     if not (fps is not None and math.isfinite(float(fps)) and float(fps) > 0):
         raise ValueError(f"fps must be a positive number, got {fps}")
-    if mode not in ("gamma", "per_frame"):
-        raise ValueError(f"mode must be 'gamma' or 'per_frame', got {mode!r}")
     return frame, src_kp, targets
 
 
 def _or_none(value: float) -> float | None:
     return None if not math.isfinite(value) else float(value)
+
+
+def _achieved_ef(source: np.ndarray, frames: np.ndarray, segmentation, spacing_mm,
+                 include_source: bool) -> tuple[np.ndarray | None, float | None, str]:
+    """``(detected keypoints (T, 40, 2) or None, EF achieved or None, note)`` of a generated loop
+    (``frames`` ``(T, H, W)``; the EF is measured with the ``source`` ``(H, W)`` when the loop lacks it)."""
+    if segmentation is None:
+        return None, None, "no segmentation model"
+    measured = frames if include_source else np.concatenate([source[None], frames])  # EF needs the source
+    ef, detected = measure_ef(measured, segmentation, spacing_mm, return_keypoints=True)
+    ef_achieved = _or_none(ef)
+    note = "measured" if ef_achieved is not None else "fewer than 2 frames with keypoints detected"
+    return (detected if include_source else detected[1:]), ef_achieved, note
 
 
 def _is_source_pose(targets: np.ndarray, src_kp: np.ndarray) -> bool:
@@ -290,22 +295,31 @@ def _is_source_pose(targets: np.ndarray, src_kp: np.ndarray) -> bool:
     return bool(same_nan.all() and np.nan_to_num(diff).max() <= _SOURCE_TOLERANCE_PX)
 
 
-def _loop_frames(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.ndarray, *, include_source: bool,
-                 mode: str, k: int, num_inference_steps: int, seed: int, batch_size: int, progress: bool,
-                 fit_keypoints: bool):
-    """The generated frames of a loop, with the real source first when ``include_source`` (see
-    :func:`generate_loop`). Returns ``frames (T, H, W)``, ``flows (T, 2, H, W)``, ``keypoints
-    (T, N, 2)``, ``gammas`` (``None`` in per-frame mode) and the targets actually generated."""
+def loop_frames(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.ndarray, *,
+                sampling: SamplingSettings, include_source: bool = True, progress: bool = True):
+    """The frames of a loop from one source frame, for any keypoint adapter: the core of
+    :func:`generate_loop` and of :func:`~echokdm.generation.keypoint_edit.generate_keypoint_edit`.
+
+    ``frame`` ``float32`` ``(H, W)`` in [0, 1]; ``src_kp`` ``(N, 2)`` and ``targets`` ``(T, N, 2)``
+    ``(x, y)`` pixels of its grid. The pipeline runs at :func:`pipeline_size` with ``sampling`` and
+    everything comes back at ``(H, W)``; with ``include_source`` the real source comes first (see
+    :func:`generate_loop`).
+
+    Returns
+    -------
+    tuple
+        ``frames (T', H, W)``, ``flows (T', 2, H, W)``, ``keypoints (T', N, 2)``, ``gammas``
+        (``(T',)``; ``None`` in per-frame mode) and the targets actually generated ``(T'', N, 2)``.
+    """
     first_is_source = include_source and _is_source_pose(targets, src_kp)
     to_generate = targets[1:] if first_is_source else targets
     h, w = frame.shape
     frames = np.zeros((0, h, w), np.float32)
     flows = np.zeros((0, 2, h, w), np.float32)
-    gammas = np.zeros(0) if mode == "gamma" else None
+    gammas = np.zeros(0) if sampling.mode == "gamma" else None
     if len(to_generate):
-        frames, flows, gammas = _run_pipeline(pipeline, frame, src_kp, to_generate, mode=mode, k=k,
-                                              num_inference_steps=num_inference_steps, seed=seed,
-                                              batch_size=batch_size, progress=progress, fit_keypoints=fit_keypoints)
+        frames, flows, gammas = _run_pipeline(pipeline, frame, src_kp, to_generate, sampling=sampling,
+                                              progress=progress)
     keypoints = to_generate
     if include_source:
         frames = np.concatenate([frame[None], frames])
@@ -322,13 +336,8 @@ def generate_loop(
     target_keypoints: np.ndarray,
     *,
     fps: float,
+    sampling: SamplingSettings | None = None,
     spacing_mm: tuple[float, float] | None = None,
-    mode: str = "gamma",
-    k: int = 100,
-    num_inference_steps: int = 200,
-    seed: int = 0,
-    batch_size: int = 16,
-    fit_keypoints: bool = True,
     segmentation=None,
     include_source: bool = True,
     fan_mask: np.ndarray | None = None,
@@ -337,6 +346,7 @@ def generate_loop(
     source_index: int | None = None,
     patient_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    **deprecated: Any,
 ) -> GeneratedLoop:
     """Generate a cine loop from one frame and a target keypoint trajectory with KDM.
 
@@ -354,22 +364,14 @@ def generate_loop(
         :mod:`echokdm.generation.motion`.
     fps : float
         Frame rate of the loop.
+    sampling : SamplingSettings, optional
+        Flow mode, ``k``, DDIM steps, seed, batch size and ``fit_keypoints``
+        (:class:`~echokdm.generation.settings.SamplingSettings`; default ``SamplingSettings()``).
+        ``fit_keypoints`` (on by default) carries each target keypoint onto its source keypoint, so
+        the loop follows the asked motion also where it is larger than K2F saw in training, which
+        K2F renders short (a 70 % EF beat came out near 53 % without it).
     spacing_mm : (dx, dy), optional
         Pixel size, for volumes in mL (the EF is a ratio and needs it only for anisotropic pixels).
-    mode : {"gamma", "per_frame"}
-        One K2F flow scaled by γ per frame (appendix B), or one K2F flow per frame.
-    k, num_inference_steps : int
-        F2I start step (appendix C) and DDIM steps.
-    seed : int
-        Seeds the CPU generator of all noise: the same seed gives the same loop on one device.
-    batch_size : int
-        Frames per network call.
-    fit_keypoints : bool
-        True (the default): K2F's flow is corrected near the keypoints so that it carries each
-        target keypoint onto its source keypoint (``KDMPipeline(..., fit_keypoints=True)``): the
-        loop then follows the asked motion also where it is larger than K2F saw in training, which
-        K2F renders short (a 70 % EF beat came out near 53 % without it). False: the paper's KDM,
-        K2F's flow as it is.
     segmentation : LVSegmentationNet or path, optional
         Model (or its folder) that re-detects the keypoints on the generated frames for
         ``ef_achieved``; without it ``ef_achieved`` is ``None``.
@@ -388,41 +390,36 @@ def generate_loop(
         Show progress bars.
     motion, source_index, patient_id, metadata
         Stored in the :class:`GeneratedLoop` (``metadata`` must hold no personal data).
+    **deprecated
+        The old separate settings ``mode``, ``k``, ``num_inference_steps``, ``seed``,
+        ``batch_size``, ``fit_keypoints``: mapped onto ``sampling`` with a FutureWarning (for one
+        release).
 
     Returns
     -------
     GeneratedLoop
     """
+    sampling = sampling_from_keywords(sampling, deprecated, "generate_loop")
     if isinstance(pipeline, (str, os.PathLike)):
         from echokdm.pipelines.kdm import KDMPipeline
 
         pipeline = KDMPipeline.from_pretrained(pipeline)
-    frame, src_kp, targets = _checked_inputs(source_frame, source_keypoints, target_keypoints, fps, mode)
-    k, num_inference_steps, batch_size = check_generation_settings(k, num_inference_steps, batch_size)
+    frame, src_kp, targets = _checked_inputs(source_frame, source_keypoints, target_keypoints, fps)
     fan = _checked_fan(fan_mask, frame.shape)
     if fan is not None:
         from echokdm.io.fan import apply_fan
 
         frame = apply_fan(frame, fan)
-    frames, flows, keypoints, gammas, to_generate = _loop_frames(
-        pipeline, frame, src_kp, targets, include_source=include_source, mode=mode, k=k,
-        num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size, progress=progress,
-        fit_keypoints=fit_keypoints)
+    frames, flows, keypoints, gammas, to_generate = loop_frames(
+        pipeline, frame, src_kp, targets, sampling=sampling, include_source=include_source, progress=progress)
     if fan is not None:
         frames = apply_fan(frames, fan)  # nothing the model put outside the fan either
-    h, w = frame.shape
     ef_target = _or_none(loop_ef(np.concatenate([src_kp[None], to_generate]), spacing_mm))
-    detected, ef_achieved, note = None, None, "no segmentation model"
-    if segmentation is not None:
-        measured = frames if include_source else np.concatenate([frame[None], frames])  # EF needs the source
-        ef, detected = measure_ef(measured, segmentation, spacing_mm, return_keypoints=True)
-        detected = detected if include_source else detected[1:]
-        ef_achieved = _or_none(ef)
-        note = "measured" if ef_achieved is not None else "fewer than 2 frames with keypoints detected"
-    info = {"mode": mode, "k": int(k), "num_inference_steps": int(num_inference_steps), "seed": int(seed),
-            "fit_keypoints": bool(fit_keypoints), "fan_masked": fan is not None,
-            "input_size": [h, w], "pipeline_size": list(_pipeline_size(pipeline)),
-            "source_included": bool(include_source), "ef_achieved_note": note, **(metadata or {})}
+    detected, ef_achieved, note = _achieved_ef(frame, frames, segmentation, spacing_mm, include_source)
+    recorded = {name: value for name, value in dataclasses.asdict(sampling).items() if name != "batch_size"}
+    info = {**recorded, "fan_masked": fan is not None, "input_size": list(frame.shape),
+            "pipeline_size": list(pipeline_size(pipeline)), "source_included": bool(include_source),
+            "ef_achieved_note": note, **(metadata or {})}
     return GeneratedLoop(frames=frames, fps=float(fps), keypoints=keypoints, flows=flows, ef_target=ef_target,
                          spacing_mm=spacing_mm, ef_achieved=ef_achieved, source_frame=source_index, motion=motion,
                          patient_id=patient_id, gammas=gammas, detected_keypoints=detected, metadata=info)
@@ -488,9 +485,9 @@ def read_source(path: str | os.PathLike, format: str | None = None, **read_kwarg
     fmt = format or guess_format(path)
     kwargs = dict(read_kwargs)
     if fmt == "nifti" and "mask_path" not in kwargs:
-        from echokdm.data.manifest import _mask_sibling
+        from echokdm.data.manifest import mask_sibling
 
-        sibling = _mask_sibling(path)
+        sibling = mask_sibling(path)
         if sibling is not None:
             kwargs["mask_path"] = sibling
     return read_cine(path, fmt, **kwargs)
@@ -502,10 +499,9 @@ def _read_mask_file(path: Path, frame_index: int, shape: tuple[int, int], lv_lab
         raise FileNotFoundError(f"{path}: no such file")
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        from echokdm.io.nifti import _load_volume, _to_frames_layout
+        from echokdm.io.nifti import read_label_frames
 
-        _, data = _load_volume(path)
-        labels, _ = _to_frames_layout(np.asarray(data), path)  # (T, H, W)
+        labels = read_label_frames(path)  # (T, H, W)
     elif name.endswith(".npy"):
         labels = np.load(path, allow_pickle=False)
     elif name.endswith(IMAGE_SUFFIXES):

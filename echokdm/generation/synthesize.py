@@ -78,6 +78,7 @@ from echokdm.generation.cohort_report import (
     memorisation_sets,
     write_cohort_report,
 )
+from echokdm.generation.settings import DEFAULT_FPS, SamplingSettings, sampling_from_keywords
 
 __all__ = [
     "COHORT_COLUMNS",
@@ -428,13 +429,9 @@ class _Plan:
     seeds: np.ndarray
     fps: float
     n_beats: float
-    mode: str
-    k: int
-    num_inference_steps: int
-    batch_size: int
+    sampling: SamplingSettings  # its seed is the cohort's; loop i samples with seeds[i]
     include_source: bool
     ef_attempts: int = 3
-    fit_keypoints: bool = True
 
 
 def _make_loop(pipe, seg, source: _Source, plan: _Plan, i: int):
@@ -451,10 +448,9 @@ def _make_loop(pipe, seg, source: _Source, plan: _Plan, i: int):
         return generate_ef_loop(pipe, source.frame, source.keypoints, float(plan.efs[i]),
                                 heart_rate_bpm=float(plan.heart_rates[i]), fps=plan.fps, n_beats=plan.n_beats,
                                 segmentation=seg, calibrate=seg is not None and plan.ef_attempts > 1,
-                                max_attempts=plan.ef_attempts, spacing_mm=source.spacing_mm, mode=plan.mode,
-                                k=plan.k, num_inference_steps=plan.num_inference_steps, seed=int(plan.seeds[i]),
-                                batch_size=plan.batch_size, include_source=plan.include_source, progress=False,
-                                fit_keypoints=plan.fit_keypoints, fan_mask=source.fan,
+                                max_attempts=plan.ef_attempts, spacing_mm=source.spacing_mm,
+                                sampling=plan.sampling.replace(seed=int(plan.seeds[i])),
+                                include_source=plan.include_source, progress=False, fan_mask=source.fan,
                                 source_index=source.index, patient_id=source.patient_id, metadata=info)
 
 
@@ -538,29 +534,22 @@ def _source_rows(table: pd.DataFrame, split: str, where: Path) -> pd.DataFrame:
     return rows
 
 
-def _plan(n_loops, *, ef_range, ef_reference, heart_rate_range, fps, n_beats, seed, mode, k,
-          num_inference_steps, batch_size, include_source, ef_attempts=3,
-          fit_keypoints=True) -> tuple[_Plan, np.ndarray | None]:
-    """Validated settings and the draws of every loop; the reference EFs when given."""
+def _plan(n_loops, *, ef_range, ef_reference, heart_rate_range, fps, n_beats, sampling: SamplingSettings,
+          include_source, ef_attempts=3) -> tuple[_Plan, np.ndarray | None]:
+    """Validated settings and the draws of every loop (``sampling`` is checked already); the reference
+    EFs when given."""
     from echokdm.generation.motion import synthetic_volume_curve
 
-    n_loops, seed = _checked_count(n_loops, "n_loops"), _checked_seed(seed)
+    n_loops, seed = _checked_count(n_loops, "n_loops"), sampling.seed
     reference = None if ef_reference is None else load_ef_reference(ef_reference)
     efs = sample_efs(n_loops, ef_range=ef_range, reference=reference, seed=seed)
     for value, name in ((fps, "fps"), (n_beats, "n_beats")):
         if not (math.isfinite(float(value)) and float(value) > 0):
             raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if mode not in ("gamma", "per_frame"):
-        raise ValueError(f"mode must be 'gamma' or 'per_frame', got {mode!r}")
-    from echokdm.generation.loop import check_generation_settings
-
-    check_generation_settings(k, num_inference_steps, batch_size)  # also k <= steps
     plan = _Plan(efs=efs, heart_rates=sample_heart_rates(n_loops, heart_rate_range, seed),
                  seeds=np.array([loop_seed(seed, i) for i in range(n_loops)]), fps=float(fps),
-                 n_beats=float(n_beats), mode=mode, k=_checked_count(k, "k", 0),
-                 num_inference_steps=_checked_count(num_inference_steps, "num_inference_steps"),
-                 batch_size=_checked_count(batch_size, "batch_size"), include_source=bool(include_source),
-                 ef_attempts=_checked_count(ef_attempts, "ef_attempts"), fit_keypoints=bool(fit_keypoints))
+                 n_beats=float(n_beats), sampling=sampling, include_source=bool(include_source),
+                 ef_attempts=_checked_count(ef_attempts, "ef_attempts"))
     # the fastest heart gives the shortest loop: it must still have 2 frames (raises otherwise)
     synthetic_volume_curve(float(efs[0]), float(plan.heart_rates.max()), plan.fps, plan.n_beats)
     return plan, reference
@@ -569,11 +558,11 @@ def _plan(n_loops, *, ef_range, ef_reference, heart_rate_range, fps, n_beats, se
 def synthesize_cohort(
     manifest: str | os.PathLike, pipeline, out: str | os.PathLike, *, n_loops: int, split: str = "test",
     ef_range: tuple[float, float] | None = None, ef_reference: Any = None,
-    heart_rate_range: tuple[float, float] = DEFAULT_HEART_RATE_RANGE, fps: float = 50.0, n_beats: float = 1.0,
-    segmentation=None, training_manifest: str | os.PathLike | None = None, seed: int = 0,
-    mode: str = "gamma", k: int = 100, num_inference_steps: int = 200, batch_size: int = 16,
-    include_source: bool = True, ef_attempts: int = 3, fit_keypoints: bool = True, fan_mask: bool = True,
-    memorisation_frames: int = 2000, device: str | None = None, overwrite: bool = False, progress: bool = True,
+    heart_rate_range: tuple[float, float] = DEFAULT_HEART_RATE_RANGE, fps: float = DEFAULT_FPS,
+    n_beats: float = 1.0, sampling: SamplingSettings | None = None, segmentation=None,
+    training_manifest: str | os.PathLike | None = None, include_source: bool = True, ef_attempts: int = 3,
+    fan_mask: bool = True, memorisation_frames: int = 2000, device: str | None = None, overwrite: bool = False,
+    progress: bool = True, **deprecated: Any,
 ) -> SynthesisResult:
     """Generate a synthetic cohort of ``n_loops`` KDM loops in the EchoNet-Dynamic layout.
 
@@ -602,16 +591,16 @@ def synthesize_cohort(
         Uniform heart rates in beats/min.
     fps, n_beats : float
         Frame rate of the loops and beats per loop: ``round(n_beats · 60 / HR · fps)`` frames.
+    sampling : SamplingSettings, optional
+        As in :func:`~echokdm.generation.loop.generate_loop` (default ``SamplingSettings()``); its
+        ``seed`` (non-negative) is the cohort's: loop ``i`` depends only on ``(seed, i)`` and its
+        source (module docstring).
     segmentation : LVSegmentationNet or path, optional
         Segmentation model (folder): source keypoints of clips without masks, tracings or phantom
         truth, and ``ef_achieved`` re-measured on every loop.
     training_manifest : path, optional
         Manifest whose train split trained the pipeline (default: ``manifest``), for the
         memorisation check.
-    seed : int
-        Non-negative; loop ``i`` depends only on ``(seed, i)`` and its source.
-    mode, k, num_inference_steps, batch_size
-        As in :func:`~echokdm.generation.loop.generate_loop`.
     include_source : bool
         Frame 0 of each loop is the real source frame (default), or made by the model too.
     ef_attempts : int
@@ -619,9 +608,6 @@ def synthesize_cohort(
         re-measured on its frames within 2 points of the drawn EF
         (:func:`~echokdm.generation.ef_control.generate_ef_loop`); 1 = one loop whose keypoints move
         at the drawn EF. ``cohort.csv`` keeps the trajectory EF that was used (``ef_trajectory``).
-    fit_keypoints : bool
-        As in :func:`~echokdm.generation.loop.generate_loop` (True: K2F's flows are fitted to the
-        keypoints; False: the paper's KDM).
     fan_mask : bool
         Mask every loop to its source's ultrasound fan (module docstring).
     memorisation_frames : int
@@ -632,6 +618,10 @@ def synthesize_cohort(
         Replace existing outputs; otherwise any existing one raises before anything is generated.
     progress : bool
         Progress bars (one over the loops).
+    **deprecated
+        The old separate settings (``seed``, ``mode``, ``k``, ``num_inference_steps``,
+        ``batch_size``, ``fit_keypoints``): mapped onto ``sampling`` with a FutureWarning (for one
+        release).
 
     Returns
     -------
@@ -646,15 +636,15 @@ def synthesize_cohort(
     ValueError
         Bad settings, an empty split, or no usable source clip (every reason listed).
     """
+    sampling = sampling_from_keywords(sampling, deprecated, "synthesize_cohort")
     plan, reference = _plan(n_loops, ef_range=ef_range, ef_reference=ef_reference,
-                            heart_rate_range=heart_rate_range, fps=fps, n_beats=n_beats, seed=seed, mode=mode, k=k,
-                            num_inference_steps=num_inference_steps, batch_size=batch_size,
-                            include_source=include_source, ef_attempts=ef_attempts, fit_keypoints=fit_keypoints)
+                            heart_rate_range=heart_rate_range, fps=fps, n_beats=n_beats, sampling=sampling,
+                            include_source=include_source, ef_attempts=ef_attempts)
     budget = _checked_count(memorisation_frames, "memorisation_frames")
     out = Path(out)
     _refuse_existing(out, len(plan.efs), overwrite)
     settings = _settings(manifest, pipeline, segmentation, training_manifest, ef_reference, plan,
-                         split=split, ef_range=ef_range, heart_rate_range=heart_rate_range, seed=seed,
+                         split=split, ef_range=ef_range, heart_rate_range=heart_rate_range,
                          memorisation_frames=budget, fan_mask=bool(fan_mask))
     models = (pipeline, segmentation, device)
     return _make_cohort(out, Path(manifest), models, split, training_manifest, plan, reference, budget, settings,
@@ -674,7 +664,7 @@ def _make_cohort(out: Path, manifest: Path, models: tuple[Any, Any, str | None],
     """Read the sources and the memorisation sets, stream the loops to the EchoNet writer, write the report."""
     from echokdm.data.manifest import load_manifest
     from echokdm.generation.echonet_cohort import write_echonet_items
-    from echokdm.generation.loop import _pipeline_size
+    from echokdm.generation.loop import pipeline_size
 
     table = load_manifest(manifest)
     rows = _source_rows(table, split, manifest)
@@ -683,7 +673,7 @@ def _make_cohort(out: Path, manifest: Path, models: tuple[Any, Any, str | None],
     skipped: list[tuple[str, str]] = []
     sources = _usable_sources(rows, manifest, split, len(plan.efs), seg, progress, skipped, fan_mask)
     training_table = table if training_manifest is None else load_manifest(training_manifest)
-    memo = memorisation_sets(table, training_table, _pipeline_size(pipe), budget, progress, skipped)
+    memo = memorisation_sets(table, training_table, pipeline_size(pipe), budget, progress, skipped)
     nearest = NearestTraining(memo.training, memo.training_keys) if memo.ready else None
     cohort_rows: list[dict[str, Any]] = []
     out.mkdir(parents=True, exist_ok=True)
@@ -725,8 +715,6 @@ def _settings(manifest, pipeline, segmentation, training_manifest, ef_reference,
     return {"echokdm_version": __version__, "manifest": _described(manifest), "pipeline": _described(pipeline),
             "segmentation": _described(segmentation), "training_manifest": _described(training_manifest),
             "ef_reference": reference,
-            "n_loops": len(plan.efs), "fps": plan.fps, "n_beats": plan.n_beats, "mode": plan.mode, "k": plan.k,
-            "num_inference_steps": plan.num_inference_steps, "batch_size": plan.batch_size,
+            "n_loops": len(plan.efs), "fps": plan.fps, "n_beats": plan.n_beats, **dataclasses.asdict(plan.sampling),
             "include_source": plan.include_source, "ef_attempts": plan.ef_attempts,
-            "fit_keypoints": plan.fit_keypoints,
             **{key: list(value) if isinstance(value, tuple) else value for key, value in given.items()}}

@@ -69,6 +69,7 @@ __all__ = [
     "read_nifti",
     "read_camus",
     "read_camus_cfg",
+    "read_label_frames",
     "write_nifti",
     "write_label_nifti",
     "write_camus_patient",
@@ -151,6 +152,25 @@ def _to_frames_layout(data: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
     if data.ndim == 3:
         return data.transpose(2, 1, 0), "(X, Y, T)"  # (T, H, W)
     return data[:, :, 0, :].transpose(2, 1, 0), "(X, Y, 1, T)"  # (T, H, W)
+
+
+def read_label_frames(path: str | os.PathLike) -> np.ndarray:
+    """The voxels of a NIfTI label (mask) file as frames ``(T, H, W)``, values as stored (no mapping).
+
+    ``(X, Y)``, ``(X, Y, T)`` and ``(X, Y, 1, T)`` volumes are read as :func:`read_nifti` reads
+    images (a 2-D file is one frame).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ReadError
+        Not a readable NIfTI file, or a shape that is not a 2-D image or cine.
+    """
+    path = Path(path)
+    _, data = _load_volume(path)
+    frames, _ = _to_frames_layout(np.asarray(data), path)
+    return frames
 
 
 def _round_sig(value: float, digits: int) -> float:
