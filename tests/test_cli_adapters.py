@@ -38,8 +38,9 @@ def test_tiny_kdm_trains_and_generates_through_the_cli(kind, tmp_path, capsys):
     assert main(["generate", str(seq / "frames" / "0000.png"), "--keypoints", str(kp[0]), "--target-keypoints",
                  str(kp[3]), *args]) == 0
     stem = "0000_f0_keypoints"
+    suffix = get_adapter(kind).keypoint_suffix
     for name in (f"{stem}.mp4", f"{stem}.gif", f"{stem}_keypoints.csv", f"{stem}_preview.png", f"{stem}_flows.npz",
-                 f"{stem}_generate.json", f"{stem}_frames/0001.png", f"{stem}_keypoints/0001{get_adapter(kind).keypoint_suffix}"):
+                 f"{stem}_generate.json", f"{stem}_frames/0001.png", f"{stem}_keypoints/0001{suffix}"):
         assert (out / name).is_file(), name
     written = pd.read_csv(out / f"{stem}_keypoints.csv")
     assert len(written) == 2  # the source frame, then the generated one
@@ -82,9 +83,9 @@ def test_drag_edit_moves_the_dragged_keypoint_only(tmp_path, monkeypatch):
     pipe.save_pretrained(tmp_path / "pipe")
     pd.DataFrame({"keypoint": [57], "dx": [0.0], "dy": [2.0]}).to_csv(tmp_path / "drag.csv", index=False)
     out = tmp_path / "out"
-    assert main(["generate", str(source), "--keypoints", str(tmp_path / "face.pts"), "--drag", str(tmp_path / "drag.csv"),
-                 "--frames", "3", "--pipeline", str(tmp_path / "pipe"), "-o", str(out), "--steps", "2", "--k", "1",
-                 "--no-progress", "--formats", "gif"]) == 0
+    assert main(["generate", str(source), "--keypoints", str(tmp_path / "face.pts"),
+                 "--drag", str(tmp_path / "drag.csv"), "--frames", "3", "--pipeline", str(tmp_path / "pipe"),
+                 "-o", str(out), "--steps", "2", "--k", "1", "--no-progress", "--formats", "gif"]) == 0
     written = pd.read_csv(out / "face_f0_drag_keypoints.csv")
     xs, ys = written.filter(regex=r"^x\d").to_numpy(), written.filter(regex=r"^y\d").to_numpy()
     moved = np.abs(ys - ys[0]).max(axis=0) + np.abs(xs - xs[0]).max(axis=0)

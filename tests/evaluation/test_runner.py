@@ -10,6 +10,7 @@ import pytest
 
 from echokdm.data.phantom.export import write_cohort
 from echokdm.evaluation import EvaluateConfig, evaluate, runner
+from echokdm.evaluation.runner import table3_sampling
 from echokdm.metrics.image import mse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,7 +27,8 @@ def setup(tmp_path_factory):
     return root
 
 
-CONFIG = {"split": "all", "num_inference_steps": 4, "k": 2, "max_targets": 4, "lpips_nets": (), "n_boot": 200, "device": "cpu"}
+FAST = table3_sampling().replace(num_inference_steps=4, k=2)
+CONFIG = {"split": "all", "sampling": FAST, "max_targets": 4, "lpips_nets": (), "n_boot": 200, "device": "cpu"}
 
 
 def test_tables_hold_every_method_and_honest_values(setup, tmp_path):
@@ -58,7 +60,8 @@ def test_tables_hold_every_method_and_honest_values(setup, tmp_path):
         assert saved["kdm_frames"].shape == (len(case.targets), SIZE, SIZE)
     # clip table: a real row per clip, EF target from the exact keypoints, timings for generated methods
     clips = result.clips
-    assert (clips.groupby("clip_id")["method"].apply(set) == {"no_edit", "tps", "wo_f2i", "wo_k2f", "kdm", "real"}).all()
+    methods = clips.groupby("clip_id")["method"].apply(set)
+    assert (methods == {"no_edit", "tps", "wo_f2i", "wo_k2f", "kdm", "real"}).all()
     assert clips["ef_target"].between(10, 90).all() and clips["temporal_error"].notna().all()
     # the target EF and volumes are those of the phantom's exact volume curve over the evaluated frames
     from echokdm.data.ground_truth import ground_truth_files
@@ -99,8 +102,9 @@ def test_resume_reuses_parts_and_same_seed_same_numbers(setup, tmp_path, monkeyp
     resumed = evaluate(manifest, pipe, out=out, config=config, progress=False, plots=False)
     pd.testing.assert_frame_equal(resumed.frames, first.frames, check_dtype=False)
     with pytest.raises(ValueError, match="different settings.*k"):
-        evaluate(manifest, pipe, out=out, config=EvaluateConfig(**{**CONFIG, "max_clips": 2, "k": 3,
-                                                                    "methods": ("no_edit", "kdm")}),
+        other_k = EvaluateConfig(**{**CONFIG, "max_clips": 2, "sampling": FAST.replace(k=3),
+                                    "methods": ("no_edit", "kdm")})
+        evaluate(manifest, pipe, out=out, config=other_k,
                  progress=False, plots=False)
 
 

@@ -164,6 +164,7 @@ def test_invalid_numbers_fail_with_one_line_before_any_work(data, tmp_path, caps
 def test_ef_outside_percent_and_library_checks(data, tmp_path, capsys):
     from echokdm.cli import main
     from echokdm.generation.loop import generate_loop
+    from echokdm.generation.settings import SamplingSettings
 
     assert main(["generate", str(data["clip"]), "--pipeline", str(data["pipe"]), "--out", str(tmp_path / "o"),
                  "--ef", "120"]) == 1
@@ -171,4 +172,4 @@ def test_ef_outside_percent_and_library_checks(data, tmp_path, capsys):
     kp = np.zeros((40, 2), np.float32)
     with pytest.raises(ValueError, match="num_inference_steps"):
         generate_loop(tiny_pipeline(), np.zeros((SIZE, SIZE), np.float32), kp, kp[None], fps=10.0,
-                      num_inference_steps=0, progress=False)
+                      sampling=SamplingSettings(num_inference_steps=0), progress=False)

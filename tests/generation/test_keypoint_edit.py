@@ -15,6 +15,7 @@ from echokdm.generation.keypoint_edit import (
     read_edit_source,
     write_keypoint_edit,
 )
+from echokdm.generation.settings import SamplingSettings
 from echokdm.pipelines import KDMPipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -60,13 +61,14 @@ def test_generate_keeps_the_source_frame_and_writes(figure, tmp_path):
     tiny = tiny_pipeline()
     pipe = KDMPipeline(tiny.k2f, tiny.f2i, tiny.vae, tiny.scheduler, adapter="pose")
     targets = scene.all_keypoints()[[0, 2, 3]]  # the first target is the source pose
-    edit = generate_keypoint_edit(pipe, scene.render(0).mean(-1), scene.keypoints(0), targets, k=2,
-                                  num_inference_steps=3, progress=False)
+    fast = SamplingSettings(k=2, num_inference_steps=3)
+    edit = generate_keypoint_edit(pipe, scene.render(0).mean(-1), scene.keypoints(0), targets, sampling=fast,
+                                  progress=False)
     assert edit.frames.shape == (3, 32, 32) and edit.gammas[0] == 0 and edit.kp_md is None
     np.testing.assert_array_equal(edit.flows[0], 0.0)
     np.testing.assert_allclose(edit.frames[0], scene.render(0).mean(-1), atol=1e-6)
-    again = generate_keypoint_edit(pipe, scene.render(0).mean(-1), scene.keypoints(0), targets, k=2,
-                                   num_inference_steps=3, progress=False)
+    again = generate_keypoint_edit(pipe, scene.render(0).mean(-1), scene.keypoints(0), targets, sampling=fast,
+                                   progress=False)
     np.testing.assert_array_equal(edit.frames, again.frames)  # seeded
     written = write_keypoint_edit(tmp_path, edit, stem="e", formats="png,gif")
     assert min(p.name for p in written["keypoint_files"].iterdir()) == "0000_keypoints.json"

@@ -24,6 +24,7 @@ from echokdm.generation.motion import (
     synthetic_motion,
     transfer_motion,
 )
+from echokdm.generation.settings import SamplingSettings
 from echokdm.geometry.keypoints import keypoints_to_mask
 from echokdm.io.nifti import write_label_nifti, write_nifti
 from echokdm.pipelines import KDMOutput
@@ -31,7 +32,12 @@ from echokdm.pipelines import KDMOutput
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _tiny_kdm import SIZE, tiny_pipeline
 
-FAST = {"k": 2, "num_inference_steps": 3, "progress": False}
+FAST = {"sampling": SamplingSettings(k=2, num_inference_steps=3), "progress": False}
+
+
+def fast(**changes):
+    """:data:`FAST` with some sampling settings changed."""
+    return {**FAST, "sampling": FAST["sampling"].replace(**changes)}
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +74,8 @@ class OracleSegmentation(LVSegmentationNet):
 
 def test_own_motion_loop_shapes_source_frame_and_seed(pipe, clip):
     targets = own_motion(clip.keypoints, 0)
-    loop = generate_loop(pipe, clip.frames[0], clip.keypoints[0], targets, fps=clip.fps, seed=1, motion="own",
-                         source_index=0, patient_id="P1", **FAST)
+    loop = generate_loop(pipe, clip.frames[0], clip.keypoints[0], targets, fps=clip.fps, motion="own",
+                         source_index=0, patient_id="P1", **fast(seed=1))
     assert isinstance(loop, GeneratedLoop)
     assert loop.frames.shape == (12, SIZE, SIZE) and loop.frames.dtype == np.float32
     assert loop.flows.shape == (12, 2, SIZE, SIZE) and loop.keypoints.shape == (12, 40, 2)
@@ -81,17 +87,17 @@ def test_own_motion_loop_shapes_source_frame_and_seed(pipe, clip):
     assert loop.ef_achieved is None and loop.detected_keypoints is None
     assert (loop.motion, loop.source_frame, loop.patient_id, loop.fps) == ("own", 0, "P1", 25.0)
     assert loop.metadata["source_included"] and loop.metadata["pipeline_size"] == [SIZE, SIZE]
-    again = generate_loop(pipe, clip.frames[0], clip.keypoints[0], targets, fps=clip.fps, seed=1, **FAST)
+    again = generate_loop(pipe, clip.frames[0], clip.keypoints[0], targets, fps=clip.fps, **fast(seed=1))
     np.testing.assert_array_equal(loop.frames, again.frames)
     np.testing.assert_array_equal(loop.flows, again.flows)
-    other_seed = generate_loop(pipe, clip.frames[0], clip.keypoints[0], targets, fps=clip.fps, seed=2, **FAST)
+    other_seed = generate_loop(pipe, clip.frames[0], clip.keypoints[0], targets, fps=clip.fps, **fast(seed=2))
     assert not np.allclose(loop.frames[1:], other_seed.frames[1:])
 
 
 def test_include_source_false_generates_every_frame(pipe, clip):
     targets = own_motion(clip.keypoints, 0, stop=5)
     loop = generate_loop(pipe, clip.frames[0], clip.keypoints[0], targets, fps=25, include_source=False,
-                         mode="per_frame", batch_size=2, **FAST)
+                         **fast(mode="per_frame", batch_size=2))
     assert loop.frames.shape == (5, SIZE, SIZE) and loop.gammas is None
     assert not np.array_equal(loop.frames[0], clip.frames[0])  # generated, not copied
     assert not loop.metadata["source_included"]
@@ -157,8 +163,8 @@ def test_resizing_maps_keypoints_and_flows_between_grids():
     frame = np.tile(np.linspace(0, 1, 48, dtype=np.float32), (32, 1))  # (H, W) = (32, 48)
     src = np.zeros((40, 2), np.float32)
     src[:, 0], src[:, 1] = 47.5, 31.5  # the bottom-right corner of the image
-    loop = generate_loop(fake, frame, src, src[None] + 1.0, fps=10, mode="per_frame", include_source=False,
-                         progress=False)
+    loop = generate_loop(fake, frame, src, src[None] + 1.0, fps=10, sampling=SamplingSettings(mode="per_frame"),
+                         include_source=False, progress=False)
     seen_frame, seen_src, seen_tgt = fake.seen
     assert seen_frame.shape == (16, 16)
     np.testing.assert_allclose(seen_src[0], [15.5, 15.5])  # corner -> corner (pixel-centre convention)
@@ -176,7 +182,7 @@ def test_generate_loop_fits_flows_to_the_keypoints_unless_asked_not_to():
     loop = generate_loop(fake, frame, src, src[None] + 1.0, fps=10, include_source=False, progress=False)
     assert fake.kwargs["fit_keypoints"] is True and loop.metadata["fit_keypoints"] is True
     loop = generate_loop(fake, frame, src, src[None] + 1.0, fps=10, include_source=False, progress=False,
-                         fit_keypoints=False)
+                         sampling=SamplingSettings(fit_keypoints=False))
     assert fake.kwargs["fit_keypoints"] is False and loop.metadata["fit_keypoints"] is False
 
 
@@ -191,7 +197,7 @@ def test_generate_loop_validates_its_inputs(pipe, clip):
     with pytest.raises(ValueError, match="fps must be a positive"):
         generate_loop(pipe, clip.frames[0], kp, kp, fps=0)
     with pytest.raises(ValueError, match="mode must be"):
-        generate_loop(pipe, clip.frames[0], kp, kp, fps=25, mode="warp")
+        generate_loop(pipe, clip.frames[0], kp, kp, fps=25, sampling=SamplingSettings(mode="warp"))
 
 
 def test_measure_ef_reads_the_models_masks(clip):

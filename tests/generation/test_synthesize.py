@@ -17,6 +17,7 @@ from echokdm.data.phantom import load_npz
 from echokdm.data.phantom.export import write_cohort
 from echokdm.echo.segmentation import LVSegmentationNet
 from echokdm.generation.motion import synthetic_motion
+from echokdm.generation.settings import SamplingSettings
 from echokdm.generation.synthesize import (
     COHORT_COLUMNS,
     MEMORISATION_COLUMNS,
@@ -32,7 +33,12 @@ from echokdm.io.echonet import read_echonet_clip, read_echonet_filelist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _tiny_kdm import SIZE, tiny_pipeline
 
-FAST = {"k": 2, "num_inference_steps": 3, "fps": 10.0, "progress": False}
+FAST = {"sampling": SamplingSettings(k=2, num_inference_steps=3), "fps": 10.0, "progress": False}
+
+
+def fast(**changes):
+    """:data:`FAST` with some sampling settings changed (the seed is the cohort's)."""
+    return {**FAST, "sampling": FAST["sampling"].replace(**changes)}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +56,7 @@ def data(tmp_path_factory):
 def made(data, tmp_path_factory):
     """Four loops from the three clips (split 'all': sources cycle) with seed 3."""
     out = tmp_path_factory.mktemp("made") / "cohort"
-    result = synthesize_cohort(data["manifest"], data["pipe"], out, n_loops=4, split="all", seed=3, **FAST)
+    result = synthesize_cohort(data["manifest"], data["pipe"], out, n_loops=4, split="all", **fast(seed=3))
     return result, out
 
 
@@ -82,7 +88,7 @@ def test_loops_are_written_in_echonet_layout_and_read_back(made, data):
     np.testing.assert_allclose(filelist["FPS"], 10.0)
     np.testing.assert_allclose(filelist["EF"], cohort["ef_target"], rtol=1e-6)  # no segmentation: EF = target
     assert cohort["ef_achieved"].isna().all()
-    for name, n_frames in zip(filelist["FileName"], expected_frames):
+    for name, n_frames in zip(filelist["FileName"], expected_frames, strict=True):
         cine = read_echonet_clip(out, name, filelist=filelist)
         assert cine.frames.shape == (n_frames, SIZE, SIZE) and cine.fps == pytest.approx(10.0)
         assert cine.tracings and len(cine.tracings) == 2  # ES and ED, 21 segments each
@@ -100,10 +106,10 @@ def test_sources_cycle_and_splits_follow_the_source(made, data):
     truth = pd.read_csv(data["manifest"].parent / "ground_truth.csv")
     first_ed = {row.clip_id: int(str(row.ed_frames).split()[0]) for row in truth.itertuples()}
     assert cohort["source_frame"].tolist() == [first_ed[c] for c in cohort["source_clip_id"]]
-    splits = dict(zip(table["clip_id"], table["split"].str.upper()))
+    splits = dict(zip(table["clip_id"], table["split"].str.upper(), strict=True))
     filelist = read_echonet_filelist(out)
     assert filelist["Split"].tolist() == [splits[c] for c in cohort["source_clip_id"]]
-    patients = dict(zip(table["clip_id"], table["patient_id"]))
+    patients = dict(zip(table["clip_id"], table["patient_id"], strict=True))
     assert cohort["source_patient_id"].tolist() == [patients[c] for c in cohort["source_clip_id"]]
 
 
@@ -120,8 +126,8 @@ def test_targets_are_in_range_and_reproducible_from_the_seed(made):
 
 def test_a_loop_depends_only_on_seed_and_index(made, data, tmp_path):
     result, out = made
-    again = synthesize_cohort(data["manifest"], data["pipe"], tmp_path / "two", n_loops=2, split="all", seed=3,
-                              **FAST)
+    again = synthesize_cohort(data["manifest"], data["pipe"], tmp_path / "two", n_loops=2, split="all",
+                              **fast(seed=3))
     pd.testing.assert_frame_equal(again.cohort, result.cohort.iloc[:2].reset_index(drop=True))
     for name in ("synthetic_00000", "synthetic_00001"):
         first = read_echonet_clip(out, name).frames
@@ -169,7 +175,7 @@ def test_memorisation_flags_a_generator_that_outputs_training_frames(data, tmp_p
     train_clip = table.loc[table["split"] == "train", "clip_id"].iloc[0]
     frame = load_npz(data["manifest"].parent / "ground_truth" / f"{train_clip}.npz").frames[3]
     result = synthesize_cohort(data["manifest"], MemorisingPipeline(frame), tmp_path / "memo", n_loops=2,
-                               split="val", seed=0, fan_mask=False, **FAST)
+                               split="val", fan_mask=False, **fast(seed=0))
     assert result.memorisation["fraction_closer"] == 1.0
     assert result.memorisation["median_generated"] < 1e-5  # the file holds the frame at 8 bits
     assert result.memorisation["mannwhitney_p"] < 0.01
@@ -182,7 +188,7 @@ def test_loops_of_training_patients_are_compared_with_the_other_patients(data, t
     memorisation (the old report printed "100 % ... p = 1e-25" for a cohort made from the training split)."""
     table = data["table"]
     result = synthesize_cohort(data["manifest"], CopyPipeline(), tmp_path / "copy", n_loops=2, split="train",
-                               seed=0, **FAST)
+                               **fast(seed=0))
     memo = result.memorisation
     assert memo["loops_source_left_out"] == 2
     assert memo["fraction_closer"] < 0.5 and memo["median_generated"] > 0.0
@@ -208,7 +214,7 @@ def test_existing_outputs_are_not_overwritten(made, data, tmp_path):
     _, out = made
     before = (out / "cohort.csv").read_bytes()
     with pytest.raises(FileExistsError, match="FileList.csv"):
-        synthesize_cohort(data["manifest"], data["pipe"], out, n_loops=2, split="all", seed=9, **FAST)
+        synthesize_cohort(data["manifest"], data["pipe"], out, n_loops=2, split="all", **fast(seed=9))
     assert (out / "cohort.csv").read_bytes() == before
     late = tmp_path / "late"
     late.mkdir()
@@ -220,9 +226,9 @@ def test_existing_outputs_are_not_overwritten(made, data, tmp_path):
 
 def test_overwrite_replaces_the_outputs(data, tmp_path):
     out = tmp_path / "cohort"
-    synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=2, split="val", seed=0, **FAST)
-    result = synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=2, split="val", seed=1,
-                               overwrite=True, **FAST)
+    synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=2, split="val", **fast(seed=0))
+    result = synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=2, split="val", overwrite=True,
+                               **fast(seed=1))
     np.testing.assert_array_equal(pd.read_csv(out / "cohort.csv")["ef_target"], result.cohort["ef_target"])
     np.testing.assert_allclose(read_echonet_filelist(out)["EF"], sample_efs(2, seed=1), rtol=1e-6)
 
@@ -254,9 +260,9 @@ def test_bad_settings_fail_before_anything_is_written(data, tmp_path):
     with pytest.raises(ValueError, match="n_loops"):
         synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=0, **FAST)
     with pytest.raises(ValueError, match="k \\(--k\\) must be at most"):
-        synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=1, **{**FAST, "k": 5})
+        synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=1, **fast(k=5))
     with pytest.raises(ValueError, match="num_inference_steps"):
-        synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=1, **{**FAST, "num_inference_steps": 0})
+        synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=1, **fast(num_inference_steps=0))
     with pytest.raises(FileNotFoundError, match="nowhere"):
         synthesize_cohort(data["manifest"], tmp_path / "nowhere", out, n_loops=1, split="val", **FAST)
     assert not (out / "FileList.csv").exists()
