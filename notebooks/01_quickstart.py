@@ -206,10 +206,11 @@ print(f"segmentation model: {SEGMENTATION or 'none (the EF of the generated loop
 # KDM much less, see the README), so the keypoints may have to move more than asked (`metadata["ef_trajectory"]`).
 
 # %%
-from echokdm.generation import generate_ef_loop, generate_loop, own_motion
+from echokdm.generation import SamplingSettings, generate_ef_loop, generate_loop, own_motion
 
-common = {"fps": cine.fps, "spacing_mm": cine.spacing_mm, "k": K, "num_inference_steps": STEPS, "seed": SEED,
-          "segmentation": segmentation, "source_index": ed, "patient_id": cine.patient_id}
+common = {"fps": cine.fps, "spacing_mm": cine.spacing_mm, "segmentation": segmentation,
+          "sampling": SamplingSettings(k=K, num_inference_steps=STEPS, seed=SEED), "source_index": ed,
+          "patient_id": cine.patient_id}
 own = generate_loop(pipe, frame, keypoints[ed], own_motion(keypoints, ed, stop=next_ed), motion="own",
                     **common)
 new = generate_ef_loop(pipe, frame, keypoints[ed], NEW_EF, heart_rate_bpm=truth.heart_rate_bpm, n_beats=1,

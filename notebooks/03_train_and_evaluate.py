@@ -137,8 +137,10 @@ plt.show()
 
 # %%
 from echokdm.evaluation import EvaluateConfig, evaluate
+from echokdm.evaluation.runner import table3_sampling
 
-settings = EvaluateConfig(split="test", max_targets=MAX_TARGETS, num_inference_steps=STEPS, k=K, seed=SEED,
+settings = EvaluateConfig(split="test", max_targets=MAX_TARGETS,
+                          sampling=table3_sampling().replace(num_inference_steps=STEPS, k=K, seed=SEED),
                           lpips_nets=tuple(LPIPS_NETS), lpips_backbone=LPIPS_BACKBONE,
                           n_boot=200 if QUICK else 2000)
 result = evaluate(manifest, OUT / "run" / "pipeline", out=OUT / "evaluation", config=settings,

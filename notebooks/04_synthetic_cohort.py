@@ -104,7 +104,7 @@ print(f"KDM pipeline: {pipeline_folder} ({pipe.vae.config.sample_size} px); "
 from echokdm.data.manifest import load_manifest
 from echokdm.data.phantom import load_npz
 from echokdm.data.phantom.export import write_cohort
-from echokdm.generation import generate_ef_loop, source_from_file
+from echokdm.generation import SamplingSettings, generate_ef_loop, source_from_file
 from echokdm.geometry import simpson_volume
 
 sources = write_cohort(OUT / "sources", n_patients=N_PATIENTS, format="dicom", seed=PATIENT_SEED, size=SIZE,
@@ -119,8 +119,9 @@ source = source_from_file(path, ed, keypoints=exact.keypoints[ed])
 loops = {}
 for ef in EFS:
     loops[ef] = generate_ef_loop(pipe, source.frame, source.keypoints, ef, heart_rate_bpm=HEART_RATE, fps=FPS,
-                                 n_beats=1, calibrate=segmentation is not None, spacing_mm=source.spacing_mm, k=K,
-                                 num_inference_steps=STEPS, seed=SEED, segmentation=segmentation, source_index=ed,
+                                 n_beats=1, calibrate=segmentation is not None, spacing_mm=source.spacing_mm,
+                                 sampling=SamplingSettings(k=K, num_inference_steps=STEPS, seed=SEED),
+                                 segmentation=segmentation, source_index=ed,
                                  patient_id=source.patient_id, progress=not QUICK)
 pd.DataFrame([{"EF requested (%)": ef, "frames": loop.n_frames,
                "EF of the keypoints (%)": round(loop.metadata["ef_trajectory"], 1),
@@ -179,7 +180,8 @@ if TRAINING_MANIFEST is None:
     TRAINING_MANIFEST = OUT / "training_cohort" / "manifest.csv"
 result = synthesize_cohort(source_manifest, pipe, OUT / "synthetic_echonet", n_loops=N_LOOPS, split="all",
                            ef_range=EF_RANGE, fps=FPS, segmentation=segmentation,
-                           training_manifest=TRAINING_MANIFEST, seed=SEED, k=K, num_inference_steps=STEPS,
+                           training_manifest=TRAINING_MANIFEST,
+                           sampling=SamplingSettings(k=K, num_inference_steps=STEPS, seed=SEED),
                            progress=not QUICK)
 print("\n".join(result.summary_lines()))
 if not result.skipped.empty:

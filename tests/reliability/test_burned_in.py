@@ -23,6 +23,7 @@ from scipy import ndimage
 from echokdm.cli import main
 from echokdm.cli.generate import register
 from echokdm.data.phantom.export import write_cohort
+from echokdm.generation.settings import SamplingSettings
 from echokdm.generation.synthesize import synthesize_cohort
 from echokdm.io.dicom import write_dicom
 from echokdm.io.echonet import read_echonet_clip
@@ -182,7 +183,8 @@ def dicom_cohort(tmp_path_factory):
 def test_synthesize_masks_every_loop_to_the_fan(dicom_cohort, tmp_path):
     out = tmp_path / "cohort"
     result = synthesize_cohort(dicom_cohort / "cohort" / "manifest.csv", dicom_cohort / "pipe", out, n_loops=3,
-                               split="all", k=2, num_inference_steps=3, fps=10.0, progress=False)
+                               split="all", sampling=SamplingSettings(k=2, num_inference_steps=3), fps=10.0,
+                               progress=False)
     assert len(result.cohort) == 3
     assert (result.cohort["fan_mask"].str.startswith("motion")).all()
     for name in result.cohort["loop"]:
@@ -196,5 +198,6 @@ def test_synthesize_masks_every_loop_to_the_fan(dicom_cohort, tmp_path):
 def test_synthesize_refuses_burned_in_sources_unmasked(dicom_cohort, tmp_path):
     with pytest.raises(ValueError, match="BurnedInAnnotation is YES and fan masking is off"):
         synthesize_cohort(dicom_cohort / "cohort" / "manifest.csv", dicom_cohort / "pipe", tmp_path / "c",
-                          n_loops=1, split="all", k=2, num_inference_steps=3, fps=10.0, progress=False,
+                          n_loops=1, split="all", sampling=SamplingSettings(k=2, num_inference_steps=3), fps=10.0,
+                          progress=False,
                           fan_mask=False)

@@ -20,6 +20,7 @@ from echokdm.data.phantom import load_npz
 from echokdm.data.phantom.export import write_cohort
 from echokdm.demo import DemoSettings, _patient_loops
 from echokdm.echo.segmentation import LVSegmentationNet
+from echokdm.generation.settings import SamplingSettings
 from echokdm.geometry.keypoints import keypoints_to_mask
 from echokdm.io.dicom import read_dicom, write_dicom
 from echokdm.io.dispatch import read_cine
@@ -60,7 +61,7 @@ def test_a_demo_patient_keeps_one_pseudonym_and_every_file_one_mode(tmp_path, um
     row = manifest.iloc[0]
     pid = str(row["patient_id"])
     truth = load_npz(out / "phantom" / "ground_truth" / "phantom0000.npz")
-    settings = DemoSettings(n_patients=1, num_inference_steps=3, k=2, ef_attempts=1)
+    settings = DemoSettings(n_patients=1, sampling=SamplingSettings(num_inference_steps=3, k=2), ef_attempts=1)
     rows, _ = _patient_loops(row, out / "phantom" / "manifest.csv", tiny_pipeline(),
                              TruthSegmentation(truth.keypoints), settings, out, False, False)
     folder = out / "loops" / pid
