@@ -493,7 +493,7 @@ def write_echonet_dataset(
     Returns
     -------
     pathlib.Path
-        ``root``.
+        The dataset folder written (``root``).
 
     Raises
     ------

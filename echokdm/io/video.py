@@ -359,7 +359,7 @@ def write_video(
     Returns
     -------
     pathlib.Path
-        ``path``.
+        The video written (``path``).
 
     Raises
     ------
