@@ -142,7 +142,13 @@ def test_an_interrupted_parallel_run_leaves_no_process_and_resumes(cohort, expec
 
     finished = _finished(out)
     masks = {p.name: p.stat().st_mtime_ns for p in (out / "masks").glob("*.npz")}
-    assert 1 <= len(finished) < 6 and len(masks) >= len(finished)
+    # After kill -9 the orphaned workers finish the clip in hand before they notice (within a second), so on
+    # a fast machine every clip may be finished; the merged table is still missing and the rerun must
+    # build it from the parts without recomputing any. The signals stop the workers between clips.
+    most = 6 if how == "kill -9" else 5
+    assert 1 <= len(finished) <= most and len(masks) >= len(finished)
+    if how == "kill -9":
+        assert not (out / "segmentation.csv").exists()  # the parent died before merging
     rerun = subprocess.run(_command(cohort, out), env=env, capture_output=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
     assert not (out / ".segment.parts").exists()
