@@ -21,6 +21,20 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
     return best
 
 
+def load_named(specs: list[str], default: str, load: Callable[[str], object], option: str) -> dict[str, object]:
+    """``{NAME: load(FOLDER)}`` for ``NAME=FOLDER`` command-line specs (``[default]`` when none are given).
+
+    ``option`` names the command-line option in the error for a spec without ``=FOLDER``.
+    """
+    loaded = {}
+    for spec in specs or [default]:
+        name, _, folder = spec.partition("=")
+        if not folder:
+            raise SystemExit(f"{option} {spec!r}: expected NAME=FOLDER")
+        loaded[name] = load(folder)
+    return loaded
+
+
 def save(name: str, figures: dict) -> Path:
     """Print ``figures`` and save them with machine facts to ``benchmarks/results/<name>.json``."""
     import os

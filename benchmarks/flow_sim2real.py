@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import save
+from _common import load_named, save
 
 HELD_OUT_SEED = 7
 PHANTOM_GAPS = (1, 2, 4, 8)
@@ -38,15 +38,8 @@ def _models(specs: list[str]) -> dict[str, object]:
     from echokdm.models.ofnet import OFNet
     from echokdm.pretrained import pretrained_path
 
-    if not specs:
-        specs = [f"packaged={pretrained_path('ofnet_phantom_112')}"]
-    models = {}
-    for spec in specs:
-        name, _, folder = spec.partition("=")
-        if not folder:
-            raise SystemExit(f"--model {spec!r}: expected NAME=FOLDER")
-        models[name] = OFNet.from_pretrained(folder).eval()
-    return models
+    return load_named(specs, f"packaged={pretrained_path('ofnet_phantom_112')}",
+                      lambda folder: OFNet.from_pretrained(folder).eval(), "--model")
 
 
 def _phantom_pairs(style: str, n_patients: int, per_gap: int) -> dict[str, np.ndarray]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import save
+from _common import load_named, save
 
 HELD_OUT_SEED = 7
 
@@ -96,11 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=4, help="held-out realistic phantom patients (default 4)")
     parser.add_argument("--lpips-backbone", default=None, help="folder with alexnet_features.pth (offline LPIPS)")
     args = parser.parse_args(argv)
-    specs = args.pipeline or [f"packaged={pretrained_path('kdm_phantom_112')}"]
-    pipelines = {}
-    for spec in specs:
-        name, _, folder = spec.partition("=")
-        pipelines[name] = KDMPipeline.from_pretrained(folder)
+    pipelines = load_named(args.pipeline, f"packaged={pretrained_path('kdm_phantom_112')}",
+                           KDMPipeline.from_pretrained, "--pipeline")
     seeds, steps, k = ([0], 20, 10) if args.quick else ([0, 1, 2], 50, 25)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

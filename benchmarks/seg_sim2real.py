@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, save
+from _common import RESULTS, load_named, save
 
 HELD_OUT_SEED = 7
 
@@ -32,15 +32,7 @@ def _models(specs: list[str]) -> dict[str, object]:
     from echokdm.generation import load_segmentation
     from echokdm.pretrained import pretrained_path
 
-    if not specs:
-        specs = [f"packaged={pretrained_path('seg_phantom_112')}"]
-    models = {}
-    for spec in specs:
-        name, _, folder = spec.partition("=")
-        if not folder:
-            raise SystemExit(f"--model {spec!r}: expected NAME=FOLDER")
-        models[name] = load_segmentation(folder)
-    return models
+    return load_named(specs, f"packaged={pretrained_path('seg_phantom_112')}", load_segmentation, "--model")
 
 
 def _phantom_scores(models: dict, style: str, n_patients: int, n_beats: float) -> dict[str, dict[str, float]]:
