@@ -18,6 +18,10 @@ _LAZY = {
     "nearest_distance": "privacy", "memorisation_report": "privacy", "MemorisationReport": "privacy",
     "bootstrap_ci": "report", "per_patient": "report", "summarise": "report", "table3_markdown": "report",
     "keypoints_table": "lv_function", "ef_table": "lv_function", "ef_agreement": "lv_function",
+    "frechet_distance": "fid", "frechet_inception_distance": "fid", "load_fid_extractor": "fid",
+    "frechet_video_distance": "fvd", "load_fvd_extractor": "fvd",
+    "classifier_two_sample_test": "two_sample", "TwoSampleResult": "two_sample",
+    "loop_consistency": "consistency", "pop_ratio": "consistency",
 }
 
 __all__ = list(_LAZY)

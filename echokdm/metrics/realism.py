@@ -17,7 +17,8 @@ the top) and "lateral" along columns, which is what they are near the centre lin
   decorrelates, and motion, lower it);
 * :func:`heldout_accuracy`: a tiny CNN (or logistic regression on :func:`patch_features`)
   trained to tell patches of one set from the other, scored on held-out patches (balanced
-  accuracy; 0.5 means the sets cannot be told apart).
+  accuracy; 0.5 means the sets cannot be told apart); defined in :mod:`echokdm.metrics.two_sample`
+  (with its grouped cross-validated form used by ``echokdm evaluate``) and re-exported here.
 
 :func:`real_cine_112` loads pydicom's real apical four-chamber cine the way the benchmark uses it,
 and :data:`REAL_CINE_ROIS` holds hand-placed blood-pool and myocardium boxes on it.
@@ -30,6 +31,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
+
+from echokdm.metrics.two_sample import heldout_accuracy, patch_features  # one classifier for every realism test
 
 __all__ = [
     "REAL_CINE_ROIS", "autocorrelation_fwhm", "autocorrelation_profiles", "box_mask", "envelope_snr",
@@ -318,113 +321,6 @@ def sample_patches(frames: np.ndarray, region: np.ndarray | None, n: int, *, siz
         raise ValueError(f"no {size}x{size} patch has {min_fill:.0%} of its pixels in the region")
     pick, frame = rng.integers(len(rows), size=n), rng.integers(t, size=n)
     return np.stack([frames[f, r:r + size, c:c + size] for f, r, c in zip(frame, rows[pick], cols[pick], strict=True)])
-
-
-def patch_features(patches: np.ndarray) -> np.ndarray:
-    """Hand features of ``(N, P, P)`` patches → ``float64`` ``(N, 9)``: mean, standard deviation,
-    10th / 50th / 90th percentiles, fraction below 0.05, mean absolute Laplacian over the standard
-    deviation, and the lag-1 correlation along rows and along columns."""
-    x = np.asarray(patches, dtype=np.float64)
-    mean, std = x.mean(axis=(1, 2)), x.std(axis=(1, 2)) + 1e-6
-    p10, p50, p90 = np.percentile(x, [10, 50, 90], axis=(1, 2))
-    black = (x < 0.05).mean(axis=(1, 2))
-    lap = np.abs(4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:])
-    c = x - mean[:, None, None]
-    var = (c**2).mean(axis=(1, 2)) + 1e-12
-    lag_rows = (c[:, 1:] * c[:, :-1]).mean(axis=(1, 2)) / var
-    lag_cols = (c[:, :, 1:] * c[:, :, :-1]).mean(axis=(1, 2)) / var
-    return np.stack([mean, std, p10, p50, p90, black, lap.mean(axis=(1, 2)) / std, lag_rows, lag_cols], axis=1)
-
-
-def _balanced_accuracy(scores_a: np.ndarray, scores_b: np.ndarray) -> float:
-    """Mean of the two classes' accuracies (``a`` is the positive class, score > 0)."""
-    return float(0.5 * (np.mean(scores_a > 0) + np.mean(scores_b <= 0)))
-
-
-def _logistic(train_x: np.ndarray, train_y: np.ndarray, steps: int = 500, l2: float = 1e-3) -> np.ndarray:
-    """Weights ``(F + 1,)`` of an L2-regularised logistic regression (full-batch gradient descent
-    on standardised features; the last weight is the bias)."""
-    x = np.concatenate([train_x, np.ones((len(train_x), 1))], axis=1)
-    w = np.zeros(x.shape[1])
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -30, 30)))
-        grad = x.T @ (p - train_y) / len(x) + l2 * np.r_[w[:-1], 0.0]
-        w -= 0.5 * grad
-    return w
-
-
-def _tiny_cnn():
-    import torch.nn as nn
-
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 1))
-
-
-def _cnn_scores(train_a, train_b, test_a, test_b, seed: int, steps: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = _tiny_cnn()
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x = torch.from_numpy(np.concatenate([train_a, train_b]).astype(np.float32))[:, None]  # (N, 1, P, P)
-    shift, scale = float(x.mean()), float(x.std()) + 1e-6  # one standardisation for every patch: brightness stays a cue
-    x = (x - shift) / scale
-    y = torch.cat([torch.ones(len(train_a)), torch.zeros(len(train_b))])
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    model.train()
-    for _ in range(steps):
-        index = torch.randint(len(x), (batch,), generator=generator)
-        xb = x[index]
-        if torch.rand((), generator=generator) < 0.5:  # left-right flip: the side of the heart is no cue
-            xb = xb.flip(-1)
-        loss = loss_fn(model(xb)[:, 0], y[index])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval()
-    with torch.no_grad():
-        score = [model((torch.from_numpy(np.asarray(s, np.float32))[:, None] - shift) / scale)[:, 0].numpy()
-                 for s in (test_a, test_b)]
-    return score[0], score[1]
-
-
-def heldout_accuracy(train_a: np.ndarray, train_b: np.ndarray, test_a: np.ndarray, test_b: np.ndarray, *,
-                     model: str = "cnn", seed: int = 0, steps: int = 300, batch: int = 32) -> float:
-    """Held-out balanced accuracy of a classifier trained to tell set ``a`` from set ``b``.
-
-    Parameters
-    ----------
-    train_a, train_b, test_a, test_b : numpy.ndarray
-        Patches ``float32`` ``(N, P, P)`` in [0, 1] (e.g. from :func:`sample_patches`); the test
-        patches must come from other frames / patients than the training ones.
-    model : {"cnn", "logistic"}
-        ``"cnn"``: a three-layer strided CNN (8-16-32 channels, batch norm, global average
-        pooling) on patches standardised by the training set's mean and SD (Adam, ``steps``
-        minibatches of ``batch``, random left-right flips); ``"logistic"``: logistic
-        regression on the standardised :func:`patch_features`.
-    seed : int
-        Initialisation and minibatch order.
-
-    Returns
-    -------
-    float
-        Mean of the accuracies on ``test_a`` and ``test_b``: 0.5 is chance (the sets look alike),
-        1.0 means every held-out patch is told apart.
-    """
-    if model == "logistic":
-        fa, fb = patch_features(train_a), patch_features(train_b)
-        fx = np.concatenate([fa, fb])
-        mu, sd = fx.mean(axis=0), fx.std(axis=0) + 1e-9
-        w = _logistic((fx - mu) / sd, np.r_[np.ones(len(fa)), np.zeros(len(fb))])
-        scores = [np.c_[(patch_features(t) - mu) / sd, np.ones(len(t))] @ w for t in (test_a, test_b)]
-        return _balanced_accuracy(*scores)
-    if model == "cnn":
-        return _balanced_accuracy(*_cnn_scores(train_a, train_b, test_a, test_b, seed, steps, batch))
-    raise ValueError(f"model must be 'cnn' or 'logistic', got {model!r}")
 
 
 # --------------------------------------------------------------------------------------------
