@@ -28,7 +28,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                 lpips_nets=tuple(args.lpips_nets), lpips_backbone=args.lpips_backbone,
                                 segmentation=args.segmentation, masks=args.masks,
                                 memorisation=not args.no_memorisation, training_manifest=args.training_manifest,
-                                size=args.size, device=args.device)
+                                size=args.size, device=args.device, realism=_realism_settings(args))
         result = evaluate(args.manifest, args.pipeline, pipeline_noflow=args.pipeline_noflow, out=args.out,
                           config=config, overwrite=args.overwrite, progress=not args.no_progress)
     print(result.table3)
@@ -39,8 +39,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"memorisation ({row.method}): {100 * row.fraction_closer:.1f} % of generated frames closer to a "
                   "training frame than the 5th percentile of real held-out frames "
                   f"(one-sided p = {row.mannwhitney_p:.3g})")
+    if getattr(result, "realism", None) is not None:
+        print(result.realism.table)
+        print("realism: realism.csv, realism_per_clip.csv, realism.md")
     print(f"results: {result.out} (per_frame.csv, per_clip.csv, per_patient.csv, summary.csv, table3.md, plots/)")
     return 0
+
+
+def _comma_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _realism_settings(args: argparse.Namespace):
+    """The realism settings of ``--realism`` / ``--beats`` (None when neither asks for them)."""
+    from echokdm.evaluation.realism import RealismSettings
+
+    beats = _comma_list(args.beats)
+    if not args.realism and beats == ["own"]:
+        return None
+    try:
+        new_efs = tuple(float(e) for e in _comma_list(args.new_ef))
+    except ValueError as exc:
+        raise ValueError(f"--new-ef {args.new_ef!r}: give comma-separated EFs in %, e.g. 30,65") from exc
+    return RealismSettings(beats=tuple(beats), new_efs=new_efs, fid_weights=args.fid_weights,
+                           fvd_weights=args.fvd_weights, classifier_folds=args.classifier_folds,
+                           classifier_steps=args.classifier_steps)  # a ValueError is one error line (cli.main)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -87,6 +110,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--training-manifest", default=None,
                    help="manifest whose train split trained the model (memorisation check; default: the evaluated one)")
     p.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-frame check")
+    realism = p.add_argument_group("realism (FID, FVD, real-vs-generated classifier, warping error, pop; realism.md)")
+    realism.add_argument("--realism", action="store_true",
+                         help="write the realism tables for the beats of --beats (implied by a --beats other than own)")
+    realism.add_argument("--beats", default="own",
+                         help="comma-separated beat kinds: own (the clip's own beat, also scored pairwise), new_ef "
+                              "(a synthetic beat at a new EF, as generate --ef), transfer (another test patient's "
+                              "motion, as generate --transfer); default: own")
+    realism.add_argument("--new-ef", default="30,65",
+                         help="EFs (%%) of the new_ef beats; each clip gets the one farthest from its own "
+                              "(default 30,65)")
+    realism.add_argument("--fid-weights", default=None,
+                         help="Inception weights (file, or folder with pt_inception-2015-12-05-6726825d.pth) "
+                              "(default: $ECHOKDM_FID_WEIGHTS, torch hub's cache, else download, else FID left out)")
+    realism.add_argument("--fvd-weights", default=None,
+                         help="Kinetics-400 I3D weights (file, or folder with rgb_imagenet.pt) "
+                              "(default: $ECHOKDM_FVD_WEIGHTS, torch hub's cache, else download, else FVD left out)")
+    realism.add_argument("--classifier-folds", type=int, default=5,
+                         help="folds (by patient) of the real-vs-generated classifier (default 5)")
+    realism.add_argument("--classifier-steps", type=int, default=200,
+                         help="training steps of the classifier per fold (default 200)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0 ...")
     p.add_argument("--generated", help="folder of generated loops (folder mode)")
     p.add_argument("--reference", help="folder of reference loops, matched by file name (folder mode)")

@@ -10,6 +10,10 @@ Keypoints come from the phantom's exact ones when the manifest is a phantom coho
 masks on every frame, else from ``echokdm segment`` masks; reference flows (for the flow EPE and the
 temporal-consistency reference) are the phantom's exact flows when available, and absent
 otherwise (the EPE columns are then NaN: no metric is invented from an estimate).
+
+Beats without ground truth, for the realism tables (:mod:`echokdm.evaluation.realism`):
+:func:`new_ef_case` (the source heart at another EF, as ``generate --ef``) and :func:`transfer_case`
+(another patient's beat, as ``generate --transfer``) keep a case's source and replace its targets.
 """
 
 from __future__ import annotations
@@ -22,7 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["EvalCase", "choose_frames", "load_case"]
+__all__ = ["BEATS", "EvalCase", "choose_frames", "load_case", "new_ef_case", "own_ef", "transfer_case"]
+
+#: The beats an evaluation can ask for: the clip's own (with ground truth), one at a new EF, another
+#: patient's motion.
+BEATS = ("own", "new_ef", "transfer")
 
 
 @dataclasses.dataclass
@@ -49,6 +57,15 @@ class EvalCase:
         temporal warping error), or None.
     spacing_mm : tuple of float or None
         ``(dx, dy)`` mm per pixel at size ``S`` (the clip's spacing times its resize factor).
+    fps : float or None
+        The clip's frame rate.
+    beat : {"own", "new_ef", "transfer"}
+        Whose motion the targets follow (:data:`BEATS`). For ``new_ef`` and ``transfer``
+        (:func:`new_ef_case`, :func:`transfer_case`) there is no real target: ``frames`` holds the
+        source only (``source`` 0), ``keypoints`` the source then the ``K`` target poses, and
+        ``targets`` is ``1 … K``.
+    motion : str
+        What the targets are, for the tables: ``""`` (own beat), ``"ef=30"`` or ``"from=<clip_id>"``.
     """
 
     clip_id: str
@@ -61,6 +78,9 @@ class EvalCase:
     reference_flows: np.ndarray | None = None
     step_flows: np.ndarray | None = None
     spacing_mm: tuple[float, float] | None = None
+    fps: float | None = None
+    beat: str = "own"
+    motion: str = ""
 
     @property
     def size(self) -> int:
@@ -166,4 +186,55 @@ def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targe
                     frames=frames, keypoints=kp.astype(np.float32), source=source, targets=targets,
                     reference_flows=ref, step_flows=steps,
                     spacing_mm=None if cine.spacing_mm is None else (cine.spacing_mm[0] * cine.width / size,
-                                                                     cine.spacing_mm[1] * cine.height / size))
+                                                                     cine.spacing_mm[1] * cine.height / size),
+                    fps=float(cine.fps) if cine.fps else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# beats without ground truth: a new EF, another patient's motion
+# ---------------------------------------------------------------------------------------------
+
+
+def _motion_case(case: EvalCase, target_keypoints: np.ndarray, beat: str, motion: str) -> EvalCase:
+    """``case``'s source frame with the target poses ``(K, 40, 2)`` (see :class:`EvalCase` ``beat``)."""
+    keypoints = np.concatenate([case.keypoints[case.source][None], target_keypoints]).astype(np.float32)
+    return EvalCase(clip_id=case.clip_id, patient_id=case.patient_id, dataset=case.dataset,
+                    frames=case.frames[case.source][None], keypoints=keypoints, source=0,
+                    targets=np.arange(1, len(target_keypoints) + 1, dtype=np.int64), spacing_mm=case.spacing_mm,
+                    fps=case.fps, beat=beat, motion=motion)
+
+
+def own_ef(case: EvalCase) -> float:
+    """EF (%) of the case's own beat: Simpson volumes of its source and target keypoints."""
+    from echokdm.geometry.volumes import simpson_volume
+
+    v = simpson_volume(case.keypoints[[case.source, *case.targets]])
+    return float(100.0 * (np.nanmax(v) - np.nanmin(v)) / np.nanmax(v))
+
+
+def new_ef_case(case: EvalCase, ef: float) -> EvalCase:
+    """The case's source heart beating at EF ``ef`` (%), as ``echokdm generate --ef`` makes it.
+
+    :func:`~echokdm.generation.motion.synthetic_motion` from the source keypoints, with the heart
+    rate that makes the beat last as long as the clip's own (source to the next ED), sampled at the
+    same frame offsets as the own beat's targets, so the two beats have the same timing.
+    """
+    from echokdm.generation.motion import synthetic_motion
+
+    offsets = (case.targets - case.source).astype(int)  # (K,), the last one is the next ED
+    n = int(offsets[-1])
+    fps = case.fps or 50.0
+    heart_rate = 60.0 * fps / n
+    beat = synthetic_motion(case.keypoints[case.source], ef, heart_rate, fps, (n + 1) / n)  # (n + 1, 40, 2)
+    return _motion_case(case, beat[np.minimum(offsets, len(beat) - 1)], "new_ef", f"ef={ef:g}")
+
+
+def transfer_case(case: EvalCase, donor: EvalCase) -> EvalCase:
+    """The case's source heart moving as ``donor``'s own beat
+    (:func:`~echokdm.generation.motion.transfer_motion`, as ``echokdm generate --transfer``), at the
+    donor's target frames."""
+    from echokdm.generation.motion import transfer_motion
+
+    stop = int(donor.targets[-1]) + 1
+    motion = transfer_motion(case.keypoints[case.source], donor.keypoints, donor.source, stop)  # (stop - source, 40, 2)
+    return _motion_case(case, motion[donor.targets - donor.source], "transfer", f"from={donor.clip_id}")

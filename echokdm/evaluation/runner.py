@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from echokdm.evaluation.cases import EvalCase, load_case
+from echokdm.evaluation.realism import RealismResult, RealismSettings
 from echokdm.generation.settings import SamplingSettings, apply_deprecated_fields, with_deprecated_fields
 from echokdm.io.atomic import atomic_output
 
@@ -93,7 +94,10 @@ class EvaluateConfig:
     ``memorisation`` and ``memorisation_frames`` (most training frames compared) against the train
     split of ``training_manifest`` (default: the evaluated manifest's own train split); ``n_boot``
     bootstrap resamples; ``size`` frame size (None = the model's, 112 without a model); ``device``
-    ``auto`` = CUDA when available. The old separate fields ``num_inference_steps``, ``k``,
+    ``auto`` = CUDA when available; ``realism`` the
+    :class:`~echokdm.evaluation.realism.RealismSettings` of the realism tables (FID, FVD, classifier
+    two-sample test, warping error, pop per beat kind; None = none). The old separate fields
+    ``num_inference_steps``, ``k``,
     ``mode``, ``fit_keypoints``, ``batch_size`` and ``seed`` are still accepted (and read) for one
     release, with a FutureWarning; they go into ``sampling``.
     """
@@ -114,6 +118,7 @@ class EvaluateConfig:
     n_boot: int = 2000
     size: int | None = None
     device: str = "auto"
+    realism: RealismSettings | None = None
     # deprecated for one release: the sampling settings as separate fields (None = not given)
     num_inference_steps: dataclasses.InitVar[int | None] = None
     k: dataclasses.InitVar[int | None] = None
@@ -143,7 +148,8 @@ class EvaluationResult:
     ``summary``: per dataset and method, mean over patients with ``_low``/``_high`` bootstrap 95 %
     bounds; ``table3``: the markdown table; ``memorisation``: the privacy check (may be empty);
     ``out``: the run folder (None when nothing was written); ``notes``: one line each about what was
-    left out (e.g. LPIPS without a backbone), also at the end of ``table3``.
+    left out (e.g. LPIPS without a backbone), also at the end of ``table3``; ``realism``: the
+    :class:`~echokdm.evaluation.realism.RealismResult` when ``config.realism`` was set (else None).
     """
 
     frames: pd.DataFrame
@@ -154,6 +160,7 @@ class EvaluationResult:
     memorisation: pd.DataFrame
     out: Path | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    realism: RealismResult | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,6 +350,9 @@ def _settings(config: EvaluateConfig, manifest: Path, pipeline: str | None, pipe
     """What ``evaluate.json`` records (the sampling settings as top-level keys, as before they were one object)."""
     fields = dataclasses.asdict(config)
     fields.update(fields.pop("sampling"))
+    realism = fields.pop("realism")
+    if realism is not None:  # recorded only when asked, so that earlier run folders stay resumable
+        fields["realism"] = {k: list(v) if isinstance(v, tuple) else v for k, v in realism.items()}
     return {"manifest": str(manifest.resolve()), "pipeline": str(Path(pipeline).resolve()) if pipeline else None,
             "pipeline_noflow": str(Path(pipeline_noflow).resolve()) if pipeline_noflow else None,
             **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()
@@ -534,7 +544,13 @@ def evaluate(manifest: str | os.PathLike, pipeline: str | os.PathLike | None = N
                              config, size, progress)
     if out_path is not None:
         _write_results(out_path, frames_all, clips_all, patients, summary, table3, run.skipped, plots)
-    return EvaluationResult(frames_all, clips_all, patients, summary, table3, memo, out_path, notes)
+    realism = None
+    if config.realism is not None:
+        from echokdm.evaluation.realism import evaluate_realism
+
+        lpips = scorers.lpips.get("alex") or next(iter(scorers.lpips.values()), None)
+        realism = evaluate_realism(run.cases, run.own_frames, config, pipes, lpips, device, out_path, progress)
+    return EvaluationResult(frames_all, clips_all, patients, summary, table3, memo, out_path, notes, realism)
 
 
 def _evaluated_rows(table: pd.DataFrame, config: EvaluateConfig, manifest: Path) -> pd.DataFrame:
@@ -555,16 +571,17 @@ class _Run:
     cases: list[EvalCase] = dataclasses.field(default_factory=list)
     kdm_frames: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    own_frames: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)  # clip → method → frames
 
 
 def _read_part(out: Path, stem: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]]]:
-    """The tables and KDM frames a finished clip left in the run folder (resume)."""
+    """The tables and every method's frames a finished clip left in the run folder (resume)."""
     ids = {"patient_id": str, "clip_id": str, "dataset": str}
     frames = pd.read_csv(out / "parts" / f"{stem}.frames.csv", dtype=ids)
     clips = pd.read_csv(out / "parts" / f"{stem}.clip.csv", dtype=ids)
     with np.load(out / "generated" / f"{stem}.npz") as saved:
-        generated = {m: {"frames": saved[f"{m}_frames"].astype(np.float32) / 255.0}
-                     for m in ("kdm",) if f"{m}_frames" in saved}
+        generated = {key.removesuffix("_frames"): {"frames": saved[key].astype(np.float32) / 255.0}
+                     for key in saved.files if key.endswith("_frames")}
     return frames, clips, generated
 
 
@@ -602,6 +619,8 @@ def _run_cases(rows: pd.DataFrame, manifest: Path, size: int, config: EvaluateCo
         for method in ("kdm",):
             if method in generated:
                 run.kdm_frames.setdefault(method, []).append(generated[method]["frames"])
+        if config.realism is not None:
+            run.own_frames[case.clip_id] = {m: g["frames"] for m, g in generated.items()}
     if not run.frame_parts:
         raise ValueError(f"{manifest}: no clip could be evaluated: {run.skipped[:5]}")
     return run
