@@ -54,6 +54,9 @@ class Adapter:
         first of each is the default.
     thickness : float or callable
         Line width in pixels of :meth:`render`, or ``thickness((H, W)) -> float``.
+    frame_channels : tuple of int
+        Frame channel counts the adapter's data come in (``data.channels``): ``(1,)`` for
+        grayscale echo, ``(1, 3)`` for faces and poses (luma or RGB).
     """
 
     name: str = ""
@@ -61,6 +64,7 @@ class Adapter:
     default_config: str = ""
     keypoint_sources: tuple[str, ...] = ()
     flow_sources: tuple[str, ...] = ()
+    frame_channels: tuple[int, ...] = (1,)
     thickness: float | Callable[[tuple[int, int]], float] = 1.0
 
     # -- keypoints --------------------------------------------------------------------------------
@@ -117,6 +121,10 @@ class Adapter:
                                  f"choose one of {', '.join(allowed)}")
         if data.flows == "cache" and not data.flow_cache:
             raise ValueError("data.flows: cache needs data.flow_cache (the output folder of echokdm flow)")
+        channels = getattr(data, "channels", 1)
+        if channels not in self.frame_channels:
+            raise ValueError(f"data.channels: {channels!r} is not available for adapter {self.name!r}; "
+                             f"choose one of {', '.join(map(str, self.frame_channels))}")
 
     def load_manifest(self, path: str | os.PathLike):
         """The training manifest as a DataFrame (columns ``clip_id``, ``patient_id``, ``split`` …)."""
@@ -170,6 +178,7 @@ class SequenceAdapter(Adapter):
 
     keypoint_sources = ("files",)
     flow_sources = ("dataset", "cache", "tps")
+    frame_channels = (1, 3)
 
     def __init__(self, name: str, schema: KeypointSchema, default_config: str, *,
                  readers: Mapping[str, Callable] | None = None,

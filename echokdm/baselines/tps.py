@@ -123,7 +123,7 @@ def _check_shape(shape: Any) -> tuple[int, int]:
 
 
 def tps_warp(source_image: Any, source_keypoints: Any, target_keypoints: Any, *, smoothing: float = 0.0,
-             pin_border: bool = True) -> Any:
+             pin_border: bool = True, channel_axis: int | None = None) -> Any:
     """Warp ``source_image`` so that its keypoints move to ``target_keypoints`` (thin-plate spline).
 
     ``warp(source_image, tps_flow(source_keypoints, target_keypoints, (H, W)))``: bilinear,
@@ -138,6 +138,9 @@ def tps_warp(source_image: Any, source_keypoints: Any, target_keypoints: Any, *,
         the output; rows with NaN are ignored.
     smoothing, pin_border
         As in :func:`tps_flow`.
+    channel_axis : {None, -1}
+        -1: ``source_image`` is a colour frame ``(H, W, C)`` (channels last, as faces and poses are
+        read); every channel is warped by the same flow.
 
     Returns
     -------
@@ -148,6 +151,13 @@ def tps_warp(source_image: Any, source_keypoints: Any, target_keypoints: Any, *,
     from echokdm.geometry.flow import warp
 
     image = np.asarray(source_image)
+    if channel_axis is not None:
+        if channel_axis != -1 or image.ndim != 3:
+            raise ValueError(f"channel_axis=-1 takes a colour frame (H, W, C), got channel_axis={channel_axis!r} "
+                             f"and shape {image.shape}")
+        out = tps_warp(np.moveaxis(image, -1, 0), source_keypoints, target_keypoints, smoothing=smoothing,
+                       pin_border=pin_border)  # (C, H, W)
+        return np.moveaxis(out, 0, -1)
     if image.ndim not in (2, 3):
         raise ValueError(f"source_image must have shape (H, W) or (C, H, W), got {image.shape}")
     flow = tps_flow(source_keypoints, target_keypoints, image.shape[-2:], smoothing=smoothing, pin_border=pin_border)

@@ -457,7 +457,8 @@ def _cmd_generate_edit(args: argparse.Namespace, adapter_name: str, sampling: Sa
     motion = _chosen_motion(args)
     formats = args.formats or "mp4,gif,png"
     pipe = _load_pipeline(args.pipeline, args.device)
-    source = read_edit_source(args.source, args.frame, adapter, args.keypoints)
+    source = read_edit_source(args.source, args.frame, adapter, args.keypoints,
+                              channels=pipe.vae.config.in_channels)
     out = Path(args.out)
     stem = args.stem or f"{Path(args.source).name.split('.')[0]}_f{args.frame}_{_MOTION_NAMES[motion]}"
     _check_free(out, stem, args.overwrite)
@@ -468,7 +469,7 @@ def _cmd_generate_edit(args: argparse.Namespace, adapter_name: str, sampling: Sa
     edit = generate_keypoint_edit(pipe, source.frame, src_kp, targets, fps=args.fps or DEFAULT_FPS, sampling=sampling,
                                   detect=args.detect, progress=not args.no_progress)
     written = write_keypoint_edit(out, edit, stem=stem, formats=formats, settings=settings, overwrite=args.overwrite)
-    h, w = edit.frames.shape[1:]
+    h, w = edit.frames.shape[1:3]
     print(f"generated {edit.n_frames} frame(s) {h}x{w} at {edit.fps:.3g} fps ({adapter_name}, {_MOTION_NAMES[motion]} "
           "motion)")
     if edit.kp_md is not None:

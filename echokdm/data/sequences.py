@@ -25,8 +25,9 @@ column             required    meaning
 ``split``          yes         ``train``, ``val`` or ``test``
 =================  ==========  =================================================================
 
-Frames are read as grayscale float32 ``(T, H, W)`` in [0, 1] (colour images by their ITU-R 601
-luma, Pillow's ``convert("L")``): the KDM core is 1-channel (see ``docs/adapters.md``).
+Frames are read as float32 in [0, 1]: grayscale ``(T, H, W)`` (colour images by their ITU-R 601
+luma, Pillow's ``convert("L")``) with ``data.channels: 1``, RGB ``(T, H, W, 3)`` with
+``data.channels: 3`` (see ``docs/adapters.md``, design notes).
 Keypoints are ``(T, N, 2)`` ``(x, y)`` pixels of the frames; a missing keypoint is NaN.
 """
 
@@ -164,29 +165,36 @@ def frame_files(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUF
                   key=natural_sort_key)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """One image as grayscale ``float32`` ``(H, W)`` in [0, 1] (colour by its ITU-R 601 luma)."""
+def read_image(path: str | os.PathLike, channels: int = 1) -> np.ndarray:
+    """One image as ``float32`` in [0, 1]: grayscale ``(H, W)`` (``channels=1``; colour by its
+    ITU-R 601 luma) or RGB ``(H, W, 3)`` (``channels=3``; gray images repeated)."""
     from PIL import Image, UnidentifiedImageError
 
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     path = Path(path)
     try:
         with Image.open(path) as image:
-            gray = image.convert("L")
-            return np.asarray(gray, dtype=np.float32) / 255.0
+            converted = image.convert("L" if channels == 1 else "RGB")
+            return np.asarray(converted, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as exc:
         raise ReadError(path, f"not a readable image ({exc})") from exc
 
 
-def read_sequence_frames(row: pd.Series | dict) -> np.ndarray:
-    """Frames ``float32`` ``(T, H, W)`` in [0, 1] of one row of a loaded sequence manifest."""
+def read_sequence_frames(row: pd.Series | dict, channels: int = 1) -> np.ndarray:
+    """Frames ``float32`` ``(T, H, W)`` (``channels=1``) or ``(T, H, W, 3)`` (``channels=3``) in [0, 1]
+    of one row of a loaded sequence manifest."""
     if str(row["format"]) == "video":
         from echokdm.io.video import read_video
 
+        if channels != 1:
+            raise ReadError(row["path"], "colour frames are read from image folders only (format: images); "
+                            "extract the video's frames as PNGs, or train with data.channels: 1")
         return read_video(row["path"]).frames
     files = frame_files(row["path"])
     if not files:
         raise ReadError(row["path"], f"no frame images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
-    frames = [read_image(f) for f in files]
+    frames = [read_image(f, channels) for f in files]
     if len({f.shape for f in frames}) != 1:
         raise ReadError(row["path"], f"frames differ in size: {sorted({f.shape for f in frames})}")
     return np.stack(frames)
@@ -224,12 +232,13 @@ def sequence_clip_loader(data: Any, read_keypoints: Callable) -> Callable[[pd.Se
     ``tps``: a thin-plate spline through ``pairs_per_clip`` random pairs' keypoints).
     """
     size = data.size
+    channels = getattr(data, "channels", 1)
 
     def load(row: pd.Series, rng: np.random.Generator) -> TrainingClip:
         from echokdm.data.manifest import clip_file_stem
 
-        frames = read_sequence_frames(row)
-        kp = scale_keypoints(read_sequence_keypoints(row, read_keypoints, len(frames)), frames.shape[-2:], size)
+        frames = read_sequence_frames(row, channels)
+        kp = scale_keypoints(read_sequence_keypoints(row, read_keypoints, len(frames)), frames.shape[1:3], size)
         if data.flows in ("dataset", "cache"):
             if data.flows == "dataset" and is_blank(row.get("flows_path")):
                 raise ValueError("data.flows: dataset needs a flows_path for every sequence (or use cache or tps)")
@@ -242,6 +251,9 @@ def sequence_clip_loader(data: Any, read_keypoints: Callable) -> Callable[[pd.Se
         else:
             pairs = random_pairs(len(frames), data.pairs_per_clip, rng)
             flows = tps_pair_flows(kp, pairs, size)
+        if frames.ndim == 4:  # (T, H, W, C): resized per channel, back to channels last
+            small = resize_images(frames.transpose(0, 3, 1, 2), size, dtype=np.uint8).transpose(0, 2, 3, 1)
+            return TrainingClip(np.ascontiguousarray(small), kp, pairs, flows)
         return TrainingClip(resize_images(frames, size, dtype=np.uint8), kp, pairs, flows)
 
     return load

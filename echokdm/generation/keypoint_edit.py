@@ -15,7 +15,7 @@ the pipeline's adapter is not ``echo`` (faces, poses):
   per-frame files), flows, a preview with the conditioning image drawn over the frames, settings.
 
 Keypoints are ``(x, y)`` pixels of the source frame (shared/DESIGN.md); frames grayscale ``(H, W)``
-in [0, 1]; flows ``(T, 2, H, W)`` on each frame's grid pointing into the source.
+or, for a colour pipeline, RGB ``(H, W, 3)``, in [0, 1]; flows ``(T, 2, H, W)`` on each frame's grid pointing into the source.
 """
 
 from __future__ import annotations
@@ -87,20 +87,21 @@ class GeneratedEdit:
 # ---------------------------------------------------------------------------------------------
 
 
-def _source_frames(path: Path) -> np.ndarray:
-    """``(T, H, W)`` of an image, a folder of images or a video."""
+def _source_frames(path: Path, channels: int = 1) -> np.ndarray:
+    """``(T, H, W)`` (``channels=1``) or ``(T, H, W, 3)`` of an image, a folder of images or a video."""
     from echokdm.data.sequences import IMAGE_SUFFIXES, frame_files, read_image
 
     if path.is_dir():
         files = frame_files(path)
         if not files:
             raise FileNotFoundError(f"{path}: no frame images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
-        return np.stack([read_image(f) for f in files])
+        return np.stack([read_image(f, channels) for f in files])
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return read_image(path)[None]
+        return read_image(path, channels)[None]
     from echokdm.io.video import read_video
 
-    return read_video(path).frames
+    frames = read_video(path).frames
+    return frames if channels == 1 else np.repeat(frames[..., None], channels, axis=-1)
 
 
 def read_keypoint_sequence(path: str | os.PathLike, adapter) -> np.ndarray:
@@ -119,11 +120,13 @@ def read_keypoint_sequence(path: str | os.PathLike, adapter) -> np.ndarray:
 
 
 def read_edit_source(path: str | os.PathLike, frame: int, adapter, keypoints: str | os.PathLike | None = None,
-                     detector_model: Any = None) -> EditSource:
+                     detector_model: Any = None, channels: int = 1) -> EditSource:
     """The source frame ``frame`` of ``path`` (image, folder of frames, video) and its keypoints.
 
     ``keypoints``: a file (one set, or one per frame) or a folder with one file per frame; without
-    it the adapter's detector finds them (optional packages, see the adapter).
+    it the adapter's detector finds them (optional packages, see the adapter). ``channels``: 1
+    reads grayscale ``(H, W)`` frames, 3 RGB ``(H, W, 3)`` (the pipeline's ``vae.config.in_channels``;
+    a video is read gray and repeated).
     """
     from echokdm.adapters import get_adapter
 
@@ -131,7 +134,7 @@ def read_edit_source(path: str | os.PathLike, frame: int, adapter, keypoints: st
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such source image, folder or video")
-    frames = _source_frames(path)
+    frames = _source_frames(path, channels)
     if not 0 <= frame < len(frames):
         raise ValueError(f"{path}: frame {frame} is outside its {len(frames)} frame(s)")
     if keypoints is None:
@@ -162,10 +165,14 @@ def keypoint_distance(detected: np.ndarray, target: np.ndarray) -> np.ndarray:
     return out
 
 
-def _checked(adapter, frame, source_keypoints, targets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _checked(adapter, frame, source_keypoints, targets, channels: int = 1) -> tuple[np.ndarray, np.ndarray,
+                                                                                    np.ndarray]:
     frame = np.asarray(frame, dtype=np.float32)
-    if frame.ndim != 2 or min(frame.shape) < 2 or not np.isfinite(frame).all():
-        raise ValueError(f"source_frame must be one finite grayscale frame (H, W), got shape {frame.shape}")
+    layout = "(H, W)" if channels == 1 else f"(H, W, {channels})"
+    ok = frame.shape[2:] == (() if channels == 1 else (channels,))
+    if not ok or frame.ndim < 2 or min(frame.shape[:2]) < 2 or not np.isfinite(frame).all():
+        raise ValueError(f"source_frame must be one finite frame {layout} for this {channels}-channel pipeline, "
+                         f"got shape {frame.shape}")
     src = adapter.check_keypoints(source_keypoints, "source_keypoints")
     if src.ndim != 2:
         raise ValueError(f"source_keypoints must be one set ({adapter.n_keypoints}, 2), got {src.shape}")
@@ -185,7 +192,8 @@ def generate_keypoint_edit(pipeline, source_frame: np.ndarray, source_keypoints:
     pipeline : KDMPipeline or path
         Its ``adapter`` (saved in the folder) gives the keypoint schema.
     source_frame : numpy.ndarray
-        ``(H, W)`` grayscale in [0, 1], any size (resized to the pipeline's and back).
+        ``(H, W)`` grayscale (``(H, W, C)`` for a ``C``-channel pipeline) in [0, 1], any size (resized
+        to the pipeline's and back).
     source_keypoints : numpy.ndarray
         ``(N, 2)`` ``(x, y)`` pixels of the source frame.
     target_keypoints : numpy.ndarray
@@ -218,12 +226,13 @@ def generate_keypoint_edit(pipeline, source_frame: np.ndarray, source_keypoints:
 
         pipeline = KDMPipeline.from_pretrained(pipeline)
     adapter = get_adapter(pipeline.adapter)
-    frame, src, targets = _checked(adapter, source_frame, source_keypoints, target_keypoints)
+    frame, src, targets = _checked(adapter, source_frame, source_keypoints, target_keypoints,
+                                   pipeline.vae.config.in_channels)
     # K2F's flow as it is (fit_keypoints off): face and pose keypoints are too sparse for a local fit
     frames, flows, keypoints, gammas, _ = loop_frames(
         pipeline, frame, src, targets, include_source=include_source, progress=progress,
         sampling=sampling.replace(fit_keypoints=False))
-    h, w = frame.shape
+    h, w = frame.shape[:2]
     detected = kp_md = None
     if detect:
         detected = np.asarray(adapter.detect_keypoints(frames, detector_model), np.float32)
@@ -256,8 +265,9 @@ def _preview(edit: GeneratedEdit, adapter) -> np.ndarray:
     picks = sorted({0, (edit.n_frames - 1) // 2, edit.n_frames - 1})
     tiles = []
     for t in picks:
-        gray = np.repeat(edit.frames[t][..., None], 3, axis=-1)
-        lines = adapter.render(edit.keypoints[t], edit.frames.shape[1:]).transpose(1, 2, 0)
+        frame = edit.frames[t]
+        gray = np.repeat(frame[..., None], 3, axis=-1) if frame.ndim == 2 else frame  # (H, W, 3)
+        lines = adapter.render(edit.keypoints[t], edit.frames.shape[1:3]).transpose(1, 2, 0)
         alpha = lines.max(axis=-1, keepdims=True)
         tiles.append(gray * (1 - alpha) + lines * alpha)
     return np.round(np.clip(np.concatenate(tiles, axis=1), 0, 1) * 255).astype(np.uint8)

@@ -214,18 +214,26 @@ def _map_keypoints(keypoints: np.ndarray, from_hw: tuple[int, int], to_hw: tuple
     return ((np.asarray(keypoints, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
 
 
+def _resize_frames(frames: np.ndarray, size: tuple[int, int], colour: bool) -> np.ndarray:
+    """Anti-aliased resize of grayscale ``(..., H, W)`` or, with ``colour``, channels-last ``(..., H, W, C)``."""
+    if not colour:
+        return resize_images(frames, size, antialias=True)
+    return np.moveaxis(resize_images(np.moveaxis(frames, -1, -3), size, antialias=True), -3, -1)
+
+
 def _run_pipeline(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.ndarray, *,
                   sampling: SamplingSettings, progress: bool):
     """Frames ``(T, H, W)``, flows ``(T, 2, H, W)`` and γ at the input size ``(H, W)`` of ``frame``."""
     import torch
 
-    hw = frame.shape
+    colour = frame.ndim == 3  # (H, W, C): channels last at the I/O boundary
+    hw = frame.shape[:2]
     size = pipeline_size(pipeline)
-    small = resize_images(frame, size, antialias=True)  # (S, S)
+    small = _resize_frames(frame, size, colour)  # (S, S) or (S, S, C)
     out = pipeline(np.clip(small, 0.0, 1.0), _map_keypoints(src_kp, hw, size), _map_keypoints(targets, hw, size),
                    **sampling.pipeline_kwargs(), generator=torch.Generator().manual_seed(sampling.seed),
                    progress=progress)
-    frames = np.clip(resize_images(out.frames, hw, antialias=True), 0.0, 1.0)  # (T, H, W)
+    frames = np.clip(_resize_frames(out.frames, hw, colour), 0.0, 1.0)  # (T, H, W) or (T, H, W, C)
     flows = resize_flow(out.flows, hw, antialias=True)  # (T, 2, H, W) in input pixels
     return frames, flows, out.gammas
 
@@ -300,7 +308,7 @@ def loop_frames(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.nda
     """The frames of a loop from one source frame, for any keypoint adapter: the core of
     :func:`generate_loop` and of :func:`~echokdm.generation.keypoint_edit.generate_keypoint_edit`.
 
-    ``frame`` ``float32`` ``(H, W)`` in [0, 1]; ``src_kp`` ``(N, 2)`` and ``targets`` ``(T, N, 2)``
+    ``frame`` ``float32`` ``(H, W)`` (``(H, W, C)`` for a colour pipeline) in [0, 1]; ``src_kp`` ``(N, 2)`` and ``targets`` ``(T, N, 2)``
     ``(x, y)`` pixels of its grid. The pipeline runs at :func:`pipeline_size` with ``sampling`` and
     everything comes back at ``(H, W)``; with ``include_source`` the real source comes first (see
     :func:`generate_loop`).
@@ -313,8 +321,8 @@ def loop_frames(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.nda
     """
     first_is_source = include_source and _is_source_pose(targets, src_kp)
     to_generate = targets[1:] if first_is_source else targets
-    h, w = frame.shape
-    frames = np.zeros((0, h, w), np.float32)
+    h, w = frame.shape[:2]
+    frames = np.zeros((0, *frame.shape), np.float32)  # (0, H, W) or (0, H, W, C)
     flows = np.zeros((0, 2, h, w), np.float32)
     gammas = np.zeros(0) if sampling.mode == "gamma" else None
     if len(to_generate):

@@ -21,7 +21,7 @@ def preview_frame_indices(n_frames: int) -> dict[str, int]:
 
 
 def write_png(path: str | os.PathLike, frame: np.ndarray, *, overwrite: bool = False) -> Path:
-    """Write one grayscale frame ``(H, W)`` in [0, 1] as an 8-bit PNG, atomically.
+    """Write one frame in [0, 1], grayscale ``(H, W)`` or RGB ``(H, W, 3)``, as an 8-bit PNG, atomically.
 
     Raises ``FileExistsError`` when ``path`` exists and ``overwrite`` is false.
     """
@@ -31,11 +31,11 @@ def write_png(path: str | os.PathLike, frame: np.ndarray, *, overwrite: bool = F
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
     frame = np.asarray(frame, dtype=np.float32)
-    if frame.ndim != 2:
-        raise ValueError(f"{path}: expected one (H, W) frame, got shape {frame.shape}")
+    if not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[-1] == 3)):
+        raise ValueError(f"{path}: expected one (H, W) or (H, W, 3) frame, got shape {frame.shape}")
     pixels = np.round(np.clip(frame, 0.0, 1.0) * 255.0).astype(np.uint8)
     with atomic_output(path, overwrite=overwrite) as tmp:
-        Image.fromarray(pixels, mode="L").save(tmp, format="PNG")
+        Image.fromarray(pixels, mode="L" if frame.ndim == 2 else "RGB").save(tmp, format="PNG")
     return path
 
 

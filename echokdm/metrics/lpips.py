@@ -15,7 +15,9 @@ and ``ECHOKDM_LPIPS_WEIGHTS=DIR``, and training with an LPIPS loss stops before 
 (:class:`LPIPSUnavailableError`).
 
 Frames follow shared/DESIGN.md (grayscale, [0, 1], ``(H, W)`` or ``(N, H, W)``); they are
-repeated to 3 channels and mapped to [-1, 1] as ``lpips`` expects. Models are built on first
+repeated to 3 channels and mapped to [-1, 1] as ``lpips`` expects. RGB frames ``(H, W, 3)`` or
+``(N, H, W, 3)`` (faces, poses) are given with ``channel_axis=-1`` and go in as they are: on the
+authors' example images (``tests/metrics/data``) the values are those of the ``lpips`` package. Models are built on first
 use (not at import) and cached per ``(net, backbone, device)`` in the process.
 """
 
@@ -153,7 +155,7 @@ def _build_model(net: str, path: Path | None) -> Any:
 
 
 class LPIPSMetric:
-    """LPIPS v0.1 distance between grayscale frames, one value per frame pair (0 = identical).
+    """LPIPS v0.1 distance between grayscale or RGB frames, one value per frame pair (0 = identical).
 
     Parameters
     ----------
@@ -192,21 +194,31 @@ class LPIPSMetric:
         return self._model
 
     def _to_input(self, frames: Any) -> Any:
-        """Frames ``(N, H, W)`` in [0, 1] -> float32 tensor ``(N, 3, H, W)`` in [-1, 1] on ``device``."""
+        """Frames in [0, 1], grayscale ``(N, H, W)`` (repeated to RGB) or RGB ``(N, H, W, 3)``, -> float32
+        tensor ``(N, 3, H, W)`` in [-1, 1] on ``device``."""
         import torch
 
         if isinstance(frames, np.ndarray):
             frames = np.array(frames, dtype=np.float32)  # a writable copy (inputs may be read-only views)
-        x = torch.as_tensor(frames).detach().to(self.device, torch.float32)  # (N, H, W)
-        return (x * 2.0 - 1.0)[:, None].expand(-1, 3, -1, -1)  # (N, 3, H, W)
+        x = torch.as_tensor(frames).detach().to(self.device, torch.float32) * 2.0 - 1.0  # (N, H, W[, 3])
+        if x.ndim == 4:
+            if x.shape[-1] != 3:
+                raise ValueError(f"LPIPS takes grayscale (N, H, W) or RGB (N, H, W, 3) frames, got {tuple(x.shape)}")
+            return x.permute(0, 3, 1, 2)  # (N, 3, H, W)
+        return x[:, None].expand(-1, 3, -1, -1)  # (N, 3, H, W)
 
-    def __call__(self, generated: Any, reference: Any, *, batch_size: int = 32) -> np.ndarray | np.float64:
+    def __call__(self, generated: Any, reference: Any, *, batch_size: int = 32,
+                 channel_axis: int | None = None) -> np.ndarray | np.float64:
         """LPIPS between ``generated`` and ``reference`` frames, one value per frame.
 
         Parameters
         ----------
         generated, reference : numpy.ndarray or torch.Tensor
-            ``(H, W)`` or ``(N, H, W)`` grayscale frames in [0, 1], same shape (H, W >= 32).
+            ``(H, W)`` or ``(N, H, W)`` grayscale frames in [0, 1], same shape (H, W >= 32); with
+            ``channel_axis=-1`` RGB frames ``(H, W, 3)`` or ``(N, H, W, 3)``, which go into the
+            network as they are (grayscale frames are repeated to three channels).
+        channel_axis : {None, -1}
+            None: grayscale; -1: channels last (RGB).
         batch_size : int
             Frame pairs per forward pass.
 
@@ -219,9 +231,12 @@ class LPIPSMetric:
 
         from echokdm.metrics.image import frame_stacks
 
-        a, b, batched = frame_stacks(generated, reference, ("generated", "reference"))  # (N, H, W) each
-        if min(a.shape[1:]) < 32:
-            raise ValueError(f"LPIPS needs frames of at least 32 x 32 pixels, got {a.shape[1:]}")
+        a, b, batched = frame_stacks(generated, reference, ("generated", "reference"),
+                                     channel_axis=channel_axis)  # (N, H, W) or (N, H, W, 3) each
+        if min(a.shape[1:3]) < 32:
+            raise ValueError(f"LPIPS needs frames of at least 32 x 32 pixels, got {a.shape[1:3]}")
+        if channel_axis is not None and a.shape[-1] != 3:
+            raise ValueError(f"LPIPS takes RGB frames (..., H, W, 3) with channel_axis=-1, got {a.shape[1:]}")
         values = np.empty(a.shape[0])
         with torch.inference_mode():
             for start in range(0, a.shape[0], batch_size):
@@ -236,7 +251,7 @@ class LPIPSMetric:
         Parameters
         ----------
         frames : numpy.ndarray or torch.Tensor
-            ``(N, H, W)`` grayscale frames in [0, 1].
+            ``(N, H, W)`` grayscale or ``(N, H, W, 3)`` RGB frames in [0, 1].
 
         Returns
         -------
@@ -259,9 +274,10 @@ class LPIPSMetric:
 
 
 def lpips_distance(generated: Any, reference: Any, net: str = "alex", backbone: str | os.PathLike | None = None,
-                   device: Any = "cpu") -> np.ndarray | np.float64:
-    """LPIPS per frame in one call: ``LPIPSMetric(net, backbone, device)(generated, reference)``."""
-    return LPIPSMetric(net, backbone, device)(generated, reference)
+                   device: Any = "cpu", *, channel_axis: int | None = None) -> np.ndarray | np.float64:
+    """LPIPS per frame in one call: ``LPIPSMetric(net, backbone, device)(generated, reference)``
+    (``channel_axis=-1`` for RGB frames ``(..., H, W, 3)``)."""
+    return LPIPSMetric(net, backbone, device)(generated, reference, channel_axis=channel_axis)
 
 
 def lpips_metrics(nets: Sequence[str], backbone: str | os.PathLike | None = None,

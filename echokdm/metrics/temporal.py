@@ -49,7 +49,8 @@ class TemporalWarpingError:
         return {"temporal_mse_mean": self.mean, "temporal_mse_max": self.max, "n_pairs": int(self.per_pair.size)}
 
 
-def temporal_warping_error(frames: Any, flows: Any, mask: Any = None) -> TemporalWarpingError:
+def temporal_warping_error(frames: Any, flows: Any, mask: Any = None, *,
+                           channel_axis: int | None = None) -> TemporalWarpingError:
     """Frame-to-frame warping error: per pair, ``MSE(warp(frames[t], flows[t]), frames[t + 1])``.
 
     Parameters
@@ -63,6 +64,9 @@ def temporal_warping_error(frames: Any, flows: Any, mask: Any = None) -> Tempora
         Where to average, on the target grid: ``(H, W)`` for every pair (e.g. the sector),
         ``(T, H, W)`` one per frame (the target frame's ``mask[t + 1]`` is used for pair t), or
         ``(T-1, H, W)`` one per pair.
+    channel_axis : {None, -1}
+        -1: colour frames ``(T, H, W, C)``; the error is the mean over the channels (one MSE over
+        every pixel and channel, as :func:`~echokdm.metrics.image.mse` with ``channel_axis=-1``).
 
     Returns
     -------
@@ -77,6 +81,13 @@ def temporal_warping_error(frames: Any, flows: Any, mask: Any = None) -> Tempora
     0.0
     """
     frames = np.asarray(frames, dtype=np.float64)
+    if channel_axis not in (None, -1):
+        raise ValueError(f"channel_axis must be None (grayscale) or -1 (channels last), got {channel_axis!r}")
+    if channel_axis == -1:
+        if frames.ndim != 4:
+            raise ValueError(f"frames must be a colour cine (T, H, W, C) with channel_axis=-1, got {frames.shape}")
+        per_channel = [temporal_warping_error(frames[..., c], flows, mask).per_pair for c in range(frames.shape[-1])]
+        return TemporalWarpingError(per_pair=np.mean(per_channel, axis=0))  # equal pixel counts per channel
     flows = np.asarray(flows)
     if frames.ndim != 3 or frames.shape[0] < 2:
         raise ValueError(f"frames must be a cine (T, H, W) with T >= 2, got {frames.shape}")

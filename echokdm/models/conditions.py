@@ -4,10 +4,15 @@ One contract for training (:mod:`echokdm.training.kdm`, which sizes the networks
 conditions of its batches) and inference (:mod:`echokdm.pipelines.kdm`): the channel counts below
 are those of the tensors the builders return.
 
-* K2F: source frame (1) + rendered source keypoints (C) + rendered target keypoints (C)
+* K2F: source frame (F) + rendered source keypoints (C) + rendered target keypoints (C)
   [+ the keypoint displacement field (3) when ``displacement_sigma`` is set].
-* F2I: source frame (1) + rendered target keypoints (C) [+ the flow / ``flow_scale`` (2)]
-  [+ the source warped by the flow (1)].
+* F2I: source frame (F) + rendered target keypoints (C) [+ the flow / ``flow_scale`` (2)]
+  [+ the source warped by the flow (F)].
+
+``F`` is the frame channel count (1 for grayscale, 3 for RGB faces and poses; the
+autoencoder's ``in_channels``). Frames cross the I/O boundary as ``(T, H, W)`` (one channel) or
+``(T, H, W, C)`` (colour) and are ``(B, F, H, W)`` tensors inside torch: :func:`frames_to_batch`
+and :func:`batch_to_frames` convert (docs/adapters.md, design notes).
 
 ``C`` is the channel count of the keypoint adapter's rendered image (3 for the RGB renderings of
 :mod:`echokdm.adapters`). Frames are in [0, 1] and enter as ``2 x - 1``; renders are in [-1, 1].
@@ -31,6 +36,9 @@ __all__ = [
     "k2f_condition_from_renders",
     "f2i_condition",
     "f2i_condition_from_render",
+    "frames_to_batch",
+    "batch_to_frames",
+    "frame_shape",
 ]
 
 #: Channels of :func:`keypoint_displacement` (dx, dy, confidence).
@@ -39,14 +47,53 @@ DISPLACEMENT_CHANNELS = 3
 FLOW_CHANNELS = 2
 
 
-def k2f_condition_channels(render_channels: int, displacement: bool = False) -> int:
-    """Channels of :func:`k2f_condition`: ``1 + 2 render_channels [+ 3]``."""
-    return 1 + 2 * render_channels + (DISPLACEMENT_CHANNELS if displacement else 0)
+def k2f_condition_channels(render_channels: int, displacement: bool = False, frame_channels: int = 1) -> int:
+    """Channels of :func:`k2f_condition`: ``frame_channels + 2 render_channels [+ 3]``."""
+    return frame_channels + 2 * render_channels + (DISPLACEMENT_CHANNELS if displacement else 0)
 
 
-def f2i_condition_channels(render_channels: int, flow: bool = True, warped_source: bool = False) -> int:
-    """Channels of :func:`f2i_condition`: ``1 + render_channels [+ 2] [+ 1]``."""
-    return 1 + render_channels + (FLOW_CHANNELS if flow else 0) + int(warped_source)
+def f2i_condition_channels(render_channels: int, flow: bool = True, warped_source: bool = False,
+                           frame_channels: int = 1) -> int:
+    """Channels of :func:`f2i_condition`: ``frame_channels + render_channels [+ 2] [+ frame_channels]``."""
+    return frame_channels + render_channels + (FLOW_CHANNELS if flow else 0) + frame_channels * int(warped_source)
+
+
+def frames_to_batch(frames, channels: int = 1) -> torch.Tensor:
+    """Frames at the I/O boundary → the ``float32`` ``(B, C, H, W)`` tensor the networks take.
+
+    ``channels == 1``: ``(H, W)``, ``(B, H, W)`` or ``(B, 1, H, W)`` (grayscale, as before colour existed).
+    ``channels > 1``: ``(H, W, C)`` or ``(B, H, W, C)`` (channels last, as images are read and
+    written), or ``(B, C, H, W)``. numpy or torch, values in [0, 1] (not checked).
+
+    Raises ValueError naming the shape and the expected channel count otherwise.
+    """
+    t = frames.float() if isinstance(frames, torch.Tensor) else torch.as_tensor(np.asarray(frames, np.float32))
+    if channels == 1:
+        t = t[None, None] if t.ndim == 2 else t[:, None] if t.ndim == 3 else t
+        if t.ndim == 4 and t.shape[1] == 1:
+            return t
+        raise ValueError(f"frames must be (H, W), (B, H, W) or (B, 1, H, W) for 1-channel models, got "
+                         f"{tuple(frames.shape)}")
+    t = t[None] if t.ndim == 3 else t
+    if t.ndim == 4 and t.shape[1] == channels and t.shape[-1] != channels:
+        return t
+    if t.ndim == 4 and t.shape[-1] == channels:
+        return t.permute(0, 3, 1, 2).contiguous()  # (B, H, W, C) -> (B, C, H, W)
+    raise ValueError(f"frames must be (H, W, {channels}), (B, H, W, {channels}) or (B, {channels}, H, W) for "
+                     f"{channels}-channel models, got {tuple(frames.shape)}")
+
+
+def batch_to_frames(batch: torch.Tensor) -> np.ndarray:
+    """``(B, C, H, W)`` tensor → numpy frames at the I/O boundary: ``(B, H, W)`` for one channel,
+    ``(B, H, W, C)`` otherwise (the inverse of :func:`frames_to_batch`)."""
+    out = batch.detach().float().cpu()
+    return (out[:, 0] if out.shape[1] == 1 else out.permute(0, 2, 3, 1)).numpy()
+
+
+def frame_shape(frame, channels: int = 1) -> tuple[int, int]:
+    """``(H, W)`` of one frame in the I/O layout (``(H, W)`` or ``(H, W, C)``)."""
+    shape = tuple(np.shape(frame))
+    return shape[:2] if channels > 1 else shape[-2:]
 
 
 def render_batch(keypoints: np.ndarray | torch.Tensor, shape: tuple[int, int], renderer: Callable) -> torch.Tensor:
@@ -106,7 +153,7 @@ def keypoint_displacement(source_kp, target_kp, shape: tuple[int, int], sigma: f
 
 def k2f_condition(source: torch.Tensor, source_kp, target_kp, renderer: Callable,
                   displacement_sigma: float | None = None, flow_scale: float = 1.0) -> torch.Tensor:
-    """K2F condition ``(B, 1 + 2C [+ 3], H, W)``: source frame, rendered source and target keypoints
+    """K2F condition ``(B, F + 2C [+ 3], H, W)``: source frame ``(B, F, H, W)``, rendered source and target keypoints
     in [-1, 1] [, :func:`keypoint_displacement` when ``displacement_sigma`` is set]."""
     shape = tuple(source.shape[-2:])
     return k2f_condition_from_renders(source, render_batch(source_kp, shape, renderer),
@@ -129,8 +176,8 @@ def k2f_condition_from_renders(source: torch.Tensor, source_render: torch.Tensor
 
 def f2i_condition(source: torch.Tensor, target_kp, flow: torch.Tensor | None, renderer: Callable,
                   flow_scale: float, warped: torch.Tensor | None = None) -> torch.Tensor:
-    """F2I condition ``(B, 1 + C [+ 2] [+ 1], H, W)``: source, rendered target keypoints
-    [, flow / flow_scale] [, the warped source ``warped`` (B, 1, H, W) in [0, 1]]."""
+    """F2I condition ``(B, F + C [+ 2] [+ F], H, W)``: source ``(B, F, H, W)``, rendered target keypoints
+    [, flow / flow_scale] [, the warped source ``warped`` (B, F, H, W) in [0, 1]]."""
     render = render_batch(target_kp, tuple(source.shape[-2:]), renderer).to(source)
     return f2i_condition_from_render(source, render, flow, flow_scale, warped)
 

@@ -6,7 +6,7 @@ concatenated along channels with Ψ(condition): Ψ is a stack of strided 3×3 co
 takes the full-resolution condition images down to the latent resolution (paper: "conditioned by
 channel concatenation with a condition encoder").
 
-* K2F denoises a flow at the latent resolution: condition = source frame (1 channel) + rendered
+* K2F denoises a flow at the latent resolution: condition = source frame (1 channel, or 3 for RGB) + rendered
   source keypoints + rendered target keypoints (3 RGB channels each, the adapter's renderer), and, when
   ``displacement_sigma`` is set, the keypoint displacement field (3 channels, see
   :func:`echokdm.models.conditions.keypoint_displacement`).
@@ -93,10 +93,13 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
     warped_source : bool
         F2I only: ``False`` (the paper) conditions on the source frame, the rendered target
         keypoints and the flow; ``True`` adds the source warped by the flow, ``x_src(I + F)``
-        (1 channel, included in ``condition_channels``). Ψ's few strided convolutions see only a
+        (``frame_channels``, included in ``condition_channels``). Ψ's few strided convolutions see only a
         few pixels, so without it the network must learn to move content by the flow itself and
         renders large motions (end-systole of a strongly contracting heart) short, back towards
         the source.
+    frame_channels : int
+        Channels of the frames in the condition (1: grayscale; 3: RGB). The pipelines read it to
+        take frames ``(T, H, W)`` or ``(T, H, W, C)``; saved models without it are grayscale.
     """
 
     @register_to_config
@@ -115,6 +118,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         prediction_type: str = "epsilon",
         displacement_sigma: float | None = None,
         warped_source: bool = False,
+        frame_channels: int = 1,
     ):
         super().__init__()
         if prediction_type not in ("epsilon", "sample", "v_prediction"):
@@ -160,13 +164,16 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
 
 def make_autoencoder(
     block_out_channels: tuple[int, ...] = (32, 64, 128), latent_channels: int = 4, sample_size: int = 112,
-    layers_per_block: int = 1, norm_num_groups: int = 32,
+    layers_per_block: int = 1, norm_num_groups: int = 32, channels: int = 1,
 ) -> AutoencoderKL:
-    """A grayscale diffusers ``AutoencoderKL`` with downsampling ``2 ** (len(block_out_channels) - 1)``
+    """A diffusers ``AutoencoderKL`` of ``channels``-channel frames (1: grayscale; 3: RGB, as
+    the paper's faces and poses) with downsampling ``2 ** (len(block_out_channels) - 1)``
     (4 with the default three levels: 112 → 28, 224 → 56 as in the paper)."""
+    if channels < 1:
+        raise ValueError(f"channels must be >= 1, got {channels}")
     n = len(block_out_channels)
     return AutoencoderKL(
-        in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * n,
+        in_channels=channels, out_channels=channels, down_block_types=("DownEncoderBlock2D",) * n,
         up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=tuple(block_out_channels),
         layers_per_block=layers_per_block, latent_channels=latent_channels, norm_num_groups=norm_num_groups,
         sample_size=sample_size, scaling_factor=1.0,

@@ -3,7 +3,8 @@
 Inference only. Each pipeline is a diffusers ``DiffusionPipeline``, writes its DDIM loop out, takes
 a ``torch.Generator`` (noise is drawn on the CPU with ``randn_tensor`` so CPU and GPU runs start
 from the same noise, DESIGN.md) and returns numpy arrays in the package's conventions: frames
-``(T, H, W)`` in [0, 1], flows ``(T, 2, H, W)`` in pixels on the target grid pointing into the source.
+``(T, H, W)`` in [0, 1] (``(T, H, W, C)`` for a colour model, whose autoencoder has ``C`` channels),
+flows ``(T, 2, H, W)`` in pixels on the target grid pointing into the source.
 
 * :class:`KeypointToFlowPipeline` — K2F: Gaussian noise → flow at the latent resolution → flow.
 * :class:`FlowToImagePipeline` — F2I with the k-initialisation: the source warped by the flow is
@@ -40,7 +41,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from echokdm.adapters import DEFAULT_ADAPTER, get_adapter
 from echokdm.geometry.flow import fit_flow_to_keypoints, warp
-from echokdm.models.conditions import f2i_condition, k2f_condition
+from echokdm.models.conditions import batch_to_frames, f2i_condition, frame_shape, frames_to_batch, k2f_condition
 from echokdm.models.kdm import ConditionalUNet, decode_flow
 from echokdm.pipelines.layout import (
     COMPONENTS,
@@ -103,16 +104,10 @@ def saved_adapter(folder: str | os.PathLike) -> str:
     return legacy_settings(folder)["adapter"]
 
 
-def _as_batch(frames, device) -> torch.Tensor:
-    """``(H, W)`` / ``(B, H, W)`` / ``(B, 1, H, W)`` numpy or torch in [0, 1] → ``(B, 1, H, W)`` float32."""
-    t = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames).float()
-    if t.ndim == 2:
-        t = t[None, None]
-    elif t.ndim == 3:
-        t = t[:, None]
-    if t.ndim != 4 or t.shape[1] != 1:
-        raise ValueError(f"frames must be (H, W), (B, H, W) or (B, 1, H, W), got {tuple(t.shape)}")
-    return t.to(device)
+def _as_batch(frames, device, channels: int = 1) -> torch.Tensor:
+    """Frames in [0, 1] → ``(B, C, H, W)`` float32: ``(H, W)`` / ``(B, H, W)`` / ``(B, 1, H, W)`` for one
+    channel, ``(H, W, C)`` / ``(B, H, W, C)`` / ``(B, C, H, W)`` for ``channels`` > 1."""
+    return frames_to_batch(frames, channels).to(device)
 
 
 def scheduler_for(scheduler: DDIMScheduler, model: ConditionalUNet) -> DDIMScheduler:
@@ -233,11 +228,12 @@ class KeypointToFlowPipeline(_FolderPipeline):
     def __call__(self, source_frame, source_keypoints, target_keypoints, *, num_inference_steps: int = 200,
                  generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
                  progress: bool = False, callback: Callable[[], None] | None = None) -> np.ndarray:
-        """Flows ``(B, 2, H, W)`` in pixels for frames ``(B, H, W)`` and keypoints ``(B, N, 2)``.
+        """Flows ``(B, 2, H, W)`` in pixels for frames ``(B, H, W)`` (``(B, H, W, C)`` for a colour model)
+        and keypoints ``(B, N, 2)``.
 
         ``callback()`` is called after each DDIM step (:class:`KDMPipeline`'s progress bar)."""
         device = self._execution_device
-        src = _as_batch(source_frame, device)
+        src = _as_batch(source_frame, device, self.k2f.config.get("frame_channels", 1))
         src_kp, tgt_kp = np.asarray(source_keypoints, np.float32), np.asarray(target_keypoints, np.float32)
         src_kp = src_kp[None] if src_kp.ndim == 2 else src_kp
         tgt_kp = tgt_kp[None] if tgt_kp.ndim == 2 else tgt_kp
@@ -277,7 +273,7 @@ class FlowToImagePipeline(_FolderPipeline):
                  generator: torch.Generator | None = None,
                  noise: torch.Tensor | None = None, progress: bool = False, mixed_precision: str = "no",
                  compile: bool = False, callback: Callable[[], None] | None = None) -> np.ndarray:
-        """Frames ``(B, H, W)`` in [0, 1]. ``flow`` ``(B, 2, H, W)`` px (zeros for the "w/o K2F" F2I).
+        """Frames ``(B, H, W)`` (``(B, H, W, C)`` in colour) in [0, 1]. ``flow`` ``(B, 2, H, W)`` px (zeros for the "w/o K2F" F2I).
 
         ``mixed_precision`` (``"no"``, ``"bf16"``, ``"fp16"``) runs the denoising network under
         autocast (the autoencoder and the DDIM updates stay float32); ``compile`` runs it through
@@ -291,10 +287,10 @@ class FlowToImagePipeline(_FolderPipeline):
         flow_t = torch.as_tensor(np.asarray(flow) if not isinstance(flow, torch.Tensor) else flow).float().to(device)
         if flow_t.ndim == 3:
             flow_t = flow_t[None]
-        src = _as_batch(source_frame, device).expand(flow_t.shape[0], -1, -1, -1)
-        warped = warp(src, flow_t).clamp(0, 1)  # (B, 1, H, W)
+        src = _as_batch(source_frame, device, self.vae.config.in_channels).expand(flow_t.shape[0], -1, -1, -1)
+        warped = warp(src, flow_t).clamp(0, 1)  # (B, C, H, W)
         if k == 0:
-            return warped[:, 0].cpu().numpy()
+            return batch_to_frames(warped)
         tgt_kp = np.asarray(target_keypoints, np.float32)
         tgt_kp = tgt_kp[None] if tgt_kp.ndim == 2 else tgt_kp
         cond = f2i_condition(src, tgt_kp, flow_t if self.use_flow else None, self.renderer, self.f2i.config.flow_scale,
@@ -314,7 +310,7 @@ class FlowToImagePipeline(_FolderPipeline):
                 if callback is not None:
                     callback()
         image = self.vae.decode(z / self.vae.config.scaling_factor).sample
-        return ((image + 1) / 2).clamp(0, 1)[:, 0].cpu().numpy()
+        return batch_to_frames(((image + 1) / 2).clamp(0, 1))  # (B, H, W) or (B, H, W, C)
 
 
 @dataclasses.dataclass
@@ -373,7 +369,7 @@ class KDMPipeline(_FolderPipeline):
 
         Parameters
         ----------
-        source_frame : array ``(H, W)`` in [0, 1]
+        source_frame : array ``(H, W)`` in [0, 1] (``(H, W, C)`` for a colour model)
         source_keypoints : array ``(N, 2)``
         target_keypoints : array ``(N, 2)`` or ``(T, N, 2)``
         mode : {"gamma", "per_frame"}
@@ -433,8 +429,9 @@ class KDMPipeline(_FolderPipeline):
     def _frames(self, src: np.ndarray, targets: np.ndarray, flows: np.ndarray, k: int,
                 generator: torch.Generator | None, shared_noise: bool, batch_size: int, steps: dict,
                 options: dict) -> np.ndarray:
-        """F2I frames ``(T, H, W)`` for targets ``(T, N, 2)`` and flows ``(T, 2, H, W)``, in batches."""
-        h, w = src.shape[-2:]
+        """F2I frames ``(T, H, W)`` (``(T, H, W, C)`` in colour) for targets ``(T, N, 2)`` and flows
+        ``(T, 2, H, W)``, in batches."""
+        h, w = frame_shape(src, self.vae.config.in_channels)
         d = self.k2f.config.downsample
         latent_shape = (1, self.vae.config.latent_channels, h // d, w // d)
         image_noise = _noise(latent_shape, generator, "cpu")
@@ -452,7 +449,7 @@ class KDMPipeline(_FolderPipeline):
                steps: dict, fit_keypoints: bool = False,
                callback: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """K2F flows ``(T, 2, H, W)`` (px) for targets ``(T, N, 2)``, and γ ``(T,)`` in γ mode (else None)."""
-        h, w = src.shape[-2:]
+        h, w = frame_shape(src, self.vae.config.in_channels)
         d = self.k2f.config.downsample
         flow_noise = _noise((1, 2, h // d, w // d), generator, "cpu")
         if mode == "gamma":

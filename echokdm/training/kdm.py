@@ -41,6 +41,7 @@ from echokdm.models.conditions import (
     k2f_condition_channels,
     k2f_condition_from_renders,
 )
+from echokdm.models.conditions import batch_to_frames, frames_to_batch
 from echokdm.models.kdm import ConditionalUNet, encode_flow, make_autoencoder
 from echokdm.pipelines.kdm import KDMPipeline, default_scheduler
 from echokdm.training.distributed import is_main_process
@@ -75,6 +76,7 @@ class KDMDataConfig:
     val_pairs: int = 24
     adapter: str = DEFAULT_ADAPTER
     appearance_augment: bool = False  # the adapter's random look, the same for both frames of a pair
+    channels: int = 1  # frame channels: 1 grayscale (luma of colour data), 3 RGB (the adapter must allow it)
 
     def __post_init__(self) -> None:
         get_adapter(self.adapter).check_data_config(self)
@@ -159,7 +161,7 @@ def load_kdm_config(path: str | os.PathLike | dict | None = None, overrides: dic
 class PairBank:
     """Frames, rendered keypoints and frame pairs of one split, in memory.
 
-    ``frames`` ``float32`` ``(F, S, S)`` in [0, 1]; ``keypoints`` ``(F, N, 2)``; ``renders`` ``uint8``
+    ``frames`` ``float32`` ``(F, S, S)`` (``(F, S, S, C)`` in colour) in [0, 1]; ``keypoints`` ``(F, N, 2)``; ``renders`` ``uint8``
     ``(F, C, S, S)`` (the adapter's conditioning image of each frame's keypoints); ``pairs`` ``(P, 2)``
     global frame indices (source, target); ``flows`` ``float16`` ``(P, 2, S, S)`` source → target;
     ``patient_ids`` per pair.
@@ -176,14 +178,19 @@ class PairBank:
     def __len__(self) -> int:
         return int(len(self.pairs))
 
+    @property
+    def channels(self) -> int:
+        """Frame channels: 1 for ``(F, S, S)`` frames, ``C`` for ``(F, S, S, C)``."""
+        return int(self.frames.shape[-1]) if self.frames.ndim == 4 else 1
+
     def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Tensors of the pairs ``index`` (CPU): source/target ``(B, 1, S, S)``, renders in [-1, 1], flow,
+        """Tensors of the pairs ``index`` (CPU): source/target ``(B, C, S, S)``, renders in [-1, 1], flow,
         source/target keypoints ``(B, N, 2)``."""
         idx = index.numpy()
         s, t = self.pairs[idx, 0], self.pairs[idx, 1]
         return {
-            "source": torch.from_numpy(self.frames[s])[:, None],
-            "target": torch.from_numpy(self.frames[t])[:, None],
+            "source": frames_to_batch(self.frames[s], self.channels),
+            "target": frames_to_batch(self.frames[t], self.channels),
             "source_render": torch.from_numpy(self.renders[s]).float() / 127.5 - 1,
             "target_render": torch.from_numpy(self.renders[t]).float() / 127.5 - 1,
             "flow": torch.from_numpy(self.flows[idx].astype(np.float32)),
@@ -241,7 +248,8 @@ def _appearance(data: KDMDataConfig):
 def _frames_batch(bank: PairBank, batch_size: int, look=None):
     def batch_fn(generator: torch.Generator) -> dict[str, torch.Tensor]:
         idx = torch.randint(len(bank.frames), (batch_size,), generator=generator)
-        image = torch.from_numpy(bank.frames[idx.numpy()])[:, None]
+        frames = bank.frames[idx.numpy()]  # (B, S, S) or (B, S, S, C)
+        image = frames_to_batch(frames, frames.shape[-1] if frames.ndim == 4 else 1)  # (B, C, S, S)
         return {"image": image if look is None else look(image, generator)}
     return batch_fn
 
@@ -268,7 +276,7 @@ def _autoencoder_stage(config: KDMConfig, train: PairBank, val: PairBank, run: R
     m = cfg.model
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every run and every process
     vae = make_autoencoder(m.block_out_channels, m.latent_channels, config.data.size, m.layers_per_block,
-                           m.norm_num_groups)
+                           m.norm_num_groups, channels=config.data.channels)
     lpips_model = None
     if cfg.loss.lpips > 0:
         from echokdm.metrics.lpips import LPIPSMetric
@@ -284,20 +292,23 @@ def _autoencoder_stage(config: KDMConfig, train: PairBank, val: PairBank, run: R
         loss = cfg.loss.l1 * l1 + cfg.loss.kl * kl
         parts = {"l1": float(l1.detach()), "kl": float(kl.detach())}
         if lpips_model is not None:
-            lp = lpips_model.to(x.device)(recon.repeat(1, 3, 1, 1), x.repeat(1, 3, 1, 1)).mean()
+            rgb = 3 // x.shape[1]  # grayscale is repeated to RGB, colour goes in as it is
+            lp = lpips_model.to(x.device)(recon.repeat(1, rgb, 1, 1), x.repeat(1, rgb, 1, 1)).mean()
             loss = loss + cfg.loss.lpips * lp
             parts["lpips"] = float(lp.detach())
         return loss, parts
 
-    held_out = torch.from_numpy(val.frames[: 64])[:, None]
+    held_out = frames_to_batch(val.frames[: 64], val.channels)  # (B, C, S, S)
 
     @torch.inference_mode()
     def validate_fn(model):
         dev = next(model.parameters()).device
         x = held_out.to(dev) * 2 - 1
-        recon = ((model.decode(model.encode(x).latent_dist.mean).sample + 1) / 2).clamp(0, 1).cpu().numpy()[:, 0]
-        ref = held_out.numpy()[:, 0]
-        return {"val_psnr": float(np.mean(psnr(recon, ref))), "val_ssim": float(np.mean(ssim(recon, ref)))}
+        recon = batch_to_frames(((model.decode(model.encode(x).latent_dist.mean).sample + 1) / 2).clamp(0, 1))
+        ref = batch_to_frames(held_out)
+        axis = -1 if held_out.shape[1] > 1 else None  # colour frames (N, S, S, C)
+        return {"val_psnr": float(np.mean(psnr(recon, ref, channel_axis=axis))),
+                "val_ssim": float(np.mean(ssim(recon, ref, channel_axis=axis)))}
 
     trainer = Trainer(vae, run, dataclasses.replace(cfg.train, best_mode="max"),
                       batch_fn=_frames_batch(train, cfg.train.batch_size, _appearance(config.data)),
@@ -311,7 +322,8 @@ def _diffusion_loss(kind: str):
 
 
 def _unet(stage: DiffusionStageConfig, sample_channels: int, condition_channels: int, size: int, downsample: int,
-          flow_scale: float | None = None, displacement_sigma: float | None = None, warped_source: bool = False):
+          flow_scale: float | None = None, displacement_sigma: float | None = None, warped_source: bool = False,
+          frame_channels: int = 1):
     m = stage.model
     torch.manual_seed(stage.train.seed)  # the same initial weights on every run and every process
     return ConditionalUNet(sample_channels=sample_channels, condition_channels=condition_channels,
@@ -320,7 +332,7 @@ def _unet(stage: DiffusionStageConfig, sample_channels: int, condition_channels:
                            layers_per_block=m.layers_per_block, attention_levels=m.attention_levels,
                            norm_num_groups=m.norm_num_groups, flow_scale=flow_scale or m.flow_scale or 1.0,
                            prediction_type=stage.prediction_type, displacement_sigma=displacement_sigma,
-                           warped_source=warped_source)
+                           warped_source=warped_source, frame_channels=frame_channels)
 
 
 def _target(scheduler, kind: str, clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -355,8 +367,8 @@ def _k2f_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
     channels = train.renders.shape[1]
     flow_scale = stage.model.flow_scale or _flow_rms(train, downsample)
     sigma = stage.model.displacement_sigma
-    model = _unet(stage, 2, k2f_condition_channels(channels, bool(sigma)), config.data.size, downsample, flow_scale,
-                  sigma)
+    model = _unet(stage, 2, k2f_condition_channels(channels, bool(sigma), train.channels), config.data.size,
+                  downsample, flow_scale, sigma, frame_channels=train.channels)
     scheduler = default_scheduler(config.sampling.num_train_timesteps)
     loss_of = _diffusion_loss(stage.loss)
 
@@ -376,7 +388,7 @@ def _k2f_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
         pipe = KeypointToFlowPipeline(model, default_scheduler(config.sampling.num_train_timesteps),
                                       config.data.adapter)
         s, t = val.pairs[:n_val, 0], val.pairs[:n_val, 1]
-        flow = pipe(vb["source"][:, 0], val.keypoints[s], val.keypoints[t],
+        flow = pipe(vb["source"], val.keypoints[s], val.keypoints[t],
                     num_inference_steps=config.sampling.val_inference_steps,
                     generator=torch.Generator().manual_seed(0))
         return {"val_flow_epe": float(np.mean(endpoint_error(flow, vb["flow"].numpy())))}
@@ -397,8 +409,9 @@ def _f2i_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
     downsample = 2 ** (len(config.autoencoder.model.block_out_channels) - 1)
     channels = train.renders.shape[1]
     warped_source = bool(use_flow and stage.model.warped_source)  # the w/o-flow ablation has no flow to warp by
-    model = _unet(stage, vae.config.latent_channels, f2i_condition_channels(channels, use_flow, warped_source),
-                  config.data.size, downsample, warped_source=warped_source)
+    model = _unet(stage, vae.config.latent_channels,
+                  f2i_condition_channels(channels, use_flow, warped_source, train.channels),
+                  config.data.size, downsample, warped_source=warped_source, frame_channels=train.channels)
     scheduler = default_scheduler(config.sampling.num_train_timesteps)
     loss_of = _diffusion_loss(stage.loss)
     vae.eval().requires_grad_(False)
@@ -424,9 +437,10 @@ def _f2i_stage(config: KDMConfig, train: PairBank, val: PairBank, run: RunFolder
         steps = config.sampling.val_inference_steps
         k = max(1, round(steps * config.sampling.k / config.sampling.num_inference_steps))
         flow = vb["flow"] if use_flow else torch.zeros_like(vb["flow"])
-        out = pipe(vb["source"][:, 0], val.keypoints[val.pairs[:n_val, 1]], flow, k=k, num_inference_steps=steps,
+        out = pipe(vb["source"], val.keypoints[val.pairs[:n_val, 1]], flow, k=k, num_inference_steps=steps,
                    generator=torch.Generator().manual_seed(0))
-        return {"val_mse": float(np.mean(mse(out, vb["target"].numpy()[:, 0])))}
+        axis = -1 if vb["target"].shape[1] > 1 else None  # colour frames (N, S, S, C)
+        return {"val_mse": float(np.mean(mse(out, batch_to_frames(vb["target"]), channel_axis=axis)))}
 
     trainer = Trainer(model, run, stage.train,
                       batch_fn=_pairs_batch(train, stage.train.batch_size, _appearance(config.data)), loss_fn=loss_fn,
