@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from echokdm.cli import (
+    app,
     demo,
     evaluate,
     flow,
@@ -36,7 +37,7 @@ __all__ = ["COMMANDS", "build_parser", "check_output_folder", "main"]
 #: The command modules, in the order of ``echokdm --help`` (``keypoints`` adds ``keypoints`` and ``ef``;
 #: ``train`` adds ``train seg``, ``kdm``, ``autoencoder`` and ``flow``).
 COMMANDS = (demo, manifest, phantom, train, segment, keypoints, flow, evaluate, generate, synthesize, procedural,
-            info, preview)
+            info, preview, app)
 
 
 def _packaged_names() -> list[str]:
