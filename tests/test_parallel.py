@@ -106,7 +106,7 @@ def _resign(path: Path, edit):
     import hashlib
     import hmac
 
-    from echokdm.cli.parallel import _MAGIC, _decode, _dumps, _encode, _parts_key
+    from echokdm.distributed import _MAGIC, _decode, _dumps, _encode, _parts_key  # the parts live in the engine
 
     record = json.loads(path.read_bytes().partition(b"\n")[2])
     result = _decode(record["result"])

@@ -1,8 +1,8 @@
 """The ``echokdm flow`` command: cache OF-net flows of every frame pair of a manifest.
 
 Argument parsing and printing only; the work is done by :func:`echokdm.training.flow.cache_flows`
-(:func:`echokdm.cli.parallel.cache_flows_parallel` with ``--workers N``). Training OF-net is
-``echokdm train flow`` (:mod:`echokdm.cli.train`).
+(:func:`echokdm.cli.parallel.cache_flows_parallel` with ``--workers N`` or under ``accelerate launch``).
+Training OF-net is ``echokdm train flow`` (:mod:`echokdm.cli.train`).
 """
 
 from __future__ import annotations
@@ -12,20 +12,28 @@ import functools
 
 from echokdm.cli._common import add_run_options
 
+#: echokdm.training.flow.DEFAULT_CACHE_POOL (not imported here: it imports torch); a test keeps them equal
+DEFAULT_CACHE_POOL = 4
+
 __all__ = ["cmd_flow", "register"]
 
 
 def cmd_flow(args: argparse.Namespace) -> int:
     """Cache OF-net flows of every frame pair of a manifest (resumable), in ``--workers`` processes."""
     from echokdm.cli.parallel import cache_flows_parallel
+    from echokdm.distributed import launched
     from echokdm.training.flow import cache_flows
 
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    run = cache_flows if args.workers == 1 else functools.partial(cache_flows_parallel, workers=args.workers)
-    table, skipped = run(args.manifest, args.checkpoint, args.out, gaps=tuple(args.gaps), splits=args.splits,
-                         batch_size=args.batch_size, device=args.device, resume=not args.no_resume,
-                         overwrite=args.overwrite, progress=not args.no_progress)
+    sharded = args.workers > 1 or launched()
+    run = functools.partial(cache_flows_parallel, workers=args.workers) if sharded else cache_flows
+    merged = run(args.manifest, args.checkpoint, args.out, gaps=tuple(args.gaps), splits=args.splits,
+                 batch_size=args.batch_size, device=args.device, resume=not args.no_resume,
+                 overwrite=args.overwrite, pool=args.pool, progress=not args.no_progress)
+    if merged is None:  # a launched process whose clips are done: the main one writes and reports
+        return 0
+    table, skipped = merged
     if not len(table):
         from echokdm.errors import NothingProducedError
 
@@ -50,8 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "flow", help="precompute OF-net flows of every frame pair of a manifest (for K2F)",
         description="Compute OF-net flows for all frame pairs (t, t+g) of every clip, both directions, at the "
-                    "model's frame size; one compressed .npz per clip (float16) and flows.csv. Resumable: clips "
-                    "whose file is complete are skipped.")
+                    "model's frame size, stored at K2F's latent resolution (--pool); one compressed .npz per clip "
+                    "(float16) and flows.csv. Resumable: clips whose file is complete are skipped.")
     p.add_argument("manifest", help="manifest CSV of the clips whose flows to cache")
     p.add_argument("--checkpoint", required=True,
                    help="OF-net folder (a run's best/ or last/) or a packaged name, e.g. ofnet_phantom_112")
@@ -59,6 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gaps", type=int, nargs="+", default=[1, 2, 4], help="frame gaps (default: 1 2 4)")
     p.add_argument("--splits", nargs="+", choices=("train", "val", "test"), default=None,
                    help="splits to cache (default: all)")
+    p.add_argument("--pool", type=int, default=DEFAULT_CACHE_POOL, metavar="P",
+                   help="store the flows area-averaged over PxP blocks: 4 = the resolution K2F diffuses, 16x less "
+                        "disk, the same K2F training (default: %(default)s); 1 = full resolution")
     p.add_argument("--batch-size", type=int, default=32, help="pairs per batch (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1, metavar="N",

@@ -48,8 +48,9 @@ def _write_skipped(skipped: list[tuple[str, str]], path: Path, overwrite: bool) 
 
 
 def _table(args: argparse.Namespace, parts: Path):
-    """The keypoints table of the manifest, clip by clip in ``args.workers`` processes; per-clip results
-    in ``parts`` (reused when the same command is run again after an interruption)."""
+    """The keypoints table of the manifest, clip by clip in ``args.workers`` processes (or those of
+    accelerate launch); per-clip results in ``parts`` (reused when the same command is run again after an
+    interruption). None in a launched process other than the main one."""
     from echokdm.cli.parallel import keypoints_table_parallel
 
     return keypoints_table_parallel(args.manifest, parts, workers=args.workers, smooth_sigma_frames=args.smooth_sigma,
@@ -73,6 +74,8 @@ def cmd_keypoints(args: argparse.Namespace) -> int:
     _check_free([output, skipped_path], args.overwrite)
     parts = _parts_folder(output)
     result = _table(args, parts)
+    if result is None:  # a launched process whose clips are done: the main one writes and reports
+        return 0
     frames = result.frames
     measured = int((~frames["flags"].astype(str).str.contains("failed:", regex=False)).sum()) if len(frames) else 0
     if not measured:  # every clip or frame failed: no table, the reasons in the skipped report, exit 1
@@ -113,6 +116,8 @@ def cmd_ef(args: argparse.Namespace) -> int:
     _check_free(list(paths.values()), args.overwrite)
     parts = _parts_folder(out / "ef_keypoints")
     table = _table(args, parts)
+    if table is None:  # a launched process whose clips are done: the main one writes and reports
+        return 0
     result = ef_table(table)
     write_table(result.clips, paths["per_clip.csv"], overwrite=args.overwrite)
     measured = result.clips["ef"].notna().sum()

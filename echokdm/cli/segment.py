@@ -2,7 +2,8 @@
 
 Argument parsing and printing only; the work is
 :func:`echokdm.echo.segmentation_training.segment_manifest`, one clip at a time through
-:func:`echokdm.cli.parallel.segment_manifest_parallel` (``--workers N`` processes, resumable).
+:func:`echokdm.cli.parallel.segment_manifest_parallel` (``--workers N`` processes or
+``accelerate launch --num_processes N -m echokdm segment ...``; resumable).
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
     """Segment every clip and print Dice per patient on the labelled frames; fails when no clip could be segmented."""
     from echokdm.cli.parallel import segment_manifest_parallel
 
-    table, skipped = segment_manifest_parallel(args.manifest, args.checkpoint, args.out, workers=args.workers,
-                                               overwrite=args.overwrite, progress=not args.no_progress)
+    merged = segment_manifest_parallel(args.manifest, args.checkpoint, args.out, workers=args.workers,
+                                       overwrite=args.overwrite, progress=not args.no_progress)
+    if merged is None:  # a launched process whose clips are done: the main one writes and reports
+        return 0
+    table, skipped = merged
     if not len(table):
         from echokdm.errors import NothingProducedError
 
@@ -58,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="segmentation model folder (a run's best/ or last/) or a packaged name, e.g. seg_phantom_112")
     p.add_argument("-o", "--out", required=True, help="output folder (masks/*.npz, segmentation.csv)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="worker processes, one clip at a time each (default: %(default)s); an interrupted run "
-                        "continues where it stopped when run again")
+                   help="worker processes on this machine, one clip at a time each (default: %(default)s; "
+                        "ignored under accelerate launch, which makes its own); an interrupted run continues "
+                        "where it stopped when run again")
     add_run_options(p, overwrite="replace an earlier segmentation.csv")
     p.set_defaults(func=cmd_segment)
