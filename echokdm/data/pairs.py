@@ -85,7 +85,8 @@ def random_pairs(n_frames: int, n_pairs: int, rng: np.random.Generator) -> np.nd
 
 
 def read_flow_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """``(pairs int64 (P, 2), flows (P, 2, S, S))`` of a flow file in the ``echokdm flow`` cache layout.
+    """``(pairs int64 (P, 2), flows (P, 2, S, S))`` of a flow file in the ``echokdm flow`` cache layout
+    (a pooled file, ``pool > 1``, comes back at full size: each value repeated over its block).
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming it when it lacks
     ``pairs`` or ``flows`` or their counts differ.
@@ -98,6 +99,9 @@ def read_flow_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         if missing:
             raise ValueError(f"{path}: not a flow file: missing {', '.join(missing)}")
         pairs, flows = f["pairs"].astype(np.int64), f["flows"]
+        pool = int(f["pool"]) if "pool" in f.files else 1  # echokdm flow's pooled cache (issue 23)
+    if pool > 1 and flows.ndim == 4:  # each value over its pool × pool block: area-pooling gives it back exactly
+        flows = flows.repeat(pool, axis=2).repeat(pool, axis=3)
     if pairs.ndim != 2 or pairs.shape[1] != 2 or flows.ndim != 4 or len(flows) != len(pairs) or flows.shape[1] != 2:
         raise ValueError(f"{path}: pairs {pairs.shape} and flows {flows.shape} must be (P, 2) and (P, 2, H, W)")
     return pairs, flows

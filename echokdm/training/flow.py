@@ -46,10 +46,13 @@ __all__ = [
     "FlowModelConfig", "FlowDataConfig", "FlowLossConfig", "FlowTrainConfig", "FlowConfig", "load_flow_config",
     "build_ofnet", "frame_pairs", "random_smooth_flow", "synthetic_pairs", "PairData", "load_pair_data",
     "PairSampler", "flow_loss",
-    "train_flow", "predict_clip_flows", "cache_flows", "CACHE_FORMAT_VERSION",
+    "train_flow", "predict_clip_flows", "cache_flows", "pool_flows", "CACHE_FORMAT_VERSION", "DEFAULT_CACHE_POOL",
 ]
 
 CACHE_FORMAT_VERSION = 1
+#: Default area pooling of the cached flows: K2F's latent downsampling (the README's KDM section), so
+#: the cache holds what K2F diffuses (issue 23: 16× smaller than at full resolution).
+DEFAULT_CACHE_POOL = 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,8 +538,20 @@ def predict_clip_flows(model: OFNet, frames: np.ndarray | torch.Tensor, pairs: n
 
 
 
-def _cache_complete(path: Path, pairs: np.ndarray, size: int) -> bool:
-    """True when ``path`` is a readable cache file of this version, size and exactly these ``pairs``.
+def pool_flows(flows: np.ndarray, pool: int) -> np.ndarray:
+    """Flows ``(N, 2, S, S)`` area-averaged over ``pool × pool`` blocks: ``(N, 2, S/pool, S/pool)``, the
+    values still in pixels of the S×S frames (what :func:`~echokdm.models.kdm.encode_flow` gives K2F
+    before dividing by the flow scale). ``pool=1`` returns ``flows``."""
+    if pool == 1:
+        return flows
+    n, c, h, w = flows.shape
+    if h % pool or w % pool:
+        raise ValueError(f"flows of {h}×{w} cannot be pooled by {pool}")
+    return flows.reshape(n, c, h // pool, pool, w // pool, pool).mean(axis=(3, 5), dtype=np.float32)
+
+
+def _cache_complete(path: Path, pairs: np.ndarray, size: int, pool: int = 1) -> bool:
+    """True when ``path`` is a readable cache file of this version, size, pooling and exactly these ``pairs``.
 
     Files are only ever created complete (written under a temporary name, then renamed), so the
     small arrays are checked and the flows are not decompressed; an unreadable or truncated
@@ -544,16 +559,18 @@ def _cache_complete(path: Path, pairs: np.ndarray, size: int) -> bool:
     """
     try:
         with np.load(path, allow_pickle=False) as data:
+            stored_pool = int(data["pool"]) if "pool" in data.files else 1  # files before issue 23: full size
             return ("flows" in data.files and int(data["format_version"]) == CACHE_FORMAT_VERSION
-                    and int(data["size"]) == size and np.array_equal(data["pairs"], pairs))
+                    and int(data["size"]) == size and stored_pool == pool and np.array_equal(data["pairs"], pairs))
     except Exception:  # noqa: BLE001 - any unreadable file is recomputed
         return False
 
 
 def _write_cache(path: Path, flows: np.ndarray, pairs: np.ndarray, clip_id: str, size: int, source_hw: tuple[int, int],
-                 checkpoint: str) -> None:
+                 checkpoint: str, pool: int = 1) -> None:
     with atomic_output(path, overwrite=True) as tmp:
-        np.savez_compressed(tmp, format_version=np.int64(CACHE_FORMAT_VERSION), flows=flows.astype(np.float16),
+        np.savez_compressed(tmp, format_version=np.int64(CACHE_FORMAT_VERSION),
+                            flows=pool_flows(flows, pool).astype(np.float16), pool=np.int64(pool),
                             pairs=pairs.astype(np.int32), size=np.int64(size),
                             source_hw=np.asarray(source_hw, np.int64), clip_id=np.str_(clip_id),
                             checkpoint=np.str_(checkpoint))
@@ -561,24 +578,34 @@ def _write_cache(path: Path, flows: np.ndarray, pairs: np.ndarray, clip_id: str,
 
 def cache_flows(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
                 gaps: Sequence[int] = (1, 2, 4), splits: Sequence[str] | None = None, batch_size: int = 32,
-                device: str = "auto", resume: bool = True, overwrite: bool = False,
+                device: str = "auto", resume: bool = True, overwrite: bool = False, pool: int = DEFAULT_CACHE_POOL,
                 progress: bool = True) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Precompute OF-net flows of every frame pair of a manifest: what K2F trains on.
 
     For each clip (of ``splits``, default all), frames are resized to the model's
     ``sample_size`` S and the flows of all pairs ``frame_pairs(T, gaps)`` (both directions)
     computed in batches. Each clip gets ``out/flows/<clip_id>.npz``: ``flows`` **float16**
-    ``(N, 2, S, S)`` (dx, dy pixels of the S×S frames, target grid, into the source; rounding
-    ≤ 2⁻¹¹ of the value), ``pairs`` int32 ``(N, 2)`` (source, target), ``size``, ``source_hw``
-    (the clip's own frame size), ``clip_id``, ``checkpoint``, ``format_version``. Files are
-    written atomically. ``out/flows.csv`` lists every clip (status ``computed`` or ``cached``).
-    About 50 kB per pair at 112×112.
+    ``(N, 2, S/pool, S/pool)`` (dx, dy pixels of the S×S frames, target grid, into the source,
+    area-averaged over ``pool × pool`` blocks; rounding ≤ 2⁻¹¹ of the value), ``pairs`` int32
+    ``(N, 2)`` (source, target), ``size``, ``pool``, ``source_hw`` (the clip's own frame size),
+    ``clip_id``, ``checkpoint``, ``format_version``. Files are written atomically.
+    ``out/flows.csv`` lists every clip (status ``computed`` or ``cached``).
+
+    ``pool`` (default :data:`DEFAULT_CACHE_POOL` = 4, K2F's latent downsampling) keeps the flows at
+    the resolution K2F diffuses: 16× less to store (about 2.6 kB per pair at 112×112 instead of
+    about 40 kB; ``benchmarks/scale.py``), and K2F trains on exactly the same values
+    (:func:`~echokdm.data.pairs.read_flow_file` repeats each value over its block, whose area
+    average is the stored value). F2I then conditions on that block flow (K2F's resolution, as
+    at sampling) instead of OF-net's full-resolution one. ``pool=1`` stores the full resolution
+    (the files before this option; still read as they are).
 
     Parameters
     ----------
     resume : bool
-        Skip clips whose file exists and is complete (same pairs, size and format); others are
-        (re)computed.
+        Skip clips whose file exists and is complete (same pairs, size, pooling and format);
+        others are (re)computed.
+    pool : int
+        Area-average the flows over ``pool × pool`` blocks before storing them (1: full resolution).
     overwrite : bool
         Recompute every clip. Without ``resume`` or ``overwrite`` an existing file is an error.
 
@@ -607,7 +634,7 @@ def cache_flows(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out:
         if target.exists() and not overwrite:
             if not resume:
                 raise FileExistsError(f"{target}: already exists; pass overwrite=True (--overwrite) or resume")
-            if n_frames is not None and _cache_complete(target, frame_pairs(n_frames, gaps), size):
+            if n_frames is not None and _cache_complete(target, frame_pairs(n_frames, gaps), size, pool):
                 rows.append({**record, "n_frames": n_frames, "n_pairs": len(frame_pairs(n_frames, gaps)),
                              "status": "cached", "seconds": 0.0})
                 continue
@@ -620,13 +647,13 @@ def cache_flows(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out:
             skipped.append((clip_id, f"{type(exc).__name__}: {exc}"))
             continue
         pairs = frame_pairs(cine.n_frames, gaps)
-        if resume and not overwrite and _cache_complete(target, pairs, size):
+        if resume and not overwrite and _cache_complete(target, pairs, size, pool):
             rows.append({**record, "n_frames": cine.n_frames, "n_pairs": len(pairs), "status": "cached",
                          "seconds": 0.0})
             continue
         frames = resize_images(cine.frames, size, dtype=np.uint8)  # (T, S, S)
         flows = predict_clip_flows(model, frames, pairs, batch_size=batch_size)
-        _write_cache(target, flows, pairs, clip_id, size, cine.frames.shape[-2:], str(checkpoint))
+        _write_cache(target, flows, pairs, clip_id, size, cine.frames.shape[-2:], str(checkpoint), pool)
         rows.append({**record, "n_frames": cine.n_frames, "n_pairs": len(pairs), "status": "computed",
                      "seconds": round(time.perf_counter() - started, 3)})
     table = pd.DataFrame(rows, columns=["clip_id", "patient_id", "dataset", "split", "file", "n_frames", "n_pairs",
@@ -634,6 +661,6 @@ def cache_flows(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out:
     with atomic_output(out / "flows.csv", overwrite=True) as tmp:
         table.to_csv(tmp, index=False)
     atomic_write_text(out / "cache.json", json.dumps({"checkpoint": str(checkpoint), "gaps": list(gaps), "size": size,
-                                                      "format_version": CACHE_FORMAT_VERSION}, indent=2),
+                                                      "pool": pool, "format_version": CACHE_FORMAT_VERSION}, indent=2),
                       overwrite=True)
     return table, skipped

@@ -184,7 +184,8 @@ def test_cache_flows_is_resumable(cohort, tiny_checkpoint, tmp_path):
     assert not skipped and len(table) == 4 and set(table["status"]) == {"computed"}
     first = out / table["file"].iloc[0]
     with np.load(first) as data:
-        assert data["flows"].dtype == np.float16 and data["flows"].shape[1:] == (2, 64, 64)
+        # issue 23: stored at K2F's latent resolution (pooled by 4); read back at the working size
+        assert data["flows"].dtype == np.float16 and data["flows"].shape[1:] == (2, 16, 16) and int(data["pool"]) == 4
         n_frames = int(table["n_frames"].iloc[0])
         np.testing.assert_array_equal(data["pairs"], frame_pairs(n_frames, (1, 2)))
         assert str(data["clip_id"]) == table["clip_id"].iloc[0]
