@@ -4,7 +4,8 @@
 * ``plots/ef_<method>_scatter.png`` and ``plots/ef_<method>_bland_altman.png`` — EF achieved by
   the generated beat against the target EF (needs a segmentation model in the evaluation);
 * ``plots/worst_patients_<method>.png`` — for the patients with the highest LPIPS (or MSE), a strip
-  of real target frames, generated frames and their absolute difference.
+  of real target frames, generated frames and their absolute difference;
+* ``plots/realism.png`` — classifier accuracy and pop per beat kind and method (realism tables).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["metric_boxplots", "worst_patient_strips", "write_plots"]
+__all__ = ["metric_boxplots", "realism_bars", "worst_patient_strips", "write_plots"]
 
 
 def _save(fig, path: Path) -> Path:
@@ -109,3 +110,42 @@ def write_plots(out: str | os.PathLike, frames: pd.DataFrame, clips: pd.DataFram
     for method in ("kdm", "generated"):
         written.append(worst_patient_strips(out, frames, method))
     return [p for p in written if p is not None]
+
+
+def realism_bars(summary: pd.DataFrame, path: str | os.PathLike) -> Path | None:
+    """``plots/realism.png``: per beat kind, the classifier accuracy (with its interval; 0.5 = chance) and
+    the MSE pop of each method, the real own beat's pop as a dashed line (the realism ``summary``)."""
+    from matplotlib.figure import Figure
+
+    from echokdm.evaluation.runner import METHOD_LABELS
+
+    beats = [b for b in ("own", "new_ef", "transfer") if b in set(summary["beat"])]
+    if not beats:
+        return None
+    real = summary[(summary["method"] == "real") & (summary["beat"] == "own")]
+    real_pop = float(real["pop_mse"].iloc[0]) if len(real) and "pop_mse" in real else float("nan")
+    fig = Figure(figsize=(3.4 * len(beats), 5.6))
+    for i, beat in enumerate(beats):
+        rows = summary[(summary["beat"] == beat) & (summary["method"] != "real")]
+        labels = [METHOD_LABELS.get(m, m) for m in rows["method"]]
+        x = np.arange(len(rows))
+        acc = fig.add_subplot(2, len(beats), i + 1)
+        if "classifier_acc" in rows:
+            err = np.abs(np.stack([rows["classifier_acc"] - rows["classifier_acc_low"],
+                                   rows["classifier_acc_high"] - rows["classifier_acc"]]).astype(float))
+            acc.bar(x, rows["classifier_acc"], yerr=np.nan_to_num(err), color="tab:blue", capsize=3)
+        acc.axhline(0.5, color="black", lw=0.8, ls=":")
+        acc.set_ylim(0, 1.05)
+        acc.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
+        acc.set_title(f"{beat}: real-vs-generated accuracy", fontsize=9)
+        pop = fig.add_subplot(2, len(beats), len(beats) + i + 1)
+        if "pop_mse" in rows:
+            pop.bar(x, rows["pop_mse"].fillna(0), color="tab:orange")
+            pop.set_yscale("symlog", linthresh=0.1)
+        if np.isfinite(real_pop):
+            pop.axhline(real_pop, color="black", lw=0.8, ls="--", label="real own beat")
+            pop.legend(fontsize=7)
+        pop.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
+        pop.set_title(f"{beat}: pop (MSE)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, Path(path))

@@ -213,8 +213,10 @@ def realism_markdown(summary: pd.DataFrame, notes: list[str] | tuple[str, ...] =
     text = "\n".join(lines) + "\n"
     text += ("\nclassifier acc.: held-out accuracy of a small CNN telling real from generated frames (folds by "
              "patient; 0.5 = indistinguishable); pop: first step (source → first generated frame) over the median "
-             "later step (1 = no jump); warp error: MSE between consecutive generated frames after warping along the "
-             "requested motion. The real row is the real own beat.\n")
+             "later step, to be read against the real row (the real own beat, same frame timing: the first target "
+             "is the frame after the source, later ones are spread over the beat, so a real beat's pop is below 1); "
+             "warp error: MSE between consecutive generated frames after warping along the requested motion "
+             "(a real beat's includes its speckle decorrelation and noise).\n")
     if notes:
         text += "\n" + "\n".join(f"note: {n}" for n in notes) + "\n"
     return text
@@ -306,7 +308,7 @@ def _set_rows(real: dict[str, _Sets], generated: dict[tuple[str, str, str], _Set
 
 def evaluate_realism(cases: list[EvalCase], own_frames: dict[str, dict[str, np.ndarray]], config: Any,
                      pipes: tuple[Any, Any], lpips: Callable | None, device: Any, out: Any,
-                     progress: bool = True) -> RealismResult:
+                     progress: bool = True, plots: bool = True) -> RealismResult:
     """The realism tables of an evaluation (see the module docstring); written to ``out`` when given.
 
     ``cases`` are the evaluated own-beat cases; ``own_frames`` ``clip → method → (K, S, S)`` their
@@ -348,4 +350,9 @@ def evaluate_realism(cases: list[EvalCase], own_frames: dict[str, dict[str, np.n
         write_csv(result.summary, out / "realism.csv")
         with atomic_output(out / "realism.md", overwrite=True) as tmp:
             tmp.write_text(result.table)
+        if plots:
+            from echokdm.evaluation.plots import realism_bars
+
+            (out / "plots").mkdir(exist_ok=True)
+            realism_bars(result.summary, out / "plots" / "realism.png")
     return result

@@ -549,7 +549,8 @@ def evaluate(manifest: str | os.PathLike, pipeline: str | os.PathLike | None = N
         from echokdm.evaluation.realism import evaluate_realism
 
         lpips = scorers.lpips.get("alex") or next(iter(scorers.lpips.values()), None)
-        realism = evaluate_realism(run.cases, run.own_frames, config, pipes, lpips, device, out_path, progress)
+        realism = evaluate_realism(run.cases, run.own_frames, config, pipes, lpips, device, out_path, progress,
+                                   plots)
     return EvaluationResult(frames_all, clips_all, patients, summary, table3, memo, out_path, notes, realism)
 
 

@@ -10,8 +10,9 @@ step between consecutive generated frames::
 
 with ``d`` the MSE (``pop_mse``), LPIPS (``pop_lpips``, when a model is given) or the warping
 error along the motion (``pop_warp``: the MSE after warping the earlier frame by the step flow,
-so that motion does not count, only what the motion does not explain). About 1 means the first
-step looks like any other; a real clip gives the reference (its own ED frame and beat). The
+so that motion does not count, only what the motion does not explain). With evenly spaced frames
+about 1 means the first step looks like any other; the ratio also depends on the frame spacing, so a
+real clip sampled the same way gives the reference (its own ED frame and beat). The
 warping error between consecutive generated frames (``warp_error``, the mean over pairs,
 :func:`echokdm.metrics.temporal.temporal_warping_error`) measures flicker the motion does not
 explain. Frames are ``float32`` ``(T, H, W)`` in [0, 1]; flows follow shared/DESIGN.md (``(2, H, W)``

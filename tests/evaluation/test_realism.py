@@ -89,7 +89,7 @@ def test_realism_tables_per_beat_and_method(setup, tmp_path):
     generated = summary[summary["method"] != "real"]
     assert generated["classifier_acc"].between(0, 1).all() and generated["fid"].isna().all()
     assert (generated["classifier_acc_low"] <= generated["classifier_acc"]).all()
-    for name in ("realism.csv", "realism_per_clip.csv", "realism.md"):
+    for name in ("realism.csv", "realism_per_clip.csv", "realism.md", "plots/realism.png"):
         assert (out / name).is_file()
     text = (out / "realism.md").read_text()
     assert "| own | KDM |" in text and "FID left out" in text and "FVD left out" in text
