@@ -15,6 +15,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from echokdm.evaluation import EvaluateConfig, evaluate, evaluate_folders
     from echokdm.evaluation.runner import table3_sampling
 
+    from echokdm.evaluation.adapters import is_sequence_manifest, run_from_args
+
+    if args.manifest and not (args.generated or args.reference) and is_sequence_manifest(args.manifest):
+        return run_from_args(args)  # faces and poses: the paper's Tables 1 and 2
     if args.generated or args.reference:
         if not (args.generated and args.reference):
             raise SystemExit("echokdm evaluate: --generated and --reference go together")
@@ -133,5 +137,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0 ...")
     p.add_argument("--generated", help="folder of generated loops (folder mode)")
     p.add_argument("--reference", help="folder of reference loops, matched by file name (folder mode)")
+    from echokdm.evaluation.adapters import add_sequence_options
+
+    add_sequence_options(p)
     add_run_options(p, overwrite="discard an evaluation in --out made with other settings")
     p.set_defaults(func=cmd_evaluate)
