@@ -86,6 +86,7 @@ __all__ = [
     "part_path",
     "process_state",
     "shard",
+    "shard_then_merge",
     "worker_threads",
 ]
 
@@ -147,6 +148,21 @@ def shard(items: list, index: int, count: int) -> list:
     if not 0 <= index < count:
         raise ValueError(f"process index {index} not in 0..{count - 1}")
     return list(items)[index::count]
+
+
+def shard_then_merge(rows: pd.DataFrame, work: Callable[[pd.DataFrame], Any]) -> bool:
+    """For a command with its own resumable per-clip files (``evaluate``): under a launcher, every
+    process waits for the main one (which has prepared the output folder), runs ``work`` on its shard
+    of ``rows`` (every N-th row from its index on), and waits for the others; then True in the main
+    process, which goes on to merge by running the command on all rows (now read back from the
+    files), False in the others. Without a launcher: True at once, nothing run."""
+    if not launched():
+        return True
+    state = process_state()
+    state.wait_for_everyone()
+    work(rows.iloc[state.process_index::state.num_processes])
+    state.wait_for_everyone()
+    return bool(state.is_main_process)
 
 
 @dataclasses.dataclass

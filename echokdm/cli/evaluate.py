@@ -35,6 +35,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                 size=args.size, device=args.device, realism=_realism_settings(args))
         result = evaluate(args.manifest, args.pipeline, pipeline_noflow=args.pipeline_noflow, out=args.out,
                           config=config, overwrite=args.overwrite, progress=not args.no_progress)
+        if result is None:  # accelerate launch: this process's clips are done; the main one merges and reports
+            return 0
     print(result.table3)
     n_patients = result.frames["patient_id"].nunique()
     print(f"{len(result.frames)} frame scores, {n_patients} patient(s); intervals: patient-level bootstrap 95 %")

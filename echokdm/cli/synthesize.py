@@ -1,7 +1,8 @@
 """The ``echokdm synthesize`` command: a synthetic cohort in the EchoNet-Dynamic layout.
 
 Argument parsing and printing only; the work is done by
-:func:`echokdm.generation.synthesize.synthesize_cohort`. :func:`register` adds the command to the
+:func:`echokdm.generation.synthesize.synthesize_cohort` (in one process, or sharded under
+``accelerate launch --num_processes N -m echokdm synthesize ...``). :func:`register` adds the command to the
 ``echokdm`` parser's subparsers. ``--pipeline`` and ``--segmentation`` default to the packaged
 phantom demo checkpoints (:mod:`echokdm.pretrained`) when this installation has them.
 """
@@ -49,12 +50,14 @@ def _segmentation_folder(args: argparse.Namespace) -> Path | None:
 def cmd_synthesize(args: argparse.Namespace) -> int:
     """Generate the cohort and print its summary and files; returns the exit code (0 = success, 1 = no
     loop could be made)."""
+    from echokdm.distributed import is_main_process
     from echokdm.generation.synthesize import synthesize_cohort
 
     pipeline = _pipeline_folder(args)
     segmentation = _segmentation_folder(args)
-    print(f"pipeline: {pipeline}")
-    print(f"segmentation: {segmentation or 'none (EF achieved is not measured)'}")
+    if is_main_process():
+        print(f"pipeline: {pipeline}")
+        print(f"segmentation: {segmentation or 'none (EF achieved is not measured)'}")
     result = synthesize_cohort(
         args.manifest, pipeline, args.out, n_loops=args.n, split=args.split,
         ef_range=tuple(args.ef_range) if args.ef_range else None, ef_reference=args.ef_reference,
@@ -63,6 +66,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         include_source=not args.no_source_frame, ef_attempts=args.ef_attempts, fan_mask=not args.no_fan_mask,
         memorisation_frames=args.memorisation_frames, device=args.device,
         overwrite=args.overwrite, progress=not args.no_progress)
+    if result is None:  # a launched process whose loops are made: the main one writes and reports
+        return 0
     for line in result.summary_lines():
         print(line)
     for item, reason in result.skipped.itertuples(index=False):

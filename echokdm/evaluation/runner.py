@@ -27,6 +27,7 @@ them, a rerun with different settings refuses (pass ``overwrite``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -515,7 +516,10 @@ def evaluate(manifest: str | os.PathLike, pipeline: str | os.PathLike | None = N
 
     Returns
     -------
-    EvaluationResult
+    EvaluationResult or None
+        None in every process but the main one under ``accelerate launch`` (clip ``i`` of the split
+        is then evaluated by process ``i mod N`` into ``out``; the main process merges them from the
+        run folder, as a resumed run does).
     """
     from echokdm.data.manifest import load_manifest
     from echokdm.training.loop import resolve_device
@@ -530,10 +534,21 @@ def evaluate(manifest: str | os.PathLike, pipeline: str | os.PathLike | None = N
     pipes = _load_pipeline(pipeline, device), _load_pipeline(pipeline_noflow, device)
     size = config.size or _model_size(pipes[0] or pipes[1])
     out_path = Path(out) if out is not None else None
-    if out_path is not None:
+    from echokdm.distributed import is_main_process, launched, shard_then_merge
+
+    if launched() and out_path is None:
+        raise ValueError("several processes (accelerate launch) share the clips through the run folder: give out")
+    if out_path is not None and is_main_process():
         _prepare_folder(out_path, _settings(config, manifest_path, pipeline, pipeline_noflow), overwrite)
     scorers = _Scorers(config, device)
     notes = announce_notes([scorers.lpips_note])
+
+    def shard(part: pd.DataFrame) -> None:  # each process's clips into the run folder's parts (issue 23)
+        with contextlib.suppress(ValueError):  # a shard with no usable clip: the merge below says so
+            _run_cases(part, manifest_path, size, config, pipes, scorers, out_path, progress and is_main_process())
+
+    if not shard_then_merge(rows, shard):
+        return None  # another process merges
     run = _run_cases(rows, manifest_path, size, config, pipes, scorers, out_path, progress)
     frames_all = pd.concat(run.frame_parts, ignore_index=True)
     clips_all = pd.concat(run.clip_parts, ignore_index=True)

@@ -46,6 +46,12 @@ Choices
   then it is skipped with the reason in ``skipped.csv``.
 * **Memory.** Loops are made one at a time and streamed to the EchoNet writer; only the table
   rows and the nearest-training distances are kept.
+* **Several processes.** Under ``accelerate launch --num_processes N -m echokdm synthesize ...``
+  (:mod:`echokdm.distributed`) loop ``i`` is made by process ``i mod N`` (with its own seed, as
+  above) and kept as a signed part in ``out/.synthesize.parts`` (resumable: run the same command
+  again after an interruption); the main process then writes the cohort from them in loop order:
+  the same files as one process. Parts hold the frames exactly (float32; about 2 MB a loop at
+  112×112 until the cohort is written).
 
 Outputs in ``out``: ``Videos/synthetic_00000.avi`` …, ``FileList.csv``, ``VolumeTracings.csv``
 and ``echokdm_cohort.csv`` (:func:`~echokdm.generation.echonet_cohort.write_echonet_cohort`'s layout;
@@ -59,6 +65,7 @@ checked before anything is generated: nothing is replaced without ``overwrite``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Iterator
@@ -465,15 +472,19 @@ def _cohort_row(name: str, loop, source: _Source, plan: _Plan, i: int) -> dict[s
 
 
 def _loops(pipe, seg, sources: list[_Source], plan: _Plan, nearest: NearestTraining | None,
-           rows: list[dict], skipped: list[tuple[str, str]], progress: bool) -> Iterator[tuple[str, Any, str]]:
+           rows: list[dict], skipped: list[tuple[str, str]], progress: bool,
+           made_elsewhere: list | None = None) -> Iterator[tuple[str, Any, str]]:
     """Generate the loops one at a time: yield ``(name, loop, split)`` (the source's split); fill
-    ``rows``, ``skipped`` and ``nearest``."""
+    ``rows``, ``skipped`` and ``nearest``. ``made_elsewhere``: the loops made by several processes
+    (:func:`_made_by_processes`), taken in order instead of generated here."""
     from tqdm.auto import tqdm
 
-    for i in tqdm(range(len(plan.efs)), desc="synthesizing", unit="loop", disable=not progress):
+    quiet = not progress or made_elsewhere is not None  # loops made elsewhere: their processes showed progress
+    for i in tqdm(range(len(plan.efs)), desc="synthesizing", unit="loop", disable=quiet):
         source, name = sources[i % len(sources)], loop_name(i)
         try:
-            loop = _make_loop(pipe, seg, source, plan, i)
+            loop = (_make_loop(pipe, seg, source, plan, i) if made_elsewhere is None
+                    else _MadeLoop.from_part(made_elsewhere[i]))
         except ValueError as exc:
             skipped.append((f"loop {name} (clip {source.clip_id})", f"{type(exc).__name__}: {exc}"))
             continue
@@ -483,6 +494,83 @@ def _loops(pipe, seg, sources: list[_Source], plan: _Plan, nearest: NearestTrain
                 nearest.add_loop(made, source.dataset, source.patient_id)
         rows.append(_cohort_row(name, loop, source, plan, i))
         yield name, loop, source.split
+
+
+# ---------------------------------------------------------------------------------------------
+# several processes (accelerate launch): loops sharded, then written by the main process
+# ---------------------------------------------------------------------------------------------
+
+_LOOP_FIELDS = ("frames", "fps", "keypoints", "ef_target", "spacing_mm", "ef_achieved", "source_frame", "motion",
+                "patient_id", "detected_keypoints")
+
+
+@dataclasses.dataclass
+class _MadeLoop:
+    """What the cohort's writers read of a loop made by another process (frames exact: float32)."""
+
+    frames: np.ndarray
+    fps: float
+    keypoints: np.ndarray
+    ef_target: float | None
+    spacing_mm: tuple[float, float] | None
+    ef_achieved: float | None
+    source_frame: int | None
+    motion: str
+    patient_id: str | None
+    detected_keypoints: np.ndarray | None
+    metadata: dict[str, Any]
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @staticmethod
+    def to_part(loop) -> dict[str, Any]:
+        fields = {name: getattr(loop, name) for name in _LOOP_FIELDS}
+        fields["metadata"] = {key: loop.metadata[key] for key in ("fan_masked", "ef_trajectory")
+                              if key in loop.metadata}
+        return {"loop": fields}
+
+    @classmethod
+    def from_part(cls, part: dict[str, Any]) -> _MadeLoop:
+        if "skipped" in part:  # a ValueError in the process that made it, as generating it here would raise
+            raise ValueError(part["skipped"])
+        fields = dict(part["loop"])
+        if fields["spacing_mm"] is not None:
+            fields["spacing_mm"] = tuple(fields["spacing_mm"])
+        return cls(**fields)
+
+
+def _loop_part(rows: pd.DataFrame, pipe, seg, sources: list[_Source], plan: _Plan) -> dict[str, Any]:
+    """The engine's task: loop ``rows.index[0]`` as plain data (or why it was skipped)."""
+    i = int(rows.index[0])
+    try:
+        return _MadeLoop.to_part(_make_loop(pipe, seg, sources[i % len(sources)], plan, i))
+    except ValueError as exc:
+        return {"skipped": str(exc)}
+
+
+def _made_by_processes(pipe, seg, sources: list[_Source], plan: _Plan, out: Path, settings: dict[str, Any],
+                       progress: bool) -> list | None:
+    """Every loop, made by the launched processes (loop ``i`` by process ``i mod N``, with its own seed:
+    the loops of one process), kept as resumable parts in ``out/.synthesize.parts``; the list in the main
+    process, None in the others."""
+    import functools
+
+    from echokdm.distributed import map_clips
+
+    names = [loop_name(i) for i in range(len(plan.efs))]
+    loops = pd.DataFrame({"dataset": "synthesize", "clip_id": names, "path": str(out.resolve())})
+    task = functools.partial(_loop_part, pipe=pipe, seg=seg, sources=sources, plan=plan)
+    what = {"synthesize": 1, "settings": json.loads(json.dumps(settings, default=str)),
+            "sources": [s.clip_id for s in sources], "device": str(getattr(pipe, "device", ""))}
+    done = map_clips(loops, task, out / ".synthesize.parts", settings=what, progress=progress, desc="synthesizing")
+    if done is None:
+        return None
+    if done.failed:
+        raise RuntimeError("loops not made: " + "; ".join(f"{item}: {reason}" for item, reason in done.failed)
+                           + f" (the finished loops are kept in {out / '.synthesize.parts'}; run again to go on)")
+    return done.results
 
 
 def _planned_paths(out: Path, n_loops: int) -> list[Path]:
@@ -625,7 +713,8 @@ def synthesize_cohort(
 
     Returns
     -------
-    SynthesisResult
+    SynthesisResult or None
+        None in every launched process but the main one (module docstring, several processes).
 
     Raises
     ------
@@ -668,18 +757,30 @@ def _make_cohort(out: Path, manifest: Path, models: tuple[Any, Any, str | None],
 
     table = load_manifest(manifest)
     rows = _source_rows(table, split, manifest)
+    from echokdm.distributed import launched
+
     pipeline, segmentation, device = models
     pipe, seg = _load_pipeline(pipeline, device), _load_segmentation(segmentation)
     skipped: list[tuple[str, str]] = []
     sources = _usable_sources(rows, manifest, split, len(plan.efs), seg, progress, skipped, fan_mask)
+    out.mkdir(parents=True, exist_ok=True)
+    made = None
+    if launched():  # accelerate launch: the loops are shared by the processes; the main one writes
+        made = _made_by_processes(pipe, seg, sources, plan, out, settings, progress)
+        if made is None:
+            return None
     training_table = table if training_manifest is None else load_manifest(training_manifest)
     memo = memorisation_sets(table, training_table, pipeline_size(pipe), budget, progress, skipped)
     nearest = NearestTraining(memo.training, memo.training_keys) if memo.ready else None
     cohort_rows: list[dict[str, Any]] = []
-    out.mkdir(parents=True, exist_ok=True)
-    loops = _loops(pipe, seg, sources, plan, nearest, cohort_rows, skipped, progress)
+    loops = _loops(pipe, seg, sources, plan, nearest, cohort_rows, skipped, progress, made)
     write_echonet_items(out, ((name, loop, split.upper()) for name, loop, split in loops), overwrite=overwrite)
-    return write_cohort_report(out, cohort_rows, skipped, memo, nearest, reference, settings, overwrite)
+    result = write_cohort_report(out, cohort_rows, skipped, memo, nearest, reference, settings, overwrite)
+    if made is not None:
+        import shutil
+
+        shutil.rmtree(out / ".synthesize.parts", ignore_errors=True)
+    return result
 
 
 def _usable_sources(rows: pd.DataFrame, manifest: Path, split: str, n_needed: int, seg, progress: bool,

@@ -167,3 +167,38 @@ def test_two_processes_cache_the_plain_flows(cohort, tmp_path, how):
                 else:
                     np.testing.assert_array_equal(a[name], b[name])
     assert not (tmp_path / "two" / ".flow.parts").exists()
+
+
+@pytest.mark.slow
+@needs_no_cuda
+def test_accelerate_launch_synthesize_writes_the_plain_cohort(cohort, tmp_path):
+    argv = ("synthesize", str(cohort), "--n", "3", "--split", "all", "--steps", "3", "--k", "2")
+    _plain(*argv, "-o", str(tmp_path / "one"))
+    printed = _launched(*argv, "-o", str(tmp_path / "two"))  # loop i made by process i % 2
+    lines = printed.splitlines()
+    assert sum(line.startswith("cohort: ") for line in lines) == 1  # the main process reports, once
+    assert sum(line.startswith("pipeline: ") for line in lines) == 1
+    _same_files(tmp_path / "one", tmp_path / "two")  # videos, FileList, VolumeTracings, cohort, memorisation ...
+
+
+@pytest.mark.slow
+@needs_no_cuda
+def test_accelerate_launch_evaluate_gives_the_plain_scores(cohort, tmp_path, monkeypatch):
+    """Every score identical; only the measured ``seconds_per_frame`` columns (wall time) differ."""
+    lpips = Path("/work/shared/weights/lpips")
+    if "ECHOKDM_LPIPS_WEIGHTS" not in os.environ and lpips.is_dir():
+        monkeypatch.setenv("ECHOKDM_LPIPS_WEIGHTS", str(lpips))
+    argv = ("evaluate", str(cohort), "--pipeline", "kdm_phantom_112", "--split", "all", "--methods", "kdm",
+            "no_edit", "tps", "--max-targets", "2", "--lpips-nets", "alex", "--steps", "2", "--k", "1")
+    _plain(*argv, "-o", str(tmp_path / "one"))
+    printed = _launched(*argv, "-o", str(tmp_path / "two"))  # clip i evaluated by process i % 2
+    assert printed.count("results: ") == 1
+    one, two = tmp_path / "one", tmp_path / "two"
+    for name in ("per_frame.csv", "per_patient.csv", "table3.md", "evaluate.json"):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    for path in sorted((one / "generated").glob("*.npz")):
+        assert path.read_bytes() == (two / "generated" / path.name).read_bytes()
+    for name in ("per_clip.csv", "summary.csv"):
+        a, b = pd.read_csv(one / name), pd.read_csv(two / name)
+        timing = [c for c in a.columns if c.startswith("seconds_per_frame")]
+        pd.testing.assert_frame_equal(a.drop(columns=timing), b.drop(columns=timing), check_exact=True)
