@@ -76,3 +76,22 @@ def test_sequence_manifests_are_told_apart(trained, tmp_path):
     assert is_sequence_manifest(data / "manifest.csv")
     pd.DataFrame({"clip_id": ["a"], "path": ["x.avi"]}).to_csv(tmp_path / "echo.csv", index=False)
     assert not is_sequence_manifest(tmp_path / "echo.csv") and not is_sequence_manifest(tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize("kind", ["face", "pose"])
+def test_auto_detector_falls_back_on_the_packaged_heatmap_detector(kind, monkeypatch):
+    import importlib.util
+
+    from echokdm.adapters import get_adapter
+    from echokdm.evaluation.adapters import _Detector
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("face_alignment", "dlib") else real(name, *a))
+    detector = _Detector("auto", get_adapter(kind), None)
+    assert f"kpdet_{kind}_64" in detector.name and "not " in detector.name
+    frames = np.random.default_rng(0).random((2, 40, 40, 3)).astype(np.float32)
+    assert detector(frames, "kdm", "clip").shape == (2, get_adapter(kind).n_keypoints, 2)
+    with pytest.raises(ValueError, match="no installed detector"):
+        _Detector("adapter", get_adapter(kind), None)
+    assert _Detector("none", get_adapter(kind), None)(frames, "kdm", "clip") is None
