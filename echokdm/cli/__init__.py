@@ -4,8 +4,9 @@ imported by nothing in the package.
 One module per command (or per tight group), each with ``register(subparsers)`` adding its
 parser(s) and ``cmd_*(args) -> exit code`` functions; :data:`COMMANDS` lists them in the order of
 ``echokdm --help``. What they share (argument types, option adders, model resolution, the output
-checks and error lines of :func:`main`) is in :mod:`echokdm.cli._common`; the batch process pool of
-``segment``, ``keypoints``, ``ef`` and ``flow`` is :mod:`echokdm.cli.parallel`.
+checks and error lines of :func:`main`) is in :mod:`echokdm.cli._common`; the batch work of
+``segment``, ``keypoints``, ``ef`` and ``flow`` is :mod:`echokdm.cli.parallel`, on the engine of
+:mod:`echokdm.distributed` (``--workers N`` or ``accelerate launch``).
 """
 
 from __future__ import annotations
