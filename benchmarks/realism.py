@@ -6,9 +6,13 @@ phantom's, and a real-vs-phantom classifier (issue 18, item 2).
 The real frames are pydicom's ``ybr_color`` cine (30 frames, 30 fps), cropped to the sector and
 resized to 112 × 112 (:func:`echokdm.metrics.realism.real_cine_112`); its blood pool and
 myocardium are the hand-placed boxes of :data:`~echokdm.metrics.realism.REAL_CINE_ROIS`. Each
-phantom patient is simulated for 30 frames at the same frame rate and size; its blood pool is the
-LV mask and its myocardium a 4-pixel ring around it. Statistics (``echokdm.metrics.realism``):
-blood / myocardium intensity ratio, envelope SNR in tissue patches, speckle autocorrelation FWHM
+phantom patient is simulated for 30 frames at the same frame rate and size. Its regions are placed
+as the real boxes are: blood is the LV interior (the exact mask eroded by 2 px, as the real box
+stays inside the cavity), myocardium the mid-septal part of a 4-pixel ring around the mask (the
+real box lies on the mid septum). ``blood_myocardium_ratio_mask_ring`` keeps the earlier
+definition for the phantom (the whole mask over the whole ring, lateral wall included; the real
+figure is the boxes' either way). Statistics (``echokdm.metrics.realism``): blood / myocardium
+intensity ratio, envelope SNR in tissue patches, speckle autocorrelation FWHM
 (axial, lateral), grey levels in the fan (near-black fraction, percentiles), consecutive-frame
 correlation; phantom figures are the mean (and SD) over patients.
 
@@ -36,9 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save
 
 DOCS_FIGURE = Path(__file__).resolve().parents[1] / "docs" / "images" / "realism_stats.png"
-STATS = ["blood_myocardium_ratio", "envelope_snr", "acf_fwhm_axial_px", "acf_fwhm_lateral_px", "near_black", "mean",
-         "p5", "p25", "p50", "p75", "p95", "frame_correlation"]
+STATS = ["blood_myocardium_ratio", "blood_myocardium_ratio_mask_ring", "envelope_snr", "acf_fwhm_axial_px",
+         "acf_fwhm_lateral_px", "near_black", "mean", "p5", "p25", "p50", "p75", "p95", "frame_correlation"]
 PATCH, MIN_FILL = 64, 0.9
+SEPTUM_KEYPOINTS = range(5, 15)  # mid-septum: keypoints 5-14 of the image-left wall (25-34 in a mirrored view)
 
 
 def _real():
@@ -50,21 +55,45 @@ def _real():
     return {"frames": frames, "fan": fan, "fps": fps, "blood": blood, "myocardium": myocardium}
 
 
+def _septum(ring: np.ndarray, keypoints: np.ndarray, mirrored: bool) -> np.ndarray:
+    """The part of a ``(T, H, W)`` ring around the LV nearest to the mid-septal keypoints."""
+    septal = np.array(SEPTUM_KEYPOINTS) if not mirrored else 39 - np.array(SEPTUM_KEYPOINTS)
+    out = np.zeros_like(ring)
+    for t, (frame_ring, kp) in enumerate(zip(ring, keypoints, strict=True)):
+        rows, cols = np.nonzero(frame_ring)
+        d2 = (cols[:, None] - kp[None, :, 0]) ** 2 + (rows[:, None] - kp[None, :, 1]) ** 2  # (pixels, 40)
+        near = np.isin(np.argmin(d2, axis=1), septal)
+        out[t, rows[near], cols[near]] = True
+    return out
+
+
 def _phantom(style: str, n_patients: int, fps: float, n_frames: int) -> list[dict]:
+    """Phantom cines with two pairs of regions: ``blood`` / ``myocardium``, the LV interior (the mask
+    eroded by 2 px) and the ring's mid-septal part, placed as the real cine's boxes are (inside the
+    cavity, on the septum); ``blood_mask`` / ``ring``, the whole LV mask and the 4-px ring around it."""
+    from scipy import ndimage
+
     from echokdm.metrics.realism import phantom_cine, ring_around
 
     clips = []
     for index in range(n_patients):
         clip = phantom_cine(2025, index, style=style, fps=fps, n_frames=n_frames)
-        clips.append({"frames": clip.frames, "fan": clip.fan_mask, "blood": clip.masks,
-                      "myocardium": ring_around(clip.masks, inner=1, width=4, within=clip.fan_mask)})
+        masks = clip.masks.astype(bool)
+        ring = ring_around(masks, inner=1, width=4, within=clip.fan_mask)
+        interior = np.stack([ndimage.binary_erosion(m, iterations=2) for m in masks])
+        mirrored = clip.patient.look is not None and clip.patient.look.mirror
+        clips.append({"frames": clip.frames, "fan": clip.fan_mask, "blood": interior,
+                      "myocardium": _septum(ring, clip.keypoints, mirrored), "blood_mask": masks, "ring": ring})
     return clips
 
 
 def _stats(cine: dict) -> dict:
-    from echokdm.metrics.realism import realism_stats
+    from echokdm.metrics.realism import intensity_ratio, realism_stats
 
-    return realism_stats(cine["frames"], cine["fan"], cine["blood"], cine["myocardium"])
+    stats = realism_stats(cine["frames"], cine["fan"], cine["blood"], cine["myocardium"])
+    whole = ((cine["blood_mask"], cine["ring"]) if "ring" in cine else (cine["blood"], cine["myocardium"]))
+    stats["blood_myocardium_ratio_mask_ring"] = intensity_ratio(cine["frames"], *whole)
+    return {k: stats[k] for k in STATS}
 
 
 def _classify(real: dict, phantom: list[dict], seeds: int, n_train: int, n_test: int, steps: int) -> dict:
@@ -169,6 +198,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="4 patients, 2 seeds, shorter training (CI)")
     parser.add_argument("--style", default="both", choices=("classic", "realistic", "both"),
                         help="phantom style(s) to compare (both: every style this echokdm has)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="classifier seeds (default 6, 2 with --quick); more seeds, a steadier mean")
     args = parser.parse_args(argv)
     from echokdm.metrics.realism import phantom_styles
 
@@ -179,6 +210,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     n_patients, seeds, n_train, n_test, steps = (4, 2, 192, 96, 150) if args.quick else (8, 6, 384, 192, 300)
+    seeds = seeds if args.seeds is None else max(1, args.seeds)
     start = time.perf_counter()
     real = _real()
     phantoms = {s: _phantom(s, n_patients, real["fps"], len(real["frames"])) for s in styles}

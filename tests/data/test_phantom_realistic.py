@@ -208,6 +208,32 @@ def test_persistence_and_compression_do_something(patient):
     assert display(noise, fan, look).shape == frames.shape
 
 
+def test_speckle_smoothing_grain_and_cavity_haze(patient):
+    off = {"speckle_smoothing": 0.0, "grain": 0.0, "sidelobe_share": 0.0, "floor_grey": 0.0, "speckle_coherence": 0.0}
+    plain = simulate_clip(_quiet(patient, **off), n_frames=4, fps=25.0, seed=1)
+    fan = plain.fan_mask
+    interior = ndimage.binary_erosion(plain.masks[0].astype(bool), iterations=3)
+
+    def roughness(frames):  # mean |horizontal difference| inside the fan, relative to the mean grey
+        inside = fan[:, 1:] & fan[:, :-1]
+        return np.abs(np.diff(frames, axis=2))[:, inside].mean() / frames[:, fan].mean()
+
+    smooth = simulate_clip(_quiet(patient, **(off | {"speckle_smoothing": 0.8})), n_frames=4, fps=25.0, seed=1)
+    assert roughness(smooth.frames) < 0.8 * roughness(plain.frames)
+    grainy = simulate_clip(_quiet(patient, **(off | {"grain": 0.4})), n_frames=4, fps=25.0, seed=1)
+    assert roughness(grainy.frames) > 1.1 * roughness(plain.frames)
+    hazy = simulate_clip(_quiet(patient, **(off | {"sidelobe_share": 0.1, "floor_grey": 0.02})), n_frames=4,
+                         fps=25.0, seed=1)
+    blood, hazy_blood = plain.frames[0][interior].mean(), hazy.frames[0][interior].mean()
+    assert hazy_blood > blood + 0.01 and hazy_blood < 0.1  # a faint grey fill, not tissue
+    for clip in (smooth, grainy, hazy):
+        assert np.all(clip.frames[:, ~fan] == 0) and clip.frames.max() <= 1.0
+    np.testing.assert_array_equal(hazy.masks, plain.masks)  # ground truth untouched
+    # a look written before these parameters existed renders without them
+    old = {k: v for k, v in dataclasses.asdict(patient.look).items() if k not in off}
+    assert RealisticLook.from_dict(old).grain == 0.0 and RealisticLook.from_dict(old).sidelobe_share == 0.0
+
+
 def test_decorrelation_is_strong_and_can_be_turned_off(patient):
     p = _quiet(patient)
     frozen = simulate_clip(p, n_frames=5, fps=25.0, noise=0.0, decorrelation=0.0)

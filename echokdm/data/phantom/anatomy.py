@@ -251,11 +251,19 @@ def realistic_echogenicity_db(labels: np.ndarray, a: np.ndarray, r: np.ndarray, 
     lay = _Layout(patient)
     table = {
         "tissue": look.tissue_db, "chest_wall": look.tissue_db + 8.0, "fat": look.tissue_db + 5.0,
-        "pericardium": look.pericardium_db, "lv_blood": look.blood_db, "lv_myocardium": look.myocardium_db,
-        "rv_blood": look.blood_db, "rv_wall": look.myocardium_db + 1.0, "la_blood": look.blood_db,
-        "ra_blood": look.blood_db, "atrial_wall": look.myocardium_db - 1.0, "annulus": look.annulus_db,
+        "pericardium": look.pericardium_db + look.free_wall_db, "lv_blood": look.blood_db,
+        "lv_myocardium": look.myocardium_db,
+        "rv_blood": look.blood_db, "rv_wall": look.myocardium_db + 1.0 + look.free_wall_db,
+        "la_blood": look.blood_db,
+        "ra_blood": look.blood_db, "atrial_wall": look.myocardium_db - 1.0 + look.atrial_wall_db,
+        "annulus": look.annulus_db,
     }
     levels = np.array([table[name] for name in TISSUES])[labels]
+    # the thick septum near the beam axis is the brightest wall; the LV lateral wall, far off axis,
+    # the thin RV free wall, the pericardium alongside the ventricles and the atrial walls are dim
+    # (free_wall_db, atrial_wall_db <= 0); the posterior pericardium below stays bright
+    lv_wall = labels == _L["lv_myocardium"]
+    levels[lv_wall] += np.where(r[lv_wall] < 0, look.septum_db, look.free_wall_db)
     layered = labels == _L["chest_wall"]
     depth = np.linalg.norm(points_mm[layered], axis=1)
     levels[layered] += 6.0 * np.cos(2 * np.pi * depth / 5.0)  # fascia and muscle layers

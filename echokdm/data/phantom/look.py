@@ -8,15 +8,18 @@ patient by :func:`sample_look`, adds:
 * **tissue**: near-anechoic blood (below the display floor), dim grainy myocardium whose
   brightness depends on the angle between the wall and the beam (bright where the wall faces
   the beam, e.g. the basal septum; dropout where it runs along the beam, the lateral wall), a
-  bright crux (septum base and annuli), bright posterior pericardium, papillary muscles and
-  trabeculation inside the LV next to its wall;
+  brighter septum and dimmer free walls, atrial walls and lateral pericardium, a bright crux
+  (septum base and annuli), bright posterior pericardium, papillary muscles and trabeculation
+  inside the LV next to its wall; partially developed (Rician) speckle;
 * **valves**: mitral and tricuspid leaflets hinged on the moving annuli that open with the
   inflow (the LV volume's rate of increase: E and A waves) and close in systole;
 * **scanner**: wider depth-dependent PSF, attenuation with a random time-gain-compensation curve,
   rib/lung shadows, stationary near-field clutter and haze, reverberation bands, an electronic
   noise floor; speckle decorrelation that is uneven in space (faster near the valves and the
   apex) and time (faster when the heart moves fast, out-of-plane motion);
-* **display**: dynamic range, low gain, reject, gamma, spatial smoothing, persistence
+* **display**: dynamic range, low gain, reject, gamma; speckle smoothing, a fine grain bound to
+  the tissue and a faint grainy haze in the cavities (what a 112-px pixel averaging many native
+  speckle cells, vendor speckle reduction and side lobes show); spatial smoothing, persistence
   (temporal averaging), 8-bit quantisation and lossy JPEG compression (8x8 blocks);
 * **sector**: steering, zoom, the apex cut or rounded, and rarely a mirrored (LV on the image
   left) view. The standard view, and the default, has the LV on the image right.
@@ -41,26 +44,42 @@ __all__ = ["RealisticLook", "LOOK_RANGES", "sample_look", "STYLES"]
 STYLES = ("classic", "realistic")
 
 #: Ranges of the drawn look parameters: name -> (low, high), drawn uniformly by :func:`sample_look`.
+#:
+#: The ranges bracket what real apical four-chamber cines at EchoNet-Dynamic's 112 x 112 show, not
+#: one clip: the only real cine available offline (pydicom's, one patient) sits inside every range,
+#: never at a centre chosen for it. Measured on that cine (``benchmarks/realism.py``): blood /
+#: septum intensity 0.10 (published B-mode LV-cavity / septum contrasts span ~0.05-0.2 depending
+#: on gain and harmonic imaging), 60 % of the fan near black, median grey 0.03, 95th percentile 0.30.
+#: Hence: blood below the display floor, surrounding tissue dim (``tissue_db``, most of the fan is
+#: dark in real A4C views), electronic noise at or below the floor at the bottom of the sector (not
+#: only at its top), papillary muscles dimmer than the wall. Speckle: at 112 px a pixel averages
+#: several speckle cells of the scanner's native image, so real tissue looks smooth with a fine,
+#: low-contrast grain, not like the coarse, fully developed speckle of the simulator's band-limited
+#: PSF: ``speckle_smoothing`` removes part of the coarse speckle, ``grain`` adds a pixel-scale,
+#: tissue-bound grain (see :func:`~echokdm.data.phantom.realistic.render_realistic`). Real cavities
+#: are not black: a faint grainy haze (side lobes, clutter; 0.03 grey in the real LV) fills them,
+#: hence ``sidelobe_share`` and ``floor_grey``. JPEG blocks are visible in EchoNet AVIs but not in
+#: DICOM cines shrunk to 112 px: drawn with quality 40-95, and left out in half the patients.
 LOOK_RANGES: dict[str, tuple[float, float]] = {
     "psf_axial_mm": (0.35, 0.75),
     "psf_lateral_mm": (0.6, 1.1),
     "psf_lateral_growth": (0.010, 0.022),
     "attenuation_residual_db_per_cm": (-1.2, 0.0),
     "dynamic_range_db": (50.0, 65.0),
-    "gain_db": (-14.0, -6.0),
+    "gain_db": (-16.0, -7.0),
     "gamma": (0.9, 1.3),
     "reject": (0.0, 0.04),
     "blood_db": (-85.0, -68.0),
-    "myocardium_db": (-30.0, -23.0),
+    "myocardium_db": (-33.0, -25.0),
     "specular_db": (8.0, 14.0),
     "specular_power": (2.0, 5.0),
     "crux_db": (4.0, 10.0),
     "pericardium_db": (-16.0, -8.0),
     "annulus_db": (-16.0, -8.0),
     "valve_db": (-20.0, -10.0),
-    "tissue_db": (-48.0, -38.0),
+    "tissue_db": (-56.0, -44.0),
     "texture_db": (2.5, 5.0),
-    "papillary_db": (-36.0, -28.0),
+    "papillary_db": (-40.0, -31.0),
     "haze_depth_mm": (12.0, 35.0),
     "reverb_period_mm": (9.0, 20.0),
     "shadow_db": (-14.0, -4.0),
@@ -71,12 +90,23 @@ LOOK_RANGES: dict[str, tuple[float, float]] = {
     "zoom": (1.0, 1.12),
     "origin_dy_px": (-4.0, 1.0),
     "min_radius_mm": (0.0, 5.0),
-    "blur_px": (0.3, 1.1),
+    "blur_px": (0.2, 0.8),
     "persistence": (0.0, 0.6),
+    "speckle_smoothing": (0.5, 0.85),
+    "speckle_smooth_px": (0.8, 1.6),
+    "grain": (0.12, 0.3),
+    "grain_px": (0.5, 0.9),
+    "septum_db": (6.0, 12.0),
+    "free_wall_db": (-9.0, -2.0),
+    "atrial_wall_db": (-10.0, -3.0),
+    "speckle_coherence": (0.0, 0.2),
+    "sidelobe_share": (0.02, 0.08),
+    "sidelobe_px": (3.0, 7.0),
+    "floor_grey": (0.0, 0.02),
 }
 _MIRROR_PROBABILITY = 0.1
-_NO_JPEG_PROBABILITY = 0.2
-_JPEG_QUALITY = (15, 85)
+_NO_JPEG_PROBABILITY = 0.5
+_JPEG_QUALITY = (40, 95)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +153,27 @@ class RealisticLook:
         Lossy JPEG round trip of every 8-bit frame at this quality (1-95); 0 for none.
     seed : int
         Seed of the look's own random structures (trabeculae, clutter, leaflets).
+    speckle_smoothing, speckle_smooth_px : float
+        Share in [0, 1) of the coarse speckle removed after log compression (the frame moves that
+        far towards its Gaussian low-pass of sigma ``speckle_smooth_px`` pixels, inside the fan),
+        as the averaging of many native speckle cells per 112-px pixel and vendors' speckle
+        reduction do; 0 (the default of a look written before it existed) for none.
+    septum_db, free_wall_db, atrial_wall_db : float
+        Added to the echogenicity of the septum, of the LV lateral and RV free walls, and of the
+        atrial walls (real A4C views show a bright septum and dim, often broken free walls).
+    speckle_coherence : float
+        Share in [0, 1) of each tissue scatterer's complex amplitude with a common phase: partially
+        developed (Rician) speckle, weaker than fully developed speckle over a smooth echogenicity,
+        as in fibrous, structured tissue; 0 (the default of a look written before it) for none.
+    sidelobe_share, sidelobe_px, floor_grey : float
+        Low-level haze added after log compression, with the grain's texture: ``sidelobe_share``
+        of the frame's Gaussian low-pass of sigma ``sidelobe_px`` pixels (side lobes and clutter
+        fill the cavities next to bright walls with a faint grainy grey) plus a flat floor
+        ``floor_grey`` (grey level); 0 for none.
+    grain, grain_px : float
+        Relative standard deviation of a multiplicative, pixel-scale grain bound to the tissue
+        scatterers (they move with the tissue and decorrelate with the speckle), smoothed with a
+        Gaussian of ``grain_px`` pixels; 0 for none.
     """
 
     psf_axial_mm: float = 0.5
@@ -164,6 +215,17 @@ class RealisticLook:
     persistence: float = 0.3
     jpeg_quality: int = 50
     seed: int = 0
+    speckle_smoothing: float = 0.0
+    speckle_smooth_px: float = 1.2
+    grain: float = 0.0
+    grain_px: float = 0.6
+    septum_db: float = 0.0
+    free_wall_db: float = 0.0
+    atrial_wall_db: float = 0.0
+    speckle_coherence: float = 0.0
+    sidelobe_share: float = 0.0
+    sidelobe_px: float = 5.0
+    floor_grey: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -175,6 +237,14 @@ class RealisticLook:
             problems.append(f"gamma must be positive, got {self.gamma}")
         if not 0 <= self.persistence < 1:
             problems.append(f"persistence must be within [0, 1), got {self.persistence}")
+        if not 0 <= self.speckle_coherence < 1:
+            problems.append(f"speckle_coherence must be within [0, 1), got {self.speckle_coherence}")
+        if not 0 <= self.speckle_smoothing < 1:
+            problems.append(f"speckle_smoothing must be within [0, 1), got {self.speckle_smoothing}")
+        if not (self.grain >= 0 and self.sidelobe_share >= 0 and self.floor_grey >= 0):
+            problems.append("grain, sidelobe_share and floor_grey must be non-negative")
+        if not (self.speckle_smooth_px > 0 and self.grain_px > 0 and self.sidelobe_px > 0):
+            problems.append("speckle_smooth_px, grain_px and sidelobe_px must be positive")
         if not 0 <= self.decorrelation <= 1:
             problems.append(f"decorrelation must be within [0, 1], got {self.decorrelation}")
         if not (self.jpeg_quality == 0 or 1 <= self.jpeg_quality <= 95):
@@ -200,11 +270,13 @@ def sample_look(rng: np.random.Generator, *, max_zoom: float = math.inf) -> Real
     v = {name: float(rng.uniform(lo, hi)) for name, (lo, hi) in LOOK_RANGES.items()}
     v["zoom"] = min(v["zoom"], max(1.0, max_zoom))
     # noise and clutter are drawn relative to the display floor (black level), so that blood stays
-    # near black whatever the gain and dynamic range: noise 2-8 dB below it, haze 4-18 dB above it
-    # at the transducer (decaying with depth), reverberation bands up to 8 dB above it
+    # near black whatever the gain and dynamic range: noise 8-16 dB below it at the top of the
+    # sector (it grows by 10 dB to the bottom, and the TGC error adds up to 5 dB: real blood pools
+    # keep a faint floor, not grey noise, down to the atria), haze 2-14 dB above it at the
+    # transducer (decaying with depth), reverberation bands up to 8 dB above it
     floor_db = -v["gain_db"] - v["dynamic_range_db"]
-    v["noise"] = float(10.0 ** ((floor_db - rng.uniform(2.0, 8.0)) / 20.0))
-    v["haze_db"] = floor_db + float(rng.uniform(4.0, 18.0))
+    v["noise"] = float(10.0 ** ((floor_db - rng.uniform(8.0, 16.0)) / 20.0))
+    v["haze_db"] = floor_db + float(rng.uniform(2.0, 14.0))
     v["reverb_db"] = floor_db + float(rng.uniform(-4.0, 8.0))
     tgc = tuple(float(x) for x in rng.uniform(-5.0, 5.0, 5))
     n_shadows = int(rng.choice(3, p=(0.5, 0.35, 0.15)))

@@ -37,6 +37,7 @@ __all__ = ["ImageGeometry", "Scanner"]
 
 _ANTI_ALIAS_PX = 0.8  # PSF widening (sigma, in output pixels) before scan conversion
 _BINS_PER_SIGMA = 1.5  # polar grid sampling of the PSF
+_REALISTIC_BINS_PER_SIGMA = 1.1  # the realistic style smooths its speckle after log compression anyway
 _EDGE_TAPER_DEG = 6.0  # the sector darkens over its outer degrees
 _NOISE_GROWTH_DB = 10.0  # electronic noise grows this much from the top to the bottom of the fan
 
@@ -156,12 +157,13 @@ class Scanner:
         self.sigma_axial = math.hypot(self.optics.psf_axial_mm, aa)
         self._aa = aa
         depth = geometry.depth_mm
-        self.dr = self.sigma_axial / _BINS_PER_SIGMA
+        bins_per_sigma = _BINS_PER_SIGMA if patient.look is None else _REALISTIC_BINS_PER_SIGMA
+        self.dr = self.sigma_axial / bins_per_sigma
         self.n_r = int(math.ceil((depth + 3 * self.sigma_axial) / self.dr))
         self.radii = (np.arange(self.n_r) + 0.5) * self.dr  # bin centres, mm
         lateral = self.sigma_lateral(self.radii)
         deep = self.radii > 0.25 * depth  # angular sampling set by the narrowest beam in angle
-        self.dtheta = float(np.min(lateral[deep] / self.radii[deep])) / _BINS_PER_SIGMA
+        self.dtheta = float(np.min(lateral[deep] / self.radii[deep])) / bins_per_sigma
         self.theta_max = (math.radians(geometry.half_angle_deg) + 3 * float(lateral[-1] / depth) + 4 * self.dtheta
                           + math.radians(abs(geometry.steer_deg)))
         self.n_t = int(math.ceil(2 * self.theta_max / self.dtheta))
