@@ -136,7 +136,7 @@ class Adapter:
 
     # -- appearance augmentation ----------------------------------------------------------------
     def augment_appearance(self, images: Any, generator: Any) -> Any:
-        """Random changes of how frames ``(B, 1, H, W)`` in [0, 1] look (not of what they show), for
+        """Random changes of how frames ``(B, C, H, W)`` in [0, 1] look (not of what they show), for
         training on synthetic data that will meet real data (``data.appearance_augment``). Every
         draw comes from the CPU ``torch.Generator``: two calls from the same generator state give
         the same change (training pairs share theirs). The default changes nothing."""
@@ -144,7 +144,8 @@ class Adapter:
 
     # -- detection --------------------------------------------------------------------------------
     def detect_keypoints(self, frames: np.ndarray, model: Any = None) -> np.ndarray:
-        """Keypoints ``(T, N, 2)`` re-detected on frames ``(T, H, W)`` in [0, 1] (NaN where not found)."""
+        """Keypoints ``(T, N, 2)`` re-detected on frames ``(T, H, W)`` or RGB
+        ``(T, H, W, 3)`` in [0, 1] (NaN where not found)."""
         raise NotImplementedError(f"adapter {self.name!r} has no keypoint detector")
 
     @property

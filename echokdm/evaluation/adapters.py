@@ -27,7 +27,7 @@ re-detected on the generated frame against the target keypoints. The detector (`
 The report says which detector was used (``evaluate.json``, a note under ``table.md``). Outputs in
 ``out``: ``per_frame.csv``, ``summary.csv`` (per method: mean over subjects with subject-level
 bootstrap 95 % intervals), ``table.md`` (the paper's Table 1 (faces) / Table 2 (poses) layout:
-MSE_img, LPIPS_alx, LPIPS_vgg, MD) and ``evaluate.json`` (settings and detector).
+MSE_img, MD, LPIPS_alx, LPIPS_vgg) and ``evaluate.json`` (settings and detector).
 """
 
 from __future__ import annotations
@@ -366,7 +366,8 @@ def evaluate_sequences(manifest: str | os.PathLike, pipeline: str | os.PathLike 
     order = {m: i for i, m in enumerate(SEQUENCE_METHODS)}
     summary = summary.assign(_o=summary["method"].map(order)).sort_values("_o").drop(columns="_o")
     shown = summary.assign(method=summary["method"].map(_LABELS))
-    columns = [m for m in ("mse", "lpips_alex", "lpips_vgg", "kp_md") if m in shown and shown[m].notna().any()]
+    columns = [m for m in ("mse", "kp_md", "lpips_alex", "lpips_vgg")  # the paper's column order
+               if m in shown and shown[m].notna().any()]
     table = (f"{_TABLES.get(name, name)} layout; adapter {name}, split {config.split}, {size}x{size} "
              f"{'RGB' if channels == 3 else 'grayscale'} frames, {frames_table['clip_id'].nunique()} sequence(s), "
              f"{frames_table['patient_id'].nunique()} subject(s); mean [subject-level bootstrap 95 % interval]\n\n"
