@@ -3,8 +3,10 @@
 The figures in docs/adapters.md ("Measured") come from these commands (2-core CPU shared with other
 jobs, OMP_NUM_THREADS=1)::
 
-    echokdm procedural face --out /tmp/face64 --subjects 12 --sequences-per-subject 2 --frames 12 --size 64 --pairs 40 --seed 0
-    echokdm procedural pose --out /tmp/pose64 --subjects 12 --sequences-per-subject 2 --frames 12 --size 64 --pairs 40 --seed 0
+    echokdm procedural face --out /tmp/face64 --subjects 12 --sequences-per-subject 2 --frames 12 --size 64 \
+        --pairs 40 --seed 0
+    echokdm procedural pose --out /tmp/pose64 --subjects 12 --sequences-per-subject 2 --frames 12 --size 64 \
+        --pairs 40 --seed 0
     echokdm train kdm --config configs/face/kdm_64_cpu.yaml --manifest /tmp/face64/manifest.csv --out runs/face_64
     echokdm train kdm --config configs/pose/kdm_64_cpu.yaml --manifest /tmp/pose64/manifest.csv --out runs/pose_64
     python benchmarks/adapters_colour.py face /tmp/face64/manifest.csv runs/face_64 --out benchmarks/results

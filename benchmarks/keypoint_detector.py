@@ -3,10 +3,14 @@
 The MD of ``echokdm evaluate`` for faces and poses re-detects keypoints on generated frames; without
 face-alignment or OpenPose it uses these heatmap detectors, trained on procedural data:
 
-    echokdm procedural face --out /tmp/det_face --subjects 24 --sequences-per-subject 2 --frames 12 --size 64 --pairs 2 --seed 11
-    echokdm procedural pose --out /tmp/det_pose --subjects 24 --sequences-per-subject 2 --frames 12 --size 64 --pairs 2 --seed 11
-    OMP_NUM_THREADS=1 python benchmarks/keypoint_detector.py face /tmp/det_face/manifest.csv echokdm/checkpoints/kpdet_face_64
-    OMP_NUM_THREADS=1 python benchmarks/keypoint_detector.py pose /tmp/det_pose/manifest.csv echokdm/checkpoints/kpdet_pose_64
+    echokdm procedural face --out /tmp/det_face --subjects 24 --sequences-per-subject 2 --frames 12 \
+        --size 64 --pairs 2 --seed 11
+    echokdm procedural pose --out /tmp/det_pose --subjects 24 --sequences-per-subject 2 --frames 12 \
+        --size 64 --pairs 2 --seed 11
+    OMP_NUM_THREADS=1 python benchmarks/keypoint_detector.py face /tmp/det_face/manifest.csv \
+        echokdm/checkpoints/kpdet_face_64
+    OMP_NUM_THREADS=1 python benchmarks/keypoint_detector.py pose /tmp/det_pose/manifest.csv \
+        echokdm/checkpoints/kpdet_pose_64
 
 Prints (and writes to ``<out>/training.json``) the mean keypoint distance on the train and val
 splits, in pixels at 64 × 64, and the seconds taken.

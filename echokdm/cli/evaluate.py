@@ -13,9 +13,8 @@ __all__ = ["cmd_evaluate", "register"]
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a pipeline on a manifest split, or score folders of generated loops."""
     from echokdm.evaluation import EvaluateConfig, evaluate, evaluate_folders
-    from echokdm.evaluation.runner import table3_sampling
-
     from echokdm.evaluation.adapters import is_sequence_manifest, run_from_args
+    from echokdm.evaluation.runner import table3_sampling
 
     if args.manifest and not (args.generated or args.reference) and is_sequence_manifest(args.manifest):
         return run_from_args(args)  # faces and poses: the paper's Tables 1 and 2

@@ -15,7 +15,8 @@ the pipeline's adapter is not ``echo`` (faces, poses):
   per-frame files), flows, a preview with the conditioning image drawn over the frames, settings.
 
 Keypoints are ``(x, y)`` pixels of the source frame (shared/DESIGN.md); frames grayscale ``(H, W)``
-or, for a colour pipeline, RGB ``(H, W, 3)``, in [0, 1]; flows ``(T, 2, H, W)`` on each frame's grid pointing into the source.
+or, for a colour pipeline, RGB ``(H, W, 3)``, in [0, 1]; flows ``(T, 2, H, W)`` on each frame's grid pointing
+into the source.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from echokdm.generation.settings import SamplingSettings, sampling_from_keywords
+from echokdm.geometry.flow import warp
 from echokdm.geometry.keypoints import N_KEYPOINTS
 from echokdm.geometry.resize import resize_flow, resize_images
 from echokdm.geometry.volumes import simpson_volume
@@ -233,9 +234,23 @@ def _run_pipeline(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.n
     out = pipeline(np.clip(small, 0.0, 1.0), _map_keypoints(src_kp, hw, size), _map_keypoints(targets, hw, size),
                    **sampling.pipeline_kwargs(), generator=torch.Generator().manual_seed(sampling.seed),
                    progress=progress)
-    frames = np.clip(_resize_frames(out.frames, hw, colour), 0.0, 1.0)  # (T, H, W) or (T, H, W, C)
     flows = resize_flow(out.flows, hw, antialias=True)  # (T, 2, H, W) in input pixels
+    if sampling.detail and tuple(hw) != tuple(size):
+        # the detail path at the input size: the full-resolution warp plus F2I's edit at the pipeline's size
+        # (generated − the small source warped by the same flows), so a scanner frame keeps its own speckle
+        edit = out.frames - _warp_frames(np.clip(small, 0.0, 1.0), out.flows)
+        frames = np.clip(_warp_frames(frame, flows) + _resize_frames(edit, hw, colour), 0.0, 1.0)
+    else:
+        frames = np.clip(_resize_frames(out.frames, hw, colour), 0.0, 1.0)  # (T, H, W) or (T, H, W, C)
     return frames, flows, out.gammas
+
+
+def _warp_frames(frame: np.ndarray, flows: np.ndarray) -> np.ndarray:
+    """``frame`` ``(H, W)`` or ``(H, W, C)`` warped by each flow ``(T, 2, H, W)`` → ``(T, H, W[, C])``."""
+    source = frame[None] if frame.ndim == 2 else np.moveaxis(frame, -1, 0)  # (C, H, W)
+    batch = np.broadcast_to(source, (len(flows), *source.shape)).astype(np.float32)
+    out = np.clip(warp(batch, np.asarray(flows, dtype=np.float32)), 0.0, 1.0)  # (T, C, H, W)
+    return out[:, 0] if frame.ndim == 2 else np.moveaxis(out, 1, -1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +323,8 @@ def loop_frames(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.nda
     """The frames of a loop from one source frame, for any keypoint adapter: the core of
     :func:`generate_loop` and of :func:`~echokdm.generation.keypoint_edit.generate_keypoint_edit`.
 
-    ``frame`` ``float32`` ``(H, W)`` (``(H, W, C)`` for a colour pipeline) in [0, 1]; ``src_kp`` ``(N, 2)`` and ``targets`` ``(T, N, 2)``
+    ``frame`` ``float32`` ``(H, W)`` (``(H, W, C)`` for a colour pipeline) in [0, 1]; ``src_kp`` ``(N, 2)`` and
+    ``targets`` ``(T, N, 2)``
     ``(x, y)`` pixels of its grid. The pipeline runs at :func:`pipeline_size` with ``sampling`` and
     everything comes back at ``(H, W)``; with ``include_source`` the real source comes first (see
     :func:`generate_loop`).

@@ -76,6 +76,13 @@ class SamplingSettings:
         True: K2F's flow is corrected near the keypoints so that it carries each target keypoint
         onto its source keypoint (``KDMPipeline(..., fit_keypoints=True)``); echo motions larger
         than K2F saw in training come out short without it. False: the paper's KDM.
+    detail : bool
+        True: the warp-residual detail path (``KDMPipeline(..., detail=True)``): each frame is the
+        source warped by its flow plus F2I's edit, at the source's own resolution, so the source's
+        speckle survives the 112-px autoencoder. False: the paper's KDM (the decoded F2I latent).
+    keyframes : int or None
+        F2I on this many evenly spaced frames only, its edit interpolated in time for the others
+        (``KDMPipeline(..., keyframes=...)``, >= 2); None: F2I on every frame (the paper).
 
     Raises
     ------
@@ -94,6 +101,8 @@ class SamplingSettings:
     seed: int = 0
     batch_size: int = 16
     fit_keypoints: bool = True
+    detail: bool = True
+    keyframes: int | None = None
 
     def __post_init__(self) -> None:
         steps = _whole(self.num_inference_steps, "num_inference_steps (--steps)", 1)
@@ -107,6 +116,11 @@ class SamplingSettings:
             raise ValueError(f"seed (--seed) must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.fit_keypoints, (bool, np.bool_)):
             raise ValueError(f"fit_keypoints must be True or False, got {self.fit_keypoints!r}")
+        if not isinstance(self.detail, (bool, np.bool_)):
+            raise ValueError(f"detail (--detail/--no-detail) must be True or False, got {self.detail!r}")
+        if self.keyframes is not None:
+            object.__setattr__(self, "keyframes", _whole(self.keyframes, "keyframes (--keyframes)", 2))
+        object.__setattr__(self, "detail", bool(self.detail))
         for name, value in (("num_inference_steps", steps), ("k", k), ("batch_size", batch_size),
                             ("seed", int(self.seed)), ("fit_keypoints", bool(self.fit_keypoints))):
             object.__setattr__(self, name, value)  # plain Python values (numpy integers become int)
@@ -119,11 +133,12 @@ class SamplingSettings:
         """Keywords of :meth:`KDMPipeline.__call__ <echokdm.pipelines.KDMPipeline.__call__>` (all but the
         seed, which seeds the ``generator``)."""
         return {"mode": self.mode, "k": self.k, "num_inference_steps": self.num_inference_steps,
-                "batch_size": self.batch_size, "fit_keypoints": self.fit_keypoints}
+                "batch_size": self.batch_size, "fit_keypoints": self.fit_keypoints, "detail": self.detail,
+                "keyframes": self.keyframes}
 
 
 #: The keyword parameters :class:`SamplingSettings` replaced (accepted, with a FutureWarning, for one release).
-DEPRECATED_KEYWORDS = tuple(field.name for field in dataclasses.fields(SamplingSettings))
+DEPRECATED_KEYWORDS = ("mode", "k", "num_inference_steps", "seed", "batch_size", "fit_keypoints")
 
 
 def sampling_from_keywords(sampling: SamplingSettings | None, keywords: dict[str, Any], where: str,

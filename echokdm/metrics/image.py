@@ -89,7 +89,8 @@ def _per_frame(values: np.ndarray, batched: bool) -> np.ndarray | np.float64:
     return values if batched else np.float64(values[0])
 
 
-def mse(generated: Any, reference: Any, mask: Any = None, *, channel_axis: int | None = None) -> np.ndarray | np.float64:
+def mse(generated: Any, reference: Any, mask: Any = None, *,
+        channel_axis: int | None = None) -> np.ndarray | np.float64:
     """Mean squared error per frame (the paper's MSE_img), for frames in [0, 1].
 
     Parameters

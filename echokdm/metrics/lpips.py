@@ -17,8 +17,8 @@ and ``ECHOKDM_LPIPS_WEIGHTS=DIR``, and training with an LPIPS loss stops before 
 Frames follow shared/DESIGN.md (grayscale, [0, 1], ``(H, W)`` or ``(N, H, W)``); they are
 repeated to 3 channels and mapped to [-1, 1] as ``lpips`` expects. RGB frames ``(H, W, 3)`` or
 ``(N, H, W, 3)`` (faces, poses) are given with ``channel_axis=-1`` and go in as they are: on the
-authors' example images (``tests/metrics/data``) the values are those of the ``lpips`` package. Models are built on first
-use (not at import) and cached per ``(net, backbone, device)`` in the process.
+authors' example images (``tests/metrics/data``) the values are those of the ``lpips`` package. Models are
+built on first use (not at import) and cached per ``(net, backbone, device)`` in the process.
 """
 
 from __future__ import annotations

@@ -272,8 +272,16 @@ class FlowToImagePipeline(_FolderPipeline):
     def __call__(self, source_frame, target_keypoints, flow, *, k: int = 100, num_inference_steps: int = 200,
                  generator: torch.Generator | None = None,
                  noise: torch.Tensor | None = None, progress: bool = False, mixed_precision: str = "no",
-                 compile: bool = False, callback: Callable[[], None] | None = None) -> np.ndarray:
-        """Frames ``(B, H, W)`` (``(B, H, W, C)`` in colour) in [0, 1]. ``flow`` ``(B, 2, H, W)`` px (zeros for the "w/o K2F" F2I).
+                 compile: bool = False, callback: Callable[[], None] | None = None,
+                 detail: bool = False) -> np.ndarray:
+        """Frames ``(B, H, W)`` (``(B, H, W, C)`` in colour) in [0, 1]. ``flow`` ``(B, 2, H, W)`` px (zeros for
+        the "w/o K2F" F2I).
+
+        ``detail=False`` (the paper) returns the decoded F2I latent. ``detail=True`` (the warp-residual
+        detail path, a departure) returns the warped source plus what F2I changed in latent space,
+        ``warp + (D(z) - D(z_0)) / 2`` with ``z_0`` the encoded warp: the speckle the autoencoder
+        cannot represent is kept from the warp (moved by the flow), and F2I contributes only its edit.
+        ``k = 0`` returns the warp either way.
 
         ``mixed_precision`` (``"no"``, ``"bf16"``, ``"fp16"``) runs the denoising network under
         autocast (the autoencoder and the DDIM updates stay float32); ``compile`` runs it through
@@ -310,6 +318,8 @@ class FlowToImagePipeline(_FolderPipeline):
                 if callback is not None:
                     callback()
         image = self.vae.decode(z / self.vae.config.scaling_factor).sample
+        if detail:  # the warp plus F2I's edit of the warp's latent (its reconstruction error cancels)
+            image = image - self.vae.decode(z0 / self.vae.config.scaling_factor).sample + (warped * 2 - 1)
         return batch_to_frames(((image + 1) / 2).clamp(0, 1))  # (B, H, W) or (B, H, W, C)
 
 
@@ -364,7 +374,8 @@ class KDMPipeline(_FolderPipeline):
     def __call__(self, source_frame, source_keypoints, target_keypoints, *, mode: str = "gamma", k: int = 100,
                  num_inference_steps: int = 200, generator: torch.Generator | None = None,
                  shared_noise: bool = True, batch_size: int = 16, progress: bool = True, mixed_precision: str = "no",
-                 compile: bool = False, fit_keypoints: bool = False, return_dict: bool = True) -> KDMOutput | tuple:
+                 compile: bool = False, fit_keypoints: bool = False, detail: bool = False,
+                 keyframes: int | None = None, return_dict: bool = True) -> KDMOutput | tuple:
         """Generate one frame per target keypoint set.
 
         Parameters
@@ -395,6 +406,16 @@ class KDMPipeline(_FolderPipeline):
             so that it carries every target keypoint exactly onto its source keypoint
             (:func:`echokdm.geometry.flow.fit_flow_to_keypoints`; in γ mode the reference flow,
             before scaling). For motions larger than K2F saw in training, which it renders short.
+        detail : bool
+            ``False`` (the paper): the decoded F2I latent. ``True``: the warp-residual detail path of
+            :class:`FlowToImagePipeline` (the warped source plus F2I's edit), which keeps the source's
+            speckle that the autoencoder cannot represent.
+        keyframes : int, optional
+            Run F2I on this many frames only, evenly spaced over the targets (first and last
+            included); every other frame is its warp plus F2I's edit (generated − warped)
+            interpolated linearly in time from the two nearest keyframes. ``None`` (the paper): F2I on
+            every frame. F2I and the autoencoder are most of a loop's time, so 8 keyframes of a
+            32-frame loop cut it about 4× (``benchmarks/f2i.py`` measures time and quality).
         return_dict : bool
             A :class:`KDMOutput` (True) or the tuple ``(frames, flows, gammas)``.
         """
@@ -402,6 +423,8 @@ class KDMPipeline(_FolderPipeline):
             raise ValueError(f"mode must be 'gamma' or 'per_frame', got {mode!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if keyframes is not None and (isinstance(keyframes, bool) or int(keyframes) != keyframes or keyframes < 2):
+            raise ValueError(f"keyframes must be None or an integer >= 2, got {keyframes!r}")
         device = self._execution_device
         _autocast(device, mixed_precision)  # checks the name before any work
         src = np.asarray(source_frame, np.float32)
@@ -411,20 +434,43 @@ class KDMPipeline(_FolderPipeline):
         steps = {"num_inference_steps": num_inference_steps}
         batches = -(-len(targets) // batch_size)
         k2f_runs = 1 if mode == "gamma" else batches
-        total = k2f_runs * num_inference_steps + batches * min(max(k, 0), num_inference_steps)
+        f2i_batches = -(-min(len(targets), keyframes or len(targets)) // batch_size)
+        total = k2f_runs * num_inference_steps + f2i_batches * min(max(k, 0), num_inference_steps)
         bar = self._steps_bar(progress, total=total, desc="KDM sampling", unit="step", mininterval=1.0)
         try:
             with _autocast(device, mixed_precision):
                 flows, gammas = self._flows(src, src_kp, targets, mode, generator, shared_noise, batch_size, steps,
                                             fit_keypoints, callback=bar.update)
-            frames = self._frames(src, targets, flows, k, generator, shared_noise, batch_size, steps,
-                                  {"mixed_precision": mixed_precision, "compile": compile, "callback": bar.update})
+            frames = self._keyframes(src, targets, flows, k, keyframes, generator, shared_noise, batch_size, steps,
+                                  {"mixed_precision": mixed_precision, "compile": compile, "callback": bar.update,
+                                   "detail": detail})
         finally:
             bar.close()
         self.maybe_free_model_hooks()
         if not return_dict:
             return frames, flows, gammas
         return KDMOutput(frames=frames, flows=flows, gammas=gammas)
+
+    def _keyframes(self, src: np.ndarray, targets: np.ndarray, flows: np.ndarray, k: int, keyframes: int | None,
+                   generator: torch.Generator | None, shared_noise: bool, batch_size: int, steps: dict,
+                   options: dict) -> np.ndarray:
+        """:meth:`_frames` on every frame, or on ``keyframes`` evenly spaced frames with F2I's edit
+        (generated − warped) interpolated linearly in time onto the warps of the others."""
+        n = len(targets)
+        if keyframes is None or keyframes >= n or k == 0:
+            return self._frames(src, targets, flows, k, generator, shared_noise, batch_size, steps, options)
+        index = np.unique(np.round(np.linspace(0, n - 1, int(keyframes))).astype(int))
+        generated = self._frames(src, targets[index], flows[index], k, generator, shared_noise, batch_size, steps,
+                                 options)
+        flow_t = torch.as_tensor(flows).float()
+        warped = batch_to_frames(warp(_as_batch(src, "cpu", self.vae.config.in_channels).expand(n, -1, -1, -1),
+                                      flow_t).clamp(0, 1))  # (T, H, W[, C])
+        edits = generated - warped[index]
+        position = np.interp(np.arange(n), index, np.arange(len(index)))  # fractional keyframe index per frame
+        lo = np.floor(position).astype(int)
+        hi = np.minimum(lo + 1, len(index) - 1)
+        w = (position - lo).reshape(-1, *([1] * (edits.ndim - 1))).astype(np.float32)
+        return np.clip(warped + (1 - w) * edits[lo] + w * edits[hi], 0.0, 1.0).astype(np.float32)
 
     def _frames(self, src: np.ndarray, targets: np.ndarray, flows: np.ndarray, k: int,
                 generator: torch.Generator | None, shared_noise: bool, batch_size: int, steps: dict,

@@ -36,12 +36,13 @@ from echokdm.adapters import DEFAULT_ADAPTER, get_adapter
 from echokdm.config import load_config
 from echokdm.geometry.flow import warp
 from echokdm.models.conditions import (
+    batch_to_frames,
     f2i_condition_channels,
     f2i_condition_from_render,
+    frames_to_batch,
     k2f_condition_channels,
     k2f_condition_from_renders,
 )
-from echokdm.models.conditions import batch_to_frames, frames_to_batch
 from echokdm.models.kdm import ConditionalUNet, encode_flow, make_autoencoder
 from echokdm.pipelines.kdm import KDMPipeline, default_scheduler
 from echokdm.training.distributed import is_main_process
@@ -161,7 +162,8 @@ def load_kdm_config(path: str | os.PathLike | dict | None = None, overrides: dic
 class PairBank:
     """Frames, rendered keypoints and frame pairs of one split, in memory.
 
-    ``frames`` ``float32`` ``(F, S, S)`` (``(F, S, S, C)`` in colour) in [0, 1]; ``keypoints`` ``(F, N, 2)``; ``renders`` ``uint8``
+    ``frames`` ``float32`` ``(F, S, S)`` (``(F, S, S, C)`` in colour) in [0, 1]; ``keypoints`` ``(F, N, 2)``;
+    ``renders`` ``uint8``
     ``(F, C, S, S)`` (the adapter's conditioning image of each frame's keypoints); ``pairs`` ``(P, 2)``
     global frame indices (source, target); ``flows`` ``float16`` ``(P, 2, S, S)`` source → target;
     ``patient_ids`` per pair.

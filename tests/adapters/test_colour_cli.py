@@ -26,7 +26,8 @@ def test_tiny_colour_kdm_end_to_end(kind, tmp_path):
     pipe = KDMPipeline.from_pretrained(run / "pipeline")
     assert pipe.vae.config.in_channels == 3 and pipe.k2f.config.frame_channels == 3
     seq = data / "sequences" / f"{kind}_s000_q0"
-    assert main(["generate", str(seq / "frames" / "0000.png"), "--keypoints", str(seq / "keypoints" / f"0000{SUFFIX[kind]}"),
+    assert main(["generate", str(seq / "frames" / "0000.png"),
+                 "--keypoints", str(seq / "keypoints" / f"0000{SUFFIX[kind]}"),
                  "--target-keypoints", str(seq / "keypoints" / f"0002{SUFFIX[kind]}"), "--pipeline",
                  str(run / "pipeline"), "-o", str(out), "--steps", "3", "--k", "2", "--no-progress"]) == 0
     stem = "0000_f0_keypoints"

@@ -24,12 +24,13 @@ from _tiny_kdm import SIZE, tiny_pipeline
 def test_defaults_are_one_set():
     s = SamplingSettings()
     assert dataclasses.asdict(s) == {"mode": "gamma", "k": 100, "num_inference_steps": 200, "seed": 0,
-                                     "batch_size": 16, "fit_keypoints": True}
+                                     "batch_size": 16, "fit_keypoints": True, "detail": True,
+                                     "keyframes": None}
     assert DEFAULT_FPS == 50.0
     assert s.pipeline_kwargs() == {"mode": "gamma", "k": 100, "num_inference_steps": 200, "batch_size": 16,
-                                   "fit_keypoints": True}
+                                   "fit_keypoints": True, "detail": True, "keyframes": None}
     # the paper's Table 3 protocol differs on purpose, and only where it says so
-    assert table3_sampling() == SamplingSettings(mode="per_frame", fit_keypoints=False)
+    assert table3_sampling() == SamplingSettings(mode="per_frame", fit_keypoints=False, detail=False)
     assert EvaluateConfig().sampling == table3_sampling() and DemoSettings().sampling == SamplingSettings()
     assert DemoSettings.quick().sampling == SamplingSettings(num_inference_steps=20, k=10)
 
