@@ -1,4 +1,4 @@
-"""Faces and poses in colour on held-out procedural sequences: the paper's Tables 1 and 2 layout (issue 24).
+r"""Faces and poses in colour on held-out procedural sequences: the paper's Tables 1 and 2 layout (issue 24).
 
 The figures in docs/adapters.md ("Measured") come from these commands (2-core CPU shared with other
 jobs, OMP_NUM_THREADS=1)::

@@ -1,4 +1,4 @@
-"""Train the small keypoint detectors packaged as ``kpdet_face_64`` / ``kpdet_pose_64`` (issue 24).
+r"""Train the small keypoint detectors packaged as ``kpdet_face_64`` / ``kpdet_pose_64`` (issue 24).
 
 The MD of ``echokdm evaluate`` for faces and poses re-detects keypoints on generated frames; without
 face-alignment or OpenPose it uses these heatmap detectors, trained on procedural data:
