@@ -4,11 +4,13 @@
 ``kdm_phantom_112``           KDM pipeline folder (K2F, F2I, autoencoder, scheduler) at 112×112,
                               trained with ``configs/echo/kdm_112_realistic.yaml`` on the realistic phantom
 ``kdm_phantom_classic_112``   the previous KDM pipeline (``configs/echo/kdm_112.yaml``, classic phantom)
-``kdm_phantom_112_noflow``    the "w/o K2F" ablation pipeline of the same run
 ``seg_phantom_112``           LV segmentation U-Net for real echo, trained on the realistic phantom with
                               sim-to-real augmentation (``configs/echo/seg_sim2real.yaml``)
 ``seg_phantom_classic_112``   the previous segmentation, classic phantom only (``configs/echo/seg_demo.yaml``)
 ``ofnet_phantom_112``         OF-net (``configs/echo/flow.yaml``)
+``kpdet_face_64``             face landmark heatmap detector (68 points, RGB 64×64, procedural faces), the
+                              fallback of ``evaluate``'s keypoint distance MD without face-alignment
+``kpdet_pose_64``             the same for BODY_25 poses (procedural figures)
 ============================  =====================================================================
 
 Each folder's ``README.md`` gives the exact commands that reproduce it. They are demo weights for
@@ -60,8 +62,9 @@ KINDS = {
     "pipeline": "a KDM pipeline folder (model_index.json, k2f/, f2i/, vae/, scheduler/)",
     "segmentation": "an LV segmentation model folder (LVSegmentationNet)",
     "ofnet": "an OF-net model folder (OFNet)",
+    "detector": "a keypoint detector model folder (KeypointHeatmapNet)",
 }
-_MODEL_CLASSES = {"LVSegmentationNet": "segmentation", "OFNet": "ofnet"}
+_MODEL_CLASSES = {"LVSegmentationNet": "segmentation", "OFNet": "ofnet", "KeypointHeatmapNet": "detector"}
 
 
 def checkpoint_kind(folder: str | os.PathLike) -> str | None:
