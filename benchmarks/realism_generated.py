@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="6 patients, a lighter classifier (smoke run)")
     parser.add_argument("--patients", type=int, default=None, help="cohort size (default 16; quick: 6)")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
+    parser.add_argument("--detail", action="store_true",
+                        help="KDM with the warp-residual detail path (SamplingSettings(detail=True)); "
+                             "default: the paper's KDM")
     parser.add_argument("--pipeline", default="kdm_phantom_112", help="pipeline folder or packaged name")
     parser.add_argument("--out", default=None, help="keep the evaluation folder here (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -59,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     noflow = Path(str(pipeline) + "_noflow")
     settings = RealismSettings(beats=("own", "new_ef", "transfer"), classifier_folds=3 if args.quick else 5,
                                classifier_steps=100 if args.quick else 200)
-    sampling = table3_sampling().replace(num_inference_steps=args.steps, k=args.steps // 2)  # k = 100 of 200
+    sampling = table3_sampling().replace(num_inference_steps=args.steps, k=args.steps // 2,  # k = 100 of 200
+                                         detail=args.detail)
     config = EvaluateConfig(split="all", sampling=sampling, max_targets=8, lpips_nets=("alex",), memorisation=False,
                             device="cpu", realism=settings)
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,9 +82,10 @@ def main(argv: list[str] | None = None) -> None:
         key = f"{row['beat']}/{row['method']}"
         figures[key] = {c: (None if not np.isfinite(row.get(c, np.nan)) else round(float(row[c]), 6))
                         for c in COLUMNS if c in summary}
-    name = "realism_generated_quick" if args.quick else "realism_generated"
+    name = ("realism_generated_quick" if args.quick else "realism_generated") + ("_detail" if args.detail else "")
     save(name, figures)
-    command = "python benchmarks/realism_generated.py" + (" --quick" if args.quick else "")
+    command = "python benchmarks/realism_generated.py" + (" --quick" if args.quick else "") + \
+        (" --detail" if args.detail else "")
     (RESULTS / f"{name}.md").write_text(f"# Realism of generated beats ({command})\n\n"
                                         f"{n_patients} held-out phantom patients (seed 7, realistic), "
                                         f"{Path(pipeline).name}, {args.steps} DDIM steps, "

@@ -38,6 +38,7 @@ import json
 import os
 import time
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
@@ -56,7 +57,7 @@ _METRICS = ("mse", "psnr", "ssim", "lpips_alex", "lpips_vgg", "kp_md")
 
 def _paper_sampling() -> SamplingSettings:
     """Per-frame K2F flows taken as they are (the paper's protocol)."""
-    return SamplingSettings(mode="per_frame", fit_keypoints=False)
+    return SamplingSettings(mode="per_frame", fit_keypoints=False, detail=False)
 
 
 @dataclasses.dataclass
@@ -170,7 +171,8 @@ def _generate(case: _Case, config: SequenceEvalConfig, pipe, pipe_noflow) -> dic
     if pipe is not None and {"kdm", "wo_f2i"} & set(config.methods):
         start = time.perf_counter()
         result = pipe(src, src_kp, tgt_kp, mode="per_frame", k=s.k, num_inference_steps=s.num_inference_steps,
-                      batch_size=s.batch_size, generator=torch.Generator().manual_seed(seed), progress=False)
+                      batch_size=s.batch_size, generator=torch.Generator().manual_seed(seed), progress=False,
+                      detail=s.detail)
         if "kdm" in config.methods:
             out["kdm"] = (result.frames, time.perf_counter() - start)
         if "wo_f2i" in config.methods:  # the same K2F flows, F2I at k = 0: the warp itself
@@ -184,7 +186,7 @@ def _generate(case: _Case, config: SequenceEvalConfig, pipe, pipe_noflow) -> dic
         zeros = np.zeros((len(tgt_kp), 2, h, w), np.float32)
         frames = np.concatenate([
             pipe_noflow.image_pipe(src, tgt_kp[i:i + s.batch_size], zeros[i:i + s.batch_size], k=s.k,
-                                   num_inference_steps=s.num_inference_steps,
+                                   num_inference_steps=s.num_inference_steps, detail=s.detail,
                                    noise=noise.expand(len(tgt_kp[i:i + s.batch_size]), -1, -1, -1))
             for i in range(0, len(tgt_kp), s.batch_size)])
         out["wo_k2f"] = (frames, time.perf_counter() - start)

@@ -236,7 +236,7 @@ def _without_flow(pipeline_noflow, src: np.ndarray, tgt_kp: np.ndarray, sampling
                         generator=generator)
     frames = np.concatenate([
         pipeline_noflow.image_pipe(src, tgt_kp[i:i + batch], zeros[i:i + batch], k=sampling.k,
-                                   num_inference_steps=sampling.num_inference_steps,
+                                   num_inference_steps=sampling.num_inference_steps, detail=sampling.detail,
                                    noise=noise.expand(len(tgt_kp[i:i + batch]), -1, -1, -1))
         for i in range(0, n, batch)])
     return frames.astype(np.float32)
