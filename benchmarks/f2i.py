@@ -17,7 +17,8 @@ Methods (the baselines in the same table):
 - ``KDM paper 200``: 200 DDIM steps, k = 100, the decoded F2I latent (the paper's sampler);
 - ``KDM 25``: 25 steps, k = 12, decoded latent;  ``KDM 25 +detail``: the same with the
   warp-residual detail path (frame = warp + F2I's edit, ``SamplingSettings(detail=True)``);
-- ``KDM fast``: 4 steps, k = 1, detail, F2I on 8 keyframes (``keyframes=8``).
+- ``KDM fast``: 25 steps, k = 3, detail, F2I on 8 keyframes (``keyframes=8``). (k = 1 of 25 starts
+  F2I at t = 0: it returns the warp, so it is not a fast F2I.)
 
 ``--k-curve`` adds LPIPS/SSIM against k (25 steps) with and without the detail path. The timing
 part generates one 32-frame 112×112 loop with the paper's sampler and with each fast setting in
@@ -66,7 +67,7 @@ def _methods(quick: bool, k_curve: bool) -> dict:
                f"KDM paper {paper.num_inference_steps}": paper,
                "KDM 25": SamplingSettings(num_inference_steps=25, k=12, detail=False),
                "KDM 25 +detail": SamplingSettings(num_inference_steps=25, k=12),
-               "KDM fast": SamplingSettings(num_inference_steps=4, k=1, keyframes=8)}
+               "KDM fast": SamplingSettings(num_inference_steps=25, k=3, keyframes=8)}
     if k_curve:
         for k in K_CURVE[1:]:
             methods[f"k={k}/25"] = SamplingSettings(num_inference_steps=25, k=k, detail=False)
@@ -100,8 +101,8 @@ def _timing(pipe, repeats: int, quick: bool) -> dict:
     src, kp = clip.frames[0], clip.keypoints[:33]
     settings = {"paper": dict(num_inference_steps=20 if quick else 200, k=10 if quick else 100, detail=False),
                 "25 steps +detail": dict(num_inference_steps=25, k=12, detail=True),
-                "fast": dict(num_inference_steps=4, k=1, detail=True, keyframes=8, batch_size=32),
-                "fast, every frame": dict(num_inference_steps=4, k=1, detail=True, batch_size=32)}
+                "fast": dict(num_inference_steps=25, k=3, detail=True, keyframes=8, batch_size=32),
+                "fast, every frame": dict(num_inference_steps=25, k=3, detail=True, batch_size=32)}
     times: dict[str, list[float]] = {name: [] for name in settings}
     pipe(src, kp[0], kp[1:3], num_inference_steps=2, k=1, progress=False)  # warm-up
     for _ in range(repeats):
@@ -132,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k-curve", action="store_true", help="LPIPS/SSIM against k, with and without detail")
     parser.add_argument("--repeats", type=int, default=3, help="timing runs per setting (median; default 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="NAME",
+                        help="only these generated methods (the no-edit and TPS baselines always run)")
+    parser.add_argument("--no-timing", action="store_true", help="skip the timing part")
     parser.add_argument("--lpips-backbone", default=None, help="folder with alexnet_features.pth (offline LPIPS)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -144,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}")
     lpips = metrics.get("alex")
     methods = _methods(args.quick, args.k_curve)
+    if args.methods:
+        unknown = sorted(set(args.methods) - set(methods))
+        if unknown:
+            parser.error(f"unknown method(s) {unknown}; choose from {sorted(methods)}")
+        methods = {name: methods[name] for name in args.methods}
     pipes = {"packaged": KDMPipeline.from_pretrained(pretrained_path("kdm_phantom_112"))}
     groups = [("packaged", [_real_case(), *_phantom_cases(patients, "realistic")])]
     if args.classic:
@@ -173,10 +182,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{str(row.get('lpips_alex')):>7} {str(row.get('pop')):>6}")
         for key, value in row.items():
             figures[f"{case.replace(' ', '_')}__{method.replace(' ', '_')}__{key}"] = value
-    timing = _timing(pipes["packaged"], 1 if args.quick else args.repeats, args.quick)
-    print("\none 32-frame 112x112 loop, " + ", ".join(f"{k}: {v:.2f}" for k, v in timing.items()))
-    figures.update(timing)
-    save("f2i_quick" if args.quick else "f2i", figures)
+    if not args.no_timing:
+        timing = _timing(pipes["packaged"], 1 if args.quick else args.repeats, args.quick)
+        print("\none 32-frame 112x112 loop, " + ", ".join(f"{k}: {v:.2f}" for k, v in timing.items()))
+        figures.update(timing)
+    suffix = "_" + "_".join(m.replace(" ", "-").replace("/", "") for m in args.methods) if args.methods else ""
+    save(("f2i_quick" if args.quick else "f2i") + suffix, figures)
     return 0
 
 
