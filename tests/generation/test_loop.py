@@ -25,6 +25,7 @@ from echokdm.generation.motion import (
     transfer_motion,
 )
 from echokdm.generation.settings import SamplingSettings
+from echokdm.geometry.flow import warp
 from echokdm.geometry.keypoints import keypoints_to_mask
 from echokdm.io.nifti import write_label_nifti, write_nifti
 from echokdm.pipelines import KDMOutput
@@ -325,3 +326,24 @@ def test_clip_keypoints_take_the_apex_side_from_the_sector(clip):
     wrong = clip_keypoints(flipped, OracleSegmentation(flipped_truth), smooth_sigma_frames=0.0, apex_direction="up")
     assert np.nanmean(wrong[:, 0, 1]) > np.nanmean(wrong[:, 19, 1])  # forced "up": base and apex swapped
     assert kp[:, 0, 1].mean() < kp[:, 19, 1].mean()  # keypoint 0 at the base, now at the top; 19 at the apex
+
+
+def test_detail_path_keeps_the_sources_own_pixels_at_its_size(pipe, clip):
+    rng = np.random.default_rng(0)
+    big = rng.uniform(0.2, 0.8, (96, 80)).astype(np.float32)  # speckle finer than the pipeline's grid
+    scale = np.array([80 / SIZE, 96 / SIZE])
+    src = (clip.keypoints[0] + 0.5) * scale - 0.5
+    targets = (clip.keypoints[1:4] + 0.5) * scale - 0.5
+    warp_only = SamplingSettings(k=0, num_inference_steps=3)
+    kept = generate_loop(pipe, big, src, targets, fps=16, sampling=warp_only, progress=False, include_source=False)
+    source = torch.from_numpy(big)[None, None].expand(3, -1, -1, -1)
+    expected = warp(source, torch.from_numpy(kept.flows)).clamp(0, 1)[:, 0].numpy()
+    np.testing.assert_allclose(kept.frames, expected, atol=1e-5)  # k = 0: the warp at the source's size
+    blurred = generate_loop(pipe, big, src, targets, fps=16, sampling=warp_only.replace(detail=False),
+                            progress=False, include_source=False)
+    assert np.std(blurred.frames - expected) > 2 * np.std(kept.frames - expected) + 0.02  # resized from 32x32
+    generated = generate_loop(pipe, big, src, targets, fps=16, sampling=SamplingSettings(k=2, num_inference_steps=3),
+                              progress=False, include_source=False)
+    high = lambda x: x - torch.nn.functional.avg_pool2d(torch.from_numpy(x)[:, None], 5, 1, 2)[:, 0].numpy()  # noqa: E731
+    # F2I's edit comes from the 32x32 grid: the fine texture is the warp's
+    assert np.corrcoef(high(generated.frames).ravel(), high(expected).ravel())[0, 1] > 0.8

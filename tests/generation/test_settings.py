@@ -132,3 +132,16 @@ def test_the_cli_declares_the_options_once():
         num_inference_steps=20, k=10, seed=4)
     with pytest.raises(ValueError, match=r"k \(--k\) must be at most num_inference_steps \(--steps\) = 3, got 100"):
         sampling_settings(_parser(SamplingSettings()).parse_args(["--steps", "3"]))
+
+
+def test_detail_and_keyframes_options():
+    args = _parser(SamplingSettings()).parse_args(["--steps", "25", "--k", "3", "--keyframes", "8"])
+    assert sampling_settings(args) == SamplingSettings(num_inference_steps=25, k=3, keyframes=8, detail=True)
+    args = _parser(SamplingSettings(keyframes=8)).parse_args(["--keyframes", "0", "--no-detail"])
+    assert sampling_settings(args, SamplingSettings(keyframes=8)) == SamplingSettings(detail=False)  # 0: every frame
+    assert SamplingSettings(keyframes=8).pipeline_kwargs()["keyframes"] == 8
+    assert SamplingSettings().pipeline_kwargs()["detail"] is True
+    for bad, match in (({"keyframes": 1}, r"keyframes \(--keyframes\) must be an integer >= 2"),
+                       ({"keyframes": 2.5}, "keyframes"), ({"detail": "yes"}, r"detail \(--detail/--no-detail\)")):
+        with pytest.raises(ValueError, match=match):
+            SamplingSettings(**bad)
