@@ -113,29 +113,26 @@ def _stop(start: int, n_frames: int | None) -> int | None:
 def _own_targets(request: LoopRequest, source, seg) -> tuple[np.ndarray, np.ndarray]:
     """``(source keypoints, targets)`` of the clip's own beat from the source frame on."""
     from echokdm.generation.loop import clip_keypoints
-    from echokdm.generation.motion import own_motion
+    from echokdm.generation.motion import own_beat
 
     seq = clip_keypoints(source.cine, seg)
-    stop = _stop(request.frame, request.frames)
-    if not np.isfinite(seq[request.frame]).all() and np.isfinite(source.keypoints).all():
-        return source.keypoints, own_motion(seq, request.frame, stop, src_kp=source.keypoints)
-    targets = own_motion(seq, request.frame, stop)
-    return targets[0], targets
+    return own_beat(seq, request.frame, _stop(request.frame, request.frames), source_keypoints=source.keypoints)
 
 
 def _transfer_targets(request: LoopRequest, source, seg) -> tuple[np.ndarray, float | None, int]:
     """``(targets, fps of the other clip, its ED frame)``."""
     from echokdm.app.clip import open_clip
     from echokdm.generation.loop import clip_keypoints
-    from echokdm.generation.motion import transfer_motion
+    from echokdm.generation.motion import first_end_diastole, transfer_motion
 
     other = open_clip(request.other, segmentation=seg)
-    ed = request.other_ed
-    if ed is None:
-        if not other.ed_frames:
-            raise ValueError(f"{request.other}: no end-diastole found ({other.flags or other.note}); give its ED frame")
-        ed = other.ed_frames[0]
     seq = clip_keypoints(other.cine, seg)
+    ed = request.other_ed
+    if ed is None:  # as echokdm generate --transfer: the first end-diastole of the keypoints that drive the motion
+        try:
+            ed = first_end_diastole(seq, other.fps, str(request.other))
+        except ValueError as err:
+            raise ValueError(f"{err}; give its ED frame") from None
     return transfer_motion(source.keypoints, seq, ed, _stop(ed, request.frames)), other.fps, ed
 
 

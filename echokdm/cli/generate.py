@@ -75,33 +75,26 @@ def _stop(start: int, n_frames: int | None) -> int | None:
 
 
 def _ed_index(keypoints: np.ndarray, fps: float | None, where: str) -> int:
-    """The first end-diastole of a keypoint sequence (largest volume before the first ES)."""
-    from echokdm.geometry.volumes import cardiac_cycle, simpson_volume
+    """The first end-diastole of a keypoint sequence (:func:`echokdm.generation.motion.first_end_diastole`)."""
+    from echokdm.generation.motion import first_end_diastole
 
-    volumes = simpson_volume(keypoints)
-    if np.isfinite(volumes).sum() < 3:
-        raise ValueError(f"{where}: fewer than 3 frames with keypoints; cannot find end-diastole (give --transfer-ed)")
-    cycle = cardiac_cycle(volumes, fps)
-    if len(cycle.ed_frames):
-        return int(cycle.ed_frames[0])
-    return int(np.nanargmax(volumes))
+    try:
+        return first_end_diastole(keypoints, fps, where)
+    except ValueError as err:
+        raise ValueError(f"{err} (give --transfer-ed)") from None
 
 
 def _own(args, source, seg):
     """Own motion from --frame; applied to explicitly given source keypoints when there are some."""
     from echokdm.generation.loop import clip_keypoints
-    from echokdm.generation.motion import own_motion
+    from echokdm.generation.motion import own_beat
 
     seq = _given_sequence(args, source)  # keypoints of every frame given in --keypoints: used as they are
     if seq is None:
         seq = clip_keypoints(source.cine, seg, apex_direction=args.apex_direction)
-    stop = _stop(args.frame, args.frames)
-    own_frame = seq[args.frame]
-    if source.keypoints_source == "given" or args.mask or not np.isfinite(own_frame).all():
-        if np.isfinite(source.keypoints).all():
-            return source.keypoints, own_motion(seq, args.frame, stop, src_kp=source.keypoints), source.fps
-    targets = own_motion(seq, args.frame, stop)  # frames without keypoints interpolated in time
-    return targets[0], targets, source.fps
+    src_kp, targets = own_beat(seq, args.frame, _stop(args.frame, args.frames), source_keypoints=source.keypoints,
+                               prefer_source=source.keypoints_source == "given" or bool(args.mask))
+    return src_kp, targets, source.fps
 
 
 def _given_sequence(args, source):

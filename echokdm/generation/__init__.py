@@ -29,6 +29,8 @@ _LAZY = {
     "SamplingSettings": "settings",
     "DEFAULT_FPS": "settings",
     "own_motion": "motion",
+    "own_beat": "motion",
+    "first_end_diastole": "motion",
     "transfer_motion": "motion",
     "synthetic_motion": "motion",
     "synthetic_volume_curve": "motion",

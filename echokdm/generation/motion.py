@@ -37,8 +37,10 @@ from echokdm.geometry.volumes import long_axis_from_keypoints, simpson_volume
 __all__ = [
     "LONGITUDINAL_SHARE",
     "drag_motion",
+    "first_end_diastole",
     "load_drag_file",
     "load_keypoints_file",
+    "own_beat",
     "own_motion",
     "spread_drag_vectors",
     "synthetic_motion",
@@ -148,6 +150,53 @@ def own_motion(keypoints_sequence: np.ndarray, source_index: int, stop: int | No
     if src_kp is not None:
         return transfer_motion(src_kp, seq, source_index, stop)
     return _frames_from(seq, source_index, stop, "keypoints_sequence", "source_index")
+
+
+def own_beat(keypoints_sequence: np.ndarray, source_index: int, stop: int | None = None, *,
+             source_keypoints: np.ndarray | None = None, prefer_source: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(source keypoints, targets)`` of a clip's own beat from ``source_index``: what ``echokdm
+    generate --own`` and the app use.
+
+    The clip's keypoints are used (:func:`own_motion`, gaps filled in time) unless
+    ``source_keypoints`` (all 40 finite) are given and either ``prefer_source`` (keypoints the user
+    gave, or from a given mask) or the source frame has no keypoints of its own; then the clip's
+    motion is applied to ``source_keypoints``. ``targets[0]`` is the source keypoints.
+
+    Examples
+    --------
+    >>> seq = np.random.default_rng(0).uniform(10, 50, (6, 40, 2)); seq[2] = np.nan
+    >>> given = seq[3].copy()
+    >>> src, targets = own_beat(seq, 2, source_keypoints=given)  # frame 2 has no keypoints: the given ones
+    >>> bool(np.allclose(src, given)), targets.shape
+    (True, (4, 40, 2))
+    >>> src, _ = own_beat(seq, 1, source_keypoints=given)  # frame 1 has its own
+    >>> bool(np.allclose(src, seq[1]))
+    True
+    """
+    seq = _sequence(keypoints_sequence, "keypoints_sequence")
+    _index(source_index, len(seq), "source_index")
+    given = source_keypoints is not None and np.isfinite(np.asarray(source_keypoints, np.float64)).all()
+    if given and (prefer_source or not np.isfinite(seq[source_index]).all()):
+        kp = np.asarray(source_keypoints, np.float32)
+        return kp, own_motion(seq, source_index, stop, src_kp=kp)
+    targets = own_motion(seq, source_index, stop)
+    return targets[0], targets
+
+
+def first_end_diastole(keypoints_sequence: np.ndarray, fps: float | None, where: str = "keypoints_sequence") -> int:
+    """The first end-diastolic frame of a keypoint sequence: the first ED of
+    :func:`~echokdm.geometry.volumes.cardiac_cycle` on its Simpson volumes (physiological limits
+    from ``fps``), else the frame of largest volume. A ValueError naming ``where`` when fewer than 3
+    frames have keypoints."""
+    from echokdm.geometry.volumes import cardiac_cycle, simpson_volume
+
+    volumes = simpson_volume(_sequence(keypoints_sequence, where))
+    if np.isfinite(volumes).sum() < 3:
+        raise ValueError(f"{where}: fewer than 3 frames with keypoints; cannot find end-diastole")
+    cycle = cardiac_cycle(volumes, fps)
+    if len(cycle.ed_frames):
+        return int(cycle.ed_frames[0])
+    return int(np.nanargmax(volumes))
 
 
 def _frames_from(sequence, start, stop, name: str, start_name: str) -> np.ndarray:

@@ -7,8 +7,10 @@ import pytest
 from echokdm.generation.motion import (
     LONGITUDINAL_SHARE,
     drag_motion,
+    first_end_diastole,
     load_drag_file,
     load_keypoints_file,
+    own_beat,
     own_motion,
     spread_drag_vectors,
     synthetic_motion,
@@ -310,3 +312,33 @@ def test_generate_own_starts_from_a_frame_whose_mask_is_broken(tmp_path):
     args.keypoints = str(path)
     src, targets, _ = _own(args, given, None)
     np.testing.assert_allclose(targets, clip.keypoints[5:], atol=1e-4)
+
+
+def test_own_beat_uses_given_keypoints_only_when_asked_or_needed():
+    from echokdm.data.phantom import sample_patient, simulate_clip
+
+    clip = simulate_clip(sample_patient(0, 0), n_frames=20, size=64, fps=25.0)
+    seq = clip.keypoints.astype(np.float64).copy()
+    given = seq[4] + 0.7  # e.g. a traced frame a little off the clip's own
+    src, targets = own_beat(seq, 4, 12, source_keypoints=given)
+    np.testing.assert_allclose(src, seq[4], atol=1e-5)
+    np.testing.assert_allclose(targets, seq[4:12], atol=1e-5)
+    src, targets = own_beat(seq, 4, 12, source_keypoints=given, prefer_source=True)
+    np.testing.assert_allclose(src, given, atol=1e-5)
+    np.testing.assert_allclose(targets[0], given, atol=1e-5)
+    assert targets.shape == (8, 40, 2)
+    seq[4] = np.nan  # the source frame without keypoints: the given ones, moved by the clip's motion
+    src, targets = own_beat(seq, 4, 12, source_keypoints=given)
+    np.testing.assert_allclose(src, given, atol=1e-5)
+    src, _ = own_beat(seq, 4, 12)  # nothing given: interpolated in time
+    assert np.isfinite(src).all()
+
+
+def test_first_end_diastole_of_a_phantom_clip():
+    from echokdm.data.phantom import sample_patient, simulate_clip
+
+    clip = simulate_clip(sample_patient(0, 1), n_beats=2.0, size=64, fps=25.0)
+    ed = first_end_diastole(clip.keypoints, clip.fps)
+    assert abs(ed - int(clip.ed_frames[0])) <= 1
+    with pytest.raises(ValueError, match="my clip: fewer than 3 frames"):
+        first_end_diastole(np.full((5, 40, 2), np.nan), 25.0, "my clip")
