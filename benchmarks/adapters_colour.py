@@ -29,6 +29,9 @@ from pathlib import Path
 from echokdm.evaluation.adapters import SequenceEvalConfig, evaluate_sequences
 from echokdm.generation.settings import SamplingSettings
 
+#: Not run by run_all.py: it needs a procedural manifest and a trained run (the commands above).
+RUN_ALL = False
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -25,6 +25,9 @@ from pathlib import Path
 
 from echokdm.adapters.detector import train_keypoint_detector
 
+#: Not run by run_all.py: it trains the packaged detectors from a manifest given on its command line.
+RUN_ALL = False
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -2,7 +2,8 @@
 
     python benchmarks/run_all.py [--quick] [--device cpu|cuda] [--only NAME ...] [--skip NAME ...]
 
-Every ``benchmarks/<name>.py`` (not this file, not ``_``-prefixed helpers) runs in its own process,
+Every ``benchmarks/<name>.py`` (not this file, not ``_``-prefixed helpers, not a script with a
+``RUN_ALL = False`` line: those need a trained run or data given on their command line) runs in its own process,
 one after the other, with ``--quick`` when given, and with ``--device cuda`` when asked for and the
 script accepts ``--device`` (the others are numpy-only or CPU-only and run as they are). A failing
 benchmark does not stop the others: its exit code and the end of its output are in the summary,
@@ -36,7 +37,8 @@ RESULTS = HERE / "results"
 
 
 def _benchmarks() -> list[Path]:
-    return sorted(p for p in HERE.glob("*.py") if not p.name.startswith("_") and p.name != Path(__file__).name)
+    return sorted(p for p in HERE.glob("*.py") if not p.name.startswith("_") and p.name != Path(__file__).name
+                  and "\nRUN_ALL = False" not in p.read_text(encoding="utf-8"))
 
 
 def _accepts_device(script: Path) -> bool:

@@ -21,6 +21,7 @@ def run_all(tmp_path, monkeypatch):
         "out = {'figures': {'frames_per_s': 12.5, 'argv': sys.argv[1:], 'sweep': [{'steps': 25, 'mse': 0.01}]}}\n"
         "(Path(__file__).parent / 'results' / f'{name}.json').write_text(json.dumps(out))\n")
     (tmp_path / "bad.py").write_text("import sys\nprint('went wrong', file=sys.stderr)\nsys.exit(3)\n")
+    (tmp_path / "trainer.py").write_text("import sys\n\nRUN_ALL = False\nsys.exit(2)\n")  # needs arguments: left out
     namespace = runpy.run_path(str(BENCHMARKS / "run_all.py"))
     main = namespace["main"]
     monkeypatch.setitem(main.__globals__, "HERE", tmp_path)
