@@ -177,10 +177,9 @@ def case_seed(clip_id: str, seed: int) -> int:
 
 
 def _warp_source(source: np.ndarray, flows: np.ndarray) -> np.ndarray:
-    from echokdm.geometry.flow import warp
+    from echokdm.geometry.flow import warp_frame
 
-    src = torch.from_numpy(np.ascontiguousarray(source, np.float32))[None, None].expand(len(flows), -1, -1, -1)
-    return warp(src, torch.from_numpy(np.ascontiguousarray(flows, np.float32))).clamp(0, 1)[:, 0].numpy()
+    return warp_frame(source, flows)
 
 
 def generate_case(case: EvalCase, config: EvaluateConfig, pipeline: Any = None,

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from echokdm.generation.settings import SamplingSettings, sampling_from_keywords
-from echokdm.geometry.flow import warp
+from echokdm.geometry.flow import warp_frame
 from echokdm.geometry.keypoints import N_KEYPOINTS
 from echokdm.geometry.resize import resize_flow, resize_images
 from echokdm.geometry.volumes import simpson_volume
@@ -238,19 +238,11 @@ def _run_pipeline(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.n
     if sampling.detail and tuple(hw) != tuple(size):
         # the detail path at the input size: the full-resolution warp plus F2I's edit at the pipeline's size
         # (generated − the small source warped by the same flows), so a scanner frame keeps its own speckle
-        edit = out.frames - _warp_frames(np.clip(small, 0.0, 1.0), out.flows)
-        frames = np.clip(_warp_frames(frame, flows) + _resize_frames(edit, hw, colour), 0.0, 1.0)
+        edit = out.frames - warp_frame(np.clip(small, 0.0, 1.0), out.flows)
+        frames = np.clip(warp_frame(frame, flows) + _resize_frames(edit, hw, colour), 0.0, 1.0)
     else:
         frames = np.clip(_resize_frames(out.frames, hw, colour), 0.0, 1.0)  # (T, H, W) or (T, H, W, C)
     return frames, flows, out.gammas
-
-
-def _warp_frames(frame: np.ndarray, flows: np.ndarray) -> np.ndarray:
-    """``frame`` ``(H, W)`` or ``(H, W, C)`` warped by each flow ``(T, 2, H, W)`` → ``(T, H, W[, C])``."""
-    source = frame[None] if frame.ndim == 2 else np.moveaxis(frame, -1, 0)  # (C, H, W)
-    batch = np.broadcast_to(source, (len(flows), *source.shape)).astype(np.float32)
-    out = np.clip(warp(batch, np.asarray(flows, dtype=np.float32)), 0.0, 1.0)  # (T, C, H, W)
-    return out[:, 0] if frame.ndim == 2 else np.moveaxis(out, 1, -1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ import numpy as np
 
 from echokdm._lazy import is_tensor
 
-__all__ = ["warp", "flow_to_grid", "transport_keypoints", "compose_flows", "fit_flow_to_keypoints", "check_flow"]
+__all__ = ["warp", "warp_frame", "flow_to_grid", "transport_keypoints", "compose_flows", "fit_flow_to_keypoints",
+           "check_flow"]
 
 _MODES = ("bilinear", "nearest")
 
@@ -102,6 +103,24 @@ def warp(source: Any, flow: Any, *, mode: str = "bilinear") -> Any:
     if is_tensor(source):
         return _warp_torch(source, flow, mode)
     return _warp_numpy(np.asarray(source), np.asarray(flow), mode)
+
+
+def warp_frame(frame: Any, flows: Any) -> np.ndarray:
+    """One frame warped by each of several flows, clipped to [0, 1]: the source of a loop moved by
+    every frame's flow ("w/o F2I", the detail path's warp, the TPS baseline's frames).
+
+    ``frame`` ``(H, W)`` (grayscale) or ``(H, W, C)`` (channels last), ``flows`` ``(T, 2, H, W)``
+    → ``float32`` ``(T, H, W)`` or ``(T, H, W, C)``.
+
+    >>> warp_frame(np.eye(3, dtype=np.float32), np.zeros((2, 2, 3, 3), np.float32)).shape
+    (2, 3, 3)
+    """
+    frame = np.asarray(frame, dtype=np.float32)
+    flows = np.ascontiguousarray(flows, dtype=np.float32)
+    source = frame[None] if frame.ndim == 2 else np.moveaxis(frame, -1, 0)  # (C, H, W)
+    batch = np.ascontiguousarray(np.broadcast_to(source, (len(flows), *source.shape)))
+    out = np.clip(warp(batch, flows), 0.0, 1.0).astype(np.float32)  # (T, C, H, W)
+    return out[:, 0] if frame.ndim == 2 else np.moveaxis(out, 1, -1)
 
 
 def _warp_numpy(source: np.ndarray, flow: np.ndarray, mode: str) -> np.ndarray:

@@ -40,7 +40,7 @@ from diffusers.utils import logging as diffusers_logging
 from diffusers.utils.torch_utils import randn_tensor
 
 from echokdm.adapters import DEFAULT_ADAPTER, get_adapter
-from echokdm.geometry.flow import fit_flow_to_keypoints, warp
+from echokdm.geometry.flow import fit_flow_to_keypoints, warp, warp_frame
 from echokdm.models.conditions import batch_to_frames, f2i_condition, frame_shape, frames_to_batch, k2f_condition
 from echokdm.models.kdm import ConditionalUNet, decode_flow
 from echokdm.pipelines.layout import (
@@ -462,9 +462,7 @@ class KDMPipeline(_FolderPipeline):
         index = np.unique(np.round(np.linspace(0, n - 1, int(keyframes))).astype(int))
         generated = self._frames(src, targets[index], flows[index], k, generator, shared_noise, batch_size, steps,
                                  options)
-        flow_t = torch.as_tensor(flows).float()
-        warped = batch_to_frames(warp(_as_batch(src, "cpu", self.vae.config.in_channels).expand(n, -1, -1, -1),
-                                      flow_t).clamp(0, 1))  # (T, H, W[, C])
+        warped = warp_frame(src, flows)  # (T, H, W[, C]), as F2I's own warp
         edits = generated - warped[index]
         position = np.interp(np.arange(n), index, np.arange(len(index)))  # fractional keyframe index per frame
         lo = np.floor(position).astype(int)
