@@ -35,6 +35,20 @@ def load_named(specs: list[str], default: str, load: Callable[[str], object], op
     return loaded
 
 
+def alex_lpips(backbone: str | None) -> Callable | None:
+    """LPIPS-Alex (``lpips(a, b) -> (n,)``), or None offline without a local backbone; the reason is printed."""
+    import warnings
+
+    from echokdm.metrics.lpips import lpips_metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metrics, note = lpips_metrics(("alex",), backbone=backbone)
+    if note:
+        print(f"note: {note}")
+    return metrics.get("alex")
+
+
 def save(name: str, figures: dict) -> Path:
     """Print ``figures`` and save them with machine facts to ``benchmarks/results/<name>.json``."""
     import os

@@ -32,29 +32,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import save
-from kdm_real import _real_case
+from _common import alex_lpips, save
+from kdm_real import HELD_OUT_SEED, _phantom_cases, _real_case
 
-HELD_OUT_SEED = 7
 K_CURVE = (0, 1, 3, 6, 12, 25)
-
-
-def _phantom_cases(n: int, style: str):
-    from echokdm.data.phantom import sample_patient, simulate_clip
-
-    rng = np.random.default_rng(HELD_OUT_SEED)
-    for i in range(n):
-        clip = simulate_clip(sample_patient(rng, i, style=style), n_beats=1.0, fps=25.0, size=112,
-                             seed=HELD_OUT_SEED + i)
-        ed = int(clip.ed_frames[0]) if len(clip.ed_frames) else 0
-        yield {"name": f"{style} phantom", "frames": clip.frames[ed:], "keypoints": clip.keypoints[ed:],
-               "fps": clip.fps, "fan": clip.fan_mask}
 
 
 def _methods(quick: bool, k_curve: bool) -> dict:
@@ -121,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from echokdm.metrics.consistency import pop_ratio
     from echokdm.metrics.image import mse, ssim
-    from echokdm.metrics.lpips import lpips_metrics
     from echokdm.pipelines import KDMPipeline
     from echokdm.pretrained import pretrained_path
 
@@ -141,12 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     seeds = args.seeds[:1] if args.quick else args.seeds
     patients = 1 if args.quick else args.patients
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        metrics, note = lpips_metrics(("alex",), backbone=args.lpips_backbone)
-    if note:
-        print(f"note: {note}")
-    lpips = metrics.get("alex")
+    lpips = alex_lpips(args.lpips_backbone)
     methods = _methods(args.quick, args.k_curve)
     if args.methods:
         unknown = sorted(set(args.methods) - set(methods))

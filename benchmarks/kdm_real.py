@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_named, save
+from _common import alex_lpips, load_named, save
 
 HELD_OUT_SEED = 7
 
@@ -53,15 +53,16 @@ def _real_case():
             "fan": fan}
 
 
-def _phantom_cases(n: int):
+def _phantom_cases(n: int, style: str = "realistic"):
+    """Held-out phantom patients (seed 7) of ``style``, from their first ED frame, exact keypoints."""
     from echokdm.data.phantom import sample_patient, simulate_clip
 
     rng = np.random.default_rng(HELD_OUT_SEED)
     for i in range(n):
-        clip = simulate_clip(sample_patient(rng, i, style="realistic"), n_beats=1.0, fps=25.0, size=112,
+        clip = simulate_clip(sample_patient(rng, i, style=style), n_beats=1.0, fps=25.0, size=112,
                              seed=HELD_OUT_SEED + i)
         ed = int(clip.ed_frames[0]) if len(clip.ed_frames) else 0
-        yield {"name": "realistic phantom", "frames": clip.frames[ed:], "keypoints": clip.keypoints[ed:],
+        yield {"name": f"{style} phantom", "frames": clip.frames[ed:], "keypoints": clip.keypoints[ed:],
                "fps": clip.fps, "fan": clip.fan_mask}
 
 
@@ -85,7 +86,6 @@ def _predictions(case, pipelines: dict, seeds: list[int], steps: int, k: int):
 
 def main(argv: list[str] | None = None) -> int:
     from echokdm.metrics.image import mse, ssim
-    from echokdm.metrics.lpips import lpips_metrics
     from echokdm.pipelines import KDMPipeline
     from echokdm.pretrained import pretrained_path
 
@@ -99,12 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     pipelines = load_named(args.pipeline, f"packaged={pretrained_path('kdm_phantom_112')}",
                            KDMPipeline.from_pretrained, "--pipeline")
     seeds, steps, k = ([0], 20, 10) if args.quick else ([0, 1, 2], 50, 25)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        metrics, note = lpips_metrics(("alex",), backbone=args.lpips_backbone)
-    if note:
-        print(f"note: {note}")
-    lpips = metrics.get("alex")
+    lpips = alex_lpips(args.lpips_backbone)
     cases = [_real_case(), *_phantom_cases(1 if args.quick else args.patients)]
     scores: dict[tuple[str, str], dict[str, list[float]]] = {}
     for case in cases:
