@@ -44,7 +44,7 @@ def main() -> None:
     p.add_argument("--eval-dir", default="/tmp/echokdm_adapters_colour",
                    help="where the evaluation folder (per-frame CSV, generated frames) goes")
     args = p.parse_args()
-    sampling = SamplingSettings(mode="per_frame", fit_keypoints=False, num_inference_steps=args.steps, k=args.k)
+    sampling = SamplingSettings.paper(mode="per_frame", fit_keypoints=False, num_inference_steps=args.steps, k=args.k)
     config = SequenceEvalConfig(split="test", max_targets=8, sampling=sampling, detector="heatmap")
     start = time.perf_counter()
     folder = Path(args.eval_dir) / args.kind

@@ -46,18 +46,17 @@ K_CURVE = (0, 1, 3, 6, 12, 25)
 def _methods(quick: bool, k_curve: bool) -> dict:
     from echokdm.generation import SamplingSettings
 
-    paper = SamplingSettings(num_inference_steps=20, k=10, detail=False) if quick else \
-        SamplingSettings(num_inference_steps=200, k=100, detail=False)
+    paper = SamplingSettings.paper(num_inference_steps=20, k=10) if quick else SamplingSettings.paper()
     methods = {"w/o F2I": SamplingSettings(num_inference_steps=25, k=0),
                "w/o F2I, 4 K2F steps": SamplingSettings(num_inference_steps=4, k=0),
                f"KDM paper {paper.num_inference_steps}": paper,
-               "KDM 25": SamplingSettings(num_inference_steps=25, k=12, detail=False),
-               "KDM 25 +detail": SamplingSettings(num_inference_steps=25, k=12),
+               "KDM 25": SamplingSettings(num_inference_steps=25, k=12, detail=False, keyframes=None),
+               "KDM 25 +detail": SamplingSettings(num_inference_steps=25, k=12, keyframes=None),
                "KDM fast": SamplingSettings(num_inference_steps=25, k=3, keyframes=8)}
     if k_curve:
         for k in K_CURVE[1:]:
-            methods[f"k={k}/25"] = SamplingSettings(num_inference_steps=25, k=k, detail=False)
-            methods[f"k={k}/25 +detail"] = SamplingSettings(num_inference_steps=25, k=k)
+            methods[f"k={k}/25"] = SamplingSettings(num_inference_steps=25, k=k, detail=False, keyframes=None)
+            methods[f"k={k}/25 +detail"] = SamplingSettings(num_inference_steps=25, k=k, keyframes=None)
     return methods
 
 

@@ -78,7 +78,7 @@ def _predictions(case, pipelines: dict, seeds: list[int], steps: int, k: int):
         out[name] = []
         for seed in seeds:
             loop = generate_loop(pipe, src, kp[0], kp, fps=case["fps"],
-                                 sampling=SamplingSettings(k=k, num_inference_steps=steps, seed=seed),
+                                 sampling=SamplingSettings.paper(k=k, num_inference_steps=steps, seed=seed),
                                  fan_mask=case["fan"], progress=False, motion="own")
             out[name].append(loop.frames[1:])
     return out

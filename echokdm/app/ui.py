@@ -155,7 +155,7 @@ def sampling_from(steps: int, k: int, seed: int, quick: bool):
     from echokdm.generation.settings import SamplingSettings
 
     if quick:
-        steps, k = 10, 5
+        steps, k = 10, 1
     return SamplingSettings(num_inference_steps=int(steps), k=int(min(k, steps)), seed=int(seed))
 
 
@@ -367,9 +367,9 @@ def build_app(pipeline: str = "kdm_phantom_112", segmentation: str | None = "seg
                                          label="Dragged keypoints (px; edit freely)", interactive=True,
                                          elem_id="drags", datatype="number")
                     with gr.Row():
-                        quick = gr.Checkbox(False, label="Quick preview (10 DDIM steps, k = 5)", elem_id="quick")
-                        steps = gr.Number(200, label="DDIM steps", precision=0, elem_id="steps")
-                        k = gr.Number(100, label="k (F2I start step)", precision=0, elem_id="k")
+                        quick = gr.Checkbox(False, label="Quick preview (10 DDIM steps, k = 1)", elem_id="quick")
+                        steps = gr.Number(25, label="DDIM steps (paper: 200)", precision=0, elem_id="steps")
+                        k = gr.Number(3, label="k (F2I start step; paper: 100)", precision=0, elem_id="k")
                         seed = gr.Number(0, label="Seed", precision=0)
                     generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Row():

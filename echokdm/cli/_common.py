@@ -94,15 +94,16 @@ def _dest(name: str) -> str:
 def add_sampling_options(p: argparse.ArgumentParser, defaults=None, *, names: tuple[str, ...] = tuple(SAMPLING_OPTIONS),
                          helps: dict[str, str] | None = None) -> None:
     """Declare the sampling options of a command, the same for every command: ``--mode``, ``--steps``,
-    ``--k``, ``--seed``, ``--batch-size`` and ``--fit-keypoints/--no-fit-keypoints``.
+    ``--k``, ``--seed``, ``--batch-size``, ``--fit-keypoints/--no-fit-keypoints``,
+    ``--detail/--no-detail``, ``--keyframes`` and (with ``--steps``) ``--paper-sampler``.
 
     Parameters
     ----------
     p : argparse.ArgumentParser
     defaults : SamplingSettings, optional
-        The command's settings, the options' defaults (and their help's). ``None``: every option
-        defaults to ``None``, i.e. keeps the settings the command starts from (see
-        :func:`sampling_settings`; the demo's ``--quick`` has its own).
+        The command's settings, shown as the options' defaults in their help. Every option's
+        argparse default is ``None`` (not given), so that :func:`sampling_settings` applies only
+        what was given over the command's settings (or over the paper's with ``--paper-sampler``).
     names : tuple of str
         The :class:`~echokdm.generation.settings.SamplingSettings` fields to declare (all by default).
     helps : dict, optional
@@ -114,8 +115,8 @@ def add_sampling_options(p: argparse.ArgumentParser, defaults=None, *, names: tu
     types = {"num_inference_steps": int, "k": int, "seed": int, "batch_size": int, "keyframes": int}
     for name in names:
         default = None if defaults is None else getattr(defaults, name)
-        shown = "" if defaults is None else " (default: %(default)s)"
-        kwargs = {"dest": _dest(name), "default": default}
+        shown = "" if defaults is None else f" (default: {default})"
+        kwargs = {"dest": _dest(name), "default": None}
         if name in ("fit_keypoints", "detail"):
             kwargs["action"] = argparse.BooleanOptionalAction
             option = SAMPLING_OPTIONS[name]
@@ -128,11 +129,17 @@ def add_sampling_options(p: argparse.ArgumentParser, defaults=None, *, names: tu
         else:
             kwargs["type"] = types[name]
         p.add_argument(SAMPLING_OPTIONS[name], help=texts[name] + shown, **kwargs)
+    if "num_inference_steps" in names:
+        p.add_argument("--paper-sampler", action="store_true",
+                       help="the paper's sampler (200 DDIM steps, k = 100 on every frame, no detail path; 16x "
+                            "slower than the default and farther from real frames, measured); the other options "
+                            "given still apply over it")
 
 
 def sampling_settings(args: argparse.Namespace, base=None):
     """The :class:`~echokdm.generation.settings.SamplingSettings` of a command: ``base`` (default
-    ``SamplingSettings()``) with the options of :func:`add_sampling_options` that are set (not ``None``).
+    ``SamplingSettings()``), or the paper's sampler over it with ``--paper-sampler``, with the options of
+    :func:`add_sampling_options` that are set (not ``None``).
 
     Raises
     ------
@@ -142,6 +149,9 @@ def sampling_settings(args: argparse.Namespace, base=None):
     from echokdm.generation.settings import SamplingSettings
 
     base = base or SamplingSettings()
+    if getattr(args, "paper_sampler", False):
+        base = SamplingSettings.paper(mode=base.mode, seed=base.seed, batch_size=base.batch_size,
+                                      fit_keypoints=base.fit_keypoints)
     given = {name: getattr(args, _dest(name)) for name in SAMPLING_OPTIONS
              if getattr(args, _dest(name), None) is not None}
     if given.get("keyframes") == 0:  # --keyframes 0: F2I on every frame

@@ -16,8 +16,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = DemoSettings.quick() if args.quick else DemoSettings()
     if args.patients is not None:
         settings.n_patients = args.patients
-    if args.steps is not None:  # k follows: half the steps
-        settings.sampling = settings.sampling.replace(num_inference_steps=args.steps, k=args.steps // 2)
+    if args.steps is not None and args.k is None and not args.paper_sampler:  # k stays, at most the steps
+        settings.sampling = settings.sampling.replace(num_inference_steps=args.steps,
+                                                      k=min(settings.sampling.k, args.steps))
     settings.sampling = sampling_settings(args, settings.sampling)  # and what else was given
     models = {}
     if args.pipeline or args.segmentation:  # resolved in main(); the other one stays the packaged demo model
@@ -40,10 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "target vs re-measured) and a summary figure. A few minutes on a laptop CPU.")
     p.add_argument("--out", default="echokdm-demo", help="output folder (default: %(default)s)")
     p.add_argument("--patients", type=int, default=None, help="held-out phantom patients (default 3)")
-    add_sampling_options(p, None, names=("num_inference_steps", "seed"), helps={
-        "num_inference_steps": "DDIM steps (default 200, the paper's; 20 with --quick; k = steps / 2)",
+    add_sampling_options(p, None, names=("num_inference_steps", "k", "keyframes", "seed"), helps={
+        "num_inference_steps": "DDIM steps (default 25; the paper's sampler: --paper-sampler)",
+        "k": "F2I start step of --steps, 0 = warp only (default 3)",
+        "keyframes": "F2I on N evenly spaced frames, its edit interpolated between them; 0 = every frame "
+                     "(default 8)",
         "seed": "random seed, a non-negative integer (default 0)"})
-    p.add_argument("--quick", action="store_true", help="1 patient, 20 DDIM steps (a smoke run for CI)")
+    p.add_argument("--quick", action="store_true", help="1 patient (a smoke run for CI)")
     p.add_argument("--train", action="store_true",
                    help="retrain the demo checkpoints from scratch on the realistic phantom first (about an hour "
                         "on a 2-core CPU)")

@@ -56,8 +56,8 @@ _METRICS = ("mse", "psnr", "ssim", "lpips_alex", "lpips_vgg", "kp_md")
 
 
 def _paper_sampling() -> SamplingSettings:
-    """Per-frame K2F flows taken as they are (the paper's protocol)."""
-    return SamplingSettings(mode="per_frame", fit_keypoints=False, detail=False)
+    """Per-frame K2F flows taken as they are, with the paper's sampler (the paper's protocol)."""
+    return SamplingSettings.paper(mode="per_frame", fit_keypoints=False)
 
 
 @dataclasses.dataclass

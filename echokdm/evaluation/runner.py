@@ -75,9 +75,9 @@ def table3_sampling() -> SamplingSettings:
     target frame (``per_frame``: every evaluated target has its own keypoints, where generate and
     synthesize make a whole beat from one flow scaled by γ) and K2F's flows as they are
     (``fit_keypoints=False``) and F2I's decoded latent without the warp-residual detail path
-    (``detail=False``): the paper's KDM; the other settings are :class:`SamplingSettings`'
-    defaults (200 DDIM steps, k = 100, seed 0, batch 16)."""
-    return SamplingSettings(mode="per_frame", fit_keypoints=False, detail=False)
+    (``detail=False``) on every frame: the paper's KDM, with its sampler
+    (:meth:`SamplingSettings.paper`: 200 DDIM steps, k = 100; seed 0, batch 16)."""
+    return SamplingSettings.paper(mode="per_frame", fit_keypoints=False)
 
 
 @with_deprecated_fields

@@ -92,7 +92,8 @@ def test_drag_table_and_requests():
     with pytest.raises(ValueError, match="EF must be"):
         LoopRequest(motion="synthetic", ef=120)
     quick = sampling_from(200, 100, 0, quick=True)
-    assert (quick.num_inference_steps, quick.k) == (10, 5)
+    assert (quick.num_inference_steps, quick.k) == (10, 1)
+    assert (quick.keyframes, quick.detail) == (8, True)  # the defaults' fast sampler
     assert sampling_from(4, 9, 1, quick=False).k == 4
 
 

@@ -23,16 +23,22 @@ from _tiny_kdm import SIZE, tiny_pipeline
 
 def test_defaults_are_one_set():
     s = SamplingSettings()
-    assert dataclasses.asdict(s) == {"mode": "gamma", "k": 100, "num_inference_steps": 200, "seed": 0,
+    # the fast sampler measured best (benchmarks/f2i.py): 25 steps, k = 3 on 8 keyframes, detail path
+    assert dataclasses.asdict(s) == {"mode": "gamma", "k": 3, "num_inference_steps": 25, "seed": 0,
                                      "batch_size": 16, "fit_keypoints": True, "detail": True,
-                                     "keyframes": None}
+                                     "keyframes": 8}
     assert DEFAULT_FPS == 50.0
-    assert s.pipeline_kwargs() == {"mode": "gamma", "k": 100, "num_inference_steps": 200, "batch_size": 16,
-                                   "fit_keypoints": True, "detail": True, "keyframes": None}
+    assert s.pipeline_kwargs() == {"mode": "gamma", "k": 3, "num_inference_steps": 25, "batch_size": 16,
+                                   "fit_keypoints": True, "detail": True, "keyframes": 8}
+    # the paper's sampler stays available
+    paper = SamplingSettings.paper()
+    assert (paper.num_inference_steps, paper.k, paper.detail, paper.keyframes) == (200, 100, False, None)
+    assert SamplingSettings.paper(seed=3, mode="per_frame").replace(seed=0) == paper.replace(mode="per_frame")
     # the paper's Table 3 protocol differs on purpose, and only where it says so
-    assert table3_sampling() == SamplingSettings(mode="per_frame", fit_keypoints=False, detail=False)
+    assert table3_sampling() == SamplingSettings(mode="per_frame", fit_keypoints=False, detail=False, k=100,
+                                                 num_inference_steps=200, keyframes=None)
     assert EvaluateConfig().sampling == table3_sampling() and DemoSettings().sampling == SamplingSettings()
-    assert DemoSettings.quick().sampling == SamplingSettings(num_inference_steps=20, k=10)
+    assert DemoSettings.quick().sampling == SamplingSettings()
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -119,27 +125,42 @@ def test_the_cli_declares_the_options_once():
         flags = {a.option_strings[0]: a for a in commands[name]._actions if a.option_strings}
         for field, flag in SAMPLING_OPTIONS.items():
             assert flag in flags, (name, flag)
-            assert flags[flag].default == getattr(defaults, field), (name, flag)
+            assert flags[flag].default is None, (name, flag)  # not given: the command's own settings
+            shown = getattr(defaults, field)
+            if field not in ("fit_keypoints", "detail"):
+                text = "every frame" if field == "keyframes" and shown is None else shown
+                assert f"(default: {text})" in flags[flag].help, (name, flag)
+        assert "--paper-sampler" in flags
         assert "--no-fit-keypoints" in flags["--fit-keypoints"].option_strings
     args = _parser(table3_sampling()).parse_args(["--steps", "20", "--k", "5", "--fit-keypoints", "--seed", "3"])
-    assert sampling_settings(args) == table3_sampling().replace(num_inference_steps=20, k=5, fit_keypoints=True,
-                                                                seed=3)
+    assert sampling_settings(args, table3_sampling()) == table3_sampling().replace(
+        num_inference_steps=20, k=5, fit_keypoints=True, seed=3)
     args = _parser(SamplingSettings()).parse_args(["--no-fit-keypoints", "--mode", "per_frame", "--batch-size", "2"])
     assert sampling_settings(args) == SamplingSettings(fit_keypoints=False, mode="per_frame", batch_size=2)
     # without defaults, an option not given keeps the command's own settings (the demo's --quick)
     args = _parser(None).parse_args(["--seed", "4"])
     assert sampling_settings(args, SamplingSettings(num_inference_steps=20, k=10)) == SamplingSettings(
         num_inference_steps=20, k=10, seed=4)
-    with pytest.raises(ValueError, match=r"k \(--k\) must be at most num_inference_steps \(--steps\) = 3, got 100"):
-        sampling_settings(_parser(SamplingSettings()).parse_args(["--steps", "3"]))
+    with pytest.raises(ValueError, match=r"k \(--k\) must be at most num_inference_steps \(--steps\) = 2, got 3"):
+        sampling_settings(_parser(SamplingSettings()).parse_args(["--steps", "2"]))
+
+
+def test_paper_sampler_option():
+    parser = _parser(SamplingSettings())
+    assert sampling_settings(parser.parse_args(["--paper-sampler"])) == SamplingSettings.paper()
+    # options given still apply over it; the command's base keeps its mode and keypoint fitting
+    args = parser.parse_args(["--paper-sampler", "--steps", "50", "--k", "20", "--seed", "5"])
+    assert sampling_settings(args) == SamplingSettings.paper(num_inference_steps=50, k=20, seed=5)
+    assert sampling_settings(parser.parse_args(["--paper-sampler"]), table3_sampling()) == table3_sampling()
+    assert sampling_settings(parser.parse_args([])) == SamplingSettings()
 
 
 def test_detail_and_keyframes_options():
-    args = _parser(SamplingSettings()).parse_args(["--steps", "25", "--k", "3", "--keyframes", "8"])
-    assert sampling_settings(args) == SamplingSettings(num_inference_steps=25, k=3, keyframes=8, detail=True)
-    args = _parser(SamplingSettings(keyframes=8)).parse_args(["--keyframes", "0", "--no-detail"])
-    assert sampling_settings(args, SamplingSettings(keyframes=8)) == SamplingSettings(detail=False)  # 0: every frame
-    assert SamplingSettings(keyframes=8).pipeline_kwargs()["keyframes"] == 8
+    args = _parser(SamplingSettings()).parse_args(["--steps", "50", "--k", "10", "--keyframes", "4"])
+    assert sampling_settings(args) == SamplingSettings(num_inference_steps=50, k=10, keyframes=4, detail=True)
+    args = _parser(SamplingSettings()).parse_args(["--keyframes", "0", "--no-detail"])
+    assert sampling_settings(args) == SamplingSettings(detail=False, keyframes=None)  # 0: every frame
+    assert SamplingSettings(keyframes=4).pipeline_kwargs()["keyframes"] == 4
     assert SamplingSettings().pipeline_kwargs()["detail"] is True
     for bad, match in (({"keyframes": 1}, r"keyframes \(--keyframes\) must be an integer >= 2"),
                        ({"keyframes": 2.5}, "keyframes"), ({"detail": "yes"}, r"detail \(--detail/--no-detail\)")):
