@@ -30,6 +30,7 @@ from echokdm.cli import (
     segment,
     synthesize,
     train,
+    utility,
 )
 from echokdm.cli._common import check_output_folder, command_name, os_error_line, output_folders, resolve_models
 
@@ -37,8 +38,8 @@ __all__ = ["COMMANDS", "build_parser", "check_output_folder", "main"]
 
 #: The command modules, in the order of ``echokdm --help`` (``keypoints`` adds ``keypoints`` and ``ef``;
 #: ``train`` adds ``train seg``, ``kdm``, ``autoencoder`` and ``flow``).
-COMMANDS = (demo, manifest, phantom, train, segment, keypoints, flow, evaluate, generate, synthesize, procedural,
-            info, preview, app)
+COMMANDS = (demo, manifest, phantom, train, segment, keypoints, flow, evaluate, generate, synthesize, utility,
+            procedural, info, preview, app)
 
 
 def _packaged_names() -> list[str]:

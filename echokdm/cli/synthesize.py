@@ -65,11 +65,15 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         sampling=sampling_settings(args), segmentation=segmentation, training_manifest=args.training_manifest,
         include_source=not args.no_source_frame, ef_attempts=args.ef_attempts, fan_mask=not args.no_fan_mask,
         memorisation_frames=args.memorisation_frames, device=args.device,
-        overwrite=args.overwrite, progress=not args.no_progress)
+        overwrite=args.overwrite, progress=not args.no_progress, privacy_filter=args.privacy_filter)
     if result is None:  # a launched process whose loops are made: the main one writes and reports
         return 0
     for line in result.summary_lines():
         print(line)
+    if args.privacy_filter:
+        print(result.privacy.summary_line())
+        for row in result.privacy.table[result.privacy.table["dropped"]].itertuples(index=False):
+            print(f"  dropped {row.loop}: nearest training patient {row.nearest_patient_id} at {row.distance:.4g}")
     for item, reason in result.skipped.itertuples(index=False):
         print(f"  skipped {item}: {reason}")
     print(f"cohort: {result.out}")
@@ -134,6 +138,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="keep the source pixels outside the ultrasound fan (default: set to 0 in every loop, so "
                         "burned-in text never reaches the cohort; sources marked BurnedInAnnotation YES are then "
                         "skipped)")
+    p.add_argument("--privacy-filter", action="store_true",
+                   help="drop the loops closer to a training patient (other than their source) than 95 %% of real "
+                        "held-out patients are, in an identity feature space; listed in privacy_dropped.csv")
     p.add_argument("--no-source-frame", action="store_true",
                    help="make every frame with the model (default: frame 0 of each loop is the real source frame)")
     add_sampling_options(p, SamplingSettings(), names=("seed",),

@@ -28,6 +28,7 @@ _LAZY = {
     "dice_scores": "segmentation_training",
     "train_segmentation": "segmentation_training",
     "segment_manifest": "segmentation_training",
+    "EFRegressionNet": "ef_regression",
 }
 
 __all__ = list(_LAZY)

@@ -16,6 +16,7 @@ _LAZY = {
     "METHOD_LABELS": "runner", "generate_case": "runner", "score_case": "runner",
     "summarise_frames": "runner", "EvalCase": "cases", "load_case": "cases", "choose_frames": "cases",
     "evaluate_folders": "folders", "pair_folders": "folders", "write_plots": "plots",
+    "run_utility": "utility", "UtilitySettings": "utility",
 }
 
 __all__ = list(_LAZY)

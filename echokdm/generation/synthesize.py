@@ -110,7 +110,7 @@ _REFERENCE_COLUMNS = ("EF", "ef", "ef_reference", "ef_target")  # tried in order
 _EF_STREAM, _HEART_RATE_STREAM, _NOISE_STREAM = 0, 1, 2
 _SPLITS = ("train", "val", "test", "all")
 _OWN_FILES = ("cohort.csv", "memorisation.csv", "skipped.csv", "memorisation.png", "ef_distribution.png",
-              "settings.json")
+              "settings.json", "privacy_dropped.csv", "privacy_filter.csv")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -650,7 +650,7 @@ def synthesize_cohort(
     n_beats: float = 1.0, sampling: SamplingSettings | None = None, segmentation=None,
     training_manifest: str | os.PathLike | None = None, include_source: bool = True, ef_attempts: int = 3,
     fan_mask: bool = True, memorisation_frames: int = 2000, device: str | None = None, overwrite: bool = False,
-    progress: bool = True, **deprecated: Any,
+    progress: bool = True, privacy_filter: bool = False, **deprecated: Any,
 ) -> SynthesisResult:
     """Generate a synthetic cohort of ``n_loops`` KDM loops in the EchoNet-Dynamic layout.
 
@@ -706,6 +706,9 @@ def synthesize_cohort(
         Replace existing outputs; otherwise any existing one raises before anything is generated.
     progress : bool
         Progress bars (one over the loops).
+    privacy_filter : bool
+        Drop (and list in ``privacy_dropped.csv``) loops closer to a training patient than real held-out
+        patients are (:func:`~echokdm.generation.privacy_filter.filter_cohort`).
     **deprecated
         The old separate settings (``seed``, ``mode``, ``k``, ``num_inference_steps``,
         ``batch_size``, ``fit_keypoints``): mapped onto ``sampling`` with a FutureWarning (for one
@@ -736,8 +739,18 @@ def synthesize_cohort(
                          split=split, ef_range=ef_range, heart_rate_range=heart_rate_range,
                          memorisation_frames=budget, fan_mask=bool(fan_mask))
     models = (pipeline, segmentation, device)
-    return _make_cohort(out, Path(manifest), models, split, training_manifest, plan, reference, budget, settings,
-                        fan_mask=bool(fan_mask), progress=progress, overwrite=overwrite)
+    result = _make_cohort(out, Path(manifest), models, split, training_manifest, plan, reference, budget, settings,
+                          fan_mask=bool(fan_mask), progress=progress, overwrite=overwrite)
+    return _privacy_filtered(result, manifest, training_manifest, overwrite) if privacy_filter else result
+
+
+def _privacy_filtered(result: SynthesisResult | None, manifest, training_manifest, overwrite: bool):
+    """``result`` after the privacy filter (:func:`~echokdm.generation.privacy_filter.apply_to_result`)."""
+    if result is not None:
+        from echokdm.generation.privacy_filter import apply_to_result
+
+        apply_to_result(result, manifest, training_manifest, overwrite=overwrite)
+    return result
 
 
 def _load_segmentation(segmentation):
