@@ -1,0 +1,138 @@
+r"""Does the synthetic cohort train models? ``echokdm utility`` on realistic phantom patients (issue 21).
+
+Held-out realistic phantom patients (seed 1000, never seen by the packaged checkpoints) stand in for
+real ones: the first half of them is the real training pool, the second half the test patients. A
+synthetic cohort is generated from the pool's clips with the packaged ``kdm_phantom_112`` and the
+fast sampler (25 DDIM steps, F2I from k = 3 on 8 keyframes), EF re-measured by ``seg_phantom_112``.
+Then
+
+* the identity features of the privacy filter: the AUC of same-patient against different-patient
+  distances between the two halves of each real clip, for ``normalised`` and ``pixels``, and, with
+  each feature, the fraction of the genuinely generated loops the filter drops and whether it drops
+  a planted copy of a training clip;
+* :func:`echokdm.evaluation.utility.run_utility` with the privacy filter: segmentation (Dice, EF MAE
+  from its masks) and EF regression (MAE, R²) trained on real, synthetic and both, at several numbers
+  of real patients and seeds, on the test patients.
+
+    python benchmarks/utility.py                  # 16 patients (8 + 8), 32 loops, 2 4 8 x 3 seeds: hours on 2 cores
+    python benchmarks/utility.py --quick          # 6 patients, 3 loops, tiny models: under 2 min (CI)
+    python benchmarks/utility.py --patients 8 --loops 8 --seeds 0 --real-patients 2 4   # a small run
+
+Writes ``benchmarks/results/utility[_quick].json`` and the run folder ``benchmarks/results/utility[_quick]/``
+(``utility.csv``, ``summary.md``, ``plots/utility.png``); the run resumes when started again with the
+same arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, save
+
+
+def _real_cohort(work: Path, n_patients: int, quick: bool) -> Path:
+    """Realistic phantom patients; the first half the training pool (train), the rest the test split."""
+    from echokdm.data.manifest import load_manifest, write_manifest
+    from echokdm.data.phantom.export import write_cohort
+
+    manifest = work / "real" / "manifest.csv"
+    if not manifest.exists():
+        short = {"fps": 25.0, "n_beats": 1.2} if quick else {}  # fewer frames to segment in the smoke run
+        write_cohort(work / "real", n_patients, "echonet", seed=1000, style="realistic", progress=False, **short)
+    table = load_manifest(manifest)
+    table["split"] = ["train" if i < n_patients // 2 else "test" for i in range(len(table))]
+    return write_manifest(table, work / "real.csv", overwrite=True)
+
+
+def _synthetic_cohort(work: Path, real: Path, n_loops: int, quick: bool) -> Path:
+    from echokdm.data.manifest import scan_folder, write_manifest
+    from echokdm.generation.settings import SamplingSettings
+    from echokdm.generation.synthesize import synthesize_cohort
+    from echokdm.pretrained import pretrained_path
+
+    out = work / "synthetic"
+    if not (out / "cohort.csv").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        sampling = SamplingSettings(num_inference_steps=10 if quick else 25, k=2 if quick else 3, keyframes=4 if quick
+                                    else 8, seed=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            synthesize_cohort(real, pretrained_path("kdm_phantom_112"), out, n_loops=n_loops, split="train",
+                              sampling=sampling, segmentation=pretrained_path("seg_phantom_112"),
+                              ef_attempts=1 if quick else 3, memorisation_frames=200, progress=False)
+    scan = scan_folder(out, "echonet", progress=False)
+    return write_manifest(scan.manifest, work / "synthetic.csv", overwrite=True)
+
+
+def _identity(real: Path, synthetic: Path) -> dict:
+    """Separation of each identity feature, and what the filter drops with it (a planted copy included)."""
+    from echokdm.data.manifest import load_manifest, read_clip
+    from echokdm.generation.privacy_filter import identity_separation, privacy_filter
+
+    table, syn = load_manifest(real), load_manifest(synthetic)
+    clips = {str(r["patient_id"]): read_clip(r).frames for _, r in table.iterrows()}
+    train = [p for p, s in zip(table["patient_id"], table["split"], strict=True) if s == "train"]
+    held = [p for p in clips if p not in train]
+    sources = pd.read_csv(Path(syn["path"].iloc[0]).parent.parent / "echokdm_cohort.csv", dtype=str)
+    source_of = dict(zip(sources["FileName"], sources["patient_id"], strict=True))
+    loops = [(str(r["clip_id"]), read_clip(r).frames, source_of.get(str(r["clip_id"]))) for _, r in syn.iterrows()]
+    planted = ("planted-copy", clips[train[0]], None)
+    figures = {}
+    for feature in ("normalised", "pixels"):
+        figures[f"identity_auc_{feature}"] = round(identity_separation(list(clips.items()), feature), 3)
+        result = privacy_filter([*loops, planted], [(p, clips[p]) for p in train], [(p, clips[p]) for p in held],
+                                feature=feature)
+        genuine = result.table[result.table["loop"] != "planted-copy"]
+        figures[f"filter_{feature}_genuine_dropped"] = f"{int(genuine['dropped'].sum())} of {len(genuine)}"
+        figures[f"filter_{feature}_planted_copy_dropped"] = bool("planted-copy" in result.dropped)
+    return figures
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="6 patients, 3 loops, tiny models (CI smoke run)")
+    p.add_argument("--patients", type=int, default=16, help="phantom patients: half pool, half test")
+    p.add_argument("--loops", type=int, default=32, help="synthetic loops")
+    p.add_argument("--real-patients", nargs="+", default=["2", "4", "8"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--tasks", default="seg,ef")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    import torch
+
+    from echokdm.evaluation.utility import UtilitySettings, run_utility
+
+    torch.set_num_threads(args.threads)
+    name = "utility_quick" if args.quick else "utility"
+    if args.quick:
+        args.patients, args.loops, args.real_patients, args.seeds = 6, 3, ["2"], [0]
+    work = RESULTS / name
+    work.mkdir(parents=True, exist_ok=True)
+    real = _real_cohort(work, args.patients, args.quick)
+    synthetic = _synthetic_cohort(work, real, args.loops, args.quick)
+    figures = _identity(real, synthetic)
+    sizes = tuple(n if n == "all" else int(n) for n in args.real_patients)
+    given = dict(tasks=tuple(args.tasks.split(",")), real_patients=sizes, seeds=tuple(args.seeds), privacy_filter=True)
+    settings = UtilitySettings.quick(**given) if args.quick else UtilitySettings(**given)
+    result = run_utility(real, synthetic, work / "run", settings, progress=not args.quick)
+    for row in result.summary.itertuples(index=False):
+        interval = f" [{row.low:.3f}, {row.high:.3f}]" if np.isfinite(row.low) else ""
+        figures[f"{row.task}_{row.metric}_{row.training_set}_n{row.n_real_patients}"] = f"{row.mean:.3f}{interval}"
+    figures["notes"] = result.notes
+    figures["cpu_seconds_per_cell"] = {task: round(float(g["seconds"].mean()), 1)
+                                       for task, g in result.utility.groupby("task")}
+    figures["run_folder"] = str(work / "run")
+    save(name, figures)
+    return 0 if len(result.utility) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
