@@ -278,8 +278,9 @@ def _train_step_224(figures: dict) -> None:
 
 def _generation_224_seconds(frames: int = 32) -> float | None:
     """A ``frames``-frame loop at 224² with the paper's sampler (γ mode, 200 DDIM steps, k = 100 on every
-    frame, batch 16; synthesize's default before the fast sampler, an upper bound), from the timed pieces of ``benchmarks/generation.py`` (K2F step; F2I step per frame and fixed
-    cost per batch; the loop is linear in them, :func:`generation._loop_model`)."""
+    frame, batch 16; synthesize's default before the fast sampler, an upper bound), from the timed
+    pieces of ``benchmarks/generation.py`` (K2F step; F2I step per frame and fixed cost per batch; the
+    loop is linear in them, :func:`generation._loop_model`)."""
     import math
 
     from echokdm.generation.settings import SamplingSettings

@@ -27,6 +27,7 @@ import numpy as np
 from echokdm._lazy import is_tensor
 
 __all__ = ["warp", "warp_frame", "flow_to_grid", "transport_keypoints", "compose_flows", "fit_flow_to_keypoints",
+           "jacobian_determinant",
            "check_flow"]
 
 _MODES = ("bilinear", "nearest")
@@ -278,7 +279,7 @@ def compose_flows(flow_ab: Any, flow_bc: Any) -> Any:
 
 def fit_flow_to_keypoints(flow: np.ndarray, source_keypoints: np.ndarray, target_keypoints: np.ndarray, *,
                           sigma: float | None = None, tolerance: float = 0.05, max_iterations: int = 10,
-                          ridge: float = 1e-2) -> np.ndarray:
+                          ridge: float = 1e-2, min_jacobian: float | None = 0.2) -> np.ndarray:
     """The flow corrected near the keypoints so that it carries each target keypoint onto its source.
 
     A flow ``F`` (this module's convention) agrees with a keypoint motion when ``q_i + F(q_i) = s_i``
@@ -304,6 +305,14 @@ def fit_flow_to_keypoints(flow: np.ndarray, source_keypoints: np.ndarray, target
         Stop when the largest residual is below ``tolerance`` px, or after ``max_iterations``.
     ridge : float
         Regularisation of the coefficients' linear system (keypoints closer than ``σ`` share).
+    min_jacobian : float or None
+        Keep the corrected flow free of folds: where the correction would bring the Jacobian
+        determinant of ``x ↦ x + F(x)`` (:func:`jacobian_determinant`) below this value at a pixel
+        where the input flow is above it, it is refitted with ``σ`` widened (× 1.5, twice at most),
+        and if it still folds it is scaled down until it does not, so the keypoints
+        are then carried only part of the way. Large, jittery keypoint motions (keypoints from a
+        segmentation network on a real clip) otherwise tear the tissue between the contour and
+        the rest of the frame into loops. ``None``: the exact fit, folds allowed.
 
     Returns
     -------
@@ -330,21 +339,69 @@ def fit_flow_to_keypoints(flow: np.ndarray, source_keypoints: np.ndarray, target
             continue
         s, q = src[i][ok], tgt[i][ok]
         width = sigma if sigma is not None else _keypoint_spacing(q) * 1.5
-        weights = np.exp(-((xs[None] - q[:, 0, None, None]) ** 2 + (ys[None] - q[:, 1, None, None]) ** 2)
-                         / (2 * width**2))  # (n, H, W)
-        basis = weights / np.maximum(weights.sum(0), 1.0)  # φ_i(x): the correction is Σ a_i φ_i(x)
-        at_q = np.exp(-((q[:, None] - q[None]) ** 2).sum(-1) / (2 * width**2))  # w_i(q_j), (n, n)
-        at_q /= np.maximum(at_q.sum(1, keepdims=True), 1.0)  # φ_i(q_j)
-        system = at_q + ridge * np.eye(len(q))
-        for _ in range(max_iterations):
-            residual = s - transport_keypoints(q, flows[i])  # (n, 2)
-            if np.abs(residual).max() < tolerance:
-                break
-            # coefficients whose correction equals the residual at every keypoint (the flow is then
-            # sampled bilinearly, hence a few repeats)
-            coefficients = np.linalg.solve(system, residual)
-            flows[i] += np.einsum("nhw,nc->chw", basis, coefficients).astype(np.float32)
+        original = flows[i].copy()
+        fitted = _fit_one(original, s, q, width, xs, ys, tolerance, max_iterations, ridge)
+        if min_jacobian is not None:
+            sound = jacobian_determinant(original) >= min_jacobian  # where the flow itself does not fold
+
+            def folds(candidate: np.ndarray, sound: np.ndarray = sound) -> bool:  # new folds, where F had none
+                return bool((jacobian_determinant(candidate)[sound] < min_jacobian).any())
+
+            scale = 1.0
+            while folds(fitted) and scale * 1.5 <= _MAX_WIDENING:  # a smoother correction
+                scale *= 1.5
+                fitted = _fit_one(original, s, q, width * scale, xs, ys, tolerance, max_iterations, ridge)
+            if folds(fitted):  # still folds: carry the keypoints part of the way
+                correction, lo, hi = fitted - original, 0.0, 1.0
+                for _ in range(12):
+                    mid = (lo + hi) / 2
+                    if folds(original + np.float32(mid) * correction):
+                        hi = mid
+                    else:
+                        lo = mid
+                fitted = original + np.float32(lo) * correction
+        flows[i] = fitted
     return flows[0] if single else flows
+
+
+#: How far :func:`fit_flow_to_keypoints` widens its correction against folds (× the default width;
+#: 1.5² = 2.25: about 9 px at 112 × 112, beyond which it would move most of the frame).
+_MAX_WIDENING = 2.25
+
+
+def _fit_one(flow: np.ndarray, s: np.ndarray, q: np.ndarray, width: float, xs: np.ndarray, ys: np.ndarray,
+             tolerance: float, max_iterations: int, ridge: float) -> np.ndarray:
+    """One flow ``(2, H, W)`` corrected with Gaussian bumps of ``width`` px (see :func:`fit_flow_to_keypoints`)."""
+    flow = flow.copy()
+    weights = np.exp(-((xs[None] - q[:, 0, None, None]) ** 2 + (ys[None] - q[:, 1, None, None]) ** 2)
+                     / (2 * width**2))  # (n, H, W)
+    basis = weights / np.maximum(weights.sum(0), 1.0)  # φ_i(x): the correction is Σ a_i φ_i(x)
+    at_q = np.exp(-((q[:, None] - q[None]) ** 2).sum(-1) / (2 * width**2))  # w_i(q_j), (n, n)
+    at_q /= np.maximum(at_q.sum(1, keepdims=True), 1.0)  # φ_i(q_j)
+    system = at_q + ridge * np.eye(len(q))
+    for _ in range(max_iterations):
+        residual = s - transport_keypoints(q, flow)  # (n, 2)
+        if np.abs(residual).max() < tolerance:
+            break
+        # coefficients whose correction equals the residual at every keypoint (the flow is then
+        # sampled bilinearly, hence a few repeats)
+        coefficients = np.linalg.solve(system, residual)
+        flow += np.einsum("nhw,nc->chw", basis, coefficients).astype(np.float32)
+    return flow
+
+
+def jacobian_determinant(flow: np.ndarray) -> np.ndarray:
+    """The Jacobian determinant of ``x ↦ x + F(x)`` for a flow ``(2, H, W)`` (or ``(B, 2, H, W)``)
+    in pixels, by central differences: ``(H, W)`` (or ``(B, H, W)``). Below 0 the map folds (two
+    frame pixels sample the same source place in reverse order, a tear in a warped frame); 1 keeps
+    areas.
+    """
+    flow = np.asarray(flow, dtype=np.float64)
+    check_flow(flow)
+    u, v = flow[..., 0, :, :], flow[..., 1, :, :]
+    du_dy, du_dx = np.gradient(u, axis=(-2, -1))
+    dv_dy, dv_dx = np.gradient(v, axis=(-2, -1))
+    return ((1 + du_dx) * (1 + dv_dy) - du_dy * dv_dx).astype(np.float32)
 
 
 def _keypoint_spacing(points: np.ndarray) -> float:

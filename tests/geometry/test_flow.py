@@ -10,6 +10,7 @@ from echokdm.geometry.flow import (
     compose_flows,
     fit_flow_to_keypoints,
     flow_to_grid,
+    jacobian_determinant,
     transport_keypoints,
     warp,
 )
@@ -283,7 +284,7 @@ def test_fit_flow_to_keypoints_carries_every_keypoint_and_stays_local():
     target = _ring()
     source = 56.0 + (target - 56.0) * 1.35  # the target frame is a contracted source: up to ~10 px of motion
     flow = np.zeros((2, 112, 112), np.float32)
-    fitted = fit_flow_to_keypoints(flow, source, target, tolerance=0.05)
+    fitted = fit_flow_to_keypoints(flow, source, target, tolerance=0.05, min_jacobian=None)  # the exact local fit
     assert np.abs(transport_keypoints(target, fitted) - source).max() < 0.05
     assert not flow.any()  # the input is not modified
     assert np.abs(fitted[:, :10, :10]).max() < 1e-6  # far from the keypoints the flow is kept
@@ -292,6 +293,39 @@ def test_fit_flow_to_keypoints_carries_every_keypoint_and_stays_local():
     mid = (target + np.roll(target, -1, axis=0)) / 2
     expected = ((source - target) + np.roll(source - target, -1, axis=0)) / 2
     assert np.abs(transport_keypoints(mid, fitted) - mid - expected).max() < 0.5
+
+
+def test_jacobian_determinant():
+    ys, xs = np.mgrid[0:32, 0:40].astype(np.float32)
+    np.testing.assert_allclose(jacobian_determinant(np.zeros((2, 32, 40), np.float32)), 1.0)
+    scaling = np.stack([0.5 * xs, -0.25 * ys])  # x -> 1.5 x, y -> 0.75 y: areas times 1.125
+    np.testing.assert_allclose(jacobian_determinant(scaling), 1.125, rtol=1e-5)
+    batch = jacobian_determinant(np.stack([scaling, -2.0 * np.stack([xs, 0 * ys])]))
+    assert batch.shape == (2, 32, 40) and np.allclose(batch[1], -1.0)  # x -> -x folds
+
+
+def test_fit_flow_to_keypoints_does_not_fold():
+    # a 10-px contraction carried by the keypoints alone folds the exact local fit (the tissue just
+    # outside the contour is torn inwards); by default the fit stays fold-free
+    target = _ring()
+    source = 56.0 + (target - 56.0) * 1.35
+    flow = np.zeros((2, 112, 112), np.float32)
+    exact = fit_flow_to_keypoints(flow, source, target, min_jacobian=None)
+    assert jacobian_determinant(exact).min() < 0.0
+    fitted = fit_flow_to_keypoints(flow, source, target)
+    assert jacobian_determinant(fitted).min() >= 0.2 - 1e-3
+    moved = np.linalg.norm(transport_keypoints(target, fitted) - target, axis=1)
+    assert moved.mean() > 0.3 * np.linalg.norm(source - target, axis=1).mean()  # still most of the way out
+    # jittery keypoints (a segmentation network's on a real clip): no fold either
+    rng = np.random.default_rng(0)
+    jitter = source + rng.normal(0, 4.0, source.shape)
+    assert jacobian_determinant(fit_flow_to_keypoints(flow, jitter, target, min_jacobian=None)).min() < 0.0
+    assert jacobian_determinant(fit_flow_to_keypoints(flow, jitter, target)).min() >= 0.2 - 1e-3
+    # a gentle motion is fitted exactly, as before
+    gentle = 56.0 + (target - 56.0) * 1.05
+    np.testing.assert_array_equal(fit_flow_to_keypoints(flow, gentle, target),
+                                  fit_flow_to_keypoints(flow, gentle, target, min_jacobian=None))
+    assert np.abs(transport_keypoints(target, fit_flow_to_keypoints(flow, gentle, target)) - gentle).max() < 0.05
 
 
 def test_fit_flow_to_keypoints_keeps_a_flow_that_already_agrees_and_skips_missing_keypoints():
@@ -303,8 +337,8 @@ def test_fit_flow_to_keypoints_keeps_a_flow_that_already_agrees_and_skips_missin
     fitted = fit_flow_to_keypoints(flow, source, np.stack([target, target]))
     np.testing.assert_array_equal(fitted, flow)
     target_moved = target.copy()
-    target_moved[5] += [0.0, 3.0]
-    fitted = fit_flow_to_keypoints(flow, source, np.stack([target, target_moved]))
+    target_moved[5] += [0.0, 3.0]  # past its neighbour along the contour: only an exact fit that folds carries it
+    fitted = fit_flow_to_keypoints(flow, source, np.stack([target, target_moved]), min_jacobian=None)
     np.testing.assert_array_equal(fitted[0], flow[0])
     ok = np.isfinite(source).all(1)
     assert np.abs(transport_keypoints(target_moved[ok], fitted[1]) - source[ok]).max() < 0.05

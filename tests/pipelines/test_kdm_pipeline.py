@@ -177,8 +177,17 @@ def test_f2i_conditions_on_the_warped_source_when_the_model_asks(clip, warped_so
 
 
 @pytest.mark.parametrize("mode", ["gamma", "per_frame"])
-def test_fit_keypoints_makes_the_flows_carry_the_keypoints(pipe, clip, mode):
-    from echokdm.geometry.flow import transport_keypoints
+def test_fit_keypoints_makes_the_flows_carry_the_keypoints(pipe, clip, mode, monkeypatch):
+    import functools
+
+    import echokdm.pipelines.kdm as kdm_module
+    from echokdm.geometry.flow import fit_flow_to_keypoints, jacobian_determinant, transport_keypoints
+
+    # the random tiny K2F's flows are wild and its 40 keypoints 0.75 px apart at 32 px: only the exact fit,
+    # folds allowed, carries them (the default fold-free fit is tested in tests/geometry/test_flow.py)
+    default = kdm_module.fit_flow_to_keypoints
+    monkeypatch.setattr(kdm_module, "fit_flow_to_keypoints",
+                        functools.partial(fit_flow_to_keypoints, min_jacobian=None))
 
     src_kp = clip.keypoints[0]
     targets = clip.keypoints[[3, 6]]
@@ -196,3 +205,7 @@ def test_fit_keypoints_makes_the_flows_carry_the_keypoints(pipe, clip, mode):
     check = [int(np.argmax(fitted.gammas))] if mode == "gamma" else [0, 1]
     assert np.abs(carried(plain)[check][:, ok] - src_kp[ok]).max() > 1.0
     assert np.abs(carried(fitted)[check][:, ok] - src_kp[ok]).max() < 0.25
+    if mode == "per_frame":  # the default fit adds no fold where K2F's flow had none (γ mode scales it after)
+        monkeypatch.setattr(kdm_module, "fit_flow_to_keypoints", default)
+        sound = jacobian_determinant(plain.flows) >= 0.2
+        assert (jacobian_determinant(run(True).flows)[sound] >= 0.2 - 1e-4).all()
