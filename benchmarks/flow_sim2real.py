@@ -8,13 +8,17 @@ end-point error (EPE, px) against the exact flow inside the sector, and the MSE 
 
 On the real cine only the warp can be scored: every pair at gaps 1, 2 and 4, warp MSE / SSIM
 inside the sector, and the forward-backward inconsistency (px): ``|f_ab(x) + f_ba(x + f_ab(x))|``
-(0 for a consistent field; large where the flow is noise). Zero flow and TV-L1 are in the same
-table as baselines. A good flow lowers the warp error below zero flow's on real frames; a flow
-that learnt phantom speckle moves real tissue wrongly and may not.
+(0 for a consistent field; large where the flow is noise). Every part also gives the mean flow
+magnitude ``|flow|`` in the sector (px): a net that barely moves has a small one. Zero flow and
+TV-L1 are in the same table as baselines, and on the phantom the exact flow itself (its warp
+error is what decorrelating speckle, moving valves and noise leave). A good flow lowers the warp
+error below zero flow's on real frames; a flow that learnt phantom speckle moves real tissue
+wrongly and may not.
 
     python benchmarks/flow_sim2real.py [--quick] [--model NAME=FOLDER ...]
 
-Without ``--model`` it scores the packaged ``ofnet_phantom_112`` alone.
+Without ``--model`` it scores the packaged ``ofnet_phantom_112`` (trained on the realistic phantom)
+and ``ofnet_phantom_classic_112`` (the earlier one, trained on the classic phantom), when packaged.
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ REAL_GAPS = (1, 2, 4)
 
 def _models(specs: list[str]) -> dict[str, object]:
     from echokdm.models.ofnet import OFNet
-    from echokdm.pretrained import pretrained_path
+    from echokdm.pretrained import available, pretrained_path
 
-    return load_named(specs, f"packaged={pretrained_path('ofnet_phantom_112')}",
-                      lambda folder: OFNet.from_pretrained(folder).eval(), "--model")
+    if not specs:  # the packaged nets
+        specs = [f"{name}={pretrained_path(checkpoint)}" for name, checkpoint in
+                 (("packaged", "ofnet_phantom_112"), ("packaged classic", "ofnet_phantom_classic_112"))
+                 if checkpoint in available()]
+    return load_named(specs, "", lambda folder: OFNet.from_pretrained(folder).eval(), "--model")
 
 
 def _phantom_pairs(style: str, n_patients: int, per_gap: int) -> dict[str, np.ndarray]:
@@ -108,11 +115,15 @@ def _scores(data: dict, flows: dict, with_truth: bool) -> dict[str, dict[str, fl
     from echokdm.metrics.flow import endpoint_error, warped_mse, warped_ssim
 
     out = {}
+    if with_truth:
+        flows = {**flows, "exact flow": data["flow"]}
     for name, flow in flows.items():
         row = {"warp_mse": float(f"{np.mean(warped_mse(data['source'], data['target'], flow, data['fan'])):.4g}"),
                "warp_ssim": round(float(np.mean(warped_ssim(data["source"], data["target"], flow, data["fan"]))), 4)}
         if with_truth:
             row["epe_px"] = round(float(np.mean(endpoint_error(flow, data["flow"], data["fan"]))), 4)
+        magnitude = np.linalg.norm(flow, axis=1)  # (N, H, W)
+        row["mean_flow_px"] = round(float(np.mean([m[f].mean() for m, f in zip(magnitude, data["fan"], strict=True)])), 4)
         out[name] = row
     return out
 
@@ -138,9 +149,12 @@ def _table(results: dict) -> str:
     for method in methods:
         cells = []
         for part in results.values():
+            if method not in part:  # the exact flow: phantom only
+                cells.append("–")
+                continue
             row = part[method]
-            cells.append(" / ".join(f"{row[k]:.4g}" for k in ("epe_px", "warp_mse", "warp_ssim", "fb_inconsistency_px")
-                                    if k in row))
+            cells.append(" / ".join(f"{row[k]:.4g}" for k in ("epe_px", "warp_mse", "warp_ssim", "fb_inconsistency_px",
+                                                              "mean_flow_px") if k in row))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -160,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     for style in ("classic", "realistic"):
         data = _phantom_pairs(style, n_patients, per_gap)
-        results[f"{style} phantom: EPE / warp MSE / warp SSIM"] = _scores(data, _flows(models, data["source"],
+        results[f"{style} phantom: EPE / warp MSE / warp SSIM / mean flow"] = _scores(data, _flows(models, data["source"],
                                                                                        data["target"]), True)
     data, _ = _real_pairs()
     real = _scores(data, _flows(models, data["source"], data["target"]), False)
     _real_consistency(models, data, real)
-    results["real cine: warp MSE / warp SSIM / FB inconsistency"] = real
+    results["real cine: warp MSE / warp SSIM / FB inconsistency / mean flow"] = real
     table = _table(results)
     print(table)
     figures = {"held_out_seed": HELD_OUT_SEED, "patients_per_style": n_patients, "results": results,

@@ -150,6 +150,13 @@ class OFNet(ModelMixin, ConfigMixin):
     sample_size : int
         Frame size the network was trained at (informative; any multiple of
         ``2 ** len(pyramid_channels)`` works).
+    normalize_input : bool
+        Standardise every frame (zero mean, unit standard deviation over the frame) before the
+        pyramid instead of mapping [0, 1] to [-1, 1]. The features, and so the cost volume, then do
+        not depend on the frame's brightness and contrast: real echo and the realistic phantom are
+        dark (mean grey about 0.07), where the [-1, 1] input is nearly constant and a network
+        trained on bright frames barely sees the texture. False (the default) keeps the networks
+        trained before this option.
 
     Notes
     -----
@@ -177,6 +184,7 @@ class OFNet(ModelMixin, ConfigMixin):
         max_displacement: int = 4,
         output_level: int = 1,
         sample_size: int = 112,
+        normalize_input: bool = False,
     ):
         super().__init__()
         if not 0 <= output_level < len(pyramid_channels):
@@ -232,7 +240,12 @@ class OFNet(ModelMixin, ConfigMixin):
         them once per frame lets many pairs share them (:meth:`decode`).
         """
         self._check_input(frames, "frames")
-        x = frames.to(self.dtype) * 2.0 - 1.0  # the network works on [-1, 1] (DESIGN.md)
+        if self.config.normalize_input:  # each frame to zero mean, unit SD: brightness and contrast free
+            x = frames.float()
+            mean, std = x.mean(dim=(-2, -1), keepdim=True), x.std(dim=(-2, -1), keepdim=True)
+            x = ((x - mean) / std.clamp(min=1e-3)).to(self.dtype)
+        else:
+            x = frames.to(self.dtype) * 2.0 - 1.0  # the network works on [-1, 1] (DESIGN.md)
         feats = []
         for level in self.pyramid:
             x = level(x)

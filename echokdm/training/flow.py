@@ -71,6 +71,7 @@ class FlowModelConfig:
     context_dilations: tuple[int, ...] = (1, 2, 4, 8)
     max_displacement: int = 4
     output_level: int = 1
+    normalize_input: bool = False
 
 
 @dataclasses.dataclass
@@ -86,6 +87,10 @@ class FlowDataConfig:
     warped by a random smooth flow (a ``synthetic_grid²`` grid of Gaussian vectors, rms up to
     ``synthetic_amplitude_px``, upsampled bicubically, times a smooth random on/off mask so that
     some regions stay still), with independent Gaussian noise of ``synthetic_noise`` on both frames.
+    ``appearance_augment``: the echo adapter's random scanner look
+    (:func:`echokdm.echo.augment.random_ultrasound_look`: speckle, blur, TGC, haze, noise, gamma and
+    gain, compression blocks), the same look for both frames of a pair, after the other augmentation,
+    as the seg and KDM sim-to-real models use.
     """
 
     size: int = 112
@@ -103,6 +108,7 @@ class FlowDataConfig:
     synthetic_amplitude_px: float = 3.0
     synthetic_grid: int = 4
     synthetic_noise: float = 0.03
+    appearance_augment: bool = False
 
 
 @dataclasses.dataclass
@@ -117,7 +123,14 @@ class FlowLossConfig:
     (upsampled), finest first; missing entries are 0. ``synthetic_weight``: EPE on synthetic
     pairs (a training frame and its own copy warped by a known random smooth flow; no labels
     needed, so it applies to real data too; 0 = off). ``supervised_weight``: EPE against the
-    exact ground-truth flow (0 = unsupervised, the default; needs ``ground_truth.csv``).
+    exact ground-truth flow inside the valid region (the imaging sector, moved with the frames by the
+    spatial augmentation; 0 = unsupervised, the default; needs ``ground_truth.csv``), from step
+    ``supervised_start``. The EPE is an L1-type loss whose minimiser, wherever the network cannot
+    tell a moving pixel from a still one, is exactly zero flow (a geometric median; much of the
+    sector does not move). On the realistic phantom, whose speckle decorrelates from frame to
+    frame, it held or brought the network to zero flow at every weight tried (1 and 0.05 from
+    step 0; 0.05 from step 1000), while the photometric term alone did not. Synthetic pairs
+    (``synthetic_weight``) teach motion with a known answer instead.
     """
 
     l1_weight: float = 1.0
@@ -134,6 +147,7 @@ class FlowLossConfig:
     level_weights: tuple[float, ...] = (1.0,)
     synthetic_weight: float = 0.0
     supervised_weight: float = 0.0
+    supervised_start: int = 0
 
 
 @dataclasses.dataclass
@@ -170,7 +184,7 @@ def build_ofnet(model: FlowModelConfig, size: int) -> OFNet:
     return OFNet(pyramid_channels=tuple(model.pyramid_channels), feature_channels=model.feature_channels,
                  estimator_channels=tuple(model.estimator_channels), context_channels=tuple(model.context_channels),
                  context_dilations=tuple(model.context_dilations), max_displacement=model.max_displacement,
-                 output_level=model.output_level, sample_size=size)
+                 output_level=model.output_level, sample_size=size, normalize_input=model.normalize_input)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,9 +310,11 @@ class PairSampler:
     """Random training batches of a :class:`PairData`, drawn only from the given generator.
 
     ``__call__(generator)`` returns ``{"source", "target"}`` float ``(B, 1, S, S)`` in [0, 1]
-    (and ``"flow"`` ``(B, 2, S, S)`` exact flows when ``with_truth``), augmented identically for
-    both frames of a pair (intensity: gain and gamma; spatial: one affine for frames and flow).
-    With ``synthetic`` it adds :func:`synthetic_pairs` made from the batch's source frames.
+    (and, when ``with_truth``, ``"flow"`` ``(B, 2, S, S)`` exact flows and ``"valid"``
+    ``(B, 1, S, S)`` the imaging sector, 1 inside), augmented identically for both frames of a pair
+    (intensity: gain and gamma; spatial: one affine for frames, flow and sector; the scanner look
+    when ``config.appearance_augment``). With ``synthetic`` it adds :func:`synthetic_pairs` made
+    from the batch's source frames.
     """
 
     def __init__(self, data: PairData, config: FlowDataConfig, batch_size: int, *, with_truth: bool = False,
@@ -310,7 +326,8 @@ class PairSampler:
         self.data, self.config, self.batch_size, self.synthetic = data, config, batch_size, synthetic
         self.truth = GroundTruthFlows(data) if with_truth else None
         self.spatial = RandSpatiald(
-            image_keys=("source", "target"), flow_keys=("flow",) if with_truth else (), prob=1.0,
+            image_keys=("source", "target"), mask_keys=("valid",) if with_truth else (),
+            flow_keys=("flow",) if with_truth else (), prob=1.0,
             rotate_range=np.deg2rad(config.rotate_deg), scale_range=tuple(config.scale_range),
             translate_range=config.translate_px, flip_prob=config.flip_prob)
 
@@ -324,6 +341,19 @@ class PairSampler:
         apply = torch.rand(b, 1, 1, 1, generator=generator) < self.config.intensity_prob
         out = (gain * x.clamp(0, 1) ** gamma).clamp(0, 1)
         return torch.where(apply, out, x)
+
+    def _look(self, batch: dict, generator: torch.Generator) -> dict:
+        """The echo adapter's random look, one per pair: both frames from the same generator state."""
+        from echokdm.echo.augment import LookAugmentation, random_ultrasound_look
+
+        settings = LookAugmentation(p_noisy_outside=0.3)  # as EchoAdapter.augment_appearance
+        state = generator.get_state()
+        source = random_ultrasound_look(batch["source"], None, generator, settings)
+        after = generator.get_state()
+        generator.set_state(state)
+        target = random_ultrasound_look(batch["target"], None, generator, settings)
+        generator.set_state(after)
+        return {**batch, "source": source, "target": target}
 
     def _spatial(self, sample: dict, generator: torch.Generator) -> dict:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
@@ -341,12 +371,16 @@ class PairSampler:
                       "target": torch.from_numpy(frames[b][None].astype(np.float32) / 255.0)}
             if self.truth is not None:
                 sample["flow"] = torch.from_numpy(self.truth.flow(clip, a, b))
+                sample["valid"] = torch.from_numpy(self.truth.fan(clip)[None].astype(np.float32))
             samples.append(self._spatial(sample, generator))
         pair = torch.stack([torch.cat([s["source"], s["target"]]) for s in samples])  # (B, 2, S, S)
         pair = self._intensity(pair, generator)
         batch = {"source": pair[:, :1].contiguous(), "target": pair[:, 1:].contiguous()}
         if self.truth is not None:
             batch["flow"] = torch.stack([torch.as_tensor(s["flow"]) for s in samples]).float()
+            batch["valid"] = (torch.stack([torch.as_tensor(s["valid"]) for s in samples]).float() > 0.5).float()
+        if self.config.appearance_augment:
+            batch = self._look(batch, generator)
         if self.synthetic:
             batch.update(synthetic_pairs(batch["source"], self.config, generator))
         return batch
@@ -399,10 +433,10 @@ def flow_loss(model: OFNet, batch: dict[str, torch.Tensor], step: int,
         synthetic = losses.endpoint_error(predicted, batch["synthetic_flow"])
         loss = loss + cfg.synthetic_weight * synthetic
         parts["synthetic_epe"] = float(synthetic.detach())
-    if "flow" in batch:
-        epe = losses.endpoint_error(final[:b], batch["flow"])
+    if "flow" in batch:  # inside the valid region (the sector) only, as validation measures it
+        epe = losses.endpoint_error(final[:b], batch["flow"], batch.get("valid"))
         parts["epe"] = float(epe.detach())
-        if cfg.supervised_weight:
+        if cfg.supervised_weight and step >= cfg.supervised_start:
             loss = loss + cfg.supervised_weight * epe
     return loss, parts
 

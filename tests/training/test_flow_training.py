@@ -140,6 +140,91 @@ def test_flow_loss_parts_and_gradients(cohort):
     assert model.estimator.head.weight.grad.abs().sum() > 0
 
 
+def test_sampler_gives_the_sector_and_the_supervised_epe_counts_only_inside_it(cohort):
+    frame = load_manifest(cohort)
+    data = load_pair_data(frame, "train", 64, (3,), truth=ground_truth_files(cohort), progress=False)
+    config = load_flow_config(None, {**TINY, "data": {**TINY["data"], "spatial_prob": 1.0},
+                                     "loss": {"supervised_weight": 1.0}})
+    batch = PairSampler(data, config.data, 3, with_truth=True)(torch.Generator().manual_seed(2))
+    valid = batch["valid"]
+    assert valid.shape == (3, 1, 64, 64) and set(valid.unique().tolist()) <= {0.0, 1.0}
+    assert 0.2 < float(valid.mean()) < 0.9  # the sector, moved with the frames
+    assert float(batch["source"][valid == 0].abs().mean()) < 0.02  # black outside the sector
+    torch.manual_seed(0)
+    model = build_ofnet(config.model, 64)
+    _, parts = flow_loss(model, batch, 0, config.loss)
+    zero = losses.endpoint_error(torch.zeros_like(batch["flow"]), batch["flow"], valid)
+    assert parts["epe"] == pytest.approx(float(zero), rel=1e-5)  # zero heads at start; measured in the sector
+
+
+def _dark_moving_pair(size: int = 64, batch: int = 4):
+    """Dark speckle-like frames (mean grey ~0.07, as real echo) in a disc; a smooth patch inside moves by
+    up to 1.8 px, the rim and the black outside stay still, so most pixels have exactly zero flow."""
+    g = torch.Generator().manual_seed(0)
+    texture = torch.nn.functional.avg_pool2d(torch.rand(batch, 1, size, size, generator=g), 3, 1, 1)
+    texture = (((texture - texture.mean()) * 3 + 0.5).clamp(0, 1) * 0.15)
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
+    radius2 = (xx - size / 2) ** 2 + (yy - size / 2) ** 2
+    valid = (radius2 < (0.4 * size) ** 2).float()[None, None].expand(batch, 1, size, size)
+    shift = torch.tensor([1.5, -1.0]).view(1, 2, 1, 1) * torch.tensor([1.0, -1.0, 0.5, -0.5][:batch]).view(-1, 1, 1, 1)
+    flow = torch.nn.functional.avg_pool2d(shift * (radius2 < (0.28 * size) ** 2).float(), 5, 1, 2)
+    return {"source": texture * valid, "target": warp(texture, flow) * valid, "flow": flow, "valid": valid}
+
+
+@pytest.mark.parametrize("weight", [0.05, 1.0])
+def test_supervised_term_alone_teaches_a_tiny_ofnet_the_known_flow(weight):
+    """Regression (issue 18: the supervised realistic run ended exactly at zero flow): with the
+    photometric and smoothness terms off, the supervised EPE alone must move a tiny OF-net well below
+    the zero flow's EPE on a pair with a known shift: a target of zeros, a sign or scale error, a mask
+    that excludes everything or an ignored weight all leave it at zero flow."""
+    pair = _dark_moving_pair()
+    config = load_flow_config(None, {"model": {**TINY_MODEL, "normalize_input": True},
+                                     "loss": {"supervised_weight": weight, "l1_weight": 0.0, "smooth_weight": 0.0}})
+    torch.manual_seed(0)
+    model = build_ofnet(config.model, 64)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for step in range(40):
+        loss, _ = flow_loss(model, pair, step, config.loss)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        flow = model(pair["source"], pair["target"])
+    zero = losses.endpoint_error(torch.zeros_like(pair["flow"]), pair["flow"], pair["valid"]).item()
+    assert losses.endpoint_error(flow, pair["flow"], pair["valid"]).item() < 0.5 * zero
+    off = load_flow_config(None, {"model": {**TINY_MODEL, "normalize_input": True},
+                                  "loss": {"supervised_weight": 0.0, "l1_weight": 0.0, "smooth_weight": 0.0}})
+    loss, _ = flow_loss(model, pair, 0, off.loss)
+    assert float(loss.detach()) == 0.0  # nothing else taught it
+
+
+def test_appearance_augment_gives_one_look_per_pair(cohort):
+    frame = load_manifest(cohort)
+    data = load_pair_data(frame, "train", 64, (3,), truth=ground_truth_files(cohort), progress=False)
+    plain = load_flow_config(None, {**TINY, "data": {**TINY["data"], "intensity_prob": 0.0, "spatial_prob": 0.0}})
+    looked = load_flow_config(None, {**TINY, "data": {**TINY["data"], "intensity_prob": 0.0, "spatial_prob": 0.0,
+                                                      "appearance_augment": True}})
+    a = PairSampler(data, plain.data, 4)(torch.Generator().manual_seed(5))
+    b = PairSampler(data, looked.data, 4)(torch.Generator().manual_seed(5))
+    c = PairSampler(data, looked.data, 4)(torch.Generator().manual_seed(5))
+    torch.testing.assert_close(b["source"], c["source"])  # reproducible from the generator
+    assert not torch.allclose(a["source"], b["source"])
+    # a frame paired with itself stays identical under the look: the same look for both frames
+    same = {"source": a["source"], "target": a["source"].clone()}
+    out = PairSampler(data, looked.data, 4)._look(same, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out["source"], out["target"])
+
+
+def test_normalized_input_ignores_brightness_and_contrast():
+    torch.manual_seed(0)
+    net = build_ofnet(load_flow_config(None, {"model": {**TINY_MODEL, "normalize_input": True}}).model, 64)
+    frames = torch.rand(2, 1, 64, 64) * 0.8
+    for a, b in zip(net.features(frames), net.features(0.1 * frames + 0.05), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert OFNet().config.normalize_input is False  # the default keeps the earlier networks' input
+
+
 def test_short_training_run_writes_a_usable_run_folder(cohort, tmp_path):
     config = load_flow_config(None, TINY)
     result = train_flow(config, cohort, tmp_path / "run", progress=False)
