@@ -24,11 +24,18 @@
 #    EF, and the tracings turned back into keypoints and EF);
 # 3. the **memorisation check** that comes with it: are the generated frames closer to the
 #    pipeline's training frames than real frames of unseen patients are?
+# 4. **does the cohort train models?** (`run_utility`, the function behind `echokdm utility`): a
+#    real stand-in cohort with a train and a test split, a synthetic cohort made from its train
+#    patients only, then segmentation and EF regression trained on real, synthetic and both, tested
+#    on the test patients (which the generator never saw), with the privacy filter; the summary table
+#    and the plot.
 #
-# **Run time**: about 6 minutes on a laptop CPU with the defaults (3 + 8 loops at 25 fps, 200 DDIM
-# steps) if each loop is generated once; the closed-loop EF control generates a loop up to 3 times
-# (about 2 on average with the demo checkpoint), so count up to twice that. About a minute on a GPU,
-# under a minute with `QUICK = True`. Needs the packaged
+# **Run time**: about 6 minutes on a laptop CPU with the defaults for parts 1–3 (3 + 8 loops at 25
+# fps, 200 DDIM steps) if each loop is generated once; the closed-loop EF control generates a loop up
+# to 3 times (about 2 on average with the demo checkpoint), so count up to twice that. Part 4 adds
+# about 2 minutes (8 loops with the fast sampler, tiny utility models); `UTILITY_FULL = True` trains
+# the full models instead (1–2 CPU-minutes each, about 20–30 minutes for the default cells).
+# About a minute on a GPU, under a minute with `QUICK = True`. Needs the packaged
 # `kdm_phantom_112` (or your own `PIPELINE`). Outputs go under `OUT` (default
 # `notebook_outputs/04_synthetic_cohort-full/`, or `-quick`; a rerun replaces it).
 
@@ -50,6 +57,12 @@ FPS = 25.0                  # frame rate of the loops
 STEPS = 200                 # DDIM steps
 K = 100                     # F2I start step
 SEED = 0                    # generation seed: the same seed gives the same cohort
+UTILITY_PATIENTS = 8        # part 4: real stand-in patients (phantom seed PATIENT_SEED + 1): half train, half test
+UTILITY_LOOPS = 8           # part 4: synthetic loops, made from the train half only
+UTILITY_REAL_PATIENTS = (2, "all")  # part 4: real training patients of the real and real+synthetic models
+UTILITY_SEEDS = (0,)        # part 4: training seeds (one model per seed and cell)
+UTILITY_FULL = False        # part 4: False: UtilitySettings.quick() (tiny models, seconds each: the workflow,
+                            #   not figures to quote); True: the full protocol (1-2 CPU-minutes per model)
 OUT = None                  # None: notebook_outputs/04_synthetic_cohort-quick or -full (by QUICK), replaced
                             #   by a rerun; or a new or empty folder of yours (never overwritten)
 
@@ -67,6 +80,7 @@ from echokdm.pretrained import available, pretrained_path
 
 if QUICK:
     N_PATIENTS, N_LOOPS, FPS, STEPS, K = min(N_PATIENTS, 2), min(N_LOOPS, 4), min(FPS, 10.0), 4, 2
+    UTILITY_PATIENTS, UTILITY_LOOPS = min(UTILITY_PATIENTS, 6), min(UTILITY_LOOPS, 4)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 from echokdm.notebook import output_folder
@@ -219,3 +233,80 @@ display(Image(filename=str(result.paths["ef_plot"])))
 display(pd.DataFrame([result.memorisation]))
 display(Image(filename=str(result.paths["memorisation_plot"])))
 print(f"cohort, tables and plots: {result.out.resolve()}")
+
+# %% [markdown]
+# ## 4. Does the cohort train models? (`run_utility`)
+#
+# The first question a researcher asks of a synthetic cohort: does a model trained on it work on
+# real patients? `run_utility` (the function behind `echokdm utility`) trains the models a
+# researcher would train, on real training patients, on the synthetic cohort and on both, and tests
+# every one on real **test** patients:
+#
+# * **seg**: the LV segmentation network of `echokdm train seg` on the labelled frames (the
+#   synthetic loops' ED/ES tracings are the keypoints re-detected on the generated frames); Dice on
+#   the test clips' labelled frames, and the EF from its masks of every frame through the keypoints;
+# * **ef**: EF regression from the video (a small (2+1)D CNN); MAE and R².
+#
+# So the real data needs a **test split of patients the generator never saw**. Here a fresh cohort of
+# held-out phantom patients (standing in for real ones) in the EchoNet-Dynamic layout, half `train`,
+# half `test` (`fractions=(0.5, 0, 0.5)`); the synthetic cohort is made from the `train` half only
+# (`split="train"`, as `echokdm synthesize REAL.csv --split train`), and read back as a manifest
+# (`scan_folder`, as `echokdm manifest COHORT --format echonet`).
+
+# %%
+from echokdm.data.manifest import scan_folder, write_manifest
+
+real = write_cohort(OUT / "utility_real", n_patients=UTILITY_PATIENTS, format="echonet", seed=PATIENT_SEED + 1,
+                    size=SIZE, fps=FPS, fractions=(0.5, 0.0, 0.5), progress=False)
+real_manifest = OUT / "utility_real" / "manifest.csv"
+display(load_manifest(real_manifest)[["clip_id", "split", "n_frames", "ef_reference"]])
+
+utility_sampling = (SamplingSettings(k=K, num_inference_steps=STEPS, seed=SEED) if QUICK
+                    else SamplingSettings(seed=SEED))  # the fast default sampler: 25 steps, F2I from k = 3
+utility_cohort = synthesize_cohort(real_manifest, pipe, OUT / "utility_cohort", n_loops=UTILITY_LOOPS,
+                                   split="train", fps=FPS, segmentation=segmentation, ef_attempts=1,
+                                   training_manifest=TRAINING_MANIFEST, memorisation_frames=200,
+                                   sampling=utility_sampling, progress=not QUICK)
+print("\n".join(utility_cohort.summary_lines()))
+synthetic_manifest = write_manifest(scan_folder(utility_cohort.out, "echonet", progress=False).manifest,
+                                    OUT / "utility_cohort.csv")
+
+# %% [markdown]
+# `UtilitySettings.quick()` trains tiny models for a few dozen steps: seconds each, enough to see
+# every step and file, not figures to quote (`UTILITY_FULL = True` is the full protocol). Each cell
+# (task, training set, number of real patients, seed) is one model; `n_real_patients = 0` is the
+# synthetic cohort alone. `privacy_filter=True` also runs the **privacy filter**: loops closer to a
+# training patient than the real test patients are, are listed in `privacy_dropped.csv`, and, when
+# it drops any, the filtered cohort is trained too (`synthetic-filtered`, `real+synthetic-filtered`).
+# Run the same call again and only the missing cells are trained (the run is resumable). The same from
+# a shell:
+#
+# ```bash
+# echokdm utility --real REAL.csv --synthetic SYN.csv -o utility/ \
+#     --real-patients 2 all --seeds 0 --privacy-filter --quick
+# ```
+
+# %%
+from IPython.display import Markdown
+
+from echokdm.evaluation import UtilitySettings, run_utility
+
+given = dict(real_patients=tuple(UTILITY_REAL_PATIENTS), seeds=tuple(UTILITY_SEEDS), privacy_filter=True)
+utility_settings = UtilitySettings(**given) if UTILITY_FULL else UtilitySettings.quick(**given)
+utility = run_utility(real_manifest, synthetic_manifest, OUT / "utility", utility_settings, progress=not QUICK)
+print("\n".join(utility.notes))
+if not utility.skipped.empty:
+    display(utility.skipped)  # a cell or a loop left out, with the reason
+
+# %% [markdown]
+# The summary (`summary.md`): each metric's mean over the seeds with its 95 % interval, a bootstrap
+# over the test patients; `utility.csv` holds one row per cell and metric, `patients.csv` the
+# per-patient values. The plot: each metric against the number of real training patients, one line
+# per training set, the synthetic-only sets as dashed horizontal lines. With a useful cohort the
+# synthetic line sits near the real line at `all`, and real + synthetic above real alone at few real
+# patients (for Dice; below it for the EF errors).
+
+# %%
+display(Markdown(utility.paths["summary"].read_text()))
+display(Image(filename=str(utility.paths["plot"])))
+print(f"utility run: {(OUT / 'utility').resolve()}")

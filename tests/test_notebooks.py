@@ -234,4 +234,18 @@ def test_04_synthetic_cohort(tmp_path, tiny_models):
     efs = [float(line.split()[1]) for text in _outputs(nb, "text/plain") for line in text.splitlines()[1:4]
            if "EF requested" in text]
     assert efs == [25.0, 45.0, 65.0]  # part 1: one ED frame, three EFs
-    assert len(_outputs(nb, "image/png")) >= 4
+    # part 4: a real stand-in with a test split, a cohort from its train half only, the utility run
+    real = pd.read_csv(out / "utility_real" / "manifest.csv")
+    assert sorted(real["split"].unique()) == ["test", "train"] and (real["split"] == "test").sum() == 3  # QUICK: 6
+    utility_cohort = pd.read_csv(out / "utility_cohort" / "cohort.csv")
+    assert len(utility_cohort) == 4
+    train_patients = set(real.loc[real["split"] == "train", "patient_id"])
+    assert set(utility_cohort["source_patient_id"]) <= train_patients  # the generator never saw a test patient
+    utility = pd.read_csv(out / "utility" / "utility.csv")
+    assert set(utility["task"]) == {"seg", "ef"}
+    assert {"real", "synthetic", "real+synthetic"} <= set(utility["training_set"])
+    assert set(utility.loc[utility["training_set"] == "real", "n_real_patients"]) == {2, 3}  # (2, "all") of 3
+    assert (utility["n_test_patients"] == 3).all() and utility["value"].notna().any()
+    assert (out / "utility" / "plots" / "utility.png").stat().st_size > 5_000
+    assert any("| training set |" in text and "| synthetic |" in text for text in _outputs(nb, "text/markdown"))
+    assert len(_outputs(nb, "image/png")) >= 5
