@@ -89,8 +89,8 @@ class FlowDataConfig:
     some regions stay still), with independent Gaussian noise of ``synthetic_noise`` on both frames.
     ``appearance_augment``: the echo adapter's random scanner look
     (:func:`echokdm.echo.augment.random_ultrasound_look`: speckle, blur, TGC, haze, noise, gamma and
-    gain, compression blocks), the same look for both frames of a pair, after the other augmentation,
-    as the seg and KDM sim-to-real models use.
+    gain, compression blocks), as the seg and KDM sim-to-real models use, after the other
+    augmentation: the same look for both frames of a pair, with independent noise in each.
     """
 
     size: int = 112
@@ -129,8 +129,8 @@ class FlowLossConfig:
     tell a moving pixel from a still one, is exactly zero flow (a geometric median; much of the
     sector does not move). On the realistic phantom, whose speckle decorrelates from frame to
     frame, it held or brought the network to zero flow at every weight tried (1 and 0.05 from
-    step 0; 0.05 from step 1000), while the photometric term alone did not. Synthetic pairs
-    (``synthetic_weight``) teach motion with a known answer instead.
+    step 0; 0.05 from step 1000), and so did the synthetic pairs' EPE (0.1), while the photometric
+    term alone did not (``configs/echo/flow_realistic.yaml``).
     """
 
     l1_weight: float = 1.0
@@ -343,17 +343,19 @@ class PairSampler:
         return torch.where(apply, out, x)
 
     def _look(self, batch: dict, generator: torch.Generator) -> dict:
-        """The echo adapter's random look, one per pair: both frames from the same generator state."""
+        """The echo adapter's random look, one per pair, with noise of its own in each frame.
+
+        Source and target go side by side through one call: one draw of blur, TGC, haze, gamma,
+        gain and compression for both, while the speckle and noise fields differ between the two
+        halves. (Replaying the generator for the second frame, as KDM does, would also repeat the
+        noise: a fixed pattern in both frames that pulls the flow to zero.)
+        """
         from echokdm.echo.augment import LookAugmentation, random_ultrasound_look
 
         settings = LookAugmentation(p_noisy_outside=0.3)  # as EchoAdapter.augment_appearance
-        state = generator.get_state()
-        source = random_ultrasound_look(batch["source"], None, generator, settings)
-        after = generator.get_state()
-        generator.set_state(state)
-        target = random_ultrasound_look(batch["target"], None, generator, settings)
-        generator.set_state(after)
-        return {**batch, "source": source, "target": target}
+        width = batch["source"].shape[-1]
+        both = random_ultrasound_look(torch.cat([batch["source"], batch["target"]], dim=-1), None, generator, settings)
+        return {**batch, "source": both[..., :width].contiguous(), "target": both[..., width:].contiguous()}
 
     def _spatial(self, sample: dict, generator: torch.Generator) -> dict:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
