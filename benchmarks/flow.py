@@ -17,8 +17,10 @@ The OF-net evaluated is trained with the documented command (configs/echo/flow.y
         --out /tmp/ofnet_run
     python benchmarks/flow.py --checkpoint /tmp/ofnet_run/best [--quick]
 
-Without ``--checkpoint`` the packaged ``echokdm/checkpoints/ofnet_phantom_112`` is used when
-present; otherwise OF-net is skipped with a message and the classical methods still run.
+Without ``--checkpoint`` the packaged ``echokdm/checkpoints/ofnet_phantom_classic_112`` (trained on
+the classic phantom, which this benchmark simulates) is used when present; otherwise OF-net is
+skipped with a message and the classical methods still run. The real-echo net
+``ofnet_phantom_112`` is scored by ``benchmarks/flow_sim2real.py``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import best_time, save
 
-PACKAGED = Path(__file__).resolve().parent.parent / "echokdm" / "checkpoints" / "ofnet_phantom_112"
+PACKAGED = Path(__file__).resolve().parent.parent / "echokdm" / "checkpoints" / "ofnet_phantom_classic_112"
 GAPS = (1, 2, 4, 8, 16)
 PAPER_WARP_MSE = 0.0014  # KDM paper, Table 4: OF-net warp MSE on EchoNet-Dynamic
 
@@ -166,14 +168,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer patients, pairs and repeats (CI)")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="OF-net folder (a run's best/); default: the packaged ofnet_phantom_112 if present")
+                        help="OF-net folder (a run's best/); default: the packaged ofnet_phantom_classic_112 if present")
     parser.add_argument("--seed", type=int, default=2024, help="held-out phantom patients (default: %(default)s)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where OF-net runs (default cpu)")
     args = parser.parse_args()
     n_patients, per_gap, repeats = (2, 2, 2) if args.quick else (8, 4, 5)
     checkpoint = args.checkpoint or (PACKAGED if (PACKAGED / "config.json").exists() else None)
     if checkpoint is None:
-        print("no OF-net checkpoint (--checkpoint, or echokdm/checkpoints/ofnet_phantom_112): OF-net skipped; "
+        print("no OF-net checkpoint (--checkpoint, or echokdm/checkpoints/ofnet_phantom_classic_112): OF-net skipped; "
               "train one with `echokdm train flow --config configs/echo/flow.yaml ...` (see this file's docstring)")
     start = time.perf_counter()
     data, clips = _dataset(n_patients, per_gap, args.seed)

@@ -7,7 +7,9 @@
 ``seg_phantom_112``           LV segmentation U-Net for real echo, trained on the realistic phantom with
                               sim-to-real augmentation (``configs/echo/seg_sim2real.yaml``)
 ``seg_phantom_classic_112``   the previous segmentation, classic phantom only (``configs/echo/seg_demo.yaml``)
-``ofnet_phantom_112``         OF-net (``configs/echo/flow.yaml``)
+``ofnet_phantom_112``         OF-net for real echo, trained on the realistic phantom
+                              (``configs/echo/flow_realistic.yaml``)
+``ofnet_phantom_classic_112`` the previous OF-net, classic phantom (``configs/echo/flow.yaml``)
 ``kpdet_face_64``             face landmark heatmap detector (68 points, RGB 64×64, procedural faces), the
                               fallback of ``evaluate``'s keypoint distance MD without face-alignment
 ``kpdet_pose_64``             the same for BODY_25 poses (procedural figures)
