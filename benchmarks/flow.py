@@ -168,7 +168,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer patients, pairs and repeats (CI)")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="OF-net folder (a run's best/); default: the packaged ofnet_phantom_classic_112 if present")
+                        help="OF-net folder (a run's best/); default: the packaged ofnet_phantom_classic_112, "
+                             "if present")
     parser.add_argument("--seed", type=int, default=2024, help="held-out phantom patients (default: %(default)s)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where OF-net runs (default cpu)")
     args = parser.parse_args()

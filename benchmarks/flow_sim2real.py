@@ -134,7 +134,8 @@ def _scores(data: dict, flows: dict, with_truth: bool) -> dict[str, dict[str, fl
                 row[f"epe_{region}_px"] = round(float(np.mean(endpoint_error(flow[keep], data["flow"][keep],
                                                                               mask[keep]))), 4)
         magnitude = np.linalg.norm(flow, axis=1)  # (N, H, W)
-        row["mean_flow_px"] = round(float(np.mean([m[f].mean() for m, f in zip(magnitude, data["fan"], strict=True)])), 4)
+        inside = [m[f].mean() for m, f in zip(magnitude, data["fan"], strict=True)]
+        row["mean_flow_px"] = round(float(np.mean(inside)), 4)
         out[name] = row
     return out
 
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 patients a style, fewer pairs (CI)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
-                        help="an OF-net folder to score (repeat); default: the packaged ofnet_phantom_112 and _classic_112")
+                        help="an OF-net folder to score (repeat); default: the packaged ofnet_phantom_112 "
+                             "and ofnet_phantom_classic_112")
     args = parser.parse_args(argv)
     import torch
 
@@ -197,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     for style in ("classic", "realistic"):
         data = _phantom_pairs(style, n_patients, per_gap)
-        results[f"{style} phantom: EPE / warp MSE / warp SSIM / mean flow"] = _scores(data, _flows(models, data["source"],
-                                                                                       data["target"]), True)
+        flows = _flows(models, data["source"], data["target"])
+        results[f"{style} phantom: EPE / warp MSE / warp SSIM / mean flow"] = _scores(data, flows, True)
     data, _ = _real_pairs()
     real = _scores(data, _flows(models, data["source"], data["target"]), False)
     _real_consistency(models, data, real)
