@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read the real ultrasound cine that ships with pydicom; simulate held-out phantom patients as "
                     "DICOM; derive their keypoints; generate each patient's own beat and a beat at a new EF with "
                     "the packaged KDM checkpoint; write MP4/GIF/DICOM, a per-patient report (image metrics, EF "
-                    "target vs re-measured) and a summary figure. A few minutes on a laptop CPU.")
+                    "target vs re-measured) and a summary figure. Under a minute on a laptop CPU.")
     p.add_argument("--out", default="echokdm-demo", help="output folder (default: %(default)s)")
     p.add_argument("--patients", type=int, default=None, help="held-out phantom patients (default 3)")
     add_sampling_options(p, None, names=("num_inference_steps", "k", "keyframes", "seed"), helps={
