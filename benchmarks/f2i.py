@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only these generated methods (the no-edit and TPS baselines always run)")
     parser.add_argument("--no-timing", action="store_true", help="skip the timing part")
     parser.add_argument("--lpips-backbone", default=None, help="folder with alexnet_features.pth (offline LPIPS)")
+    parser.add_argument("--pipeline", default=None, metavar="FOLDER",
+                        help="a KDM pipeline folder instead of the packaged kdm_phantom_112")
+    parser.add_argument("--tag", default=None, help="suffix of the results file (e.g. the pipeline's training steps)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = args.seeds[:1] if args.quick else args.seeds
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown method(s) {unknown}; choose from {sorted(methods)}")
         methods = {name: methods[name] for name in args.methods}
-    pipes = {"packaged": KDMPipeline.from_pretrained(pretrained_path("kdm_phantom_112"))}
+    pipes = {"packaged": KDMPipeline.from_pretrained(args.pipeline or pretrained_path("kdm_phantom_112"))}
     groups = [("packaged", [_real_case(), *_phantom_cases(patients, "realistic")])]
     if args.classic:
         pipes["classic"] = KDMPipeline.from_pretrained(pretrained_path("kdm_phantom_classic_112"))
@@ -166,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\none 32-frame 112x112 loop, " + ", ".join(f"{k}: {v:.2f}" for k, v in timing.items()))
         figures.update(timing)
     suffix = "_" + "_".join(m.replace(" ", "-").replace("/", "") for m in args.methods) if args.methods else ""
+    suffix += f"_{args.tag}" if args.tag else ""
     save(("f2i_quick" if args.quick else "f2i") + suffix, figures)
     return 0
 
