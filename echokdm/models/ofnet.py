@@ -153,8 +153,8 @@ class OFNet(ModelMixin, ConfigMixin):
     normalize_input : bool
         Standardise every frame (zero mean, unit standard deviation over the frame) before the
         pyramid instead of mapping [0, 1] to [-1, 1]. The features, and so the cost volume, then do
-        not depend on the frame's brightness and contrast: real echo and the realistic phantom are
-        dark (mean grey about 0.07), where the [-1, 1] input is nearly constant and a network
+        not depend on the frame's brightness and contrast: dark frames (mean grey about 0.07, as
+        real ultrasound), where the [-1, 1] input is nearly constant and a network
         trained on bright frames barely sees the texture. False (the default) keeps the networks
         trained before this option.
 

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from echokdm.adapters import DEFAULT_ADAPTER, get_adapter
 from echokdm.config import load_config
 from echokdm.data.ground_truth import GroundTruthFlows, ground_truth_files
 from echokdm.data.manifest import clip_file_stem, load_manifest, read_clip
@@ -87,10 +88,10 @@ class FlowDataConfig:
     warped by a random smooth flow (a ``synthetic_grid²`` grid of Gaussian vectors, rms up to
     ``synthetic_amplitude_px``, upsampled bicubically, times a smooth random on/off mask so that
     some regions stay still), with independent Gaussian noise of ``synthetic_noise`` on both frames.
-    ``appearance_augment``: the echo adapter's random scanner look
-    (:func:`echokdm.echo.augment.random_ultrasound_look`: speckle, blur, TGC, haze, noise, gamma and
-    gain, compression blocks), as the seg and KDM sim-to-real models use, after the other
-    augmentation: the same look for both frames of a pair, with independent noise in each.
+    ``appearance_augment``: the random look of the keypoint adapter named by ``adapter``
+    (:meth:`~echokdm.adapters.base.KeypointAdapter.augment_appearance`; the default adapter's is the
+    scanner look its sim-to-real models use), after the other augmentation: the same look for both
+    frames of a pair, with independent noise in each.
     """
 
     size: int = 112
@@ -109,6 +110,7 @@ class FlowDataConfig:
     synthetic_grid: int = 4
     synthetic_noise: float = 0.03
     appearance_augment: bool = False
+    adapter: str = DEFAULT_ADAPTER
 
 
 @dataclasses.dataclass
@@ -127,10 +129,10 @@ class FlowLossConfig:
     spatial augmentation; 0 = unsupervised, the default; needs ``ground_truth.csv``), from step
     ``supervised_start``. The EPE is an L1-type loss whose minimiser, wherever the network cannot
     tell a moving pixel from a still one, is exactly zero flow (a geometric median; much of the
-    sector does not move). On the realistic phantom, whose speckle decorrelates from frame to
-    frame, it held or brought the network to zero flow at every weight tried (1 and 0.05 from
+    sector does not move). On the realistic synthetic cohort, whose speckle decorrelates from frame
+    to frame, it held or brought the network to zero flow at every weight tried (1 and 0.05 from
     step 0; 0.05 from step 1000), and so did the synthetic pairs' EPE (0.1), while the photometric
-    term alone did not (``configs/echo/flow_realistic.yaml``).
+    term alone did not (``flow_realistic.yaml`` of the default adapter's configs).
     """
 
     l1_weight: float = 1.0
@@ -343,18 +345,16 @@ class PairSampler:
         return torch.where(apply, out, x)
 
     def _look(self, batch: dict, generator: torch.Generator) -> dict:
-        """The echo adapter's random look, one per pair, with noise of its own in each frame.
+        """The adapter's random look, one per pair, with noise of its own in each frame.
 
         Source and target go side by side through one call: one draw of blur, TGC, haze, gamma,
         gain and compression for both, while the speckle and noise fields differ between the two
         halves. (Replaying the generator for the second frame, as KDM does, would also repeat the
         noise: a fixed pattern in both frames that pulls the flow to zero.)
         """
-        from echokdm.echo.augment import LookAugmentation, random_ultrasound_look
-
-        settings = LookAugmentation(p_noisy_outside=0.3)  # as EchoAdapter.augment_appearance
         width = batch["source"].shape[-1]
-        both = random_ultrasound_look(torch.cat([batch["source"], batch["target"]], dim=-1), None, generator, settings)
+        look = get_adapter(self.config.adapter).augment_appearance
+        both = look(torch.cat([batch["source"], batch["target"]], dim=-1), generator)
         return {**batch, "source": both[..., :width].contiguous(), "target": both[..., width:].contiguous()}
 
     def _spatial(self, sample: dict, generator: torch.Generator) -> dict:
