@@ -27,9 +27,10 @@
 #    the generated frames by the packaged segmentation model (`seg_phantom_112`);
 # 6. write the loops as **MP4, GIF and synthetic-marked DICOM**.
 #
-# **Run time**: about 2–3 minutes on a laptop CPU with the defaults (200 DDIM steps), seconds on a
-# GPU, under a minute with `QUICK = True`. The packaged checkpoints must be installed (see
-# `echokdm.pretrained`); or point `PIPELINE` / `SEGMENTATION` at your own folders.
+# **Run time**: about a minute on a laptop CPU with the defaults (the fast sampler: 25 DDIM steps,
+# F2I from step 3 on 8 keyframes), seconds on a GPU, less with `QUICK = True`. The packaged
+# checkpoints must be installed (see `echokdm.pretrained`); or point `PIPELINE` / `SEGMENTATION` at
+# your own folders.
 #
 # Everything is written under `OUT` (default `notebook_outputs/01_quickstart-full/` next to this
 # notebook, `-quick` with `QUICK = True`; a rerun replaces it). Conventions: frames are `float32` in
@@ -43,8 +44,8 @@ PATIENT_SEED = 1000  # phantom seed of the held-out patient (the demo KDM was tr
 SIZE = 112           # phantom frame size in pixels (the pipeline resizes to its own size and back)
 FPS = 25.0           # phantom frame rate (frames/s), also the loops' (as in `echokdm demo`)
 NEW_EF = 30.0        # EF (%) of the edited beat
-STEPS = 200          # DDIM steps (the paper's 200)
-K = 100              # F2I starts from the warped source noised to step K of STEPS
+STEPS = 25           # DDIM steps (echokdm's default; the paper's sampler: 200, K = 100)
+K = 3                # F2I starts from the warped source noised to step K of STEPS
 SEED = 0             # seed of the generation noise: same seed, same loop
 OUT = None           # None: notebook_outputs/01_quickstart-quick or -full (by QUICK), replaced
                      #   by a rerun; or a new or empty folder of yours (never overwritten)
