@@ -15,17 +15,25 @@ Then
   of real patients and seeds, on the test patients.
 
     python benchmarks/utility.py                  # 16 patients (8 + 8), 32 loops, 2 4 8 x 3 seeds: hours on 2 cores
-    python benchmarks/utility.py --quick          # 6 patients, 3 loops, tiny models: under 2 min (CI)
+    python benchmarks/utility.py --quick          # 6 patients, 3 loops, tiny models, 1 thread: under a minute (CI)
     python benchmarks/utility.py --patients 8 --loops 8 --seeds 0 --real-patients 2 4   # a small run
 
-Writes ``benchmarks/results/utility[_quick].json`` and the run folder ``benchmarks/results/utility[_quick]/``
+The README's figures (6 + 6 patients, 16 loops; one core each, about 35 min and 60 min):
+
+    python benchmarks/utility.py --patients 12 --loops 16 --seeds 0 1 --real-patients 2 4 all --tasks seg --threads 1
+    python benchmarks/utility.py --patients 12 --loops 16 --seeds 0 --real-patients 2 4 all --tasks ef --threads 1
+
+Writes ``benchmarks/results/utility[_quick].json`` and the run folder ``benchmarks/results/utility[_quick]/run``
 (``utility.csv``, ``summary.md``, ``plots/utility.png``); the run resumes when started again with the
-same arguments.
+same arguments. ``--tasks seg`` or ``--tasks ef`` alone writes ``utility[_quick]_<task>.json`` and
+``run_<task>/`` (the cohorts are shared), so the two tasks can be run, and resumed, with other seeds
+or sizes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import warnings
@@ -38,9 +46,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save
 
 
+def _write_if_changed(table: pd.DataFrame, path: Path) -> Path:
+    """Write a manifest only when its content changes: ``run_utility`` stamps its inputs (size and
+    modification time), so rewriting an identical manifest would stop a rerun from resuming."""
+    from echokdm.data.manifest import write_manifest
+
+    new = write_manifest(table, path.with_name(f"{path.stem}.new.csv"), overwrite=True)
+    if path.exists() and path.read_bytes() == new.read_bytes():
+        new.unlink()
+    else:
+        new.replace(path)
+    return path
+
+
 def _real_cohort(work: Path, n_patients: int, quick: bool) -> Path:
     """Realistic phantom patients; the first half the training pool (train), the rest the test split."""
-    from echokdm.data.manifest import load_manifest, write_manifest
+    from echokdm.data.manifest import load_manifest
     from echokdm.data.phantom.export import write_cohort
 
     manifest = work / "real" / "manifest.csv"
@@ -48,12 +69,15 @@ def _real_cohort(work: Path, n_patients: int, quick: bool) -> Path:
         short = {"fps": 25.0, "n_beats": 1.2} if quick else {}  # fewer frames to segment in the smoke run
         write_cohort(work / "real", n_patients, "echonet", seed=1000, style="realistic", progress=False, **short)
     table = load_manifest(manifest)
+    if len(table) != n_patients:
+        raise SystemExit(f"{work}: holds a cohort of {len(table)} patients, not {n_patients}; delete the folder "
+                         f"or pass --patients {len(table)}")
     table["split"] = ["train" if i < n_patients // 2 else "test" for i in range(len(table))]
-    return write_manifest(table, work / "real.csv", overwrite=True)
+    return _write_if_changed(table, work / "real.csv")
 
 
 def _synthetic_cohort(work: Path, real: Path, n_loops: int, quick: bool) -> Path:
-    from echokdm.data.manifest import scan_folder, write_manifest
+    from echokdm.data.manifest import scan_folder
     from echokdm.generation.settings import SamplingSettings
     from echokdm.generation.synthesize import synthesize_cohort
     from echokdm.pretrained import pretrained_path
@@ -68,8 +92,11 @@ def _synthetic_cohort(work: Path, real: Path, n_loops: int, quick: bool) -> Path
             synthesize_cohort(real, pretrained_path("kdm_phantom_112"), out, n_loops=n_loops, split="train",
                               sampling=sampling, segmentation=pretrained_path("seg_phantom_112"),
                               ef_attempts=1 if quick else 3, memorisation_frames=200, progress=False)
+    made = json.loads((out / "settings.json").read_text()).get("n_loops")
+    if made != n_loops:
+        raise SystemExit(f"{out}: holds a cohort of {made} loops, not {n_loops}; delete it or pass --loops {made}")
     scan = scan_folder(out, "echonet", progress=False)
-    return write_manifest(scan.manifest, work / "synthetic.csv", overwrite=True)
+    return _write_if_changed(scan.manifest, work / "synthetic.csv")
 
 
 def _identity(real: Path, synthetic: Path) -> dict:
@@ -104,13 +131,15 @@ def main(argv=None) -> int:
     p.add_argument("--real-patients", nargs="+", default=["2", "4", "8"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--tasks", default="seg,ef")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default 2; 1 with --quick, whose tiny models gain nothing from a second "
+                        "thread and lose much on a busy machine)")
     args = p.parse_args(argv)
     import torch
 
     from echokdm.evaluation.utility import UtilitySettings, run_utility
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or (1 if args.quick else 2))
     name = "utility_quick" if args.quick else "utility"
     if args.quick:
         args.patients, args.loops, args.real_patients, args.seeds = 6, 3, ["2"], [0]
@@ -122,15 +151,17 @@ def main(argv=None) -> int:
     sizes = tuple(n if n == "all" else int(n) for n in args.real_patients)
     given = dict(tasks=tuple(args.tasks.split(",")), real_patients=sizes, seeds=tuple(args.seeds), privacy_filter=True)
     settings = UtilitySettings.quick(**given) if args.quick else UtilitySettings(**given)
-    result = run_utility(real, synthetic, work / "run", settings, progress=not args.quick)
+    tasks = "_".join(given["tasks"])
+    run = work / ("run" if tasks == "seg_ef" else f"run_{tasks}")  # one task alone: its own run, resumable too
+    result = run_utility(real, synthetic, run, settings, progress=not args.quick)
     for row in result.summary.itertuples(index=False):
         interval = f" [{row.low:.3f}, {row.high:.3f}]" if np.isfinite(row.low) else ""
         figures[f"{row.task}_{row.metric}_{row.training_set}_n{row.n_real_patients}"] = f"{row.mean:.3f}{interval}"
     figures["notes"] = result.notes
     figures["cpu_seconds_per_cell"] = {task: round(float(g["seconds"].mean()), 1)
                                        for task, g in result.utility.groupby("task")}
-    figures["run_folder"] = str(work / "run")
-    save(name, figures)
+    figures["run_folder"] = str(run)
+    save(name if tasks == "seg_ef" else f"{name}_{tasks}", figures)
     return 0 if len(result.utility) else 1
 
 
