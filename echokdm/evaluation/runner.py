@@ -30,9 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -45,7 +43,7 @@ import torch
 from echokdm.evaluation.cases import EvalCase, load_case
 from echokdm.evaluation.realism import RealismResult, RealismSettings
 from echokdm.generation.settings import SamplingSettings, apply_deprecated_fields, with_deprecated_fields
-from echokdm.io.atomic import atomic_output
+from echokdm.io.atomic import atomic_output, prepare_run_folder
 
 __all__ = [
     "FRAME_METRICS",
@@ -362,21 +360,8 @@ def _settings(config: EvaluateConfig, manifest: Path, pipeline: str | None, pipe
 
 def _prepare_folder(out: Path, settings: dict, overwrite: bool) -> None:
     """Create ``out`` or check that a previous run there used the same settings."""
-    record = out / "evaluate.json"
-    if record.exists():
-        previous = json.loads(record.read_text())
-        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-        if changed and not overwrite:
-            raise ValueError(f"{out}: holds an evaluation with different settings ({', '.join(changed)}); use "
-                             "another --out, or --overwrite to discard it")
-        if changed:
-            for name in ("parts", "generated"):
-                shutil.rmtree(out / name, ignore_errors=True)
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: exists and is not an echokdm evaluation folder; choose another --out")
-    (out / "parts").mkdir(parents=True, exist_ok=True)
-    (out / "generated").mkdir(exist_ok=True)
-    record.write_text(json.dumps(settings, indent=2))
+    prepare_run_folder(out, "evaluate.json", settings, overwrite=overwrite, kind="evaluation",
+                       what="an evaluation", differs="different settings", derived=("parts", "generated"))
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:

@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from echokdm.io.atomic import atomic_output
+from echokdm.io.atomic import atomic_output, prepare_run_folder
 
 __all__ = ["TASKS", "TRAINING_SETS", "UTILITY_COLUMNS", "UtilityResult", "UtilitySettings", "plan_cells",
            "run_utility", "split_real"]
@@ -549,20 +549,8 @@ class UtilityResult:
 
 def _prepare_folder(out: Path, record: dict, overwrite: bool) -> None:
     """Create ``out`` or check that a run there used the same inputs and settings (else refuse)."""
-    saved = out / "utility.json"
-    if saved.exists():
-        previous = json.loads(saved.read_text())
-        changed = sorted(k for k in set(previous) | set(record) if previous.get(k) != record.get(k))
-        if changed and not overwrite:
-            raise ValueError(f"{out}: holds a utility run with other inputs or settings ({', '.join(changed)}); "
-                             "use another --out, or --overwrite to discard it")
-        if changed:
-            shutil.rmtree(out / "cells", ignore_errors=True)
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: exists and is not an echokdm utility folder; choose another --out")
-    (out / "cells").mkdir(parents=True, exist_ok=True)
-    with atomic_output(saved, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
+    prepare_run_folder(out, "utility.json", record, overwrite=overwrite, kind="utility", what="a utility run",
+                       differs="other inputs or settings", derived=("cells",))
 
 
 def _stamp(path: Path) -> str:

@@ -19,12 +19,15 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text", "prepare_run_folder"]
 
 
 @contextlib.contextmanager
@@ -98,3 +101,33 @@ def _check_writable(path: Path, overwrite: bool) -> None:
         raise IsADirectoryError(f"{path}: is a folder, cannot write a file there")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: file exists; pass overwrite=True to replace it")
+
+
+def prepare_run_folder(out: str | os.PathLike, record_name: str, record: dict[str, Any], *, overwrite: bool,
+                       kind: str, what: str, differs: str, derived: tuple[str, ...]) -> None:
+    """Create a resumable run folder ``out`` or check that the run in it used the same ``record``.
+
+    ``out/record_name`` holds the record (JSON) of the run that made the folder. The same record:
+    the run resumes (its ``derived`` sub-folders are kept). Another record: a ValueError naming the
+    keys that differ ("``out``: holds ``what`` with ``differs`` (keys)"), unless ``overwrite``, which
+    discards the ``derived`` sub-folders. A non-empty folder without a record: a FileExistsError
+    ("not an echokdm ``kind`` folder") unless ``overwrite``. Then the ``derived`` sub-folders are
+    created and the record written atomically.
+    """
+    out = Path(out)
+    saved = out / record_name
+    if saved.exists():
+        previous = json.loads(saved.read_text())
+        changed = sorted(k for k in set(previous) | set(record) if previous.get(k) != record.get(k))
+        if changed and not overwrite:
+            raise ValueError(f"{out}: holds {what} with {differs} ({', '.join(changed)}); use another --out, or "
+                             "--overwrite to discard it")
+        if changed:
+            for name in derived:
+                shutil.rmtree(out / name, ignore_errors=True)
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out}: exists and is not an echokdm {kind} folder; choose another --out")
+    for name in derived:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    with atomic_output(saved, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))

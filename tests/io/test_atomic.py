@@ -54,3 +54,27 @@ def test_overwrite_and_refusals(tmp_path):
     with pytest.raises(NotADirectoryError):
         atomic_write_text(tmp_path / "file" / "x.txt", "x", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.txt", "file"]
+
+
+def test_prepare_run_folder_resumes_refuses_and_overwrites(tmp_path):
+    import json
+
+    from echokdm.io.atomic import prepare_run_folder
+
+    kw = {"kind": "demo", "what": "a demo run", "differs": "different settings", "derived": ("parts",)}
+    out = tmp_path / "run"
+    prepare_run_folder(out, "run.json", {"k": 1}, overwrite=False, **kw)
+    assert json.loads((out / "run.json").read_text()) == {"k": 1} and (out / "parts").is_dir()
+    (out / "parts" / "done").write_text("x")
+    prepare_run_folder(out, "run.json", {"k": 1}, overwrite=False, **kw)  # same record: resumes, keeps parts
+    assert (out / "parts" / "done").exists()
+    with pytest.raises(ValueError, match=r"holds a demo run with different settings \(k, m\)"):
+        prepare_run_folder(out, "run.json", {"k": 2, "m": 0}, overwrite=False, **kw)
+    prepare_run_folder(out, "run.json", {"k": 2}, overwrite=True, **kw)  # discards the derived parts
+    assert not (out / "parts" / "done").exists() and json.loads((out / "run.json").read_text()) == {"k": 2}
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not an echokdm demo folder"):
+        prepare_run_folder(other, "run.json", {"k": 1}, overwrite=False, **kw)
+    assert (other / "mine.txt").read_text() == "keep"
