@@ -59,15 +59,16 @@ def _write_if_changed(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def _real_cohort(work: Path, n_patients: int, quick: bool) -> Path:
-    """Realistic phantom patients; the first half the training pool (train), the rest the test split."""
+def _real_cohort(work: Path, n_patients: int, quick: bool, seed: int = 1000) -> Path:
+    """Realistic phantom patients (phantom ``seed``; the checkpoints were trained on other seeds); the
+    first half the training pool (train), the rest the test split."""
     from echokdm.data.manifest import load_manifest
     from echokdm.data.phantom.export import write_cohort
 
     manifest = work / "real" / "manifest.csv"
     if not manifest.exists():
         short = {"fps": 25.0, "n_beats": 1.2} if quick else {}  # fewer frames to segment in the smoke run
-        write_cohort(work / "real", n_patients, "echonet", seed=1000, style="realistic", progress=False, **short)
+        write_cohort(work / "real", n_patients, "echonet", seed=seed, style="realistic", progress=False, **short)
     table = load_manifest(manifest)
     if len(table) != n_patients:
         raise SystemExit(f"{work}: holds a cohort of {len(table)} patients, not {n_patients}; delete the folder "

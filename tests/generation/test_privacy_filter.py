@@ -12,6 +12,7 @@ from echokdm.data.manifest import load_manifest, read_clip
 from echokdm.data.phantom.export import write_cohort
 from echokdm.generation.privacy_filter import (
     DROPPED_COLUMNS,
+    clip_patient_distances,
     filter_cohort,
     identity_features,
     identity_separation,
@@ -67,6 +68,87 @@ def test_a_planted_copy_is_dropped_and_new_patients_kept(phantom):
     assert table.loc["copy", "nearest_patient_id"] == train[0] and table.loc["copy", "distance"] < 1e-6
     assert table.loc["own-source", "nearest_patient_id"] != train[1]
     assert result.summary()["n_dropped"] == 1 and result.summary()["n_held_out"] == 3
+
+
+@pytest.fixture(scope="module")
+def look_alikes(phantom):
+    """Roles for the look-alike case: the two patients closest to each other (``a``, ``b``) in training,
+    the three most distinctive patients held out, the rest in training too."""
+    clips = phantom["clips"]
+    feats = {p: identity_features(c) for p, c in clips.items()}
+    d = {p: clip_patient_distances(feats[p], {q: feats[q] for q in clips if q != p}) for p in clips}
+    a, b = min(((p, q) for p in clips for q in clips if p < q), key=lambda pq: d[pq[0]][pq[1]] + d[pq[1]][pq[0]])
+    rest = sorted((p for p in clips if p not in (a, b)), key=lambda p: -min(d[p].values()))
+    return {"a": a, "b": b, "held_out": rest[:3], "training": [a, b, *rest[3:]], "clips": clips}
+
+
+def _altered(frames, gain=0.85, offset=0.05, noise=0.02, seed=0):
+    """A lightly altered copy: gain, offset and noise. (No shift: these 32-pixel frames are the feature's
+    own size, where one pixel is a shift of 3.5 pixels at 112, and moves the speckle the feature sees.)"""
+    x = gain * frames + offset + np.random.default_rng(seed).normal(0.0, noise, frames.shape)
+    return np.clip(x, 0.0, 1.0)
+
+
+def test_genuine_loops_of_look_alike_patients_are_kept(look_alikes):
+    """A loop of ``a`` is as close to ``b`` as ``a``'s real clip is: closer than every held-out patient
+    is to training, but no copy of ``b``. The source-relative rule keeps it."""
+    la, clips = look_alikes, look_alikes["clips"]
+    training = [(p, clips[p]) for p in la["training"]]
+    held_out = [(p, clips[p]) for p in la["held_out"]]
+    loops = [("loop-of-a", 0.9 * clips[la["a"]][::-1], la["a"]),  # ``a`` re-imaged: its beat reversed, less gain
+             ("loop-of-b", 0.9 * clips[la["b"]][::-1], la["b"])]
+    old = privacy_filter(loops, training, held_out, calibration="held_out", source_margin=None)
+    assert old.dropped == ["loop-of-a", "loop-of-b"]  # the look-alikes are closer than any held-out patient
+    result = privacy_filter(loops, training, held_out)  # default: pooled calibration, source margin 0.5
+    assert result.dropped == []
+    table = result.table.set_index("loop")
+    assert table.loc["loop-of-a", "nearest_patient_id"] == la["b"]
+    assert table.loc["loop-of-a", "threshold"] < result.threshold  # held to half of a's own distance to b
+    assert result.summary()["n_calibration"] == len(held_out) + len(training)
+
+
+@pytest.mark.parametrize("alter", ["verbatim", "altered", "shifted"])
+def test_a_planted_copy_is_dropped_whatever_its_source_label(look_alikes, alter):
+    """A copy of ``b`` is dropped with an unknown source, labelled with ``b``'s look-alike ``a`` (the
+    label that forgives most), or with another training patient; labelled with ``b`` itself it is
+    compared with the others only, as a genuine loop of ``b`` is, and kept. The shifted copy sits at
+    about 0.7 × ``a``'s distance to ``b``, above the source margin: it is dropped because it looks
+    more like ``b`` than like its claimed source ``a``."""
+    la, clips = look_alikes, look_alikes["clips"]
+    copy = {"verbatim": clips[la["b"]], "altered": _altered(clips[la["b"]]),
+            "shifted": np.pad(clips[la["b"]], ((0, 0), (1, 0), (1, 0)), mode="edge")[:, :-1, :-1]}[alter]
+    other = la["training"][-1]
+    loops = [("unknown", copy, None), ("labelled-look-alike", copy, la["a"]), ("labelled-other", copy, other),
+             ("labelled-own", copy, la["b"])]
+    for calibration, margin in (("pooled", 0.5), ("held_out", 0.5), ("pooled", None), ("held_out", None)):
+        result = privacy_filter(loops, [(p, clips[p]) for p in la["training"]],
+                                [(p, clips[p]) for p in la["held_out"]], calibration=calibration,
+                                source_margin=margin)
+        copies = ["unknown", "labelled-look-alike", "labelled-other"]
+        assert result.dropped[:3] == copies, (calibration, margin)
+        if margin is not None:  # without it, "labelled-own" is dropped for b's look-alike a
+            assert result.dropped == copies
+        table = result.table.set_index("loop")
+        assert (table.loc[copies, "nearest_patient_id"] == la["b"]).all()
+
+
+def test_pooled_calibration_adds_leave_one_out_distances(look_alikes):
+    la, clips = look_alikes, look_alikes["clips"]
+    training = [(p, clips[p]) for p in la["training"]]
+    held_out = [(p, clips[p]) for p in la["held_out"]]
+    held = privacy_filter([], training, held_out, calibration="held_out")
+    pooled = privacy_filter([], training, held_out, calibration="pooled")
+    np.testing.assert_allclose(pooled.calibration_distance[:len(held_out)], held.held_out_distance)
+    assert pooled.calibration_distance.size == len(held_out) + len(training)
+    assert held.calibration_distance.size == len(held_out)
+    # the look-alikes' leave-one-out distances are the smallest real distances between distinct patients
+    assert pooled.calibration_distance.min() < held.held_out_distance.min()
+    assert pooled.threshold < held.threshold
+    assert "leave-one-out" in pooled.summary_line() and "source" in pooled.summary_line()
+    with pytest.raises(ValueError, match="calibration"):
+        privacy_filter([], training, held_out, calibration="training")
+    with pytest.raises(ValueError, match="source_margin"):
+        privacy_filter([], training, held_out, source_margin=0)
 
 
 def test_held_out_patients_must_be_outside_training(phantom):
