@@ -36,7 +36,7 @@ training frames; this filter acts on each loop, as EchoNet-Synthetic and EchoFlo
    distance to ``B``; a loop nearer ``B`` than its claimed source is held to the threshold alone.
    So a copy of ``B`` labelled with any other source is still dropped. On the phantom stand-in
    (``benchmarks/privacy_filter.py``; README, "Synthetic data utility") genuine loops sit at
-   0.90–1.0 × their source's distance to the others (and far closer to their source than to
+   0.90 × or more of their source's distance to the others (and far closer to their source than to
    anyone else), lightly altered copies (gain, noise, a 2-pixel shift) at 0.3 × or less.
    Limits: the ``normalised`` feature sees speckle, so a copy shifted by 8 pixels (at 112) escapes
    every rule; a copy labelled with its own patient is kept (point 4).
