@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--look", action="store_true", help="random scanner look per training pair")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--lpips-backbone", default=None, help="folder with alexnet/vgg16_features.pth (offline LPIPS)")
-    parser.add_argument("--save", default=None, metavar="FILE", help="also save the trained refiner (safetensors folder)")
+    parser.add_argument("--save", default=None, metavar="FOLDER", help="also save the trained refiner there")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     patients, steps = (3, 20) if args.quick else (args.patients, args.steps)
@@ -201,10 +201,11 @@ def main(argv: list[str] | None = None) -> int:
             for on in (False, True):
                 refined.refiner = refiner if on else None
                 for seed in seeds:
-                    loop = generate_loop(refined.pipe, src, kp[0], kp, fps=case["fps"], sampling=settings.replace(seed=seed),
-                                         fan_mask=case["fan"], progress=False, motion="own")
+                    loop = generate_loop(refined.pipe, src, kp[0], kp, fps=case["fps"], progress=False,
+                                         sampling=settings.replace(seed=seed), fan_mask=case["fan"], motion="own")
                     score(case["name"], name + (" + refiner" if on else ""), loop.frames[1:], truth)
-    figures = {"look": args.look, "steps": steps, "patients": patients, "pairs": len(pairs["warp"]), "seeds": len(seeds)}
+    figures = {"look": args.look, "steps": steps, "patients": patients, "pairs": len(pairs["warp"]),
+               "seeds": len(seeds)}
     print(f"\n{'case':<18} {'method':<22} {'MSE':>8} {'SSIM':>7} {'LPIPS':>7}")
     for (case, method), values in scores.items():
         m, s, p = np.nanmean(values, axis=0)
