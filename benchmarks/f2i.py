@@ -6,9 +6,10 @@ one sample per case and seed (no best-of-N), scored against the real frames (MSE
 and by the "pop" (the jump from the source to the first generated frame over the median later
 frame-to-frame jump, :func:`echokdm.metrics.consistency.pop_ratio`; the real beat's is the
 reference). Cases: pydicom's real apical four-chamber cine (keypoints from the packaged
-segmentation) and held-out realistic-phantom patients (seed 7, exact keypoints), with the packaged
-``kdm_phantom_112``; ``--classic`` adds held-out classic-phantom patients with
-``kdm_phantom_classic_112`` (the issue's phantom figures).
+segmentation), at its own size and resized to 112×112 as EchoNet-Dynamic stores clips, and
+held-out realistic-phantom patients (seed 7, exact keypoints), with the packaged ``kdm_phantom_112``;
+``--classic`` adds held-out classic-phantom patients with ``kdm_phantom_classic_112`` (the issue's
+phantom figures).
 
 Methods (the baselines in the same table):
 
@@ -17,7 +18,9 @@ Methods (the baselines in the same table):
 - ``KDM paper 200``: 200 DDIM steps, k = 100, the decoded F2I latent (the paper's sampler);
 - ``KDM 25``: 25 steps, k = 12, decoded latent;  ``KDM 25 +detail``: the same with the
   warp-residual detail path (frame = warp + F2I's edit, ``SamplingSettings(detail=True)``);
-- ``KDM fast``: 25 steps, k = 3, detail, F2I on 8 keyframes (``keyframes=8``). (k = 1 of 25 starts
+- ``KDM fast``: 25 steps, k = 3, detail, F2I on 8 keyframes (``keyframes=8``);
+- ``... bicubic``: the same with the shown warp sampled bicubically (``interpolation="bicubic"``);
+  the other rows use the bilinear warp. (k = 1 of 25 starts
   F2I at t = 0: it returns the warp, so it is not a fast F2I.)
 
 ``--k-curve`` adds LPIPS/SSIM against k (25 steps) with and without the detail path. The timing
@@ -38,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import alex_lpips, save
-from kdm_real import HELD_OUT_SEED, _phantom_cases, _real_case
+from kdm_real import HELD_OUT_SEED, _phantom_cases, _real_case, _real_case_112
 
 K_CURVE = (0, 1, 3, 6, 12, 25)
 
@@ -47,16 +50,19 @@ def _methods(quick: bool, k_curve: bool) -> dict:
     from echokdm.generation import SamplingSettings
 
     paper = SamplingSettings.paper(num_inference_steps=20, k=10) if quick else SamplingSettings.paper()
-    methods = {"w/o F2I": SamplingSettings(num_inference_steps=25, k=0),
-               "w/o F2I, 4 K2F steps": SamplingSettings(num_inference_steps=4, k=0),
+    bilinear = SamplingSettings(interpolation="bilinear")  # the named rows keep the warp they were measured with
+    methods = {"w/o F2I": bilinear.replace(num_inference_steps=25, k=0),
+               "w/o F2I bicubic": SamplingSettings(num_inference_steps=25, k=0, interpolation="bicubic"),
+               "w/o F2I, 4 K2F steps": bilinear.replace(num_inference_steps=4, k=0),
                f"KDM paper {paper.num_inference_steps}": paper,
-               "KDM 25": SamplingSettings(num_inference_steps=25, k=12, detail=False, keyframes=None),
-               "KDM 25 +detail": SamplingSettings(num_inference_steps=25, k=12, keyframes=None),
-               "KDM fast": SamplingSettings(num_inference_steps=25, k=3, keyframes=8)}
+               "KDM 25": bilinear.replace(num_inference_steps=25, k=12, detail=False, keyframes=None),
+               "KDM 25 +detail": bilinear.replace(num_inference_steps=25, k=12, keyframes=None),
+               "KDM fast": bilinear.replace(num_inference_steps=25, k=3, keyframes=8),
+               "KDM fast bicubic": SamplingSettings(num_inference_steps=25, k=3, keyframes=8, interpolation="bicubic")}
     if k_curve:
         for k in K_CURVE[1:]:
-            methods[f"k={k}/25"] = SamplingSettings(num_inference_steps=25, k=k, detail=False, keyframes=None)
-            methods[f"k={k}/25 +detail"] = SamplingSettings(num_inference_steps=25, k=k, keyframes=None)
+            methods[f"k={k}/25"] = bilinear.replace(num_inference_steps=25, k=k, detail=False, keyframes=None)
+            methods[f"k={k}/25 +detail"] = bilinear.replace(num_inference_steps=25, k=k, keyframes=None)
     return methods
 
 
@@ -87,7 +93,9 @@ def _timing(pipe, repeats: int, quick: bool) -> dict:
     settings = {"paper": dict(num_inference_steps=20 if quick else 200, k=10 if quick else 100, detail=False),
                 "25 steps +detail": dict(num_inference_steps=25, k=12, detail=True),
                 "fast": dict(num_inference_steps=25, k=3, detail=True, keyframes=8, batch_size=32),
-                "fast, every frame": dict(num_inference_steps=25, k=3, detail=True, batch_size=32)}
+                "fast, every frame": dict(num_inference_steps=25, k=3, detail=True, batch_size=32),
+                "fast bicubic": dict(num_inference_steps=25, k=3, detail=True, keyframes=8, batch_size=32,
+                                     interpolation="bicubic")}
     times: dict[str, list[float]] = {name: [] for name in settings}
     pipe(src, kp[0], kp[1:3], num_inference_steps=2, k=1, progress=False)  # warm-up
     for _ in range(repeats):
@@ -136,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown method(s) {unknown}; choose from {sorted(methods)}")
         methods = {name: methods[name] for name in args.methods}
     pipes = {"packaged": KDMPipeline.from_pretrained(args.pipeline or pretrained_path("kdm_phantom_112"))}
-    groups = [("packaged", [_real_case(), *_phantom_cases(patients, "realistic")])]
+    real = _real_case()
+    groups = [("packaged", [real, _real_case_112(real), *_phantom_cases(patients, "realistic")])]
     if args.classic:
         pipes["classic"] = KDMPipeline.from_pretrained(pretrained_path("kdm_phantom_classic_112"))
         groups.append(("classic", list(_phantom_cases(patients, "classic"))))

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, alex_lpips, save
-from kdm_real import _phantom_cases, _real_case
+from kdm_real import _phantom_cases, _real_case, _real_case_112
 
 SIZE = 112
 
@@ -115,18 +115,6 @@ def train(pairs: dict[str, np.ndarray], steps: int, *, look: bool, lpips_backbon
     return net.eval()
 
 
-def _real_112(case: dict) -> dict:
-    """The real case resized to 112×112 (EchoNet-Dynamic's storage size), keypoints and fan with it."""
-    from echokdm.geometry.resize import resize_images
-    from echokdm.io.fan import apply_fan
-
-    h, w = case["frames"].shape[1:]
-    fan = resize_images(case["fan"].astype(np.float32), (SIZE, SIZE), antialias=True) > 0.5
-    frames = apply_fan(np.clip(resize_images(case["frames"], (SIZE, SIZE), antialias=True), 0, 1), fan)
-    return {"name": "real cine 112", "frames": frames, "fps": case["fps"], "fan": fan,
-            "keypoints": case["keypoints"] * np.array([SIZE / w, SIZE / h], np.float32)}
-
-
 class _Refined:
     """A KDM pipeline whose F2I output goes through ``refiner`` (on ``every`` frame; ``None``: off)."""
 
@@ -185,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     lpips = alex_lpips(args.lpips_backbone)
     refined = _Refined(pipe)
     real = _real_case()
-    cases = [real, _real_112(real), *_phantom_cases(1 if args.quick else 4)]
+    cases = [real, _real_case_112(real), *_phantom_cases(1 if args.quick else 4)]
     methods = {"w/o F2I": SamplingSettings(k=0, keyframes=None), "KDM k=3": SamplingSettings(keyframes=None)}
     scores: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
 

@@ -53,6 +53,18 @@ def _real_case():
             "fan": fan}
 
 
+def _real_case_112(case: dict) -> dict:
+    """The real case resized to 112×112 (EchoNet-Dynamic's storage size), its keypoints and fan with it."""
+    from echokdm.geometry.resize import resize_images
+    from echokdm.io.fan import apply_fan
+
+    h, w = case["frames"].shape[1:]
+    fan = resize_images(case["fan"].astype(np.float32), (112, 112), antialias=True) > 0.5
+    frames = apply_fan(np.clip(resize_images(case["frames"], (112, 112), antialias=True), 0, 1), fan)
+    return {"name": "real cine 112", "frames": frames, "fps": case["fps"], "fan": fan,
+            "keypoints": case["keypoints"] * np.array([112 / w, 112 / h], np.float32)}
+
+
 def _phantom_cases(n: int, style: str = "realistic"):
     """Held-out phantom patients (seed 7) of ``style``, from their first ED frame, exact keypoints."""
     from echokdm.data.phantom import sample_patient, simulate_clip

@@ -67,7 +67,7 @@ def add_run_options(p: argparse.ArgumentParser, overwrite: str) -> None:
 #: :class:`~echokdm.generation.settings.SamplingSettings`.
 SAMPLING_OPTIONS = {"mode": "--mode", "num_inference_steps": "--steps", "k": "--k", "seed": "--seed",
                     "batch_size": "--batch-size", "fit_keypoints": "--fit-keypoints", "detail": "--detail",
-                    "keyframes": "--keyframes"}
+                    "keyframes": "--keyframes", "interpolation": "--interpolation"}
 
 _SAMPLING_HELP = {
     "mode": "gamma: one K2F flow scaled by gamma per frame; per_frame: one K2F flow per frame",
@@ -83,6 +83,8 @@ _SAMPLING_HELP = {
               "decoded F2I latent",
     "keyframes": "run F2I on N evenly spaced frames only and interpolate its edit in time for the others "
                  "(about 4x faster with 8 of 32 frames); 0 = every frame (the paper)",
+    "interpolation": "how the shown warp samples the source frame: bilinear (the paper's; its sub-pixel shifts blur "
+                     "speckle) or bicubic (keeps speckle sharper)",
 }
 
 
@@ -95,7 +97,7 @@ def add_sampling_options(p: argparse.ArgumentParser, defaults=None, *, names: tu
                          helps: dict[str, str] | None = None) -> None:
     """Declare the sampling options of a command, the same for every command: ``--mode``, ``--steps``,
     ``--k``, ``--seed``, ``--batch-size``, ``--fit-keypoints/--no-fit-keypoints``,
-    ``--detail/--no-detail``, ``--keyframes`` and (with ``--steps``) ``--paper-sampler``.
+    ``--detail/--no-detail``, ``--keyframes``, ``--interpolation`` and (with ``--steps``) ``--paper-sampler``.
 
     Parameters
     ----------
@@ -109,7 +111,7 @@ def add_sampling_options(p: argparse.ArgumentParser, defaults=None, *, names: tu
     helps : dict, optional
         Help texts replacing the standard ones of some fields (the default is added to them).
     """
-    from echokdm.generation.settings import MODES
+    from echokdm.generation.settings import INTERPOLATIONS, MODES
 
     texts = {**_SAMPLING_HELP, **(helps or {})}
     types = {"num_inference_steps": int, "k": int, "seed": int, "batch_size": int, "keyframes": int}
@@ -126,6 +128,8 @@ def add_sampling_options(p: argparse.ArgumentParser, defaults=None, *, names: tu
             shown = "" if defaults is None else f" (default: {default or 'every frame'})"
         elif name == "mode":
             kwargs["choices"] = MODES
+        elif name == "interpolation":
+            kwargs["choices"] = INTERPOLATIONS
         else:
             kwargs["type"] = types[name]
         p.add_argument(SAMPLING_OPTIONS[name], help=texts[name] + shown, **kwargs)
@@ -151,7 +155,7 @@ def sampling_settings(args: argparse.Namespace, base=None):
     base = base or SamplingSettings()
     if getattr(args, "paper_sampler", False):
         base = SamplingSettings.paper(mode=base.mode, seed=base.seed, batch_size=base.batch_size,
-                                      fit_keypoints=base.fit_keypoints)
+                                      fit_keypoints=base.fit_keypoints)  # interpolation: the paper's bilinear
     given = {name: getattr(args, _dest(name)) for name in SAMPLING_OPTIONS
              if getattr(args, _dest(name), None) is not None}
     if given.get("keyframes") == 0:  # --keyframes 0: F2I on every frame

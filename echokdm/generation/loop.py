@@ -238,8 +238,8 @@ def _run_pipeline(pipeline, frame: np.ndarray, src_kp: np.ndarray, targets: np.n
     if sampling.detail and tuple(hw) != tuple(size):
         # the detail path at the input size: the full-resolution warp plus F2I's edit at the pipeline's size
         # (generated − the small source warped by the same flows), so a scanner frame keeps its own speckle
-        edit = out.frames - warp_frame(np.clip(small, 0.0, 1.0), out.flows)
-        frames = np.clip(warp_frame(frame, flows) + _resize_frames(edit, hw, colour), 0.0, 1.0)
+        edit = out.frames - warp_frame(np.clip(small, 0.0, 1.0), out.flows, sampling.interpolation)
+        frames = np.clip(warp_frame(frame, flows, sampling.interpolation) + _resize_frames(edit, hw, colour), 0.0, 1.0)
     else:
         frames = np.clip(_resize_frames(out.frames, hw, colour), 0.0, 1.0)  # (T, H, W) or (T, H, W, C)
     return frames, flows, out.gammas

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_FPS",
     "DEPRECATED_KEYWORDS",
     "MODES",
+    "INTERPOLATIONS",
     "SamplingSettings",
     "apply_deprecated_fields",
     "sampling_from_keywords",
@@ -47,6 +48,8 @@ DEFAULT_FPS = 50.0
 #: Flow modes of :class:`~echokdm.pipelines.KDMPipeline`: one K2F flow scaled by γ per frame (appendix B), or
 #: one K2F flow per frame.
 MODES = ("gamma", "per_frame")
+#: How the shown warp samples the source frame (:attr:`SamplingSettings.interpolation`).
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 def _whole(value: Any, name: str, minimum: int) -> int:
@@ -86,6 +89,11 @@ class SamplingSettings:
     keyframes : int or None
         F2I on this many evenly spaced frames only, its edit interpolated in time for the others
         (``KDMPipeline(..., keyframes=...)``, >= 2); None: F2I on every frame (the paper).
+    interpolation : {"bilinear", "bicubic"}
+        How the shown warp samples the source frame (``KDMPipeline(..., interpolation=...)``): the
+        frames at ``k = 0``, the detail path's warp, the keyframes' in-between warps, and the
+        full-resolution warp of a source larger than the pipeline. ``"bilinear"`` (the paper's)
+        blurs fine speckle by its sub-pixel shifts; ``"bicubic"`` keeps it sharper.
 
     Raises
     ------
@@ -112,6 +120,7 @@ class SamplingSettings:
     fit_keypoints: bool = True
     detail: bool = True
     keyframes: int | None = 8
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         steps = _whole(self.num_inference_steps, "num_inference_steps (--steps)", 1)
@@ -129,6 +138,9 @@ class SamplingSettings:
             raise ValueError(f"detail (--detail/--no-detail) must be True or False, got {self.detail!r}")
         if self.keyframes is not None:
             object.__setattr__(self, "keyframes", _whole(self.keyframes, "keyframes (--keyframes)", 2))
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation (--interpolation) must be one of {', '.join(INTERPOLATIONS)}, "
+                             f"got {self.interpolation!r}")
         object.__setattr__(self, "detail", bool(self.detail))
         for name, value in (("num_inference_steps", steps), ("k", k), ("batch_size", batch_size),
                             ("seed", int(self.seed)), ("fit_keypoints", bool(self.fit_keypoints))):
@@ -138,7 +150,8 @@ class SamplingSettings:
     def paper(cls, **changes: Any) -> SamplingSettings:
         """The paper's F2I sampler: 200 DDIM steps, F2I from k = 100 on every frame, the decoded
         F2I latent (no detail path); ``changes`` set the rest (e.g. ``mode``, ``seed``)."""
-        return cls(**{"num_inference_steps": 200, "k": 100, "detail": False, "keyframes": None, **changes})
+        return cls(**{"num_inference_steps": 200, "k": 100, "detail": False, "keyframes": None,
+                      "interpolation": "bilinear", **changes})
 
     def replace(self, **changes: Any) -> SamplingSettings:
         """A copy with ``changes`` (checked again)."""
@@ -149,7 +162,7 @@ class SamplingSettings:
         seed, which seeds the ``generator``)."""
         return {"mode": self.mode, "k": self.k, "num_inference_steps": self.num_inference_steps,
                 "batch_size": self.batch_size, "fit_keypoints": self.fit_keypoints, "detail": self.detail,
-                "keyframes": self.keyframes}
+                "keyframes": self.keyframes, "interpolation": self.interpolation}
 
 
 #: The keyword parameters :class:`SamplingSettings` replaced (accepted, with a FutureWarning, for one release).

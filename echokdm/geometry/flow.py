@@ -30,7 +30,7 @@ __all__ = ["warp", "warp_frame", "flow_to_grid", "transport_keypoints", "compose
            "jacobian_determinant",
            "check_flow"]
 
-_MODES = ("bilinear", "nearest")
+_MODES = ("bilinear", "nearest", "bicubic")
 
 
 def check_flow(flow: Any, name: str = "flow") -> tuple[int, int]:
@@ -79,9 +79,11 @@ def warp(source: Any, flow: Any, *, mode: str = "bilinear") -> Any:
         ``(2, H, W)`` (applied to every image) or ``(B, 2, H, W)`` (one per batch item; needs a
         ``(B, C, H, W)`` source). Channel 0 = dx (columns), channel 1 = dy (rows), in pixels, on
         the target grid, pointing into the source. Same kind (numpy/torch) as ``source``.
-    mode : {"bilinear", "nearest"}
+    mode : {"bilinear", "nearest", "bicubic"}
         Interpolation. ``"nearest"`` suits label masks; ties at exactly half a pixel may round
-        differently in numpy and torch.
+        differently in numpy and torch. ``"bicubic"`` (torch's cubic convolution, ``a = -0.75``, also
+        for numpy inputs, which go through torch) keeps fine texture such as speckle sharper than
+        ``"bilinear"``, whose sub-pixel shifts low-pass it; it can overshoot the input's range.
 
     Returns
     -------
@@ -106,12 +108,12 @@ def warp(source: Any, flow: Any, *, mode: str = "bilinear") -> Any:
     return _warp_numpy(np.asarray(source), np.asarray(flow), mode)
 
 
-def warp_frame(frame: Any, flows: Any) -> np.ndarray:
+def warp_frame(frame: Any, flows: Any, mode: str = "bilinear") -> np.ndarray:
     """One frame warped by each of several flows, clipped to [0, 1]: the source of a loop moved by
     every frame's flow ("w/o F2I", the detail path's warp, the TPS baseline's frames).
 
     ``frame`` ``(H, W)`` (grayscale) or ``(H, W, C)`` (channels last), ``flows`` ``(T, 2, H, W)``
-    → ``float32`` ``(T, H, W)`` or ``(T, H, W, C)``.
+    → ``float32`` ``(T, H, W)`` or ``(T, H, W, C)``; ``mode`` as in :func:`warp`.
 
     >>> warp_frame(np.eye(3, dtype=np.float32), np.zeros((2, 2, 3, 3), np.float32)).shape
     (2, 3, 3)
@@ -120,12 +122,21 @@ def warp_frame(frame: Any, flows: Any) -> np.ndarray:
     flows = np.ascontiguousarray(flows, dtype=np.float32)
     source = frame[None] if frame.ndim == 2 else np.moveaxis(frame, -1, 0)  # (C, H, W)
     batch = np.ascontiguousarray(np.broadcast_to(source, (len(flows), *source.shape)))
-    out = np.clip(warp(batch, flows), 0.0, 1.0).astype(np.float32)  # (T, C, H, W)
+    out = np.clip(warp(batch, flows, mode=mode), 0.0, 1.0).astype(np.float32)  # (T, C, H, W)
     return out[:, 0] if frame.ndim == 2 else np.moveaxis(out, 1, -1)
 
 
 def _warp_numpy(source: np.ndarray, flow: np.ndarray, mode: str) -> np.ndarray:
     from scipy import ndimage
+
+    if mode == "bicubic":  # torch's cubic convolution, so that numpy and torch inputs give the same frames
+        import torch
+
+        dtype = source.dtype if np.issubdtype(source.dtype, np.floating) else np.dtype(np.float32)
+        work = torch.float64 if dtype == np.float64 else torch.float32
+        out = _warp_torch(torch.from_numpy(np.ascontiguousarray(source)).to(work),
+                          torch.from_numpy(np.ascontiguousarray(flow)).to(work), mode)
+        return out.numpy().astype(dtype, copy=False)
 
     (b, c, h, w), flow_batch = _batch_shapes(source, flow)
     dtype = source.dtype if np.issubdtype(source.dtype, np.floating) else np.dtype(np.float32)

@@ -40,6 +40,7 @@ from diffusers.utils import logging as diffusers_logging
 from diffusers.utils.torch_utils import randn_tensor
 
 from echokdm.adapters import DEFAULT_ADAPTER, get_adapter
+from echokdm.generation.settings import INTERPOLATIONS
 from echokdm.geometry.flow import fit_flow_to_keypoints, warp, warp_frame
 from echokdm.models.conditions import batch_to_frames, f2i_condition, frame_shape, frames_to_batch, k2f_condition
 from echokdm.models.kdm import ConditionalUNet, decode_flow
@@ -273,7 +274,7 @@ class FlowToImagePipeline(_FolderPipeline):
                  generator: torch.Generator | None = None,
                  noise: torch.Tensor | None = None, progress: bool = False, mixed_precision: str = "no",
                  compile: bool = False, callback: Callable[[], None] | None = None,
-                 detail: bool = False) -> np.ndarray:
+                 detail: bool = False, interpolation: str = "bilinear") -> np.ndarray:
         """Frames ``(B, H, W)`` (``(B, H, W, C)`` in colour) in [0, 1]. ``flow`` ``(B, 2, H, W)`` px (zeros for
         the "w/o K2F" F2I).
 
@@ -283,6 +284,11 @@ class FlowToImagePipeline(_FolderPipeline):
         cannot represent is kept from the warp (moved by the flow), and F2I contributes only its edit.
         ``k = 0`` returns the warp either way.
 
+        ``interpolation`` (``"bilinear"``, the paper's, or ``"bicubic"``) is how the warp that is *shown*
+        samples the source: the frame returned at ``k = 0`` and the warp of the detail path. F2I's
+        condition and its starting latent always use the bilinear warp it was trained with. Bilinear
+        sub-pixel shifts blur speckle; ``benchmarks/f2i.py`` measures both.
+
         ``mixed_precision`` (``"no"``, ``"bf16"``, ``"fp16"``) runs the denoising network under
         autocast (the autoencoder and the DDIM updates stay float32); ``compile`` runs it through
         ``torch.compile`` (compiled once per pipeline; worth it on a GPU, not on a CPU, see
@@ -291,14 +297,17 @@ class FlowToImagePipeline(_FolderPipeline):
         """
         if not 0 <= k <= num_inference_steps:
             raise ValueError(f"k must be in 0..num_inference_steps ({num_inference_steps}), got {k}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
         device = self._execution_device
         flow_t = torch.as_tensor(np.asarray(flow) if not isinstance(flow, torch.Tensor) else flow).float().to(device)
         if flow_t.ndim == 3:
             flow_t = flow_t[None]
         src = _as_batch(source_frame, device, self.vae.config.in_channels).expand(flow_t.shape[0], -1, -1, -1)
         warped = warp(src, flow_t).clamp(0, 1)  # (B, C, H, W)
+        shown = warped if interpolation == "bilinear" else warp(src, flow_t, mode=interpolation).clamp(0, 1)
         if k == 0:
-            return batch_to_frames(warped)
+            return batch_to_frames(shown)
         tgt_kp = np.asarray(target_keypoints, np.float32)
         tgt_kp = tgt_kp[None] if tgt_kp.ndim == 2 else tgt_kp
         cond = f2i_condition(src, tgt_kp, flow_t if self.use_flow else None, self.renderer, self.f2i.config.flow_scale,
@@ -319,7 +328,7 @@ class FlowToImagePipeline(_FolderPipeline):
                     callback()
         image = self.vae.decode(z / self.vae.config.scaling_factor).sample
         if detail:  # the warp plus F2I's edit of the warp's latent (its reconstruction error cancels)
-            image = image - self.vae.decode(z0 / self.vae.config.scaling_factor).sample + (warped * 2 - 1)
+            image = image - self.vae.decode(z0 / self.vae.config.scaling_factor).sample + (shown * 2 - 1)
         return batch_to_frames(((image + 1) / 2).clamp(0, 1))  # (B, H, W) or (B, H, W, C)
 
 
@@ -375,7 +384,8 @@ class KDMPipeline(_FolderPipeline):
                  num_inference_steps: int = 200, generator: torch.Generator | None = None,
                  shared_noise: bool = True, batch_size: int = 16, progress: bool = True, mixed_precision: str = "no",
                  compile: bool = False, fit_keypoints: bool = False, detail: bool = False,
-                 keyframes: int | None = None, return_dict: bool = True) -> KDMOutput | tuple:
+                 keyframes: int | None = None, interpolation: str = "bilinear",
+                 return_dict: bool = True) -> KDMOutput | tuple:
         """Generate one frame per target keypoint set.
 
         Parameters
@@ -416,6 +426,10 @@ class KDMPipeline(_FolderPipeline):
             interpolated linearly in time from the two nearest keyframes. ``None`` (the paper): F2I on
             every frame. F2I and the autoencoder are most of a loop's time, so 8 keyframes of a
             32-frame loop cut it about 4× (``benchmarks/f2i.py`` measures time and quality).
+        interpolation : {"bilinear", "bicubic"}
+            How the warp that is shown samples the source (the frames at ``k = 0``, the detail path's
+            warp and the keyframes' in-between warps); ``"bilinear"`` is the paper's. See
+            :class:`FlowToImagePipeline`.
         return_dict : bool
             A :class:`KDMOutput` (True) or the tuple ``(frames, flows, gammas)``.
         """
@@ -425,6 +439,8 @@ class KDMPipeline(_FolderPipeline):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if keyframes is not None and (isinstance(keyframes, bool) or int(keyframes) != keyframes or keyframes < 2):
             raise ValueError(f"keyframes must be None or an integer >= 2, got {keyframes!r}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
         device = self._execution_device
         _autocast(device, mixed_precision)  # checks the name before any work
         src = np.asarray(source_frame, np.float32)
@@ -443,7 +459,7 @@ class KDMPipeline(_FolderPipeline):
                                             fit_keypoints, callback=bar.update)
             frames = self._keyframes(src, targets, flows, k, keyframes, generator, shared_noise, batch_size, steps,
                                   {"mixed_precision": mixed_precision, "compile": compile, "callback": bar.update,
-                                   "detail": detail})
+                                   "detail": detail, "interpolation": interpolation})
         finally:
             bar.close()
         self.maybe_free_model_hooks()
@@ -462,7 +478,7 @@ class KDMPipeline(_FolderPipeline):
         index = np.unique(np.round(np.linspace(0, n - 1, int(keyframes))).astype(int))
         generated = self._frames(src, targets[index], flows[index], k, generator, shared_noise, batch_size, steps,
                                  options)
-        warped = warp_frame(src, flows)  # (T, H, W[, C]), as F2I's own warp
+        warped = warp_frame(src, flows, options.get("interpolation", "bilinear"))  # (T, H, W[, C]), as F2I's shown warp
         edits = generated - warped[index]
         position = np.interp(np.arange(n), index, np.arange(len(index)))  # fractional keyframe index per frame
         lo = np.floor(position).astype(int)

@@ -26,10 +26,10 @@ def test_defaults_are_one_set():
     # the fast sampler measured best (benchmarks/f2i.py): 25 steps, k = 3 on 8 keyframes, detail path
     assert dataclasses.asdict(s) == {"mode": "gamma", "k": 3, "num_inference_steps": 25, "seed": 0,
                                      "batch_size": 16, "fit_keypoints": True, "detail": True,
-                                     "keyframes": 8}
+                                     "keyframes": 8, "interpolation": "bilinear"}
     assert DEFAULT_FPS == 50.0
     assert s.pipeline_kwargs() == {"mode": "gamma", "k": 3, "num_inference_steps": 25, "batch_size": 16,
-                                   "fit_keypoints": True, "detail": True, "keyframes": 8}
+                                   "fit_keypoints": True, "detail": True, "keyframes": 8, "interpolation": "bilinear"}
     # the paper's sampler stays available
     paper = SamplingSettings.paper()
     assert (paper.num_inference_steps, paper.k, paper.detail, paper.keyframes) == (200, 100, False, None)
@@ -166,3 +166,17 @@ def test_detail_and_keyframes_options():
                        ({"keyframes": 2.5}, "keyframes"), ({"detail": "yes"}, r"detail \(--detail/--no-detail\)")):
         with pytest.raises(ValueError, match=match):
             SamplingSettings(**bad)
+
+
+def test_interpolation_option():
+    args = _parser(SamplingSettings()).parse_args(["--interpolation", "bicubic"])
+    assert sampling_settings(args).interpolation == "bicubic"
+    assert sampling_settings(args).pipeline_kwargs()["interpolation"] == "bicubic"
+    for value in ("bilinear", "bicubic"):  # the paper's sampler warps bilinearly whatever the base says
+        assert SamplingSettings.paper(interpolation=value).interpolation == value
+        assert SamplingSettings(interpolation=value).replace(**dataclasses.asdict(SamplingSettings.paper())) \
+            .interpolation == "bilinear"
+    with pytest.raises(ValueError, match=r"interpolation \(--interpolation\) must be one of bilinear, bicubic"):
+        SamplingSettings(interpolation="lanczos")
+    with pytest.raises(SystemExit):
+        _parser(SamplingSettings()).parse_args(["--interpolation", "nearest"])

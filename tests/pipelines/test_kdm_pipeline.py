@@ -41,6 +41,30 @@ def test_f2i_k0_returns_the_warp_and_k_bounds(pipe, clip):
         pipe.image_pipe(clip.frames[0], clip.keypoints[6], flow, k=6, num_inference_steps=5)
 
 
+def test_bicubic_interpolation_changes_the_shown_warp_only(pipe, clip):
+    flow = clip.flow(0, 6)[None]
+    src = torch.from_numpy(clip.frames[0])[None, None]
+    out = pipe.image_pipe(clip.frames[0], clip.keypoints[6], flow, k=0, num_inference_steps=5, interpolation="bicubic")
+    expected = warp(src, torch.from_numpy(flow), mode="bicubic").clamp(0, 1)[:, 0].numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    # with F2I and the detail path the frames differ by the two warps' difference exactly: F2I's
+    # condition and starting latent are the bilinear warp either way
+    kw = dict(k=3, num_inference_steps=5, detail=True, noise=torch.zeros(1, 4, SIZE // 4, SIZE // 4))
+    bilinear = pipe.image_pipe(clip.frames[0], clip.keypoints[6], flow, **kw)
+    bicubic = pipe.image_pipe(clip.frames[0], clip.keypoints[6], flow, interpolation="bicubic", **kw)
+    shown = {m: warp(src, torch.from_numpy(flow), mode=m).clamp(0, 1)[:, 0].numpy() for m in ("bilinear", "bicubic")}
+    inside = (bilinear > 0.02) & (bilinear < 0.98) & (bicubic > 0.02) & (bicubic < 0.98)  # away from the clip
+    np.testing.assert_allclose((bicubic - bilinear)[inside], (shown["bicubic"] - shown["bilinear"])[inside], atol=1e-5)
+    assert not np.allclose(bicubic, bilinear)
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        pipe.image_pipe(clip.frames[0], clip.keypoints[6], flow, k=0, interpolation="nearest")
+    frames = pipe(clip.frames[0], clip.keypoints[0], clip.keypoints[1:5], k=2, num_inference_steps=3, keyframes=2,
+                  detail=True, interpolation="bicubic", progress=False).frames
+    assert frames.shape == (4, SIZE, SIZE) and np.isfinite(frames).all()
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        pipe(clip.frames[0], clip.keypoints[0], clip.keypoints[1:3], interpolation="area", progress=False)
+
+
 def test_gamma_from_keypoints():
     src = np.zeros((3, 2))
     ref = np.ones((3, 2))
