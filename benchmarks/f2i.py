@@ -14,6 +14,8 @@ phantom figures).
 Methods (the baselines in the same table):
 
 - ``repeat source`` (no edit) and ``TPS warp`` (the source warped through the keypoints);
+- ``oracle TV-L1 warp bilinear / bicubic``: the source warped by TV-L1 flows measured from it to
+  each real frame: not a method (it sees the answer) but the best a warp of the source can do;
 - ``w/o F2I``: the source warped by K2F's flow (k = 0; 25 K2F steps, and 4 as the fast setting);
 - ``KDM paper 200``: 200 DDIM steps, k = 100, the decoded F2I latent (the paper's sampler);
 - ``KDM 25``: 25 steps, k = 12, decoded latent;  ``KDM 25 +detail``: the same with the
@@ -67,13 +69,19 @@ def _methods(quick: bool, k_curve: bool) -> dict:
 
 
 def _predictions(case, pipe, methods: dict, seeds: list[int]):
+    from echokdm.baselines.flow import tvl1_flow
     from echokdm.baselines.tps import tps_warp
     from echokdm.generation import generate_loop
+    from echokdm.geometry.flow import warp_frame
     from echokdm.io.fan import apply_fan
 
     src, kp = case["frames"][0], case["keypoints"]
     yield "repeat source", np.broadcast_to(src, case["frames"][1:].shape)
     yield "TPS warp", apply_fan(np.stack([tps_warp(src, kp[0], kp[t]) for t in range(1, len(kp))]), case["fan"])
+    # an upper bound, not a method: the source warped by TV-L1 flows measured *to the real frames*
+    flows = tvl1_flow(np.broadcast_to(src, case["frames"][1:].shape), case["frames"][1:])
+    for mode in ("bilinear", "bicubic"):
+        yield f"oracle TV-L1 warp {mode}", apply_fan(warp_frame(src, flows, mode), case["fan"])
     for name, settings in methods.items():
         for seed in seeds:
             loop = generate_loop(pipe, src, kp[0], kp, fps=case["fps"], sampling=settings.replace(seed=seed),

@@ -23,6 +23,11 @@ The README's figures (6 + 6 patients, 16 loops; one core each, about 35 min and 
     python benchmarks/utility.py --patients 12 --loops 16 --seeds 0 1 --real-patients 2 4 all --tasks seg --threads 1
     python benchmarks/utility.py --patients 12 --loops 16 --seeds 0 --real-patients 2 4 all --tasks ef --threads 1
 
+``--labels keypoints`` labels the synthetic loops by the target keypoints they were made to follow
+instead of re-detecting them with ``seg_phantom_112`` (``synthetic_keypoints/``, run folders ``*_kplabels``):
+
+    python benchmarks/utility.py --patients 12 --loops 16 --seeds 0 1 --real-patients all --tasks seg --threads 1 --labels keypoints
+
 Writes ``benchmarks/results/utility[_quick].json`` and the run folder ``benchmarks/results/utility[_quick]/run``
 (``utility.csv``, ``summary.md``, ``plots/utility.png``); the run resumes when started again with the
 same arguments. ``--tasks seg`` or ``--tasks ef`` alone writes ``utility[_quick]_<task>.json`` and
@@ -77,13 +82,17 @@ def _real_cohort(work: Path, n_patients: int, quick: bool, seed: int = 1000) -> 
     return _write_if_changed(table, work / "real.csv")
 
 
-def _synthetic_cohort(work: Path, real: Path, n_loops: int, quick: bool) -> Path:
+def _synthetic_cohort(work: Path, real: Path, n_loops: int, quick: bool, labels: str = "seg") -> Path:
+    """The synthetic cohort; ``labels="seg"``: EF and tracings re-measured on the generated frames by
+    ``seg_phantom_112`` (what the frames show, as ``synthesize --segmentation`` writes them);
+    ``"keypoints"``: no segmentation model, so EF and tracings are those of the target keypoints (the
+    motion the loop was made to follow), in ``synthetic_keypoints/``."""
     from echokdm.data.manifest import scan_folder
     from echokdm.generation.settings import SamplingSettings
     from echokdm.generation.synthesize import synthesize_cohort
     from echokdm.pretrained import pretrained_path
 
-    out = work / "synthetic"
+    out = work / ("synthetic" if labels == "seg" else "synthetic_keypoints")
     if not (out / "cohort.csv").exists():
         shutil.rmtree(out, ignore_errors=True)
         sampling = SamplingSettings(num_inference_steps=10 if quick else 25, k=2 if quick else 3, keyframes=4 if quick
@@ -91,13 +100,14 @@ def _synthetic_cohort(work: Path, real: Path, n_loops: int, quick: bool) -> Path
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             synthesize_cohort(real, pretrained_path("kdm_phantom_112"), out, n_loops=n_loops, split="train",
-                              sampling=sampling, segmentation=pretrained_path("seg_phantom_112"),
+                              sampling=sampling,
+                              segmentation=pretrained_path("seg_phantom_112") if labels == "seg" else None,
                               ef_attempts=1 if quick else 3, memorisation_frames=200, progress=False)
     made = json.loads((out / "settings.json").read_text()).get("n_loops")
     if made != n_loops:
         raise SystemExit(f"{out}: holds a cohort of {made} loops, not {n_loops}; delete it or pass --loops {made}")
     scan = scan_folder(out, "echonet", progress=False)
-    return _write_if_changed(scan.manifest, work / "synthetic.csv")
+    return _write_if_changed(scan.manifest, work / f"{out.name}.csv")
 
 
 def _identity(real: Path, synthetic: Path) -> dict:
@@ -132,6 +142,9 @@ def main(argv=None) -> int:
     p.add_argument("--real-patients", nargs="+", default=["2", "4", "8"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--tasks", default="seg,ef")
+    p.add_argument("--labels", choices=("seg", "keypoints"), default="seg",
+                   help="labels of the synthetic loops: re-measured by seg_phantom_112 on the generated frames "
+                        "(default) or the target keypoints the loops were made to follow (run folders get _kplabels)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default 2; 1 with --quick, whose tiny models gain nothing from a second "
                         "thread and lose much on a busy machine)")
@@ -147,13 +160,15 @@ def main(argv=None) -> int:
     work = RESULTS / name
     work.mkdir(parents=True, exist_ok=True)
     real = _real_cohort(work, args.patients, args.quick)
-    synthetic = _synthetic_cohort(work, real, args.loops, args.quick)
+    synthetic = _synthetic_cohort(work, real, args.loops, args.quick, args.labels)
     figures = _identity(real, synthetic)
     sizes = tuple(n if n == "all" else int(n) for n in args.real_patients)
     given = dict(tasks=tuple(args.tasks.split(",")), real_patients=sizes, seeds=tuple(args.seeds), privacy_filter=True)
     settings = UtilitySettings.quick(**given) if args.quick else UtilitySettings(**given)
     tasks = "_".join(given["tasks"])
     run = work / ("run" if tasks == "seg_ef" else f"run_{tasks}")  # one task alone: its own run, resumable too
+    suffix = "" if args.labels == "seg" else "_kplabels"
+    run = run.with_name(run.name + suffix)
     result = run_utility(real, synthetic, run, settings, progress=not args.quick)
     for row in result.summary.itertuples(index=False):
         interval = f" [{row.low:.3f}, {row.high:.3f}]" if np.isfinite(row.low) else ""
@@ -162,7 +177,7 @@ def main(argv=None) -> int:
     figures["cpu_seconds_per_cell"] = {task: round(float(g["seconds"].mean()), 1)
                                        for task, g in result.utility.groupby("task")}
     figures["run_folder"] = str(run)
-    save(name if tasks == "seg_ef" else f"{name}_{tasks}", figures)
+    save((name if tasks == "seg_ef" else f"{name}_{tasks}") + suffix, figures)
     return 0 if len(result.utility) else 1
 
 

@@ -54,8 +54,8 @@ N_LOOPS = 8                 # part 2: loops of the cohort (the sources are cycle
 EF_RANGE = (20.0, 70.0)     # part 2: target EFs (%) drawn uniformly in this range
 SIZE = 112                  # phantom frame size in pixels
 FPS = 25.0                  # frame rate of the loops
-STEPS = 200                 # DDIM steps
-K = 100                     # F2I start step
+STEPS = 25                  # DDIM steps (the default sampler; SamplingSettings.paper() is 200 with k = 100)
+K = 3                       # F2I start step
 SEED = 0                    # generation seed: the same seed gives the same cohort
 UTILITY_PATIENTS = 8        # part 4: real stand-in patients (phantom seed PATIENT_SEED + 1): half train, half test
 UTILITY_LOOPS = 8           # part 4: synthetic loops, made from the train half only
@@ -261,8 +261,7 @@ real = write_cohort(OUT / "utility_real", n_patients=UTILITY_PATIENTS, format="e
 real_manifest = OUT / "utility_real" / "manifest.csv"
 display(load_manifest(real_manifest)[["clip_id", "split", "n_frames", "ef_reference"]])
 
-utility_sampling = (SamplingSettings(k=K, num_inference_steps=STEPS, seed=SEED) if QUICK
-                    else SamplingSettings(seed=SEED))  # the fast default sampler: 25 steps, F2I from k = 3
+utility_sampling = SamplingSettings(k=K, num_inference_steps=STEPS, seed=SEED)  # as parts 1-2
 utility_cohort = synthesize_cohort(real_manifest, pipe, OUT / "utility_cohort", n_loops=UTILITY_LOOPS,
                                    split="train", fps=FPS, segmentation=segmentation, ef_attempts=1,
                                    training_manifest=TRAINING_MANIFEST, memorisation_frames=200,
