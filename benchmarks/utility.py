@@ -26,7 +26,8 @@ The README's figures (6 + 6 patients, 16 loops; one core each, about 35 min and 
 ``--labels keypoints`` labels the synthetic loops by the target keypoints they were made to follow
 instead of re-detecting them with ``seg_phantom_112`` (``synthetic_keypoints/``, run folders ``*_kplabels``):
 
-    python benchmarks/utility.py --patients 12 --loops 16 --seeds 0 1 --real-patients all --tasks seg --threads 1 --labels keypoints
+    python benchmarks/utility.py --patients 12 --loops 16 --seeds 0 1 --real-patients all --tasks seg \
+        --threads 1 --labels keypoints
 
 Writes ``benchmarks/results/utility[_quick].json`` and the run folder ``benchmarks/results/utility[_quick]/run``
 (``utility.csv``, ``summary.md``, ``plots/utility.png``); the run resumes when started again with the
