@@ -30,11 +30,12 @@
 #    on the test patients (which the generator never saw), with the privacy filter; the summary table
 #    and the plot.
 #
-# **Run time**: about 6 minutes on a laptop CPU with the defaults for parts 1–3 (3 + 8 loops at 25
-# fps, 200 DDIM steps) if each loop is generated once; the closed-loop EF control generates a loop up
-# to 3 times (about 2 on average with the demo checkpoint), so count up to twice that. Part 4 adds
-# about 2 minutes (8 loops with the fast sampler, tiny utility models); `UTILITY_FULL = True` trains
-# the full models instead (1–2 CPU-minutes each, about 20–30 minutes for the default cells).
+# **Run time**: about 4 minutes for all four parts with the defaults on one thread of a busy 2-core
+# CPU (measured: 3 min 34 s; 3 + 8 loops with the default fast sampler, 25 DDIM steps with F2I from
+# k = 3; the closed-loop EF control generates a loop up to 3 times; part 4 with the tiny utility
+# models). `UTILITY_FULL = True` trains the full models instead (1–2 CPU-minutes each, about 20–30
+# minutes for the default cells). With the paper's sampler (`STEPS = 200`, `K = 100`) parts 1–3
+# took about 6 minutes on a laptop CPU, up to twice that with the EF control's retries.
 # About a minute on a GPU, under a minute with `QUICK = True`. Needs the packaged
 # `kdm_phantom_112` (or your own `PIPELINE`). Outputs go under `OUT` (default
 # `notebook_outputs/04_synthetic_cohort-full/`, or `-quick`; a rerun replaces it).
