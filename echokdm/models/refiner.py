@@ -1,7 +1,7 @@
 """The one-step F2I refiner: a small U-Net that turns the warped source into the target frame.
 
 A departure from the paper (its F2I is a latent diffusion model), measured in README "Does F2I earn
-its place?": on phantom pairs the diffusion F2I, however few its steps, adds nothing over the warp
+its place?": on simulated training pairs the diffusion F2I, however few its steps, adds nothing over the warp
 it starts from, because what the target frame has and the warp lacks (speckle that decorrelated,
 texture blurred or stretched by resampling, stationary clutter and noise dragged along by the flow)
 is fine detail the 28×28×4 latent does not hold. The refiner works at the frame's own resolution:
@@ -41,7 +41,7 @@ class WarpRefiner(ModelMixin, ConfigMixin):
     channels : tuple of int
         Widths of the three U-Net levels (full, 1/2 and 1/4 resolution).
     in_channels : int
-        Image channels (1 for echo).
+        Image channels (1 for grayscale frames).
     flow_scale : float
         Pixels of flow per unit of network input.
     """
