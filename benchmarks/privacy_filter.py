@@ -24,6 +24,7 @@ clip's distance to ``B`` is printed too (the room the source margin has).
 
     python benchmarks/privacy_filter.py                       # phantom seeds 1000 and 2000: about 3 min per new seed
     python benchmarks/privacy_filter.py --seeds 1000 --cache /tmp/echokdm_privacy
+    python benchmarks/privacy_filter.py --quick                # CI smoke run: 6 patients, 3 loops, under a minute
 
 The cohorts (12 patients, 16 loops per seed) are cached under ``--cache`` (default
 ``/tmp/echokdm_privacy/seed<SEED>``) and reused; generating one costs about 2 CPU-minutes on one
@@ -52,16 +53,17 @@ RULES = [(feature, calibration, margin) for feature in ("normalised", "pixels")
 RULES += [("normalised", "pooled", 0.25), ("normalised", "pooled", 0.8)]  # how much the margin matters
 
 
-def cohort(cache: Path, seed: int, n_patients: int, n_loops: int):
-    """Real clips by patient, the training patients, and the genuine loops ``(name, frames, source)``."""
+def cohort(cache: Path, seed: int, n_patients: int, n_loops: int, quick: bool = False):
+    """Real clips by patient, the training patients, and the genuine loops ``(name, frames, source)``
+    (``quick``: the smoke cohort of ``benchmarks/utility.py --quick``, short clips and few DDIM steps)."""
     from utility import _real_cohort, _synthetic_cohort
 
     from echokdm.data.manifest import load_manifest, read_clip
 
-    work = cache / f"seed{seed}"
+    work = cache / f"{'quick_' if quick else ''}seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
-    real = _real_cohort(work, n_patients, False, seed=seed)
-    synthetic = _synthetic_cohort(work, real, n_loops, False)
+    real = _real_cohort(work, n_patients, quick, seed=seed)
+    synthetic = _synthetic_cohort(work, real, n_loops, quick)
     table, syn = load_manifest(real), load_manifest(synthetic)
     clips = {str(r["patient_id"]): read_clip(r).frames for _, r in table.iterrows()}
     train = [str(p) for p, s in zip(table["patient_id"], table["split"], strict=True) if s == "train"]
@@ -152,13 +154,17 @@ def main(argv=None) -> int:
     p.add_argument("--loops", type=int, default=16, help="genuine loops generated from the pool")
     p.add_argument("--cache", type=Path, default=Path("/tmp/echokdm_privacy"),
                    help="folder of the cached cohorts (seed<SEED>/ each)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run (CI): one seed, 6 patients, 3 loops with few DDIM steps; not figures to quote")
     args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.patients, args.loops = args.seeds[:1], 6, 3
     import torch
 
     torch.set_num_threads(1)
     rows, figures = [], {}
     for seed in args.seeds:
-        clips, train, loops = cohort(args.cache, seed, args.patients, args.loops)
+        clips, train, loops = cohort(args.cache, seed, args.patients, args.loops, args.quick)
         found, extra = measure(seed, clips, train, loops)
         rows += found
         figures.update({f"seed{seed}_{k}": v for k, v in extra.items()})
@@ -167,10 +173,11 @@ def main(argv=None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    (RESULTS / "privacy_filter.md").write_text("\n".join(lines) + "\n")
+    name = "privacy_filter_quick" if args.quick else "privacy_filter"
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     figures["rules"] = rows
     figures["settings"] = {"patients": args.patients, "loops": args.loops, "seeds": args.seeds, "percentile": 5}
-    save("privacy_filter", figures)
+    save(name, figures)
     return 0
 
 
