@@ -305,7 +305,9 @@ class FlowToImagePipeline(_FolderPipeline):
             flow_t = flow_t[None]
         src = _as_batch(source_frame, device, self.vae.config.in_channels).expand(flow_t.shape[0], -1, -1, -1)
         warped = warp(src, flow_t).clamp(0, 1)  # (B, C, H, W)
-        shown = warped if interpolation == "bilinear" else warp(src, flow_t, mode=interpolation).clamp(0, 1)
+        # the warp that is shown (k = 0, the detail path); F2I's condition and start latent keep the bilinear one
+        shown = warped if interpolation == "bilinear" or not (k == 0 or detail) else \
+            warp(src, flow_t, mode=interpolation).clamp(0, 1)
         if k == 0:
             return batch_to_frames(shown)
         tgt_kp = np.asarray(target_keypoints, np.float32)
@@ -478,7 +480,7 @@ class KDMPipeline(_FolderPipeline):
         index = np.unique(np.round(np.linspace(0, n - 1, int(keyframes))).astype(int))
         generated = self._frames(src, targets[index], flows[index], k, generator, shared_noise, batch_size, steps,
                                  options)
-        warped = warp_frame(src, flows, options.get("interpolation", "bilinear"))  # (T, H, W[, C]), as F2I's shown warp
+        warped = warp_frame(src, flows, options["interpolation"])  # (T, H, W[, C]), as F2I's shown warp
         edits = generated - warped[index]
         position = np.interp(np.arange(n), index, np.arange(len(index)))  # fractional keyframe index per frame
         lo = np.floor(position).astype(int)
