@@ -6,7 +6,9 @@ measures and writes what a reader of the cohort needs to trust it:
 * the **memorisation check**: every model-made frame is compared with the training frames of the
   pipeline (:class:`NearestTraining`, :func:`memorisation_sets`), against real frames of patients
   outside training, with :class:`~echokdm.metrics.privacy.MemorisationReport` (one row of
-  :data:`MEMORISATION_COLUMNS`);
+  :data:`MEMORISATION_COLUMNS`). Its p-value is per patient (frames grouped by their loop's source
+  patient, held-out frames by their patient): frames of one loop are strongly correlated, and a
+  per-frame test (``mannwhitney_p_per_frame``, kept for comparison) raises false alarms;
 * the plots ``memorisation.png`` (:func:`plot_memorisation`) and ``ef_distribution.png``
   (:func:`plot_ef_distribution`);
 * the tables ``cohort.csv``, ``memorisation.csv``, ``skipped.csv`` and ``settings.json``
@@ -51,10 +53,18 @@ COHORT_COLUMNS = ("loop", "source_clip_id", "source_patient_id", "source_dataset
 #: Columns of ``memorisation.csv`` (one row; :meth:`~echokdm.metrics.privacy.MemorisationReport.summary`
 #: plus the number of training frames compared, ``loops_source_left_out`` the loops of training patients
 #: whose frames were compared with the other patients' training frames only, and ``note`` saying why
-#: the row is empty when it is, or what the comparison means).
+#: the row is empty when it is, or what the comparison means). The test is per patient: the generated
+#: frames are grouped by their loop's source patient, the held-out frames by their patient
+#: (``test_unit`` "group", ``n_generated_groups``, ``n_held_out_groups``); ``mannwhitney_p`` is the
+#: grouped p-value (:attr:`~echokdm.metrics.privacy.MemorisationReport.mannwhitney_p`),
+#: ``mannwhitney_p_per_frame`` the per-frame one of earlier releases (overconfident: frames of one loop
+#: are correlated), ``mannwhitney_p_min`` the smallest p the grouped test can give with these groups,
+#: ``fraction_closer_low`` / ``_high`` the patient-bootstrap 95 % interval of ``fraction_closer``.
 MEMORISATION_COLUMNS = ("metric", "n_generated", "n_held_out", "n_training_frames", "median_generated",
                         "median_held_out", "percentile", "threshold", "fraction_closer", "expected_fraction",
-                        "mannwhitney_p", "loops_source_left_out", "note")
+                        "mannwhitney_p", "loops_source_left_out", "note", "test_unit", "n_generated_groups",
+                        "n_held_out_groups", "mannwhitney_p_per_frame", "mannwhitney_p_min", "fraction_closer_low",
+                        "fraction_closer_high")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,7 +116,9 @@ class NearestTraining:
     training frames by construction, not by memorisation: its frames are compared with the training
     frames of the other patients (``exclude``, the source patient's key), as held-out frames are (their
     patients are not in training). ``left_out`` counts the loops this applied to, ``uncompared`` the
-    frames that had no training frame of another patient to be compared with."""
+    frames that had no training frame of another patient to be compared with. :meth:`groups` gives
+    the group of every frame compared (the loop's source patient: loops of one source share its
+    anatomy, so the patient, not the loop or the frame, is the independent unit of the test)."""
 
     def __init__(self, training: np.ndarray, keys: np.ndarray | None = None, chunk: int = 1024):
         self.training, self.chunk = training, chunk
@@ -114,15 +126,18 @@ class NearestTraining:
         self.pending: list[tuple[np.ndarray, str | None]] = []
         self.distance: list[np.ndarray] = []
         self.index: list[np.ndarray] = []
+        self.group_labels: list[str | None] = []  # one per frame compared, in order
         self.left_out = self.uncompared = 0
 
     def add_loop(self, frames: np.ndarray, dataset: Any, patient_id: Any) -> None:
         """Add a loop's model-made frames ``(n, H, W)`` in [0, 1], resized to the training frames' size;
         its source patient (``dataset``, ``patient_id``) is left out when it is a training patient."""
-        self.add(_to_size(frames, tuple(self.training.shape[1:])), exclude=_patient_key(dataset, patient_id))
+        key = _patient_key(dataset, patient_id)
+        self.add(_to_size(frames, tuple(self.training.shape[1:])), exclude=key, group=key)
 
-    def add(self, frames: np.ndarray, exclude: str | None = None) -> None:
-        """Add frames ``(n, *size)``; ``exclude``: the patient key whose training frames they skip."""
+    def add(self, frames: np.ndarray, exclude: str | None = None, group: str | None = None) -> None:
+        """Add frames ``(n, *size)``; ``exclude``: the patient key whose training frames they skip;
+        ``group``: the frames' group in the test (their source patient; None: unknown)."""
         if exclude is not None and exclude in set(self.keys.tolist()):
             self.left_out += 1
             if (self.keys == exclude).all():
@@ -130,6 +145,7 @@ class NearestTraining:
                 return
         else:
             exclude = None
+        self.group_labels += [group] * len(frames)
         self.pending.append((frames, exclude))
         if sum(len(f) for f, _ in self.pending) >= self.chunk:
             self._flush()
@@ -159,19 +175,27 @@ class NearestTraining:
             return np.zeros(0), np.zeros(0, dtype=np.int64)
         return np.concatenate(self.distance), np.concatenate(self.index)
 
+    def groups(self) -> np.ndarray | None:
+        """The group (source patient key) of every frame of :meth:`result`, in order; None when a frame's is unknown."""
+        if any(g is None for g in self.group_labels):
+            return None
+        return np.array(self.group_labels, dtype=object)
+
 
 @dataclasses.dataclass
 class MemorisationSets:
     """Reference frames of the memorisation check, or why there are none (``note``).
 
     ``training`` and ``held_out`` are ``float32`` ``(N, H, W)`` at the pipeline's working size;
-    ``training_keys`` the patient of each training frame; ``ready`` when both sets are present.
+    ``training_keys`` / ``held_out_keys`` the patient of each training / held-out frame; ``ready``
+    when both sets are present.
     """
 
     training: np.ndarray | None
     held_out: np.ndarray | None
     note: str
     training_keys: np.ndarray | None = None  # (N,) patient of each training frame
+    held_out_keys: np.ndarray | None = None  # (N_held,) patient of each held-out frame
 
     @property
     def ready(self) -> bool:
@@ -191,10 +215,10 @@ def memorisation_sets(table: pd.DataFrame, training_table: pd.DataFrame, size: t
     if held_rows.empty:
         return MemorisationSets(None, None, "every patient of the manifest is in the training split")
     training, keys = _reference_frames(train, size, budget, "training", progress, skipped)
-    held_out, _ = _reference_frames(held_rows, size, budget, "held-out", progress, skipped)
+    held_out, held_keys = _reference_frames(held_rows, size, budget, "held-out", progress, skipped)
     if training is None or held_out is None:
         return MemorisationSets(None, None, "no training or held-out clip could be read (see skipped.csv)")
-    return MemorisationSets(training, held_out, "", keys)
+    return MemorisationSets(training, held_out, "", keys, held_keys)
 
 
 def _memorisation_row(report, n_training: int, note: str, left_out: int = 0) -> dict[str, Any]:
@@ -251,7 +275,12 @@ def plot_memorisation(report, path: Path, *, note: str = "", overwrite: bool = F
                      "of generated below")
     ax.set_xlabel("MSE to the nearest training frame")
     ax.set_ylabel("density")
-    ax.set_title("Memorisation check")
+    if report.test_unit == "group":
+        p_text = (f"one-sided p = {report.mannwhitney_p:.2g} over {report.n_generated_groups} vs "
+                  f"{report.n_held_out_groups} patients (per frame {report.mannwhitney_p_per_frame:.2g})")
+    else:
+        p_text = f"one-sided p = {report.mannwhitney_p:.2g} per frame (overconfident)"
+    ax.set_title(f"Memorisation check: {p_text}", fontsize=9)
     ax.legend(fontsize=7)
     return _save_figure(fig, path, overwrite)
 
@@ -342,11 +371,22 @@ class SynthesisResult:
                          f"generated frames are closer to their nearest training frame{other} than "
                          f"{100 - memo['percentile']:g} % of {memo['n_held_out']} real held-out frames (of patients "
                          f"outside training) are to theirs; expected {100 * memo['expected_fraction']:.1f} % for a "
-                         f"model that does not copy training frames (one-sided Mann-Whitney p = "
-                         f"{memo['mannwhitney_p']:.3g})")
+                         f"model that does not copy training frames ({_memorisation_test(memo)})")
             if note:
                 lines.append(f"  note: {note}")
         return lines
+
+
+def _memorisation_test(memo: dict[str, Any]) -> str:
+    """The p-value(s) of the memorisation row in words: per patient when the groups are known, else per frame."""
+    if memo.get("test_unit") != "group":
+        return (f"one-sided Mann-Whitney p = {memo['mannwhitney_p']:.3g} per frame, too small: the frames of one "
+                "loop are correlated")
+    return (f"95 % interval over patients {100 * memo['fraction_closer_low']:.1f}-"
+            f"{100 * memo['fraction_closer_high']:.1f} %; one-sided Mann-Whitney p = {memo['mannwhitney_p']:.3g} "
+            f"per patient, {memo['n_generated_groups']} source vs {memo['n_held_out_groups']} held-out patient(s), "
+            f"the smallest p possible with them {memo['mannwhitney_p_min']:.3g}; per frame, counting correlated "
+            f"frames as independent, p = {memo['mannwhitney_p_per_frame']:.3g}")
 
 
 def _mean_sd(values: pd.Series) -> str:
@@ -397,7 +437,11 @@ def write_cohort_report(out: Path, cohort_rows: list[dict], skipped: list[tuple[
         generated_distance, generated_index = nearest.result()
         if generated_distance.size:
             held_distance, held_index = nearest_distance(memo.held_out, memo.training, "mse")
-            report = MemorisationReport("mse", generated_distance, generated_index, held_distance, held_index)
+            generated_groups, held_groups = nearest.groups(), memo.held_out_keys
+            if generated_groups is None or held_groups is None:  # a group unknown: the test per frame
+                generated_groups = held_groups = None
+            report = MemorisationReport("mse", generated_distance, generated_index, held_distance, held_index,
+                                        generated_groups=generated_groups, held_out_groups=held_groups)
         else:
             note = "no generated frames to compare"
         note = "; ".join(n for n in (note, _left_out_note(nearest, len(cohort_rows))) if n)

@@ -147,6 +147,15 @@ def test_memorisation_csv_counts_every_generated_frame(made, data):
     assert row["n_training_frames"] == table.loc[table["split"] == "train", "n_frames"].sum()
     assert row["expected_fraction"] == pytest.approx(0.05)
     assert result.report.generated_distance.size == row["n_generated"]
+    # issue 21: the test is per patient (generated frames by their loop's source patient, held-out by patient)
+    assert row["test_unit"] == "group"
+    assert row["n_generated_groups"] == result.cohort["source_patient_id"].nunique() == 3
+    assert row["n_held_out_groups"] == (table["split"] == "val").sum() == 1
+    assert row["mannwhitney_p_min"] == pytest.approx(1 / 4)  # 1 / C(3 + 1, 3)
+    assert row["mannwhitney_p_min"] <= row["mannwhitney_p"] <= 1.0 and 0.0 <= row["mannwhitney_p_per_frame"] <= 1.0
+    assert 0.0 <= row["fraction_closer_low"] <= row["fraction_closer_high"] <= 1.0
+    assert row["mannwhitney_p"] == pytest.approx(result.report.mannwhitney_p)
+    assert row["mannwhitney_p_per_frame"] == pytest.approx(result.report.mannwhitney_p_per_frame)
 
 
 def test_settings_record_what_made_the_cohort(made, data):
@@ -178,9 +187,16 @@ def test_memorisation_flags_a_generator_that_outputs_training_frames(data, tmp_p
                                split="val", fan_mask=False, **fast(seed=0))
     assert result.memorisation["fraction_closer"] == 1.0
     assert result.memorisation["median_generated"] < 1e-5  # the file holds the frame at 8 bits
-    assert result.memorisation["mannwhitney_p"] < 0.01
     assert result.memorisation["loops_source_left_out"] == 0  # a val source: no training patient to leave out
-    assert "100.0 % of" in "\n".join(result.summary_lines())
+    # issue 21: the p-value is per patient; one source patient against one held-out patient cannot give a
+    # small p (the per-frame p, which counts correlated frames as independent, is kept for comparison)
+    memo = result.memorisation
+    assert memo["test_unit"] == "group" and memo["n_generated_groups"] == 1 and memo["n_held_out_groups"] == 1
+    assert memo["mannwhitney_p"] == memo["mannwhitney_p_min"] == 0.5
+    assert memo["mannwhitney_p_per_frame"] < 0.01
+    assert memo["fraction_closer_low"] == memo["fraction_closer_high"] == 1.0
+    text = "\n".join(result.summary_lines())
+    assert "100.0 % of" in text and "per patient, 1 source vs 1 held-out patient(s)" in text
 
 
 def test_loops_of_training_patients_are_compared_with_the_other_patients(data, tmp_path):

@@ -95,3 +95,116 @@ def test_bad_inputs():
         nearest_distance(np.zeros((1, 8, 8)), np.zeros((0, 8, 8)))
     with pytest.raises(ValueError, match="percentile"):
         memorisation_report(np.zeros((1, 8, 8)), np.zeros((1, 8, 8)), np.zeros((1, 8, 8)), percentile=0)
+
+
+# -- issue 21: the test over groups (loops, patients) of correlated frames -------------------------------
+def _clustered(rng, n_groups, size, spread=0.02):
+    """Distances of ``n_groups`` groups of ``size`` near-identical frames: a group centre drawn from one
+    distribution, every frame of the group within ``spread`` of it (the frames of one loop or clip)."""
+    centre = rng.lognormal(0.0, 0.5, n_groups)  # (G,)
+    distance = np.repeat(centre, size) * (1 + spread * rng.standard_normal(n_groups * size))  # (G * size,)
+    return distance, np.repeat(np.arange(n_groups), size)
+
+
+def _report(gen, gen_groups, held, held_groups, **kwargs):
+    zeros = np.zeros(len(gen), dtype=np.int64), np.zeros(len(held), dtype=np.int64)
+    return MemorisationReport("mse", gen, zeros[0], held, zeros[1], generated_groups=gen_groups,
+                              held_out_groups=held_groups, **kwargs)
+
+
+def test_grouped_p_is_not_fooled_by_correlated_frames():
+    """8 loops of 20 near-identical frames from the same distribution as the held-out set (8 clips of 10
+    frames): the per-frame p is small on many seeds, the grouped p about as often as chance says."""
+    per_frame, grouped = [], []
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        gen, gen_groups = _clustered(rng, 8, 20)
+        held, held_groups = _clustered(rng, 8, 10)
+        report = _report(gen, gen_groups, held, held_groups, n_boot=1)
+        per_frame.append(report.mannwhitney_p_per_frame)
+        grouped.append(report.mannwhitney_p)
+    per_frame, grouped = np.array(per_frame), np.array(grouped)
+    assert np.mean(grouped < 0.05) <= 0.15
+    assert np.mean(per_frame < 0.05) >= 0.25  # the false alarms of the per-frame test (0.38 on these seeds)
+    assert np.mean(grouped < 0.5) == pytest.approx(0.5, abs=0.2)  # roughly uniform, not only rarely small
+
+
+def test_grouped_p_is_the_exact_mann_whitney_on_group_medians():
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(3)
+    gen, gen_groups = _clustered(rng, 5, 7)
+    held, held_groups = _clustered(rng, 6, 4)
+    report = _report(gen, gen_groups.astype(str), held, held_groups, n_boot=10)
+    medians_gen, medians_held = report.group_medians()
+    np.testing.assert_allclose(medians_gen, [np.median(gen[gen_groups == g]) for g in range(5)])
+    expected = mannwhitneyu(medians_gen, medians_held, alternative="less", method="exact").pvalue
+    assert report.mannwhitney_p == pytest.approx(expected, rel=1e-12)
+    assert report.mannwhitney_p_min == pytest.approx(1 / 462)  # 1 / C(11, 5)
+    summary = report.summary()
+    assert summary["test_unit"] == "group" and summary["n_generated_groups"] == 5 and summary["n_held_out_groups"] == 6
+    assert summary["mannwhitney_p_per_frame"] == pytest.approx(mannwhitneyu(gen, held, alternative="less").pvalue)
+
+
+def test_grouped_p_with_many_groups_uses_random_splits():
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(4)
+    gen, gen_groups = _clustered(rng, 30, 3)
+    held, held_groups = _clustered(rng, 30, 3)
+    gen = gen * 0.8  # somewhat closer
+    report = _report(gen, gen_groups, held, held_groups, n_boot=10)
+    medians_gen, medians_held = report.group_medians()
+    expected = mannwhitneyu(medians_gen, medians_held, alternative="less").pvalue  # asymptotic: many groups
+    assert report.mannwhitney_p == pytest.approx(expected, abs=0.02)
+    assert report.mannwhitney_p_min == pytest.approx(1e-4)
+    assert report.mannwhitney_p == _report(gen, gen_groups, held, held_groups, n_boot=10).mannwhitney_p  # seeded
+
+
+def test_copies_of_training_frames_are_flagged_per_group(frames):
+    """Genuine memorisation: 6 'loops' of 3 near-copies of a training frame each, against 12 held-out patients."""
+    training, held_out = frames["training"], frames["held_out"]
+    rng = np.random.default_rng(0)
+    copies = np.clip(np.repeat(training[[1, 5, 9, 13, 17, 21]], 3, axis=0)
+                     + 0.002 * rng.standard_normal((18, *training.shape[1:])), 0.0, 1.0)  # (18, H, W)
+    loops, patients = np.repeat(np.arange(6), 3), np.repeat(np.arange(12), 2)
+    report = memorisation_report(copies, training, held_out, generated_groups=loops, held_out_groups=patients)
+    summary = report.summary()
+    assert summary["test_unit"] == "group" and summary["fraction_closer"] == 1.0
+    assert summary["mannwhitney_p"] < 0.05 and summary["mannwhitney_p"] == pytest.approx(1 / 18564)  # all closer
+    assert summary["fraction_closer_low"] == summary["fraction_closer_high"] == 1.0
+    # fresh patients, grouped by patient: not flagged, and the interval holds the fraction
+    fresh = memorisation_report(frames["fresh"], training, held_out, generated_groups=patients,
+                                held_out_groups=patients).summary()
+    assert fresh["mannwhitney_p"] > 0.05
+    assert fresh["fraction_closer_low"] <= fresh["fraction_closer"] <= fresh["fraction_closer_high"]
+
+
+def test_without_groups_the_test_is_per_frame(frames):
+    report = memorisation_report(frames["fresh"], frames["training"], frames["held_out"])
+    summary = report.summary()
+    assert summary["test_unit"] == "frame"
+    assert summary["mannwhitney_p"] == summary["mannwhitney_p_per_frame"]
+    assert summary["n_generated_groups"] == 24 and summary["n_held_out_groups"] == 24
+    assert 0.0 <= summary["fraction_closer_low"] <= summary["fraction_closer_high"] <= 1.0
+
+
+def test_fraction_interval_is_wide_with_few_groups():
+    """The same frames: few correlated groups give a wider interval than the frames counted one by one."""
+    rng = np.random.default_rng(5)
+    gen, gen_groups = _clustered(rng, 6, 20)
+    held, held_groups = _clustered(rng, 6, 20)
+    grouped = _report(gen, gen_groups, held, held_groups).fraction_closer_interval
+    zeros = np.zeros(len(gen), dtype=np.int64)
+    per_frame = MemorisationReport("mse", gen, zeros, held, zeros).fraction_closer_interval
+    assert grouped[1] - grouped[0] > 2 * (per_frame[1] - per_frame[0])
+
+
+def test_bad_groups():
+    d = np.ones(4)
+    with pytest.raises(ValueError, match="both generated_groups and held_out_groups"):
+        _report(d, [0, 0, 1, 1], d, None)
+    with pytest.raises(ValueError, match=r"generated_groups must hold one label per frame, shape \(4,\)"):
+        _report(d, [0, 1], d, [0, 0, 1, 1])
+    with pytest.raises(ValueError, match="both"):
+        memorisation_report(np.zeros((1, 8, 8)), np.zeros((1, 8, 8)), np.zeros((1, 8, 8)), held_out_groups=[0])
