@@ -429,9 +429,11 @@ def summarise_frames(frames: pd.DataFrame, clips: pd.DataFrame, *, n_boot: int =
     return patients, summary, table3
 
 
-def _memorisation(manifest: pd.DataFrame, out: Path | None, cases: list[EvalCase], generated: dict[str, np.ndarray],
-                  config: EvaluateConfig, size: int, progress: bool) -> pd.DataFrame:
-    """Nearest-training-frame distances of the KDM frames against those of the real held-out targets."""
+def _memorisation(manifest: pd.DataFrame, out: Path | None, cases: list[EvalCase],
+                  generated: dict[str, list[np.ndarray]], config: EvaluateConfig, size: int,
+                  progress: bool) -> pd.DataFrame:
+    """Nearest-training-frame distances of the KDM frames (``generated``: each method's frames, one array
+    per case) against those of the real held-out targets, tested per patient (issue 21)."""
     from tqdm.auto import tqdm
 
     from echokdm.data.manifest import read_clip
@@ -465,9 +467,15 @@ def _memorisation(manifest: pd.DataFrame, out: Path | None, cases: list[EvalCase
         return pd.DataFrame()
     training = np.concatenate(frames)
     held = np.concatenate([c.frames[c.targets] for c in cases])
+    patient = [f"{c.dataset}\x00{c.patient_id}" for c in cases]
+    held_groups = np.repeat(patient, [len(c.targets) for c in cases])
     rows = []
-    for method, gen in generated.items():
-        report = memorisation_report(gen, training, held, metric="mse")
+    for method, parts in generated.items():
+        gen = np.concatenate(parts)
+        groups = {}  # frames of one patient are correlated: the test is per patient when the cases are known
+        if len(parts) == len(cases):
+            groups = dict(generated_groups=np.repeat(patient, [len(f) for f in parts]), held_out_groups=held_groups)
+        report = memorisation_report(gen, training, held, metric="mse", **groups)
         rows.append({"method": method, "n_training_frames": len(training), **report.summary()})
     table = pd.DataFrame(rows)
     if out is not None:
@@ -540,8 +548,7 @@ def evaluate(manifest: str | os.PathLike, pipeline: str | os.PathLike | None = N
     patients, summary, table3 = summarise_frames(frames_all, clips_all, n_boot=config.n_boot, notes=notes)
     memo = pd.DataFrame()
     if config.memorisation:
-        memo = _memorisation(table, out_path, run.cases, {m: np.concatenate(v) for m, v in run.kdm_frames.items()},
-                             config, size, progress)
+        memo = _memorisation(table, out_path, run.cases, run.kdm_frames, config, size, progress)
     if out_path is not None:
         _write_results(out_path, frames_all, clips_all, patients, summary, table3, run.skipped, plots)
     realism = None
