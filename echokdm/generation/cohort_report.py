@@ -382,7 +382,7 @@ def _memorisation_test(memo: dict[str, Any]) -> str:
     if memo.get("test_unit") != "group":
         return (f"one-sided Mann-Whitney p = {memo['mannwhitney_p']:.3g} per frame, too small: the frames of one "
                 "loop are correlated")
-    return (f"95 % interval over patients {100 * memo['fraction_closer_low']:.1f}-"
+    return (f"fraction closer: 95 % interval over patients {100 * memo['fraction_closer_low']:.1f}-"
             f"{100 * memo['fraction_closer_high']:.1f} %; one-sided Mann-Whitney p = {memo['mannwhitney_p']:.3g} "
             f"per patient, {memo['n_generated_groups']} source vs {memo['n_held_out_groups']} held-out patient(s), "
             f"the smallest p possible with them {memo['mannwhitney_p_min']:.3g}; per frame, counting correlated "
