@@ -160,9 +160,10 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
         clip_keypoints,
         generate_ef_loop,
         generate_loop,
-        own_motion,
+        own_beat_motion,
         write_loop,
     )
+    from echokdm.generation.tracking import clip_ef_target
     from echokdm.geometry.volumes import cardiac_cycle, simpson_volume
     from echokdm.io.fan import apply_fan, source_fan
 
@@ -187,7 +188,11 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
               "progress": progress, "source_index": ed, "patient_id": pid, "fan_mask": fan.mask}
     loops, seconds = {}, {}
     start = time.perf_counter()
-    loops["own"] = generate_loop(pipe, cine.frames[ed], kp[ed], own_motion(kp, ed, end), motion="own", **common)
+    # the real clip's own beat follows its tissue by speckle tracking (echokdm generate --own does the same when
+    # the keypoints come from the segmentation model); a labelled phantom clip's from its exact masks
+    beat = own_beat_motion(cine, kp, ed, end, spacing_mm=cine.spacing_mm)
+    loops["own"] = clip_ef_target(generate_loop(pipe, cine.frames[ed], beat.source_keypoints, beat.targets,
+                                                motion="own", **common), beat)
     seconds["own"] = time.perf_counter() - start
     start = time.perf_counter()
     with warnings.catch_warnings():

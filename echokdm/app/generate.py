@@ -110,13 +110,16 @@ def _stop(start: int, n_frames: int | None) -> int | None:
     return None if n_frames is None else start + n_frames
 
 
-def _own_targets(request: LoopRequest, source, seg) -> tuple[np.ndarray, np.ndarray]:
-    """``(source keypoints, targets)`` of the clip's own beat from the source frame on."""
+def _own_targets(request: LoopRequest, source, seg):
+    """The clip's own beat from the source frame on (:class:`~echokdm.generation.tracking.OwnBeat`)."""
     from echokdm.generation.loop import clip_keypoints
-    from echokdm.generation.motion import own_beat
+    from echokdm.generation.tracking import own_beat_motion
 
     seq = clip_keypoints(source.cine, seg)
-    return own_beat(seq, request.frame, _stop(request.frame, request.frames), source_keypoints=source.keypoints)
+    # as echokdm generate --own: speckle tracking when the keypoints come from the segmentation model
+    beat = own_beat_motion(source.cine, seq, request.frame, _stop(request.frame, request.frames),
+                           source_keypoints=source.keypoints, spacing_mm=source.spacing_mm)
+    return beat
 
 
 def _transfer_targets(request: LoopRequest, source, seg) -> tuple[np.ndarray, float | None, int]:
@@ -171,8 +174,11 @@ def generate(path: str | os.PathLike, request: LoopRequest, models: Models, samp
                                 tolerance=request.ef_tolerance, max_attempts=request.ef_attempts,
                                 metadata={**metadata, "ef_requested": request.ef}, **common)
     else:
+        beat = None
         if request.motion == "own":
-            src_kp, targets = _own_targets(request, source, seg)
+            beat = _own_targets(request, source, seg)
+            src_kp, targets = beat.source_keypoints, beat.targets
+            metadata["own_motion"] = beat.method
         elif request.motion == "transfer":
             targets, other_fps, ed = _transfer_targets(request, source, seg)
             src_kp, fps = source.keypoints, request.fps or other_fps or fps
@@ -184,6 +190,10 @@ def generate(path: str | os.PathLike, request: LoopRequest, models: Models, samp
             targets = drag_motion(src_kp, dict(request.drags), request.frames or 1, sigma=request.drag_sigma)
         loop = generate_loop(models.pipeline, source.frame, src_kp, targets, fps=fps, motion=request.motion,
                              metadata=metadata, **common)
+        if beat is not None:
+            from echokdm.generation.tracking import clip_ef_target
+
+            loop = clip_ef_target(loop, beat)
     real = apply_fan(source.cine.frames[request.frame: request.frame + loop.n_frames], fan_mask)
     return loop, real, fan_mask
 

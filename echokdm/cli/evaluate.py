@@ -43,12 +43,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for row in result.memorisation.itertuples():
             print(f"memorisation ({row.method}): {100 * row.fraction_closer:.1f} % of generated frames closer to a "
                   "training frame than the 5th percentile of real held-out frames "
-                  f"(one-sided p = {row.mannwhitney_p:.3g})")
+                  f"(one-sided p = {row.mannwhitney_p:.3g}, {_test_unit(row)})")
     if getattr(result, "realism", None) is not None:
         print(result.realism.table)
         print("realism: realism.csv, realism_per_clip.csv, realism.md")
     print(f"results: {result.out} (per_frame.csv, per_clip.csv, per_patient.csv, summary.csv, table3.md, plots/)")
     return 0
+
+
+def _test_unit(row) -> str:
+    """How the memorisation p-value was computed: per patient (frames of one patient are one unit) or per frame."""
+    if getattr(row, "test_unit", "frame") == "group":
+        smallest = getattr(row, "mannwhitney_p_min", float("nan"))
+        return (f"per patient: {getattr(row, 'n_generated_groups', '?')} against "
+                f"{getattr(row, 'n_held_out_groups', '?')}, smallest possible p {smallest:.2g}")
+    return "per frame: frames of one loop are not independent, so it is too small"
 
 
 def _comma_list(value: str) -> list[str]:

@@ -85,16 +85,31 @@ def _ed_index(keypoints: np.ndarray, fps: float | None, where: str) -> int:
 
 
 def _own(args, source, seg):
-    """Own motion from --frame; applied to explicitly given source keypoints when there are some."""
+    """Own motion from --frame; applied to explicitly given source keypoints when there are some.
+
+    ``--own-motion auto`` (the default) carries the source frame's keypoints through the clip by
+    speckle tracking when the clip's keypoints would come from the segmentation network, and uses
+    the given or labelled keypoints of every frame otherwise
+    (:func:`echokdm.generation.tracking.own_beat_motion`). Returns ``(source keypoints, targets, fps, how)``.
+    """
     from echokdm.generation.loop import clip_keypoints
-    from echokdm.generation.motion import own_beat
+    from echokdm.generation.tracking import own_beat_motion
 
     seq = _given_sequence(args, source)  # keypoints of every frame given in --keypoints: used as they are
+    given = seq is not None
     if seq is None:
         seq = clip_keypoints(source.cine, seg, apex_direction=args.apex_direction)
-    src_kp, targets = own_beat(seq, args.frame, _stop(args.frame, args.frames), source_keypoints=source.keypoints,
-                               prefer_source=source.keypoints_source == "given" or bool(args.mask))
-    return src_kp, targets, source.fps
+    beat = own_beat_motion(source.cine, seq, args.frame, _stop(args.frame, args.frames),
+                           method=getattr(args, "own_motion", "auto") or "auto", given_sequence=given,
+                           source_keypoints=source.keypoints,
+                           prefer_source=source.keypoints_source == "given" or bool(args.mask),
+                           spacing_mm=source.spacing_mm, progress=not getattr(args, "no_progress", False))
+    if beat.method == "tracking":
+        ef = None if np.isnan(beat.ef_segmentation) else beat.ef_segmentation
+        print("own motion: the source frame's keypoints carried through the clip by speckle tracking "
+              "(--own-motion); the EF target is the segmentation's EF over the same frames, "
+              f"{_percent(ef, 'n/a')} (the tracked keypoints' own EF reads low)")
+    return beat.source_keypoints, beat.targets, source.fps, beat
 
 
 def _given_sequence(args, source):
@@ -135,8 +150,8 @@ def _targets(args: argparse.Namespace, source, seg) -> tuple[np.ndarray, np.ndar
 
     motion = _chosen_motion(args)
     if motion == "own":
-        src, targets, fps = _own(args, source, seg)
-        return src, targets, fps, {}
+        src, targets, fps, beat = _own(args, source, seg)
+        return src, targets, fps, {"own_motion": beat.method, "own_beat": beat}
     if motion == "transfer":
         targets, fps, ed = _transfer(args, source, seg)
         return source.keypoints, targets, fps, {"transfer_ed": ed}
@@ -380,6 +395,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     fan_mask, fan_method = _fan(args, source)
     src_kp, targets, motion_fps, extra = _targets(args, source, seg)
     fps = args.fps or motion_fps or DEFAULT_FPS
+    beat = extra.pop("own_beat", None)
     settings = _settings(args, motion, source, {**extra, "fan_mask": fan_method}, sampling)
     common = {"spacing_mm": source.spacing_mm, "sampling": sampling, "segmentation": seg,
               "progress": not args.no_progress, "fan_mask": fan_mask, "source_index": args.frame,
@@ -398,6 +414,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         settings.update({k: loop.metadata[k] for k in ("ef_trajectory", "ef_attempts", "ef_calibrated")})
     else:
         loop = generate_loop(pipe, source.frame, src_kp, targets, fps=fps, motion=_MOTION_NAMES[motion], **common)
+        if beat is not None:
+            from echokdm.generation.tracking import clip_ef_target
+
+            loop = clip_ef_target(loop, beat)
     out.mkdir(parents=True, exist_ok=True)
     extras = _export_extras(args, source, loop.n_frames, fan_mask)
     _print_result(loop, _write_outputs(out, stem, loop, args, settings, extras))
@@ -511,6 +531,12 @@ def _add_motion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--target-keypoints", metavar="FILE",
                    help="target keypoints (T, N, 2): .csv or .npy (face/pose also .pts/.json, or a folder of files)")
     o = p.add_argument_group("motion options")
+    o.add_argument("--own-motion", choices=("auto", "tracking", "segmentation"), default="auto",
+                   help="--own: where the clip's motion comes from: 'tracking' carries the source frame's keypoints "
+                        "through the clip by speckle tracking (optical flow; closer to the real frames, but its EF "
+                        "is biased low: measure EF with 'echokdm ef'), 'segmentation' takes every frame's "
+                        "keypoints from the segmentation model; 'auto' tracks when the keypoints would come from "
+                        "the segmentation model, else uses the given or labelled keypoints (default: %(default)s)")
     o.add_argument("--transfer-keypoints", metavar="FILE", help="keypoints of every frame of OTHER (.csv or .npy)")
     o.add_argument("--transfer-ed", type=int, metavar="N", help="OTHER's end-diastolic frame (default: detected)")
     o.add_argument("--frames", type=int, metavar="N",

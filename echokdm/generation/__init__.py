@@ -5,6 +5,9 @@
   takes as ``sampling=``; :data:`DEFAULT_FPS`.
 * :mod:`~echokdm.generation.motion`: target keypoint trajectories ``(T, 40, 2)``: the clip's
   own motion, another patient's motion transferred, a synthetic beat at a chosen EF, drag edits.
+* :mod:`~echokdm.generation.tracking`: :func:`track_keypoints` carries keypoints through a clip by
+  speckle tracking (optical flow); :func:`own_beat_motion` is a clip's own beat by tracking or by
+  per-frame segmentation, as ``echokdm generate --own-motion`` chooses.
 * :mod:`~echokdm.generation.loop`: :func:`generate_loop` runs a KDM pipeline on one source
   frame and a trajectory and returns a :class:`GeneratedLoop`; :func:`source_from_file` reads
   the source frame and its keypoints from any supported file.
@@ -30,6 +33,8 @@ _LAZY = {
     "DEFAULT_FPS": "settings",
     "own_motion": "motion",
     "own_beat": "motion",
+    "own_beat_motion": "tracking",
+    "track_keypoints": "tracking",
     "first_end_diastole": "motion",
     "transfer_motion": "motion",
     "synthetic_motion": "motion",

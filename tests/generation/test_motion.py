@@ -301,16 +301,18 @@ def test_generate_own_starts_from_a_frame_whose_mask_is_broken(tmp_path):
     masks[5] = 0
     cine = cine.__class__(**{**cine.__dict__, "masks": masks, "labelled_frames": None, "tracings": None})
     source = SimpleNamespace(cine=cine, keypoints=np.full((40, 2), np.nan, np.float32), keypoints_source="mask",
-                             fps=50.0)
+                             fps=50.0, spacing_mm=None)
     args = SimpleNamespace(frame=5, frames=None, apex_direction="auto", mask=None, keypoints=None)
-    src, targets, fps = _own(args, source, None)
+    src, targets, fps, beat = _own(args, source, None)
+    assert beat.method == "segmentation"  # labelled on every frame: the labels, not tracking
     assert np.isfinite(src).all() and np.isfinite(targets).all() and targets.shape == (7, 40, 2)
     assert np.linalg.norm(src - clip.keypoints[5], axis=1).mean() < 1.0
     path = tmp_path / "kp.npy"
     np.save(path, clip.keypoints)
-    given = SimpleNamespace(cine=cine, keypoints=clip.keypoints[5], keypoints_source="given", fps=50.0)
+    given = SimpleNamespace(cine=cine, keypoints=clip.keypoints[5], keypoints_source="given", fps=50.0,
+                            spacing_mm=None)
     args.keypoints = str(path)
-    src, targets, _ = _own(args, given, None)
+    src, targets, _, _ = _own(args, given, None)
     np.testing.assert_allclose(targets, clip.keypoints[5:], atol=1e-4)
 
 

@@ -1,0 +1,212 @@
+"""Own beats from speckle-tracked keypoints against per-frame segmentation keypoints.
+
+``echokdm generate --own`` needs the clip's keypoints on every frame. On a real clip they come from
+the phantom-trained segmentation network, whose masks wander from frame to frame; the alternative
+(:func:`echokdm.generation.tracking.track_keypoints`) segments the source frame only and carries its
+keypoints through the clip by TV-L1 optical flow (speckle tracking). This script measures both.
+
+**Frames.** Own beat from the ED frame, scored against the real frames (MSE, SSIM, LPIPS-Alex),
+one sample per case and seed (seeds 0 and 1; no best-of-N), for TPS warp, ``w/o F2I`` (K2F's
+flow, k = 0) and ``KDM fast`` (the default sampler), with repeat-source and the oracle TV-L1 warp
+(flows measured to the real frames: not a method, the best a warp can do) in the same table.
+Cases: pydicom's real cine at its own size and at 112×112, and held-out realistic-phantom patients
+(seed 7, never used in training) whose keypoints come from the packaged segmentation, from
+tracking, or exactly from the phantom.
+
+**Geometry** (phantom only, where the truth is known): mean keypoint error against the exact
+keypoints, and the EF bias of each keypoint source (one beat from ED, ``(max V - min V) / max V``).
+
+**Speed.** Seconds per tracked frame at 112×112 and at the real cine's size.
+
+Saves ``benchmarks/results/motion_tracking.json`` and a figure (``--figure PATH``; default
+``benchmarks/results/motion_tracking.png``): the real cine with both keypoint sets, and KDM's own
+beat from each.
+
+    python benchmarks/motion_tracking.py [--quick] [--patients 4] [--seeds 0 1] [--figure PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, alex_lpips, save
+from kdm_real import _phantom_cases, _real_case, _real_case_112
+
+
+def _segmented(case: dict, seg) -> np.ndarray:
+    """The packaged segmentation's keypoints of a phantom case (the real case already has them)."""
+    from echokdm.generation.loop import _segment
+    from echokdm.geometry.temporal import sequence_keypoints
+
+    masks = _segment(seg, case["frames"]) * case["fan"][None].astype(np.uint8)
+    return sequence_keypoints(masks, apex_direction="up").keypoints
+
+
+def _keypoint_sources(case: dict, seg) -> dict[str, np.ndarray]:
+    from echokdm.generation.tracking import track_keypoints
+
+    real = "phantom" not in case["name"]
+    segmented = case["keypoints"] if real else _segmented(case, seg)
+    out = {"segmentation": segmented, "tracking": track_keypoints(case["frames"], segmented[0])}
+    if not real:
+        out["exact"] = case["keypoints"]
+    return out
+
+
+def _frames(case: dict, kp: np.ndarray, pipe, seeds: list[int]):
+    from echokdm.baselines.tps import tps_warp
+    from echokdm.generation import SamplingSettings, generate_loop
+    from echokdm.io.fan import apply_fan
+
+    src = case["frames"][0]
+    yield "TPS warp", apply_fan(np.stack([tps_warp(src, kp[0], kp[t]) for t in range(1, len(kp))]), case["fan"])
+    methods = (("w/o F2I", SamplingSettings(num_inference_steps=25, k=0)), ("KDM fast", SamplingSettings()))
+    for name, settings in methods:
+        for seed in seeds:
+            loop = generate_loop(pipe, src, kp[0], kp, fps=case["fps"], sampling=settings.replace(seed=seed),
+                                 fan_mask=case["fan"], progress=False, motion="own")
+            yield name, loop.frames[1:]
+
+
+def _geometry(case: dict, sources: dict) -> dict[str, tuple[float, float]]:
+    from echokdm.generation.loop import loop_ef
+
+    truth = case["keypoints"]
+    ef_true = loop_ef(truth)
+    return {name: (float(np.nanmean(np.linalg.norm(kp - truth, axis=-1))), loop_ef(kp) - ef_true)
+            for name, kp in sources.items() if name != "exact"}
+
+
+def _speed(real: dict) -> dict[str, float]:
+    from echokdm.generation.tracking import track_keypoints
+
+    out = {}
+    for case in (real, _real_case_112(real)):
+        frames = case["frames"]
+        start = time.perf_counter()
+        track_keypoints(frames, case["keypoints"][0], max_size=None)
+        seconds = (time.perf_counter() - start) / (len(frames) - 1)
+        out[f"seconds_per_frame_{frames.shape[1]}x{frames.shape[2]}"] = seconds
+    return out
+
+
+def _figure(case: dict, sources: dict, loops: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = case["frames"]
+    picks = np.linspace(0, len(frames) - 1, 4).round().astype(int)
+    fig, axes = plt.subplots(3, len(picks), figsize=(3.2 * len(picks), 7.2))
+    for j, t in enumerate(picks):
+        ax = axes[0, j]
+        ax.imshow(frames[t], cmap="gray", vmin=0, vmax=1)
+        for name, colour in (("segmentation", "tab:red"), ("tracking", "tab:cyan")):
+            ax.plot(*sources[name][t].T, ".-", color=colour, ms=2.5, lw=0.6, label=name if j == 0 else None)
+        ax.set_title(f"real frame {t}", fontsize=9)
+        for row, name in ((1, "segmentation"), (2, "tracking")):
+            axes[row, j].imshow(frames[0] if t == 0 else loops[name][t - 1], cmap="gray", vmin=0, vmax=1)
+            axes[row, j].set_title(f"KDM, {name} keypoints" + (" (source)" if t == 0 else ""), fontsize=9)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    axes[0, 0].legend(loc="lower left", fontsize=7)
+    fig.suptitle("pydicom's real cine: own beat from ED, keypoints by per-frame segmentation (red) or by "
+                 "speckle tracking from the ED frame (cyan)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from echokdm.baselines.flow import tvl1_flow
+    from echokdm.generation import SamplingSettings, generate_loop, load_segmentation
+    from echokdm.geometry.flow import warp_frame
+    from echokdm.io.fan import apply_fan
+    from echokdm.metrics.image import mse, ssim
+    from echokdm.pipelines import KDMPipeline
+    from echokdm.pretrained import pretrained_path
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 phantom patient, 1 seed")
+    parser.add_argument("--patients", type=int, default=4, help="held-out phantom patients (default 4)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="sampling seeds (default 0 1)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--lpips-backbone", default=None, help="folder with alexnet_features.pth (offline LPIPS)")
+    parser.add_argument("--figure", type=Path, default=RESULTS / "motion_tracking.png", help="where the figure goes")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    lpips = alex_lpips(args.lpips_backbone)
+    pipe = KDMPipeline.from_pretrained(pretrained_path("kdm_phantom_112"))
+    seg = load_segmentation(pretrained_path("seg_phantom_112"))
+    real = _real_case()
+    cases = [real, _real_case_112(real), *_phantom_cases(1 if args.quick else args.patients)]
+    scores: dict[tuple[str, str], dict[str, list[float]]] = {}
+    geometry: dict[str, list[tuple[float, float]]] = {}
+
+    def score(case_name: str, method: str, frames: np.ndarray, truth: np.ndarray) -> None:
+        entry = scores.setdefault((case_name, method), {"mse": [], "ssim": [], "lpips_alex": []})
+        entry["mse"].append(float(np.mean(mse(frames, truth))))
+        entry["ssim"].append(float(np.mean(ssim(frames, truth))))
+        if lpips is not None:
+            entry["lpips_alex"].append(float(np.mean(lpips(np.ascontiguousarray(frames, np.float32), truth))))
+
+    start = time.perf_counter()
+    figure_loops = {}
+    for case in cases:
+        truth = case["frames"][1:]
+        score(case["name"], "repeat source", np.broadcast_to(case["frames"][0], truth.shape), truth)
+        flows = tvl1_flow(np.broadcast_to(case["frames"][0], truth.shape), truth)
+        score(case["name"], "oracle TV-L1 warp", apply_fan(warp_frame(case["frames"][0], flows), case["fan"]), truth)
+        sources = _keypoint_sources(case, seg)
+        for kp_name, kp in sources.items():
+            for method, frames in _frames(case, kp, pipe, seeds):
+                score(case["name"], f"{method}, {kp_name}", frames, truth)
+        if "phantom" in case["name"]:
+            for name, value in _geometry(case, sources).items():
+                geometry.setdefault(name, []).append(value)
+        elif case is real:
+            for kp_name in ("segmentation", "tracking"):
+                kp = sources[kp_name]
+                figure_loops[kp_name] = generate_loop(pipe, case["frames"][0], kp[0], kp, fps=case["fps"],
+                                                      sampling=SamplingSettings(seed=0), fan_mask=case["fan"],
+                                                      progress=False, motion="own").frames[1:]
+            figure_sources = sources
+        print(f"  {case['name']} done ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    figures = {"seeds": len(seeds), "phantom_patients": len(cases) - 2}
+    print(f"\n{'case':<18} {'method':<28} {'MSE':>8} {'SSIM':>7} {'LPIPS':>7}")
+    for (case_name, method), entry in scores.items():
+        row = {key: (round(float(np.mean(v)), 4) if v else None) for key, v in entry.items()}
+        print(f"{case_name:<18} {method:<28} {row['mse']!s:>8} {row['ssim']!s:>7} {row['lpips_alex']!s:>7}")
+        for key, value in row.items():
+            figures[f"{case_name.replace(' ', '_')}__{method.replace(' ', '_').replace(',', '')}__{key}"] = value
+    print("\nphantom geometry against the exact keypoints (one beat from ED):")
+    for name, values in geometry.items():
+        err, bias = np.array(values).T
+        print(f"  {name:<13} keypoint error {err.mean():.2f} px, EF bias {bias.mean():+.1f}, "
+              f"EF MAE {np.abs(bias).mean():.1f}")
+        figures.update({f"phantom_{name}_keypoint_error_px": round(float(err.mean()), 3),
+                        f"phantom_{name}_ef_bias": round(float(bias.mean()), 2),
+                        f"phantom_{name}_ef_mae": round(float(np.abs(bias).mean()), 2)})
+    speed = _speed(real)
+    print("\ntracking speed: " + ", ".join(f"{k} {v:.3f}" for k, v in speed.items()))
+    figures.update({k: round(v, 4) for k, v in speed.items()})
+    print(f"figure: {_figure(real, figure_sources, figure_loops, args.figure)}")
+    save("motion_tracking_quick" if args.quick else "motion_tracking", figures)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
