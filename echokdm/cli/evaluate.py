@@ -29,7 +29,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         config = EvaluateConfig(split=args.split, methods=tuple(args.methods), max_targets=args.max_targets,
                                 max_clips=args.max_clips, sampling=sampling_settings(args, table3_sampling()),
                                 lpips_nets=tuple(args.lpips_nets), lpips_backbone=args.lpips_backbone,
-                                segmentation=args.segmentation, masks=args.masks,
+                                segmentation=args.segmentation, masks=args.masks, own_motion=args.own_motion,
                                 memorisation=not args.no_memorisation, training_manifest=args.training_manifest,
                                 size=args.size, device=args.device, realism=_realism_settings(args))
         result = evaluate(args.manifest, args.pipeline, pipeline_noflow=args.pipeline_noflow, out=args.out,
@@ -119,6 +119,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "generated loops")
     p.add_argument("--masks", default=None,
                    help="output folder of `echokdm segment` (keypoints of real clips without masks)")
+    p.add_argument("--own-motion", choices=("auto", "tracking", "segmentation"), default="auto",
+                   help="where an own beat's target keypoints come from when --masks gives them: 'auto' and "
+                        "'tracking' carry the ED frame's keypoints through the beat by speckle tracking ('auto' "
+                        "falls back when the tracking loses the wall), 'segmentation' takes every frame's; the EF "
+                        "target is the segmentation's either way (default: %(default)s)")
     p.add_argument("--size", type=int, default=None,
                    help="frame size without a pipeline (default: the model's, or 112)")
     p.add_argument("--training-manifest", default=None,

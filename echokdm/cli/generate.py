@@ -104,6 +104,8 @@ def _own(args, source, seg):
                            source_keypoints=source.keypoints,
                            prefer_source=source.keypoints_source == "given" or bool(args.mask),
                            spacing_mm=source.spacing_mm, progress=not getattr(args, "no_progress", False))
+    if beat.note:
+        print(f"own motion: {beat.note} (--own-motion tracking forces tracking)")
     if beat.method == "tracking":
         ef = None if np.isnan(beat.ef_segmentation) else beat.ef_segmentation
         print("own motion: the source frame's keypoints carried through the clip by speckle tracking "

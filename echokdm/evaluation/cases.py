@@ -66,6 +66,12 @@ class EvalCase:
         ``targets`` is ``1 … K``.
     motion : str
         What the targets are, for the tables: ``""`` (own beat), ``"ef=30"`` or ``"from=<clip_id>"``.
+    ef_keypoints : numpy.ndarray or None
+        ``(T, 40, 2)`` keypoints the EF target is read from when they are not ``keypoints``: the
+        segmentation's, when the own beat's motion was speckle-tracked (whose EF reads low).
+    keypoint_source : str
+        Where the target keypoints came from: ``"phantom"``, ``"masks"`` (the clip's own or a
+        segmentation's, every frame), ``"tracking"`` (the source frame's carried by speckle tracking).
     """
 
     clip_id: str
@@ -81,6 +87,8 @@ class EvalCase:
     fps: float | None = None
     beat: str = "own"
     motion: str = ""
+    ef_keypoints: np.ndarray | None = None
+    keypoint_source: str = ""
 
     @property
     def size(self) -> int:
@@ -135,9 +143,31 @@ def choose_frames(volumes: np.ndarray, max_targets: int, fps: float | None = Non
     return source, np.unique(picks).astype(np.int64)
 
 
+def _own_motion(kp: np.ndarray, frames: np.ndarray, source: int, targets: np.ndarray, mode: str,
+                segmentation: str | None, own_motion: str) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """``(motion keypoints, EF keypoints or None, keypoint source)`` of an own-beat case."""
+    from types import SimpleNamespace
+
+    from echokdm.generation.tracking import OWN_MOTIONS, own_beat_motion
+
+    if own_motion not in OWN_MOTIONS:
+        raise ValueError(f"own_motion must be one of {OWN_MOTIONS}, got {own_motion!r}")
+    networks = mode == "masks" and bool(segmentation)
+    if own_motion == "segmentation" or (own_motion == "auto" and not networks):
+        return kp, None, mode
+    end = int(targets[-1]) + 1
+    clip = SimpleNamespace(frames=frames, masks=None, labelled_frames=None, n_frames=len(frames))
+    beat = own_beat_motion(clip, kp, source, end, method=own_motion)
+    if beat.method != "tracking":
+        return kp, None, mode
+    tracked = kp.copy()
+    tracked[source:end] = beat.targets
+    return tracked, kp.astype(np.float32), "tracking"
+
+
 def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targets: int = 8,
               keypoints: str = "auto", segmentation: str | None = None,
-              truth: dict[str, Path] | None = None) -> EvalCase:
+              truth: dict[str, Path] | None = None, own_motion: str = "auto") -> EvalCase:
     """Read one manifest row into an :class:`EvalCase` at frame size ``size``.
 
     Parameters
@@ -158,6 +188,12 @@ def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targe
     truth : dict, optional
         ``clip_id → ground-truth .npz`` (:func:`echokdm.data.ground_truth.ground_truth_files`), looked up
         when None.
+    own_motion : {"auto", "tracking", "segmentation"}
+        As ``echokdm generate --own-motion``: ``auto`` carries the source frame's keypoints through
+        the beat by speckle tracking when the keypoints come from ``segmentation`` (a network's
+        masks), unless the tracking lost the wall
+        (:func:`~echokdm.generation.tracking.own_beat_motion`); the EF target stays the
+        segmentation's (``ef_keypoints``).
     """
     from echokdm.data.echo_pairs import echo_clip_keypoints
     from echokdm.data.ground_truth import ground_truth_files
@@ -175,6 +211,7 @@ def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targe
     kp, clip = echo_clip_keypoints(cine, row, mode, truth, size, segmentation=segmentation, need_truth=has_truth)
     frames = resize_images(cine.frames, size, dtype=np.uint8).astype(np.float32) / 255.0
     source, targets = choose_frames(simpson_volume(kp), max_targets, cine.fps)
+    kp, ef_kp, kp_source = _own_motion(kp, frames, source, targets, mode, segmentation, own_motion)
     ref = steps = None
     if clip is not None:
         ref = np.stack([resize_flow(clip.flow(source, int(t)), size) for t in targets]).astype(np.float32)
@@ -184,6 +221,7 @@ def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targe
     return EvalCase(clip_id=clip_id, patient_id=str(row["patient_id"]),
                     dataset=str(dataset) if isinstance(dataset, str) and dataset else "default",
                     frames=frames, keypoints=kp.astype(np.float32), source=source, targets=targets,
+                    ef_keypoints=ef_kp, keypoint_source=kp_source,
                     reference_flows=ref, step_flows=steps,
                     spacing_mm=None if cine.spacing_mm is None else (cine.spacing_mm[0] * cine.width / size,
                                                                      cine.spacing_mm[1] * cine.height / size),

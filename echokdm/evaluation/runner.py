@@ -90,7 +90,9 @@ class EvaluateConfig:
     derives from); ``lpips_nets`` and
     ``lpips_backbone`` (local folder of backbone weights, or None to download); ``segmentation``
     a segmentation model folder (keypoint MD and EF; None = those columns are NaN);
-    ``keypoints``/``masks`` how target keypoints are obtained (:func:`~echokdm.evaluation.cases.load_case`);
+    ``keypoints``/``masks``/``own_motion`` how target keypoints are obtained
+    (:func:`~echokdm.evaluation.cases.load_case`; ``own_motion="auto"`` speckle-tracks the keypoints of
+    a real clip whose masks come from ``echokdm segment``);
     ``memorisation`` and ``memorisation_frames`` (most training frames compared) against the train
     split of ``training_manifest`` (default: the evaluated manifest's own train split); ``n_boot``
     bootstrap resamples; ``size`` frame size (None = the model's, 112 without a model); ``device``
@@ -112,6 +114,7 @@ class EvaluateConfig:
     segmentation: str | None = None
     keypoints: str = "auto"
     masks: str | None = None
+    own_motion: str = "auto"
     memorisation: bool = True
     memorisation_frames: int = 2000
     training_manifest: str | None = None
@@ -298,8 +301,9 @@ def score_case(case: EvalCase, generated: dict[str, dict[str, Any]],
     tgt_kp = case.keypoints[case.targets]
     ids = {"dataset": case.dataset, "patient_id": case.patient_id, "clip_id": case.clip_id}
     spacing = case.spacing_mm
-    ef_target, edv_target, esv_target = _lv_function(simpson_volume(np.concatenate([case.keypoints[case.source][None],
-                                                                                    tgt_kp]), spacing))
+    ef_kp = case.keypoints if case.ef_keypoints is None else case.ef_keypoints  # tracked motion: the segmentation's EF
+    ef_target, edv_target, esv_target = _lv_function(simpson_volume(np.concatenate([ef_kp[case.source][None],
+                                                                                    ef_kp[case.targets]]), spacing))
     lv_masks = np.stack([keypoints_to_mask(k, case.frames.shape[1:]) for k in tgt_kp])  # (K, S, S) target LV
     seg = scorers.segmentation is not None
     src_detected = scorers.keypoints(case.frames[case.source][None]) if seg else None
@@ -608,7 +612,7 @@ def _run_cases(rows: pd.DataFrame, manifest: Path, size: int, config: EvaluateCo
         stem = clip_file_stem(str(row["clip_id"]))
         try:
             case = load_case(row, manifest, size, max_targets=config.max_targets, keypoints=config.keypoints,
-                             segmentation=config.masks, truth=truth)
+                             segmentation=config.masks, truth=truth, own_motion=config.own_motion)
         except Exception as exc:  # noqa: BLE001 - listed, never silently dropped
             run.skipped.append((str(row["clip_id"]), f"{type(exc).__name__}: {exc}"))
             continue

@@ -14,11 +14,14 @@ What it is for, and what not (``benchmarks/motion_tracking.py`` measures both):
 
 * **For reproducing a clip's own beat.** KDM's own beat from tracked keypoints is closer to the
   real frames than from per-frame segmentation keypoints: on pydicom's real cine, LPIPS-Alex of
-  the warp 0.124 → 0.100 (0.103 → 0.070 at 112×112), on held-out realistic-phantom patients
+  the warp 0.124 → 0.101 (0.103 → 0.070 at 112×112), on held-out realistic-phantom patients
   0.104 → 0.091 (exact keypoints: 0.099).
-* **Not for EF.** Tracking sees the tissue, not the blood-pool border: on the phantom, the tracked
-  border moves less than the true one (ED → ES about 70 %), so EF from tracked keypoints is biased
-  low. Measure EF from segmentation (``echokdm keypoints``, ``echokdm measure``), never from here.
+* **As good as the speckle.** Where the speckle moves with the tissue (the classic phantom) the
+  tracked keypoints are 0.3 px from the truth and their EF 1 point low; where it decorrelates and
+  does not follow the wall (the realistic phantom) the tracked wall moves a third as far (EF 31
+  points low). :func:`own_beat_motion` therefore checks the tracked EF against the segmentation's.
+* **Not for EF.** Measure EF from segmentation (``echokdm keypoints``, ``echokdm ef``), never
+  from tracked keypoints; a tracked own beat's EF target is the segmentation's (:func:`clip_ef_target`).
 
 Frames larger than ``max_size`` (128 px) are tracked at a reduced size (the keypoints are scaled
 back), so a full-resolution DICOM takes seconds, not minutes. Any number of keypoints works (adapters).
@@ -170,12 +173,14 @@ class OwnBeat(NamedTuple):
     """What :func:`own_beat_motion` returns: ``source_keypoints`` ``(40, 2)``, ``targets``
     ``(T, 40, 2)`` (``targets[0]`` is the source), ``method`` ("tracking" or "segmentation") and
     ``ef_segmentation``: the EF (%) of the clip's per-frame keypoints over the same frames (NaN
-    when not measurable), the figure to report for the beat, whatever drove it."""
+    when not measurable), the figure to report for the beat, whatever drove it; ``note`` why
+    "auto" fell back to the segmentation ("" otherwise)."""
 
     source_keypoints: np.ndarray
     targets: np.ndarray
     method: str
     ef_segmentation: float
+    note: str = ""
 
 
 def _fully_labelled(cine) -> bool:
@@ -187,7 +192,7 @@ def _fully_labelled(cine) -> bool:
 def own_beat_motion(cine, sequence: np.ndarray, source_index: int, stop: int | None = None, *,
                     method: str = "auto", given_sequence: bool = False, source_keypoints: np.ndarray | None = None,
                     prefer_source: bool = False, spacing_mm: tuple[float, float] | None = None,
-                    progress: bool = False) -> OwnBeat:
+                    max_ef_drop: float = 10.0, progress: bool = False) -> OwnBeat:
     """A clip's own beat from ``source_index``: what ``echokdm generate --own``, the app and the
     demo use.
 
@@ -196,6 +201,15 @@ def own_beat_motion(cine, sequence: np.ndarray, source_index: int, stop: int | N
     is labelled on every frame (``cine.masks``). The source keypoints are ``source_keypoints`` when
     ``prefer_source`` (keypoints the user gave) or when the source frame has none of its own, else
     ``sequence[source_index]`` (:func:`~echokdm.generation.motion.own_beat`).
+
+    Tracking follows the speckle, and the speckle follows the wall only as far as it does not
+    decorrelate: on the classic phantom (speckle carried by the tissue) tracked keypoints are
+    0.3 px from the truth with an EF bias of -1 point; on the realistic phantom, whose speckle
+    decorrelates and does not follow its own ground-truth flow, the tracked wall moves a third as
+    far (EF bias -31). So "auto" checks the tracked beat against the segmentation: when the
+    tracked keypoints' EF is more than ``max_ef_drop`` points below the segmentation's over the
+    same frames, the tracking lost the wall and the segmentation's keypoints drive the beat
+    (``note`` says so). An explicit ``method="tracking"`` never falls back.
     """
     from echokdm.generation.loop import loop_ef
     from echokdm.generation.motion import own_beat
@@ -203,18 +217,27 @@ def own_beat_motion(cine, sequence: np.ndarray, source_index: int, stop: int | N
     if method not in OWN_MOTIONS:
         raise ValueError(f"own motion must be one of {OWN_MOTIONS}, got {method!r}")
     seq = np.asarray(sequence, dtype=np.float32)
+    checked = method == "auto"
     if method == "auto":
         method = "segmentation" if given_sequence or _fully_labelled(cine) else "tracking"
     end = len(seq) if stop is None else int(stop)
     ef = loop_ef(seq[source_index:end], spacing_mm)
+    note = ""
     if method == "tracking":
         start = seq[source_index] if 0 <= source_index < len(seq) else None
         has_given = source_keypoints is not None and np.isfinite(np.asarray(source_keypoints, np.float64)).all()
         if has_given and (prefer_source or start is None or not np.isfinite(start).all()):
             start = np.asarray(source_keypoints, np.float32)
-        seq = own_motion_keypoints(cine.frames, seq, source_index, stop, source_keypoints=start, progress=progress)
+        tracked = own_motion_keypoints(cine.frames, seq, source_index, stop, source_keypoints=start, progress=progress)
+        ef_tracked = loop_ef(tracked[source_index:end], spacing_mm)
+        if checked and np.isfinite(ef) and not ef_tracked >= ef - max_ef_drop:
+            method = "segmentation"
+            note = (f"speckle tracking lost the wall (EF {ef_tracked:.1f} % against the segmentation's {ef:.1f} %), "
+                    "so the segmentation's keypoints drive the beat")
+        else:
+            seq = tracked
     src, targets = own_beat(seq, source_index, stop, source_keypoints=source_keypoints, prefer_source=prefer_source)
-    return OwnBeat(src, targets, method, float(ef))
+    return OwnBeat(src, targets, method, float(ef), note)
 
 
 def clip_ef_target(loop, beat: OwnBeat):

@@ -62,3 +62,32 @@ def test_lv_function_of_a_known_volume_curve():
     ef, edv, esv = _lv_function(np.array([120.0, 100.0, np.nan, 60.0, 90.0]))
     assert (ef, edv, esv) == (50.0, 120.0, 60.0)
     assert np.isnan(_lv_function(np.array([np.nan, 5.0]))[0])
+
+
+def test_own_motion_of_a_segmented_clip_is_tracked_with_the_segmentation_ef(cohort, tmp_path):
+    """Keypoints from a segmentation's masks (echokdm segment output): --own-motion tracking carries
+    the source frame's keypoints through the beat, and the EF target stays the segmentation's."""
+    from echokdm.data.manifest import clip_file_stem
+
+    row = load_manifest(cohort).iloc[0]
+    truth = load_npz(next((cohort.parent / "ground_truth").glob(f"{row['clip_id']}*.npz")))
+    (tmp_path / "masks").mkdir()
+    np.savez(tmp_path / "masks" / f"{clip_file_stem(str(row['clip_id']))}.npz", masks=truth.masks)
+    segmented = load_case(row, cohort, 32, max_targets=5, keypoints="masks", segmentation=str(tmp_path),
+                          own_motion="segmentation")
+    assert segmented.keypoint_source == "masks" and segmented.ef_keypoints is None
+    tracked = load_case(row, cohort, 32, max_targets=5, keypoints="masks", segmentation=str(tmp_path),
+                        own_motion="tracking")
+    assert tracked.keypoint_source == "tracking"
+    np.testing.assert_allclose(tracked.ef_keypoints, segmented.keypoints)
+    s, end = tracked.source, int(tracked.targets[-1]) + 1
+    np.testing.assert_allclose(tracked.keypoints[s], segmented.keypoints[s], atol=1e-4)
+    np.testing.assert_allclose(tracked.keypoints[:s], segmented.keypoints[:s])  # outside the beat: untouched
+    assert not np.allclose(tracked.keypoints[s + 1:end], segmented.keypoints[s + 1:end])
+    auto = load_case(row, cohort, 32, max_targets=5, keypoints="masks", segmentation=str(tmp_path))
+    assert auto.keypoint_source in ("tracking", "masks")
+    assert (auto.ef_keypoints is not None) == (auto.keypoint_source == "tracking")
+    phantom = load_case(row, cohort, 32, max_targets=5)  # exact keypoints are never tracked
+    assert phantom.keypoint_source == "phantom" and phantom.ef_keypoints is None
+    with pytest.raises(ValueError, match="own_motion must be"):
+        load_case(row, cohort, 32, keypoints="masks", segmentation=str(tmp_path), own_motion="flow")
