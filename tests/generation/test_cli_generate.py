@@ -75,6 +75,26 @@ def test_own_motion_with_side_by_side(data, tmp_path, capsys):
     assert "at 25 fps (own motion)" in capsys.readouterr().out
 
 
+def test_own_motion_source_is_recorded_and_tracking_reports_the_segmented_ef(data, tmp_path, capsys):
+    """A labelled clip: 'auto' keeps its labels; 'tracking' carries the source keypoints and the EF
+    target stays the labels' EF over the same frames."""
+    out = tmp_path / "own_motion"
+    common = [str(data["clip"]), "--frame", "0", "--pipeline", str(data["pipe"]), "--own", "--frames", "6", *FAST]
+    assert run([*common, "--out", str(out), "--stem", "auto"]) == 0
+    auto = json.loads((out / "auto_generate.json").read_text())
+    assert auto["own_motion"] == "segmentation"
+    capsys.readouterr()
+    assert run([*common, "--out", str(out), "--stem", "tracked", "--own-motion", "tracking"]) == 0
+    assert "speckle tracking" in capsys.readouterr().out
+    tracked = json.loads((out / "tracked_generate.json").read_text())
+    assert tracked["own_motion"] == "tracking"
+    assert tracked["ef_target"] == pytest.approx(auto["ef_target"], abs=1e-3)  # the labels' EF, not the tracked one
+    kp_auto = load_keypoints_file(out / "auto_keypoints.csv")
+    kp_tracked = load_keypoints_file(out / "tracked_keypoints.csv")
+    np.testing.assert_allclose(kp_tracked[0], kp_auto[0], atol=1e-3)  # the same source keypoints
+    assert not np.allclose(kp_tracked[1:], kp_auto[1:])  # a different motion
+
+
 def test_transfer_and_drag_motions(data, tmp_path):
     out = tmp_path / "more"
     assert run([str(data["clip"]), "--pipeline", str(data["pipe"]), "--out", str(out),
