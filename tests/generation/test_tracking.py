@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter, shift
 
-from echokdm.generation.tracking import clip_ef_target, own_beat_motion, own_motion_keypoints, track_keypoints
+from echokdm.generation.tracking import (
+    clip_ef_target,
+    own_beat_motion,
+    own_motion_keypoints,
+    phase_anchors,
+    track_keypoints,
+)
 
 
 def _texture(shape=(64, 80), seed=0):
@@ -44,6 +50,32 @@ def test_start_stop_nan_rows_and_a_static_clip():
     assert out.shape == (3, 2, 2)
     assert np.isnan(out[:, 1]).all()
     np.testing.assert_allclose(out[:, 0], np.broadcast_to(kp[0], (3, 2)), atol=0.05)
+
+
+def test_anchors_remove_the_drift_of_a_periodic_motion():
+    """Three periods of a sub-pixel back-and-forth: the frame-by-frame track drifts; measured directly
+    at the periods' starts (the source's phase), the drift goes."""
+    base = _texture()
+    d = 3.3 * np.sin(2 * np.pi * np.arange(31) / 10)
+    frames = np.stack([shift(base, (0, x), order=3, mode="reflect") for x in d]).astype(np.float32)
+    kp = np.array([[30.0, 30.0], [50.0, 25.0]])
+    truth = kp[None, :, 0] + d[:, None]
+    plain = np.abs(track_keypoints(frames, kp, max_size=None)[:, :, 0] - truth)
+    anchored = np.abs(track_keypoints(frames, kp, max_size=None, anchors=[10, 20, 30, 99])[:, :, 0] - truth)
+    assert plain[21:].mean() > 0.05  # it drifts (cubic-interpolated speckle)
+    assert anchored[21:].mean() < 0.3 * plain[21:].mean()
+    assert anchored[[10, 20, 30]].max() < 0.02
+
+
+def test_phase_anchors_are_the_source_phase_in_later_beats():
+    t = np.arange(90)
+    scale = 1 - 0.1 * (1 - np.cos(2 * np.pi * (t - 5) / 30))  # ED (largest) at 5, 35, 65
+    one = _bullet_sequence(1, 0.0)[0]
+    seq = np.stack([(one - [40, 55]) * [s, 1] + [40, 55] for s in scale]).astype(np.float32)
+    assert phase_anchors(seq, 5, fps=30.0) == [35, 65]
+    assert phase_anchors(seq, 12, fps=30.0) == [42, 72]  # 7 frames after ED, in each later beat
+    assert phase_anchors(seq, 12, 60, fps=30.0) == [42]
+    assert phase_anchors(seq[:30], 5, fps=30.0) == []  # one beat: nothing to anchor to
 
 
 @pytest.mark.parametrize("kwargs, match", [
