@@ -148,18 +148,26 @@ def track_keypoints(frames: Any, keypoints: Any, start: int = 0, stop: int | Non
     marks = sorted({int(a) - start for a in np.atleast_1d(np.asarray(anchors, dtype=np.int64))
                     if start < int(a) < end})
     if marks:
-        origin = out[0]
-        flows = tvl1_flow(work[marks], np.broadcast_to(work[0], work[marks].shape), attachment=attachment)
-        flows = flows.reshape(-1, *flows.shape[-3:])
-        drift = np.stack([out[m] - (origin + _sample(flows[i], origin)) for i, m in enumerate(marks)])
-        times = np.arange(len(out))
-        for k in range(len(points)):
-            for c in (0, 1):
-                out[:, k, c] -= np.interp(times, [0, *marks], [0.0, *drift[:, k, c]])
+        _remove_drift(out, work, marks, attachment)
     out /= scale_xy
     out[:, ~finite] = np.nan
     out[0] = points
     return out.astype(np.float32)
+
+
+def _remove_drift(track: np.ndarray, frames: np.ndarray, marks: list[int], attachment: float) -> None:
+    """Subtract, in place, the drift of ``track`` ``(T, N, 2)`` measured at the frames ``marks`` (the
+    source's phase in later beats) by flow taken directly from ``frames[0]``, interpolated in time."""
+    from echokdm.baselines.flow import tvl1_flow
+
+    origin = track[0]
+    flows = tvl1_flow(frames[marks], np.broadcast_to(frames[0], frames[marks].shape), attachment=attachment)
+    flows = flows.reshape(-1, *flows.shape[-3:])
+    drift = np.stack([track[m] - (origin + _sample(flows[i], origin)) for i, m in enumerate(marks)])
+    times = np.arange(len(track))
+    for k in range(track.shape[1]):
+        for c in (0, 1):
+            track[:, k, c] -= np.interp(times, [0, *marks], [0.0, *drift[:, k, c]])
 
 
 def own_motion_keypoints(frames: Any, sequence: np.ndarray, source_index: int, stop: int | None = None, *,
