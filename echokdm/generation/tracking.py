@@ -120,18 +120,7 @@ def track_keypoints(frames: Any, keypoints: Any, start: int = 0, stop: int | Non
     start = int(start)
     if attachment <= 0 or batch < 1:
         raise ValueError(f"attachment must be > 0 and batch >= 1, got {attachment} and {batch}")
-    work = stack[start:end].astype(np.float32)
-    height, width = work.shape[1:]
-    scale = 1.0
-    if max_size is not None and max(height, width) > max_size:
-        from echokdm.geometry.resize import resize_images
-
-        scale = max_size / max(height, width)
-        size = (max(8, round(height * scale)), max(8, round(width * scale)))
-        work = resize_images(work, size, antialias=True)
-        scale_xy = np.array([size[1] / width, size[0] / height])
-    else:
-        scale_xy = np.ones(2)
+    work, scale_xy = _working_frames(stack[start:end].astype(np.float32), max_size)
     finite = np.isfinite(points).all(axis=1)
     current = np.where(finite[:, None], points * scale_xy, 0.0)
     out = np.full((end - start, len(points), 2), np.nan, dtype=np.float64)
@@ -153,6 +142,19 @@ def track_keypoints(frames: Any, keypoints: Any, start: int = 0, stop: int | Non
     out[:, ~finite] = np.nan
     out[0] = points
     return out.astype(np.float32)
+
+
+def _working_frames(frames: np.ndarray, max_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``frames`` resized (antialiased) so the longer side is at most ``max_size``, and the ``(x, y)``
+    scale from the original pixels to the working ones."""
+    height, width = frames.shape[1:]
+    if max_size is None or max(height, width) <= max_size:
+        return frames, np.ones(2)
+    from echokdm.geometry.resize import resize_images
+
+    scale = max_size / max(height, width)
+    size = (max(8, round(height * scale)), max(8, round(width * scale)))
+    return resize_images(frames, size, antialias=True), np.array([size[1] / width, size[0] / height])
 
 
 def _remove_drift(track: np.ndarray, frames: np.ndarray, marks: list[int], attachment: float) -> None:
