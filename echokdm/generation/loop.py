@@ -662,6 +662,12 @@ def _fan_or_none(cine) -> np.ndarray | None:
     return None if fan.mask is None else np.asarray(fan.mask, dtype=bool)
 
 
+def fully_labelled(cine) -> bool:
+    """Whether the clip carries an LV mask on every frame (then its keypoints need no model)."""
+    masks, labelled = getattr(cine, "masks", None), getattr(cine, "labelled_frames", None)
+    return masks is not None and (labelled is None or len(labelled) == cine.n_frames)
+
+
 def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
                    apex_direction: str | tuple[float, float] | None = "auto",
                    fan_mask: np.ndarray | None = None) -> np.ndarray:
@@ -682,9 +688,7 @@ def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
     """
     from echokdm.geometry.temporal import sequence_keypoints
 
-    fully_labelled = cine.masks is not None and (cine.labelled_frames is None
-                                                 or len(cine.labelled_frames) == cine.n_frames)
-    if fully_labelled:
+    if fully_labelled(cine):
         masks = cine.masks
     elif segmentation is not None:
         masks = _segment(load_segmentation(segmentation), cine.frames)

@@ -238,12 +238,6 @@ class OwnBeat(NamedTuple):
     note: str = ""
 
 
-def _fully_labelled(cine) -> bool:
-    masks = getattr(cine, "masks", None)
-    labelled = getattr(cine, "labelled_frames", None)
-    return masks is not None and (labelled is None or len(labelled) == cine.n_frames)
-
-
 def own_beat_motion(cine, sequence: np.ndarray, source_index: int, stop: int | None = None, *,
                     method: str = "auto", given_sequence: bool = False, source_keypoints: np.ndarray | None = None,
                     prefer_source: bool = False, spacing_mm: tuple[float, float] | None = None,
@@ -266,7 +260,7 @@ def own_beat_motion(cine, sequence: np.ndarray, source_index: int, stop: int | N
     same frames, the tracking lost the wall and the segmentation's keypoints drive the beat
     (``note`` says so). An explicit ``method="tracking"`` never falls back.
     """
-    from echokdm.generation.loop import loop_ef
+    from echokdm.generation.loop import fully_labelled, loop_ef
     from echokdm.generation.motion import own_beat
 
     if method not in OWN_MOTIONS:
@@ -274,7 +268,7 @@ def own_beat_motion(cine, sequence: np.ndarray, source_index: int, stop: int | N
     seq = np.asarray(sequence, dtype=np.float32)
     checked = method == "auto"
     if method == "auto":
-        method = "segmentation" if given_sequence or _fully_labelled(cine) else "tracking"
+        method = "segmentation" if given_sequence or fully_labelled(cine) else "tracking"
     end = len(seq) if stop is None else int(stop)
     ef = loop_ef(seq[source_index:end], spacing_mm)
     note = ""
