@@ -23,6 +23,9 @@ The README's figures (6 + 6 patients, 16 loops; one core each, about 35 min and 
     python benchmarks/utility.py --patients 12 --loops 16 --seeds 0 1 --real-patients 2 4 all --tasks seg --threads 1
     python benchmarks/utility.py --patients 12 --loops 16 --seeds 0 --real-patients 2 4 all --tasks ef --threads 1
 
+``--seg-look-augment`` trains every segmentation model with the sim-to-real look augmentation of
+``seg_phantom_112`` (run folders ``*_look``).
+
 ``--labels keypoints`` labels the synthetic loops by the target keypoints they were made to follow
 instead of re-detecting them with ``seg_phantom_112`` (``synthetic_keypoints/``, run folders ``*_kplabels``):
 
@@ -146,6 +149,8 @@ def main(argv=None) -> int:
     p.add_argument("--labels", choices=("seg", "keypoints"), default="seg",
                    help="labels of the synthetic loops: re-measured by seg_phantom_112 on the generated frames "
                         "(default) or the target keypoints the loops were made to follow (run folders get _kplabels)")
+    p.add_argument("--seg-look-augment", action="store_true",
+                   help="segmentation models trained with seg_phantom_112's look augmentation (run folders *_look)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default 2; 1 with --quick, whose tiny models gain nothing from a second "
                         "thread and lose much on a busy machine)")
@@ -164,11 +169,12 @@ def main(argv=None) -> int:
     synthetic = _synthetic_cohort(work, real, args.loops, args.quick, args.labels)
     figures = _identity(real, synthetic)
     sizes = tuple(n if n == "all" else int(n) for n in args.real_patients)
-    given = dict(tasks=tuple(args.tasks.split(",")), real_patients=sizes, seeds=tuple(args.seeds), privacy_filter=True)
+    given = dict(tasks=tuple(args.tasks.split(",")), real_patients=sizes, seeds=tuple(args.seeds), privacy_filter=True,
+                 seg_look_augment=args.seg_look_augment)
     settings = UtilitySettings.quick(**given) if args.quick else UtilitySettings(**given)
     tasks = "_".join(given["tasks"])
     run = work / ("run" if tasks == "seg_ef" else f"run_{tasks}")  # one task alone: its own run, resumable too
-    suffix = "" if args.labels == "seg" else "_kplabels"
+    suffix = ("" if args.labels == "seg" else "_kplabels") + ("_look" if args.seg_look_augment else "")
     run = run.with_name(run.name + suffix)
     result = run_utility(real, synthetic, run, settings, progress=not args.quick)
     for row in result.summary.itertuples(index=False):

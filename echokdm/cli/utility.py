@@ -30,7 +30,8 @@ def _settings(args: argparse.Namespace):
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     given = {"tasks": tasks, "real_patients": tuple(args.real_patients), "seeds": tuple(args.seeds),
-             "test_fraction": args.test_fraction, "privacy_filter": args.privacy_filter}
+             "test_fraction": args.test_fraction, "privacy_filter": args.privacy_filter,
+             "seg_look_augment": bool(getattr(args, "seg_look_augment", False))}
     for name in ("seg_steps", "ef_steps"):
         if getattr(args, name) is not None:
             given[name] = getattr(args, name)
@@ -90,5 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="tiny models and a few dozen steps: a smoke run, not figures to quote")
     p.add_argument("--seg-steps", type=int, default=None, help="training steps of each segmentation model")
     p.add_argument("--ef-steps", type=int, default=None, help="training steps of each EF network")
+    p.add_argument("--seg-look-augment", action="store_true",
+                   help="train the segmentation models with the sim-to-real look augmentation of seg_phantom_112 "
+                        "(blood brightness, speckle, blur, TGC, haze, noise, gamma, DCT blocks) on every training set")
     add_run_options(p, overwrite="discard a run in --out made with other inputs or settings")
     p.set_defaults(func=cmd_utility)

@@ -96,6 +96,7 @@ class UtilitySettings:
     seg_batch_size: int = 16
     seg_size: int = 112
     seg_channels: tuple[int, ...] = (16, 32, 64, 128)
+    seg_look_augment: bool = False
     ef_steps: int = 600
     ef_batch_size: int = 8
     ef_frames: int = 32
@@ -343,7 +344,7 @@ def _seg_config(settings: UtilitySettings, seed: int):
     from echokdm.echo.segmentation_training import load_seg_config
 
     return load_seg_config(None, {"model": {"channels": list(settings.seg_channels)},
-                                  "data": {"size": settings.seg_size},
+                                  "data": {"size": settings.seg_size, "look_augment": bool(settings.seg_look_augment)},
                                   "train": {"steps": settings.seg_steps, "batch_size": settings.seg_batch_size,
                                             "val_every": settings.seg_steps, "seed": seed, "device": "cpu"}})
 

@@ -116,6 +116,35 @@ def test_frame_correlation():
     assert realism.frame_correlation(np.stack([a, b]), region)[0] == pytest.approx(1.0)
 
 
+def _speckle(rng, shape=(64, 64)):
+    from scipy import ndimage
+
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), 1.0)
+    return np.clip(0.5 + 2.0 * field, 0.0, 1.0)
+
+
+def test_compensated_correlation_removes_motion_but_not_decorrelation():
+    rng = np.random.default_rng(5)
+    base = _speckle(rng, (64, 96))
+    moving = np.stack([base[:, 16 - t:80 - t] for t in range(6)])  # speckle moving 1 px a frame, unchanged
+    fan = np.ones((64, 64), bool)
+    moved = realism.compensated_correlation(moving, fan, gaps=(1, 2), stride=1)
+    assert moved[1] > 0.9 and moved[2] > 0.9
+    assert realism.frame_correlation(moving, fan).mean() < moved[1] - 0.2  # without compensation: much lower
+    # speckle that partly redraws every frame (correlation 0.7 a frame) and does not move
+    frames = [_speckle(rng)]
+    for _ in range(8):
+        frames.append(np.clip(0.5 + 0.7 * (frames[-1] - 0.5) + np.sqrt(1 - 0.49) * (_speckle(rng) - 0.5), 0, 1))
+    decorrelating = realism.compensated_correlation(np.stack(frames), fan, gaps=(1, 4, 8), stride=1)
+    assert decorrelating[1] < 0.85 and decorrelating[8] < decorrelating[4] < decorrelating[1]
+    assert decorrelating[8] < 0.35
+    assert set(realism.compensated_correlation(np.stack(frames[:3]), fan, gaps=(1, 8))) == {1}  # gap 8 too long
+    with pytest.raises(ValueError, match="region"):
+        realism.compensated_correlation(moving, np.ones((32, 32), bool))
+    with pytest.raises(ValueError, match="gaps"):
+        realism.compensated_correlation(moving, fan, gaps=(0,))
+
+
 def test_sample_patches_stay_inside_the_region():
     frames = np.zeros((3, 64, 64), np.float32)
     frames[:, :, :40] = 1.0
