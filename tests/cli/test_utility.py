@@ -70,3 +70,16 @@ def test_bad_values_are_usage_errors(manifests, tmp_path):
         main(_argv(real, synthetic, tmp_path / "o", "--real-patients", "zero"))
     assert exc.value.code == 2
     assert main(_argv(real, synthetic, tmp_path / "o2", "--tasks", "nope")) == 1
+
+
+def test_seg_look_augment_flag_reaches_the_settings():
+    import argparse
+
+    from echokdm.cli.utility import _settings, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["utility", "--real", "r.csv", "--synthetic", "s.csv", "-o", "out", "--seg-look-augment"])
+    assert _settings(args).seg_look_augment is True
+    args = parser.parse_args(["utility", "--real", "r.csv", "--synthetic", "s.csv", "-o", "out", "--quick"])
+    assert _settings(args).seg_look_augment is False

@@ -141,3 +141,12 @@ def test_privacy_filter_lists_what_it_drops(data, tmp_path):
     sets = set(result.utility["training_set"])
     assert ("synthetic-filtered" in sets) == (len(dropped) > 0)
     assert np.isfinite(result.utility["value"].iloc[0])
+
+
+def test_look_augmentation_reaches_every_segmentation_model():
+    from echokdm.evaluation.utility import _seg_config
+
+    assert _seg_config(UtilitySettings(), 0).data.look_augment is False
+    on = UtilitySettings(seg_look_augment=True)
+    assert _seg_config(on, 1).data.look_augment is True and _seg_config(on, 1).data.augment is True
+    assert on.record()["seg_look_augment"] is True  # part of the run's record: a rerun without it needs --overwrite
