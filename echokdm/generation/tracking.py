@@ -16,10 +16,13 @@ What it is for, and what not (``benchmarks/motion_tracking.py`` measures both):
   real frames than from per-frame segmentation keypoints: on pydicom's real cine, LPIPS-Alex of
   the warp 0.124 → 0.101 (0.103 → 0.070 at 112×112), on held-out realistic-phantom patients
   0.104 → 0.091 (exact keypoints: 0.099).
-* **As good as the speckle.** Where the speckle moves with the tissue (the classic phantom) the
-  tracked keypoints are 0.3 px from the truth and their EF 1 point low; where it decorrelates and
-  does not follow the wall (the realistic phantom) the tracked wall moves a third as far (EF 31
-  points low). :func:`own_beat_motion` therefore checks the tracked EF against the segmentation's.
+* **Short on dim frames.** On the classic phantom the tracked keypoints are 0.3 px from the truth
+  and their EF 1 point low; on the dim realistic phantom the tracked wall moves a third as far (EF
+  31 points low), because TV-L1's data term shrinks with the contrast and its smoothness term does
+  not (the classic phantom darkened 4×: EF 22 points low). Contrast-invariant trackers fix the
+  phantom but move the real cine's own beat away from the real frames (README, "Own beats follow
+  the clip's tissue"), so TV-L1 stays, and :func:`own_beat_motion` checks the tracked EF against
+  the segmentation's.
 * **Not for EF.** Measure EF from segmentation (``echokdm keypoints``, ``echokdm ef``), never
   from tracked keypoints; a tracked own beat's EF target is the segmentation's (:func:`clip_ef_target`).
 
@@ -251,11 +254,9 @@ def own_beat_motion(cine, sequence: np.ndarray, source_index: int, stop: int | N
     ``prefer_source`` (keypoints the user gave) or when the source frame has none of its own, else
     ``sequence[source_index]`` (:func:`~echokdm.generation.motion.own_beat`).
 
-    Tracking follows the speckle, and the speckle follows the wall only as far as it does not
-    decorrelate: on the classic phantom (speckle carried by the tissue) tracked keypoints are
-    0.3 px from the truth with an EF bias of -1 point; on the realistic phantom, whose speckle
-    decorrelates and does not follow its own ground-truth flow, the tracked wall moves a third as
-    far (EF bias -31). So "auto" checks the tracked beat against the segmentation: when the
+    On the classic phantom tracked keypoints are 0.3 px from the truth with an EF bias of -1
+    point; on the dim realistic phantom TV-L1 moves the wall a third as far (EF bias -31: its data
+    term shrinks with the contrast). So "auto" checks the tracked beat against the segmentation: when the
     tracked keypoints' EF is more than ``max_ef_drop`` points below the segmentation's over the
     same frames, the tracking lost the wall and the segmentation's keypoints drive the beat
     (``note`` says so). An explicit ``method="tracking"`` never falls back.
