@@ -13,8 +13,8 @@
    at most 3 loops, until the EF re-measured on the frames is within 2 points), written as MP4, GIF
    and synthetic-marked DICOM, with a real | generated MP4 for the own beat;
 6. a per-patient evaluation (own beat against the real frames: MSE, SSIM, LPIPS; EF target against
-   the EF re-measured on the generated frames for both loops), ``report.csv``, ``summary.png``
-   and a printed summary.
+   the EF re-measured on the generated frames for both loops; ``motion``: what drove the own beat,
+   speckle tracking or the segmentation), ``report.csv``, ``summary.png`` and a printed summary.
 """
 
 from __future__ import annotations
@@ -205,7 +205,9 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
         reference = apply_fan(cine.frames[ed:end], fan.mask) if name == "own" else None
         paths = write_loop(out / "loops" / pid, loop, formats=("mp4", "gif", "dicom"), stem=f"{pid}_{name}",
                            overwrite=overwrite, side_by_side=reference)
-        rows.append({"patient_id": pid, "source": source, "loop": name, "frames": loop.n_frames,
+        motion = ((beat.method + (" (tracking lost the wall)" if beat.note else "")) if name == "own"
+                  else "keypoints at the EF target")
+        rows.append({"patient_id": pid, "source": source, "loop": name, "frames": loop.n_frames, "motion": motion,
                      "ef_clip_truth": row.get("ef_reference"), "ef_clip_keypoints": ef_clip,
                      "seconds": round(seconds[name], 2),
                      "seconds_per_frame": round(seconds[name] / max(loop.n_frames - 1, 1), 3),
@@ -438,11 +440,12 @@ def _fmt(value, digits: int = 1, suffix: str = "") -> str:
 
 
 def _print_summary(report: pd.DataFrame, seconds: float, out: Path) -> None:
-    print("\n  patient         source   loop     frames  EF target  EF achieved    MSE     SSIM   LPIPS")
+    print("\n  patient         source   loop     frames  EF target  EF achieved    MSE     SSIM   LPIPS  own motion")
     for r in report.itertuples():
+        motion = r.motion if r.loop == "own" else ""
         print(f"  {r.patient_id:<15} {r.source:<8} {r.loop:<8} {r.frames:>5}  {_fmt(r.ef_target, 1, ' %'):>9}  "
               f"{_fmt(r.ef_achieved, 1, ' %'):>11}  {_fmt(getattr(r, 'mse', None), 4):>6}  "
-              f"{_fmt(getattr(r, 'ssim', None), 3):>6}  {_fmt(getattr(r, 'lpips_alex', None), 3):>6}")
+              f"{_fmt(getattr(r, 'ssim', None), 3):>6}  {_fmt(getattr(r, 'lpips_alex', None), 3):>6}  {motion}")
     print()
     for source, group in report.groupby("source", sort=False):
         errors = pd.to_numeric(group["ef_error"], errors="coerce").dropna()

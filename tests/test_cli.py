@@ -49,6 +49,9 @@ def test_demo_quick_generates_evaluates_and_refuses_to_overwrite(tmp_path, capsy
     full = pd.read_csv(out / "report.csv")
     assert list(full["source"]) == ["real", "real", "phantom", "phantom"]
     assert list(full["loop"]) == ["own", "new_ef"] * 2 and full["patient_id"].nunique() == 2
+    # which motion drove each own beat: the real cine's is tracked (its keypoints come from the segmentation)
+    assert full["motion"].iloc[0] == "tracking" and full["motion"].iloc[1] == "keypoints at the EF target"
+    assert full["motion"].iloc[2] in ("tracking", "segmentation (tracking lost the wall)")
     real_rows = full[full["source"] == "real"]
     assert real_rows["patient_id"].iloc[0] == real["patient_id"][0]  # one pseudonym through the run
     assert 5 < real_rows["ef_clip_keypoints"].iloc[0] < 95, "the real cine's EF from its keypoints"
