@@ -57,14 +57,11 @@ def _segmented(case: dict, seg) -> np.ndarray:
 def _keypoint_sources(case: dict, seg) -> tuple[dict[str, np.ndarray], str]:
     """Keypoints by segmentation, tracking, "auto" (what ``generate --own`` does) and, on the phantom,
     exactly; and the method "auto" chose."""
-    from types import SimpleNamespace
-
     from echokdm.generation.tracking import own_beat_motion, track_keypoints
 
     real = "phantom" not in case["name"]
     segmented = case["keypoints"] if real else _segmented(case, seg)
-    clip = SimpleNamespace(frames=case["frames"], masks=None, labelled_frames=None, n_frames=len(case["frames"]))
-    auto = own_beat_motion(clip, segmented, 0)
+    auto = own_beat_motion(case["frames"], segmented, 0)  # frames alone: no labels, as from a scanner
     out = {"segmentation": segmented, "tracking": track_keypoints(case["frames"], segmented[0]), "auto": auto.targets}
     if not real:
         out["exact"] = case["keypoints"]

@@ -146,8 +146,6 @@ def choose_frames(volumes: np.ndarray, max_targets: int, fps: float | None = Non
 def _own_motion(kp: np.ndarray, frames: np.ndarray, source: int, targets: np.ndarray, mode: str,
                 segmentation: str | None, own_motion: str) -> tuple[np.ndarray, np.ndarray | None, str]:
     """``(motion keypoints, EF keypoints or None, keypoint source)`` of an own-beat case."""
-    from types import SimpleNamespace
-
     from echokdm.generation.tracking import OWN_MOTIONS, own_beat_motion
 
     if own_motion not in OWN_MOTIONS:
@@ -156,8 +154,7 @@ def _own_motion(kp: np.ndarray, frames: np.ndarray, source: int, targets: np.nda
     if own_motion == "segmentation" or (own_motion == "auto" and not networks):
         return kp, None, mode
     end = int(targets[-1]) + 1
-    clip = SimpleNamespace(frames=frames, masks=None, labelled_frames=None, n_frames=len(frames))
-    beat = own_beat_motion(clip, kp, source, end, method=own_motion)
+    beat = own_beat_motion(np.asarray(frames), kp, source, end, method=own_motion)
     if beat.method != "tracking":
         return kp, None, mode
     tracked = kp.copy()

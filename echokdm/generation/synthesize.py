@@ -352,7 +352,7 @@ def _labelled_keypoints(cine) -> tuple[dict[int, np.ndarray], str]:
 
 def _ed_keypoints(cine, truth: Path | None, segmentation) -> tuple[int, np.ndarray, str]:
     """``(ED frame, keypoints (40, 2), how)``, trying the sources of the module docstring in order."""
-    from echokdm.generation.loop import clip_keypoints
+    from echokdm.generation.loop import clip_keypoints, fully_labelled
 
     if truth is not None:
         from echokdm.data.phantom import load_npz
@@ -361,13 +361,12 @@ def _ed_keypoints(cine, truth: Path | None, segmentation) -> tuple[int, np.ndarr
         if clip.frames.shape == cine.frames.shape:
             ed = int(clip.ed_frames[0]) if len(clip.ed_frames) else _largest(clip.keypoints, None)
             return ed, clip.keypoints[ed], "phantom"
-    fully_labelled = cine.masks is not None and (cine.labelled_frames is None
-                                                 or len(cine.labelled_frames) == cine.n_frames)
-    labelled, how = ({}, "mask") if fully_labelled else _labelled_keypoints(cine)
-    if fully_labelled or (not labelled and segmentation is not None):
-        sequence = clip_keypoints(cine, None if fully_labelled else segmentation)  # (T, 40, 2)
+    every_frame = fully_labelled(cine)
+    labelled, how = ({}, "mask") if every_frame else _labelled_keypoints(cine)
+    if every_frame or (not labelled and segmentation is not None):
+        sequence = clip_keypoints(cine, None if every_frame else segmentation)  # (T, 40, 2)
         ed = _largest(sequence, cine.spacing_mm)
-        return ed, sequence[ed], "mask" if fully_labelled else "segmentation"
+        return ed, sequence[ed], "mask" if every_frame else "segmentation"
     if labelled:
         ed = _largest(labelled, cine.spacing_mm)
         return ed, labelled[ed], how

@@ -252,7 +252,9 @@ def own_beat_motion(cine, sequence: np.ndarray, source_index: int, stop: int | N
     network, and uses ``sequence`` as it is when it was given (``given_sequence``) or when the clip
     is labelled on every frame (``cine.masks``). The source keypoints are ``source_keypoints`` when
     ``prefer_source`` (keypoints the user gave) or when the source frame has none of its own, else
-    ``sequence[source_index]`` (:func:`~echokdm.generation.motion.own_beat`).
+    ``sequence[source_index]`` (:func:`~echokdm.generation.motion.own_beat`). ``cine`` is the clip
+    (its ``frames``, ``masks``, ``labelled_frames`` and ``fps`` are read) or, for frames alone
+    without labels or frame rate, a ``(T, H, W)`` array.
 
     On the classic phantom tracked keypoints are 0.3 px from the truth with an EF bias of -1
     point; on the dim realistic phantom TV-L1 moves the wall a third as far (EF bias -31: its data
@@ -267,9 +269,11 @@ def own_beat_motion(cine, sequence: np.ndarray, source_index: int, stop: int | N
     if method not in OWN_MOTIONS:
         raise ValueError(f"own motion must be one of {OWN_MOTIONS}, got {method!r}")
     seq = np.asarray(sequence, dtype=np.float32)
+    bare = isinstance(cine, np.ndarray)
+    frames, fps = (cine, None) if bare else (cine.frames, getattr(cine, "fps", None))
     checked = method == "auto"
     if method == "auto":
-        method = "segmentation" if given_sequence or fully_labelled(cine) else "tracking"
+        method = "segmentation" if given_sequence or (not bare and fully_labelled(cine)) else "tracking"
     end = len(seq) if stop is None else int(stop)
     ef = loop_ef(seq[source_index:end], spacing_mm)
     note = ""
@@ -278,8 +282,8 @@ def own_beat_motion(cine, sequence: np.ndarray, source_index: int, stop: int | N
         has_given = source_keypoints is not None and np.isfinite(np.asarray(source_keypoints, np.float64)).all()
         if has_given and (prefer_source or start is None or not np.isfinite(start).all()):
             start = np.asarray(source_keypoints, np.float32)
-        anchors = phase_anchors(seq, source_index, stop, getattr(cine, "fps", None))
-        tracked = own_motion_keypoints(cine.frames, seq, source_index, stop, source_keypoints=start, anchors=anchors,
+        anchors = phase_anchors(seq, source_index, stop, fps)
+        tracked = own_motion_keypoints(frames, seq, source_index, stop, source_keypoints=start, anchors=anchors,
                                        progress=progress)
         ef_tracked = loop_ef(tracked[source_index:end], spacing_mm)
         if checked and np.isfinite(ef) and not ef_tracked >= ef - max_ef_drop:

@@ -141,6 +141,9 @@ def test_own_beat_motion_auto_tracks_unlabelled_clips_and_keeps_labels():
     assert forced.method == "tracking"
     with pytest.raises(ValueError, match="own motion must be"):
         own_beat_motion(_Cine(frames), seq, 1, method="optical")
+    bare = own_beat_motion(frames, seq, 1)  # frames alone: no labels, so tracked, as the clip without masks
+    assert bare.method == "tracking"
+    np.testing.assert_allclose(bare.targets, unlabelled.targets)
 
 
 def test_auto_falls_back_to_the_segmentation_when_tracking_loses_the_wall():
