@@ -18,6 +18,11 @@ resized to 112 × 112 as EchoNet-Dynamic stores clips): PSNR, SSIM and LPIPS-Ale
 
     python benchmarks/latent_candidates.py --lpips-backbone DIR     # about 30 min on 2 cores
     python benchmarks/latent_candidates.py --quick                  # 4 patients, 30 steps: a smoke run (CI)
+    python benchmarks/latent_candidates.py --lpips-backbone DIR --f2i   # + F2I on the 28x28x8 latent: 10 more min
+
+``--f2i`` then trains F2I on the ``f4 c8`` autoencoder (the F2I section of the same config, 1500
+steps; the packaged K2F reused: K2F diffuses the flow, not the image latent) and assembles a pipeline
+in ``f4_c8/pipeline``; ``benchmarks/f2i.py --pipeline`` scores it (the README's commands).
 
 The training cohort and the candidates' runs are kept in ``benchmarks/results/latent_candidates[_quick]/``
 (a rerun reuses finished runs). Writes ``benchmarks/results/latent_candidates[_quick].json``.
@@ -62,6 +67,29 @@ def _train(name: str, model: dict, cohort: Path, work: Path, steps: int, backbon
     train_kdm(config, cohort / "manifest.csv", out, stages=("autoencoder",), progress=True)
     print(f"  {name}: trained in {time.perf_counter() - start:.0f} s", flush=True)
     return best
+
+
+def _train_f2i(candidate: Path, cohort: Path, model: dict, steps: int | None, backbone: str | None) -> Path:
+    """F2I trained on a candidate's autoencoder, with the packaged K2F; returns the pipeline folder."""
+    import shutil
+
+    from echokdm.pretrained import pretrained_path
+    from echokdm.training.kdm import load_kdm_config, train_kdm
+
+    out = candidate.parents[1]  # <work>/<candidate>/autoencoder/best -> <work>/<candidate>
+    if (out / "pipeline").exists():
+        return out / "pipeline"
+    if not (out / "k2f" / "best").exists():
+        shutil.copytree(Path(pretrained_path("kdm_phantom_112")) / "k2f", out / "k2f" / "best")
+    base = load_kdm_config(CONFIG)
+    changes = {"autoencoder": {"model": {**_model_dict(base), **model},
+                               "loss": {"lpips_backbone": backbone} if backbone else {"lpips": 0.0}}}
+    if steps is not None:
+        changes["f2i"] = {"train": {"steps": steps, "val_every": steps, "checkpoint_every": steps}}
+    start = time.perf_counter()
+    train_kdm(load_kdm_config(CONFIG, overrides=changes), cohort / "manifest.csv", out, stages=("f2i",))
+    print(f"  F2I on {out.name}: trained in {time.perf_counter() - start:.0f} s -> {out / 'pipeline'}", flush=True)
+    return out / "pipeline"
 
 
 def _model_dict(config) -> dict:
@@ -119,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="4 training and 2 held-out patients, 30 steps (CI)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per candidate (default 800)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--f2i", action="store_true",
+                        help="also train F2I on the 28x28x8 candidate (with the packaged K2F) and assemble a pipeline")
     parser.add_argument("--lpips-backbone", default=os.environ.get("ECHOKDM_LPIPS_WEIGHTS"),
                         help="folder with the LPIPS backbone weights (the training loss and the score; without it "
                              "the candidates train without the LPIPS term and LPIPS is not reported)")
@@ -155,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{candidate:<18} {latent:<10} {set_name:<18} {scores['psnr']:6.2f} {scores['ssim']:6.3f} "
                   f"{scores.get('lpips_alex', float('nan')):6.3f} {1000 * seconds:8.1f}", flush=True)
     print("detail path (default)  any        every set           exact (an unedited frame is the warp itself)")
+    if args.f2i:
+        figures["f2i_pipeline"] = str(_train_f2i(work / "f4_c8" / "autoencoder" / "best", cohort,
+                                                 CANDIDATES["f4 c8"], steps if args.quick else None,
+                                                 args.lpips_backbone))
     save(name, figures)
     return 0
 
