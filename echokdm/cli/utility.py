@@ -31,7 +31,7 @@ def _settings(args: argparse.Namespace):
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     given = {"tasks": tasks, "real_patients": tuple(args.real_patients), "seeds": tuple(args.seeds),
              "test_fraction": args.test_fraction, "privacy_filter": args.privacy_filter,
-             "seg_look_augment": bool(getattr(args, "seg_look_augment", False))}
+             "seg_look_augment": args.seg_look_augment}
     for name in ("seg_steps", "ef_steps"):
         if getattr(args, name) is not None:
             given[name] = getattr(args, name)
