@@ -58,11 +58,10 @@ def _train(name: str, model: dict, cohort: Path, work: Path, steps: int, backbon
     best = out / "autoencoder" / "best"
     if best.exists():
         return best
-    base = load_kdm_config(CONFIG)
-    train = {"steps": steps, "val_every": max(steps // 4, 1), "checkpoint_every": max(steps // 4, 1)}
-    loss = {"lpips_backbone": backbone} if backbone else {"lpips": 0.0}
-    config = load_kdm_config(CONFIG, overrides={"autoencoder": {"model": {**_model_dict(base), **model},
-                                                                "train": train, "loss": loss}})
+    changes = _autoencoder_changes(model, backbone)
+    changes["autoencoder"]["train"] = {"steps": steps, "val_every": max(steps // 4, 1),
+                                       "checkpoint_every": max(steps // 4, 1)}
+    config = load_kdm_config(CONFIG, overrides=changes)
     start = time.perf_counter()
     train_kdm(config, cohort / "manifest.csv", out, stages=("autoencoder",), progress=True)
     print(f"  {name}: trained in {time.perf_counter() - start:.0f} s", flush=True)
@@ -81,9 +80,7 @@ def _train_f2i(candidate: Path, cohort: Path, model: dict, steps: int | None, ba
         return out / "pipeline"
     if not (out / "k2f" / "best").exists():
         shutil.copytree(Path(pretrained_path("kdm_phantom_112")) / "k2f", out / "k2f" / "best")
-    base = load_kdm_config(CONFIG)
-    changes = {"autoencoder": {"model": {**_model_dict(base), **model},
-                               "loss": {"lpips_backbone": backbone} if backbone else {"lpips": 0.0}}}
+    changes = _autoencoder_changes(model, backbone)  # the F2I stage reads the latent's shape from it
     if steps is not None:
         changes["f2i"] = {"train": {"steps": steps, "val_every": steps, "checkpoint_every": steps}}
     start = time.perf_counter()
@@ -92,11 +89,10 @@ def _train_f2i(candidate: Path, cohort: Path, model: dict, steps: int | None, ba
     return out / "pipeline"
 
 
-def _model_dict(config) -> dict:
-    import dataclasses
-
-    model = config.autoencoder.model
-    return dataclasses.asdict(model) if dataclasses.is_dataclass(model) else dict(model)
+def _autoencoder_changes(model: dict, backbone: str | None) -> dict:
+    """Config overrides (merged into ``CONFIG``) of a candidate: its model, and the LPIPS loss term
+    from ``backbone`` (left out without one)."""
+    return {"autoencoder": {"model": dict(model), "loss": {"lpips_backbone": backbone} if backbone else {"lpips": 0.0}}}
 
 
 def _frames(n_patients: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
