@@ -148,6 +148,34 @@ def _usable_source(volumes: np.ndarray, ed: int, window: int = 2) -> int:
     return int(max(candidates, key=lambda t: volumes[t]))
 
 
+def _clip_ef_basis(cycle, n_frames: int, fps: float | None) -> str:
+    """Which frames the clip's EF comes from, in words: its beats, or (no complete beat) its largest
+    and smallest volume, with whether that swing is a systole or a filling."""
+    if not len(cycle.ef):
+        return "no measurable beat" + (f" ({'; '.join(cycle.flags)})" if cycle.flags else "")
+    fallback = any(flag.startswith("no complete beat") for flag in cycle.flags)
+    ed, es = int(cycle.ed_frames[0]), int(cycle.es_frames[0])
+    if fallback:
+        length = f" of {n_frames / fps:.1f} s" if fps else ""
+        return (f"the largest and smallest volume of a clip{length} with no complete beat (ED frame {ed}, "
+                f"ES frame {es}: {'a systole' if ed < es else 'a filling'})")
+    beats = len(cycle.ef)
+    return f"{beats} beat{'s' if beats > 1 else ''} (first ED frame {ed}, ES frame {es})"
+
+
+def _own_beat_note(row: dict) -> str | None:
+    """One line when an own beat's EF target (the volume change over the frames it covers) is not the
+    clip's EF: the beat is cut by the clip's end, or its ED was not the clip's ED."""
+    target, clip = row.get("ef_target"), row.get("ef_clip_keypoints")
+    if row.get("loop") != "own" or target is None or clip is None or not np.isfinite(clip):
+        return None
+    if abs(float(target) - float(clip)) < 5.0:
+        return None
+    return (f"{row['patient_id']} ({row['source']}): the own beat covers frames {row['beat_frames']}; its EF target "
+            f"{float(target):.1f} % is the volume change over those frames, the clip's EF {float(clip):.1f} % "
+            f"comes from {row['ef_clip_basis']}")
+
+
 def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, out: Path, overwrite: bool,
                    progress: bool, source: str = "phantom",
                    reader_kwargs: dict | None = None) -> tuple[list[dict], dict]:
@@ -209,6 +237,8 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
                   else "keypoints at the EF target")
         rows.append({"patient_id": pid, "source": source, "loop": name, "frames": loop.n_frames, "motion": motion,
                      "ef_clip_truth": row.get("ef_reference"), "ef_clip_keypoints": ef_clip,
+                     "ef_clip_basis": _clip_ef_basis(cycle, cine.n_frames, cine.fps),
+                     "beat_frames": f"{ed}-{end - 1}",
                      "seconds": round(seconds[name], 2),
                      "seconds_per_frame": round(seconds[name] / max(loop.n_frames - 1, 1), 3),
                      "ef_target": loop.ef_target, "ef_achieved": loop.ef_achieved,
@@ -264,8 +294,9 @@ def _real_echo(out: Path, pipe, seg, settings: DemoSettings, overwrite: bool,
     rejected = len(getattr(cycle, "rejected", []) or [])
     _print("5/6", f"real cine: LV found by {Path(str(seg)).name if isinstance(seg, (str, Path)) else 'the model'} on "
                   f"{finite}/{len(clip['volumes'])} frames with all 40 keypoints; ED frame {clip['ed']}, "
-                  f"EF {_fmt(clip['ef'], 1, ' %')} from the keypoints ({len(cycle.ef)} beat(s)"
-                  f"{f', {rejected} rejected' if rejected else ''}); own beat and a beat at EF "
+                  f"EF {_fmt(clip['ef'], 1, ' %')} from the keypoints, from {rows[0]['ef_clip_basis']}"
+                  f"{f', {rejected} beat(s) rejected' if rejected else ''}; own beat (frames {rows[0]['beat_frames']})"
+                  f" and a beat at EF "
                   f"{_fmt(rows[1]['ef_target'], 0, ' %')} generated from the real ED frame -> {figure}")
     return rows, material
 
@@ -447,6 +478,10 @@ def _print_summary(report: pd.DataFrame, seconds: float, out: Path) -> None:
               f"{_fmt(r.ef_achieved, 1, ' %'):>11}  {_fmt(getattr(r, 'mse', None), 4):>6}  "
               f"{_fmt(getattr(r, 'ssim', None), 3):>6}  {_fmt(getattr(r, 'lpips_alex', None), 3):>6}  {motion}")
     print()
+    for record in report.to_dict("records"):
+        note = _own_beat_note(record)
+        if note:
+            print(f"  note: {note}")
     for source, group in report.groupby("source", sort=False):
         errors = pd.to_numeric(group["ef_error"], errors="coerce").dropna()
         if len(errors):

@@ -55,6 +55,10 @@ def test_demo_quick_generates_evaluates_and_refuses_to_overwrite(tmp_path, capsy
     real_rows = full[full["source"] == "real"]
     assert real_rows["patient_id"].iloc[0] == real["patient_id"][0]  # one pseudonym through the run
     assert 5 < real_rows["ef_clip_keypoints"].iloc[0] < 95, "the real cine's EF from its keypoints"
+    # which frames each EF comes from: the clip's (1 s of pydicom's cine, no complete beat) and the own beat's
+    assert "no complete beat" in real_rows["ef_clip_basis"].iloc[0]
+    first, last = (int(x) for x in real_rows["beat_frames"].iloc[0].split("-"))
+    assert last - first + 1 == real_rows["frames"].iloc[0]
     volumes = pd.read_csv(out / "real_echo_volumes.csv")
     assert len(volumes) == 30 and {"ED", "ES"} <= set(volumes["phase"].dropna())
     assert (out / "real_echo.png").stat().st_size > 20_000
