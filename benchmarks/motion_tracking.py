@@ -28,7 +28,18 @@ Saves ``benchmarks/results/motion_tracking.json`` and a figure (``--figure PATH`
 ``benchmarks/results/motion_tracking.png``): the real cine with both keypoint sets, and KDM's own
 beat from each.
 
-    python benchmarks/motion_tracking.py [--quick] [--patients 4] [--seeds 0 1] [--figure PATH]
+**Trackers** (``--trackers``): the comparison behind the README's tracker table. Each tracker
+carries keypoints frame to frame as :func:`~echokdm.generation.tracking.track_keypoints` does
+(the flow between consecutive frames sampled at the keypoints): TV-L1 at attachment 10 (the
+default), TV-L1 on frames scaled to their 99.5th percentile, TV-L1 at attachment 40, iterative
+Lucas–Kanade (radius 7; contrast-invariant) and the packaged OF-net (``ofnet_phantom_112``).
+Realistic and classic phantom: keypoint error and EF bias against the exact keypoints, tracked
+from the exact ED keypoints; on the realistic phantom also KDM fast's own beat from keypoints
+tracked from the segmented ED frame (as ``generate --own`` tracks). pydicom's real cine at
+112×112: the tracked keypoints' EF (the segmentation's over the same frames beside it) and KDM
+fast's own beat from them (MSE, SSIM, LPIPS-Alex against the real frames, the seeds above).
+
+    python benchmarks/motion_tracking.py [--quick] [--patients 4] [--seeds 0 1] [--figure PATH] [--trackers]
 """
 
 from __future__ import annotations
@@ -106,6 +117,115 @@ def _classic_tracking(n: int) -> tuple[float, float]:
     return float(np.mean(errors)), float(np.mean(biases))
 
 
+def _trackers() -> dict:
+    """Flow estimators ``f(sources, targets) -> (B, 2, H, W)`` (this package's convention: the flow on the
+    source's grid pointing into the target, as :func:`~echokdm.baselines.flow.tvl1_flow`)."""
+    from echokdm.baselines.flow import ilk_flow, tvl1_flow
+
+    def scaled(a, b):  # the pair's gain undone: the data term no longer shrinks with the contrast
+        top = max(float(np.percentile(np.concatenate([a.ravel(), b.ravel()]), 99.5)), 1e-3)
+        return tvl1_flow(np.clip(a / top, 0, 1), np.clip(b / top, 0, 1))
+
+    def ofnet(a, b):
+        import torch
+
+        from echokdm.models.ofnet import OFNet
+        from echokdm.pretrained import pretrained_path
+
+        if "net" not in ofnet.__dict__:
+            ofnet.net = OFNet.from_pretrained(pretrained_path("ofnet_phantom_112"))
+        return ofnet.net.predict(torch.from_numpy(np.ascontiguousarray(a, np.float32)),
+                                 torch.from_numpy(np.ascontiguousarray(b, np.float32))).numpy()
+
+    return {"TV-L1, attachment 10 (default)": lambda a, b: tvl1_flow(a, b),
+            "TV-L1 on frames scaled to their 99.5th pct": scaled,
+            "TV-L1, attachment 40": lambda a, b: tvl1_flow(a, b, attachment=40),
+            "iterative Lucas-Kanade, radius 7": lambda a, b: ilk_flow(a, b, radius=7),
+            "OF-net ofnet_phantom_112": ofnet}
+
+
+def _track_with(estimator, frames: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    """``keypoints`` on ``frames[0]`` carried through ``frames`` (112 px or less) by ``estimator``."""
+    from echokdm.generation.tracking import _sample
+
+    stack = np.ascontiguousarray(frames, np.float32)
+    flows = estimator(stack[1:], stack[:-1]).reshape(len(stack) - 1, 2, *stack.shape[1:])
+    current, out = np.asarray(keypoints, np.float64), [np.asarray(keypoints, np.float64)]
+    for flow in flows:
+        current = current + _sample(flow, current)
+        out.append(current)
+    return np.stack(out).astype(np.float32)
+
+
+def _kdm_scores(pipe, case: dict, keypoints: np.ndarray, seeds: list[int], lpips) -> dict[str, list[float]]:
+    """KDM fast's own beat of ``case`` driven by ``keypoints``, scored against its real frames, per seed."""
+    from echokdm.generation import SamplingSettings, generate_loop
+    from echokdm.metrics.image import mse, ssim
+
+    truth, scores = case["frames"][1:], {"mse": [], "ssim": [], "lpips_alex": []}
+    for seed in seeds:
+        frames = generate_loop(pipe, case["frames"][0], keypoints[0], keypoints, fps=case["fps"],
+                               sampling=SamplingSettings(seed=seed), fan_mask=case["fan"], progress=False,
+                               motion="own").frames[1:]
+        scores["mse"].append(float(np.mean(mse(frames, truth))))
+        scores["ssim"].append(float(np.mean(ssim(frames, truth))))
+        if lpips is not None:
+            scores["lpips_alex"].append(float(np.mean(lpips(np.ascontiguousarray(frames, np.float32), truth))))
+    return scores
+
+
+def _tracker_row(estimator, phantoms: dict, real112: dict, pipe, seg, seeds: list[int], lpips) -> dict:
+    """One tracker's figures (see :func:`_compare_trackers`)."""
+    from echokdm.generation.loop import loop_ef
+
+    row, frame_scores = {}, {"mse": [], "ssim": [], "lpips_alex": []}
+    for style, cases in phantoms.items():
+        values = []
+        for case in cases:
+            tracked = _track_with(estimator, case["frames"], case["keypoints"][0])
+            values.append((float(np.mean(np.linalg.norm(tracked - case["keypoints"], axis=-1))),
+                           loop_ef(tracked) - loop_ef(case["keypoints"])))
+            if style == "realistic":  # the own beat as generate --own makes it: tracked from the segmented ED
+                start = _segmented(case, seg)[0]
+                if np.isfinite(start).all():
+                    scores = _kdm_scores(pipe, case, _track_with(estimator, case["frames"], start), seeds, lpips)
+                    for key, v in scores.items():
+                        frame_scores[key] += v
+        err, bias = np.array(values).T
+        row[f"{style}_keypoint_error_px"] = round(float(err.mean()), 3)
+        row[f"{style}_ef_bias"] = round(float(bias.mean()), 2)
+    row.update({f"realistic_kdm_{k}": (round(float(np.mean(v)), 4) if v else None) for k, v in frame_scores.items()})
+    tracked = _track_with(estimator, real112["frames"], real112["keypoints"][0])
+    row["real_tracked_ef"] = round(loop_ef(tracked), 2)
+    scores = _kdm_scores(pipe, real112, tracked, seeds, lpips)
+    row.update({f"real_kdm_{k}": (round(float(np.mean(v)), 4) if v else None) for k, v in scores.items()})
+    return row
+
+
+def _compare_trackers(real: dict, n_patients: int, pipe, seg, seeds: list[int], lpips) -> dict:
+    """The tracker table (module docstring): printed, and returned as figures."""
+    from echokdm.generation.loop import loop_ef
+
+    phantoms = {style: list(_phantom_cases(n_patients, style)) for style in ("realistic", "classic")}
+    real112 = _real_case_112(real)
+    figures = {"trackers_real_segmentation_ef": round(loop_ef(real112["keypoints"]), 2)}
+    print(f"\ntrackers ({n_patients} held-out phantom patients: geometry tracked from the exact ED keypoints, KDM "
+          f"fast's own beat from the segmented ED keypoints; real cine at 112, segmentation EF "
+          f"{loop_ef(real112['keypoints']):.1f}; {len(seeds)} seed(s); MSE / SSIM / LPIPS against the real frames):")
+    print(f"  {'tracker':<44} {'realistic: px / EF bias':>24} {'realistic KDM':>24} {'classic: px / EF bias':>22} "
+          f"{'real EF':>8} {'real KDM':>24}")
+    for name, estimator in _trackers().items():
+        row = _tracker_row(estimator, phantoms, real112, pipe, seg, seeds, lpips)
+        print(f"  {name:<44} {row['realistic_keypoint_error_px']:>10.2f} px / {row['realistic_ef_bias']:+6.1f} "
+              f"{row['realistic_kdm_mse']:>8} / {row['realistic_kdm_ssim']} / {row['realistic_kdm_lpips_alex']} "
+              f"{row['classic_keypoint_error_px']:>8.2f} px / {row['classic_ef_bias']:+6.1f} "
+              f"{row['real_tracked_ef']:>8.1f} {row['real_kdm_mse']:>8} / {row['real_kdm_ssim']} / "
+              f"{row['real_kdm_lpips_alex']}", flush=True)
+        key = name.split(" (")[0].replace(" ", "_").replace(",", "").replace(".", "")
+        figures.update({f"trackers__{key}__{k}": v for k, v in row.items()})
+    return figures
+
+
 def _speed(real: dict) -> dict[str, float]:
     from echokdm.generation.tracking import track_keypoints
 
@@ -166,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="sampling seeds (default 0 1)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--lpips-backbone", default=None, help="folder with alexnet_features.pth (offline LPIPS)")
+    parser.add_argument("--trackers", action="store_true",
+                        help="also compare trackers (TV-L1 variants, Lucas-Kanade, OF-net): the README's tracker table")
     parser.add_argument("--figure", type=Path, default=RESULTS / "motion_tracking.png", help="where the figure goes")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -236,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\ntracking speed: " + ", ".join(f"{k} {v:.3f}" for k, v in speed.items()))
     figures.update({k: round(v, 4) for k, v in speed.items()})
     print(f"figure: {_figure(real, figure_sources, figure_loops, args.figure)}")
+    if args.trackers:
+        figures.update(_compare_trackers(real, 1 if args.quick else args.patients, pipe, seg, seeds, lpips))
     save("motion_tracking_quick" if args.quick else "motion_tracking", figures)
     return 0
 

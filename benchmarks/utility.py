@@ -109,7 +109,8 @@ def _synthetic_cohort(work: Path, real: Path, n_loops: int, quick: bool, labels:
                               ef_attempts=1 if quick else 3, memorisation_frames=200, progress=False)
     made = json.loads((out / "settings.json").read_text()).get("n_loops")
     if made != n_loops:
-        raise SystemExit(f"{out}: holds a cohort of {made} loops, not {n_loops}; delete it or pass --loops {made}")
+        raise SystemExit(f"{out}: holds a cohort of {made} loops, not {n_loops}; delete it, pass --loops {made} "
+                         "or give another --work folder")
     scan = scan_folder(out, "echonet", progress=False)
     return _write_if_changed(scan.manifest, work / f"{out.name}.csv")
 
@@ -151,6 +152,9 @@ def main(argv=None) -> int:
                         "(default) or the target keypoints the loops were made to follow (run folders get _kplabels)")
     p.add_argument("--seg-look-augment", action="store_true",
                    help="segmentation models trained with seg_phantom_112's look augmentation (run folders *_look)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="folder of the cohorts and runs (default benchmarks/results/utility, or utility_quick); "
+                        "a cohort of another --loops needs its own folder")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default 2; 1 with --quick, whose tiny models gain nothing from a second "
                         "thread and lose much on a busy machine)")
@@ -163,7 +167,9 @@ def main(argv=None) -> int:
     name = "utility_quick" if args.quick else "utility"
     if args.quick:
         args.patients, args.loops, args.real_patients, args.seeds = 6, 3, ["2"], [0]
-    work = RESULTS / name
+    if args.work is not None:
+        name = args.work.name  # the saved figures take the folder's name
+    work = args.work or RESULTS / name
     work.mkdir(parents=True, exist_ok=True)
     real = _real_cohort(work, args.patients, args.quick)
     synthetic = _synthetic_cohort(work, real, args.loops, args.quick, args.labels)

@@ -67,3 +67,28 @@ def test_generation_and_preprocess_parse_their_options():
         with pytest.raises(SystemExit) as exit_info:
             namespace["main"](["--help"])
         assert exit_info.value.code == 0
+
+
+def test_motion_tracking_trackers_carry_keypoints_as_the_package_does():
+    """``motion_tracking.py --trackers`` tracks with each estimator the way ``track_keypoints`` does:
+    with TV-L1 it gives the package's own track, and every tracker follows a moving texture."""
+    import sys
+
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    from echokdm.generation.tracking import track_keypoints
+
+    sys.path.insert(0, str(BENCHMARKS))
+    namespace = runpy.run_path(str(BENCHMARKS / "motion_tracking.py"))
+    base = gaussian_filter(np.random.default_rng(0).random((64, 64)), 1.5)
+    base = ((base - base.min()) / (base.max() - base.min())).astype(np.float32)
+    frames = np.stack([np.roll(base, t, axis=1) for t in range(5)])  # 1 px right per frame
+    kp = np.array([[20.0, 20.0], [40.0, 30.0]])
+    trackers = namespace["_trackers"]()
+    assert len(trackers) == 5 and next(iter(trackers)).startswith("TV-L1, attachment 10")
+    default = namespace["_track_with"](trackers["TV-L1, attachment 10 (default)"], frames, kp)
+    np.testing.assert_allclose(default, track_keypoints(frames, kp, max_size=None), atol=1e-3)
+    for name in ("TV-L1 on frames scaled to their 99.5th pct", "iterative Lucas-Kanade, radius 7"):
+        moved = namespace["_track_with"](trackers[name], frames, kp)[-1] - kp
+        np.testing.assert_allclose(moved, [[4, 0], [4, 0]], atol=0.5, err_msg=name)

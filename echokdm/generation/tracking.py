@@ -20,9 +20,11 @@ What it is for, and what not (``benchmarks/motion_tracking.py`` measures both):
   and their EF 1 point low; on the dim realistic phantom the tracked wall moves a third as far (EF
   31 points low), because TV-L1's data term shrinks with the contrast and its smoothness term does
   not (the classic phantom darkened 4×: EF 22 points low). Contrast-invariant trackers fix the
-  phantom but move the real cine's own beat away from the real frames (README, "Own beats follow
-  the clip's tissue"), so TV-L1 stays, and :func:`own_beat_motion` checks the tracked EF against
-  the segmentation's.
+  phantom, but on pydicom's real cine they drag the basal septum into the cavity with the mitral
+  leaflets (by eye; paired scores cannot tell, they reward a frame that moves less even on the
+  phantom: ``benchmarks/motion_tracking.py --trackers`` and the README, "Own beats follow the
+  clip's tissue"), so TV-L1 stays, and :func:`own_beat_motion` checks the tracked EF against the
+  segmentation's.
 * **Not for EF.** Measure EF from segmentation (``echokdm keypoints``, ``echokdm ef``), never
   from tracked keypoints; a tracked own beat's EF target is the segmentation's (:func:`clip_ef_target`).
 
