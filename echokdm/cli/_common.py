@@ -67,7 +67,7 @@ def add_run_options(p: argparse.ArgumentParser, overwrite: str) -> None:
 #: :class:`~echokdm.generation.settings.SamplingSettings`.
 SAMPLING_OPTIONS = {"mode": "--mode", "num_inference_steps": "--steps", "k": "--k", "seed": "--seed",
                     "batch_size": "--batch-size", "fit_keypoints": "--fit-keypoints", "detail": "--detail",
-                    "keyframes": "--keyframes", "interpolation": "--interpolation"}
+                    "keyframes": "--keyframes", "interpolation": "--interpolation", "fit_region": "--fit-region"}
 
 _SAMPLING_HELP = {
     "mode": "gamma: one K2F flow scaled by gamma per frame; per_frame: one K2F flow per frame",
@@ -81,6 +81,9 @@ _SAMPLING_HELP = {
     "detail": "the warp-residual detail path: each frame is the source warped by its flow plus F2I's edit, at the "
               "source's resolution, so its speckle survives the autoencoder; --no-detail: the paper's KDM, the "
               "decoded F2I latent",
+    "fit_region": "near the keypoints, replace K2F's flow by the thin-plate spline through them, so the wall "
+                  "around the contour moves with its keypoints (large motions re-measure closer to their EF); "
+                  "--no-fit-region: K2F's flow everywhere",
     "keyframes": "run F2I on N evenly spaced frames only and interpolate its edit in time for the others "
                  "(about 4x faster with 8 of 32 frames); 0 = every frame (the paper)",
     "interpolation": "how the shown warp samples the source frame: bilinear (the paper's; its sub-pixel shifts blur "
@@ -119,7 +122,7 @@ def add_sampling_options(p: argparse.ArgumentParser, defaults=None, *, names: tu
         default = None if defaults is None else getattr(defaults, name)
         shown = "" if defaults is None else f" (default: {default})"
         kwargs = {"dest": _dest(name), "default": None}
-        if name in ("fit_keypoints", "detail"):
+        if name in ("fit_keypoints", "detail", "fit_region"):
             kwargs["action"] = argparse.BooleanOptionalAction
             option = SAMPLING_OPTIONS[name]
             shown = "" if defaults is None else f" (default: {option if default else '--no-' + option[2:]})"

@@ -108,7 +108,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     seg.add_argument("--no-segmentation", action="store_true",
                      help="use no segmentation model (the achieved EF is not measured)")
     add_sampling_options(p, SamplingSettings(), names=("mode", "num_inference_steps", "k", "fit_keypoints",
-                                                       "batch_size", "detail", "keyframes", "interpolation"))
+                                                       "batch_size", "detail", "keyframes", "interpolation",
+                                                       "fit_region"))
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
 
 

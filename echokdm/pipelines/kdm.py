@@ -41,7 +41,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from echokdm.adapters import DEFAULT_ADAPTER, get_adapter
 from echokdm.generation.settings import INTERPOLATIONS
-from echokdm.geometry.flow import fit_flow_to_keypoints, warp, warp_frame
+from echokdm.geometry.flow import fit_flow_to_keypoints, keypoint_region_flow, warp, warp_frame
 from echokdm.models.conditions import batch_to_frames, f2i_condition, frame_shape, frames_to_batch, k2f_condition
 from echokdm.models.kdm import ConditionalUNet, decode_flow
 from echokdm.pipelines.layout import (
@@ -386,7 +386,7 @@ class KDMPipeline(_FolderPipeline):
                  num_inference_steps: int = 200, generator: torch.Generator | None = None,
                  shared_noise: bool = True, batch_size: int = 16, progress: bool = True, mixed_precision: str = "no",
                  compile: bool = False, fit_keypoints: bool = False, detail: bool = False,
-                 keyframes: int | None = None, interpolation: str = "bilinear",
+                 keyframes: int | None = None, interpolation: str = "bilinear", fit_region: bool = False,
                  return_dict: bool = True) -> KDMOutput | tuple:
         """Generate one frame per target keypoint set.
 
@@ -418,6 +418,11 @@ class KDMPipeline(_FolderPipeline):
             so that it carries every target keypoint exactly onto its source keypoint
             (:func:`echokdm.geometry.flow.fit_flow_to_keypoints`; in γ mode the reference flow,
             before scaling). For motions larger than K2F saw in training, which it renders short.
+        fit_region : bool
+            ``False`` (the paper). ``True``: near the target keypoints (about the myocardium's
+            thickness) K2F's flow is replaced by the thin-plate spline through them, fading back
+            into K2F's flow (:func:`echokdm.geometry.flow.keypoint_region_flow`), before the fit: the
+            wall moves with its keypoints, not only the contour.
         detail : bool
             ``False`` (the paper): the decoded F2I latent. ``True``: the warp-residual detail path of
             :class:`FlowToImagePipeline` (the warped source plus F2I's edit), which keeps the source's
@@ -458,7 +463,7 @@ class KDMPipeline(_FolderPipeline):
         try:
             with _autocast(device, mixed_precision):
                 flows, gammas = self._flows(src, src_kp, targets, mode, generator, shared_noise, batch_size, steps,
-                                            fit_keypoints, callback=bar.update)
+                                            fit_keypoints, callback=bar.update, fit_region=fit_region)
             frames = self._keyframes(src, targets, flows, k, keyframes, generator, shared_noise, batch_size, steps,
                                   {"mixed_precision": mixed_precision, "compile": compile, "callback": bar.update,
                                    "detail": detail, "interpolation": interpolation})
@@ -509,8 +514,15 @@ class KDMPipeline(_FolderPipeline):
     def _flows(self, src: np.ndarray, src_kp: np.ndarray, targets: np.ndarray, mode: str,
                generator: torch.Generator | None, shared_noise: bool, batch_size: int,
                steps: dict, fit_keypoints: bool = False,
-               callback: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+               callback: Callable[[], None] | None = None,
+               fit_region: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """K2F flows ``(T, 2, H, W)`` (px) for targets ``(T, N, 2)``, and γ ``(T,)`` in γ mode (else None)."""
+
+        def fitted(flow: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+            if fit_region:
+                flow = keypoint_region_flow(flow, src_kp, tgt)
+            return fit_flow_to_keypoints(flow, src_kp, tgt) if fit_keypoints else flow
+
         h, w = frame_shape(src, self.vae.config.in_channels)
         d = self.k2f.config.downsample
         flow_noise = _noise((1, 2, h // d, w // d), generator, "cpu")
@@ -518,8 +530,7 @@ class KDMPipeline(_FolderPipeline):
             motion = np.nan_to_num(np.linalg.norm(targets - src_kp, axis=-1)).mean(axis=-1)  # (T,)
             ref = targets[int(np.argmax(motion))]
             flow_ref = self.flow_pipe(src, src_kp, ref, noise=flow_noise, callback=callback, **steps)  # (1, 2, H, W)
-            if fit_keypoints:
-                flow_ref = fit_flow_to_keypoints(flow_ref, src_kp, ref[None])
+            flow_ref = fitted(flow_ref, ref[None])
             gammas = gamma_from_keypoints(src_kp, targets, ref)
             return gammas[:, None, None, None].astype(np.float32) * flow_ref, gammas  # (T, 2, H, W)
         flows = []
@@ -528,5 +539,5 @@ class KDMPipeline(_FolderPipeline):
             noise = (flow_noise.expand(b, -1, -1, -1) if shared_noise
                      else _noise((b, 2, h // d, w // d), generator, "cpu"))
             flow = self.flow_pipe(src, src_kp, targets[i:i + batch_size], noise=noise, callback=callback, **steps)
-            flows.append(fit_flow_to_keypoints(flow, src_kp, targets[i:i + batch_size]) if fit_keypoints else flow)
+            flows.append(fitted(flow, targets[i:i + batch_size]))
         return np.concatenate(flows), None

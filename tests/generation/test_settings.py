@@ -26,10 +26,11 @@ def test_defaults_are_one_set():
     # the fast sampler measured best (benchmarks/f2i.py): 25 steps, k = 3 on 8 keyframes, detail path
     assert dataclasses.asdict(s) == {"mode": "gamma", "k": 3, "num_inference_steps": 25, "seed": 0,
                                      "batch_size": 16, "fit_keypoints": True, "detail": True,
-                                     "keyframes": 8, "interpolation": "bilinear"}
+                                     "keyframes": 8, "interpolation": "bilinear", "fit_region": False}
     assert DEFAULT_FPS == 50.0
     assert s.pipeline_kwargs() == {"mode": "gamma", "k": 3, "num_inference_steps": 25, "batch_size": 16,
-                                   "fit_keypoints": True, "detail": True, "keyframes": 8, "interpolation": "bilinear"}
+                                   "fit_keypoints": True, "detail": True, "keyframes": 8, "interpolation": "bilinear",
+                                   "fit_region": False}
     # the paper's sampler stays available
     paper = SamplingSettings.paper()
     assert (paper.num_inference_steps, paper.k, paper.detail, paper.keyframes) == (200, 100, False, None)
@@ -127,7 +128,7 @@ def test_the_cli_declares_the_options_once():
             assert flag in flags, (name, flag)
             assert flags[flag].default is None, (name, flag)  # not given: the command's own settings
             shown = getattr(defaults, field)
-            if field not in ("fit_keypoints", "detail"):
+            if field not in ("fit_keypoints", "detail", "fit_region"):
                 text = "every frame" if field == "keyframes" and shown is None else shown
                 assert f"(default: {text})" in flags[flag].help, (name, flag)
         assert "--paper-sampler" in flags
@@ -180,3 +181,13 @@ def test_interpolation_option():
         SamplingSettings(interpolation="lanczos")
     with pytest.raises(SystemExit):
         _parser(SamplingSettings()).parse_args(["--interpolation", "nearest"])
+
+
+def test_fit_region_option():
+    args = _parser(SamplingSettings()).parse_args(["--fit-region"])
+    assert sampling_settings(args) == SamplingSettings(fit_region=True)
+    assert sampling_settings(args).pipeline_kwargs()["fit_region"] is True
+    assert sampling_settings(_parser(SamplingSettings()).parse_args(["--no-fit-region"])).fit_region is False
+    assert SamplingSettings.paper().fit_region is False  # the paper's KDM has no region
+    with pytest.raises(ValueError, match=r"fit_region \(--fit-region/--no-fit-region\) must be True or False"):
+        SamplingSettings(fit_region="yes")

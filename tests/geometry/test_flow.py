@@ -11,6 +11,7 @@ from echokdm.geometry.flow import (
     fit_flow_to_keypoints,
     flow_to_grid,
     jacobian_determinant,
+    keypoint_region_flow,
     transport_keypoints,
     warp,
     warp_frame,
@@ -381,3 +382,52 @@ def test_bicubic_keeps_speckle_sharper_than_bilinear_at_half_pixel_shifts():
     assert var["bicubic"] > 1.5 * var["bilinear"]
     frames = warp_frame(noise, np.stack([flow, flow]), mode="bicubic")
     assert frames.shape == (2, 64, 64) and frames.min() >= 0 and frames.max() <= 1  # clipped to a frame
+
+
+def test_keypoint_region_flow_moves_the_wall_around_the_contour_and_keeps_the_far_field():
+    from echokdm.baselines.tps import tps_flow
+
+    target = _ring()
+    source = 56.0 + (target - 56.0) * 1.35  # a contraction of up to ~10 px
+    k2f = np.full((2, 112, 112), 0.5, np.float32)  # a flow that ignores the keypoints
+    region = keypoint_region_flow(k2f, source, target)
+    assert (k2f == 0.5).all()  # the input is not modified
+    tps = tps_flow(source, target, (112, 112))
+    # on the contour and within 6 px of it (the wall): the thin-plate spline through the keypoints
+    for point in (target[0] + [3.0, 0.0], target[10] - [0.0, 4.0], target[25]):
+        x, y = np.round(point).astype(int)
+        np.testing.assert_allclose(region[:, y, x], tps[:, y, x], atol=1e-4)
+    np.testing.assert_allclose(transport_keypoints(target, region), source, atol=0.6)
+    # 16 px or more from every keypoint: the input flow; in between, between the two
+    np.testing.assert_allclose(region[:, :8, :8], 0.5)
+    np.testing.assert_allclose(region[:, 56, 56], 0.5)  # the ring's centre is 18 px from the nearest keypoint
+    x, y = np.round(target[0] + [11.0, 0.0]).astype(int)
+    mix = (region[:, y, x] - k2f[:, y, x]) / (tps[:, y, x] - k2f[:, y, x])
+    assert 0.3 < mix.mean() < 0.7
+    # the fit afterwards carries the keypoints exactly, as without the region
+    fitted = fit_flow_to_keypoints(region, source, target)
+    assert np.abs(transport_keypoints(target, fitted) - source).max() < 0.1
+
+
+def test_keypoint_region_flow_batches_scales_and_skips_too_few_keypoints():
+    target = _ring()
+    source = 56.0 + (target - 56.0) * 1.2
+    flows = np.zeros((2, 2, 112, 112), np.float32)
+    both = keypoint_region_flow(flows, source, np.stack([target, target + 1.0]))
+    np.testing.assert_allclose(both[0], keypoint_region_flow(flows[0], source, target))
+    assert not np.allclose(both[0], both[1])
+    few = target.copy()
+    few[2:] = np.nan  # 2 usable keypoints cannot fix a spline: left as it was
+    np.testing.assert_array_equal(keypoint_region_flow(flows[0], source, few), flows[0])
+    # the widths scale with the frame (6 + 10 px at 112): 20 px off the contour is in the ramp at 224 px
+    # (12 + 20 px), 10 px off it is beyond the ramp at 56 px (3 + 5 px)
+    big = keypoint_region_flow(np.zeros((2, 224, 224), np.float32), source * 2, target * 2)
+    x, y = np.round(target[0] * 2 + [20.0, 0.0]).astype(int)
+    assert np.abs(big[:, y, x]).max() > 0.1
+    small = keypoint_region_flow(np.zeros((2, 56, 56), np.float32), source / 2, target / 2)
+    x, y = np.round(target[0] / 2 + [10.0, 0.0]).astype(int)
+    assert np.abs(small[:, y, x]).max() == 0
+    with pytest.raises(ValueError, match="ramp"):
+        keypoint_region_flow(flows[0], source, target, ramp=0)
+    with pytest.raises(ValueError, match="matching"):
+        keypoint_region_flow(flows[0], source[:10], target)

@@ -233,3 +233,28 @@ def test_fit_keypoints_makes_the_flows_carry_the_keypoints(pipe, clip, mode, mon
         monkeypatch.setattr(kdm_module, "fit_flow_to_keypoints", default)
         sound = jacobian_determinant(plain.flows) >= 0.2
         assert (jacobian_determinant(run(True).flows)[sound] >= 0.2 - 1e-4).all()
+
+
+def test_fit_region_puts_the_thin_plate_spline_around_the_keypoints(pipe, clip, monkeypatch):
+    import echokdm.pipelines.kdm as kdm_module
+    from echokdm.baselines.tps import tps_flow
+
+    calls = []
+    region = kdm_module.keypoint_region_flow
+    monkeypatch.setattr(kdm_module, "keypoint_region_flow", lambda *a, **kw: calls.append(1) or region(*a, **kw))
+    src_kp, targets = clip.keypoints[0], clip.keypoints[[3, 6]]
+
+    def run(fit_region):
+        return pipe(clip.frames[0], src_kp, targets, mode="per_frame", k=0, num_inference_steps=2,
+                    generator=torch.Generator().manual_seed(0), progress=False, fit_region=fit_region)
+
+    plain = run(False)
+    assert not calls
+    with_region = run(True)
+    assert calls
+    # at the keypoints the flow is the spline through them (the random tiny K2F's is not)
+    ok = np.isfinite(src_kp).all(1) & np.isfinite(targets[0]).all(1)
+    tps = tps_flow(src_kp, targets[0], clip.frames.shape[1:])
+    x, y = np.round(targets[0][ok][0]).astype(int)
+    np.testing.assert_allclose(with_region.flows[0][:, y, x], tps[:, y, x], atol=1e-4)
+    assert not np.allclose(plain.flows[0][:, y, x], tps[:, y, x], atol=1e-2)
