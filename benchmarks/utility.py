@@ -26,6 +26,16 @@ The README's figures (6 + 6 patients, 16 loops; one core each, about 35 min and 
 ``--seg-look-augment`` trains every segmentation model with the sim-to-real look augmentation of
 ``seg_phantom_112`` (run folders ``*_look``).
 
+``--fit-region`` generates the synthetic loops with ``SamplingSettings(fit_region=True)``
+(``synthetic_fitregion/``, run folders ``*_fitregion``).
+
+A cohort of another size goes in its own folder (``--work``); the README's EF regression on 64
+loops (a run folder refuses other seeds later: give all of them at once, or start another folder
+with the cohort copied into it):
+
+    python benchmarks/utility.py --patients 12 --loops 64 --seeds 0 1 --real-patients 4 all --tasks ef \
+        --threads 1 --work benchmarks/results/utility_64loops
+
 ``--labels keypoints`` labels the synthetic loops by the target keypoints they were made to follow
 instead of re-detecting them with ``seg_phantom_112`` (``synthetic_keypoints/``, run folders ``*_kplabels``):
 
@@ -86,21 +96,23 @@ def _real_cohort(work: Path, n_patients: int, quick: bool, seed: int = 1000) -> 
     return _write_if_changed(table, work / "real.csv")
 
 
-def _synthetic_cohort(work: Path, real: Path, n_loops: int, quick: bool, labels: str = "seg") -> Path:
+def _synthetic_cohort(work: Path, real: Path, n_loops: int, quick: bool, labels: str = "seg",
+                      fit_region: bool = False) -> Path:
     """The synthetic cohort; ``labels="seg"``: EF and tracings re-measured on the generated frames by
     ``seg_phantom_112`` (what the frames show, as ``synthesize --segmentation`` writes them);
     ``"keypoints"``: no segmentation model, so EF and tracings are those of the target keypoints (the
-    motion the loop was made to follow), in ``synthetic_keypoints/``."""
+    motion the loop was made to follow), in ``synthetic_keypoints/``. ``fit_region``: the loops
+    generated with ``SamplingSettings(fit_region=True)`` (folder suffix ``_fitregion``)."""
     from echokdm.data.manifest import scan_folder
     from echokdm.generation.settings import SamplingSettings
     from echokdm.generation.synthesize import synthesize_cohort
     from echokdm.pretrained import pretrained_path
 
-    out = work / ("synthetic" if labels == "seg" else "synthetic_keypoints")
+    out = work / (("synthetic" if labels == "seg" else "synthetic_keypoints") + ("_fitregion" if fit_region else ""))
     if not (out / "cohort.csv").exists():
         shutil.rmtree(out, ignore_errors=True)
         sampling = SamplingSettings(num_inference_steps=10 if quick else 25, k=2 if quick else 3, keyframes=4 if quick
-                                    else 8, seed=0)
+                                    else 8, seed=0, fit_region=fit_region)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             synthesize_cohort(real, pretrained_path("kdm_phantom_112"), out, n_loops=n_loops, split="train",
@@ -152,6 +164,8 @@ def main(argv=None) -> int:
                         "(default) or the target keypoints the loops were made to follow (run folders get _kplabels)")
     p.add_argument("--seg-look-augment", action="store_true",
                    help="segmentation models trained with seg_phantom_112's look augmentation (run folders *_look)")
+    p.add_argument("--fit-region", action="store_true",
+                   help="the synthetic loops generated with --fit-region (cohort and run folders *_fitregion)")
     p.add_argument("--work", type=Path, default=None,
                    help="folder of the cohorts and runs (default benchmarks/results/utility, or utility_quick); "
                         "a cohort of another --loops needs its own folder")
@@ -172,7 +186,7 @@ def main(argv=None) -> int:
     work = args.work or RESULTS / name
     work.mkdir(parents=True, exist_ok=True)
     real = _real_cohort(work, args.patients, args.quick)
-    synthetic = _synthetic_cohort(work, real, args.loops, args.quick, args.labels)
+    synthetic = _synthetic_cohort(work, real, args.loops, args.quick, args.labels, args.fit_region)
     figures = _identity(real, synthetic)
     sizes = tuple(n if n == "all" else int(n) for n in args.real_patients)
     given = dict(tasks=tuple(args.tasks.split(",")), real_patients=sizes, seeds=tuple(args.seeds), privacy_filter=True,
@@ -180,7 +194,8 @@ def main(argv=None) -> int:
     settings = UtilitySettings.quick(**given) if args.quick else UtilitySettings(**given)
     tasks = "_".join(given["tasks"])
     run = work / ("run" if tasks == "seg_ef" else f"run_{tasks}")  # one task alone: its own run, resumable too
-    suffix = ("" if args.labels == "seg" else "_kplabels") + ("_look" if args.seg_look_augment else "")
+    suffix = (("" if args.labels == "seg" else "_kplabels") + ("_look" if args.seg_look_augment else "")
+              + ("_fitregion" if args.fit_region else ""))
     run = run.with_name(run.name + suffix)
     result = run_utility(real, synthetic, run, settings, progress=not args.quick)
     for row in result.summary.itertuples(index=False):
