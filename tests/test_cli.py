@@ -120,3 +120,13 @@ def test_info_and_preview(tmp_path, capsys):
     assert (tmp_path / "prev" / "x_middle.png").exists() and (tmp_path / "prev" / "x.mp4").exists()
     assert main(["info", str(tmp_path / "missing.avi")]) == 1
     assert "missing.avi" in capsys.readouterr().err
+
+
+def test_demo_passes_fit_region_to_its_sampling(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr("echokdm.demo.run_demo", lambda out, **kwargs: calls.append(kwargs))
+    assert main(["demo", "--quick", "--fit-region"]) == 0
+    assert main(["demo", "--quick"]) == 0
+    assert calls[0]["settings"].sampling.fit_region is True
+    assert calls[1]["settings"].sampling.fit_region is False

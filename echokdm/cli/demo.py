@@ -41,13 +41,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "target vs re-measured) and a summary figure. Under a minute on a laptop CPU.")
     p.add_argument("--out", default="echokdm-demo", help="output folder (default: %(default)s)")
     p.add_argument("--patients", type=int, default=None, help="held-out phantom patients (default 3)")
-    add_sampling_options(p, None, names=("num_inference_steps", "k", "keyframes", "seed", "interpolation"), helps={
+    add_sampling_options(p, None, names=("num_inference_steps", "k", "keyframes", "seed", "interpolation",
+                                         "fit_region"), helps={
         "num_inference_steps": "DDIM steps (default 25; the paper's sampler: --paper-sampler)",
         "k": "F2I start step of --steps, 0 = warp only (default 3)",
         "keyframes": "F2I on N evenly spaced frames, its edit interpolated between them; 0 = every frame "
                      "(default 8)",
         "seed": "random seed, a non-negative integer (default 0)",
-        "interpolation": "how the shown warp samples the source: bilinear (default) or bicubic (sharper speckle)"})
+        "interpolation": "how the shown warp samples the source: bilinear (default) or bicubic (sharper speckle)",
+        "fit_region": "near the keypoints, the thin-plate spline through them replaces K2F's flow, so the wall moves "
+                      "with its keypoints (default: off)"})
     p.add_argument("--quick", action="store_true", help="1 patient (a smoke run for CI)")
     p.add_argument("--train", action="store_true",
                    help="retrain the demo checkpoints from scratch on the realistic phantom first (about an hour "
