@@ -289,6 +289,22 @@ def compose_flows(flow_ab: Any, flow_bc: Any) -> Any:
     return flow_bc + warp(flow_ab, flow_bc)
 
 
+def _flow_batch(flow, source_keypoints, target_keypoints) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
+    """A float32 copy of ``flow`` as a batch ``(B, 2, H, W)`` (the input is never modified), whether it
+    was one flow, and the keypoints ``(B, N, 2)`` float64 broadcast to it; checked."""
+    flow = np.array(flow, dtype=np.float32)
+    check_flow(flow)
+    single = flow.ndim == 3
+    flows = flow[None] if single else flow
+    b = flows.shape[0]
+    src = np.broadcast_to(np.asarray(source_keypoints, np.float64), (b, *np.shape(source_keypoints)[-2:]))
+    tgt = np.broadcast_to(np.asarray(target_keypoints, np.float64), (b, *np.shape(target_keypoints)[-2:]))
+    if src.shape != tgt.shape or src.shape[-1] != 2:
+        raise ValueError(f"source keypoints {np.shape(source_keypoints)} and target keypoints "
+                         f"{np.shape(target_keypoints)} must be matching (N, 2) or (B, N, 2) (x, y) arrays")
+    return flows, single, src, tgt
+
+
 def fit_flow_to_keypoints(flow: np.ndarray, source_keypoints: np.ndarray, target_keypoints: np.ndarray, *,
                           sigma: float | None = None, tolerance: float = 0.05, max_iterations: int = 10,
                           ridge: float = 1e-2, min_jacobian: float | None = 0.2) -> np.ndarray:
@@ -330,16 +346,8 @@ def fit_flow_to_keypoints(flow: np.ndarray, source_keypoints: np.ndarray, target
     -------
     ndarray, the flow's shape, float32.
     """
-    flow = np.array(flow, dtype=np.float32)  # a copy: the input is never modified
-    check_flow(flow)
-    single = flow.ndim == 3
-    flows = flow[None] if single else flow
+    flows, single, src, tgt = _flow_batch(flow, source_keypoints, target_keypoints)
     b, _, h, w = flows.shape
-    src = np.broadcast_to(np.asarray(source_keypoints, np.float64), (b, *np.shape(source_keypoints)[-2:]))
-    tgt = np.broadcast_to(np.asarray(target_keypoints, np.float64), (b, *np.shape(target_keypoints)[-2:]))
-    if src.shape != tgt.shape or src.shape[-1] != 2:
-        raise ValueError(f"source keypoints {np.shape(source_keypoints)} and target keypoints "
-                         f"{np.shape(target_keypoints)} must be matching (N, 2) or (B, N, 2) (x, y) arrays")
     if sigma is not None and not sigma > 0:
         raise ValueError(f"sigma must be > 0 px, got {sigma}")
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
@@ -407,16 +415,8 @@ def keypoint_region_flow(flow: np.ndarray, source_keypoints: np.ndarray, target_
 
     from echokdm.baselines.tps import tps_flow
 
-    flow = np.array(flow, dtype=np.float32)
-    check_flow(flow)
-    single = flow.ndim == 3
-    flows = flow[None] if single else flow
+    flows, single, src, tgt = _flow_batch(flow, source_keypoints, target_keypoints)
     b, _, h, w = flows.shape
-    src = np.broadcast_to(np.asarray(source_keypoints, np.float64), (b, *np.shape(source_keypoints)[-2:]))
-    tgt = np.broadcast_to(np.asarray(target_keypoints, np.float64), (b, *np.shape(target_keypoints)[-2:]))
-    if src.shape != tgt.shape or src.shape[-1] != 2:
-        raise ValueError(f"source keypoints {np.shape(source_keypoints)} and target keypoints "
-                         f"{np.shape(target_keypoints)} must be matching (N, 2) or (B, N, 2) (x, y) arrays")
     size = min(h, w) / 112.0
     inner = 6.0 * size if inner is None else float(inner)
     ramp = 10.0 * size if ramp is None else float(ramp)
