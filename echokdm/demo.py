@@ -228,7 +228,7 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
         loops["new_ef"] = generate_ef_loop(pipe, cine.frames[ed], kp[ed], new_ef, heart_rate_bpm=heart_rate,
                                            n_beats=1.0, max_attempts=settings.ef_attempts, **common)
     seconds["new_ef"] = time.perf_counter() - start
-    rows = []
+    rows, basis = [], _clip_ef_basis(cycle, cine.n_frames, cine.fps)
     for name, loop in loops.items():
         reference = apply_fan(cine.frames[ed:end], fan.mask) if name == "own" else None
         paths = write_loop(out / "loops" / pid, loop, formats=("mp4", "gif", "dicom"), stem=f"{pid}_{name}",
@@ -237,7 +237,7 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
                   else "keypoints at the EF target")
         rows.append({"patient_id": pid, "source": source, "loop": name, "frames": loop.n_frames, "motion": motion,
                      "ef_clip_truth": row.get("ef_reference"), "ef_clip_keypoints": ef_clip,
-                     "ef_clip_basis": _clip_ef_basis(cycle, cine.n_frames, cine.fps),
+                     "ef_clip_basis": basis,
                      "beat_frames": f"{ed}-{end - 1}",
                      "seconds": round(seconds[name], 2),
                      "seconds_per_frame": round(seconds[name] / max(loop.n_frames - 1, 1), 3),
