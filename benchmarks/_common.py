@@ -49,6 +49,17 @@ def alex_lpips(backbone: str | None) -> Callable | None:
     return metrics.get("alex")
 
 
+def paired_scores(frames, truth, lpips: Callable | None) -> dict[str, float | None]:
+    """Mean MSE, SSIM and LPIPS-Alex (None without ``lpips``) of frames ``(T, H, W)`` against ``truth``."""
+    import numpy as np
+
+    from echokdm.metrics.image import mse, ssim
+
+    frames = np.ascontiguousarray(frames, np.float32)
+    return {"mse": float(np.mean(mse(frames, truth))), "ssim": float(np.mean(ssim(frames, truth))),
+            "lpips_alex": float(np.mean(lpips(frames, truth))) if lpips is not None else None}
+
+
 def save(name: str, figures: dict) -> Path:
     """Print ``figures`` and save them with machine facts to ``benchmarks/results/<name>.json``."""
     import os

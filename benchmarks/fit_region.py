@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import alex_lpips, save
+from _common import alex_lpips, paired_scores, save
 from kdm_real import _phantom_cases, _real_case, _real_case_112
 from motion_tracking import _segmented
 
@@ -43,26 +43,25 @@ VARIANTS = ("fit", "fit_region")
 def _own_beats(cases: list[dict], pipe, seg, seeds: list[int], lpips) -> dict:
     """``{(case group, keypoints, variant): [(EF error, MSE, SSIM, LPIPS), ...]}`` and the repeat-source rows."""
     from echokdm.generation import SamplingSettings, generate_loop
-    from echokdm.metrics.image import mse, ssim
+
+    def scored(frames: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
+        values = paired_scores(frames, truth, lpips)
+        return values["mse"], values["ssim"], np.nan if values["lpips_alex"] is None else values["lpips_alex"]
 
     rows: dict[tuple, list] = {}
     for case in cases:
         truth = case["frames"][1:]
         repeat = np.broadcast_to(case["frames"][0], truth.shape)
-        rows.setdefault((case["name"], "-", "repeat source"), []).append(
-            (np.nan, float(np.mean(mse(repeat, truth))), float(np.mean(ssim(repeat, truth))),
-             float(np.mean(lpips(repeat, truth))) if lpips else np.nan))
+        rows.setdefault((case["name"], "-", "repeat source"), []).append((np.nan, *scored(repeat, truth)))
         for source, keypoints in case["sources"].items():
             for variant in VARIANTS:
                 for seed in seeds:
                     loop = generate_loop(pipe, case["frames"][0], keypoints[0], keypoints, fps=case["fps"],
                                          sampling=SamplingSettings(seed=seed, fit_region=variant == "fit_region"),
                                          fan_mask=case["fan"], progress=False, motion="own", segmentation=seg)
-                    frames = np.ascontiguousarray(loop.frames[1:], np.float32)
                     error = (loop.ef_achieved if loop.ef_achieved is not None else np.nan) - case["ef_reference"]
                     rows.setdefault((case["name"], source, variant), []).append(
-                        (error, float(np.mean(mse(frames, truth))), float(np.mean(ssim(frames, truth))),
-                         float(np.mean(lpips(frames, truth))) if lpips else np.nan))
+                        (error, *scored(loop.frames[1:], truth)))
     return rows
 
 

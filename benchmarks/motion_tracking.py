@@ -45,6 +45,7 @@ fast's own beat from them (MSE, SSIM, LPIPS-Alex against the real frames, the se
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -52,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, alex_lpips, save
+from _common import RESULTS, alex_lpips, paired_scores, save
 from kdm_real import _phantom_cases, _real_case, _real_case_112
 
 
@@ -126,16 +127,18 @@ def _trackers() -> dict:
         top = max(float(np.percentile(np.concatenate([a.ravel(), b.ravel()]), 99.5)), 1e-3)
         return tvl1_flow(np.clip(a / top, 0, 1), np.clip(b / top, 0, 1))
 
-    def ofnet(a, b):
-        import torch
-
+    @functools.cache
+    def packaged_ofnet():
         from echokdm.models.ofnet import OFNet
         from echokdm.pretrained import pretrained_path
 
-        if "net" not in ofnet.__dict__:
-            ofnet.net = OFNet.from_pretrained(pretrained_path("ofnet_phantom_112"))
-        return ofnet.net.predict(torch.from_numpy(np.ascontiguousarray(a, np.float32)),
-                                 torch.from_numpy(np.ascontiguousarray(b, np.float32))).numpy()
+        return OFNet.from_pretrained(pretrained_path("ofnet_phantom_112"))
+
+    def ofnet(a, b):
+        import torch
+
+        return packaged_ofnet().predict(torch.from_numpy(np.ascontiguousarray(a, np.float32)),
+                                        torch.from_numpy(np.ascontiguousarray(b, np.float32))).numpy()
 
     return {"TV-L1, attachment 10 (default)": lambda a, b: tvl1_flow(a, b),
             "TV-L1 on frames scaled to their 99.5th pct": scaled,
@@ -160,17 +163,15 @@ def _track_with(estimator, frames: np.ndarray, keypoints: np.ndarray) -> np.ndar
 def _kdm_scores(pipe, case: dict, keypoints: np.ndarray, seeds: list[int], lpips) -> dict[str, list[float]]:
     """KDM fast's own beat of ``case`` driven by ``keypoints``, scored against its real frames, per seed."""
     from echokdm.generation import SamplingSettings, generate_loop
-    from echokdm.metrics.image import mse, ssim
 
-    truth, scores = case["frames"][1:], {"mse": [], "ssim": [], "lpips_alex": []}
+    scores = {"mse": [], "ssim": [], "lpips_alex": []}
     for seed in seeds:
         frames = generate_loop(pipe, case["frames"][0], keypoints[0], keypoints, fps=case["fps"],
                                sampling=SamplingSettings(seed=seed), fan_mask=case["fan"], progress=False,
                                motion="own").frames[1:]
-        scores["mse"].append(float(np.mean(mse(frames, truth))))
-        scores["ssim"].append(float(np.mean(ssim(frames, truth))))
-        if lpips is not None:
-            scores["lpips_alex"].append(float(np.mean(lpips(np.ascontiguousarray(frames, np.float32), truth))))
+        for key, value in paired_scores(frames, case["frames"][1:], lpips).items():
+            if value is not None:
+                scores[key].append(value)
     return scores
 
 
@@ -276,7 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     from echokdm.generation import SamplingSettings, generate_loop, load_segmentation
     from echokdm.geometry.flow import warp_frame
     from echokdm.io.fan import apply_fan
-    from echokdm.metrics.image import mse, ssim
     from echokdm.pipelines import KDMPipeline
     from echokdm.pretrained import pretrained_path
 
@@ -302,10 +302,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def score(case_name: str, method: str, frames: np.ndarray, truth: np.ndarray) -> None:
         entry = scores.setdefault((case_name, method), {"mse": [], "ssim": [], "lpips_alex": []})
-        entry["mse"].append(float(np.mean(mse(frames, truth))))
-        entry["ssim"].append(float(np.mean(ssim(frames, truth))))
-        if lpips is not None:
-            entry["lpips_alex"].append(float(np.mean(lpips(np.ascontiguousarray(frames, np.float32), truth))))
+        for key, value in paired_scores(frames, truth, lpips).items():
+            if value is not None:
+                entry[key].append(value)
 
     start = time.perf_counter()
     figure_loops, auto_choices = {}, {}
