@@ -52,15 +52,17 @@ def _methods(quick: bool, k_curve: bool) -> dict:
     from echokdm.generation import SamplingSettings
 
     paper = SamplingSettings.paper(num_inference_steps=20, k=10) if quick else SamplingSettings.paper()
-    bilinear = SamplingSettings(interpolation="bilinear")  # the named rows keep the warp they were measured with
+    # the named rows keep the warp they were measured with, and K2F's flow everywhere (fit_region off: the README's
+    # tables were measured before fit_region became the default)
+    bilinear = SamplingSettings(interpolation="bilinear", fit_region=False)
     methods = {"w/o F2I": bilinear.replace(num_inference_steps=25, k=0),
-               "w/o F2I bicubic": SamplingSettings(num_inference_steps=25, k=0, interpolation="bicubic"),
+               "w/o F2I bicubic": bilinear.replace(num_inference_steps=25, k=0, interpolation="bicubic"),
                "w/o F2I, 4 K2F steps": bilinear.replace(num_inference_steps=4, k=0),
                f"KDM paper {paper.num_inference_steps}": paper,
                "KDM 25": bilinear.replace(num_inference_steps=25, k=12, detail=False, keyframes=None),
                "KDM 25 +detail": bilinear.replace(num_inference_steps=25, k=12, keyframes=None),
                "KDM fast": bilinear.replace(num_inference_steps=25, k=3, keyframes=8),
-               "KDM fast bicubic": SamplingSettings(num_inference_steps=25, k=3, keyframes=8, interpolation="bicubic")}
+               "KDM fast bicubic": bilinear.replace(num_inference_steps=25, k=3, keyframes=8, interpolation="bicubic")}
     if k_curve:
         for k in K_CURVE[1:]:
             methods[f"k={k}/25"] = bilinear.replace(num_inference_steps=25, k=k, detail=False, keyframes=None)

@@ -143,12 +143,13 @@ def main(argv: list[str] | None = None) -> int:
           f"|achieved - target| and attempts")
     for (group, variant), values in new.items():
         error, attempts = np.nanmean(np.array(values, dtype=float), axis=0)
-        within = float(np.mean(np.array(values)[:, 0] <= 5.0))
+        within = float(np.mean(np.array(values)[:, 0] <= 5.0))  # a loop without a reliable reading is not within
+        unread = int(np.isnan(np.array(values, dtype=float)[:, 0]).sum())
         print(f"  {group:<18} {variant:<14} |error| {error:5.1f}  within 5 points {within:4.0%}  "
-              f"attempts {attempts:.1f}")
+              f"attempts {attempts:.1f}  not read {unread} of {len(values)}")
         key = f"new_ef__{group}__{variant}".replace(" ", "_")
         figures.update({f"{key}__abs_error": round(float(error), 2), f"{key}__within_5": round(within, 3),
-                        f"{key}__attempts": round(float(attempts), 2)})
+                        f"{key}__attempts": round(float(attempts), 2), f"{key}__not_read": unread})
     save("fit_region_quick" if args.quick else "fit_region", figures)
     return 0
 

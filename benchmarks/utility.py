@@ -165,7 +165,8 @@ def main(argv=None) -> int:
     p.add_argument("--seg-look-augment", action="store_true",
                    help="segmentation models trained with seg_phantom_112's look augmentation (run folders *_look)")
     p.add_argument("--fit-region", action="store_true",
-                   help="the synthetic loops generated with --fit-region (cohort and run folders *_fitregion)")
+                   help="the synthetic loops generated with --fit-region (cohort and run folders *_fitregion); "
+                        "without it, K2F's flow everywhere, as the README's figures were measured")
     p.add_argument("--work", type=Path, default=None,
                    help="folder of the cohorts and runs (default benchmarks/results/utility, or utility_quick); "
                         "a cohort of another --loops needs its own folder")

@@ -246,11 +246,24 @@ def _patient_loops(row, manifest_path: Path, pipe, seg, settings: DemoSettings, 
                      else loop.ef_achieved - loop.ef_target,
                      "ef_trajectory": loop.metadata.get("ef_trajectory", loop.ef_target),
                      "ef_attempts": len(loop.metadata.get("ef_attempts", [])) or 1,
+                     "ef_reading": _reading_text(loop.metadata.get("ef_reading")),
+                     "ef_achieved_note": loop.metadata.get("ef_achieved_note"),
                      "mp4": str(paths["mp4"]), "dicom": str(paths["dicom"])})
     return rows, {"patient_id": pid, "source": source, "real": apply_fan(cine.frames[ed:end], fan.mask),
                   "loops": loops, "kp": kp[ed:end],
                   "clip": {"frames": cine.frames, "keypoints": kp, "volumes": volumes, "cycle": cycle, "fps": cine.fps,
                            "spacing_mm": cine.spacing_mm, "ed": ed, "end": end, "ef": ef_clip}}
+
+
+def _reading_text(reading: dict | None) -> str | None:
+    """``"13/13 frames"``, or ``"4/13 frames, LV lost on 4-12 (read 91.3 %)"`` for an unreliable EF reading."""
+    if not reading:
+        return None
+    text = f"{reading['frames_agreeing']}/{reading['frames']} frames"
+    if reading["reliable"] is False:
+        read = reading.get("ef_read")
+        text += f", LV lost on {reading['lost_frames']}" + (f" (read {read:.1f} %)" if read is not None else "")
+    return text
 
 
 def _image_scores(material: dict, lpips) -> dict:
@@ -482,11 +495,18 @@ def _print_summary(report: pd.DataFrame, seconds: float, out: Path) -> None:
         note = _own_beat_note(record)
         if note:
             print(f"  note: {note}")
+        reading = record.get("ef_reading")
+        if isinstance(reading, str) and "LV lost" in reading:
+            print(f"  note: {record['patient_id']} ({record['source']}) {record['loop']}: no EF achieved: the "
+                  f"segmentation's LV does not overlap the keypoints' contour on more than 10 % of the generated "
+                  f"frames ({reading}); look at {Path(str(record['mp4'])).name}")
     for source, group in report.groupby("source", sort=False):
         errors = pd.to_numeric(group["ef_error"], errors="coerce").dropna()
+        unread = int(len(group) - len(errors))
         if len(errors):
             print(f"  {source}: EF achieved - target: mean {errors.mean():+.1f}, mean |error| "
-                  f"{errors.abs().mean():.1f} EF points over {len(errors)} loops")
+                  f"{errors.abs().mean():.1f} EF points over {len(errors)} loops"
+                  + (f" ({unread} without a reliable reading)" if unread else ""))
         own = group[group["loop"] == "own"]
         if len(own) and "mse_repeat_source" in own:
             def mean(column, own=own):

@@ -43,3 +43,23 @@ def test_own_beat_note_only_when_the_targets_differ():
     assert _own_beat_note({**row, "ef_target": 38.0}) is None  # within 5 points: nothing to explain
     assert _own_beat_note({**row, "loop": "new_ef"}) is None
     assert _own_beat_note({**row, "ef_clip_keypoints": float("nan")}) is None
+
+
+def test_an_unreliable_ef_reading_is_named_in_the_report_and_summary(capsys, tmp_path):
+    import pandas as pd
+
+    from echokdm.demo import _print_summary, _reading_text
+
+    good = {"frames": 13, "frames_agreeing": 13, "reliable": True, "lost_frames": "", "ef_read": 30.6}
+    lost = {"frames": 13, "frames_agreeing": 4, "reliable": False, "lost_frames": "4-12", "ef_read": 91.3}
+    assert _reading_text(good) == "13/13 frames" and _reading_text(None) is None
+    assert _reading_text(lost) == "4/13 frames, LV lost on 4-12 (read 91.3 %)"
+    rows = [{"patient_id": "P1", "source": "real", "loop": loop, "frames": 13, "motion": "tracking",
+             "ef_target": target, "ef_achieved": achieved, "ef_error": None if achieved is None else achieved - target,
+             "ef_reading": _reading_text(reading), "mp4": str(tmp_path / f"P1_{loop}.mp4")}
+            for loop, target, achieved, reading in (("own", 24.9, 30.6, good), ("new_ef", 64.7, None, lost))]
+    _print_summary(pd.DataFrame(rows), 1.0, tmp_path)
+    out = capsys.readouterr().out
+    assert "P1 (real) new_ef: no EF achieved" in out and "LV lost on 4-12 (read 91.3 %)" in out
+    assert "P1_new_ef.mp4" in out
+    assert "mean |error| 5.7 EF points over 1 loops (1 without a reliable reading)" in out

@@ -230,7 +230,8 @@ def _write_outputs(out: Path, stem: str, loop, args: argparse.Namespace, setting
     written["flows"] = _write_npz(own["flows.npz"], loop, overwrite)
     record = {**settings, "n_frames": loop.n_frames, "fps": loop.fps, "ef_target": _json_number(loop.ef_target),
               "ef_achieved": _json_number(loop.ef_achieved), "fit_keypoints": loop.metadata.get("fit_keypoints"),
-              "outputs": {k: str(v) for k, v in written.items()}}
+              "ef_achieved_note": loop.metadata.get("ef_achieved_note"),
+              "ef_reading": loop.metadata.get("ef_reading"), "outputs": {k: str(v) for k, v in written.items()}}
     written["settings"] = _write_text(own["generate.json"], json.dumps(record, indent=2), overwrite)
     return written
 

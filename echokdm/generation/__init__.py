@@ -51,6 +51,8 @@ _LAZY = {
     "clip_keypoints": "loop",
     "loop_ef": "loop",
     "measure_ef": "loop",
+    "ef_reading": "loop",
+    "contour_agreement": "loop",
     "load_segmentation": "loop",
     "generate_ef_loop": "ef_control",
     "write_loop": "export",

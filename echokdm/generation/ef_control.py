@@ -20,8 +20,15 @@ What the returned loop says:
 * ``loop.keypoints``: the keypoint trajectory it was generated from, whose own EF
   (``loop.metadata["ef_trajectory"]``) is usually a few points above the target: the keypoints
   describe the motion that was asked of the model, not the motion measured on the frames;
-* ``loop.metadata["ef_attempts"]``: every attempt's trajectory EF and re-measured EF;
+* ``loop.metadata["ef_attempts"]``: every attempt's trajectory EF and re-measured EF (None when it
+  was not read);
 * ``loop.metadata["ef_calibrated"]``: whether the re-measured EF is within the tolerance.
+
+An attempt whose re-measurement is not a reading of the generated LV (the segmentation lost it on
+more than 10 % of the frames, :func:`~echokdm.generation.loop.ef_reading`: on real frames made to
+contract far, the phantom-trained segmentation jumps to the right ventricle) has no
+``ef_achieved`` and ends the search: its reading would steer the next attempt anywhere. The loop
+returned is then the closest reliably read attempt, or the first (the motion at the target EF).
 
 The control is only as good as the measurement: the re-measured EF is the segmentation model's
 reading of the generated frames (its own error on real frames is reported by
@@ -79,11 +86,12 @@ def _checked_request(ef: float, ef_limits: tuple[float, float], tolerance: float
 
 
 def _search(generate, ef: float, n_attempts: int, tolerance: float,
-            limits: tuple[float, float]) -> tuple[Any, float, list[tuple[float, float]]]:
+            limits: tuple[float, float]) -> tuple[Any, float, list[tuple[float, float | None]]]:
     """The closed loop: ``generate(trajectory EF)`` a loop, re-measure, ask again (:func:`_next_request`) until
     within ``tolerance``, saturated or ``n_attempts`` loops made. Returns the loop closest to ``ef``, its
-    error (EF points; inf when nothing was measured) and every ``(trajectory EF, re-measured EF)``."""
-    attempts: list[tuple[float, float]] = []
+    error (EF points; inf when nothing was measured) and every ``(trajectory EF, re-measured EF or None)``;
+    an attempt without a reading (nothing measured, or not the generated LV) ends the search."""
+    attempts: list[tuple[float, float | None]] = []
     best, best_error, request = None, math.inf, ef
     for _ in range(n_attempts):
         loop = generate(request)
@@ -92,25 +100,26 @@ def _search(generate, ef: float, n_attempts: int, tolerance: float,
         error = abs(achieved - ef) if achieved is not None else math.inf
         if error < best_error or best is None:
             best, best_error = loop, error
+        if achieved is not None or loop.metadata.get("ef_reading") is not None:  # a reading was tried
+            attempts.append((float(trajectory), None if achieved is None else float(achieved)))
         if achieved is None:
-            break  # nothing measured: nothing to correct with
-        attempts.append((float(trajectory), float(achieved)))
+            break  # nothing measured, or not the generated LV: nothing to correct with
         if error <= tolerance:
             break
-        following = _next_request(attempts, ef, limits)
+        following = _next_request(attempts, ef, limits)  # every attempt so far was read
         if following is None or min(abs(following - r) for r, _ in attempts) < 0.05:
             break  # saturated, at a limit, or no change possible
         request = following
     return best, best_error, attempts
 
 
-def _record(best, ef: float, attempts: list[tuple[float, float]], *, calibrate: bool, calibrated: bool,
+def _record(best, ef: float, attempts: list[tuple[float, float | None]], *, calibrate: bool, calibrated: bool,
             heart_rate_bpm: float, n_beats: float, metadata: dict[str, Any] | None) -> None:
     """Write what the EF control did into the chosen loop (module docstring); its ``ef_target`` becomes ``ef``."""
     best.metadata.update({**(metadata or {}), "ef_requested": ef,
                           "ef_trajectory": None if best.ef_target is None else round(float(best.ef_target), 4),
-                          "ef_attempts": [{"trajectory_ef": round(r, 4), "ef_achieved": round(a, 4)}
-                                          for r, a in attempts],
+                          "ef_attempts": [{"trajectory_ef": round(r, 4),
+                                           "ef_achieved": None if a is None else round(a, 4)} for r, a in attempts],
                           "ef_calibration": bool(calibrate), "ef_calibrated": calibrated,
                           "heart_rate_bpm": float(heart_rate_bpm), "n_beats": float(n_beats)})
     best.ef_target = ef
@@ -207,7 +216,8 @@ def generate_ef_loop(
     _record(best, ef, attempts, calibrate=calibrate, calibrated=calibrated, heart_rate_bpm=heart_rate_bpm,
             n_beats=n_beats, metadata=metadata)
     if calibrate and not calibrated:
-        got = "no EF measured" if best.ef_achieved is None else f"best re-measured EF {best.ef_achieved:.1f} %"
+        got = (f"no EF measured ({best.metadata.get('ef_achieved_note', 'n/a')})" if best.ef_achieved is None
+               else f"best re-measured EF {best.ef_achieved:.1f} %")
         warnings.warn(f"EF-targeted loop: asked for EF {ef:.1f} %, {got} after {len(attempts) or 1} attempt(s) "
                       f"(tolerance ±{tolerance:g} points); the model did not reach it", stacklevel=2)
     return best

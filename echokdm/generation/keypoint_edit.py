@@ -202,8 +202,9 @@ def generate_keypoint_edit(pipeline, source_frame: np.ndarray, source_keypoints:
     fps : float
         Frame rate of the written video (default :data:`~echokdm.generation.settings.DEFAULT_FPS`).
     sampling : SamplingSettings, optional
-        As :func:`~echokdm.generation.loop.generate_loop`, except ``fit_keypoints``, which is not
-        used: K2F's flow is taken as it is (face and pose keypoints are too sparse for a local fit).
+        As :func:`~echokdm.generation.loop.generate_loop`, except ``fit_keypoints`` and ``fit_region``,
+        which are not used: K2F's flow is taken as it is (face and pose keypoints are too sparse for a
+        local fit).
     include_source : bool
         Start with the real source frame (zero flow); a first target equal to the source
         keypoints (within 1e-3 px) is that frame rather than a generated copy.
@@ -229,10 +230,11 @@ def generate_keypoint_edit(pipeline, source_frame: np.ndarray, source_keypoints:
     adapter = get_adapter(pipeline.adapter)
     frame, src, targets = _checked(adapter, source_frame, source_keypoints, target_keypoints,
                                    pipeline.vae.config.in_channels)
-    # K2F's flow as it is (fit_keypoints off): face and pose keypoints are too sparse for a local fit
+    # K2F's flow as it is (fit_keypoints and fit_region off): face and pose keypoints are too sparse
+    # for a local fit, and their regions are not a wall
     frames, flows, keypoints, gammas, _ = loop_frames(
         pipeline, frame, src, targets, include_source=include_source, progress=progress,
-        sampling=sampling.replace(fit_keypoints=False))
+        sampling=sampling.replace(fit_keypoints=False, fit_region=False))
     h, w = frame.shape[:2]
     detected = kp_md = None
     if detect:

@@ -38,6 +38,8 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "GeneratedLoop",
     "check_generation_settings",
+    "contour_agreement",
+    "ef_reading",
     "LoopSource",
     "clip_keypoints",
     "generate_loop",
@@ -79,8 +81,11 @@ class GeneratedLoop:
         ``(dx, dy)`` mm per pixel of the source, if known.
     ef_achieved : float or None
         The same EF from keypoints re-detected on the generated frames (and the source) by a
-        segmentation model; ``None`` without a model or when fewer than two frames gave
-        keypoints (``metadata["ef_achieved_note"]`` says which).
+        segmentation model; ``None`` without a model, when fewer than two frames gave
+        keypoints, or when the reading is not of the generated LV (the segmentation's LV does not
+        overlap the keypoints' contour on more than 10 % of the frames, :func:`ef_reading`;
+        ``metadata["ef_reading"]`` keeps the figures and what it read); ``metadata["ef_achieved_note"]``
+        says which.
     source_frame : int or None
         Index of the source frame in its clip.
     motion : str
@@ -180,6 +185,77 @@ def _detect_keypoints(model, frames: np.ndarray) -> np.ndarray:
     from echokdm.geometry.temporal import sequence_keypoints
 
     return sequence_keypoints(_segment(model, frames), smooth_sigma_frames=0.0).keypoints
+
+
+#: The LV re-detected on a generated frame *agrees* with the contour the frame was made to follow when it
+#: covers at least this share of that contour's area and at least this share of it lies where the LV was
+#: (the loop's first frame) or was asked to be (:func:`contour_agreement`); a loop's EF reading is
+#: *reliable* when at least :data:`READING_SHARE` of its frames agree. A generator that moves the wall
+#: short still agrees (its larger cavity covers the asked one); a reading of another chamber does not.
+#: Measured (``echokdm demo``): every frame of the phantom patients' loops agrees at 0.91 or more and of
+#: the real cine's own beat at 0.78 or more; on real frames made to contract far, the phantom-trained
+#: segmentation jumps to the right ventricle or leaks into the atrium (covered 0.06-0.5), and the EF it
+#: reads (e.g. 91 % for a 45 % beat) is not the generated LV's.
+READING_AGREEMENT = 0.6
+READING_SHARE = 0.9
+
+
+def contour_agreement(detected: np.ndarray, targets: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``(T, 2)``: per frame, the share of the asked LV (the polygon through ``targets[t]``) that the re-detected
+    LV (through ``detected[t]``) covers, and the share of the re-detected LV lying within the asked LV or the
+    first frame's (dilated by 2 px at 112 px); both ``(T, 40, 2)``, polygons closed along the annulus. NaN
+    where either lacks a keypoint (all NaN when the first frame's ``targets`` do)."""
+    from scipy import ndimage
+
+    from echokdm.geometry.keypoints import keypoints_to_mask
+
+    detected, targets = np.asarray(detected, np.float64), np.asarray(targets, np.float64)
+    if detected.shape != targets.shape or detected.shape[1:] != (N_KEYPOINTS, 2) or not len(detected):
+        raise ValueError(f"detected and targets must both have shape (T, {N_KEYPOINTS}, 2) with T >= 1, "
+                         f"got {detected.shape} and {targets.shape}")
+    out = np.full((len(detected), 2), np.nan)
+    first = keypoints_to_mask(targets[0], shape).astype(bool) if np.isfinite(targets[0]).all() else None
+    grow = max(1, round(2 * min(shape) / 112))
+    for t, (a, b) in enumerate(zip(detected, targets, strict=True)):
+        if np.isfinite(a).all() and np.isfinite(b).all() and first is not None:
+            read, asked = keypoints_to_mask(a, shape).astype(bool), keypoints_to_mask(b, shape).astype(bool)
+            where = ndimage.binary_dilation(asked | first, iterations=grow)
+            out[t] = ((read & asked).sum() / max(int(asked.sum()), 1), (read & where).sum() / max(int(read.sum()), 1))
+    return out
+
+
+def _frame_ranges(frames: np.ndarray) -> str:
+    """``"3-7, 9"`` of sorted frame indices."""
+    parts, start = [], None
+    for i, t in enumerate(frames):
+        start = t if start is None else start
+        if i + 1 == len(frames) or frames[i + 1] != t + 1:
+            parts.append(f"{start}" if start == t else f"{start}-{t}")
+            start = None
+    return ", ".join(parts)
+
+
+def ef_reading(detected: np.ndarray, targets: np.ndarray, shape: tuple[int, int], first_frame: int = 0) -> dict:
+    """Whether the EF re-measured on generated frames reads the LV they show: ``{"frames", "frames_agreeing",
+    "min_covered", "min_inside", "reliable", "lost_frames"}`` (:func:`contour_agreement` against
+    :data:`READING_AGREEMENT` and :data:`READING_SHARE`; a frame whose re-detection has no keypoints does
+    not agree). Frames whose asked keypoints are incomplete are not judged; ``reliable`` is None when no
+    frame can be. ``lost_frames`` (e.g. ``"4-8"``) numbers the frames from ``-first_frame`` (1 when the
+    first measured frame is a source the loop does not hold)."""
+    targets = np.asarray(targets, np.float64)
+    shares = contour_agreement(detected, targets, shape)
+    judged = np.isfinite(targets).all(axis=(1, 2)) & np.isfinite(targets[0]).all()
+    agree = (np.nan_to_num(shares, nan=0.0) >= READING_AGREEMENT).all(axis=1)
+    lost = np.flatnonzero(judged & ~agree) - int(first_frame)
+    lost = lost[lost >= 0]
+
+    def lowest(column: int) -> float | None:
+        values = shares[:, column]
+        return None if not np.isfinite(values).any() else round(float(np.nanmin(values)), 3)
+
+    reliable = bool(agree[judged].mean() >= READING_SHARE) if judged.any() else None
+    return {"frames": int(judged.sum()), "frames_agreeing": int((agree & judged).sum()), "min_covered": lowest(0),
+            "min_inside": lowest(1), "reliable": reliable, "lost_frames": _frame_ranges(lost)}
 
 
 def measure_ef(frames: np.ndarray, segmentation, spacing_mm: tuple[float, float] | None = None,
@@ -291,17 +367,26 @@ def _or_none(value: float) -> float | None:
     return None if not math.isfinite(value) else float(value)
 
 
-def _achieved_ef(source: np.ndarray, frames: np.ndarray, segmentation, spacing_mm,
-                 include_source: bool) -> tuple[np.ndarray | None, float | None, str]:
-    """``(detected keypoints (T, 40, 2) or None, EF achieved or None, note)`` of a generated loop
-    (``frames`` ``(T, H, W)``; the EF is measured with the ``source`` ``(H, W)`` when the loop lacks it)."""
+def _achieved_ef(source: np.ndarray, frames: np.ndarray, segmentation, spacing_mm, include_source: bool,
+                 targets: np.ndarray) -> tuple[np.ndarray | None, float | None, str, dict | None]:
+    """``(detected keypoints (T, 40, 2) or None, EF achieved or None, note, reading)`` of a generated loop
+    (``frames`` ``(T, H, W)``; the EF is measured with the ``source`` ``(H, W)`` when the loop lacks it;
+    ``targets`` ``(T', 40, 2)``: the keypoints of the measured frames, the source's first). A reading
+    that is not of the generated LV (:func:`ef_reading`) gives no EF: the note says which frames lost it."""
     if segmentation is None:
-        return None, None, "no segmentation model"
+        return None, None, "no segmentation model", None
     measured = frames if include_source else np.concatenate([source[None], frames])  # EF needs the source
     ef, detected = measure_ef(measured, segmentation, spacing_mm, return_keypoints=True)
+    reading = {**ef_reading(detected, targets, measured.shape[1:], first_frame=0 if include_source else 1),
+               "ef_read": _or_none(ef)}
     ef_achieved = _or_none(ef)
     note = "measured" if ef_achieved is not None else "fewer than 2 frames with keypoints detected"
-    return (detected if include_source else detected[1:]), ef_achieved, note
+    if ef_achieved is not None and reading["reliable"] is False:
+        ef_achieved = None
+        note = (f"not a reading of the generated LV: the segmentation lost it on frame(s) {reading['lost_frames']} "
+                f"of the loop (it covers less than {READING_AGREEMENT:g} of the keypoints' contour or lies outside "
+                f"it; it read {ef:.1f} %); check the loop by eye")
+    return (detected if include_source else detected[1:]), ef_achieved, note, reading
 
 
 def _is_source_pose(targets: np.ndarray, src_kp: np.ndarray) -> bool:
@@ -430,12 +515,13 @@ def generate_loop(
         pipeline, frame, src_kp, targets, sampling=sampling, include_source=include_source, progress=progress)
     if fan is not None:
         frames = apply_fan(frames, fan)  # nothing the model put outside the fan either
-    ef_target = _or_none(loop_ef(np.concatenate([src_kp[None], to_generate]), spacing_mm))
-    detected, ef_achieved, note = _achieved_ef(frame, frames, segmentation, spacing_mm, include_source)
+    asked = np.concatenate([src_kp[None], to_generate])  # the keypoints of the source and every generated frame
+    ef_target = _or_none(loop_ef(asked, spacing_mm))
+    detected, ef_achieved, note, reading = _achieved_ef(frame, frames, segmentation, spacing_mm, include_source, asked)
     recorded = {name: value for name, value in dataclasses.asdict(sampling).items() if name != "batch_size"}
     info = {**recorded, "fan_masked": fan is not None, "input_size": list(frame.shape),
             "pipeline_size": list(pipeline_size(pipeline)), "source_included": bool(include_source),
-            "ef_achieved_note": note, **(metadata or {})}
+            "ef_achieved_note": note, **({"ef_reading": reading} if reading is not None else {}), **(metadata or {})}
     return GeneratedLoop(frames=frames, fps=float(fps), keypoints=keypoints, flows=flows, ef_target=ef_target,
                          spacing_mm=spacing_mm, ef_achieved=ef_achieved, source_frame=source_index, motion=motion,
                          patient_id=patient_id, gammas=gammas, detected_keypoints=detected, metadata=info)

@@ -97,6 +97,34 @@ def test_unreachable_target_warns_and_returns_the_closest(source):
     assert max(a["trajectory_ef"] for a in loop.metadata["ef_attempts"]) <= 90.0  # within the limits
 
 
+def test_an_attempt_read_on_another_chamber_ends_the_search(source):
+    """When the segmentation's LV is not the generated one (here: the frames show the LV 20 px to the side
+    wherever the asked motion is large, as a real frame made to contract far shows the right ventricle to a
+    phantom-trained model), the attempt has no EF achieved and no further attempt is steered by it."""
+    frame, kp = source
+
+    class Jumping(_UnderMovingPipe):
+        def __call__(self, source_frame, source_keypoints, target_keypoints, **kwargs):
+            out = super().__call__(source_frame, source_keypoints, target_keypoints, **kwargs)
+            moved = np.linalg.norm(target_keypoints - source_keypoints[None], axis=-1).mean(axis=-1)
+            far = moved > 0.5 * moved.max()
+            out.frames[far] = np.roll(out.frames[far], 20, axis=-1)  # another 'chamber'
+            return out
+
+    pipe = Jumping(gain=1.0)
+    with pytest.warns(UserWarning, match="not a reading of the generated LV"):
+        loop = generate_ef_loop(pipe, frame, kp, 50.0, segmentation=_ThresholdSegmentation(), max_attempts=4, **GEN)
+    assert pipe.calls == 1 and loop.ef_achieved is None and loop.metadata["ef_calibrated"] is False
+    assert loop.metadata["ef_attempts"] == [{"trajectory_ef": pytest.approx(50.0, abs=0.01), "ef_achieved": None}]
+    reading = loop.metadata["ef_reading"]
+    assert reading["reliable"] is False and reading["lost_frames"] and reading["ef_read"] is not None
+    assert "lost it on frame(s) " + reading["lost_frames"] in loop.metadata["ef_achieved_note"]
+    # the same generator without the jump is read, and reached in one attempt
+    pipe = _UnderMovingPipe(gain=1.0)
+    loop = generate_ef_loop(pipe, frame, kp, 50.0, segmentation=_ThresholdSegmentation(), tolerance=3.0, **GEN)
+    assert loop.metadata["ef_reading"]["reliable"] is True and abs(loop.ef_achieved - 50.0) <= 3.0
+
+
 def test_next_request_steps():
     assert _next_request([(50.0, 40.0)], 50.0, (5, 90)) == pytest.approx(60.0)  # slope 1
     # secant through (50, 40) and (60, 45): slope 0.5 -> 60 + 5 / 0.5

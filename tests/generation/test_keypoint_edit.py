@@ -77,3 +77,22 @@ def test_generate_keeps_the_source_frame_and_writes(figure, tmp_path):
         write_keypoint_edit(tmp_path, edit, stem="e", formats="png")
     with pytest.raises(ValueError, match="echo formats"):
         write_keypoint_edit(tmp_path, edit, stem="f", formats="dicom")
+
+
+def test_keypoint_edits_never_fit_the_flow_to_their_keypoints(figure):
+    """Face and pose keypoints are too sparse for a local fit: fit_keypoints and fit_region (both on by
+    default) are ignored, so a keypoint edit is K2F's flow as it is."""
+    scene = figure[1]
+    tiny = tiny_pipeline()
+    pipe = KDMPipeline(tiny.k2f, tiny.f2i, tiny.vae, tiny.scheduler, adapter="pose")
+    targets = scene.all_keypoints()[[0, 3]]
+    frame, src = scene.render(0).mean(-1), scene.keypoints(0)
+    plain = SamplingSettings(k=0, num_inference_steps=3, fit_keypoints=False, fit_region=False)
+    fitted = plain.replace(fit_keypoints=True, fit_region=True)
+    assert SamplingSettings().fit_region and SamplingSettings().fit_keypoints
+    a = generate_keypoint_edit(pipe, frame, src, targets, sampling=plain, progress=False)
+    b = generate_keypoint_edit(pipe, frame, src, targets, sampling=fitted, progress=False)
+    np.testing.assert_array_equal(a.flows, b.flows)
+    from echokdm.geometry.flow import keypoint_region_flow
+    region = keypoint_region_flow(a.flows[1], src, targets[1], inner=6.0, ramp=10.0)
+    assert np.abs(region - a.flows[1]).max() > 0.1  # the region would have changed this edit's flow

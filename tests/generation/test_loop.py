@@ -11,8 +11,11 @@ from PIL import Image
 from echokdm.data.phantom import sample_patient, simulate_clip
 from echokdm.echo.segmentation import LVSegmentationNet
 from echokdm.generation.loop import (
+    READING_AGREEMENT,
     GeneratedLoop,
     clip_keypoints,
+    contour_agreement,
+    ef_reading,
     generate_loop,
     loop_ef,
     measure_ef,
@@ -208,6 +211,50 @@ def test_measure_ef_reads_the_models_masks(clip):
     assert kp.shape == targets.shape and ef == pytest.approx(loop_ef(kp))
     assert ef == pytest.approx(40.0, abs=6.0)  # polygon masks on the tiny grid read back near their EF
     assert np.isnan(measure_ef(np.zeros((3, SIZE, SIZE)), OracleSegmentation(np.full((3, 40, 2), np.nan))))
+
+
+def test_contour_agreement_tells_a_short_wall_from_another_chamber(clip):
+    kp = clip.keypoints[0].astype(np.float64)
+    centre = kp.mean(axis=0)
+    shrunk = centre + 0.7 * (kp - centre)  # the asked contour contracts; a reading that moved it short is larger
+    shifted = kp + [20.0, 0.0]  # a reading of another chamber beside it
+    nan = np.full_like(kp, np.nan)
+    targets = np.stack([kp, shrunk, shrunk, kp, shrunk])
+    detected = np.stack([kp, kp, shrunk, shifted, nan])
+    shares = contour_agreement(detected, targets, (SIZE, SIZE))
+    np.testing.assert_allclose(shares[0], [1.0, 1.0])
+    assert shares[1, 0] == pytest.approx(1.0, abs=0.02) and shares[1, 1] == pytest.approx(1.0)  # short: agrees
+    np.testing.assert_allclose(shares[2], [1.0, 1.0])
+    assert shares[3, 0] < READING_AGREEMENT and shares[3, 1] < READING_AGREEMENT  # another chamber
+    assert np.isnan(shares[4]).all()
+    reading = ef_reading(detected, targets, (SIZE, SIZE), first_frame=1)
+    assert reading == {"frames": 5, "frames_agreeing": 3, "min_covered": pytest.approx(shares[3, 0], abs=1e-3),
+                       "min_inside": pytest.approx(shares[3, 1], abs=1e-3), "reliable": False, "lost_frames": "2-3"}
+    assert ef_reading(detected[:3], targets[:3], (SIZE, SIZE))["reliable"] is True
+    unjudged = ef_reading(detected[:2], np.stack([nan, kp]), (SIZE, SIZE))  # no complete source contour
+    assert unjudged["reliable"] is None and unjudged["frames"] == 0
+    with pytest.raises(ValueError, match="must both have shape"):
+        contour_agreement(detected[:2], targets, (SIZE, SIZE))
+
+
+def test_an_ef_read_on_another_chamber_is_not_achieved(pipe, clip):
+    src = clip.keypoints[0]
+    targets = synthetic_motion(src, ef=45, heart_rate_bpm=120, fps=16)
+    lost = targets.copy()
+    lost[3:7] = lost[3:7] + [10.0, 0.0]  # the 'model' reads another chamber on generated frames 3-6
+    loop = generate_loop(pipe, clip.frames[0], src, targets, fps=16, segmentation=OracleSegmentation(lost), **FAST)
+    reading = loop.metadata["ef_reading"]
+    assert loop.ef_achieved is None and reading["reliable"] is False and reading["ef_read"] > 0
+    frames = set()  # "3-7" -> {3, ..., 7}; the re-detection's temporal repair may take a neighbour along
+    for part in reading["lost_frames"].split(", "):
+        a, _, b = part.partition("-")
+        frames |= set(range(int(a), int(b or a) + 1))
+    assert {4, 5, 6} <= frames and not frames & {0, 1}
+    assert loop.metadata["ef_achieved_note"].startswith("not a reading of the generated LV: the segmentation lost it "
+                                                       f"on frame(s) {reading['lost_frames']} of the loop")
+    assert loop.detected_keypoints.shape == (8, 40, 2)  # kept, for whoever wants to look
+    read = generate_loop(pipe, clip.frames[0], src, targets, fps=16, segmentation=OracleSegmentation(targets), **FAST)
+    assert read.metadata["ef_reading"]["reliable"] is True and read.ef_achieved is not None
 
 
 def test_unmeasurable_efs_are_none(pipe, clip):

@@ -23,21 +23,23 @@ from _tiny_kdm import SIZE, tiny_pipeline
 
 def test_defaults_are_one_set():
     s = SamplingSettings()
-    # the fast sampler measured best (benchmarks/f2i.py): 25 steps, k = 3 on 8 keyframes, detail path
+    # the fast sampler measured best (benchmarks/f2i.py): 25 steps, k = 3 on 8 keyframes, detail path;
+    # the wall's region moved by the keypoints' spline (benchmarks/fit_region.py)
     assert dataclasses.asdict(s) == {"mode": "gamma", "k": 3, "num_inference_steps": 25, "seed": 0,
                                      "batch_size": 16, "fit_keypoints": True, "detail": True,
-                                     "keyframes": 8, "interpolation": "bilinear", "fit_region": False}
+                                     "keyframes": 8, "interpolation": "bilinear", "fit_region": True}
     assert DEFAULT_FPS == 50.0
     assert s.pipeline_kwargs() == {"mode": "gamma", "k": 3, "num_inference_steps": 25, "batch_size": 16,
                                    "fit_keypoints": True, "detail": True, "keyframes": 8, "interpolation": "bilinear",
-                                   "fit_region": False}
+                                   "fit_region": True}
     # the paper's sampler stays available
     paper = SamplingSettings.paper()
-    assert (paper.num_inference_steps, paper.k, paper.detail, paper.keyframes) == (200, 100, False, None)
+    assert (paper.num_inference_steps, paper.k, paper.detail, paper.keyframes, paper.fit_region) == (
+        200, 100, False, None, False)
     assert SamplingSettings.paper(seed=3, mode="per_frame").replace(seed=0) == paper.replace(mode="per_frame")
     # the paper's Table 3 protocol differs on purpose, and only where it says so
     assert table3_sampling() == SamplingSettings(mode="per_frame", fit_keypoints=False, detail=False, k=100,
-                                                 num_inference_steps=200, keyframes=None)
+                                                 num_inference_steps=200, keyframes=None, fit_region=False)
     assert EvaluateConfig().sampling == table3_sampling() and DemoSettings().sampling == SamplingSettings()
     assert DemoSettings.quick().sampling == SamplingSettings()
 
@@ -184,8 +186,8 @@ def test_interpolation_option():
 
 
 def test_fit_region_option():
-    args = _parser(SamplingSettings()).parse_args(["--fit-region"])
-    assert sampling_settings(args) == SamplingSettings(fit_region=True)
+    args = _parser(SamplingSettings(fit_region=False)).parse_args(["--fit-region"])
+    assert sampling_settings(args, SamplingSettings(fit_region=False)) == SamplingSettings(fit_region=True)
     assert sampling_settings(args).pipeline_kwargs()["fit_region"] is True
     assert sampling_settings(_parser(SamplingSettings()).parse_args(["--no-fit-region"])).fit_region is False
     assert SamplingSettings.paper().fit_region is False  # the paper's KDM has no region
