@@ -229,7 +229,10 @@ def _write_outputs(out: Path, stem: str, loop, args: argparse.Namespace, setting
     own = _own_outputs(out, stem)
     written["flows"] = _write_npz(own["flows.npz"], loop, overwrite)
     record = {**settings, "n_frames": loop.n_frames, "fps": loop.fps, "ef_target": _json_number(loop.ef_target),
-              "ef_achieved": _json_number(loop.ef_achieved), "fit_keypoints": loop.metadata.get("fit_keypoints"),
+              "ef_achieved": _json_number(loop.ef_achieved),
+              # the sampling settings the loop was made with, as generate_loop applied them
+              **{name: loop.metadata.get(name) for name in ("fit_keypoints", "detail", "keyframes", "interpolation",
+                                                            "fit_region")},
               "ef_achieved_note": loop.metadata.get("ef_achieved_note"),
               "ef_reading": loop.metadata.get("ef_reading"), "outputs": {k: str(v) for k, v in written.items()}}
     written["settings"] = _write_text(own["generate.json"], json.dumps(record, indent=2), overwrite)
@@ -331,8 +334,9 @@ def _load_pipeline(folder: str, device: str | None):
 
 
 def _sampling_record(sampling: SamplingSettings) -> dict:
-    """The sampling keys of ``generate.json`` (``steps`` for the DDIM steps, as always; ``fit_keypoints``
-    comes from the loop, the batch size is not recorded)."""
+    """The sampling keys of ``generate.json`` (``steps`` for the DDIM steps, as always; ``fit_keypoints``,
+    ``detail``, ``keyframes``, ``interpolation`` and ``fit_region`` come from the loop, the batch size is not
+    recorded)."""
     record = dataclasses.asdict(sampling)
     return {"mode": record["mode"], "k": record["k"], "steps": record["num_inference_steps"], "seed": record["seed"]}
 
