@@ -18,6 +18,9 @@ reads the generated cavity larger than the keypoints put it. ``SamplingSettings(
 * **New-EF loops** (closed-loop EF control, at most 3 attempts, tolerance 2 points) at EF 30 and 65
   from the segmented ED keypoints of each phantom patient and of the real cine: |achieved − target|
   and the attempts used.
+* **Speed**: seconds per 32-frame 112 × 112 loop (one phantom patient, a synthetic beat at EF 30, no
+  re-measurement), each setting timed alternately, the median of 5 (1 with ``--quick``), and their
+  ratio: the price of the region.
 
     python benchmarks/fit_region.py [--quick] [--patients 4] [--seeds 0 1] [--lpips-backbone DIR]
 """
@@ -86,6 +89,21 @@ def _new_ef(cases: list[dict], pipe, seg, seeds: list[int], efs: list[float]) ->
     return rows
 
 
+def _speed(case: dict, pipe, repeats: int) -> dict[str, float]:
+    """Median seconds per 32-frame loop of each variant, timed alternately (same machine state)."""
+    from echokdm.generation import SamplingSettings, generate_loop, synthetic_motion
+
+    targets = synthetic_motion(case["segmented_ed"], 30.0, heart_rate_bpm=94.0, fps=50.0)[:32]
+    times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    for _ in range(repeats + 1):  # the first round warms up and is not counted
+        for variant in VARIANTS:
+            start = time.perf_counter()
+            generate_loop(pipe, case["frames"][0], case["segmented_ed"], targets, fps=50.0, progress=False,
+                          sampling=SamplingSettings(fit_region=variant == "fit_region"), include_source=False)
+            times[variant].append(time.perf_counter() - start)
+    return {variant: float(np.median(values[1:])) for variant, values in times.items()}
+
+
 def _cases(n: int, seg) -> list[dict]:
     """Held-out realistic phantom patients and pydicom's real cine (its own size and 112 × 112)."""
     from echokdm.generation.loop import loop_ef
@@ -127,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = _cases(1 if args.quick else args.patients, seg)
     own = _own_beats(cases, pipe, seg, seeds, lpips)
     new = _new_ef([c for c in cases if c["name"] != "real cine 112"], pipe, seg, seeds, efs)
+    speed = _speed(cases[0], pipe, 1 if args.quick else 5)
     figures = {"seeds": len(seeds), "phantom_patients": len(cases) - 2, "efs": efs,
                "seconds": round(time.perf_counter() - start, 1)}
     print(f"\nown beats: re-measured EF - reference, MSE / SSIM / LPIPS-Alex against the real frames "
@@ -150,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         key = f"new_ef__{group}__{variant}".replace(" ", "_")
         figures.update({f"{key}__abs_error": round(float(error), 2), f"{key}__within_5": round(within, 3),
                         f"{key}__attempts": round(float(attempts), 2), f"{key}__not_read": unread})
+    ratio = speed["fit_region"] / speed["fit"]
+    print(f"\nspeed, 32-frame 112 x 112 loop (median, timed alternately): default fit {speed['fit']:.2f} s, "
+          f"fit_region {speed['fit_region']:.2f} s ({ratio:.2f}x)")
+    figures.update({"loop_seconds__fit": round(speed["fit"], 3), "loop_seconds_ratio": round(ratio, 3),
+                    "loop_seconds__fit_region": round(speed["fit_region"], 3)})
     save("fit_region_quick" if args.quick else "fit_region", figures)
     return 0
 
