@@ -90,7 +90,8 @@ def write_loop(
     Always writes ``<stem>_keypoints.csv`` (``frame, x0 … x39, y0 … y39, volume,
     volume_units``; read it with :func:`~echokdm.generation.motion.load_keypoints_file`) and
     ``<stem>_preview.png`` (first frame, the frame of smallest Simpson volume "ES", and the
-    last frame, keypoints drawn in the colours of :mod:`echokdm.adapters.echo`), plus:
+    last frame, keypoints drawn in the colours of :mod:`echokdm.adapters.echo`; the contour re-detected
+    by the segmentation dashed, when the loop was measured), plus:
 
     * ``"mp4"``: ``<stem>.mp4``, H.264 at ``loop.fps`` (:func:`~echokdm.io.video.write_video`);
     * ``"gif"``: ``<stem>.gif``, 256 gray levels (GIF rounds the frame delay to 1/100 s);
@@ -284,8 +285,23 @@ def _preview_frames(keypoints: np.ndarray) -> list[tuple[int, str]]:
     return [(0, "first"), (es, es_label), (n_frames - 1, "last")]
 
 
+#: Colour of the LV contour re-detected on the generated frames (dashed), beside the keypoints asked for.
+DETECTED_COLOUR = "#ffd400"
+
+
+def _preview_title(fields: LoopRecord) -> str:
+    """The preview's title: the loop is synthetic, its motion, the EF asked for and the EF read on its frames
+    (or that the segmentation did not read the generated LV)."""
+    achieved = percent_text(fields.ef_achieved)
+    if fields.ef_achieved is None and fields.ef_note.startswith("not a reading"):
+        achieved = "not read: the segmentation lost the LV (dashed)"
+    return (f"SYNTHETIC (echokdm) - motion: {fields.motion or 'n/a'}; EF target {percent_text(fields.ef_target)}, "
+            f"achieved {achieved}")
+
+
 def _write_preview_strip(path: Path, fields: LoopRecord, overwrite: bool) -> None:
-    """PNG of three frames side by side with their keypoints drawn (matplotlib, Agg)."""
+    """PNG of three frames side by side with their keypoints drawn (matplotlib, Agg), and the contour the
+    segmentation re-detected on them (dashed) when the loop was measured."""
     from matplotlib.figure import Figure
 
     shown = _preview_frames(fields.keypoints)
@@ -295,11 +311,16 @@ def _write_preview_strip(path: Path, fields: LoopRecord, overwrite: bool) -> Non
         axes = figure.add_subplot(1, 3, k + 1)
         axes.imshow(fields.frames[frame], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         _draw_keypoints(axes, fields.keypoints[frame])
+        if fields.detected_keypoints is not None:
+            found = fields.detected_keypoints[frame]
+            closed = np.concatenate([found, found[:1]])  # through the annulus
+            axes.plot(closed[:, 0], closed[:, 1], "--", color=DETECTED_COLOUR, lw=0.8,
+                      label="re-detected by the segmentation" if k == 0 else None)
         axes.set_title(f"frame {frame}: {label}", fontsize=9)
         axes.set_axis_off()
-    figure.suptitle(f"SYNTHETIC (echokdm) - motion: {fields.motion or 'n/a'}; EF target "
-                    f"{percent_text(fields.ef_target)}, achieved {percent_text(fields.ef_achieved)}",
-                    fontsize=9)
+        if k == 0 and fields.detected_keypoints is not None:
+            axes.legend(loc="lower left", fontsize=6, frameon=False, labelcolor=DETECTED_COLOUR)
+    figure.suptitle(_preview_title(fields), fontsize=9)
     with atomic_output(path, overwrite=overwrite) as tmp:
         figure.savefig(tmp, format="png")
 

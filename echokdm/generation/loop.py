@@ -179,12 +179,26 @@ def _segment(model, frames: np.ndarray) -> np.ndarray:
     return masks.cpu().numpy()
 
 
-def _detect_keypoints(model, frames: np.ndarray) -> np.ndarray:
+def _detect_keypoints(model, frames: np.ndarray, apex_direction="auto") -> np.ndarray:
     """Keypoints ``(T, 40, 2)`` re-detected on frames (NaN where detection fails), as ``echokdm
     evaluate`` does: per-frame landmarks, no temporal smoothing."""
     from echokdm.geometry.temporal import sequence_keypoints
 
-    return sequence_keypoints(_segment(model, frames), smooth_sigma_frames=0.0).keypoints
+    return sequence_keypoints(_segment(model, frames), smooth_sigma_frames=0.0, apex_direction=apex_direction).keypoints
+
+
+def _apex_side(keypoints: np.ndarray) -> str:
+    """The named apex side (``"up"`` …) nearest the direction from the basal centre to the apex of ``(40, 2)``
+    keypoints, or ``"auto"`` when they are incomplete: a generated loop keeps its source's apex side, so its
+    re-measurement need not guess it from masks that may have lost the LV (as ``clip_keypoints`` takes it
+    from the sector)."""
+    from echokdm.geometry.keypoints import nearest_direction_name
+    from echokdm.geometry.volumes import long_axis_from_keypoints
+
+    base, apex, length = long_axis_from_keypoints(np.asarray(keypoints, np.float64))
+    if not (np.isfinite(length) and length > 0):
+        return "auto"
+    return nearest_direction_name(apex - base)
 
 
 #: The LV re-detected on a generated frame *agrees* with the contour the frame was made to follow when it
@@ -259,13 +273,15 @@ def ef_reading(detected: np.ndarray, targets: np.ndarray, shape: tuple[int, int]
 
 
 def measure_ef(frames: np.ndarray, segmentation, spacing_mm: tuple[float, float] | None = None,
-               return_keypoints: bool = False):
+               return_keypoints: bool = False, apex_direction="auto"):
     """The EF (%) a segmentation model reads from frames ``(T, H, W)`` in [0, 1]: keypoints re-detected
     on every frame (per-frame landmarks, no temporal smoothing, as ``echokdm evaluate``), Simpson
     volumes, ``100 (max V − min V) / max V`` (:func:`loop_ef`). NaN when fewer than two frames give
     all 40 keypoints. With ``return_keypoints``, ``(ef, keypoints (T, 40, 2))``. This is how
-    ``ef_achieved`` of a generated loop is measured."""
-    keypoints = _detect_keypoints(load_segmentation(segmentation), np.asarray(frames, dtype=np.float32))
+    ``ef_achieved`` of a generated loop is measured, with ``apex_direction`` its source keypoints' apex
+    side (``"auto"``: detected from the masks, :func:`~echokdm.geometry.temporal.sequence_keypoints`)."""
+    keypoints = _detect_keypoints(load_segmentation(segmentation), np.asarray(frames, dtype=np.float32),
+                                  apex_direction)
     ef = loop_ef(keypoints, spacing_mm)
     return (ef, keypoints) if return_keypoints else ef
 
@@ -376,7 +392,8 @@ def _achieved_ef(source: np.ndarray, frames: np.ndarray, segmentation, spacing_m
     if segmentation is None:
         return None, None, "no segmentation model", None
     measured = frames if include_source else np.concatenate([source[None], frames])  # EF needs the source
-    ef, detected = measure_ef(measured, segmentation, spacing_mm, return_keypoints=True)
+    ef, detected = measure_ef(measured, segmentation, spacing_mm, return_keypoints=True,
+                              apex_direction=_apex_side(targets[0]))
     reading = {**ef_reading(detected, targets, measured.shape[1:], first_frame=0 if include_source else 1),
                "ef_read": _or_none(ef)}
     ef_achieved = _or_none(ef)

@@ -63,6 +63,8 @@ class LoopRecord:
         ``float32`` ``(T, N, 2)`` re-detected on the frames, if measured.
     fan_masked : bool
         Every frame is 0 outside the source's ultrasound fan (``metadata["fan_masked"]``).
+    ef_note : str
+        Why ``ef_achieved`` is what it is (``metadata["ef_achieved_note"]``; ``""`` when not given).
     """
 
     frames: np.ndarray  # (T, H, W) float32
@@ -76,6 +78,7 @@ class LoopRecord:
     patient_id: str | None
     detected_keypoints: np.ndarray | None = None  # (T, N, 2) re-detected on the frames, if measured
     fan_masked: bool = False  # every frame is 0 outside the source's ultrasound fan (metadata["fan_masked"])
+    ef_note: str = ""  # metadata["ef_achieved_note"]
 
 
 def read_loop_record(loop: Any, what: str = "loop", *, n_keypoints: int | None = None) -> LoopRecord:
@@ -119,6 +122,7 @@ def read_loop_record(loop: Any, what: str = "loop", *, n_keypoints: int | None =
     return LoopRecord(
         detected_keypoints=detected,
         fan_masked=bool(isinstance(metadata, Mapping) and metadata.get("fan_masked") is True),
+        ef_note=str(metadata.get("ef_achieved_note") or "") if isinstance(metadata, Mapping) else "",
         frames=frames.astype(np.float32, copy=False),
         fps=_positive(loop.fps, f"{what}: fps"),
         spacing_mm=_spacing(getattr(loop, "spacing_mm", None), what),

@@ -159,3 +159,26 @@ def test_write_loop_names_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="stem"):
         write_loop(tmp_path, make_loop(), stem="../escape")
     assert not any(tmp_path.iterdir())
+
+
+def test_preview_shows_what_the_segmentation_read(tmp_path):
+    """The dashed re-detected contour is drawn when the loop was measured, and a loop whose EF was not a
+    reading of the generated LV says so in the title instead of 'n/a'."""
+    from PIL import Image
+
+    from echokdm.io.loop_record import read_loop_record
+
+    plain = make_loop()
+    measured = make_loop(detected_keypoints=plain.keypoints + np.float32(4.0))
+    images = []
+    for name, loop in (("plain", plain), ("measured", measured)):
+        with Image.open(write_loop(tmp_path / name, loop, formats="gif")["preview"]) as image:
+            images.append(np.asarray(image.convert("RGB"), dtype=np.int16))
+    assert images[0].shape == images[1].shape and np.abs(images[0] - images[1]).max() > 100  # the contour is drawn
+    assert "achieved 52.5 %" in export._preview_title(read_loop_record(measured))
+    lost = make_loop(ef_achieved=None, detected_keypoints=plain.keypoints + np.float32(4.0),
+                     metadata={"ef_achieved_note": "not a reading of the generated LV: lost on 2-5"})
+    title = export._preview_title(read_loop_record(lost))
+    assert "achieved not read: the segmentation lost the LV (dashed)" in title and title.startswith("SYNTHETIC")
+    unmeasured = make_loop(ef_achieved=None, metadata={"ef_achieved_note": "no segmentation model"})
+    assert export._preview_title(read_loop_record(unmeasured)).endswith("achieved n/a")

@@ -394,3 +394,21 @@ def test_detail_path_keeps_the_sources_own_pixels_at_its_size(pipe, clip):
     high = lambda x: x - torch.nn.functional.avg_pool2d(torch.from_numpy(x)[:, None], 5, 1, 2)[:, 0].numpy()  # noqa: E731
     # F2I's edit comes from the 32x32 grid: the fine texture is the warp's
     assert np.corrcoef(high(generated.frames).ravel(), high(expected).ravel())[0, 1] > 0.8
+
+
+def test_a_loop_is_re_measured_with_its_sources_apex_side(clip):
+    """Masks that lost the LV cannot tell the apex side; the loop's source keypoints can."""
+    from echokdm.generation.loop import _apex_side
+
+    kp = clip.keypoints[0].astype(np.float64)
+    assert _apex_side(kp) == "up"  # the phantom's apical view
+    flipped = kp.copy()
+    flipped[:, 1] = SIZE - 1 - flipped[:, 1]
+    assert _apex_side(flipped) == "down" and _apex_side(np.full_like(kp, np.nan)) == "auto"
+    targets = synthetic_motion(clip.keypoints[0], ef=40, heart_rate_bpm=120, fps=16)
+    oracle = OracleSegmentation(targets)
+    frames = np.zeros((len(targets), SIZE, SIZE))
+    auto = measure_ef(frames, oracle, return_keypoints=True)[1]
+    np.testing.assert_allclose(measure_ef(frames, oracle, return_keypoints=True, apex_direction="up")[1], auto)
+    wrong = measure_ef(frames, oracle, return_keypoints=True, apex_direction="down")[1]
+    assert not np.allclose(np.nan_to_num(wrong, nan=-1.0), np.nan_to_num(auto, nan=-1.0))  # the side is used
