@@ -52,8 +52,8 @@ def _methods(quick: bool, k_curve: bool) -> dict:
     from echokdm.generation import SamplingSettings
 
     paper = SamplingSettings.paper(num_inference_steps=20, k=10) if quick else SamplingSettings.paper()
-    # the named rows keep the warp they were measured with, and K2F's flow everywhere (fit_region off: the README's
-    # tables were measured before fit_region became the default)
+    # the named rows keep the warp they were measured with, and K2F's flow everywhere (fit_region off, as the
+    # README's tables were measured, whatever generation's default)
     bilinear = SamplingSettings(interpolation="bilinear", fit_region=False)
     methods = {"w/o F2I": bilinear.replace(num_inference_steps=25, k=0),
                "w/o F2I bicubic": bilinear.replace(num_inference_steps=25, k=0, interpolation="bicubic"),

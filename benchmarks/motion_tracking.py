@@ -87,7 +87,7 @@ def _frames(case: dict, kp: np.ndarray, pipe, seeds: list[int]):
 
     src = case["frames"][0]
     yield "TPS warp", apply_fan(np.stack([tps_warp(src, kp[0], kp[t]) for t in range(1, len(kp))]), case["fan"])
-    fast = SamplingSettings(fit_region=False)  # the README's tables were measured before fit_region was the default
+    fast = SamplingSettings(fit_region=False)  # K2F's flow everywhere, as the README's tables were measured
     methods = (("w/o F2I", fast.replace(num_inference_steps=25, k=0)), ("KDM fast", fast))
     for name, settings in methods:
         for seed in seeds:

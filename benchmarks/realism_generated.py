@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
                              "README's figures were measured) instead of the Table 3 "
                              "protocol; every method then uses its flows")
     parser.add_argument("--fit-region", action="store_true",
-                        help="with --fast: the wall's region moved by its keypoints (fit_region, generation's "
-                             "default since it was measured; results *_fitregion)")
+                        help="with --fast: the wall's region moved by its keypoints (fit_region, opt-in in "
+                             "generation; results *_fitregion)")
     parser.add_argument("--pipeline", default="kdm_phantom_112", help="pipeline folder or packaged name")
     parser.add_argument("--out", default=None, help="keep the evaluation folder here (default: a temporary one)")
     args = parser.parse_args(argv)

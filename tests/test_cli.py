@@ -126,9 +126,9 @@ def test_demo_passes_fit_region_to_its_sampling(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     calls = []
     monkeypatch.setattr("echokdm.demo.run_demo", lambda out, **kwargs: calls.append(kwargs))
-    assert main(["demo", "--quick", "--no-fit-region"]) == 0
+    assert main(["demo", "--quick", "--fit-region"]) == 0
     assert main(["demo", "--quick"]) == 0
-    assert main(["demo", "--quick", "--paper-sampler"]) == 0
-    assert calls[0]["settings"].sampling.fit_region is False
-    assert calls[1]["settings"].sampling.fit_region is True  # the default
-    assert calls[2]["settings"].sampling.fit_region is False  # the paper's KDM has no region
+    assert main(["demo", "--quick", "--paper-sampler", "--fit-region"]) == 0
+    assert calls[0]["settings"].sampling.fit_region is True
+    assert calls[1]["settings"].sampling.fit_region is False  # the default
+    assert calls[2]["settings"].sampling.fit_region is True  # given over the paper's sampler

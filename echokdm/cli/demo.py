@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "seed": "random seed, a non-negative integer (default 0)",
         "interpolation": "how the shown warp samples the source: bilinear (default) or bicubic (sharper speckle)",
         "fit_region": "near the keypoints, the thin-plate spline through them replaces K2F's flow, so the wall moves "
-                      "with its keypoints (default: on; --no-fit-region: K2F's flow everywhere, as the paper)"})
+                      "with its keypoints (default: off, K2F's flow everywhere, as the paper)"})
     p.add_argument("--quick", action="store_true", help="1 patient (a smoke run for CI)")
     p.add_argument("--train", action="store_true",
                    help="retrain the demo checkpoints from scratch on the realistic phantom first (about an hour "

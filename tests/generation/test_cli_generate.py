@@ -58,7 +58,7 @@ def test_ef_motion_writes_the_loop_flows_and_settings(data, tmp_path, capsys):
     assert record["keypoints_source"] == "mask" and record["ef_achieved"] is None
     # every sampling setting that shapes the loop is recorded, as applied (FAST's, the rest the defaults)
     assert {name: record[name] for name in ("fit_keypoints", "detail", "interpolation", "fit_region")} == {
-        "fit_keypoints": True, "detail": True, "interpolation": "bilinear", "fit_region": True}
+        "fit_keypoints": True, "detail": True, "interpolation": "bilinear", "fit_region": False}
     assert "keyframes" in record and record["ef_achieved_note"] == "no segmentation model"
     # nothing is replaced without --overwrite, and the check comes before the work
     with pytest.raises(FileExistsError, match="phantom0000_f0_synthetic"):

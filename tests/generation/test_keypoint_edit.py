@@ -80,8 +80,8 @@ def test_generate_keeps_the_source_frame_and_writes(figure, tmp_path):
 
 
 def test_keypoint_edits_never_fit_the_flow_to_their_keypoints(figure):
-    """Face and pose keypoints are too sparse for a local fit: fit_keypoints and fit_region (both on by
-    default) are ignored, so a keypoint edit is K2F's flow as it is."""
+    """Face and pose keypoints are too sparse for a local fit: fit_keypoints (on by default) and fit_region
+    are ignored, so a keypoint edit is K2F's flow as it is."""
     scene = figure[1]
     tiny = tiny_pipeline()
     pipe = KDMPipeline(tiny.k2f, tiny.f2i, tiny.vae, tiny.scheduler, adapter="pose")
@@ -89,7 +89,7 @@ def test_keypoint_edits_never_fit_the_flow_to_their_keypoints(figure):
     frame, src = scene.render(0).mean(-1), scene.keypoints(0)
     plain = SamplingSettings(k=0, num_inference_steps=3, fit_keypoints=False, fit_region=False)
     fitted = plain.replace(fit_keypoints=True, fit_region=True)
-    assert SamplingSettings().fit_region and SamplingSettings().fit_keypoints
+    assert SamplingSettings().fit_keypoints
     a = generate_keypoint_edit(pipe, frame, src, targets, sampling=plain, progress=False)
     b = generate_keypoint_edit(pipe, frame, src, targets, sampling=fitted, progress=False)
     np.testing.assert_array_equal(a.flows, b.flows)
