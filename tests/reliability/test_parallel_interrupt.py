@@ -88,9 +88,12 @@ def _descendants(pid: int) -> dict[int, float | None]:
 
 
 def _finished(out: Path) -> list[Path]:
-    """The part files of the clips finished so far (``.pkl`` before issue 17, ``.json`` now)."""
+    """The part files of the clips finished so far (``.pkl`` before issue 17, ``.json`` now); a part being
+    written is a hidden ``.<name>.tmp.json`` until it is renamed, and is not finished (CI once interrupted
+    the run while the first part was half written, and counted it)."""
     parts = out / ".segment.parts"
-    return sorted(p for p in parts.iterdir() if p.suffix in (".json", ".pkl")) if parts.is_dir() else []
+    return sorted(p for p in parts.iterdir() if p.suffix in (".json", ".pkl") and not p.name.startswith(".")
+                  ) if parts.is_dir() else []
 
 
 def _command(cohort: Path, out: Path) -> list[str]:
