@@ -484,6 +484,8 @@ def _fmt(value, digits: int = 1, suffix: str = "") -> str:
 
 
 def _print_summary(report: pd.DataFrame, seconds: float, out: Path) -> None:
+    from echokdm.generation.loop import UNREAD_NOTE
+
     print("\n  patient         source   loop     frames  EF target  EF achieved    MSE     SSIM   LPIPS  own motion")
     for r in report.itertuples():
         motion = r.motion if r.loop == "own" else ""
@@ -496,7 +498,7 @@ def _print_summary(report: pd.DataFrame, seconds: float, out: Path) -> None:
         if note:
             print(f"  note: {note}")
         reading = record.get("ef_reading")
-        if isinstance(reading, str) and "LV lost" in reading:
+        if str(record.get("ef_achieved_note") or "").startswith(UNREAD_NOTE):
             print(f"  note: {record['patient_id']} ({record['source']}) {record['loop']}: no EF achieved: the "
                   f"segmentation's LV does not overlap the keypoints' contour on more than 10 % of the generated "
                   f"frames ({reading}); look at {Path(str(record['mp4'])).name}")

@@ -49,6 +49,7 @@ def test_an_unreliable_ef_reading_is_named_in_the_report_and_summary(capsys, tmp
     import pandas as pd
 
     from echokdm.demo import _print_summary, _reading_text
+    from echokdm.generation.loop import UNREAD_NOTE
 
     good = {"frames": 13, "frames_agreeing": 13, "reliable": True, "lost_frames": "", "ef_read": 30.6}
     lost = {"frames": 13, "frames_agreeing": 4, "reliable": False, "lost_frames": "4-12", "ef_read": 91.3}
@@ -56,7 +57,8 @@ def test_an_unreliable_ef_reading_is_named_in_the_report_and_summary(capsys, tmp
     assert _reading_text(lost) == "4/13 frames, LV lost on 4-12 (read 91.3 %)"
     rows = [{"patient_id": "P1", "source": "real", "loop": loop, "frames": 13, "motion": "tracking",
              "ef_target": target, "ef_achieved": achieved, "ef_error": None if achieved is None else achieved - target,
-             "ef_reading": _reading_text(reading), "mp4": str(tmp_path / f"P1_{loop}.mp4")}
+             "ef_reading": _reading_text(reading), "mp4": str(tmp_path / f"P1_{loop}.mp4"),
+             "ef_achieved_note": "measured" if achieved is not None else f"{UNREAD_NOTE}: lost on 4-12"}
             for loop, target, achieved, reading in (("own", 24.9, 30.6, good), ("new_ef", 64.7, None, lost))]
     _print_summary(pd.DataFrame(rows), 1.0, tmp_path)
     out = capsys.readouterr().out

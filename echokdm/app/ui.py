@@ -188,8 +188,10 @@ def run_generation(session: _Session, motion: str, frame: int, n_frames, other: 
              f"{sampling.num_inference_steps} DDIM steps, k = {sampling.k}) in {seconds:.1f} s",
              f"**EF** asked for (keypoints) {_percent(loop.ef_target)} · **re-measured on the generated frames** "
              f"{_percent(loop.ef_achieved)}" + (f" · {len(attempts)} attempt(s)" if attempts else "")]
+    from echokdm.generation.loop import UNREAD_NOTE
+
     note = loop.metadata.get("ef_achieved_note", "")
-    if loop.ef_achieved is None and note.startswith("not a reading"):
+    if loop.ef_achieved is None and note.startswith(UNREAD_NOTE):
         lines.append(f"**No EF re-measured**: {note}")
     return str(video), "  \n".join(lines)
 

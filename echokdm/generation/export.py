@@ -293,7 +293,9 @@ def _preview_title(fields: LoopRecord) -> str:
     """The preview's title: the loop is synthetic, its motion, the EF asked for and the EF read on its frames
     (or that the segmentation did not read the generated LV)."""
     achieved = percent_text(fields.ef_achieved)
-    if fields.ef_achieved is None and fields.ef_note.startswith("not a reading"):
+    from echokdm.generation.loop import UNREAD_NOTE
+
+    if fields.ef_achieved is None and fields.ef_note.startswith(UNREAD_NOTE):
         achieved = "not read: the segmentation lost the LV (dashed)"
     return (f"SYNTHETIC (echokdm) - motion: {fields.motion or 'n/a'}; EF target {percent_text(fields.ef_target)}, "
             f"achieved {achieved}")

@@ -212,6 +212,8 @@ def _apex_side(keypoints: np.ndarray) -> str:
 #: reads (e.g. 91 % for a 45 % beat) is not the generated LV's.
 READING_AGREEMENT = 0.6
 READING_SHARE = 0.9
+#: How ``metadata["ef_achieved_note"]`` begins when the re-measured EF was not a reading of the generated LV.
+UNREAD_NOTE = "not a reading of the generated LV"
 
 
 def contour_agreement(detected: np.ndarray, targets: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -400,7 +402,7 @@ def _achieved_ef(source: np.ndarray, frames: np.ndarray, segmentation, spacing_m
     note = "measured" if ef_achieved is not None else "fewer than 2 frames with keypoints detected"
     if ef_achieved is not None and reading["reliable"] is False:
         ef_achieved = None
-        note = (f"not a reading of the generated LV: the segmentation lost it on frame(s) {reading['lost_frames']} "
+        note = (f"{UNREAD_NOTE}: the segmentation lost it on frame(s) {reading['lost_frames']} "
                 f"of the loop (it covers less than {READING_AGREEMENT:g} of the keypoints' contour or lies outside "
                 f"it; it read {ef:.1f} %); check the loop by eye")
     return (detected if include_source else detected[1:]), ef_achieved, note, reading
