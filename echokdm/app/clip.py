@@ -122,14 +122,11 @@ def _read(path: Path, clip_id: str | None, format: str | None):
 
 
 def _predicted_masks(cine, segmentation) -> np.ndarray:
-    """The segmentation model's masks ``uint8`` ``(T, H, W)`` of every frame (as ``echokdm segment``)."""
-    import torch
+    """The segmentation model's masks ``uint8`` ``(T, H, W)`` of every frame, inside the clip's ultrasound fan
+    when one is found (as ``echokdm segment`` and ``generate``)."""
+    from echokdm.generation.loop import _fan_or_none, _segment, load_segmentation
 
-    from echokdm.generation.loop import load_segmentation
-
-    model = load_segmentation(segmentation)
-    with torch.inference_mode():
-        return model.predict_masks(torch.from_numpy(np.ascontiguousarray(cine.frames, np.float32))).cpu().numpy()
+    return _segment(load_segmentation(segmentation), cine.frames, _fan_or_none(cine))
 
 
 def _labelled_everywhere(cine) -> bool:

@@ -52,24 +52,58 @@ class LVSegmentationNet(ModelMixin, ConfigMixin):
         return self.unet(frames * 2.0 - 1.0)  # the network works on [-1, 1] (DESIGN.md)
 
     @torch.inference_mode()
-    def predict_masks(self, frames: torch.Tensor, batch_size: int = 32, threshold: float = 0.5) -> torch.Tensor:
+    def predict_masks(self, frames: torch.Tensor, batch_size: int = 32, threshold: float = 0.5,
+                      region=None) -> torch.Tensor:
         """``uint8`` masks ``(T, H, W)`` for frames ``(T, H, W)`` in [0, 1] at any size.
 
-        Frames are resized to ``sample_size`` (bilinear), segmented in batches, and the
-        probabilities resized back before thresholding.
+        Frames are resized to ``sample_size`` (bilinear, anti-aliased when shrinking, as the
+        EchoNet-Dynamic preprocessing shrinks frames), segmented in batches, and the probabilities
+        resized back before thresholding.
+
+        ``region`` (``(H, W)`` bool, optional): the ultrasound sector (:func:`echokdm.io.fan.source_fan`).
+        The network then sees what it was trained on, whatever the file's layout: the sector's
+        bounding box only (the whole frame when the box fills 95 % of it each way), black outside the
+        sector (the EchoNet-Dynamic preprocessing), and the masks are 0 outside it. Without it, a
+        scanner frame with text, an ECG trace and a small fan is shrunk whole, and its LV comes out
+        smaller and more ragged than the network knows it (on pydicom's real cine: all 40 keypoints on
+        19 of 30 frames, EF 15 %; inside the fan: 30 of 30, 39 %, as when the file is cropped first).
         """
+        import numpy as np
         import torch.nn.functional as F
 
         self.eval()
+        frames = torch.as_tensor(frames)
+        box, inside = None, None
+        if region is not None:
+            inside = torch.as_tensor(np.asarray(region, dtype=bool))
+            if inside.shape != frames.shape[-2:]:
+                raise ValueError(f"region of shape {tuple(inside.shape)} does not match frames of size "
+                                 f"{tuple(frames.shape[-2:])}")
+            rows, cols = torch.nonzero(inside.any(1)).flatten(), torch.nonzero(inside.any(0)).flatten()
+            if len(rows) == 0:
+                raise ValueError("region is empty (no pixel inside the sector)")
+            box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+            h, w = inside.shape
+            if box[1] - box[0] >= 0.95 * h and box[3] - box[2] >= 0.95 * w:
+                box = (0, h, 0, w)  # the sector fills the frame (EchoNet-like): no resampling for a pixel or two
         size = self.config.sample_size
         out = []
         for start in range(0, frames.shape[0], batch_size):
             x = frames[start : start + batch_size, None].to(self.device, torch.float32)  # (B, 1, H, W)
+            if box is not None:
+                r0, r1, c0, c1 = box
+                x = (x * inside.to(x.device, x.dtype))[..., r0:r1, c0:c1]
             h, w = x.shape[-2:]
             if (h, w) != (size, size):
-                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+                shrink = h > size or w > size
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
             prob = torch.sigmoid(self(x))
             if (h, w) != (size, size):
                 prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
-            out.append((prob[:, 0] > threshold).to(torch.uint8).cpu())
+            masks = (prob[:, 0] > threshold).to(torch.uint8).cpu()
+            if box is not None:
+                full = torch.zeros((masks.shape[0], *frames.shape[-2:]), dtype=torch.uint8)
+                full[:, r0:r1, c0:c1] = masks
+                masks = full * inside.to(torch.uint8)
+            out.append(masks)
         return torch.cat(out)

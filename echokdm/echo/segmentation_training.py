@@ -26,6 +26,7 @@ from echokdm.echo.augment import random_ultrasound_look
 from echokdm.echo.segmentation import LVSegmentationNet
 from echokdm.geometry.resize import resize_images
 from echokdm.io.atomic import atomic_output
+from echokdm.io.fan import fan_mask_or_none
 from echokdm.pretrained import resolve_checkpoint
 from echokdm.training.run import RunFolder
 
@@ -296,6 +297,9 @@ def segment_manifest(manifest: str | os.PathLike, checkpoint: str | os.PathLike,
                      device: str = "auto") -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Segment every frame of every clip; Dice against the clip's own labelled frames.
 
+    Each clip is segmented inside its ultrasound fan when one is found (:func:`echokdm.io.fan.source_fan`,
+    ``predict_masks(region=)``): the sector's bounding box, black outside it, masks 0 outside it.
+
     Writes ``out/masks/<clip>.npz`` (``masks`` ``uint8`` ``(T, H, W)`` at the clip's size) and
     ``out/segmentation.csv`` (one row per clip: frames, labelled frames, mean Dice). Returns the
     table and the skipped clips with their reasons.
@@ -319,7 +323,8 @@ def segment_manifest(manifest: str | os.PathLike, checkpoint: str | os.PathLike,
         except Exception as exc:  # noqa: BLE001 - listed and skipped
             skipped.append((str(row["clip_id"]), f"{type(exc).__name__}: {exc}"))
             continue
-        pred = model.predict_masks(torch.from_numpy(cine.frames), batch_size=batch_size).numpy()
+        region = fan_mask_or_none(cine)  # the network sees the sector as it was trained, never text around it
+        pred = model.predict_masks(torch.from_numpy(cine.frames), batch_size=batch_size, region=region).numpy()
         target = out / "masks" / f"{clip_file_stem(str(row['clip_id']))}.npz"
         with atomic_output(target, overwrite=True) as tmp:
             np.savez_compressed(tmp, masks=pred)

@@ -21,6 +21,7 @@ keypoints of every frame of a clip, for :func:`~echokdm.generation.motion.own_mo
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 from pathlib import Path
@@ -170,21 +171,29 @@ def load_segmentation(segmentation):
     return LVSegmentationNet.from_pretrained(path).eval()
 
 
-def _segment(model, frames: np.ndarray) -> np.ndarray:
-    """``uint8`` masks ``(T, H, W)`` of frames ``(T, H, W)`` in [0, 1]."""
+def _segment(model, frames: np.ndarray, fan: np.ndarray | None = None) -> np.ndarray:
+    """``uint8`` masks ``(T, H, W)`` of frames ``(T, H, W)`` in [0, 1]; with the ultrasound ``fan``
+    ``(H, W)``, segmented inside it (its bounding box, black outside it: ``predict_masks(region=)``)."""
     import torch
 
+    region = None if fan is None else np.asarray(fan, dtype=bool)
+    if region is not None and not region.any():
+        region = None
     with torch.inference_mode():
-        masks = model.predict_masks(torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)))
-    return masks.cpu().numpy()
+        x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
+        if region is not None and "region" in inspect.signature(model.predict_masks).parameters:
+            return model.predict_masks(x, region=region).cpu().numpy()
+        masks = model.predict_masks(x).cpu().numpy()  # a model without region=: the whole frame, kept to the fan
+    return masks if region is None else masks * region[None].astype(masks.dtype)
 
 
-def _detect_keypoints(model, frames: np.ndarray, apex_direction="auto") -> np.ndarray:
+def _detect_keypoints(model, frames: np.ndarray, apex_direction="auto", fan: np.ndarray | None = None) -> np.ndarray:
     """Keypoints ``(T, 40, 2)`` re-detected on frames (NaN where detection fails), as ``echokdm
     evaluate`` does: per-frame landmarks, no temporal smoothing."""
     from echokdm.geometry.temporal import sequence_keypoints
 
-    return sequence_keypoints(_segment(model, frames), smooth_sigma_frames=0.0, apex_direction=apex_direction).keypoints
+    masks = _segment(model, frames, fan)
+    return sequence_keypoints(masks, smooth_sigma_frames=0.0, apex_direction=apex_direction).keypoints
 
 
 def _apex_side(keypoints: np.ndarray) -> str:
@@ -275,15 +284,16 @@ def ef_reading(detected: np.ndarray, targets: np.ndarray, shape: tuple[int, int]
 
 
 def measure_ef(frames: np.ndarray, segmentation, spacing_mm: tuple[float, float] | None = None,
-               return_keypoints: bool = False, apex_direction="auto"):
+               return_keypoints: bool = False, apex_direction="auto", fan_mask: np.ndarray | None = None):
     """The EF (%) a segmentation model reads from frames ``(T, H, W)`` in [0, 1]: keypoints re-detected
     on every frame (per-frame landmarks, no temporal smoothing, as ``echokdm evaluate``), Simpson
     volumes, ``100 (max V − min V) / max V`` (:func:`loop_ef`). NaN when fewer than two frames give
     all 40 keypoints. With ``return_keypoints``, ``(ef, keypoints (T, 40, 2))``. This is how
     ``ef_achieved`` of a generated loop is measured, with ``apex_direction`` its source keypoints' apex
-    side (``"auto"``: detected from the masks, :func:`~echokdm.geometry.temporal.sequence_keypoints`)."""
+    side (``"auto"``: detected from the masks, :func:`~echokdm.geometry.temporal.sequence_keypoints`) and
+    ``fan_mask`` ``(H, W)`` the loop's ultrasound fan (segmented inside it, :func:`_segment`)."""
     keypoints = _detect_keypoints(load_segmentation(segmentation), np.asarray(frames, dtype=np.float32),
-                                  apex_direction)
+                                  apex_direction, fan_mask)
     ef = loop_ef(keypoints, spacing_mm)
     return (ef, keypoints) if return_keypoints else ef
 
@@ -386,7 +396,8 @@ def _or_none(value: float) -> float | None:
 
 
 def _achieved_ef(source: np.ndarray, frames: np.ndarray, segmentation, spacing_mm, include_source: bool,
-                 targets: np.ndarray) -> tuple[np.ndarray | None, float | None, str, dict | None]:
+                 targets: np.ndarray, fan: np.ndarray | None = None
+                 ) -> tuple[np.ndarray | None, float | None, str, dict | None]:
     """``(detected keypoints (T, 40, 2) or None, EF achieved or None, note, reading)`` of a generated loop
     (``frames`` ``(T, H, W)``; the EF is measured with the ``source`` ``(H, W)`` when the loop lacks it;
     ``targets`` ``(T', 40, 2)``: the keypoints of the measured frames, the source's first). A reading
@@ -395,7 +406,7 @@ def _achieved_ef(source: np.ndarray, frames: np.ndarray, segmentation, spacing_m
         return None, None, "no segmentation model", None
     measured = frames if include_source else np.concatenate([source[None], frames])  # EF needs the source
     ef, detected = measure_ef(measured, segmentation, spacing_mm, return_keypoints=True,
-                              apex_direction=_apex_side(targets[0]))
+                              apex_direction=_apex_side(targets[0]), fan_mask=fan)
     reading = {**ef_reading(detected, targets, measured.shape[1:], first_frame=0 if include_source else 1),
                "ef_read": _or_none(ef)}
     ef_achieved = _or_none(ef)
@@ -536,7 +547,8 @@ def generate_loop(
         frames = apply_fan(frames, fan)  # nothing the model put outside the fan either
     asked = np.concatenate([src_kp[None], to_generate])  # the keypoints of the source and every generated frame
     ef_target = _or_none(loop_ef(asked, spacing_mm))
-    detected, ef_achieved, note, reading = _achieved_ef(frame, frames, segmentation, spacing_mm, include_source, asked)
+    detected, ef_achieved, note, reading = _achieved_ef(frame, frames, segmentation, spacing_mm, include_source, asked,
+                                                       fan)
     recorded = {name: value for name, value in dataclasses.asdict(sampling).items() if name != "batch_size"}
     info = {**recorded, "fan_masked": fan is not None, "input_size": list(frame.shape),
             "pipeline_size": list(pipeline_size(pipeline)), "source_included": bool(include_source),
@@ -704,7 +716,9 @@ def source_from_file(
         ``.npy``, PNG or NIfTI; keypoints by :func:`~echokdm.geometry.mask_keypoints`.
     segmentation : LVSegmentationNet or path, optional
         Model that segments the frame when neither ``keypoints``, ``mask`` nor the clip's own
-        tracing or mask of the frame gives the keypoints.
+        tracing or mask of the frame gives the keypoints: inside the clip's ultrasound fan when one is
+        found (:func:`echokdm.io.fan.source_fan`), and for ``apex_direction="auto"`` with the apex on the
+        sector's apex side.
     format : str, optional
         Reader format (:data:`echokdm.io.dispatch.FORMATS`); guessed by default.
     apex_direction
@@ -747,8 +761,9 @@ def source_from_file(
                 raise ValueError(f"{path}: frame {frame_index} has no mask or tracing of its own; give keypoints, "
                                  "a mask or a segmentation model")
             if own is None:
-                m = _segment(load_segmentation(segmentation), frame[None])[0]
-                own = mask_keypoints(m, apex_direction=apex_direction).keypoints, "segmentation"
+                fan = _fan_or_none(cine)
+                m = _segment(load_segmentation(segmentation), frame[None], fan)[0]
+                own = mask_keypoints(m, apex_direction=_fan_apex(fan, apex_direction)).keypoints, "segmentation"
             kp, how = own
     except KeypointError as exc:
         raise ValueError(f"{path}: frame {frame_index}: no keypoints from the mask ({exc})") from exc
@@ -758,13 +773,21 @@ def source_from_file(
 
 def _fan_or_none(cine) -> np.ndarray | None:
     """The clip's fan mask ``(H, W)`` bool, or None when none is found (then nothing is masked)."""
-    from echokdm.io.fan import source_fan
+    from echokdm.io.fan import fan_mask_or_none
 
-    try:
-        fan = source_fan(cine)
-    except (ValueError, OSError):
-        return None
-    return None if fan.mask is None else np.asarray(fan.mask, dtype=bool)
+    return fan_mask_or_none(cine)
+
+
+def _fan_apex(fan: np.ndarray | None, apex_direction):
+    """``apex_direction``, or for ``"auto"`` the side of the sector's apex when the fan says it
+    (:func:`echokdm.io.fan.fan_apex_direction`): the LV apex points at the transducer in an apical view, which
+    the sector shows more surely than the shape of a network's masks (a leak through the mitral valve narrows
+    the base; on pydicom's real cine the masks alone read the apex "down" or "left")."""
+    if fan is None or not (isinstance(apex_direction, str) and apex_direction == "auto"):
+        return apex_direction
+    from echokdm.io.fan import fan_apex_direction
+
+    return fan_apex_direction(fan) or "auto"
 
 
 def fully_labelled(cine) -> bool:
@@ -779,8 +802,9 @@ def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
     """Keypoints of every frame of a clip, ``float32`` ``(T, 40, 2)`` (NaN where detection fails).
 
     From the clip's own masks when every frame is labelled, else from the segmentation model's
-    masks of every frame, kept inside the clip's ultrasound fan when one is found
-    (:func:`echokdm.io.fan.source_fan`: a dark background or a caption is never the LV), with
+    masks of every frame, segmented inside the clip's ultrasound fan when one is found
+    (:func:`echokdm.io.fan.source_fan`: a dark background or a caption is never the LV, and a small fan
+    is seen at the scale the network knows), with
     the landmark smoothing and repairs of :func:`~echokdm.geometry.temporal.sequence_keypoints`;
     the apex side is detected per clip by default: from the sector's apex when the fan is found
     (:func:`echokdm.io.fan.fan_apex_direction`), else from the masks. ``fan_mask`` ``(H, W)`` passes
@@ -796,16 +820,9 @@ def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
     if fully_labelled(cine):
         masks = cine.masks
     elif segmentation is not None:
-        masks = _segment(load_segmentation(segmentation), cine.frames)
         fan = np.asarray(fan_mask, dtype=bool) if fan_mask is not None else _fan_or_none(cine)
-        if fan is not None:
-            masks = masks * fan[None].astype(masks.dtype)
-            if isinstance(apex_direction, str) and apex_direction == "auto":
-                from echokdm.io.fan import fan_apex_direction
-
-                # the LV apex points at the transducer in an apical view: the sector's apex says where, more
-                # surely than the shape of a network's masks (a leak through the mitral valve narrows the base)
-                apex_direction = fan_apex_direction(fan) or "auto"
+        masks = _segment(load_segmentation(segmentation), cine.frames, fan)
+        apex_direction = _fan_apex(fan, apex_direction)
     else:
         where = cine.source or cine.clip_id
         raise ValueError(f"{where}: the motion needs keypoints on every frame, but the clip has masks on "

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MAX_FAN_FRACTION", "MIN_FAN_FRACTION", "Fan", "apply_fan", "fan_apex_direction", "find_fan", "source_fan",
-           "still_fan_mask"]
+__all__ = ["MAX_FAN_FRACTION", "MIN_FAN_FRACTION", "Fan", "apply_fan", "fan_apex_direction", "fan_mask_or_none",
+           "find_fan", "source_fan", "still_fan_mask"]
 
 #: Smallest and largest part of the frame a found fan may cover.
 MIN_FAN_FRACTION = 0.05
@@ -188,6 +188,16 @@ def source_fan(cine) -> Fan:
         box = _region_box_on_frames(ds, cine)
     mask, method, note = find_fan(cine.frames, box)
     return Fan(mask=mask, method=method, note=note, burned_in_annotation=burned)
+
+
+def fan_mask_or_none(cine) -> np.ndarray | None:
+    """The clip's fan ``bool`` ``(H, W)`` (:func:`source_fan`), or None when none is found or the source's
+    header cannot be read (then nothing is masked or cropped by it)."""
+    try:
+        fan = source_fan(cine)
+    except (ValueError, OSError):
+        return None
+    return None if fan.mask is None else np.asarray(fan.mask, dtype=bool)
 
 
 def apply_fan(frames: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

@@ -103,3 +103,60 @@ def test_augmentation_moves_frame_and_mask_together(elastic_px):
     _, y0 = _augment(mask.clone(), mask.clone(), torch.Generator().manual_seed(0), 0.0)
     changed = (y0 != y).float().mean().item()
     assert (changed > 0.005) if elastic_px else (changed == 0.0)
+
+
+def _tiny_net(seed: int = 0) -> LVSegmentationNet:
+    torch.manual_seed(seed)
+    return LVSegmentationNet(channels=(4, 8), num_res_units=1, sample_size=32)
+
+
+def _fan(shape, box):
+    """A sector-like region: a triangle widening downwards inside ``box`` (r0, r1, c0, c1)."""
+    r0, r1, c0, c1 = box
+    fan = np.zeros(shape, bool)
+    for r in range(r0, r1):
+        half = (c1 - c0) / 2 * (r - r0 + 1) / (r1 - r0)
+        mid = (c0 + c1) / 2
+        fan[r, int(np.floor(mid - half)):int(np.ceil(mid + half))] = True
+    return fan
+
+
+def test_predict_masks_in_a_region_sees_only_the_sector_box():
+    """A small fan in a large frame with bright text around it: with ``region`` the network sees exactly the
+    sector's box, black outside the sector (as if the file had been cropped), and nothing outside it is LV."""
+    rng = np.random.default_rng(0)
+    frames = rng.random((3, 80, 120)).astype(np.float32)
+    frames[:, 2:8, 5:60] = 1.0  # burned-in text outside the fan
+    fan = _fan((80, 120), (20, 70, 40, 100))
+    net = _tiny_net()
+    got = net.predict_masks(torch.from_numpy(frames), region=fan).numpy()
+    assert got.shape == (3, 80, 120) and got.dtype == np.uint8
+    assert not got[:, ~fan].any()
+    cropped = (frames * fan)[:, 20:70, 40:100]
+    expected = net.predict_masks(torch.from_numpy(np.ascontiguousarray(cropped))).numpy() * fan[None, 20:70, 40:100]
+    np.testing.assert_array_equal(got[:, 20:70, 40:100], expected)
+    # the text changes nothing once a region is given; without one it reaches the network
+    quiet = frames.copy()
+    quiet[:, 2:8, 5:60] = 0.0
+    np.testing.assert_array_equal(net.predict_masks(torch.from_numpy(quiet), region=fan).numpy(), got)
+
+
+def test_predict_masks_region_filling_the_frame_is_not_resampled():
+    rng = np.random.default_rng(1)
+    frames = rng.random((2, 32, 32)).astype(np.float32)
+    fan = np.ones((32, 32), bool)
+    fan[0, :] = False  # the sector's box misses one row: 31 of 32 rows, kept as the whole frame
+    fan[:, :1] = False  # and one column
+    net = _tiny_net(1)
+    got = net.predict_masks(torch.from_numpy(frames), region=fan).numpy()
+    expected = net.predict_masks(torch.from_numpy(frames * fan)).numpy() * fan
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_predict_masks_region_errors():
+    net = _tiny_net()
+    frames = torch.zeros((1, 40, 40))
+    with pytest.raises(ValueError, match="does not match"):
+        net.predict_masks(frames, region=np.ones((30, 40), bool))
+    with pytest.raises(ValueError, match="empty"):
+        net.predict_masks(frames, region=np.zeros((40, 40), bool))
