@@ -56,17 +56,17 @@ class LVSegmentationNet(ModelMixin, ConfigMixin):
                       region=None) -> torch.Tensor:
         """``uint8`` masks ``(T, H, W)`` for frames ``(T, H, W)`` in [0, 1] at any size.
 
-        Frames are resized to ``sample_size`` (bilinear, anti-aliased when shrinking, as the
-        EchoNet-Dynamic preprocessing shrinks frames), segmented in batches, and the probabilities
+        Frames are resized to ``sample_size`` (bilinear), segmented in batches, and the probabilities
         resized back before thresholding.
 
         ``region`` (``(H, W)`` bool, optional): the ultrasound sector (:func:`echokdm.io.fan.source_fan`).
         The network then sees what it was trained on, whatever the file's layout: the sector's
         bounding box only (the whole frame when the box fills 95 % of it each way), black outside the
         sector (the EchoNet-Dynamic preprocessing), and the masks are 0 outside it. Without it, a
-        scanner frame with text, an ECG trace and a small fan is shrunk whole, and its LV comes out
-        smaller and more ragged than the network knows it (on pydicom's real cine: all 40 keypoints on
-        19 of 30 frames, EF 15 %; inside the fan: 30 of 30, 39 %, as when the file is cropped first).
+        scanner frame with text, an ECG trace and a small fan is shrunk whole, its LV is smaller than
+        the network knows it, and the text can be taken for it (on pydicom's real cine as the scanner
+        wrote it, ``echokdm generate``'s source keypoints came out on the caption at the top; inside
+        the fan they are those of the file cropped to the fan).
         """
         import numpy as np
         import torch.nn.functional as F
@@ -95,8 +95,7 @@ class LVSegmentationNet(ModelMixin, ConfigMixin):
                 x = (x * inside.to(x.device, x.dtype))[..., r0:r1, c0:c1]
             h, w = x.shape[-2:]
             if (h, w) != (size, size):
-                shrink = h > size or w > size
-                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
             prob = torch.sigmoid(self(x))
             if (h, w) != (size, size):
                 prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)

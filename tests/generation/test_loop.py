@@ -417,8 +417,8 @@ def test_a_loop_is_re_measured_with_its_sources_apex_side(clip):
 def test_real_scanner_cine_is_segmented_inside_its_fan_whatever_the_layout():
     """pydicom's real apical four-chamber cine as the scanner wrote it (320 x 240, text and an ECG around a
     small fan) and cropped to the fan: the packaged segmentation gives the same source keypoints (shifted by
-    the crop), the apex on the transducer's side, and all 40 keypoints on every frame of the uncropped clip
-    (before it was segmented inside the fan: 19 of 30)."""
+    the crop; before it was segmented inside the fan, the uncropped frame's keypoints lay on the caption at the
+    top), the apex on the transducer's side, and all 40 keypoints on every frame of the uncropped clip."""
     import warnings
 
     import pydicom.examples
@@ -438,3 +438,4 @@ def test_real_scanner_cine_is_segmented_inside_its_fan_whatever_the_layout():
     assert apex[1] < base[1] - 40  # the apex is up, towards the transducer
     kp = clip_keypoints(whole.cine, seg)
     assert np.isfinite(kp).all(axis=(1, 2)).sum() == whole.cine.n_frames
+    np.testing.assert_allclose(kp - [c0, r0], clip_keypoints(cropped.cine, seg), atol=1e-3)
