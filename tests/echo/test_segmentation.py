@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from echokdm.data.manifest import load_manifest
+from echokdm.data.manifest import load_manifest, read_clip
 from echokdm.data.phantom.export import write_cohort
 from echokdm.echo.segmentation import LVSegmentationNet
 from echokdm.echo.segmentation_training import (
@@ -160,3 +160,33 @@ def test_predict_masks_region_errors():
         net.predict_masks(frames, region=np.ones((30, 40), bool))
     with pytest.raises(ValueError, match="empty"):
         net.predict_masks(frames, region=np.zeros((40, 40), bool))
+
+
+def test_segment_manifest_segments_a_scanner_cine_inside_its_fan(tmp_path):
+    """``echokdm segment`` on pydicom's real cine as the scanner wrote it (text and an ECG around the fan):
+    nothing outside the fan is LV, and the LV found is the one the file cropped to its fan gives."""
+    import shutil
+    import warnings
+
+    import pydicom.examples
+
+    from echokdm.data.manifest import scan_folder
+    from echokdm.io.fan import fan_mask_or_none
+    from echokdm.pretrained import pretrained_path
+
+    (tmp_path / "dicom").mkdir()
+    shutil.copy(pydicom.examples.get_path("ybr_color"), tmp_path / "dicom" / "cine.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its calibration region belongs to another image size
+        scan = scan_folder(tmp_path / "dicom", "dicom", progress=False)
+        scan.manifest.to_csv(tmp_path / "manifest.csv", index=False)
+        table, skipped = segment_manifest(tmp_path / "manifest.csv", pretrained_path("seg_phantom_112"),
+                                          tmp_path / "seg", progress=False)
+        cine = read_clip(scan.manifest.iloc[0])
+    assert skipped == [] and len(table) == 1
+    masks = np.load(tmp_path / "seg" / table["masks"].iloc[0])["masks"]
+    fan = fan_mask_or_none(cine)
+    assert masks.shape == cine.frames.shape and fan is not None
+    assert not masks[:, ~fan].any() and masks.any(axis=(1, 2)).all()
+    rows = np.nonzero(masks)[1]
+    assert np.median(rows) > 0.3 * masks.shape[1]  # not the caption at the top: the LV lies deep in the fan
