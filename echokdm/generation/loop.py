@@ -759,7 +759,8 @@ def source_from_file(
             own = _own_label_keypoints(cine, frame_index, apex_direction)
             if own is None and segmentation is None:
                 raise ValueError(f"{path}: frame {frame_index} has no mask or tracing of its own; give keypoints, "
-                                 "a mask or a segmentation model")
+                                 "a mask or a segmentation model (echokdm generate: --keypoints FILE, --mask FILE or "
+                                 "--segmentation MODEL, e.g. the packaged seg_phantom_112)")
             if own is None:
                 fan = _fan_or_none(cine)
                 m = _segment(load_segmentation(segmentation), frame[None], fan)[0]
