@@ -59,10 +59,10 @@ from kdm_real import _phantom_cases, _real_case, _real_case_112
 
 def _segmented(case: dict, seg) -> np.ndarray:
     """The packaged segmentation's keypoints of a phantom case (the real case already has them)."""
-    from echokdm.generation.loop import _segment
+    from echokdm.generation.loop import segment_frames
     from echokdm.geometry.temporal import sequence_keypoints
 
-    masks = _segment(seg, case["frames"]) * case["fan"][None].astype(np.uint8)
+    masks = segment_frames(seg, case["frames"]) * case["fan"][None].astype(np.uint8)
     return sequence_keypoints(masks, apex_direction="up").keypoints
 
 

@@ -38,7 +38,7 @@ def _models(specs: list[str]) -> dict[str, object]:
 def _phantom_scores(models: dict, style: str, n_patients: int, n_beats: float) -> dict[str, dict[str, float]]:
     from echokdm.data.phantom import sample_patient, simulate_clip
     from echokdm.echo.segmentation_training import dice_scores
-    from echokdm.generation.loop import _segment
+    from echokdm.generation.loop import segment_frames
     from echokdm.geometry.temporal import sequence_keypoints
     from echokdm.geometry.volumes import cardiac_cycle, simpson_volume
 
@@ -48,7 +48,7 @@ def _phantom_scores(models: dict, style: str, n_patients: int, n_beats: float) -
         patient = sample_patient(rng, i, style=style)
         clip = simulate_clip(patient, n_beats=n_beats, fps=50.0, size=112, seed=HELD_OUT_SEED + i)
         for name, model in models.items():
-            masks = _segment(model, clip.frames)
+            masks = segment_frames(model, clip.frames)
             out[name]["dice"].append(float(np.mean(dice_scores(masks, clip.masks))))
             kp = sequence_keypoints(masks, smooth_sigma_frames=0.0).keypoints
             cycle = cardiac_cycle(simpson_volume(kp, clip.spacing_mm), clip.fps)
@@ -65,7 +65,7 @@ def _phantom_scores(models: dict, style: str, n_patients: int, n_beats: float) -
 
 
 def _real_scores(models: dict) -> tuple[dict, dict]:
-    from echokdm.generation.loop import _segment
+    from echokdm.generation.loop import segment_frames
     from echokdm.geometry.temporal import sequence_keypoints
     from echokdm.geometry.volumes import cardiac_cycle, simpson_volume
     from echokdm.metrics.realism import REAL_CINE_ROIS, box_mask, real_cine_112
@@ -77,7 +77,7 @@ def _real_scores(models: dict) -> tuple[dict, dict]:
     septum = box_mask(frames.shape[1:], REAL_CINE_ROIS["myocardium"])
     scores, masks_by_model = {}, {}
     for name, model in models.items():
-        masks = _segment(model, frames).astype(bool)
+        masks = segment_frames(model, frames).astype(bool)
         masks_by_model[name] = masks
         kp = sequence_keypoints(masks.astype(np.uint8), smooth_sigma_frames=0.0).keypoints
         volumes = simpson_volume(kp, None)

@@ -124,9 +124,10 @@ def _read(path: Path, clip_id: str | None, format: str | None):
 def _predicted_masks(cine, segmentation) -> np.ndarray:
     """The segmentation model's masks ``uint8`` ``(T, H, W)`` of every frame, inside the clip's ultrasound fan
     when one is found (as ``echokdm segment`` and ``generate``)."""
-    from echokdm.generation.loop import _fan_or_none, _segment, load_segmentation
+    from echokdm.generation.loop import load_segmentation, segment_frames
+    from echokdm.io.fan import fan_mask_or_none
 
-    return _segment(load_segmentation(segmentation), cine.frames, _fan_or_none(cine))
+    return segment_frames(load_segmentation(segmentation), cine.frames, fan_mask_or_none(cine))
 
 
 def _labelled_everywhere(cine) -> bool:

@@ -50,6 +50,7 @@ __all__ = [
     "measure_ef",
     "pipeline_size",
     "read_source",
+    "segment_frames",
     "source_from_file",
 ]
 
@@ -171,9 +172,10 @@ def load_segmentation(segmentation):
     return LVSegmentationNet.from_pretrained(path).eval()
 
 
-def _segment(model, frames: np.ndarray, fan: np.ndarray | None = None) -> np.ndarray:
+def segment_frames(model, frames: np.ndarray, fan: np.ndarray | None = None) -> np.ndarray:
     """``uint8`` masks ``(T, H, W)`` of frames ``(T, H, W)`` in [0, 1]; with the ultrasound ``fan``
-    ``(H, W)``, segmented inside it (its bounding box, black outside it: ``predict_masks(region=)``)."""
+    ``(H, W)``, segmented inside it (its bounding box, black outside it: ``predict_masks(region=)``; a model
+    whose ``predict_masks`` takes no ``region`` segments the whole frame, kept to the fan)."""
     import torch
 
     region = None if fan is None else np.asarray(fan, dtype=bool)
@@ -192,7 +194,7 @@ def _detect_keypoints(model, frames: np.ndarray, apex_direction="auto", fan: np.
     evaluate`` does: per-frame landmarks, no temporal smoothing."""
     from echokdm.geometry.temporal import sequence_keypoints
 
-    masks = _segment(model, frames, fan)
+    masks = segment_frames(model, frames, fan)
     return sequence_keypoints(masks, smooth_sigma_frames=0.0, apex_direction=apex_direction).keypoints
 
 
@@ -291,7 +293,7 @@ def measure_ef(frames: np.ndarray, segmentation, spacing_mm: tuple[float, float]
     all 40 keypoints. With ``return_keypoints``, ``(ef, keypoints (T, 40, 2))``. This is how
     ``ef_achieved`` of a generated loop is measured, with ``apex_direction`` its source keypoints' apex
     side (``"auto"``: detected from the masks, :func:`~echokdm.geometry.temporal.sequence_keypoints`) and
-    ``fan_mask`` ``(H, W)`` the loop's ultrasound fan (segmented inside it, :func:`_segment`)."""
+    ``fan_mask`` ``(H, W)`` the loop's ultrasound fan (segmented inside it, :func:`segment_frames`)."""
     keypoints = _detect_keypoints(load_segmentation(segmentation), np.asarray(frames, dtype=np.float32),
                                   apex_direction, fan_mask)
     ef = loop_ef(keypoints, spacing_mm)
@@ -763,7 +765,7 @@ def source_from_file(
                                  "--segmentation MODEL, e.g. the packaged seg_phantom_112)")
             if own is None:
                 fan = _fan_or_none(cine)
-                m = _segment(load_segmentation(segmentation), frame[None], fan)[0]
+                m = segment_frames(load_segmentation(segmentation), frame[None], fan)[0]
                 own = mask_keypoints(m, apex_direction=_fan_apex(fan, apex_direction)).keypoints, "segmentation"
             kp, how = own
     except KeypointError as exc:
@@ -822,7 +824,7 @@ def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
         masks = cine.masks
     elif segmentation is not None:
         fan = np.asarray(fan_mask, dtype=bool) if fan_mask is not None else _fan_or_none(cine)
-        masks = _segment(load_segmentation(segmentation), cine.frames, fan)
+        masks = segment_frames(load_segmentation(segmentation), cine.frames, fan)
         apex_direction = _fan_apex(fan, apex_direction)
     else:
         where = cine.source or cine.clip_id
