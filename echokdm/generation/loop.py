@@ -742,6 +742,7 @@ def source_from_file(
         keypoints; the message names the file.
     """
     from echokdm.geometry.keypoints import KeypointError, mask_keypoints
+    from echokdm.io.fan import apex_direction_with_fan
 
     path = Path(path)
     cine = read_source(path, format, **read_kwargs)
@@ -766,7 +767,8 @@ def source_from_file(
             if own is None:
                 fan = _fan_or_none(cine)
                 m = segment_frames(load_segmentation(segmentation), frame[None], fan)[0]
-                own = mask_keypoints(m, apex_direction=_fan_apex(fan, apex_direction)).keypoints, "segmentation"
+                side = apex_direction_with_fan(fan, apex_direction)
+                own = mask_keypoints(m, apex_direction=side).keypoints, "segmentation"
             kp, how = own
     except KeypointError as exc:
         raise ValueError(f"{path}: frame {frame_index}: no keypoints from the mask ({exc})") from exc
@@ -779,18 +781,6 @@ def _fan_or_none(cine) -> np.ndarray | None:
     from echokdm.io.fan import fan_mask_or_none
 
     return fan_mask_or_none(cine)
-
-
-def _fan_apex(fan: np.ndarray | None, apex_direction):
-    """``apex_direction``, or for ``"auto"`` the side of the sector's apex when the fan says it
-    (:func:`echokdm.io.fan.fan_apex_direction`): the LV apex points at the transducer in an apical view, which
-    the sector shows more surely than the shape of a network's masks (a leak through the mitral valve narrows
-    the base; on pydicom's real cine the masks alone read the apex "down" or "left")."""
-    if fan is None or not (isinstance(apex_direction, str) and apex_direction == "auto"):
-        return apex_direction
-    from echokdm.io.fan import fan_apex_direction
-
-    return fan_apex_direction(fan) or "auto"
 
 
 def fully_labelled(cine) -> bool:
@@ -819,13 +809,14 @@ def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
         When the clip is not labelled on every frame and no model is given (names the clip).
     """
     from echokdm.geometry.temporal import sequence_keypoints
+    from echokdm.io.fan import apex_direction_with_fan
 
     if fully_labelled(cine):
         masks = cine.masks
     elif segmentation is not None:
         fan = np.asarray(fan_mask, dtype=bool) if fan_mask is not None else _fan_or_none(cine)
         masks = segment_frames(load_segmentation(segmentation), cine.frames, fan)
-        apex_direction = _fan_apex(fan, apex_direction)
+        apex_direction = apex_direction_with_fan(fan, apex_direction)
     else:
         where = cine.source or cine.clip_id
         raise ValueError(f"{where}: the motion needs keypoints on every frame, but the clip has masks on "

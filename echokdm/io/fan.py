@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MAX_FAN_FRACTION", "MIN_FAN_FRACTION", "Fan", "apply_fan", "fan_apex_direction", "fan_mask_or_none",
-           "find_fan", "source_fan", "still_fan_mask"]
+__all__ = ["MAX_FAN_FRACTION", "MIN_FAN_FRACTION", "Fan", "apply_fan", "apex_direction_with_fan", "fan_apex_direction",
+           "fan_mask_or_none", "find_fan", "source_fan", "still_fan_mask"]
 
 #: Smallest and largest part of the frame a found fan may cover.
 MIN_FAN_FRACTION = 0.05
@@ -239,3 +239,14 @@ def fan_apex_direction(mask: np.ndarray | None, *, min_ratio: float = 2.0) -> st
             if ratio >= min_ratio and ratio > best:
                 best, side = ratio, name
     return side
+
+
+def apex_direction_with_fan(fan: np.ndarray | None, apex_direction):
+    """``apex_direction`` as given, or for ``"auto"`` the side of the sector's apex when the fan says it
+    (:func:`fan_apex_direction`), else ``"auto"``: for masks a network predicted, the LV apex points at
+    the transducer in an apical view, which the sector shows more surely than the masks' shape (a leak
+    through the mitral valve narrows the base; on pydicom's real cine the masks alone read the apex
+    "down" or "left")."""
+    if fan is None or not (isinstance(apex_direction, str) and apex_direction == "auto"):
+        return apex_direction
+    return fan_apex_direction(fan) or "auto"

@@ -272,6 +272,8 @@ def keypoints_table(
         Output folder of ``echokdm segment`` (``segmentation.csv`` + ``masks/*.npz``). Clips found
         there use the predicted mask of every frame (``mask_source`` = ``"segmentation"``), so
         EchoNet clips get keypoints and volumes over the whole cycle; other clips keep their labels.
+        For predicted masks, ``apex_direction="auto"`` takes the side of the clip's sector apex when its
+        fan is found (:func:`echokdm.io.fan.apex_direction_with_fan`), else detects it from the masks.
 
     Returns
     -------
@@ -282,6 +284,7 @@ def keypoints_table(
     from tqdm.auto import tqdm
 
     from echokdm.data import manifest as manifest_module
+    from echokdm.io.fan import apex_direction_with_fan, fan_mask_or_none
 
     frame = manifest if isinstance(manifest, pd.DataFrame) else manifest_module.load_manifest(manifest)
     read = read_clip or manifest_module.read_clip
@@ -300,7 +303,10 @@ def keypoints_table(
                     raise ValueError(f"{seg_path}: predicted masks {masks.shape} do not match the clip "
                                      f"{cine.frames.shape}")
                 cine = dataclasses.replace(cine, masks=masks, labelled_frames=None, tracings=None)
-            rows = cine_keypoints(cine, smooth_sigma_frames=smooth_sigma_frames, apex_direction=apex_direction)
+            # a network's masks: the apex side from the sector when "auto" (as generate's clip_keypoints)
+            side = apex_direction if seg_path is None else apex_direction_with_fan(fan_mask_or_none(cine),
+                                                                                   apex_direction)
+            rows = cine_keypoints(cine, smooth_sigma_frames=smooth_sigma_frames, apex_direction=side)
             if seg_path is not None:
                 rows["mask_source"] = "segmentation"
         except Exception as exc:  # noqa: BLE001 - a batch lists every failure and goes on

@@ -190,3 +190,13 @@ def test_segment_manifest_segments_a_scanner_cine_inside_its_fan(tmp_path):
     assert not masks[:, ~fan].any() and masks.any(axis=(1, 2)).all()
     rows = np.nonzero(masks)[1]
     assert np.median(rows) > 0.3 * masks.shape[1]  # not the caption at the top: the LV lies deep in the fan
+    # echokdm keypoints / ef on these masks take the apex side from the sector (the transducer is at the top);
+    # the masks alone vote "down" (a leak through the mitral valve tapers the base)
+    from echokdm.geometry.keypoints import detect_apex_direction
+    from echokdm.metrics.lv_function import ef_table, keypoints_table
+
+    assert detect_apex_direction(masks).name != "up"
+    table = keypoints_table(tmp_path / "manifest.csv", segmentation=tmp_path / "seg", progress=False)
+    assert table.clips["apex_direction"].tolist() == ["up"]
+    assert (table.frames["mask_source"] == "segmentation").all() and table.frames["volume"].notna().all()
+    assert 20 < ef_table(table).clips["ef"].iloc[0] < 60
