@@ -46,10 +46,12 @@ __all__ = [
 #: (above the drawn EF when the closed-loop EF control corrected it; equal to it, to 1e-9 for
 #: square pixels, without a segmentation model), ``seed`` the loop's noise seed, ``fan_mask`` how the
 #: source's ultrasound fan was found (:mod:`echokdm.io.fan`; every frame is 0 outside it), empty
-#: when the loop is not masked.
+#: when the loop is not masked; ``ef_achieved_note`` why ``ef_achieved`` is what it is (``"measured"``,
+#: ``"no segmentation model"``, or which frames the segmentation lost when its reading was not of the
+#: generated LV: :func:`echokdm.generation.loop.ef_reading`).
 COHORT_COLUMNS = ("loop", "source_clip_id", "source_patient_id", "source_dataset", "source_frame",
                   "keypoints_source", "ef_target", "ef_achieved", "ef_trajectory", "heart_rate_bpm", "fps",
-                  "n_frames", "seed", "fan_mask")
+                  "n_frames", "seed", "fan_mask", "ef_achieved_note")
 #: Columns of ``memorisation.csv`` (one row; :meth:`~echokdm.metrics.privacy.MemorisationReport.summary`
 #: plus the number of training frames compared, ``loops_source_left_out`` the loops of training patients
 #: whose frames were compared with the other patients' training frames only, and ``note`` saying why
@@ -352,10 +354,7 @@ class SynthesisResult:
         lines = [(f"{len(cohort)} loop(s) from {cohort['source_clip_id'].nunique()} source clip(s) of "
                   f"{cohort['source_patient_id'].nunique()} patient(s); {len(self.skipped)} item(s) skipped")]
         target = _mean_sd(self.cohort["ef_target"])
-        achieved = self.cohort["ef_achieved"].dropna()
-        measured = f"{_mean_sd(achieved)} ({len(achieved)} measured)" if len(achieved) else \
-            "not measured (no segmentation model)"
-        lines.append(f"EF target {target}; achieved {measured}")
+        lines.append(f"EF target {target}; achieved {_achieved_summary(cohort)}")
         masked = int((cohort["fan_mask"].fillna("").astype(str) != "").sum())
         lines.append(f"fan: {masked} of {len(cohort)} loop(s) masked to their source's ultrasound fan (pixels outside "
                      "it are 0)" + ("" if masked == len(cohort) else "; the others keep the pixels around the fan"))
@@ -415,6 +414,24 @@ def _left_out_note(nearest: NearestTraining, n_loops: int) -> str:
     if nearest.uncompared:
         text += f"; {nearest.uncompared} frame(s) not compared (no training frame of another patient)"
     return text
+
+
+def _achieved_summary(cohort: pd.DataFrame) -> str:
+    """``"mean ± SD (n measured)"`` of the re-measured EFs, and why the others have none."""
+    from echokdm.generation.loop import UNREAD_NOTE
+
+    achieved = cohort["ef_achieved"].dropna()
+    notes = cohort.get("ef_achieved_note", pd.Series("", index=cohort.index)).fillna("").astype(str)
+    unread = int(notes.str.startswith(UNREAD_NOTE).sum())
+    lost = (f"{unread} loop(s) not read: the segmentation lost the generated LV (ef_achieved_note in cohort.csv; "
+            "check them by eye)") if unread else ""
+    if len(achieved):
+        return f"{_mean_sd(achieved)} ({len(achieved)} measured" + (f"; {lost}" if lost else "") + ")"
+    if lost:
+        return f"not measured: {lost}"
+    if len(notes) and notes.isin(["", "no segmentation model"]).all():
+        return "not measured (no segmentation model)"
+    return "not measured (ef_achieved_note in cohort.csv says why)"
 
 
 def write_cohort_report(out: Path, cohort_rows: list[dict], skipped: list[tuple[str, str]],

@@ -467,7 +467,8 @@ def _cohort_row(name: str, loop, source: _Source, plan: _Plan, i: int) -> dict[s
             "ef_achieved": np.nan if loop.ef_achieved is None else float(loop.ef_achieved),
             "ef_trajectory": loop.metadata.get("ef_trajectory", np.nan),
             "heart_rate_bpm": float(plan.heart_rates[i]), "fps": loop.fps, "n_frames": loop.n_frames,
-            "seed": int(plan.seeds[i]), "fan_mask": source.fan_method or ""}
+            "seed": int(plan.seeds[i]), "fan_mask": source.fan_method or "",
+            "ef_achieved_note": str(loop.metadata.get("ef_achieved_note", ""))}
 
 
 def _loops(pipe, seg, sources: list[_Source], plan: _Plan, nearest: NearestTraining | None,

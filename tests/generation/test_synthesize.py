@@ -308,6 +308,25 @@ def test_achieved_ef_is_measured_and_written_as_the_echonet_ef(data, tmp_path):
     assert achieved == pytest.approx(ef, abs=8.0)  # re-detected from the masks of the target keypoints
     assert read_echonet_filelist(tmp_path / "seg")["EF"].iloc[0] == pytest.approx(achieved, rel=1e-6)
     assert "(1 measured)" in "\n".join(result.summary_lines())
+    assert result.cohort["ef_achieved_note"].iloc[0] == "measured"
+
+
+def test_a_loop_the_segmentation_lost_is_listed_as_not_read(data, tmp_path):
+    """A segmentation that reads another region than the generated LV gives no EF achieved; cohort.csv says
+    why, and the summary says the loop was not read (not "no segmentation model")."""
+    val = data["table"][data["table"]["split"] == "val"].iloc[0]
+    truth = load_npz(data["manifest"].parent / "ground_truth" / f"{val['clip_id']}.npz")
+    ed = int(truth.ed_frames[0])
+    ef, hr = sample_efs(1, ef_range=(35, 45), seed=0)[0], sample_heart_rates(1, seed=0)[0]
+    targets = synthetic_motion(truth.keypoints[ed], ef, hr, 10.0, 1.0)
+    elsewhere = targets.copy()
+    elsewhere[len(targets) // 4:, :, 0] -= 0.4 * SIZE  # from a quarter of the loop on, another chamber
+    result = synthesize_cohort(data["manifest"], CopyPipeline(), tmp_path / "seg", n_loops=1, split="val",
+                               ef_range=(35, 45), segmentation=OracleSegmentation(elsewhere), **FAST)
+    assert np.isnan(result.cohort["ef_achieved"].iloc[0])
+    assert result.cohort["ef_achieved_note"].iloc[0].startswith("not a reading of the generated LV")
+    text = "\n".join(result.summary_lines())
+    assert "1 loop(s) not read" in text and "no segmentation model" not in text
 
 
 # --------------------------------------------------------------------------------------------
