@@ -220,6 +220,18 @@ def _long_axis_frame(keypoints: np.ndarray, name: str) -> tuple[np.ndarray, np.n
     return base, np.stack([axis, normal]), length
 
 
+#: Floor of the across-axis scale of :func:`transfer_motion`, as a share of the heart's mean half-width.
+TRANSFER_WIDTH_FLOOR = 0.1
+
+
+def _half_width(local: np.ndarray, name: str) -> float:
+    """Mean distance ``W`` of ``(40, 2)`` keypoints in (axis, normal) coordinates from the long axis."""
+    width = float(np.mean(np.abs(local[:, 1])))
+    if not (math.isfinite(width) and width > 1e-6):
+        raise ValueError(f"{name}: the LV width cannot be measured (missing keypoints or a flat contour)")
+    return width
+
+
 def transfer_motion(
     src_kp: np.ndarray, other_sequence: np.ndarray, other_ed_index: int, stop: int | None = None
 ) -> np.ndarray:
@@ -227,20 +239,27 @@ def transfer_motion(
 
     Each frame of the other clip is expressed in the long-axis frame of the other heart at its
     end-diastole (ED): origin at the basal centre, first unit vector along the long axis towards
-    the apex, second the perpendicular towards the image-right wall, lengths divided by the ED
-    long-axis length ``L_o``. The displacement of every keypoint from its ED position in these
-    normalised coordinates is mapped into the source heart's long-axis frame and scaled by the
-    source's own ``L_s``, then added to the source keypoints::
+    the apex, second the perpendicular towards the image-right wall. The displacement of every
+    keypoint ``k`` from its ED position is mapped into the source heart's long-axis frame: along
+    the axis scaled by ``L_s / L_o`` (the ED long-axis lengths), across it by ``(|n_s,k| + f W_s) /
+    (|n_o,k| + f W_o)``, with ``n_k`` the keypoint's ED distance from the axis, ``W`` the mean of
+    those (the half-width) and ``f`` = :data:`TRANSFER_WIDTH_FLOOR`, then added to the source
+    keypoints::
 
-        c_t = R_o (p_t - b_o) / L_o                      (other heart, normalised)
-        q_t = src_kp + L_s R_s^T (c_t - c_ED)            (source heart)
+        d_t = R_o (p_t - p_ED)                           (other heart, (axis, normal) px)
+        q_t = src_kp + R_s^T (d_t * scale)               (source heart)
 
-    with ``b`` the basal centre and ``R`` the rotation whose rows are the axis and its normal
+    with ``R`` the rotation whose rows are the axis and its normal
     (:func:`~echokdm.geometry.volumes.long_axis_from_keypoints`). Displacements, not positions,
-    are transferred: the source keeps its own shape and the motion is relative to its size.
-    Transferring a clip's motion onto a rotated, scaled and translated copy of its own ED heart
-    gives exactly the rotated, scaled and translated trajectory; a mirrored copy does not (the
-    normal follows the image-left/right walls, which a mirror swaps).
+    are transferred: the source keeps its own shape, each keypoint moves towards the axis by the
+    same fraction of its own distance as the other heart's, and the base moves by the same fraction
+    of the length, so fractional shortening is kept both ways. (With one scale, ``L``, a wide
+    heart's inward wall motion moved a slender or narrow-based heart's walls across each other:
+    the realistic phantom's beat transferred onto pydicom's real LV collapsed its base and asked for
+    EF 68 % from a 61 % beat.) Transferring a clip's motion onto a rotated, scaled (even differently
+    along and across its axis) and translated copy of its own ED heart gives exactly the same
+    transformation of its trajectory; a mirrored copy does not (the normal follows the
+    image-left/right walls, which a mirror swaps).
 
     Parameters
     ----------
@@ -261,17 +280,25 @@ def transfer_motion(
     Raises
     ------
     ValueError
-        Wrong shapes, an index outside the clip, or a long axis that cannot be measured (NaN
-        keypoints) at the other ED or on the source.
+        Wrong shapes, an index outside the clip, or a long axis or width that cannot be measured
+        (NaN keypoints) at the other ED or on the source.
     """
     src = _keypoints(src_kp, "src_kp")
     frames = _frames_from(other_sequence, other_ed_index, stop, "other_sequence", "other_ed_index")
     frames = frames.astype(np.float64)  # (T, 40, 2)
-    b_o, r_o, l_o = _long_axis_frame(frames[0], f"other_sequence[{other_ed_index}] (the other ED)")
-    _, r_s, l_s = _long_axis_frame(src, "src_kp")
-    normalised = (frames - b_o) @ r_o.T / l_o  # (T, 40, 2) in (axis, normal) units of L_o
-    displacement = normalised - normalised[:1]
-    return (src + l_s * displacement @ r_s).astype(np.float32)
+    other_name = f"other_sequence[{other_ed_index}] (the other ED)"
+    b_o, r_o, l_o = _long_axis_frame(frames[0], other_name)
+    b_s, r_s, l_s = _long_axis_frame(src, "src_kp")
+    local = (frames - b_o) @ r_o.T  # (T, 40, 2) px in (axis, normal)
+    src_local = (src - b_s) @ r_s.T  # (40, 2)
+    w_o, w_s = _half_width(local[0], other_name), _half_width(src_local, "src_kp")
+    # across the axis, each keypoint moves by the same fraction of its own distance from the axis as the other
+    # heart's (the floor, a tenth of the mean half-width, keeps keypoints near the apex from dividing by ~0)
+    floor = TRANSFER_WIDTH_FLOOR
+    across = (np.abs(src_local[:, 1]) + floor * w_s) / (np.abs(local[0, :, 1]) + floor * w_o)
+    scale = np.stack([np.full(N_KEYPOINTS, l_s / l_o), across], axis=-1)  # (40, 2)
+    displacement = (local - local[:1]) * scale
+    return (src + displacement @ r_s).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------

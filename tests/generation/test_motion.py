@@ -94,6 +94,30 @@ def test_transfer_starts_at_the_source_and_keeps_its_shape():
     np.testing.assert_allclose(l_out / l_out[0], l_other / l_other[0], rtol=1e-4)
 
 
+def test_transfer_onto_a_copy_stretched_across_its_axis_reproduces_the_stretched_trajectory():
+    """Fractional shortening is kept across the axis too: a copy of the donor's ED heart half as wide (then
+    rotated and moved) gets the donor's trajectory half as wide (with length alone it moved twice too far)."""
+    seq = other_sequence()
+    narrow = seq.copy()
+    narrow[..., 0] = 50.0 + 0.5 * (seq[..., 0] - 50.0)  # the long axis is vertical through x = 50
+    src = similarity(narrow[0], 20.0, 1.1, (5.0, -3.0))
+    out = transfer_motion(src, seq, 0)
+    np.testing.assert_allclose(out, similarity(narrow, 20.0, 1.1, (5.0, -3.0)), atol=1e-3)
+
+
+def test_transfer_onto_a_narrow_based_heart_keeps_its_walls_apart():
+    """A wide donor's inward wall motion, scaled by length alone, moved a heart whose base is narrow (as a
+    network's mask that tapers into the mitral valve makes it) across itself; per keypoint, it does not."""
+    donor = synthetic_motion(bullet(half_width=22.0), ef=60, heart_rate_bpm=60, fps=10)
+    src = bullet(base=(40.0, 90.0), length=60.0, half_width=14.0)
+    taper = 0.25 + 0.75 * np.concatenate([T_CHORDS, T_CHORDS[::-1]]) ** 0.5  # narrow at the base
+    src[:, 0] = 40.0 + taper * (src[:, 0] - 40.0)
+    out = transfer_motion(src, donor, 0)
+    left, right = out[:, :20, 0], out[:, 39:19:-1, 0]  # keypoint k and 39 - k, at the same level
+    assert (right - left > 0).all()
+    assert ef_of(out) == pytest.approx(ef_of(donor), abs=3.0)
+
+
 def test_transfer_validates_its_inputs():
     seq = other_sequence()
     with pytest.raises(ValueError, match=r"src_kp must have shape \(40, 2\)"):
