@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LookAugmentation", "random_ultrasound_look", "dct_blocks"]
+__all__ = ["LookAugmentation", "contract_lv", "random_ultrasound_look", "dct_blocks"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,3 +192,57 @@ def random_ultrasound_look(x: torch.Tensor, mask: torch.Tensor | None, gen: torc
         outside = outside & ~_chosen(b, s.p_noisy_outside, gen).view(b, 1, 1, 1)
     out = out.masked_fill(outside, 0.0)
     return out.to(device, dtype)
+
+
+def contract_lv(x: torch.Tensor, mask: torch.Tensor, gen: torch.Generator, p: float = 0.5,
+                max_strength: float = 0.7) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squeeze the LV towards its long axis, frame and mask alike, as a contracting or generated frame does.
+
+    Generated loops are warps of a source frame: their end-systolic LV is the source's cavity pushed
+    towards the axis, its walls thickened, its speckle compressed. The phantom's own systole shows a
+    phantom wall contracting, not a warped one, and on warped real frames the packaged segmentation
+    lost the narrowed cavity. With probability ``p`` per sample, every pixel is resampled from farther
+    from the mask's principal axis by ``1 + s`` (``s`` uniform in ``[0, max_strength]``) inside the
+    blood pool, the factor fading to 1 over the surrounding tissue (a blurred copy of the mask), so
+    the cavity narrows by up to ``1 / (1 + max_strength)`` and the walls thicken. Samples without a
+    mask, or not drawn, are unchanged.
+
+    Parameters
+    ----------
+    x, mask : torch.Tensor
+        Frames in [0, 1] and binary LV masks, both ``(B, 1, H, W)``.
+    gen : torch.Generator
+        CPU generator (every draw comes from it).
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        The frames and the masks (bilinear, thresholded at 0.5), same shapes and dtypes.
+    """
+    b, _, h, w = x.shape
+    chosen = _chosen(b, p, gen)
+    strength = _uniform(b, 0.0, max_strength, gen)
+    m = mask.float().cpu()
+    area = m.sum(dim=(1, 2, 3))
+    chosen = chosen & (area >= 16)
+    if not bool(chosen.any()):
+        return x, mask
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    weight = m[:, 0] / area.clamp(min=1)[:, None, None]  # (B, H, W)
+    cy, cx = (weight * ys).sum((1, 2)), (weight * xs).sum((1, 2))
+    dy, dx = ys[None] - cy[:, None, None], xs[None] - cx[:, None, None]
+    cov = torch.stack([(weight * dx * dx).sum((1, 2)), (weight * dx * dy).sum((1, 2)),
+                       (weight * dy * dy).sum((1, 2))], 1)  # (B, 3): xx, xy, yy
+    theta = 0.5 * torch.atan2(2 * cov[:, 1], cov[:, 0] - cov[:, 2])  # principal axis angle
+    nx, ny = -torch.sin(theta), torch.cos(theta)  # unit normal to the axis
+    across = dx * nx[:, None, None] + dy * ny[:, None, None]  # (B, H, W) signed distance from the axis
+    half = torch.sqrt((weight * across**2).sum((1, 2))).clamp(min=1.0)  # RMS half-width
+    fade = _gaussian_blur(m, 0.5 * half)[:, 0]
+    fade = (2.0 * fade).clamp(max=1.0)  # 1 inside the pool, fading to 0 over about half a width outside
+    factor = (strength * chosen.float())[:, None, None] * fade  # (B, H, W)
+    sx, sy = xs[None] + factor * across * nx[:, None, None], ys[None] + factor * across * ny[:, None, None]
+    grid = torch.stack([2 * (sx + 0.5) / w - 1, 2 * (sy + 0.5) / h - 1], dim=-1)  # align_corners=False
+    grid = grid.to(x.device, x.dtype)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    moved = F.grid_sample(mask.to(x.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5
+    return out, moved.to(mask.dtype)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from echokdm.config import load_config
 from echokdm.data.manifest import clip_file_stem, load_manifest, read_clip
-from echokdm.echo.augment import random_ultrasound_look
+from echokdm.echo.augment import contract_lv, random_ultrasound_look
 from echokdm.echo.segmentation import LVSegmentationNet
 from echokdm.geometry.resize import resize_images
 from echokdm.io.atomic import atomic_output
@@ -57,6 +57,8 @@ class SegDataConfig:
     augment: bool = True
     elastic_px: float = 3.0
     look_augment: bool = False  # sim-to-real look changes (echokdm.echo.augment), after the spatial ones
+    contract_augment: float = 0.0  # probability of squeezing the LV towards its axis (echokdm.echo.augment.contract_lv)
+    contract_max: float = 0.7  # its largest strength (the cavity narrows by up to 1 / (1 + contract_max))
     zoom_range: tuple[float, float] = (0.9, 1.1)  # content scale of the random affine
     aspect_range: tuple[float, float] = (1.0, 1.0)  # column stretch against rows
     max_clips: int | None = None
@@ -67,6 +69,10 @@ class SegDataConfig:
             if not (len(value) == 2 and 0 < value[0] <= value[1]):
                 raise ValueError(f"data.{name} must be [low, high] with 0 < low <= high, got {list(value)}")
             setattr(self, name, value)
+        if not 0.0 <= self.contract_augment <= 1.0:
+            raise ValueError(f"data.contract_augment must be a probability in [0, 1], got {self.contract_augment}")
+        if not self.contract_max >= 0.0:
+            raise ValueError(f"data.contract_max must be >= 0, got {self.contract_max}")
         if self.size < 16:
             raise ValueError(f"data.size must be >= 16 pixels, got {self.size}")
         if self.max_clips is not None and self.max_clips < 1:
@@ -265,6 +271,8 @@ def train_segmentation(config: SegConfig, manifest: str | os.PathLike, out: str 
         idx = torch.randint(len(train), (config.train.batch_size,), generator=gen)
         x = frames[idx, None].float() / 255.0  # (B, 1, S, S)
         y = masks[idx, None].float()
+        if config.data.contract_augment > 0:
+            x, y = contract_lv(x, y, gen, config.data.contract_augment, config.data.contract_max)
         if config.data.augment:
             x, y = _augment(x, y, gen, config.data.elastic_px, config.data.zoom_range, config.data.aspect_range)
         if config.data.look_augment:

@@ -1,7 +1,8 @@
+import numpy as np
 import pytest
 import torch
 
-from echokdm.echo.augment import LookAugmentation, dct_blocks, random_ultrasound_look
+from echokdm.echo.augment import LookAugmentation, contract_lv, dct_blocks, random_ultrasound_look
 
 OFF = LookAugmentation(p_blood=0, p_blur=0, p_speckle=0, p_tgc=0, p_haze=0, p_noise=0, p_gamma=0, p_jpeg=0,
                        p_noisy_outside=0)
@@ -86,3 +87,40 @@ def test_zoom_and_aspect_augmentation_move_frame_and_mask_together():
     assert cols > 12 * 1.15 and rows < 24 * 1.15  # wider, not taller (up to the random rotation)
     with pytest.raises(ValueError, match="zoom_range"):
         SegDataConfig(zoom_range=(1.2, 0.8))
+
+
+def _ellipse_batch(n=3, size=64):
+    yy, xx = np.mgrid[0:size, 0:size]
+    mask = (((xx - 30) / 10.0) ** 2 + ((yy - 34) / 22.0) ** 2 < 1).astype(np.float32)  # long axis vertical
+    ring = (((xx - 30) / 15.0) ** 2 + ((yy - 34) / 27.0) ** 2 < 1).astype(np.float32) - mask
+    frame = 0.05 + 0.8 * ring  # dark pool, bright wall
+    x = torch.from_numpy(np.repeat(frame[None, None], n, 0))
+    y = torch.from_numpy(np.repeat(mask[None, None], n, 0))
+    return x, y
+
+
+def test_contract_lv_narrows_the_pool_across_its_axis_frame_and_mask_together():
+    x, y = _ellipse_batch()
+    gen = torch.Generator().manual_seed(0)
+    xo, yo = contract_lv(x, y, gen, p=1.0, max_strength=0.7)
+    assert xo.shape == x.shape and yo.shape == y.shape and yo.dtype == y.dtype
+    for i in range(len(x)):
+        before, after = y[i, 0].numpy() > 0, yo[i, 0].numpy() > 0
+        assert after.sum() < 0.95 * before.sum() and not (after & ~before).any()  # narrower, inside the old pool
+        rows_b, cols_b = np.nonzero(before)
+        rows_a, cols_a = np.nonzero(after)
+        assert np.ptp(cols_a) < np.ptp(cols_b) and np.ptp(rows_a) >= np.ptp(rows_b) - 2  # across, not along
+        assert xo[i, 0].numpy()[after].mean() < 0.2  # the frame's dark pool moved with the mask
+        wall = (xo[i, 0].numpy() > 0.4) & ~after
+        assert wall.sum() > (x[i, 0].numpy() > 0.4).sum()  # the wall thickened into the old pool
+    again = contract_lv(x, y, torch.Generator().manual_seed(0), p=1.0, max_strength=0.7)
+    assert torch.equal(again[0], xo) and torch.equal(again[1], yo)
+
+
+def test_contract_lv_leaves_undrawn_and_empty_samples():
+    x, y = _ellipse_batch(2)
+    y[1] = 0
+    xo, yo = contract_lv(x, y, torch.Generator().manual_seed(0), p=0.0)
+    assert torch.equal(xo, x) and torch.equal(yo, y)
+    xo, yo = contract_lv(x, y, torch.Generator().manual_seed(0), p=1.0)
+    assert torch.equal(xo[1], x[1]) and torch.equal(yo[1], y[1]) and not torch.equal(yo[0], y[0])
