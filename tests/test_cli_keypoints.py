@@ -74,3 +74,39 @@ def test_ef_command_writes_per_clip_csv_summary_and_bland_altman(cohort, tmp_pat
 def test_missing_manifest_is_a_file_not_found_error_naming_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="absent.csv"):
         _run(["ef", str(tmp_path / "absent.csv"), "-o", str(tmp_path), "--no-progress"])
+
+
+def test_ef_with_a_segmentation_model_segments_each_clip_as_echokdm_segment_would(tmp_path):
+    """``--segmentation`` takes a model (a packaged name) as well as an ``echokdm segment`` folder: on pydicom's
+    real scanner cine both give the same keypoints and EF, the apex on the transducer's side; a value that is
+    neither is refused before anything is written."""
+    import shutil
+    import warnings
+
+    import pydicom.examples
+
+    from echokdm.cli.segment import register as register_segment
+    from echokdm.data.manifest import scan_folder
+
+    (tmp_path / "dicom").mkdir()
+    shutil.copy(pydicom.examples.get_path("ybr_color"), tmp_path / "dicom" / "cine.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its calibration region belongs to another image size
+        write_manifest(scan_folder(tmp_path / "dicom", "dicom", progress=False).manifest, tmp_path / "real.csv")
+        parser = argparse.ArgumentParser(prog="echokdm")
+        register_segment(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(["segment", str(tmp_path / "real.csv"), "--segmentation", "seg_phantom_112",
+                                  "-o", str(tmp_path / "seg"), "--no-progress"])
+        assert args.func(args) == 0
+        assert _run(["ef", str(tmp_path / "real.csv"), "--segmentation", str(tmp_path / "seg"),
+                     "-o", str(tmp_path / "from_folder"), "--no-progress"]) == 0
+        assert _run(["ef", str(tmp_path / "real.csv"), "--segmentation", "seg_phantom_112",
+                     "-o", str(tmp_path / "from_model"), "--no-progress"]) == 0
+    folder = pd.read_csv(tmp_path / "from_folder" / "ef_per_clip.csv")
+    model = pd.read_csv(tmp_path / "from_model" / "ef_per_clip.csv")
+    assert model["apex_direction"].tolist() == ["up"] and 20 < model["ef"].iloc[0] < 60
+    assert model["ef"].iloc[0] == pytest.approx(folder["ef"].iloc[0], abs=1e-6)
+    with pytest.raises(FileNotFoundError, match="neither an 'echokdm segment' output folder"):
+        _run(["ef", str(tmp_path / "real.csv"), "--segmentation", str(tmp_path / "nothing"),
+              "-o", str(tmp_path / "bad"), "--no-progress"])
+    assert not (tmp_path / "bad").exists()

@@ -53,6 +53,14 @@ def _table(args: argparse.Namespace, parts: Path):
     interruption). None in a launched process other than the main one."""
     from echokdm.cli.parallel import keypoints_table_parallel
 
+    if args.segmentation and not (Path(args.segmentation) / "segmentation.csv").exists():
+        from echokdm.pretrained import resolve_checkpoint
+
+        try:  # a model: refused here, once, rather than for every clip
+            resolve_checkpoint(args.segmentation, "segmentation")
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"--segmentation {args.segmentation}: neither an 'echokdm segment' output folder "
+                                    f"(no segmentation.csv) nor a segmentation model ({exc})") from exc
     return keypoints_table_parallel(args.manifest, parts, workers=args.workers, smooth_sigma_frames=args.smooth_sigma,
                                     apex_direction=args.apex_direction, segmentation=args.segmentation,
                                     progress=not args.no_progress)
@@ -139,9 +147,10 @@ def cmd_ef(args: argparse.Namespace) -> int:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", help="manifest CSV (see data_manifests/README.md)")
-    p.add_argument("--segmentation", metavar="DIR", default=None,
-                   help="output folder of 'echokdm segment': use its predicted mask of every frame "
-                        "(whole cardiac cycles for EchoNet clips traced on two frames)")
+    p.add_argument("--segmentation", metavar="DIR|MODEL", default=None,
+                   help="output folder of 'echokdm segment', or a segmentation model folder or packaged name "
+                        "(e.g. seg_phantom_112, run here inside each clip's fan): the predicted mask of every "
+                        "frame (whole cardiac cycles for EchoNet clips traced on two frames)")
     p.add_argument("--smooth-sigma", type=float, default=1.0, metavar="FRAMES",
                    help="Gaussian smoothing of apex/annulus over consecutive labelled frames, in frames; "
                         "0 for none (default: %(default)s)")

@@ -60,6 +60,14 @@ def _keypoints_clip(rows: pd.DataFrame, **options) -> dict:
     return {field.name: getattr(table, field.name) for field in dataclasses.fields(table)}
 
 
+def _absolute(folder_or_name: str | os.PathLike) -> str:
+    """A folder by its absolute path (workers may run elsewhere); a packaged checkpoint name (no such folder
+    here) as it is, for ``resolve_checkpoint`` to find. (Resolving the name against the working directory
+    made ``segment --checkpoint seg_phantom_112`` look for ./seg_phantom_112.)"""
+    path = Path(folder_or_name)
+    return str(path.resolve()) if path.exists() else str(folder_or_name)
+
+
 def keypoints_table_parallel(manifest: pd.DataFrame | str | os.PathLike, parts: str | os.PathLike, *,
                              workers: int = 1, smooth_sigma_frames: float = 1.0,
                              apex_direction: str | tuple[float, float] | None = "auto",
@@ -77,7 +85,7 @@ def keypoints_table_parallel(manifest: pd.DataFrame | str | os.PathLike, parts: 
 
     frame = _manifest(manifest)
     options = {"smooth_sigma_frames": smooth_sigma_frames, "apex_direction": apex_direction,
-               "segmentation": str(Path(segmentation).resolve()) if segmentation else None}
+               "segmentation": _absolute(segmentation) if segmentation else None}
     task = functools.partial(_keypoints_clip, **options)
     done = map_clips(frame, task, parts, workers=workers, settings={"keypoints": 2, **options}, progress=progress,
                      desc="keypoints")
@@ -128,7 +136,7 @@ def segment_manifest_parallel(manifest: str | os.PathLike, checkpoint: str | os.
     frame = _manifest(manifest)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     parts = out / ".segment.parts"
-    checkpoint = str(Path(checkpoint).resolve())
+    checkpoint = _absolute(checkpoint)
     task = functools.partial(_segment_clip, checkpoint=checkpoint, out=str(out.resolve()), batch_size=batch_size,
                              device=device)
     done = map_clips(frame, task, parts, workers=workers, settings={"segment": 1, "checkpoint": checkpoint},
@@ -206,7 +214,7 @@ def cache_flows_parallel(manifest: str | os.PathLike, checkpoint: str | os.PathL
                               "(--overwrite) or resume")
     (out / "flows").mkdir(parents=True, exist_ok=True)
     parts = out / ".flow.parts"
-    checkpoint = str(Path(checkpoint).resolve())
+    checkpoint = _absolute(checkpoint)
     task = functools.partial(_flow_clip, checkpoint=checkpoint, out=str(out.resolve()), gaps=tuple(gaps),
                              batch_size=batch_size, device=device, overwrite=overwrite, pool=pool)
     settings = {"flow": 1, "checkpoint": checkpoint, "gaps": list(gaps), "overwrite": overwrite, "pool": pool}

@@ -58,8 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Segment every frame of every clip with a trained segmentation model; report Dice per clip and "
                     "per patient on the frames that have labels.")
     p.add_argument("manifest", help="manifest CSV of the clips to segment")
-    p.add_argument("--checkpoint", required=True,
-                   help="segmentation model folder (a run's best/ or last/) or a packaged name, e.g. seg_phantom_112")
+    p.add_argument("--checkpoint", "--segmentation", dest="checkpoint", required=True, metavar="MODEL",
+                   help="segmentation model folder (a run's best/ or last/) or a packaged name, e.g. seg_phantom_112 "
+                        "(--segmentation, as in the other commands, is the same option)")
     p.add_argument("-o", "--out", required=True, help="output folder (masks/*.npz, segmentation.csv)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="worker processes on this machine, one clip at a time each (default: %(default)s; "

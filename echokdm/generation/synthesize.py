@@ -527,7 +527,7 @@ class _MadeLoop:
     @staticmethod
     def to_part(loop) -> dict[str, Any]:
         fields = {name: getattr(loop, name) for name in _LOOP_FIELDS}
-        fields["metadata"] = {key: loop.metadata[key] for key in ("fan_masked", "ef_trajectory")
+        fields["metadata"] = {key: loop.metadata[key] for key in ("fan_masked", "ef_trajectory", "ef_achieved_note")
                               if key in loop.metadata}
         return {"loop": fields}
 

@@ -28,6 +28,7 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -247,6 +248,41 @@ def _segmentation_index(folder: str | os.PathLike | None) -> dict[tuple[str, str
     return {(r["dataset"], r["clip_id"]): Path(folder) / r["masks"] for r in table.to_dict("records")}
 
 
+def _segmentation_source(value: str | os.PathLike | None) -> tuple[dict[tuple[str, str], Path], Any]:
+    """``(predicted-mask files by (dataset, clip_id), model or None)`` for a ``segmentation`` argument: an
+    ``echokdm segment`` output folder, else a segmentation model folder or packaged name (segmented here)."""
+    if value is None:
+        return {}, None
+    if (Path(value) / "segmentation.csv").exists():
+        return _segmentation_index(value), None
+    from echokdm.echo.segmentation import LVSegmentationNet
+    from echokdm.pretrained import resolve_checkpoint
+
+    try:
+        folder = resolve_checkpoint(value, "segmentation")
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{value}: neither an 'echokdm segment' output folder (no segmentation.csv) nor a "
+                                f"segmentation model ({exc})") from exc
+    return {}, LVSegmentationNet.from_pretrained(folder)
+
+
+def _predicted_masks(cine, seg_path: Path | None, model) -> np.ndarray | None:
+    """The masks ``uint8`` ``(T, H, W)`` a segmentation gives the clip: read from ``seg_path``, else predicted
+    by ``model`` inside the clip's fan; None without either."""
+    if seg_path is not None:
+        masks = np.load(seg_path)["masks"]
+        if masks.shape != cine.frames.shape:
+            raise ValueError(f"{seg_path}: predicted masks {masks.shape} do not match the clip {cine.frames.shape}")
+        return masks
+    if model is None:
+        return None
+    import torch
+
+    from echokdm.io.fan import fan_mask_or_none
+
+    return model.predict_masks(torch.from_numpy(cine.frames), region=fan_mask_or_none(cine)).numpy()
+
+
 def keypoints_table(
     manifest: pd.DataFrame | str | os.PathLike,
     *,
@@ -269,9 +305,12 @@ def keypoints_table(
     read_clip : callable, optional
         ``row -> Cine`` (default :func:`~echokdm.data.manifest.read_clip`).
     segmentation : path, optional
-        Output folder of ``echokdm segment`` (``segmentation.csv`` + ``masks/*.npz``). Clips found
+        Output folder of ``echokdm segment`` (``segmentation.csv`` + ``masks/*.npz``): clips found
         there use the predicted mask of every frame (``mask_source`` = ``"segmentation"``), so
         EchoNet clips get keypoints and volumes over the whole cycle; other clips keep their labels.
+        Or a segmentation model folder or packaged name (``seg_phantom_112``): every clip is
+        segmented here, inside its ultrasound fan (``predict_masks(region=)``), as ``echokdm segment``
+        would.
         For predicted masks, ``apex_direction="auto"`` takes the side of the clip's sector apex when its
         fan is found (:func:`echokdm.io.fan.apex_direction_with_fan`), else detects it from the masks.
 
@@ -288,7 +327,7 @@ def keypoints_table(
 
     frame = manifest if isinstance(manifest, pd.DataFrame) else manifest_module.load_manifest(manifest)
     read = read_clip or manifest_module.read_clip
-    predicted = _segmentation_index(segmentation)
+    predicted, model = _segmentation_source(segmentation)
     tables, infos, skipped = [], [], []
     for _, row in tqdm(frame.iterrows(), total=len(frame), desc="keypoints", unit="clip", disable=not progress):
         item = f"{row['dataset']}/{row['clip_id']}"
@@ -296,18 +335,14 @@ def keypoints_table(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # reader notes do not stop a batch; problems raise
                 cine = read(row)
-            seg_path = predicted.get((str(row["dataset"]), str(row["clip_id"])))
-            if seg_path is not None:
-                masks = np.load(seg_path)["masks"]
-                if masks.shape != cine.frames.shape:
-                    raise ValueError(f"{seg_path}: predicted masks {masks.shape} do not match the clip "
-                                     f"{cine.frames.shape}")
+            masks = _predicted_masks(cine, predicted.get((str(row["dataset"]), str(row["clip_id"]))), model)
+            side = apex_direction
+            if masks is not None:
                 cine = dataclasses.replace(cine, masks=masks, labelled_frames=None, tracings=None)
-            # a network's masks: the apex side from the sector when "auto" (as generate's clip_keypoints)
-            side = apex_direction if seg_path is None else apex_direction_with_fan(fan_mask_or_none(cine),
-                                                                                   apex_direction)
+                # a network's masks: the apex side from the sector when "auto" (as generate's clip_keypoints)
+                side = apex_direction_with_fan(fan_mask_or_none(cine), apex_direction)
             rows = cine_keypoints(cine, smooth_sigma_frames=smooth_sigma_frames, apex_direction=side)
-            if seg_path is not None:
+            if masks is not None:
                 rows["mask_source"] = "segmentation"
         except Exception as exc:  # noqa: BLE001 - a batch lists every failure and goes on
             skipped.append((f"{item} ({row['path']})", f"{type(exc).__name__}: {exc}"))
