@@ -116,7 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: $ECHOKDM_LPIPS_WEIGHTS, else download)")
     p.add_argument("--segmentation", default=None,
                    help="segmentation model folder or packaged name (seg_phantom_112): keypoint MD and EF of "
-                        "generated loops")
+                        "generated loops, and the keypoints of real clips without masks when --masks is not given "
+                        "(segmented here, inside each clip's fan)")
     p.add_argument("--masks", default=None,
                    help="output folder of `echokdm segment` (keypoints of real clips without masks)")
     p.add_argument("--own-motion", choices=("auto", "tracking", "segmentation"), default="auto",

@@ -55,7 +55,8 @@ def _mask_keypoints(cine, row, segmentation: str | None) -> np.ndarray:
         masks = np.load(path)["masks"]
     if masks is None:
         raise ValueError("data.keypoints: masks needs a mask on every frame; set data.segmentation to the "
-                         "output of echokdm segment")
+                         "output of echokdm segment (echokdm evaluate: --masks DIR, or --segmentation MODEL to "
+                         "segment the clip there)")
     return sequence_keypoints(masks).keypoints
 
 

@@ -144,13 +144,13 @@ def choose_frames(volumes: np.ndarray, max_targets: int, fps: float | None = Non
 
 
 def _own_motion(kp: np.ndarray, frames: np.ndarray, source: int, targets: np.ndarray, mode: str,
-                segmentation: str | None, own_motion: str) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """``(motion keypoints, EF keypoints or None, keypoint source)`` of an own-beat case."""
+                networks: bool, own_motion: str) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """``(motion keypoints, EF keypoints or None, keypoint source)`` of an own-beat case; ``networks``: the
+    keypoints come from a network's masks."""
     from echokdm.generation.tracking import OWN_MOTIONS, own_beat_motion
 
     if own_motion not in OWN_MOTIONS:
         raise ValueError(f"own_motion must be one of {OWN_MOTIONS}, got {own_motion!r}")
-    networks = mode == "masks" and bool(segmentation)
     if own_motion == "segmentation" or (own_motion == "auto" and not networks):
         return kp, None, mode
     end = int(targets[-1]) + 1
@@ -164,7 +164,8 @@ def _own_motion(kp: np.ndarray, frames: np.ndarray, source: int, targets: np.nda
 
 def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targets: int = 8,
               keypoints: str = "auto", segmentation: str | None = None,
-              truth: dict[str, Path] | None = None, own_motion: str = "auto") -> EvalCase:
+              truth: dict[str, Path] | None = None, own_motion: str = "auto",
+              segmentation_model=None) -> EvalCase:
     """Read one manifest row into an :class:`EvalCase` at frame size ``size``.
 
     Parameters
@@ -182,6 +183,10 @@ def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targe
         frame, or ``segmentation``'s).
     segmentation : str, optional
         Output folder of ``echokdm segment`` (masks of unlabelled frames).
+    segmentation_model : LVSegmentationNet or path, optional
+        Without ``segmentation``, a clip that lacks a mask on some frame is segmented here by this
+        model, inside its ultrasound fan (:func:`~echokdm.generation.loop.clip_keypoints`, as
+        ``echokdm generate`` does), instead of being skipped.
     truth : dict, optional
         ``clip_id → ground-truth .npz`` (:func:`echokdm.data.ground_truth.ground_truth_files`), looked up
         when None.
@@ -195,6 +200,8 @@ def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targe
     from echokdm.data.echo_pairs import echo_clip_keypoints
     from echokdm.data.ground_truth import ground_truth_files
     from echokdm.data.manifest import read_clip
+    from echokdm.data.pairs import scale_keypoints
+    from echokdm.generation.loop import clip_keypoints, fully_labelled
     from echokdm.geometry.resize import resize_flow, resize_images
     from echokdm.geometry.volumes import simpson_volume
 
@@ -205,10 +212,15 @@ def load_case(row: pd.Series, manifest_path: str | Path, size: int, *, max_targe
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cine = read_clip(row)
-    kp, clip = echo_clip_keypoints(cine, row, mode, truth, size, segmentation=segmentation, need_truth=has_truth)
+    networks = mode == "masks" and bool(segmentation)
+    if mode == "masks" and not segmentation and segmentation_model is not None and not fully_labelled(cine):
+        kp = scale_keypoints(clip_keypoints(cine, segmentation_model), cine.frames.shape[-2:], size)
+        clip, networks = (echo_clip_keypoints(cine, row, "phantom", truth, size)[1] if has_truth else None), True
+    else:
+        kp, clip = echo_clip_keypoints(cine, row, mode, truth, size, segmentation=segmentation, need_truth=has_truth)
     frames = resize_images(cine.frames, size, dtype=np.uint8).astype(np.float32) / 255.0
     source, targets = choose_frames(simpson_volume(kp), max_targets, cine.fps)
-    kp, ef_kp, kp_source = _own_motion(kp, frames, source, targets, mode, segmentation, own_motion)
+    kp, ef_kp, kp_source = _own_motion(kp, frames, source, targets, mode, networks, own_motion)
     ref = steps = None
     if clip is not None:
         ref = np.stack([resize_flow(clip.flow(source, int(t)), size) for t in targets]).astype(np.float32)

@@ -612,7 +612,8 @@ def _run_cases(rows: pd.DataFrame, manifest: Path, size: int, config: EvaluateCo
         stem = clip_file_stem(str(row["clip_id"]))
         try:
             case = load_case(row, manifest, size, max_targets=config.max_targets, keypoints=config.keypoints,
-                             segmentation=config.masks, truth=truth, own_motion=config.own_motion)
+                             segmentation=config.masks, truth=truth, own_motion=config.own_motion,
+                             segmentation_model=scorers.segmentation)
         except Exception as exc:  # noqa: BLE001 - listed, never silently dropped
             run.skipped.append((str(row["clip_id"]), f"{type(exc).__name__}: {exc}"))
             continue

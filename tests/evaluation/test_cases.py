@@ -91,3 +91,30 @@ def test_own_motion_of_a_segmented_clip_is_tracked_with_the_segmentation_ef(coho
     assert phantom.keypoint_source == "phantom" and phantom.ef_keypoints is None
     with pytest.raises(ValueError, match="own_motion must be"):
         load_case(row, cohort, 32, keypoints="masks", segmentation=str(tmp_path), own_motion="flow")
+
+
+def test_a_clip_without_masks_is_segmented_by_the_model_inside_its_fan(tmp_path):
+    """pydicom's real scanner cine (no masks): with a segmentation model and no ``echokdm segment`` folder the
+    case is segmented here (inside the fan, as ``generate`` does) instead of being refused."""
+    import shutil
+    import warnings
+
+    import pydicom.examples
+
+    from echokdm.data.manifest import scan_folder, write_manifest
+    from echokdm.pretrained import pretrained_path
+
+    (tmp_path / "dicom").mkdir()
+    shutil.copy(pydicom.examples.get_path("ybr_color"), tmp_path / "dicom" / "cine.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its calibration region belongs to another image size
+        write_manifest(scan_folder(tmp_path / "dicom", "dicom", progress=False).manifest, tmp_path / "real.csv")
+        row = load_manifest(tmp_path / "real.csv").iloc[0]
+        with pytest.raises(ValueError, match="needs a mask on every frame"):
+            load_case(row, tmp_path / "real.csv", 112, max_targets=4, keypoints="masks")
+        case = load_case(row, tmp_path / "real.csv", 112, max_targets=4, keypoints="masks",
+                         segmentation_model=pretrained_path("seg_phantom_112"), own_motion="segmentation")
+    assert case.frames.shape == (30, 112, 112) and case.keypoint_source == "masks"
+    assert np.isfinite(case.keypoints[case.source]).all()
+    base, apex = case.keypoints[case.source][[0, 39]].mean(0), case.keypoints[case.source][19:21].mean(0)
+    assert apex[1] < base[1] - 20  # the apex up, towards the transducer
