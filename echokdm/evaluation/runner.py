@@ -569,8 +569,9 @@ def _evaluated_rows(table: pd.DataFrame, config: EvaluateConfig, manifest: Path)
     """The manifest rows of ``config.split`` (all for ``"all"``), at most ``config.max_clips``."""
     rows = table if config.split == "all" else table[table["split"] == config.split]
     if rows.empty:
-        raise ValueError(f"{manifest}: no clips in split {config.split!r} "
-                         f"(splits: {', '.join(sorted(table['split'].unique()))})")
+        present = sorted(table["split"].unique())
+        raise ValueError(f"{manifest}: no clips in split {config.split!r} (splits: {', '.join(present)}); "
+                         f"choose one with --split ({' or '.join(present)}, or all)")
     return rows if config.max_clips is None else rows.iloc[: config.max_clips]
 
 

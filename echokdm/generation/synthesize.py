@@ -617,8 +617,9 @@ def _source_rows(table: pd.DataFrame, split: str, where: Path) -> pd.DataFrame:
         raise ValueError(f"split must be one of {', '.join(_SPLITS)}, got {split!r}")
     rows = table if split == "all" else table[table["split"] == split]
     if rows.empty:
-        raise ValueError(f"{where}: no clips in split {split!r} (splits present: "
-                         f"{', '.join(sorted(set(table['split'])))})")
+        present = sorted(set(table["split"]))
+        raise ValueError(f"{where}: no clips in split {split!r} (splits present: {', '.join(present)}); "
+                         f"choose one with --split ({' or '.join(present)}, or all)")
     return rows
 
 

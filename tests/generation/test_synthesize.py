@@ -266,7 +266,7 @@ def test_unusable_clips_are_skipped_and_listed(data, tmp_path):
 
 def test_bad_settings_fail_before_anything_is_written(data, tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match="no clips in split 'test'"):
+    with pytest.raises(ValueError, match=r"no clips in split 'test' .*; choose one with --split \("):
         synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=1, **FAST)
     with pytest.raises(ValueError, match="not both"):
         synthesize_cohort(data["manifest"], CopyPipeline(), out, n_loops=1, ef_range=(30, 40),
