@@ -53,7 +53,7 @@ def _size(paths) -> int:
     return sum(p.stat().st_size for p in paths)
 
 
-def segment_frames(manifest: Path, out: Path, workers: int, device: str) -> float:
+def _segment(manifest: Path, out: Path, workers: int, device: str) -> float:
     from echokdm.cli.parallel import segment_manifest_parallel
 
     start = time.perf_counter()
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
                         "flow_pairs": pairs})
         for workers in worker_counts:
             seg, kp, flow = (tmp / f"{name}{workers}" for name in ("seg", "kp", "flow"))
-            figures[f"segment_frames_per_s_workers{workers}"] = round(frames / segment_frames(manifest, seg, workers,
+            figures[f"segment_frames_per_s_workers{workers}"] = round(frames / _segment(manifest, seg, workers,
                                                                                          args.device), 1)
             figures[f"keypoints_frames_per_s_workers{workers}"] = round(frames / _keypoints(manifest, seg, kp,
                                                                                              workers), 1)

@@ -285,14 +285,14 @@ def encode_jpeg_lossless(frame: np.ndarray, precision: int = 8) -> bytes:
         if 0 < category < 16:
             bits.write(diff if diff > 0 else diff - 1 + (1 << category), category)
     header = (b"\xff\xd8"
-              + segment_frames(0xC3, bytes([precision]) + height.to_bytes(2, "big") + width.to_bytes(2, "big")
+              + _segment(0xC3, bytes([precision]) + height.to_bytes(2, "big") + width.to_bytes(2, "big")
                          + bytes([1, 1, 0x11, 0]))
-              + segment_frames(0xC4, bytes([0x00]) + bytes(_HUFF_BITS) + bytes(_HUFF_VALUES))
-              + segment_frames(0xDA, bytes([1, 1, 0x00, 1, 0, 0])))
+              + _segment(0xC4, bytes([0x00]) + bytes(_HUFF_BITS) + bytes(_HUFF_VALUES))
+              + _segment(0xDA, bytes([1, 1, 0x00, 1, 0, 0])))
     return header + bits.flush() + b"\xff\xd9"
 
 
-def segment_frames(marker: int, payload: bytes) -> bytes:
+def _segment(marker: int, payload: bytes) -> bytes:
     return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
 
 
