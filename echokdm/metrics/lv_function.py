@@ -24,6 +24,7 @@ the ``volume_units`` column says which.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import warnings
 from collections.abc import Callable
@@ -255,7 +256,6 @@ def _segmentation_source(value: str | os.PathLike | None) -> tuple[dict[tuple[st
         return {}, None
     if (Path(value) / "segmentation.csv").exists():
         return _segmentation_index(value), None
-    from echokdm.echo.segmentation import LVSegmentationNet
     from echokdm.pretrained import resolve_checkpoint
 
     try:
@@ -263,7 +263,15 @@ def _segmentation_source(value: str | os.PathLike | None) -> tuple[dict[tuple[st
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{value}: neither an 'echokdm segment' output folder (no segmentation.csv) nor a "
                                 f"segmentation model ({exc})") from exc
-    return {}, LVSegmentationNet.from_pretrained(folder)
+    return {}, _segmentation_model(str(folder))
+
+
+@functools.lru_cache(maxsize=2)
+def _segmentation_model(folder: str):
+    """The model of ``folder``, loaded once per process (``keypoints_table`` runs once per clip in parallel runs)."""
+    from echokdm.echo.segmentation import LVSegmentationNet
+
+    return LVSegmentationNet.from_pretrained(folder).eval()
 
 
 def _predicted_masks(cine, seg_path: Path | None, model) -> np.ndarray | None:
