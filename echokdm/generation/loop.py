@@ -742,7 +742,7 @@ def source_from_file(
         keypoints; the message names the file.
     """
     from echokdm.geometry.keypoints import KeypointError, mask_keypoints
-    from echokdm.io.fan import apex_direction_with_fan
+    from echokdm.io.fan import apex_direction_with_fan, fan_mask_or_none
 
     path = Path(path)
     cine = read_source(path, format, **read_kwargs)
@@ -765,7 +765,7 @@ def source_from_file(
                                  "a mask or a segmentation model (echokdm generate: --keypoints FILE, --mask FILE or "
                                  "--segmentation MODEL, e.g. the packaged seg_phantom_112)")
             if own is None:
-                fan = _fan_or_none(cine)
+                fan = fan_mask_or_none(cine)
                 m = segment_frames(load_segmentation(segmentation), frame[None], fan)[0]
                 side = apex_direction_with_fan(fan, apex_direction)
                 own = mask_keypoints(m, apex_direction=side).keypoints, "segmentation"
@@ -774,13 +774,6 @@ def source_from_file(
         raise ValueError(f"{path}: frame {frame_index}: no keypoints from the mask ({exc})") from exc
     return LoopSource(frame, np.asarray(kp, np.float32), cine.fps, cine.spacing_mm, cine.patient_id or None,
                       cine, how)
-
-
-def _fan_or_none(cine) -> np.ndarray | None:
-    """The clip's fan mask ``(H, W)`` bool, or None when none is found (then nothing is masked)."""
-    from echokdm.io.fan import fan_mask_or_none
-
-    return fan_mask_or_none(cine)
 
 
 def fully_labelled(cine) -> bool:
@@ -809,12 +802,12 @@ def clip_keypoints(cine, segmentation=None, *, smooth_sigma_frames: float = 1.0,
         When the clip is not labelled on every frame and no model is given (names the clip).
     """
     from echokdm.geometry.temporal import sequence_keypoints
-    from echokdm.io.fan import apex_direction_with_fan
+    from echokdm.io.fan import apex_direction_with_fan, fan_mask_or_none
 
     if fully_labelled(cine):
         masks = cine.masks
     elif segmentation is not None:
-        fan = np.asarray(fan_mask, dtype=bool) if fan_mask is not None else _fan_or_none(cine)
+        fan = np.asarray(fan_mask, dtype=bool) if fan_mask is not None else fan_mask_or_none(cine)
         masks = segment_frames(load_segmentation(segmentation), cine.frames, fan)
         apex_direction = apex_direction_with_fan(fan, apex_direction)
     else:
