@@ -53,14 +53,10 @@ def _table(args: argparse.Namespace, parts: Path):
     interruption). None in a launched process other than the main one."""
     from echokdm.cli.parallel import keypoints_table_parallel
 
-    if args.segmentation and not (Path(args.segmentation) / "segmentation.csv").exists():
-        from echokdm.pretrained import resolve_checkpoint
+    if args.segmentation:
+        from echokdm.metrics.lv_function import segmentation_source
 
-        try:  # a model: refused here, once, rather than for every clip
-            resolve_checkpoint(args.segmentation, "segmentation")
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"--segmentation {args.segmentation}: neither an 'echokdm segment' output folder "
-                                    f"(no segmentation.csv) nor a segmentation model ({exc})") from exc
+        segmentation_source(args.segmentation)  # a value that is neither is refused here, once, not for every clip
     return keypoints_table_parallel(args.manifest, parts, workers=args.workers, smooth_sigma_frames=args.smooth_sigma,
                                     apex_direction=args.apex_direction, segmentation=args.segmentation,
                                     progress=not args.no_progress)

@@ -44,6 +44,7 @@ __all__ = [
     "EFTable",
     "cine_keypoints",
     "keypoints_table",
+    "segmentation_source",
     "ef_table",
     "ef_agreement",
     "plot_ef_agreement",
@@ -249,7 +250,7 @@ def _segmentation_index(folder: str | os.PathLike | None) -> dict[tuple[str, str
     return {(r["dataset"], r["clip_id"]): Path(folder) / r["masks"] for r in table.to_dict("records")}
 
 
-def _segmentation_source(value: str | os.PathLike | None) -> tuple[dict[tuple[str, str], Path], Any]:
+def segmentation_source(value: str | os.PathLike | None) -> tuple[dict[tuple[str, str], Path], Any]:
     """``(predicted-mask files by (dataset, clip_id), model or None)`` for a ``segmentation`` argument: an
     ``echokdm segment`` output folder, else a segmentation model folder or packaged name (segmented here)."""
     if value is None:
@@ -335,7 +336,7 @@ def keypoints_table(
 
     frame = manifest if isinstance(manifest, pd.DataFrame) else manifest_module.load_manifest(manifest)
     read = read_clip or manifest_module.read_clip
-    predicted, model = _segmentation_source(segmentation)
+    predicted, model = segmentation_source(segmentation)
     tables, infos, skipped = [], [], []
     for _, row in tqdm(frame.iterrows(), total=len(frame), desc="keypoints", unit="clip", disable=not progress):
         item = f"{row['dataset']}/{row['clip_id']}"
