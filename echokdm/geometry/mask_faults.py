@@ -18,10 +18,12 @@ import numpy as np
 
 from echokdm.geometry.volumes import long_axis_from_keypoints, simpson_volume
 
-__all__ = ["FaultyMasks", "degrade_masks", "FAULTS"]
+__all__ = ["FaultyMasks", "degrade_masks", "FAULTS", "DEFAULT_FAULTS"]
 
 #: Faults :func:`degrade_masks` can apply.
-FAULTS = ("jagged", "holes", "leak", "lost_apex", "bad_frames")
+FAULTS = ("jagged", "holes", "leak", "lost_apex", "bad_frames", "open_valve")
+#: What :func:`degrade_masks` applies by default (``"open_valve"`` is asked for by name).
+DEFAULT_FAULTS = ("jagged", "holes", "leak", "lost_apex", "bad_frames")
 _BAD_KINDS = ("empty", "fragment", "swollen", "blob")
 
 
@@ -91,6 +93,27 @@ def _leak(mask: np.ndarray, kp: np.ndarray, rng: np.random.Generator) -> np.ndar
     return (mask.astype(bool) | channel | atrium).astype(np.uint8)
 
 
+def _open_valve(mask: np.ndarray, kp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The pool running on through the wide-open mitral valve into the atrium with no neck.
+
+    What a phantom-trained network does on real diastolic frames (pydicom's real cine, frames 5-24):
+    the leaflets are thin or invisible, so the walls run straight on past the annulus into an atrium
+    about as wide as the orifice; the width profile along the long axis narrows by less than the
+    20 % that ``_cut_leak`` looks for.
+    """
+    base, _, length, a, n = _axis(kp)
+    annulus_w = float(np.linalg.norm(kp[0] - kp[-1]))
+    yy, xx = np.mgrid[0:mask.shape[0], 0:mask.shape[1]]
+    rel = np.stack([xx - base[0], yy - base[1]], axis=-1)
+    u, v = rel @ a, rel @ n  # u < 0 beyond the base
+    half = rng.uniform(0.5, 0.55) * annulus_w
+    channel = (u <= 1.0) & (u >= -0.2 * length) & (np.abs(v) <= half)
+    centre = -rng.uniform(0.3, 0.4) * length
+    ra, rb = rng.uniform(0.2, 0.28) * length, rng.uniform(1.0, 1.15) * half
+    atrium = ((u - centre) / ra) ** 2 + (v / rb) ** 2 <= 1.0
+    return (mask.astype(bool) | channel | atrium).astype(np.uint8)
+
+
 def _lost_apex(mask: np.ndarray, kp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     base, _, length, a, _ = _axis(kp)
     yy, xx = np.mgrid[0:mask.shape[0], 0:mask.shape[1]]
@@ -122,7 +145,7 @@ def degrade_masks(
     keypoints: np.ndarray,
     *,
     seed: int = 0,
-    faults: tuple[str, ...] = FAULTS,
+    faults: tuple[str, ...] = DEFAULT_FAULTS,
     jagged_px: float = 1.2,
     n_holes: int = 2,
     lost_apex_fraction: float = 0.15,
@@ -145,6 +168,9 @@ def degrade_masks(
         * ``"holes"``: ``n_holes`` small holes inside the pool on every frame;
         * ``"leak"``: during filling (volume rising, the mitral valve open) a channel through the
           valve into an atrium blob beyond the base;
+        * ``"open_valve"`` (not applied by default): during filling the pool runs on through the
+          wide-open valve into the atrium with no neck (the walls continue past the annulus), as a
+          phantom-trained network's masks do on real diastolic frames;
         * ``"lost_apex"``: on a fraction ``lost_apex_fraction`` of frames (isolated), the apical
           15–25 % of the long axis is missing;
         * ``"bad_frames"``: one frame in ``bad_every`` is destroyed: empty, only a basal
@@ -188,6 +214,9 @@ def degrade_masks(
         if "leak" in faults and rising[t]:
             m = _leak(m, kp[t], rng)
             applied[t].append("leak")
+        if "open_valve" in faults and rising[t]:
+            m = _open_valve(m, kp[t], rng)
+            applied[t].append("open_valve")
         if lost[t]:
             m = _lost_apex(m, kp[t], rng)
             applied[t].append("lost_apex")

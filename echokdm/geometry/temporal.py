@@ -308,6 +308,33 @@ def _landmark_outliers(apex: np.ndarray, annulus: np.ndarray) -> dict[int, str]:
     return out
 
 
+#: A frame whose long axis exceeds this multiple of the clip's short-axis reference (its 25th percentile
+#: of the long axis) is taken for a leak through the open mitral valve (see :func:`_open_valve_frames`).
+MAX_LENGTH_RATIO = 1.3
+
+
+def _open_valve_frames(apex: np.ndarray, annulus: np.ndarray, max_ratio: float | None) -> dict[int, str]:
+    """Frames whose long axis is longer than ``max_ratio`` × the clip's 25th percentile, with the reason.
+
+    The apex barely moves and the mitral annulus travels 10-20 % of the long axis over a beat (its
+    systolic excursion), so no heart's long axis is 1.3 × its shorter frames'. A mask that is: the pool
+    running on through the open mitral valve into the atrium with no neck to cut at (on pydicom's
+    real cine, a phantom-trained network does it on 11 diastolic frames in a row, 117 px against 74).
+    Such runs outlast the running median of :func:`_landmark_outliers`, so the reference is the
+    clip's, not the neighbours'; with closed-valve frames at ED and ES on either side, the landmarks
+    interpolated across the run keep the clip's EDV and ESV.
+    """
+    if max_ratio is None:
+        return {}
+    length = np.linalg.norm(apex - annulus.mean(axis=1), axis=1)
+    ok = np.isfinite(length) & (length > 0)
+    if ok.sum() < 4:
+        return {}
+    reference = float(np.percentile(length[ok], 25))
+    return {t: (f"long axis {length[t]:.1f} px, over {max_ratio:g} × the clip's {reference:.1f} px: the pool "
+                "runs on through the open mitral valve") for t in np.flatnonzero(ok & (length > max_ratio * reference))}
+
+
 def _disc_volume(keypoints: np.ndarray) -> np.ndarray:
     from echokdm.geometry.volumes import simpson_volume
 
@@ -367,9 +394,12 @@ def _rough_masks_note(masks: np.ndarray, flags: list[list[str]], outliers: dict[
 
 
 def _interpolate_landmarks(frames: list, flags: list[list[str]], apex: np.ndarray, annulus: np.ndarray,
-                           outliers: dict[int, str], max_gap_frames: int) -> tuple[np.ndarray, np.ndarray]:
+                           outliers: dict[int, str], max_gap_frames: int,
+                           open_valve: frozenset = frozenset()) -> tuple[np.ndarray, np.ndarray]:
     """Apex ``(T, 2)`` and annulus ``(T, 2, 2)`` with outlier frames (set to NaN in place) and gaps
-    of up to ``3 * max_gap_frames`` frames interpolated in time; each such frame is flagged."""
+    of up to ``3 * max_gap_frames`` frames interpolated in time; each such frame is flagged.
+    ``open_valve`` frames (outliers too) are filled over runs of any length: a leak through the open
+    valve lasts the filling phase, and its landmarks are the closed-valve frames' on either side."""
     for t, reason in outliers.items():
         flags[t].append(f"outlier landmarks ({reason}): landmarks interpolated")
         apex[t], annulus[t] = np.nan, np.nan
@@ -377,6 +407,11 @@ def _interpolate_landmarks(frames: list, flags: list[list[str]], apex: np.ndarra
     # each frame's own boundary
     apex_f, filled = interpolate_gaps(apex, 3 * max_gap_frames)
     annulus_f, _ = interpolate_gaps(annulus, 3 * max_gap_frames)
+    if open_valve:
+        apex_l, long_filled = interpolate_gaps(apex_f, len(apex_f))
+        annulus_l, _ = interpolate_gaps(annulus_f, len(annulus_f))
+        for t in open_valve & set(long_filled):
+            apex_f[t], annulus_f[t] = apex_l[t], annulus_l[t]
     for t in filled:
         if frames[t] is not None and not any("outlier landmarks" in f for f in flags[t]):
             flags[t].append("landmarks interpolated from the neighbouring frames")
@@ -405,6 +440,7 @@ def sequence_keypoints(
     min_area: int = 40,
     repair: bool = True,
     max_gap_frames: int = 3,
+    max_length_ratio: float | None = MAX_LENGTH_RATIO,
 ) -> SequenceKeypoints:
     """The 40 keypoints of every frame of a mask sequence, with temporally smoothed landmarks.
 
@@ -432,6 +468,11 @@ def sequence_keypoints(
         (see the module docstring); ``False`` measures every mask as it is.
     max_gap_frames : int
         Longest run of consecutive bad frames that is interpolated in time.
+    max_length_ratio : float or None
+        With ``repair``, frames whose long axis is longer than this multiple of the clip's 25th
+        percentile are taken for a leak through the open mitral valve with no neck to cut at: their
+        landmarks are interpolated from the frames on either side however long the run (their chords
+        are still cut on their own boundary). ``None`` turns the check off.
 
     Returns
     -------
@@ -464,7 +505,10 @@ def sequence_keypoints(
         outliers = _landmark_outliers(apex, annulus)
     n = len(frames)
     if repair:
-        apex_f, annulus_f = _interpolate_landmarks(frames, flags, apex, annulus, outliers, max_gap_frames)
+        open_valve = _open_valve_frames(apex, annulus, max_length_ratio)
+        outliers = {**open_valve, **outliers}
+        apex_f, annulus_f = _interpolate_landmarks(frames, flags, apex, annulus, outliers, max_gap_frames,
+                                                   frozenset(open_valve))
     else:
         apex_f, annulus_f = apex, annulus
     apex_s = smooth_trajectory(apex_f, smooth_sigma_frames)

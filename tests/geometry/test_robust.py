@@ -127,3 +127,56 @@ def test_beats_faster_than_200_bpm_are_not_split():
     noisy[len(v) // 2 - 5] -= 25  # a notch 0.1 s before ES
     cycle = cardiac_cycle(noisy, fps=50.0)
     assert cycle.n_beats == 1
+
+
+@pytest.fixture(scope="module")
+def open_valve():
+    """Three phantom clips (two beats) whose masks leak through the wide-open valve with no neck."""
+    out = []
+    for i in range(3):
+        clip = simulate_clip(sample_patient(7, i), n_beats=2.0, fps=50.0, size=112)
+        out.append((clip, degrade_masks(clip.masks, clip.keypoints, seed=700 + i,
+                                        faults=("jagged", "holes", "open_valve", "lost_apex", "bad_frames"))))
+    return out
+
+
+def test_an_open_valve_leak_has_no_neck_and_comes_only_while_filling(open_valve):
+    from echokdm.geometry.keypoints import _cut_leak, clean_mask
+
+    clip, bad = open_valve[0]
+    leaking = [t for t, f in enumerate(bad.faults) if "open_valve" in f]
+    assert 10 <= len(leaking) < clip.n_frames // 2
+    volumes = simpson_volume(clip.keypoints)
+    assert all(volumes[t] > volumes[t - 1] for t in leaking)  # filling frames only
+    assert all(bad.masks[t].sum() > 1.25 * clip.masks[t].sum() for t in leaking if "bad" not in str(bad.faults[t]))
+    # the neck cut of a single mask misses most of them: the walls run on past the annulus
+    apex = clip.keypoints[0, 20] - clip.keypoints[0, [0, -1]].mean(axis=0)
+    cut = sum(bool(_cut_leak(clean_mask(bad.masks[t])[0], apex)[1]) for t in leaking)
+    assert cut < 0.5 * len(leaking)
+    # not applied unless asked for
+    assert not any("open_valve" in f for f in degrade_masks(clip.masks, clip.keypoints, seed=700).faults for f in f)
+
+
+def test_a_leak_through_the_open_valve_does_not_inflate_the_ef(open_valve):
+    with_limit, without = [], []
+    for clip, bad in open_valve:
+        seq = sequence_keypoints(bad.masks)
+        flagged = [t for t, f in enumerate(seq.flags) if "open mitral valve" in f]
+        leaking = {t for t, f in enumerate(bad.faults) if "open_valve" in f}
+        assert flagged and set(flagged) <= leaking | {t for t, f in enumerate(bad.faults) if "bad" in str(f)}
+        assert np.isfinite(seq.keypoints).all(axis=(1, 2)).mean() > 0.95
+        with_limit.append(cardiac_cycle(simpson_volume(seq.keypoints, clip.spacing_mm), clip.fps).ef_mean - clip.ef)
+        old = sequence_keypoints(bad.masks, max_length_ratio=None)
+        without.append(cardiac_cycle(simpson_volume(old.keypoints, clip.spacing_mm), clip.fps).ef_mean - clip.ef)
+    assert np.mean(np.abs(with_limit)) < 4.0, with_limit
+    assert np.mean(without) > 8.0, without  # the leak inflates the EDV
+
+
+@pytest.mark.parametrize("style", ["classic", "realistic"])
+def test_the_length_limit_leaves_clean_beats_alone(style):
+    """No frame of an exact phantom beat, at low or high EF, is taken for an open-valve leak."""
+    for i in range(4):
+        patient = sample_patient(11, i, style=style)
+        clip = simulate_clip(patient, n_beats=1.5, fps=50.0, size=112)
+        seq = sequence_keypoints(clip.masks)
+        assert not any("open mitral valve" in f for f in seq.flags), (patient.ef_percent, seq.flags)
