@@ -17,7 +17,7 @@ faulty masks this measures:
 
 Three sets of masks: ``clean``; ``faulty`` (the faults above); ``open_valve``: the same but the leak
 has no neck, the pool running on through the wide-open valve into the atrium on every filling
-frame (what ``seg_phantom_112`` does on pydicom's real cine, frames 5-24).
+frame (what ``seg_phantom_112`` does on pydicom's real cine, frames 7-12 and 18-19).
 
 Figures: EF MAE against the phantom's truth, frames with all 40 keypoints, rejected beats. Saves
 ``benchmarks/results/keypoints_robust.json`` and ``keypoints_robust.png``.

@@ -68,6 +68,7 @@ def _real_scores(models: dict) -> tuple[dict, dict]:
     from echokdm.generation.loop import segment_frames
     from echokdm.geometry.temporal import sequence_keypoints
     from echokdm.geometry.volumes import cardiac_cycle, simpson_volume
+    from echokdm.io.fan import apex_direction_with_fan
     from echokdm.metrics.realism import REAL_CINE_ROIS, box_mask, real_cine_112
 
     with warnings.catch_warnings():
@@ -79,7 +80,10 @@ def _real_scores(models: dict) -> tuple[dict, dict]:
     for name, model in models.items():
         masks = segment_frames(model, frames).astype(bool)
         masks_by_model[name] = masks
-        kp = sequence_keypoints(masks.astype(np.uint8), smooth_sigma_frames=0.0).keypoints
+        # the apex side from the sector, as echokdm ef --segmentation MODEL takes it (the masks alone read
+        # it "left" on this cine)
+        kp = sequence_keypoints(masks.astype(np.uint8), smooth_sigma_frames=0.0,
+                                apex_direction=apex_direction_with_fan(fan, "auto")).keypoints
         volumes = simpson_volume(kp, None)
         cycle = cardiac_cycle(volumes, fps)
         finite = np.isfinite(volumes)

@@ -96,7 +96,7 @@ def _leak(mask: np.ndarray, kp: np.ndarray, rng: np.random.Generator) -> np.ndar
 def _open_valve(mask: np.ndarray, kp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The pool running on through the wide-open mitral valve into the atrium with no neck.
 
-    What a phantom-trained network does on real diastolic frames (pydicom's real cine, frames 5-24):
+    What a phantom-trained network does on real diastolic frames (pydicom's real cine, frames 7-12 and 18-19):
     the leaflets are thin or invisible, so the walls run straight on past the annulus into an atrium
     about as wide as the orifice; the width profile along the long axis narrows by less than the
     20 % that ``_cut_leak`` looks for.
