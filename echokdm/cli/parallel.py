@@ -99,7 +99,7 @@ def keypoints_table_parallel(manifest: pd.DataFrame | str | os.PathLike, parts: 
 
 
 def _segment_clip(rows: pd.DataFrame, checkpoint: str, out: str, batch_size: int,
-                  device: str) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+                  device: str, repair: bool = True) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """``segment_manifest`` of one clip in a private folder; its mask file then moved into ``out/masks``."""
     import tempfile
 
@@ -109,7 +109,7 @@ def _segment_clip(rows: pd.DataFrame, checkpoint: str, out: str, batch_size: int
     with tempfile.TemporaryDirectory(dir=Path(out) / ".segment.parts", prefix=".work-") as work:
         write_manifest(rows, Path(work) / "manifest.csv")
         table, skipped = segment_manifest(Path(work) / "manifest.csv", checkpoint, Path(work) / "out",
-                                          progress=False, batch_size=batch_size, device=device)
+                                          progress=False, batch_size=batch_size, device=device, repair=repair)
         for relative in table["masks"] if len(table) else []:
             os.replace(Path(work) / "out" / relative, Path(out) / relative)
     return table, skipped
@@ -117,11 +117,12 @@ def _segment_clip(rows: pd.DataFrame, checkpoint: str, out: str, batch_size: int
 
 def segment_manifest_parallel(manifest: str | os.PathLike, checkpoint: str | os.PathLike,
                               out: str | os.PathLike, *, workers: int = 1, overwrite: bool = False,
-                              progress: bool = True, batch_size: int = 32,
-                              device: str = "auto") -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+                              progress: bool = True, batch_size: int = 32, device: str = "auto",
+                              repair: bool = True) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """:func:`~echokdm.echo.segmentation_training.segment_manifest`, one clip per task, sharded across processes.
 
-    Same outputs: ``out/masks/<clip>.npz`` (``masks`` uint8 ``(T, H, W)``, written as each clip is
+    Same outputs: ``out/masks/<clip>.npz`` (``masks`` uint8 ``(T, H, W)``, repaired unless ``repair`` is
+    False, and ``network``: the network's own masks; written as each clip is
     done) and ``out/segmentation.csv`` (one row per clip, written at the end). Resumable: run
     again after an interruption, the clips already segmented (``out/.segment.parts``) are skipped.
     None in every launched process but the main one.
@@ -138,8 +139,9 @@ def segment_manifest_parallel(manifest: str | os.PathLike, checkpoint: str | os.
     parts = out / ".segment.parts"
     checkpoint = _absolute(checkpoint)
     task = functools.partial(_segment_clip, checkpoint=checkpoint, out=str(out.resolve()), batch_size=batch_size,
-                             device=device)
-    done = map_clips(frame, task, parts, workers=workers, settings={"segment": 1, "checkpoint": checkpoint},
+                             device=device, repair=repair)
+    done = map_clips(frame, task, parts, workers=workers,
+                     settings={"segment": 1, "checkpoint": checkpoint, "repair": bool(repair)},
                      progress=progress, desc="segmenting")
     if done is None:  # another process merges
         return None

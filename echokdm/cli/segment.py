@@ -27,7 +27,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from echokdm.cli.parallel import segment_manifest_parallel
 
     merged = segment_manifest_parallel(args.manifest, args.checkpoint, args.out, workers=args.workers,
-                                       overwrite=args.overwrite, progress=not args.no_progress)
+                                       overwrite=args.overwrite, progress=not args.no_progress,
+                                       repair=not args.network_masks)
     if merged is None:  # a launched process whose clips are done: the main one writes and reports
         return 0
     table, skipped = merged
@@ -43,10 +44,18 @@ def cmd_segment(args: argparse.Namespace) -> int:
     print(f"segmented {len(table)} clip(s), {int(table['n_frames'].sum())} frames -> {args.out}")
     scored = table.dropna(subset=["dice"]) if len(table) else table
     if len(scored):
+        network = (scored.groupby(["split", "patient_id"])["dice_network"].mean().groupby("split").mean()
+                   if "dice_network" in scored else {})
         per_patient = scored.groupby(["split", "patient_id"])["dice"].mean().groupby("split")
         for split, values in per_patient:
+            own = f"; the network's own masks {network[split]:.3f}" if split in network else ""
             print(f"  {split}: Dice on labelled frames, mean per patient {values.mean():.3f} "
-                  f"(min {values.min():.3f}, {len(values)} patients)")
+                  f"(min {values.min():.3f}, {len(values)} patients{own})")
+    if "frames_cut" in table and table["frames_cut"].fillna(0).sum():
+        cut = table[table["frames_cut"].fillna(0) > 0]
+        print(f"  {int(cut['frames_cut'].sum())} frame(s) of {len(cut)} clip(s) leaked into the atrium and were cut at "
+              "the annulus line (segmentation.csv: frames_cut, repair_note; the network's own masks are kept in "
+              "each .npz as 'network'; --network-masks writes them as they are)")
     _print_skipped(skipped)
     return 0
 
@@ -62,6 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="segmentation model folder (a run's best/ or last/) or a packaged name, e.g. seg_phantom_112 "
                         "(--segmentation, as in the other commands, is the same option)")
     p.add_argument("-o", "--out", required=True, help="output folder (masks/*.npz, segmentation.csv)")
+    p.add_argument("--network-masks", action="store_true",
+                   help="write the network's masks as they are; by default they are repaired as the keypoints read "
+                        "them (largest component, holes filled, a frame that leaks into the atrium cut at the annulus "
+                        "line), the network's own kept beside them in each .npz as 'network'")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="worker processes on this machine, one clip at a time each (default: %(default)s; "
                         "ignored under accelerate launch, which makes its own); an interrupted run continues "

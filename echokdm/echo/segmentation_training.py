@@ -300,17 +300,42 @@ def train_segmentation(config: SegConfig, manifest: str | os.PathLike, out: str 
             "train_frames": len(train), "val_frames": len(val), "skipped": train.skipped + val.skipped}
 
 
+def _mean_dice(pred: np.ndarray, truth: np.ndarray | None, idx: np.ndarray | None) -> float:
+    """Mean Dice of ``pred`` against ``truth`` on frames ``idx`` (NaN without labelled frames)."""
+    if truth is None or idx is None or not len(idx):
+        return np.nan
+    return float(np.mean(dice_scores(pred[idx], truth[idx])))
+
+
+def _repaired(network: np.ndarray, region: np.ndarray | None):
+    """:func:`~echokdm.geometry.mask_repair.repair_masks` of a clip's network masks, apex side from its sector;
+    None when the clip has no LV at all (nothing to repair)."""
+    from echokdm.geometry.mask_repair import repair_masks
+    from echokdm.io.fan import apex_direction_with_fan
+
+    if not network.any():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return repair_masks(network, apex_direction=apex_direction_with_fan(region, "auto"))
+
+
 def segment_manifest(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
                      overwrite: bool = False, progress: bool = True, batch_size: int = 32,
-                     device: str = "auto") -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+                     device: str = "auto", repair: bool = True) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Segment every frame of every clip; Dice against the clip's own labelled frames.
 
     Each clip is segmented inside its ultrasound fan when one is found (:func:`echokdm.io.fan.source_fan`,
     ``predict_masks(region=)``): the sector's bounding box, black outside it, masks 0 outside it.
+    With ``repair`` (default) the masks are then repaired as the clip's keypoints read them
+    (:func:`echokdm.geometry.mask_repair.repair_masks`: largest component, holes filled, frames that
+    leak into the atrium cut at the annulus line; apex side from the sector); the network's own
+    output is kept beside them.
 
-    Writes ``out/masks/<clip>.npz`` (``masks`` ``uint8`` ``(T, H, W)`` at the clip's size) and
-    ``out/segmentation.csv`` (one row per clip: frames, labelled frames, mean Dice). Returns the
-    table and the skipped clips with their reasons.
+    Writes ``out/masks/<clip>.npz`` (``masks`` ``uint8`` ``(T, H, W)`` at the clip's size, and with
+    ``repair`` ``network``: the masks before the repair) and ``out/segmentation.csv`` (one row per
+    clip: frames, labelled frames, mean Dice, with ``repair`` also the network's Dice, the frames cut
+    and a note). Returns the table and the skipped clips with their reasons.
     """
     from tqdm.auto import tqdm
 
@@ -332,19 +357,22 @@ def segment_manifest(manifest: str | os.PathLike, checkpoint: str | os.PathLike,
             skipped.append((str(row["clip_id"]), f"{type(exc).__name__}: {exc}"))
             continue
         region = fan_mask_or_none(cine)  # the network sees the sector as it was trained, never text around it
-        pred = model.predict_masks(torch.from_numpy(cine.frames), batch_size=batch_size, region=region).numpy()
+        network = model.predict_masks(torch.from_numpy(cine.frames), batch_size=batch_size, region=region).numpy()
+        repaired = _repaired(network, region) if repair else None
+        pred = network if repaired is None else repaired.masks
         target = out / "masks" / f"{clip_file_stem(str(row['clip_id']))}.npz"
         with atomic_output(target, overwrite=True) as tmp:
-            np.savez_compressed(tmp, masks=pred)
-        dice = np.nan
-        n_labelled = 0
+            np.savez_compressed(tmp, masks=pred, **({} if repaired is None else {"network": network}))
+        idx = None
         if cine.masks is not None:
             idx = np.arange(cine.n_frames) if cine.labelled_frames is None else cine.labelled_frames
-            n_labelled = len(idx)
-            dice = float(np.mean(dice_scores(pred[idx], cine.masks[idx]))) if n_labelled else np.nan
-        rows.append({"clip_id": row["clip_id"], "patient_id": row["patient_id"], "dataset": row["dataset"],
-                     "split": row["split"], "n_frames": cine.n_frames, "n_labelled": n_labelled,
-                     "dice": dice, "masks": str(target.relative_to(out))})
+        record = {"clip_id": row["clip_id"], "patient_id": row["patient_id"], "dataset": row["dataset"],
+                  "split": row["split"], "n_frames": cine.n_frames, "n_labelled": 0 if idx is None else len(idx),
+                  "dice": _mean_dice(pred, cine.masks, idx), "masks": str(target.relative_to(out))}
+        if repaired is not None:
+            record.update({"dice_network": _mean_dice(network, cine.masks, idx),
+                           "frames_cut": int(repaired.cut.sum()), "repair_note": repaired.note})
+        rows.append(record)
     table = pd.DataFrame(rows)
     with atomic_output(report_path, overwrite=True) as tmp:
         table.to_csv(tmp, index=False)

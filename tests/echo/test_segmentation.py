@@ -184,8 +184,19 @@ def test_segment_manifest_segments_a_scanner_cine_inside_its_fan(tmp_path):
                                           tmp_path / "seg", progress=False)
         cine = read_clip(scan.manifest.iloc[0])
     assert skipped == [] and len(table) == 1
-    masks = np.load(tmp_path / "seg" / table["masks"].iloc[0])["masks"]
+    stored = np.load(tmp_path / "seg" / table["masks"].iloc[0])
+    masks, network = stored["masks"], stored["network"]
     fan = fan_mask_or_none(cine)
+    # the network runs on through the open mitral valve on diastolic frames: those are cut at the annulus
+    # line, the network's own masks kept beside them
+    assert table["frames_cut"].iloc[0] >= 5 and "cut at the annulus line" in table["repair_note"].iloc[0]
+    assert masks.dtype == np.uint8 and masks.shape == network.shape
+    from scipy import ndimage
+
+    assert all(not (masks[t].astype(bool) & ~ndimage.binary_fill_holes(network[t])).any() for t in range(len(masks)))
+    extent = [np.ptp(np.nonzero(m)[0]) for m in masks]
+    extent_network = [np.ptp(np.nonzero(m)[0]) for m in network]
+    assert max(extent) < 0.85 * max(extent_network)  # the atrium is gone from the longest frames
     assert masks.shape == cine.frames.shape and fan is not None
     assert not masks[:, ~fan].any() and masks.any(axis=(1, 2)).all()
     rows = np.nonzero(masks)[1]
@@ -195,8 +206,16 @@ def test_segment_manifest_segments_a_scanner_cine_inside_its_fan(tmp_path):
     from echokdm.geometry.keypoints import detect_apex_direction
     from echokdm.metrics.lv_function import ef_table, keypoints_table
 
-    assert detect_apex_direction(masks).name != "up"
+    assert detect_apex_direction(network).name != "up"
     table = keypoints_table(tmp_path / "manifest.csv", segmentation=tmp_path / "seg", progress=False)
     assert table.clips["apex_direction"].tolist() == ["up"]
     assert (table.frames["mask_source"] == "segmentation").all() and table.frames["volume"].notna().all()
     assert 20 < ef_table(table).clips["ef"].iloc[0] < 60
+    # --network-masks: the network's output as it is
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw, _ = segment_manifest(tmp_path / "manifest.csv", pretrained_path("seg_phantom_112"), tmp_path / "raw",
+                                  progress=False, repair=False)
+    raw_stored = np.load(tmp_path / "raw" / raw["masks"].iloc[0])
+    assert raw_stored.files == ["masks"] and np.array_equal(raw_stored["masks"], network)
+    assert "frames_cut" not in raw
