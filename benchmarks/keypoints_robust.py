@@ -19,7 +19,9 @@ Three sets of masks: ``clean``; ``faulty`` (the faults above); ``open_valve``: t
 has no neck, the pool running on through the wide-open valve into the atrium on every filling
 frame (what ``seg_phantom_112`` does on pydicom's real cine, frames 7-12 and 18-19).
 
-Figures: EF MAE against the phantom's truth, frames with all 40 keypoints, rejected beats. Saves
+Figures: EF MAE against the phantom's truth, frames with all 40 keypoints, rejected beats, and the
+masks' Dice against the truth as given and repaired by :func:`echokdm.geometry.mask_repair.repair_masks`
+(what ``echokdm segment`` writes). Saves
 ``benchmarks/results/keypoints_robust.json`` and ``keypoints_robust.png``.
 
     python benchmarks/keypoints_robust.py [--quick]
@@ -78,6 +80,15 @@ def _measure(masks: np.ndarray, clip) -> dict:
         complete = np.isfinite(seq.keypoints).all(axis=(1, 2))
         ef, rejected = _ef(simpson_volume(seq.keypoints, clip.spacing_mm), clip.fps)
         out[name] = {"ef": ef, "complete": float(complete.mean()), "rejected": rejected}
+    from echokdm.geometry.mask_repair import repair_masks
+
+    def dice(a, b):
+        a, b = np.asarray(a, bool), np.asarray(b, bool)
+        return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+    repaired = repair_masks(masks).masks
+    out["mask_dice"] = {"network": float(np.mean([dice(m, t) for m, t in zip(masks, clip.masks, strict=True)])),
+                        "repaired": float(np.mean([dice(m, t) for m, t in zip(repaired, clip.masks, strict=True)]))}
     volumes = np.array([principal_axis_volume(m) for m in masks])
     ef, rejected = _ef(volumes, clip.fps)
     out["principal_axis"] = {"ef": ef, "complete": float(np.isfinite(volumes).mean()), "rejected": rejected}
@@ -141,6 +152,8 @@ def main(argv=None) -> int:
             figures[f"{masks}_{m}_frames_complete_percent"] = round(
                 100 * float(np.mean([r[masks][m]["complete"] for r in rows])), 1)
             figures[f"{masks}_{m}_rejected_beats"] = int(sum(r[masks][m]["rejected"] for r in rows))
+        for kind in ("network", "repaired"):
+            figures[f"{masks}_mask_dice_{kind}"] = round(float(np.mean([r[masks]["mask_dice"][kind] for r in rows])), 3)
     RESULTS.mkdir(parents=True, exist_ok=True)
     png = RESULTS / "keypoints_robust.png"
     _figure(rows, png)

@@ -121,13 +121,16 @@ def _read(path: Path, clip_id: str | None, format: str | None):
     return read_clip(row), Path(row["path"]), str(row["format"])
 
 
-def _predicted_masks(cine, segmentation) -> np.ndarray:
-    """The segmentation model's masks ``uint8`` ``(T, H, W)`` of every frame, inside the clip's ultrasound fan
-    when one is found (as ``echokdm segment`` and ``generate``)."""
-    from echokdm.generation.loop import load_segmentation, segment_frames
+def _predicted_masks(cine, segmentation) -> tuple[np.ndarray, np.ndarray]:
+    """``(shown, measured)``: the segmentation model's masks ``uint8`` ``(T, H, W)`` of every frame, inside the
+    clip's ultrasound fan when one is found, repaired (a leak into the atrium cut at the annulus line) as
+    ``echokdm segment`` writes them, and the network's own, which the keypoints measure as ``echokdm ef``
+    does (:func:`echokdm.generation.loop.segment_clip`)."""
+    from echokdm.generation.loop import load_segmentation, segment_clip
     from echokdm.io.fan import fan_mask_or_none
 
-    return segment_frames(load_segmentation(segmentation), cine.frames, fan_mask_or_none(cine))
+    shown, network, _ = segment_clip(load_segmentation(segmentation), cine.frames, fan_mask_or_none(cine))
+    return shown, network
 
 
 def _labelled_everywhere(cine) -> bool:
@@ -140,8 +143,8 @@ def _measured_cine(cine, segmentation):
     if _labelled_everywhere(cine) and not cine.tracings:
         return cine, cine.masks, "mask"
     if segmentation is not None:
-        masks = _predicted_masks(cine, segmentation)
-        return dataclasses.replace(cine, masks=masks, labelled_frames=None, tracings=None), masks, "segmentation"
+        shown, network = _predicted_masks(cine, segmentation)
+        return dataclasses.replace(cine, masks=network, labelled_frames=None, tracings=None), shown, "segmentation"
     if cine.tracings:
         return cine, None, "tracing"
     if cine.masks is not None:

@@ -53,9 +53,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
                   f"(min {values.min():.3f}, {len(values)} patients{own})")
     if "frames_cut" in table and table["frames_cut"].fillna(0).sum():
         cut = table[table["frames_cut"].fillna(0) > 0]
-        print(f"  {int(cut['frames_cut'].sum())} frame(s) of {len(cut)} clip(s) leaked into the atrium and were cut at "
-              "the annulus line (segmentation.csv: frames_cut, repair_note; the network's own masks are kept in "
-              "each .npz as 'network'; --network-masks writes them as they are)")
+        print(f"  {int(cut['frames_cut'].sum())} frame(s) of {len(cut)} clip(s) cut at the annulus line (leaks into "
+              "the atrium; segmentation.csv: frames_cut, repair_note; the network's own masks are kept in each .npz "
+              "as 'network', which echokdm ef measures; --network-masks writes them as they are)")
     _print_skipped(skipped)
     return 0
 

@@ -307,19 +307,6 @@ def _mean_dice(pred: np.ndarray, truth: np.ndarray | None, idx: np.ndarray | Non
     return float(np.mean(dice_scores(pred[idx], truth[idx])))
 
 
-def _repaired(network: np.ndarray, region: np.ndarray | None):
-    """:func:`~echokdm.geometry.mask_repair.repair_masks` of a clip's network masks, apex side from its sector;
-    None when the clip has no LV at all (nothing to repair)."""
-    from echokdm.geometry.mask_repair import repair_masks
-    from echokdm.io.fan import apex_direction_with_fan
-
-    if not network.any():
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return repair_masks(network, apex_direction=apex_direction_with_fan(region, "auto"))
-
-
 def segment_manifest(manifest: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
                      overwrite: bool = False, progress: bool = True, batch_size: int = 32,
                      device: str = "auto", repair: bool = True) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
@@ -339,6 +326,8 @@ def segment_manifest(manifest: str | os.PathLike, checkpoint: str | os.PathLike,
     """
     from tqdm.auto import tqdm
 
+    from echokdm.generation.loop import segment_clip
+
     frame = load_manifest(manifest)
     out = Path(out)
     report_path = out / "segmentation.csv"
@@ -357,9 +346,7 @@ def segment_manifest(manifest: str | os.PathLike, checkpoint: str | os.PathLike,
             skipped.append((str(row["clip_id"]), f"{type(exc).__name__}: {exc}"))
             continue
         region = fan_mask_or_none(cine)  # the network sees the sector as it was trained, never text around it
-        network = model.predict_masks(torch.from_numpy(cine.frames), batch_size=batch_size, region=region).numpy()
-        repaired = _repaired(network, region) if repair else None
-        pred = network if repaired is None else repaired.masks
+        pred, network, repaired = segment_clip(model, cine.frames, region, repair=repair, batch_size=batch_size)
         target = out / "masks" / f"{clip_file_stem(str(row['clip_id']))}.npz"
         with atomic_output(target, overwrite=True) as tmp:
             np.savez_compressed(tmp, masks=pred, **({} if repaired is None else {"network": network}))

@@ -50,6 +50,7 @@ __all__ = [
     "measure_ef",
     "pipeline_size",
     "read_source",
+    "segment_clip",
     "segment_frames",
     "source_from_file",
 ]
@@ -172,21 +173,49 @@ def load_segmentation(segmentation):
     return LVSegmentationNet.from_pretrained(path).eval()
 
 
-def segment_frames(model, frames: np.ndarray, fan: np.ndarray | None = None) -> np.ndarray:
+def segment_frames(model, frames: np.ndarray, fan: np.ndarray | None = None, batch_size: int | None = None
+                   ) -> np.ndarray:
     """``uint8`` masks ``(T, H, W)`` of frames ``(T, H, W)`` in [0, 1]; with the ultrasound ``fan``
     ``(H, W)``, segmented inside it (its bounding box, black outside it: ``predict_masks(region=)``; a model
-    whose ``predict_masks`` takes no ``region`` segments the whole frame, kept to the fan)."""
+    whose ``predict_masks`` takes no ``region`` segments the whole frame, kept to the fan). ``batch_size``:
+    frames per forward pass (the model's default when None)."""
     import torch
 
     region = None if fan is None else np.asarray(fan, dtype=bool)
     if region is not None and not region.any():
         region = None
+    accepts = inspect.signature(model.predict_masks).parameters
+    options = {"batch_size": int(batch_size)} if batch_size is not None and "batch_size" in accepts else {}
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
-        if region is not None and "region" in inspect.signature(model.predict_masks).parameters:
-            return model.predict_masks(x, region=region).cpu().numpy()
-        masks = model.predict_masks(x).cpu().numpy()  # a model without region=: the whole frame, kept to the fan
+        if region is not None and "region" in accepts:
+            return model.predict_masks(x, region=region, **options).cpu().numpy()
+        masks = model.predict_masks(x, **options).cpu().numpy()  # without region=: the whole frame, kept to the fan
     return masks if region is None else masks * region[None].astype(masks.dtype)
+
+
+def segment_clip(model, frames: np.ndarray, fan: np.ndarray | None = None, *, apex_direction="auto",
+                 repair: bool = True, batch_size: int | None = None):
+    """The LV masks of a clip as echokdm measures them: :func:`segment_frames` inside the ``fan``, then
+    (``repair``) :func:`~echokdm.geometry.mask_repair.repair_masks` with the apex side from the sector
+    (:func:`echokdm.io.fan.apex_direction_with_fan`; ``apex_direction`` when given or without a fan).
+    ``echokdm segment`` writes them and the app shows them. Keypoints, volumes and EF are measured on the
+    network's own masks (``echokdm keypoints``/``ef``, ``generate``): :func:`sequence_keypoints` makes
+    these repairs itself, and measuring the repaired masks again would be a second, different pass.
+    Returns ``(masks, network, repaired)``: the repaired masks, the network's own and the
+    :class:`~echokdm.geometry.mask_repair.RepairedMasks` (None without ``repair`` or an LV)."""
+    import warnings
+
+    from echokdm.geometry.mask_repair import repair_masks
+    from echokdm.io.fan import apex_direction_with_fan
+
+    network = segment_frames(model, frames, fan, batch_size)
+    if not repair or not network.any():
+        return network, network, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        repaired = repair_masks(network, apex_direction=apex_direction_with_fan(fan, apex_direction))
+    return repaired.masks, network, repaired
 
 
 def _detect_keypoints(model, frames: np.ndarray, apex_direction="auto", fan: np.ndarray | None = None) -> np.ndarray:

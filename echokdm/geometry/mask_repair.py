@@ -9,10 +9,11 @@ runs on through the open valve into the atrium (``seg_phantom_112`` on pydicom's
 applies the same repairs to the masks:
 
 * every frame: the largest component, holes filled (no smoothing of the border);
-* frames where the keypoints found a leak (cut at its neck, or through the open valve): the mask is
-  cut along the clip's annulus line at that frame (the line through the two smoothed hinge points,
-  interpolated from the closed-valve frames on either side for an open-valve leak), keeping the
-  apical side, which is how a tracer closes the LV.
+* frames where the keypoints found a leak (cut at its neck, or through the open valve) or borrowed
+  their landmarks from the neighbouring frames: the mask is cut along the clip's annulus line at that
+  frame (the line through the two smoothed hinge points, interpolated from the closed-valve frames on
+  either side for an open-valve leak), keeping the apical side, which is how a tracer closes the LV;
+  a cut that would remove less than 2 % of the mask is not made.
 
 Nothing else changes: a frame without a leak keeps its pixels. All coordinates ``(x, y)`` pixels.
 """
@@ -25,8 +26,13 @@ import numpy as np
 
 __all__ = ["RepairedMasks", "repair_masks", "LEAK_FLAGS"]
 
-#: Flags of :func:`~echokdm.geometry.temporal.sequence_keypoints` that mark a frame's mask as leaking.
-LEAK_FLAGS = ("leak beyond the base cut", "open mitral valve")
+#: Flags of :func:`~echokdm.geometry.temporal.sequence_keypoints` after which a frame's mask is cut at its
+#: annulus line: a leak cut at its neck, a leak through the open valve, and landmarks interpolated from the
+#: neighbouring frames (the keypoints measured the frame with that annulus; a frame whose own was fine, such
+#: as one that lost its apex, loses less than ``MIN_CUT`` and is left alone).
+LEAK_FLAGS = ("leak beyond the base cut", "open mitral valve", "outlier landmarks")
+#: Smallest fraction of a mask's pixels a cut must remove to be made.
+MIN_CUT = 0.02
 
 
 @dataclasses.dataclass
@@ -58,8 +64,9 @@ class RepairedMasks:
             return ""
         frames = np.flatnonzero(self.cut)
         shown = ", ".join(str(int(t)) for t in frames[:12]) + (", …" if n > 12 else "")
-        return (f"{n} of {len(self.cut)} frame(s) leaked into the atrium and were cut at the annulus line "
-                f"(frames {shown}; {int(self.removed[self.cut].sum())} px removed)")
+        return (f"{n} of {len(self.cut)} frame(s) cut at the annulus line their keypoints use (a leak into the "
+                f"atrium, or landmarks from the neighbouring frames; frames {shown}; "
+                f"{int(self.removed[self.cut].sum())} px removed)")
 
 
 def _largest_filled(mask: np.ndarray) -> np.ndarray:
@@ -121,8 +128,8 @@ def repair_masks(masks: np.ndarray, *, apex_direction="auto", sequence=None) -> 
             side = _apical_side(binary.shape, sequence.annulus[t], sequence.apex[t])
             if side is not None and (repaired & side).any():
                 kept = _largest_filled(repaired & side)
-                cut[t] = kept.sum() < repaired.sum()
-                repaired = kept
+                if kept.sum() < (1.0 - MIN_CUT) * repaired.sum():  # a sliver at the line is left alone
+                    cut[t], repaired = True, kept
         out[t] = repaired
         removed[t] = int(binary.sum()) - int(repaired.sum())
     return RepairedMasks(masks=out, cut=cut, removed=removed, sequence=sequence)

@@ -488,10 +488,8 @@ def sequence_keypoints(
     max_gap_frames : int
         Longest run of consecutive bad frames that is interpolated in time.
     max_length_ratio : float or None
-        With ``repair``, frames whose long axis is longer than this multiple of the clip's 25th
-        percentile are taken for a leak through the open mitral valve with no neck to cut at: their
-        landmarks are interpolated from the frames on either side however long the run (their chords
-        are still cut on their own boundary). ``None`` turns the check off.
+        With ``repair``, runs of frames whose long axis is over this multiple of the clip's 25th
+        percentile are a leak through the open valve: landmarks interpolated (:func:`_open_valve_frames`).
 
     Returns
     -------
@@ -524,8 +522,7 @@ def sequence_keypoints(
         outliers = _landmark_outliers(apex, annulus)
     n = len(frames)
     if repair:
-        open_valve = _open_valve_frames(apex, annulus, max_length_ratio)
-        outliers = {**open_valve, **outliers}
+        outliers = {**(open_valve := _open_valve_frames(apex, annulus, max_length_ratio)), **outliers}
         apex_f, annulus_f = _interpolate_landmarks(frames, flags, apex, annulus, outliers, max_gap_frames,
                                                    frozenset(open_valve))
     else:

@@ -279,17 +279,19 @@ def _predicted_masks(cine, seg_path: Path | None, model) -> np.ndarray | None:
     """The masks ``uint8`` ``(T, H, W)`` a segmentation gives the clip: read from ``seg_path``, else predicted
     by ``model`` inside the clip's fan; None without either."""
     if seg_path is not None:
-        masks = np.load(seg_path)["masks"]
+        stored = np.load(seg_path)
+        # the network's own masks when echokdm segment kept them beside the repaired ones: the keypoints make
+        # the same repairs themselves (measuring the repaired masks again would be a second, different pass)
+        masks = stored["network"] if "network" in stored.files else stored["masks"]
         if masks.shape != cine.frames.shape:
             raise ValueError(f"{seg_path}: predicted masks {masks.shape} do not match the clip {cine.frames.shape}")
         return masks
     if model is None:
         return None
-    import torch
-
+    from echokdm.generation.loop import segment_frames
     from echokdm.io.fan import fan_mask_or_none
 
-    return model.predict_masks(torch.from_numpy(cine.frames), region=fan_mask_or_none(cine)).numpy()
+    return segment_frames(model, cine.frames, fan_mask_or_none(cine))  # the network's, as segment keeps them
 
 
 def keypoints_table(

@@ -37,7 +37,7 @@ def test_leaking_frames_are_cut_back_to_the_lv(clip, leak):
     assert after > before + 0.08, (before, after)
     cut = np.flatnonzero(repaired.cut)
     assert np.mean([_dice(repaired.masks[t], clip.masks[t]) for t in cut]) > 0.85
-    assert "leaked into the atrium" in repaired.note and (repaired.removed[cut] > 0).all()
+    assert "cut at the annulus line" in repaired.note and (repaired.removed[cut] > 0).all()
 
 
 def test_masks_without_a_leak_keep_their_pixels(clip):
