@@ -335,7 +335,7 @@ def _real_figure(material: dict, path: Path) -> Path:
         loop = loops[name]
         v = simpson_volume(loop.keypoints, loop.spacing_mm)
         t = int(np.nanargmin(v)) if np.isfinite(v).any() else 0
-        panels.append((f"{title.format(loop.ef_target or 0)}, ES", loop.frames[t], loop.keypoints[t]))
+        panels.append((f"{title.format(loop.ef_target or 0)}, ES{_asked(loop)}", loop.frames[t], loop.keypoints[t]))
     for c, (title, image, points) in enumerate(panels):
         ax = fig.add_subplot(2, 4, c + 1)
         ax.imshow(image, cmap="gray", vmin=0, vmax=max(float(np.percentile(image, 99.5)), 0.1))
@@ -356,7 +356,9 @@ def _real_figure(material: dict, path: Path) -> Path:
     for name, label in (("own", "generated own beat"), ("new_ef", "generated new EF")):
         loop = loops[name]
         tl = ed / clip["fps"] + np.arange(loop.n_frames) / loop.fps
-        ax.plot(tl, simpson_volume(loop.keypoints, loop.spacing_mm), "--", label=f"{label} (keypoints)")
+        read = f", frames read {loop.ef_achieved:.0f} %" if loop.ef_achieved is not None else ""
+        ax.plot(tl, simpson_volume(loop.keypoints, loop.spacing_mm), "--",
+                label=f"{label} (keypoints asked of the model{read})")
     ax.set_xlabel("time (s); green ED, orange ES", fontsize=8)
     ax.set_ylabel(f"LV volume ({unit})", fontsize=8)
     ax.set_title(f"real cine: EF {_fmt(clip['ef'], 1, ' %')} from echokdm's keypoints", fontsize=9)
@@ -366,6 +368,15 @@ def _real_figure(material: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
+
+
+def _asked(loop) -> str:
+    """``""``, or a note for a panel title when the keypoints drawn (the motion asked of the model) are more than
+    5 EF points from what the frames read: the EF control asks for more motion than K2F renders on real frames."""
+    trajectory = loop.metadata.get("ef_trajectory")
+    if trajectory is None or loop.ef_achieved is None or abs(float(trajectory) - loop.ef_achieved) <= 5:
+        return ""
+    return f"\n(reads {loop.ef_achieved:.0f} %; keypoints asked: EF {float(trajectory):.0f} %)"
 
 
 def _summary_figure(materials: list[dict], path: Path) -> Path:
