@@ -313,6 +313,8 @@ def _landmark_outliers(apex: np.ndarray, annulus: np.ndarray) -> dict[int, str]:
 MAX_LENGTH_RATIO = 1.3
 #: ... unless more than this fraction of the clip's measured frames would be (see :func:`_open_valve_frames`).
 MAX_LEAK_FRACTION = 0.5
+#: ... and only when its base lies this fraction of the reference long axis beyond the short frames' base.
+LEAK_BASE_SHIFT = 0.2
 
 
 def _open_valve_frames(apex: np.ndarray, annulus: np.ndarray, max_ratio: float | None) -> dict[int, str]:
@@ -325,7 +327,9 @@ def _open_valve_frames(apex: np.ndarray, annulus: np.ndarray, max_ratio: float |
     against 67-74 in systole).
     Such runs outlast the running median of :func:`_landmark_outliers`, so the reference is the
     clip's, not the neighbours'; with closed-valve frames at ED and ES on either side, the landmarks
-    interpolated across the run keep the clip's EDV and ESV. Runs at the clip's start or end are left
+    interpolated across the run keep the clip's EDV and ESV. The extra length must be at the base (its
+    basal centre over ``LEAK_BASE_SHIFT`` (0.2) × the reference beyond the shorter frames'): when
+    systolic frames lose their apex, the others look long from the apex end. Runs at the clip's start or end are left
     to the other checks: they have an anchor on one side only; and when the runs would cover more than
     ``MAX_LEAK_FRACTION`` (0.5) of the measured frames nothing is flagged.
     """
@@ -337,6 +341,13 @@ def _open_valve_frames(apex: np.ndarray, annulus: np.ndarray, max_ratio: float |
         return {}
     reference = float(np.percentile(length[ok], 25))
     long = ok & (length > max_ratio * reference)
+    # the extra length must be at the base: frames whose apex is lost make the others look long, apex first
+    base = annulus.mean(axis=1)
+    axis = np.nanmedian(apex[ok] - base[ok], axis=0)
+    axis = axis / max(float(np.linalg.norm(axis)), 1e-9)
+    short = ok & (length <= reference)
+    beyond = float(np.median(base[short] @ axis)) - np.where(ok, np.nan_to_num(base) @ axis, np.nan)
+    long &= beyond > LEAK_BASE_SHIFT * reference
     out = {}
     for run in np.split(np.flatnonzero(long), np.flatnonzero(np.diff(np.flatnonzero(long)) > 1) + 1):
         # a run that reaches the clip's first or last measured frame has a closed-valve frame on one side
