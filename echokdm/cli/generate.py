@@ -290,10 +290,39 @@ def _fan(args: argparse.Namespace, source):
     return None, None
 
 
+def _frame_value(text: str):
+    """``--frame``: an index or ``"ed"``."""
+    if text.strip().lower() == "ed":
+        return "ed"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a frame index or 'ed', got {text!r}") from None
+
+
+def _resolve_frame(args: argparse.Namespace, seg, motion: str) -> None:
+    """``args.frame`` as an index: the clip's end-diastolic frame for a beat by default (or ``--frame ed``), else 0;
+    says which and why."""
+    from echokdm.generation.loop import ed_frame, read_source
+
+    asked = args.frame
+    if isinstance(asked, int):
+        return
+    beat = motion in ("own", "ef", "transfer")
+    if asked is None and (not beat or args.keypoints is not None or args.mask is not None):
+        args.frame = 0
+        return
+    if args.keypoints is not None or args.mask is not None:
+        raise ValueError("--frame ed with --keypoints/--mask: they belong to one frame; pass its index as --frame N")
+    cine = read_source(args.source, args.format, **_read_kwargs(args))
+    args.frame, how = ed_frame(cine, seg, apex_direction=args.apex_direction)
+    print(f"source frame {args.frame}: {how} (--frame N picks another)")
+
+
 def _check_numbers(args: argparse.Namespace) -> SamplingSettings:
     """One clear error for a setting that cannot work, before anything is loaded; the sampling settings."""
     sampling = sampling_settings(args)
-    if args.frame < 0:
+    if isinstance(args.frame, int) and args.frame < 0:
         raise ValueError(f"--frame must be >= 0, got {args.frame}")
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
@@ -311,17 +340,22 @@ def _check_numbers(args: argparse.Namespace) -> SamplingSettings:
     return sampling
 
 
-def _read_the_source(args: argparse.Namespace, seg):
-    from echokdm.generation.loop import source_from_file
+def _read_kwargs(args: argparse.Namespace) -> dict:
+    """The reader's options (``--crop-to-fan``, DICOM only)."""
     from echokdm.io.dispatch import guess_format
 
-    kwargs = {}
-    if args.crop_to_fan:
-        if (args.format or guess_format(args.source)) != "dicom":
-            raise ValueError(f"{args.source}: --crop-to-fan applies to DICOM files only")
-        kwargs["crop_to_fan"] = True
-    return source_from_file(args.source, args.frame, keypoints=args.keypoints, mask=args.mask,
-                            segmentation=seg, format=args.format, apex_direction=args.apex_direction, **kwargs)
+    if not args.crop_to_fan:
+        return {}
+    if (args.format or guess_format(args.source)) != "dicom":
+        raise ValueError(f"{args.source}: --crop-to-fan applies to DICOM files only")
+    return {"crop_to_fan": True}
+
+
+def _read_the_source(args: argparse.Namespace, seg):
+    from echokdm.generation.loop import source_from_file
+
+    return source_from_file(args.source, args.frame, keypoints=args.keypoints, mask=args.mask, segmentation=seg,
+                            format=args.format, apex_direction=args.apex_direction, **_read_kwargs(args))
 
 
 def _load_pipeline(folder: str, device: str | None):
@@ -395,6 +429,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     pipe = _load_pipeline(args.pipeline, args.device)
     seg = None if args.segmentation is None else load_segmentation(args.segmentation)
+    _resolve_frame(args, seg, motion)
     source = _read_the_source(args, seg)
     out = Path(args.out)
     stem = args.stem or _default_stem(source.cine, args.frame, motion)
@@ -475,6 +510,11 @@ def _cmd_generate_edit(args: argparse.Namespace, adapter_name: str, sampling: Sa
                          "--target-keypoints, --drag, --own)")
     adapter = get_adapter(adapter_name)
     motion = _chosen_motion(args)
+    if not isinstance(args.frame, int):
+        if args.frame == "ed":
+            raise ValueError(f"--frame ed: an end-diastolic frame is echo only; this pipeline is for adapter "
+                             f"{adapter_name!r} (pass --frame N)")
+        args.frame = 0
     formats = args.formats or "mp4,gif,png"
     pipe = _load_pipeline(args.pipeline, args.device)
     source = read_edit_source(args.source, args.frame, adapter, args.keypoints,
@@ -504,7 +544,11 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
                                   "for face/pose pipelines an image, a folder of frames or a video")
     p.add_argument("--adapter", help="keypoint adapter (echo, face, pose …); default, and checked against: the "
                                      "pipeline's own (model_index.json)")
-    p.add_argument("--frame", type=int, default=0, help="source frame index, 0-based (default: %(default)s)")
+    p.add_argument("--frame", type=_frame_value, default=None, metavar="N|ed",
+                   help="source frame: an index (0-based) or 'ed', the clip's end-diastolic frame from its volume "
+                        "curve (default: ed for beats, --own/--ef/--transfer, when the clip's labels or "
+                        "--segmentation can find it, else 0; 0 for edits, --drag/--target-keypoints, and with "
+                        "--keypoints/--mask, which belong to one frame)")
     p.add_argument("--format", choices=("dicom", "echonet", "camus", "nifti", "video"),
                    help="file format of SOURCE and --transfer (default: guessed from the file)")
     p.add_argument("--crop-to-fan", action="store_true",

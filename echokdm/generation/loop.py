@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from echokdm.generation.settings import SamplingSettings, sampling_from_keywords
+from echokdm.generation.settings import DEFAULT_FPS, SamplingSettings, sampling_from_keywords
 from echokdm.geometry.flow import warp_frame
 from echokdm.geometry.keypoints import N_KEYPOINTS
 from echokdm.geometry.resize import resize_flow, resize_images
@@ -52,6 +52,7 @@ __all__ = [
     "read_source",
     "segment_clip",
     "segment_frames",
+    "ed_frame",
     "source_from_file",
 ]
 
@@ -716,6 +717,43 @@ def _own_label_keypoints(cine, frame_index: int, apex_direction) -> tuple[np.nda
     if cine.masks is not None and labelled and cine.masks[frame_index].any():
         return mask_keypoints(cine.masks[frame_index], apex_direction=apex_direction).keypoints, "mask"
     return None
+
+
+def ed_frame(cine, segmentation=None, *, apex_direction="auto") -> tuple[int, str]:
+    """``(index, how)``: the clip's end-diastolic frame, the source a beat starts from (``generate --frame ed``).
+
+    From the volume curve of the clip's keypoints (:func:`clip_keypoints`: its own masks on every frame, else
+    ``segmentation``'s, inside the fan): the fullest ED frame of the beats
+    :func:`~echokdm.geometry.volumes.cardiac_cycle` finds when within 5 % of the largest volume, else the
+    largest volume; else, for a clip traced or masked on a few frames
+    (EchoNet-Dynamic's ED and ES), the labelled frame with the largest volume; else frame 0, and ``how``
+    says why. A synthetic or another patient's beat starts at end-diastole with the source's keypoints:
+    from a systolic frame it would contract an LV that has already contracted.
+    """
+    from echokdm.geometry.volumes import cardiac_cycle
+
+    if cine.n_frames <= 1:
+        return 0, "a single frame"
+    if fully_labelled(cine) or segmentation is not None:
+        volumes = simpson_volume(clip_keypoints(cine, segmentation, apex_direction=apex_direction), cine.spacing_mm)
+        if np.isfinite(volumes).any():
+            # the ED frames of the beats found, the fullest first; a clip that starts in systole makes frame 0
+            # an "ED" of a partial beat, so the clip's largest volume wins when it is larger
+            ed = [int(t) for t in cardiac_cycle(volumes, cine.fps or DEFAULT_FPS).ed_frames]
+            best = int(np.nanargmax(volumes))
+            if ed and volumes[max(ed, key=lambda t: volumes[t])] >= 0.95 * volumes[best]:
+                best = max(ed, key=lambda t: volumes[t])
+            return best, "end-diastole, from the volume curve of the clip's keypoints"
+    labelled = [] if cine.labelled_frames is None else [int(t) for t in cine.labelled_frames]
+    volumes = {}
+    for t in sorted(set(labelled) | set(cine.tracings or {})):
+        found = _own_label_keypoints(cine, t, "auto" if apex_direction is None else apex_direction)
+        if found is not None:
+            volumes[t] = float(simpson_volume(found[0]))
+    volumes = {t: v for t, v in volumes.items() if np.isfinite(v)}
+    if volumes:
+        return max(volumes, key=volumes.get), "the labelled frame with the largest LV volume"
+    return 0, "frame 0: no labels and no segmentation model to find end-diastole"
 
 
 def source_from_file(

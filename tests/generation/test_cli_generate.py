@@ -197,3 +197,41 @@ def test_ef_outside_percent_and_library_checks(data, tmp_path, capsys):
     with pytest.raises(ValueError, match="num_inference_steps"):
         generate_loop(tiny_pipeline(), np.zeros((SIZE, SIZE), np.float32), kp, kp[None], fps=10.0,
                       sampling=SamplingSettings(num_inference_steps=0), progress=False)
+
+
+def test_a_beat_starts_from_the_clips_end_diastolic_frame_by_default(tmp_path, capsys):
+    """A phantom clip that starts mid-systole: ``--ef`` without ``--frame`` starts from its end-diastolic frame
+    (found from the volume curve of its masks), which the file name and the settings record; ``--frame 0`` still
+    starts from frame 0, and ``--frame ed`` with one frame's keypoints is refused."""
+    from echokdm.data.phantom import sample_patient, simulate_clip
+    from echokdm.generation.loop import ed_frame
+    from echokdm.io.nifti import write_label_nifti, write_nifti
+
+    clip = simulate_clip(sample_patient(3, 0), n_frames=24, fps=25.0, size=SIZE, start_phase=0.2)
+    truth = int(np.argmax(simpson_volume(clip.keypoints)))
+    assert truth > 3  # the clip does not start at end-diastole
+    cine = clip.to_cine()
+    index, how = ed_frame(cine)
+    assert abs(index - truth) <= 1 and "end-diastole" in how
+    assert ed_frame(cine.__class__(frames=cine.frames[:1], fps=25.0)) == (0, "a single frame")
+    unlabelled = cine.__class__(frames=cine.frames, fps=25.0)
+    assert ed_frame(unlabelled)[0] == 0 and "no labels" in ed_frame(unlabelled)[1]
+
+    source = tmp_path / "mid.nii.gz"
+    write_nifti(source, clip.frames, spacing_mm=clip.spacing_mm, fps=clip.fps)
+    write_label_nifti(tmp_path / "mid_gt.nii.gz", clip.masks, spacing_mm=clip.spacing_mm)
+    pipe = tmp_path / "pipe"
+    tiny_pipeline().save_pretrained(pipe)
+    assert run([str(source), "--pipeline", str(pipe), "--out", str(tmp_path / "a"), "--ef", "40", *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert f"source frame {index}: end-diastole" in printed
+    record = json.loads((tmp_path / "a" / f"mid_f{index}_synthetic_generate.json").read_text())
+    assert record["frame"] == index
+    assert run([str(source), "--frame", "0", "--pipeline", str(pipe), "--out", str(tmp_path / "b"), "--ef", "40",
+                *FAST]) == 0
+    assert (tmp_path / "b" / "mid_f0_synthetic_generate.json").exists()
+    keypoints = tmp_path / "kp.csv"
+    np.savetxt(keypoints, clip.keypoints[0].reshape(1, -1), delimiter=",")
+    with pytest.raises(ValueError, match="belong to one frame"):
+        run([str(source), "--frame", "ed", "--keypoints", str(keypoints), "--pipeline", str(pipe), "--out",
+             str(tmp_path / "c"), "--ef", "40", *FAST])
