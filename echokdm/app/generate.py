@@ -106,8 +106,9 @@ class LoopRequest:
             raise ValueError("keypoints dragged: move at least one keypoint (click it, then its new place)")
 
 
-def _stop(start: int, n_frames: int | None) -> int | None:
-    return None if n_frames is None else start + n_frames
+def _stop(start: int, n_frames: int | None, total: int) -> int | None:
+    """At most ``n_frames`` from ``start`` within the clip's ``total`` frames (None: to its end)."""
+    return None if n_frames is None else min(start + n_frames, total)
 
 
 def _own_targets(request: LoopRequest, source, seg):
@@ -117,7 +118,7 @@ def _own_targets(request: LoopRequest, source, seg):
 
     seq = clip_keypoints(source.cine, seg)
     # as echokdm generate --own: speckle tracking when the keypoints come from the segmentation model
-    beat = own_beat_motion(source.cine, seq, request.frame, _stop(request.frame, request.frames),
+    beat = own_beat_motion(source.cine, seq, request.frame, _stop(request.frame, request.frames, len(seq)),
                            source_keypoints=source.keypoints, spacing_mm=source.spacing_mm)
     return beat
 
@@ -136,7 +137,7 @@ def _transfer_targets(request: LoopRequest, source, seg) -> tuple[np.ndarray, fl
             ed = first_end_diastole(seq, other.fps, str(request.other))
         except ValueError as err:
             raise ValueError(f"{err}; give its ED frame") from None
-    return transfer_motion(source.keypoints, seq, ed, _stop(ed, request.frames)), other.fps, ed
+    return transfer_motion(source.keypoints, seq, ed, _stop(ed, request.frames, len(seq))), other.fps, ed
 
 
 def _common(request: LoopRequest, source, models: Models, sampling: SamplingSettings, fan_mask,

@@ -66,12 +66,13 @@ def _chosen_motion(args: argparse.Namespace) -> str:
     return chosen[0]
 
 
-def _stop(start: int, n_frames: int | None) -> int | None:
+def _stop(start: int, n_frames: int | None, total: int | None = None) -> int | None:
+    """The frame after the last of at most ``n_frames`` from ``start`` (None: to the end), within ``total`` frames."""
     if n_frames is None:
         return None
     if n_frames < 1:
         raise ValueError(f"--frames must be >= 1, got {n_frames}")
-    return start + n_frames
+    return start + n_frames if total is None else min(start + n_frames, total)
 
 
 def _ed_index(keypoints: np.ndarray, fps: float | None, where: str) -> int:
@@ -99,7 +100,7 @@ def _own(args, source, seg):
     given = seq is not None
     if seq is None:
         seq = clip_keypoints(source.cine, seg, apex_direction=args.apex_direction)
-    beat = own_beat_motion(source.cine, seq, args.frame, _stop(args.frame, args.frames),
+    beat = own_beat_motion(source.cine, seq, args.frame, _stop(args.frame, args.frames, source.cine.n_frames),
                            method=getattr(args, "own_motion", "auto") or "auto", given_sequence=given,
                            source_keypoints=source.keypoints,
                            prefer_source=source.keypoints_source == "given" or bool(args.mask),
@@ -138,7 +139,7 @@ def _transfer(args, source, seg):
     else:
         seq = clip_keypoints(other, seg, apex_direction=args.apex_direction)
     ed = args.transfer_ed if args.transfer_ed is not None else _ed_index(seq, other.fps, str(args.transfer))
-    return transfer_motion(source.keypoints, seq, ed, _stop(ed, args.frames)), other.fps, ed
+    return transfer_motion(source.keypoints, seq, ed, _stop(ed, args.frames, len(seq))), other.fps, ed
 
 
 def _targets(args: argparse.Namespace, source, seg) -> tuple[np.ndarray, np.ndarray, float | None, dict]:
@@ -308,7 +309,7 @@ def _resolve_frame(args: argparse.Namespace, seg, motion: str) -> None:
     asked = args.frame
     if isinstance(asked, int):
         return
-    beat = motion in ("own", "ef", "transfer")
+    beat = motion in ("ef", "transfer")  # an own beat follows the clip from any frame: 0 covers the most of it
     if asked is None and (not beat or args.keypoints is not None or args.mask is not None):
         args.frame = 0
         return
@@ -546,9 +547,10 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
                                      "pipeline's own (model_index.json)")
     p.add_argument("--frame", type=_frame_value, default=None, metavar="N|ed",
                    help="source frame: an index (0-based) or 'ed', the clip's end-diastolic frame from its volume "
-                        "curve (default: ed for beats, --own/--ef/--transfer, when the clip's labels or "
-                        "--segmentation can find it, else 0; 0 for edits, --drag/--target-keypoints, and with "
-                        "--keypoints/--mask, which belong to one frame)")
+                        "curve (default: ed for a synthetic or transferred beat, --ef/--transfer, which starts at "
+                        "end-diastole, when the clip's labels or --segmentation can find it; else 0: --own follows "
+                        "the clip from any frame, edits (--drag/--target-keypoints) edit one, and --keypoints/--mask "
+                        "belong to one)")
     p.add_argument("--format", choices=("dicom", "echonet", "camus", "nifti", "video"),
                    help="file format of SOURCE and --transfer (default: guessed from the file)")
     p.add_argument("--crop-to-fan", action="store_true",

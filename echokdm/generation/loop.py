@@ -723,27 +723,23 @@ def ed_frame(cine, segmentation=None, *, apex_direction="auto") -> tuple[int, st
     """``(index, how)``: the clip's end-diastolic frame, the source a beat starts from (``generate --frame ed``).
 
     From the volume curve of the clip's keypoints (:func:`clip_keypoints`: its own masks on every frame, else
-    ``segmentation``'s, inside the fan): the fullest ED frame of the beats
-    :func:`~echokdm.geometry.volumes.cardiac_cycle` finds when within 5 % of the largest volume, else the
-    largest volume; else, for a clip traced or masked on a few frames
+    ``segmentation``'s, inside the fan): the first ED frame of the beats
+    :func:`~echokdm.geometry.volumes.cardiac_cycle` finds whose volume is within 5 % of the largest, else the
+    largest volume (:func:`~echokdm.geometry.volumes.first_full_ed_frame`); else, for a clip traced or masked on
+    a few frames
     (EchoNet-Dynamic's ED and ES), the labelled frame with the largest volume; else frame 0, and ``how``
     says why. A synthetic or another patient's beat starts at end-diastole with the source's keypoints:
     from a systolic frame it would contract an LV that has already contracted.
     """
-    from echokdm.geometry.volumes import cardiac_cycle
+    from echokdm.geometry.volumes import cardiac_cycle, first_full_ed_frame
 
     if cine.n_frames <= 1:
         return 0, "a single frame"
     if fully_labelled(cine) or segmentation is not None:
         volumes = simpson_volume(clip_keypoints(cine, segmentation, apex_direction=apex_direction), cine.spacing_mm)
         if np.isfinite(volumes).any():
-            # the ED frames of the beats found, the fullest first; a clip that starts in systole makes frame 0
-            # an "ED" of a partial beat, so the clip's largest volume wins when it is larger
-            ed = [int(t) for t in cardiac_cycle(volumes, cine.fps or DEFAULT_FPS).ed_frames]
-            best = int(np.nanargmax(volumes))
-            if ed and volumes[max(ed, key=lambda t: volumes[t])] >= 0.95 * volumes[best]:
-                best = max(ed, key=lambda t: volumes[t])
-            return best, "end-diastole, from the volume curve of the clip's keypoints"
+            ed = first_full_ed_frame(volumes, cardiac_cycle(volumes, cine.fps or DEFAULT_FPS).ed_frames)
+            return ed, "end-diastole, from the volume curve of the clip's keypoints"
     labelled = [] if cine.labelled_frames is None else [int(t) for t in cine.labelled_frames]
     volumes = {}
     for t in sorted(set(labelled) | set(cine.tracings or {})):

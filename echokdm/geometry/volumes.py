@@ -15,7 +15,7 @@ import numpy as np
 
 from echokdm.geometry.keypoints import CHORD_FRACTIONS, N_CHORDS, N_KEYPOINTS
 
-__all__ = ["simpson_volume", "long_axis_from_keypoints", "CardiacCycle", "cardiac_cycle"]
+__all__ = ["simpson_volume", "long_axis_from_keypoints", "CardiacCycle", "cardiac_cycle", "first_full_ed_frame"]
 
 
 def _to_mm(keypoints: np.ndarray, spacing_mm: tuple[float, float] | None) -> np.ndarray:
@@ -293,3 +293,24 @@ def cardiac_cycle(
     robust = _running_median3(filled)
     edv, esv = robust[ed_a], robust[es_a]
     return CardiacCycle(ed_a, es_a, edv, esv, 100.0 * (edv - esv) / edv, tuple(flags), tuple(rejected))
+
+
+def first_full_ed_frame(volumes, ed_frames=(), tolerance: float = 0.05) -> int | None:
+    """The end-diastolic frame a beat starts from: the first of ``ed_frames`` (e.g. :func:`cardiac_cycle`'s)
+    whose volume is within ``tolerance`` of the clip's largest volume (the earliest, so that the most of the
+    clip follows it), else the largest volume's frame (a clip that starts in systole makes frame 0 the "ED" of
+    a partial beat); None without a finite volume.
+
+    >>> first_full_ed_frame([0.98, 0.6, 0.8, 1.0, 0.99, 0.7], ed_frames=[0, 4])
+    0
+    >>> first_full_ed_frame([0.7, 0.6, 0.8, 1.0, 0.9, 0.7], ed_frames=[0])
+    3
+    """
+    v = np.asarray(volumes, dtype=np.float64)
+    if not np.isfinite(v).any():
+        return None
+    best = int(np.nanargmax(v))
+    for t in sorted(int(t) for t in ed_frames):
+        if 0 <= t < len(v) and np.isfinite(v[t]) and v[t] >= (1.0 - tolerance) * v[best]:
+            return t
+    return best
