@@ -106,6 +106,8 @@ def test_ef_with_a_segmentation_model_segments_each_clip_as_echokdm_segment_woul
     model = pd.read_csv(tmp_path / "from_model" / "ef_per_clip.csv")
     assert model["apex_direction"].tolist() == ["up"] and 20 < model["ef"].iloc[0] < 60
     assert model["ef"].iloc[0] == pytest.approx(folder["ef"].iloc[0], abs=1e-6)
+    # the network runs on through the open mitral valve on diastolic frames: the clip's flags say which
+    assert "ran on through the open mitral valve" in model["flags"].iloc[0]
     with pytest.raises(FileNotFoundError, match="neither an 'echokdm segment' output folder"):
         _run(["ef", str(tmp_path / "real.csv"), "--segmentation", str(tmp_path / "nothing"),
               "-o", str(tmp_path / "bad"), "--no-progress"])

@@ -57,7 +57,7 @@ _ID_COLUMNS = ["clip_id", "patient_id", "dataset"]
 _FRAME_COLUMNS = [*_ID_COLUMNS, "frame", "mask_source", *KEYPOINT_COLUMNS, "volume", "volume_units", "flags",
                   "apex_direction"]
 _CLIP_COLUMNS = [*_ID_COLUMNS, "n_frames", "fps", "mask_source", "n_labelled", "all_labelled", "volume_units",
-                 "ef_reference", "edv_reference", "esv_reference", "apex_direction", "apex_note"]
+                 "ef_reference", "edv_reference", "esv_reference", "apex_direction", "apex_note", "leak_note"]
 _EF_COLUMNS = [*_ID_COLUMNS, "method", "n_beats", "ed_frames", "es_frames", "edv", "esv", "ef", "volume_units",
                "ef_reference", "edv_reference", "esv_reference", "ef_error", "flags", "rejected_beats",
                "apex_direction"]
@@ -80,7 +80,8 @@ class KeypointsTable:
     clips : pandas.DataFrame
         One row per clip that was read: IDs, ``n_frames``, ``fps``, ``mask_source``,
         ``n_labelled``, ``all_labelled``, the manifest's references, ``apex_direction`` and
-        ``apex_note`` (``""`` or why the detected direction is unsure).
+        ``apex_note`` (``""`` or why the detected direction is unsure), ``leak_note`` (``""`` or the frames
+        whose masks ran on through the open mitral valve).
     skipped : list of (str, str)
         ``(item, reason)``: clips that could not be used and frames without keypoints.
     """
@@ -236,7 +237,19 @@ def _clip_info(cine, row, frames: pd.DataFrame) -> dict:
         "volume_units": "mL" if cine.spacing_mm else "px^3",
         **{k: row.get(k, np.nan) for k in ("ef_reference", "edv_reference", "esv_reference")},
         "apex_direction": direction, "apex_note": str(unsure.iloc[0]) if len(unsure) else "",
+        "leak_note": _leak_note(frames),
     }
+
+
+def _leak_note(frames: pd.DataFrame) -> str:
+    """A clip-level line when masks ran on through the open mitral valve (``""`` otherwise)."""
+    leaking = frames.loc[frames["flags"].str.contains("open mitral valve", regex=False), "frame"].astype(int).tolist() \
+        if len(frames) else []
+    if not leaking:
+        return ""
+    shown = ", ".join(str(t) for t in leaking[:10]) + (", …" if len(leaking) > 10 else "")
+    return (f"{len(leaking)} frame(s) ran on through the open mitral valve into the atrium (frames {shown}): "
+            "their base is interpolated from the frames on either side")
 
 
 def _segmentation_index(folder: str | os.PathLike | None) -> dict[tuple[str, str], Path]:
@@ -429,8 +442,7 @@ def ef_table(keypoints: KeypointsTable) -> EFTable:
                           info["fps"])
         if not np.isfinite(result["ef"]):
             skipped.append((f"{info['dataset']}/{info['clip_id']}", f"no EF: {result['flags'] or 'no beat found'}"))
-        if info.get("apex_note"):
-            result["flags"] = "; ".join(x for x in (result["flags"], info["apex_note"]) if x)
+        result["flags"] = "; ".join(x for x in (result["flags"], info.get("apex_note"), info.get("leak_note")) if x)
         result["apex_direction"] = info.get("apex_direction", "")
         rows.append({**{k: info[k] for k in _ID_COLUMNS}, **result, "volume_units": info["volume_units"],
                      **{k: info.get(k, np.nan) for k in ("ef_reference", "edv_reference", "esv_reference")}})
