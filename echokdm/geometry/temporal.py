@@ -21,6 +21,11 @@ Masks from a segmentation network are not clean, so by default (``repair=True``)
   width by 50 %) and gives
   them, and frames whose landmarks could not be found, the landmarks interpolated in time;
   their chords are still cut on their own boundary;
+* recognises a leak through the wide-open mitral valve that has no neck to cut at (the walls run
+  on past the annulus on every filling frame): runs of frames whose long axis is over
+  ``max_length_ratio`` (1.3) × the clip's 25th percentile, the extra length at the base, get their
+  landmarks interpolated from the frames on either side however long the run
+  (:func:`_open_valve_frames`);
 * fills chords that missed the boundary from the neighbouring chords of the same wall;
 * replaces the keypoints of isolated frames whose Simpson volume is off the running median by
   more than 20 % (a destroyed mask; 8 % when the frame's landmarks were outliers, a lost apex),
@@ -327,11 +332,13 @@ def _open_valve_frames(apex: np.ndarray, annulus: np.ndarray, max_ratio: float |
     against 67-74 in systole).
     Such runs outlast the running median of :func:`_landmark_outliers`, so the reference is the
     clip's, not the neighbours'; with closed-valve frames at ED and ES on either side, the landmarks
-    interpolated across the run keep the clip's EDV and ESV. The extra length must be at the base (its
-    basal centre over ``LEAK_BASE_SHIFT`` (0.2) × the reference beyond the shorter frames'): when
-    systolic frames lose their apex, the others look long from the apex end. Runs at the clip's start or end are left
-    to the other checks: they have an anchor on one side only; and when the runs would cover more than
-    ``MAX_LEAK_FRACTION`` (0.5) of the measured frames nothing is flagged.
+    interpolated across the run keep the clip's EDV and ESV.
+
+    The extra length must be at the base (its basal centre over ``LEAK_BASE_SHIFT`` (0.2) × the
+    reference beyond the shorter frames'): when systolic frames lose their apex, the others look long
+    from the apex end. Runs at the clip's start or end are left to the other checks: they have an
+    anchor on one side only. When the runs would cover more than ``MAX_LEAK_FRACTION`` (0.5) of the
+    measured frames, nothing is flagged.
     """
     if max_ratio is None:
         return {}
