@@ -722,14 +722,14 @@ def _own_label_keypoints(cine, frame_index: int, apex_direction) -> tuple[np.nda
 def ed_frame(cine, segmentation=None, *, apex_direction="auto") -> tuple[int, str]:
     """``(index, how)``: the clip's end-diastolic frame, the source a beat starts from (``generate --frame ed``).
 
-    From the volume curve of the clip's keypoints (:func:`clip_keypoints`: its own masks on every frame, else
-    ``segmentation``'s, inside the fan): the first ED frame of the beats
-    :func:`~echokdm.geometry.volumes.cardiac_cycle` finds whose volume is within 5 % of the largest, else the
-    largest volume (:func:`~echokdm.geometry.volumes.first_full_ed_frame`); else, for a clip traced or masked on
-    a few frames
-    (EchoNet-Dynamic's ED and ES), the labelled frame with the largest volume; else frame 0, and ``how``
-    says why. A synthetic or another patient's beat starts at end-diastole with the source's keypoints:
-    from a systolic frame it would contract an LV that has already contracted.
+    From the volume curve of the clip's keypoints (:func:`clip_keypoints`: its own masks on every frame,
+    else ``segmentation``'s, inside the fan): the first ED frame of the beats
+    :func:`~echokdm.geometry.volumes.cardiac_cycle` finds whose volume is within 5 % of the largest,
+    else the largest volume (:func:`~echokdm.geometry.volumes.first_full_ed_frame`). For a clip traced
+    or masked on a few frames (EchoNet-Dynamic's ED and ES), the labelled frame with the largest volume;
+    else frame 0, and ``how`` says why. A synthetic or another patient's beat starts at end-diastole
+    with the source's keypoints: from a systolic frame it would contract an LV that has already
+    contracted.
     """
     from echokdm.geometry.volumes import cardiac_cycle, first_full_ed_frame
 
