@@ -301,23 +301,24 @@ def _frame_value(text: str):
         raise argparse.ArgumentTypeError(f"expected a frame index or 'ed', got {text!r}") from None
 
 
-def _resolve_frame(args: argparse.Namespace, seg, motion: str) -> None:
+def _resolve_frame(args: argparse.Namespace, seg, motion: str):
     """``args.frame`` as an index: the clip's end-diastolic frame for a beat by default (or ``--frame ed``), else 0;
-    says which and why."""
+    says which and why. Returns the clip when it had to be read for that (None otherwise)."""
     from echokdm.generation.loop import ed_frame, read_source
 
     asked = args.frame
     if isinstance(asked, int):
-        return
+        return None
     beat = motion in ("ef", "transfer")  # an own beat follows the clip from any frame: 0 covers the most of it
     if asked is None and (not beat or args.keypoints is not None or args.mask is not None):
         args.frame = 0
-        return
+        return None
     if args.keypoints is not None or args.mask is not None:
         raise ValueError("--frame ed with --keypoints/--mask: they belong to one frame; pass its index as --frame N")
     cine = read_source(args.source, args.format, **_read_kwargs(args))
     args.frame, how = ed_frame(cine, seg, apex_direction=args.apex_direction)
     print(f"source frame {args.frame}: {how} (--frame N picks another)")
+    return cine
 
 
 def _check_numbers(args: argparse.Namespace) -> SamplingSettings:
@@ -352,11 +353,11 @@ def _read_kwargs(args: argparse.Namespace) -> dict:
     return {"crop_to_fan": True}
 
 
-def _read_the_source(args: argparse.Namespace, seg):
+def _read_the_source(args: argparse.Namespace, seg, cine=None):
     from echokdm.generation.loop import source_from_file
 
     return source_from_file(args.source, args.frame, keypoints=args.keypoints, mask=args.mask, segmentation=seg,
-                            format=args.format, apex_direction=args.apex_direction, **_read_kwargs(args))
+                            format=args.format, apex_direction=args.apex_direction, cine=cine, **_read_kwargs(args))
 
 
 def _load_pipeline(folder: str, device: str | None):
@@ -430,8 +431,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     pipe = _load_pipeline(args.pipeline, args.device)
     seg = None if args.segmentation is None else load_segmentation(args.segmentation)
-    _resolve_frame(args, seg, motion)
-    source = _read_the_source(args, seg)
+    source = _read_the_source(args, seg, _resolve_frame(args, seg, motion))
     out = Path(args.out)
     stem = args.stem or _default_stem(source.cine, args.frame, motion)
     _check_free(out, stem, args.overwrite)

@@ -761,6 +761,7 @@ def source_from_file(
     *,
     format: str | None = None,
     apex_direction: str | tuple[float, float] | None = "up",
+    cine=None,
     **read_kwargs: Any,
 ) -> LoopSource:
     """The source frame of a file and its 40 keypoints.
@@ -788,6 +789,8 @@ def source_from_file(
         Reader format (:data:`echokdm.io.dispatch.FORMATS`); guessed by default.
     apex_direction
         As in :func:`~echokdm.geometry.mask_keypoints`.
+    cine : Cine, optional
+        The clip of ``path`` when already read (with the same reader options): not read again.
     **read_kwargs
         Passed to the reader (e.g. ``crop_to_fan=True`` for DICOM).
 
@@ -808,7 +811,7 @@ def source_from_file(
     from echokdm.io.fan import apex_direction_with_fan, fan_mask_or_none
 
     path = Path(path)
-    cine = read_source(path, format, **read_kwargs)
+    cine = read_source(path, format, **read_kwargs) if cine is None else cine
     if isinstance(frame_index, bool) or not isinstance(frame_index, (int, np.integer)) or not (
             0 <= frame_index < cine.n_frames):
         raise ValueError(f"{path}: frame {frame_index!r} is outside the clip's frames 0..{cine.n_frames - 1}")
