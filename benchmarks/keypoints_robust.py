@@ -80,15 +80,12 @@ def _measure(masks: np.ndarray, clip) -> dict:
         complete = np.isfinite(seq.keypoints).all(axis=(1, 2))
         ef, rejected = _ef(simpson_volume(seq.keypoints, clip.spacing_mm), clip.fps)
         out[name] = {"ef": ef, "complete": float(complete.mean()), "rejected": rejected}
+    from echokdm.echo.segmentation_training import dice_scores
     from echokdm.geometry.mask_repair import repair_masks
 
-    def dice(a, b):
-        a, b = np.asarray(a, bool), np.asarray(b, bool)
-        return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
-
-    repaired = repair_masks(masks).masks
-    out["mask_dice"] = {"network": float(np.mean([dice(m, t) for m, t in zip(masks, clip.masks, strict=True)])),
-                        "repaired": float(np.mean([dice(m, t) for m, t in zip(repaired, clip.masks, strict=True)]))}
+    truth = clip.masks.astype(bool)
+    out["mask_dice"] = {"network": float(np.mean(dice_scores(masks.astype(bool), truth))),
+                        "repaired": float(np.mean(dice_scores(repair_masks(masks).masks.astype(bool), truth)))}
     volumes = np.array([principal_axis_volume(m) for m in masks])
     ef, rejected = _ef(volumes, clip.fps)
     out["principal_axis"] = {"ef": ef, "complete": float(np.isfinite(volumes).mean()), "rejected": rejected}

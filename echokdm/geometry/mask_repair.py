@@ -69,15 +69,6 @@ class RepairedMasks:
                 f"{int(self.removed[self.cut].sum())} px removed)")
 
 
-def _largest_filled(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    labels, n = ndimage.label(mask)
-    if n > 1:
-        mask = labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
-    return ndimage.binary_fill_holes(mask)
-
-
 def _apical_side(shape: tuple[int, int], hinges: np.ndarray, apex: np.ndarray) -> np.ndarray | None:
     """``bool`` ``(H, W)``: pixels on the apex's side of the line through the two hinges (half a pixel of slack)."""
     h1, h2 = np.asarray(hinges, np.float64)
@@ -109,6 +100,7 @@ def repair_masks(masks: np.ndarray, *, apex_direction="auto", sequence=None) -> 
     -------
     RepairedMasks
     """
+    from echokdm.geometry.keypoints import clean_mask
     from echokdm.geometry.temporal import sequence_keypoints
 
     masks = np.asarray(masks)
@@ -123,11 +115,11 @@ def repair_masks(masks: np.ndarray, *, apex_direction="auto", sequence=None) -> 
         binary = mask != 0
         if not binary.any():
             continue
-        repaired = _largest_filled(binary)
+        repaired = clean_mask(binary, smooth=False)[0]  # largest component, holes filled
         if any(flag in sequence.flags[t] for flag in LEAK_FLAGS):
             side = _apical_side(binary.shape, sequence.annulus[t], sequence.apex[t])
             if side is not None and (repaired & side).any():
-                kept = _largest_filled(repaired & side)
+                kept = clean_mask(repaired & side, smooth=False)[0]
                 if kept.sum() < (1.0 - MIN_CUT) * repaired.sum():  # a sliver at the line is left alone
                     cut[t], repaired = True, kept
         out[t] = repaired

@@ -356,11 +356,12 @@ def _open_valve_frames(apex: np.ndarray, annulus: np.ndarray, max_ratio: float |
     beyond = float(np.median(base[short] @ axis)) - np.where(ok, np.nan_to_num(base) @ axis, np.nan)
     long &= beyond > LEAK_BASE_SHIFT * reference
     out = {}
+    first, last = np.flatnonzero(ok)[[0, -1]]
     for run in np.split(np.flatnonzero(long), np.flatnonzero(np.diff(np.flatnonzero(long)) > 1) + 1):
         # a run that reaches the clip's first or last measured frame has a closed-valve frame on one side
         # only: copying that frame's landmarks would give the run its phase (on the ED-to-ES beats of
         # benchmarks/seg_sim2real.py, a mid-systolic frame's at ED), so only runs between two are repaired
-        if run.size == 0 or run[0] <= np.flatnonzero(ok)[0] or run[-1] >= np.flatnonzero(ok)[-1]:
+        if run.size == 0 or run[0] <= first or run[-1] >= last:
             continue
         for t in run:
             out[int(t)] = (f"long axis {length[t]:.1f} px, over {max_ratio:g} × the clip's {reference:.1f} px: the "
