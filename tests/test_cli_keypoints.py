@@ -66,9 +66,19 @@ def test_ef_command_writes_per_clip_csv_summary_and_bland_altman(cohort, tmp_pat
     assert (out / "ef_bland_altman.png").stat().st_size > 1000 and (out / "ef_scatter.png").exists()
     assert "MAE" in printed and "bias" in printed and "Pearson r" in printed
     assert "nomask" in printed and (out / "ef_skipped.csv").exists()
+    # a picture per measured clip (both: fewer than --clip-plots), the worst agreement named first
+    pictures = sorted(p.name for p in (out / "ef_clips").iterdir())
+    assert pictures == sorted(f"phantom-camus_{c}.png" for c in clips["clip_id"])
+    assert "clip pictures" in printed and "2 of 2" in printed
     with pytest.raises(FileExistsError, match="ef_per_clip.csv"):
         _run(["ef", str(cohort / "manifest.csv"), "-o", str(out), "--no-progress"])
     assert _run(["ef", str(cohort / "manifest.csv"), "-o", str(out), "--overwrite", "--no-progress"]) == 0
+    out2 = tmp_path / "ef_no_pictures"
+    assert _run(["ef", str(cohort / "manifest.csv"), "-o", str(out2), "--clip-plots", "0", "--no-progress"]) == 0
+    assert not (out2 / "ef_clips").exists()
+    assert _run(["ef", str(cohort / "manifest.csv"), "-o", str(out2 / "one"), "--clip-plots", "1",
+                 "--no-progress"]) == 0
+    assert len(list((out2 / "one" / "ef_clips").iterdir())) == 1
 
 
 def test_missing_manifest_is_a_file_not_found_error_naming_it(tmp_path):
@@ -108,6 +118,7 @@ def test_ef_with_a_segmentation_model_segments_each_clip_as_echokdm_segment_woul
     assert model["ef"].iloc[0] == pytest.approx(folder["ef"].iloc[0], abs=1e-6)
     # the network runs on through the open mitral valve on diastolic frames: the clip's flags say which
     assert "ran on through the open mitral valve" in model["flags"].iloc[0]
+    assert (tmp_path / "from_model" / "ef_clips" / f"dicom_{model['clip_id'].iloc[0]}.png").stat().st_size > 20000
     with pytest.raises(FileNotFoundError, match="neither an 'echokdm segment' output folder"):
         _run(["ef", str(tmp_path / "real.csv"), "--segmentation", str(tmp_path / "nothing"),
               "-o", str(tmp_path / "bad"), "--no-progress"])

@@ -105,6 +105,29 @@ def _print_summary(summary) -> None:
               f"to {rec['loa_high']:+.2f}, Pearson r {rec['pearson_r']:.3f} (EF points)")
 
 
+def _clip_plots(args: argparse.Namespace, frames, clips, folder: Path) -> None:
+    """Pictures of what each chosen clip's EF was measured from (``--clip-plots``)."""
+    from echokdm.data.manifest import load_manifest, read_clip
+    from echokdm.metrics.ef_plots import write_clip_ef_plots
+
+    if args.clip_plots <= 0 or clips.empty:
+        return
+    rows = load_manifest(args.manifest)
+    by_clip = {(str(r["dataset"]), str(r["clip_id"])): r for r in rows.to_dict("records")}
+
+    def read(clip: dict):
+        row = by_clip.get((str(clip["dataset"]), str(clip["clip_id"])))
+        if row is None:
+            raise ValueError("not in the manifest")
+        return read_clip(row)
+
+    written, why = write_clip_ef_plots(frames, clips, folder, limit=args.clip_plots, read_clip=read,
+                                       overwrite=args.overwrite)
+    more = "" if len(written) == len(clips) else f"; --clip-plots {len(clips)} for every clip"
+    print(f"clip pictures (ED/ES frames with keypoints, volume curve): {len(written)} of {len(clips)} in "
+          f"{folder} ({why}{more})")
+
+
 def cmd_ef(args: argparse.Namespace) -> int:
     """Per-clip EDV, ESV, EF and beats; agreement with ef_reference and Bland–Altman plot."""
     from echokdm.metrics.lv_function import (
@@ -117,7 +140,7 @@ def cmd_ef(args: argparse.Namespace) -> int:
     out = Path(args.out)
     paths = {name: out / f"ef_{name}" for name in ("per_clip.csv", "summary.csv", "skipped.csv",
                                                   "bland_altman.png", "scatter.png")}
-    _check_free(list(paths.values()), args.overwrite)
+    _check_free(list(paths.values()) + [out / "ef_clips"], args.overwrite)
     parts = _parts_folder(out / "ef_keypoints")
     table = _table(args, parts)
     if table is None:  # a launched process whose clips are done: the main one writes and reports
@@ -135,6 +158,7 @@ def cmd_ef(args: argparse.Namespace) -> int:
         print(f"plots: {plots['bland_altman']}, {plots['scatter']}")
     else:
         print("no clip has both an EF and an ef_reference: no agreement summary or plots")
+    _clip_plots(args, table.frames, result.clips, out / "ef_clips")
     skipped = table.skipped + result.skipped
     _print_skipped(skipped, _write_skipped(skipped, paths["skipped.csv"], args.overwrite))
     shutil.rmtree(parts, ignore_errors=True)
@@ -183,4 +207,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "agreement, Pearson r and a Bland-Altman plot.")
     _add_common(p)
     p.add_argument("-o", "--out", default=".", help="output folder (default: the current folder)")
+    p.add_argument("--clip-plots", type=int, default=12, metavar="N",
+                   help="pictures of the ED and ES frames with their keypoints and the volume curve with the beats "
+                        "and flagged frames, for N clips in OUT/ef_clips/: the furthest from ef_reference first, "
+                        "else the flagged ones; frames inside the ultrasound fan only (default: %(default)s; "
+                        "0 for none)")
     p.set_defaults(func=cmd_ef)
