@@ -111,6 +111,34 @@ def test_manifest_build_check_and_skipped_report(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_manifest_detects_the_format_of_a_folder_or_asks_for_one(tmp_path, capsys):
+    import shutil
+
+    import pydicom.examples
+
+    from echokdm.io.dispatch import guess_folder_format
+
+    scans = tmp_path / "scans"
+    (scans / "day1").mkdir(parents=True)
+    shutil.copy(pydicom.examples.get_path("ybr_color"), scans / "day1" / "IM0001")  # no suffix: DICM preamble
+    (scans / "notes.txt").write_text("not a clip")
+    out = tmp_path / "m.csv"
+    assert main(["manifest", str(scans), "-o", str(out), "--no-progress"]) == 0
+    assert "format: dicom (detected from 1 dicom file(s)" in capsys.readouterr().out
+    assert ",dicom," in out.read_text()
+    write_video(scans / "clip.avi", np.zeros((3, 8, 8), np.float32), fps=10)
+    assert main(["manifest", str(scans), "-o", str(tmp_path / "mixed.csv"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "several formats (1 dicom, 1 video)" in err and "--format" in err and not (tmp_path / "mixed.csv").exists()
+    assert main(["manifest", str(tmp_path / "empty_dir_absent"), "-o", str(tmp_path / "x.csv")]) == 1
+    (tmp_path / "echonet" / "Videos").mkdir(parents=True)
+    (tmp_path / "echonet" / "FileList.csv").write_text("FileName,EF\n")
+    assert guess_folder_format(tmp_path / "echonet")[0] == "echonet"
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(ValueError, match="no DICOM, EchoNet, CAMUS, NIfTI or video file"):
+        guess_folder_format(tmp_path / "nothing")
+
+
 def test_info_and_preview(tmp_path, capsys):
     frames = np.random.default_rng(0).random((7, 20, 30)).astype(np.float32)
     clip = write_video(tmp_path / "x.mp4", frames, fps=10)

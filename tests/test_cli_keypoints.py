@@ -86,7 +86,7 @@ def test_missing_manifest_is_a_file_not_found_error_naming_it(tmp_path):
         _run(["ef", str(tmp_path / "absent.csv"), "-o", str(tmp_path), "--no-progress"])
 
 
-def test_ef_with_a_segmentation_model_segments_each_clip_as_echokdm_segment_would(tmp_path):
+def test_ef_with_a_segmentation_model_segments_each_clip_as_echokdm_segment_would(tmp_path, capsys):
     """``--segmentation`` takes a model (a packaged name) as well as an ``echokdm segment`` folder: on pydicom's
     real scanner cine both give the same keypoints and EF, the apex on the transducer's side; a value that is
     neither is refused before anything is written."""
@@ -105,13 +105,24 @@ def test_ef_with_a_segmentation_model_segments_each_clip_as_echokdm_segment_woul
         write_manifest(scan_folder(tmp_path / "dicom", "dicom", progress=False).manifest, tmp_path / "real.csv")
         parser = argparse.ArgumentParser(prog="echokdm")
         register_segment(parser.add_subparsers(dest="command", required=True))
-        args = parser.parse_args(["segment", str(tmp_path / "real.csv"), "--segmentation", "seg_phantom_112",
-                                  "-o", str(tmp_path / "seg"), "--no-progress"])
-        assert args.func(args) == 0
+        args = parser.parse_args(["segment", str(tmp_path / "real.csv"), "-o", str(tmp_path / "seg"), "--no-progress"])
+        assert args.func(args) == 0  # the packaged model by default, said so
         assert _run(["ef", str(tmp_path / "real.csv"), "--segmentation", str(tmp_path / "seg"),
                      "-o", str(tmp_path / "from_folder"), "--no-progress"]) == 0
         assert _run(["ef", str(tmp_path / "real.csv"), "--segmentation", "seg_phantom_112",
                      "-o", str(tmp_path / "from_model"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "model: seg_phantom_112 (packaged; trained on the realistic phantom only" in printed
+    # segment's preview: the frames inside the fan (the burned-in labels around it blanked), masks and keypoints
+    import imageio.v3 as iio
+
+    clip_id = pd.read_csv(tmp_path / "real.csv")["clip_id"].iloc[0]
+    video = iio.imread(tmp_path / "seg" / "previews" / f"{clip_id}.mp4")
+    assert video.shape[0] == 30 and "previews (frames inside the fan" in printed
+    scale = video.shape[2] // 320
+    assert video[:, : 20 * scale, : 40 * scale].max() < 40  # the top-left corner's burned-in text is gone
+    tint = (video[..., 2].astype(int) - video[..., 0].astype(int)) > 40  # the cyan mask tint
+    assert tint.mean() > 0.01
     folder = pd.read_csv(tmp_path / "from_folder" / "ef_per_clip.csv")
     model = pd.read_csv(tmp_path / "from_model" / "ef_per_clip.csv")
     assert model["apex_direction"].tolist() == ["up"] and 20 < model["ef"].iloc[0] < 60

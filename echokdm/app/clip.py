@@ -137,13 +137,13 @@ def _labelled_everywhere(cine) -> bool:
     return cine.masks is not None and (cine.labelled_frames is None or len(cine.labelled_frames) == cine.n_frames)
 
 
-def _measured_cine(cine, segmentation):
-    """``(cine to measure, masks shown, mask source)``: own masks on every frame, else the model's, else
-    the clip's own labels (tracings, some masks)."""
-    if _labelled_everywhere(cine) and not cine.tracings:
+def _measured_cine(cine, segmentation, predicted=None):
+    """``(cine to measure, masks shown, mask source)``: own masks on every frame, else the model's (``predicted``
+    ``(shown, network)`` when already segmented), else the clip's own labels (tracings, some masks)."""
+    if predicted is None and _labelled_everywhere(cine) and not cine.tracings:
         return cine, cine.masks, "mask"
-    if segmentation is not None:
-        shown, network = _predicted_masks(cine, segmentation)
+    if segmentation is not None or predicted is not None:
+        shown, network = predicted if predicted is not None else _predicted_masks(cine, segmentation)
         return dataclasses.replace(cine, masks=network, labelled_frames=None, tracings=None), shown, "segmentation"
     if cine.tracings:
         return cine, None, "tracing"
@@ -153,7 +153,7 @@ def _measured_cine(cine, segmentation):
 
 
 def open_clip(path: str | os.PathLike, *, clip_id: str | None = None, segmentation=None,
-              format: str | None = None) -> ClipView:
+              format: str | None = None, predicted: tuple[np.ndarray, np.ndarray] | None = None) -> ClipView:
     """Read a clip and measure it (module docstring).
 
     Parameters
@@ -164,6 +164,9 @@ def open_clip(path: str | os.PathLike, *, clip_id: str | None = None, segmentati
         Model for clips that are not labelled on every frame.
     format : str, optional
         Reader format (:data:`echokdm.io.dispatch.FORMATS`); guessed by default.
+    predicted : (numpy.ndarray, numpy.ndarray), optional
+        The model's masks already made (``echokdm segment``'s ``masks`` and ``network``, ``(T, H, W)``), used
+        instead of running ``segmentation`` and shown even on a clip with its own masks.
 
     Raises
     ------
@@ -173,7 +176,7 @@ def open_clip(path: str | os.PathLike, *, clip_id: str | None = None, segmentati
     from echokdm.metrics.lv_function import KEYPOINT_COLUMNS, ef_table, keypoints_table
 
     cine, source, fmt = _read(Path(path), clip_id, format)
-    measured, masks, mask_source = _measured_cine(cine, segmentation)
+    measured, masks, mask_source = _measured_cine(cine, segmentation, predicted)
     t = cine.n_frames
     keypoints = np.full((t, N_KEYPOINTS, 2), np.nan, np.float32)
     volumes = np.full(t, np.nan)
@@ -185,7 +188,12 @@ def open_clip(path: str | os.PathLike, *, clip_id: str | None = None, segmentati
         return dataclasses.replace(empty, note="no LV masks or tracings in the clip: choose a segmentation model")
     manifest = pd.DataFrame([{"clip_id": cine.clip_id or source.stem, "patient_id": cine.patient_id or "",
                               "dataset": cine.dataset or "", "path": str(source)}])
-    table = keypoints_table(manifest, read_clip=lambda row: measured, progress=False)
+    side = "auto"
+    if mask_source == "segmentation":  # a network's masks: the apex on the sector's side, as `ef` reads them
+        from echokdm.io.fan import apex_direction_with_fan, fan_mask_or_none
+
+        side = apex_direction_with_fan(fan_mask_or_none(cine), "auto")
+    table = keypoints_table(manifest, read_clip=lambda row: measured, progress=False, apex_direction=side)
     if table.clips.empty:
         reason = table.skipped[0][1] if table.skipped else "not measured"
         return dataclasses.replace(empty, note=reason)

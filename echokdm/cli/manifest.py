@@ -42,8 +42,13 @@ def _check(args: argparse.Namespace) -> int:
 
 def _check_build_options(args: argparse.Namespace) -> Path:
     """The manifest file to write, after one clear error for any option that cannot work."""
-    if args.folder is None or args.format is None or args.output is None:
-        raise ValueError("building a manifest needs FOLDER, --format and -o/--output (or use --check FILE)")
+    if args.folder is None or args.output is None:
+        raise ValueError("building a manifest needs FOLDER and -o/--output (or use --check FILE)")
+    if args.format is None:
+        from echokdm.io.dispatch import guess_folder_format
+
+        args.format, how = guess_folder_format(args.folder)
+        print(f"format: {args.format} (detected from {how}; --format to choose another)")
     output = Path(args.output)
     if output.is_dir():
         raise ValueError(f"-o/--output {output} is a folder; give the manifest's file name, e.g. "
@@ -109,7 +114,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Scan FOLDER for clips of one format and write a manifest CSV (one row per clip, "
                     "patient-level splits), or validate a manifest with --check.")
     p.add_argument("folder", nargs="?", help="folder to scan")
-    p.add_argument("--format", choices=("dicom", "echonet", "camus", "nifti", "video"), help="format of the clips")
+    p.add_argument("--format", choices=("dicom", "echonet", "camus", "nifti", "video"),
+                   help="format of the clips (default: detected from the folder: the EchoNet-Dynamic layout, or "
+                        "the one format of its files)")
     p.add_argument("-o", "--output", help="manifest CSV to write")
     p.add_argument("--check", metavar="MANIFEST", help="validate MANIFEST and print one line per problem")
     p.add_argument("--dataset", help="value of the dataset column (default: the format)")

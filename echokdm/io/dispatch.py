@@ -10,7 +10,7 @@ from typing import Any
 
 from echokdm.io.cine import Cine
 
-__all__ = ["FORMATS", "VIDEO_SUFFIXES", "read_cine", "guess_format", "is_dicom_file"]
+__all__ = ["FORMATS", "VIDEO_SUFFIXES", "read_cine", "guess_format", "guess_folder_format", "is_dicom_file"]
 
 #: Formats understood by :func:`read_cine` and the manifest builder.
 FORMATS = ("dicom", "echonet", "camus", "nifti", "video")
@@ -70,6 +70,49 @@ def guess_format(path: str | os.PathLike) -> str:
     raise ValueError(
         f"{path}: cannot tell the format from the file; pass one of {', '.join(FORMATS)} explicitly"
     )
+
+
+def guess_folder_format(folder: str | os.PathLike, *, max_files: int = 5000) -> tuple[str, str]:
+    """The one format of the clips in ``folder`` (for ``echokdm manifest`` without ``--format``), and how it
+    was told.
+
+    The EchoNet-Dynamic layout (``FileList.csv`` beside ``Videos/``) is ``"echonet"``; otherwise the files
+    (at most ``max_files``, hidden ones left out) are recognised one by one with :func:`guess_format` (CAMUS
+    masks and files of no known format do not count).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``folder`` is not a folder.
+    ValueError
+        No echo file was found, or files of several formats (the message counts them and asks for
+        ``--format``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    if (folder / "FileList.csv").is_file() and (folder / "Videos").is_dir():
+        return "echonet", "FileList.csv and Videos/: the EchoNet-Dynamic layout"
+    counts: dict[str, int] = {}
+    seen = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or seen >= max_files:
+                continue
+            seen += 1
+            try:
+                fmt = guess_format(Path(root) / name)
+            except (ValueError, OSError):
+                continue
+            counts[fmt] = counts.get(fmt, 0) + 1
+    found = ", ".join(f"{n} {fmt}" for fmt, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    if not counts:
+        raise ValueError(f"{folder}: no DICOM, EchoNet, CAMUS, NIfTI or video file found ({seen} file(s) looked at)")
+    if len(counts) > 1:
+        raise ValueError(f"{folder}: files of several formats ({found}); choose one with --format")
+    fmt = next(iter(counts))
+    return fmt, f"{found} file(s)"
 
 
 def read_cine(path: str | os.PathLike, format: str | None = None, **kwargs: Any) -> Cine:

@@ -39,6 +39,31 @@ def test_open_clip_measures_as_the_commands(phantom_dicoms):
     assert ef == pytest.approx(view.ef)
 
 
+def test_open_real_cine_reads_the_apex_side_and_ef_as_the_ef_command(tmp_path):
+    """pydicom's real cine through the packaged model: the app's keypoints have their base at the bottom (the apex
+    towards the transducer, from the fan, as `echokdm ef` reads it; from the masks alone it was guessed "down"
+    and the app showed the annulus at the apex and another EF), and the same EF and ED frame as the command."""
+    import warnings
+
+    import pydicom.examples
+
+    from echokdm.metrics.lv_function import ef_table, keypoints_table
+    from echokdm.pretrained import pretrained_path
+
+    path = pydicom.examples.get_path("ybr_color")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        view = open_clip(path, segmentation=pretrained_path("seg_phantom_112"))
+        manifest = pd.DataFrame([{"clip_id": "c", "patient_id": "p", "dataset": "d", "path": str(path),
+                                  "format": "dicom"}])
+        command = ef_table(keypoints_table(manifest, segmentation="seg_phantom_112", progress=False)).clips.iloc[0]
+    assert view.ef == pytest.approx(float(command["ef"]), abs=1e-6)
+    assert view.ed_frames == [int(v) for v in str(command["ed_frames"]).split()]
+    ed = view.keypoints[view.ed_frames[0]]
+    base_y = (ed[0, 1] + ed[39, 1]) / 2
+    assert base_y > ed[15:25, 1].mean() + 30  # the base is below the apical chords
+
+
 def test_open_manifest_picks_a_clip(phantom_dicoms):
     rows = pd.read_csv(phantom_dicoms)
     second = str(rows["clip_id"].iloc[1])
