@@ -44,20 +44,25 @@ def _phantom_clip(row, truth: dict[str, Path]):
 
 
 def _mask_keypoints(cine, row, segmentation: str | None) -> np.ndarray:
-    """Keypoints ``(T, 40, 2)`` of every frame's mask (the clip's, or ``echokdm segment`` output)."""
+    """Keypoints ``(T, 40, 2)`` of every frame's mask (the clip's, or ``echokdm segment`` output: the network's
+    masks, with the apex on the side of the clip's sector apex, as ``echokdm ef`` reads them)."""
     from echokdm.geometry.temporal import sequence_keypoints
+    from echokdm.io.fan import apex_direction_with_fan, fan_mask_or_none
 
     masks = cine.masks if cine.labelled_frames is None else None
+    side = "auto"
     if segmentation:
         path = Path(segmentation) / "masks" / f"{clip_file_stem(str(row['clip_id']))}.npz"
         if not path.exists():
             raise FileNotFoundError(f"{path}: no predicted masks for this clip (echokdm segment)")
-        masks = np.load(path)["masks"]
+        with np.load(path) as saved:
+            masks = saved["network"] if "network" in saved.files else saved["masks"]
+        side = apex_direction_with_fan(fan_mask_or_none(cine), "auto")
     if masks is None:
         raise ValueError("data.keypoints: masks needs a mask on every frame; set data.segmentation to the "
                          "output of echokdm segment (echokdm evaluate: --masks DIR, or --segmentation MODEL to "
                          "segment the clip there)")
-    return sequence_keypoints(masks).keypoints
+    return sequence_keypoints(masks, apex_direction=side).keypoints
 
 
 def echo_clip_keypoints(cine, row, keypoints: str, truth: dict[str, Path], size: int, *,

@@ -75,3 +75,37 @@ def test_echo_loader_phantom_and_tps_flows(cohort):
     b = exact.pairs[0, 1]
     q = np.round(exact.keypoints[b, 10]).astype(int)
     assert np.linalg.norm(tps.flows[0, :, q[1], q[0]].astype(float) - exact.flows[0, :, q[1], q[0]].astype(float)) < 1.0
+
+
+def test_keypoints_from_segment_output_read_the_network_masks_with_the_fan_apex(tmp_path):
+    """Training/evaluating on a real scanner cine from `echokdm segment` output: the keypoints are the ones `echokdm
+    ef` measures (the network's masks, the apex on the sector's side), not the repaired masks read upside down."""
+    import warnings
+
+    import pandas as pd
+    import pydicom.examples
+
+    from echokdm.data.echo_pairs import echo_clip_keypoints
+    from echokdm.data.manifest import clip_file_stem
+    from echokdm.echo.segmentation import LVSegmentationNet
+    from echokdm.generation.loop import segment_clip
+    from echokdm.geometry.temporal import sequence_keypoints
+    from echokdm.io import read_cine
+    from echokdm.io.fan import fan_mask_or_none
+    from echokdm.pretrained import pretrained_path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cine = read_cine(pydicom.examples.get_path("ybr_color"))
+    model = LVSegmentationNet.from_pretrained(pretrained_path("seg_phantom_112"))
+    repaired, network, _ = segment_clip(model, cine.frames, fan_mask_or_none(cine), apex_direction="up")
+    (tmp_path / "masks").mkdir()
+    np.savez_compressed(tmp_path / "masks" / f"{clip_file_stem('c')}.npz", masks=repaired, network=network)
+    row = pd.Series({"clip_id": "c"})
+    kp, _ = echo_clip_keypoints(cine, row, "masks", {}, 112, segmentation=str(tmp_path))
+    expected = sequence_keypoints(network, apex_direction="up").keypoints
+    from echokdm.data.pairs import scale_keypoints
+
+    np.testing.assert_allclose(kp, scale_keypoints(expected, cine.frames.shape[-2:], 112), equal_nan=True)
+    base_y = (kp[:, 0, 1] + kp[:, 39, 1]) / 2
+    assert np.nanmedian(base_y - np.nanmean(kp[:, 15:25, 1], axis=1)) > 10  # the base below the apex
