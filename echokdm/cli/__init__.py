@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """One line per warning on the command line: ``warning: <message>`` (no file, line number or code)."""
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 = success, 1 = failure, 2 = usage error)."""
     from echokdm.errors import EchoKDMError
@@ -75,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from echokdm.runtime import configure_threads
 
     configure_threads()  # fewer torch threads on a busy machine (one line on stderr); OMP_NUM_THREADS wins
+    import warnings
+
+    warnings.formatwarning = _warning_line  # a researcher's terminal: the message, not the source line that warned
     try:
         resolve_models(args)
         for folder in output_folders(args):

@@ -45,7 +45,11 @@ from echokdm.cli._common import add_run_options, add_sampling_options, sampling_
 # DEFAULT_FPS: the loop frame rate when neither --fps nor the motion's clip gives one
 from echokdm.generation.settings import DEFAULT_FPS, SamplingSettings
 
-__all__ = ["DEFAULT_FPS", "cmd_generate", "register"]
+__all__ = ["DEFAULT_FPS", "DEFAULT_PIPELINE", "DEFAULT_SEGMENTATION", "cmd_generate", "register"]
+
+#: Packaged models ``echokdm generate`` uses when none is given (see :func:`_default_models`).
+DEFAULT_PIPELINE = "kdm_phantom_112"
+DEFAULT_SEGMENTATION = "seg_phantom_112"
 
 _ECHO_FORMATS = "mp4,gif,dicom,nifti"
 _MOTIONS = ("own", "transfer", "ef", "drag", "target_keypoints")
@@ -301,21 +305,45 @@ def _frame_value(text: str):
         raise argparse.ArgumentTypeError(f"expected a frame index or 'ed', got {text!r}") from None
 
 
-def _resolve_frame(args: argparse.Namespace, seg, motion: str):
+def _default_models(args: argparse.Namespace):
+    """The packaged pipeline when ``--pipeline`` is not given; the packaged segmentation when the source needs one
+    (no ``--keypoints``/``--mask`` and a clip without masks or tracings, e.g. a scanner DICOM), each said in one
+    line. Returns the clip when it had to be read for that (None otherwise)."""
+    from echokdm.cli._common import resolve_model
+
+    if args.pipeline is None:
+        args.pipeline = resolve_model(DEFAULT_PIPELINE, "pipeline")
+        print(f"pipeline: {DEFAULT_PIPELINE} (packaged; trained on the realistic phantom only; --pipeline for yours)")
+    if args.segmentation is not None or args.keypoints is not None or args.mask is not None or args.no_segmentation:
+        return None
+    if _pipeline_adapter(args) != "echo":
+        return None
+    from echokdm.generation.loop import read_source
+
+    cine = read_source(args.source, args.format, **_read_kwargs(args))
+    if cine.masks is None and not cine.tracings:
+        args.segmentation = resolve_model(DEFAULT_SEGMENTATION, "segmentation")
+        print(f"segmentation: {DEFAULT_SEGMENTATION} (packaged, phantom-trained: the clip has no masks or tracings; "
+              "it finds the LV keypoints and re-measures the EF; --segmentation for yours)")
+    return cine
+
+
+def _resolve_frame(args: argparse.Namespace, seg, motion: str, cine=None):
     """``args.frame`` as an index: the clip's end-diastolic frame for a beat by default (or ``--frame ed``), else 0;
-    says which and why. Returns the clip when it had to be read for that (None otherwise)."""
+    says which and why. Returns the clip when it had to be read for that (``cine`` when given)."""
     from echokdm.generation.loop import ed_frame, read_source
 
     asked = args.frame
     if isinstance(asked, int):
-        return None
+        return cine
     beat = motion in ("ef", "transfer")  # an own beat follows the clip from any frame: 0 covers the most of it
     if asked is None and (not beat or args.keypoints is not None or args.mask is not None):
         args.frame = 0
-        return None
+        return cine
     if args.keypoints is not None or args.mask is not None:
         raise ValueError("--frame ed with --keypoints/--mask: they belong to one frame; pass its index as --frame N")
-    cine = read_source(args.source, args.format, **_read_kwargs(args))
+    if cine is None:
+        cine = read_source(args.source, args.format, **_read_kwargs(args))
     args.frame, how = ed_frame(cine, seg, apex_direction=args.apex_direction)
     print(f"source frame {args.frame}: {how} (--frame N picks another)")
     return cine
@@ -419,6 +447,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Generate one loop and write it; returns the exit code (0 = success)."""
     motion = _chosen_motion(args)
     sampling = _check_numbers(args)
+    cine = _default_models(args)
     adapter = _pipeline_adapter(args)
     if adapter != "echo":
         return _cmd_generate_edit(args, adapter, sampling)
@@ -431,7 +460,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     pipe = _load_pipeline(args.pipeline, args.device)
     seg = None if args.segmentation is None else load_segmentation(args.segmentation)
-    source = _read_the_source(args, seg, _resolve_frame(args, seg, motion))
+    source = _read_the_source(args, seg, _resolve_frame(args, seg, motion, cine))
     out = Path(args.out)
     stem = args.stem or _default_stem(source.cine, args.frame, motion)
     _check_free(out, stem, args.overwrite)
@@ -474,7 +503,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 #: Options that only echo has (hearts: EF, masks, segmentation, DICOM …).
 _ECHO_ONLY = {"transfer": "--transfer", "ef": "--ef", "mask": "--mask", "segmentation": "--segmentation",
               "crop_to_fan": "--crop-to-fan", "no_fan_mask": "--no-fan-mask", "side_by_side": "--side-by-side",
-              "format": "--format",
+              "format": "--format", "no_segmentation": "--no-segmentation",
               "transfer_keypoints": "--transfer-keypoints", "transfer_ed": "--transfer-ed"}
 
 
@@ -567,7 +596,12 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segmentation", metavar="MODEL",
                    help="segmentation model folder: source keypoints when neither --keypoints, --mask nor the "
                         "clip's own mask/tracing of the frame gives them, keypoints of every frame for --own and "
-                        "--transfer when the clip is not labelled on every frame, and the achieved EF")
+                        "--transfer when the clip is not labelled on every frame, and the achieved EF (default: "
+                        f"the packaged {DEFAULT_SEGMENTATION} for a clip with no masks or tracings and no --keypoints "
+                        "or --mask)")
+    p.add_argument("--no-segmentation", action="store_true",
+                   help="no segmentation model, even for an unlabelled clip (then --keypoints or --mask is needed, "
+                        "and the EF of the loop is neither measured nor corrected)")
     p.add_argument("--apex-direction", choices=("auto", "up", "down", "left", "right"), default="auto",
                    help="where the apex points in the image; 'auto' detects it from the masks' shape "
                         "(default: %(default)s)")
@@ -622,7 +656,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "keypoints, flows and a preview.")
     _add_source_args(p)
     _add_motion_args(p)
-    p.add_argument("--pipeline", required=True, metavar="FOLDER", help="KDM pipeline folder (save_pretrained)")
+    p.add_argument("--pipeline", default=None, metavar="FOLDER",
+                   help=f"KDM pipeline folder (save_pretrained) or packaged name (default: {DEFAULT_PIPELINE}, "
+                        "trained on the realistic phantom)")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--stem", help="output file name stem (default: <clip>_f<frame>_<motion>)")
     p.add_argument("--formats", default=None,

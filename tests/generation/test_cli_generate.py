@@ -235,3 +235,35 @@ def test_a_beat_starts_from_the_clips_end_diastolic_frame_by_default(tmp_path, c
     with pytest.raises(ValueError, match="belong to one frame"):
         run([str(source), "--frame", "ed", "--keypoints", str(keypoints), "--pipeline", str(pipe), "--out",
              str(tmp_path / "c"), "--ef", "40", *FAST])
+
+
+def test_a_scanner_dicom_needs_no_model_options(tmp_path, capsys):
+    """`echokdm generate scan.dcm --own -o out/`: the packaged pipeline, and for a clip with no masks or tracings
+    the packaged segmentation, each said in one line; --no-segmentation refuses the unlabelled clip with the
+    reason; a labelled clip gets no segmentation it did not ask for."""
+    import shutil
+    import warnings
+
+    import pydicom.examples
+
+    scan = tmp_path / "scan.dcm"
+    shutil.copy(pydicom.examples.get_path("ybr_color"), scan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = run([str(scan), "--own", "--frames", "3", "--out", str(tmp_path / "own"), *FAST])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "pipeline: kdm_phantom_112 (packaged" in printed and "segmentation: seg_phantom_112 (packaged" in printed
+    record = json.loads(next((tmp_path / "own").glob("*_generate.json")).read_text())
+    assert record["keypoints_source"] == "segmentation" and Path(record["pipeline"]).name == "kdm_phantom_112"
+    with warnings.catch_warnings(), pytest.raises(ValueError, match="no mask or tracing of its own"):
+        warnings.simplefilter("ignore")
+        run([str(scan), "--own", "--frames", "3", "--no-segmentation", "--out", str(tmp_path / "none"), *FAST])
+    capsys.readouterr()
+
+
+def test_a_labelled_clip_gets_no_default_segmentation(data, tmp_path, capsys):
+    assert run([str(data["clip"]), "--own", "--frames", "3", "--pipeline", str(data["pipe"]),
+                "--out", str(tmp_path / "o"), *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "segmentation: seg_phantom_112" not in printed and "pipeline: kdm_phantom_112" not in printed
