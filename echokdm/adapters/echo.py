@@ -163,10 +163,12 @@ class EchoAdapter(Adapter):
 
         return random_ultrasound_look(images, None, generator, LookAugmentation(p_noisy_outside=0.3))
 
-    def detect_keypoints(self, frames: np.ndarray, model=None) -> np.ndarray:
+    def detect_keypoints(self, frames: np.ndarray, model=None, *, apex_direction="auto") -> np.ndarray:
         """40 keypoints ``(T, 40, 2)`` per frame from the masks of an LV segmentation ``model``
         (an :class:`~echokdm.echo.segmentation.LVSegmentationNet`, or anything with its
-        ``predict_masks``), per frame, no temporal smoothing (as ``echokdm evaluate`` scores MD)."""
+        ``predict_masks``), per frame, no temporal smoothing (as ``echokdm evaluate`` scores MD);
+        ``apex_direction`` as :func:`~echokdm.geometry.temporal.sequence_keypoints` (``"auto"``: guessed
+        from the masks, which a few generated frames of a real clip can get wrong)."""
         import torch
 
         from echokdm.geometry.temporal import sequence_keypoints
@@ -176,7 +178,7 @@ class EchoAdapter(Adapter):
                              "(a run's best/ from echokdm train seg, loaded with LVSegmentationNet.from_pretrained)")
         with torch.inference_mode():
             masks = model.predict_masks(torch.from_numpy(np.ascontiguousarray(frames, np.float32)))
-        return sequence_keypoints(masks.cpu().numpy(), smooth_sigma_frames=0.0).keypoints
+        return sequence_keypoints(masks.cpu().numpy(), smooth_sigma_frames=0.0, apex_direction=apex_direction).keypoints
 
 
 ECHO_ADAPTER = EchoAdapter()

@@ -15,6 +15,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from echokdm.evaluation import EvaluateConfig, evaluate, evaluate_folders
     from echokdm.evaluation.adapters import is_sequence_manifest, run_from_args
     from echokdm.evaluation.runner import table3_sampling
+    from echokdm.generation.settings import SamplingSettings
 
     if args.manifest and not (args.generated or args.reference) and is_sequence_manifest(args.manifest):
         return run_from_args(args)  # faces and poses: the paper's Tables 1 and 2
@@ -26,8 +27,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         if not args.manifest:
             raise SystemExit("echokdm evaluate: give a manifest (and --pipeline), or --generated and --reference")
+        if args.generate_sampler and args.paper_sampler:
+            raise ValueError("--generate-sampler and --paper-sampler: choose one")
+        base = SamplingSettings() if args.generate_sampler else table3_sampling()
         config = EvaluateConfig(split=args.split, methods=tuple(args.methods), max_targets=args.max_targets,
-                                max_clips=args.max_clips, sampling=sampling_settings(args, table3_sampling()),
+                                max_clips=args.max_clips, sampling=sampling_settings(args, base),
                                 lpips_nets=tuple(args.lpips_nets), lpips_backbone=args.lpips_backbone,
                                 segmentation=args.segmentation, masks=args.masks, own_motion=args.own_motion,
                                 memorisation=not args.no_memorisation, training_manifest=args.training_manifest,
@@ -37,6 +41,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if result is None:  # accelerate launch: this process's clips are done; the main one merges and reports
             return 0
     print(result.table3)
+    if not (args.generated or args.reference) and "kdm" in args.methods and args.pipeline:
+        print(f"KDM sampled with {_sampler_line(config.sampling)}")
     n_patients = result.frames["patient_id"].nunique()
     print(f"{len(result.frames)} frame scores, {n_patients} patient(s); intervals: patient-level bootstrap 95 %")
     if len(result.memorisation):
@@ -49,6 +55,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("realism: realism.csv, realism_per_clip.csv, realism.md")
     print(f"results: {result.out} (per_frame.csv, per_clip.csv, per_patient.csv, summary.csv, table3.md, plots/)")
     return 0
+
+
+def _sampler_line(sampling) -> str:
+    """Which sampler scored KDM, in words, and how to get the other."""
+    from echokdm.generation.settings import SamplingSettings
+
+    what = (f"{sampling.num_inference_steps} DDIM steps, k = {sampling.k}, {sampling.mode}"
+            f"{', detail path' if sampling.detail else ''}"
+            f"{f', {sampling.keyframes} keyframes' if sampling.keyframes else ''}"
+            f"{', flows fitted to the keypoints' if sampling.fit_keypoints else ''}")
+    if sampling == SamplingSettings():
+        return f"echokdm generate's default sampler ({what})"
+    if sampling.num_inference_steps == 200 and sampling.k == 100 and not sampling.detail:
+        return (f"the paper's sampler, Table 3 protocol ({what}); --generate-sampler scores KDM as echokdm "
+                "generate makes loops (25 steps, k = 3, the detail path)")
+    return f"the settings given ({what})"
 
 
 def _test_unit(row) -> str:
@@ -109,6 +131,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fit_keypoints": "fit K2F's flows to the target keypoints (--no-fit-keypoints: the paper's KDM, K2F's flows "
                          "as they are)",
         "seed": "base seed, a non-negative integer (each clip's seed derives from it and its id)"})
+    p.add_argument("--generate-sampler", action="store_true",
+                   help="score KDM with echokdm generate's default sampler (25 DDIM steps, k = 3, detail path, 8 "
+                        "keyframes, flows fitted to the keypoints, gamma mode) instead of the paper's Table 3 "
+                        "protocol; the other sampling options given still apply over it")
     p.add_argument("--lpips-nets", nargs="+", default=["alex", "vgg"], choices=("alex", "vgg", "squeeze"),
                    help="LPIPS backbones to score (default: alex vgg)")
     p.add_argument("--lpips-backbone", default=None,

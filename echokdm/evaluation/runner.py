@@ -263,12 +263,13 @@ class _Scorers:
             path = resolve_checkpoint(config.segmentation, "segmentation")  # a folder or a packaged name; never a hub
             self.segmentation = LVSegmentationNet.from_pretrained(path).eval().to(device)
 
-    def keypoints(self, frames: np.ndarray) -> np.ndarray:
+    def keypoints(self, frames: np.ndarray, apex_direction="auto") -> np.ndarray:
         """Keypoints ``(T, 40, 2)`` re-detected on ``frames`` (NaN where detection fails) by the echo
-        adapter's detector hook (:meth:`echokdm.adapters.echo.EchoAdapter.detect_keypoints`)."""
+        adapter's detector hook (:meth:`echokdm.adapters.echo.EchoAdapter.detect_keypoints`), the apex on
+        ``apex_direction``'s side."""
         from echokdm.adapters import get_adapter
 
-        return get_adapter("echo").detect_keypoints(frames, self.segmentation)
+        return get_adapter("echo").detect_keypoints(frames, self.segmentation, apex_direction=apex_direction)
 
 
 def _lv_function(volumes: np.ndarray) -> tuple[float, float, float]:
@@ -291,6 +292,7 @@ def _keypoint_distance(detected: np.ndarray, target: np.ndarray) -> np.ndarray:
 def score_case(case: EvalCase, generated: dict[str, dict[str, Any]],
                scorers: _Scorers) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-frame and per-clip metric rows of one case (see the module docstring)."""
+    from echokdm.generation.loop import apex_side
     from echokdm.geometry.keypoints import keypoints_to_mask
     from echokdm.geometry.volumes import simpson_volume
     from echokdm.metrics.flow import endpoint_error, flow_mae, flow_rmse
@@ -306,7 +308,10 @@ def score_case(case: EvalCase, generated: dict[str, dict[str, Any]],
                                                                                     ef_kp[case.targets]]), spacing))
     lv_masks = np.stack([keypoints_to_mask(k, case.frames.shape[1:]) for k in tgt_kp])  # (K, S, S) target LV
     seg = scorers.segmentation is not None
-    src_detected = scorers.keypoints(case.frames[case.source][None]) if seg else None
+    # generated frames keep the source's geometry: re-detected with its apex side, not one guessed per loop from a
+    # few masks (on a real cine's two-frame loops the guess flipped the LV: MD 36 px for a warp that barely moved)
+    side = apex_side(case.keypoints[case.source])
+    src_detected = scorers.keypoints(case.frames[case.source][None], side) if seg else None
     frame_rows, clip_rows = [], []
 
     def clip_row(method: str, frames: np.ndarray, detected: np.ndarray | None, seconds: float) -> dict:
@@ -334,11 +339,11 @@ def score_case(case: EvalCase, generated: dict[str, dict[str, Any]],
             table["epe_lv"] = endpoint_error(pred["flows"], case.reference_flows, mask=lv_masks)
             table["flow_mae"] = flow_mae(pred["flows"], case.reference_flows)
             table["flow_rmse"] = flow_rmse(pred["flows"], case.reference_flows)
-        detected = scorers.keypoints(frames) if seg else None
+        detected = scorers.keypoints(frames, side) if seg else None
         table["kp_md"] = _keypoint_distance(detected, tgt_kp) if seg else np.nan
         frame_rows.append(table)
         clip_rows.append(clip_row(method, frames, detected, pred["seconds"]))
-    clip_rows.append(clip_row("real", real, scorers.keypoints(real) if seg else None, 0.0))
+    clip_rows.append(clip_row("real", real, scorers.keypoints(real, side) if seg else None, 0.0))
     clips = pd.DataFrame(clip_rows)
     clips.loc[clips["method"] == "real", "seconds_per_frame"] = np.nan
     return pd.concat(frame_rows, ignore_index=True), clips

@@ -37,6 +37,7 @@ from echokdm.geometry.volumes import simpson_volume
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "apex_side",
     "GeneratedLoop",
     "check_generation_settings",
     "contour_agreement",
@@ -228,7 +229,7 @@ def _detect_keypoints(model, frames: np.ndarray, apex_direction="auto", fan: np.
     return sequence_keypoints(masks, smooth_sigma_frames=0.0, apex_direction=apex_direction).keypoints
 
 
-def _apex_side(keypoints: np.ndarray) -> str:
+def apex_side(keypoints: np.ndarray) -> str:
     """The named apex side (``"up"`` …) nearest the direction from the basal centre to the apex of ``(40, 2)``
     keypoints, or ``"auto"`` when they are incomplete: a generated loop keeps its source's apex side, so its
     re-measurement need not guess it from masks that may have lost the LV (as ``clip_keypoints`` takes it
@@ -438,7 +439,7 @@ def _achieved_ef(source: np.ndarray, frames: np.ndarray, segmentation, spacing_m
         return None, None, "no segmentation model", None
     measured = frames if include_source else np.concatenate([source[None], frames])  # EF needs the source
     ef, detected = measure_ef(measured, segmentation, spacing_mm, return_keypoints=True,
-                              apex_direction=_apex_side(targets[0]), fan_mask=fan)
+                              apex_direction=apex_side(targets[0]), fan_mask=fan)
     reading = {**ef_reading(detected, targets, measured.shape[1:], first_frame=0 if include_source else 1),
                "ef_read": _or_none(ef)}
     ef_achieved = _or_none(ef)

@@ -398,13 +398,13 @@ def test_detail_path_keeps_the_sources_own_pixels_at_its_size(pipe, clip):
 
 def test_a_loop_is_re_measured_with_its_sources_apex_side(clip):
     """Masks that lost the LV cannot tell the apex side; the loop's source keypoints can."""
-    from echokdm.generation.loop import _apex_side
+    from echokdm.generation.loop import apex_side
 
     kp = clip.keypoints[0].astype(np.float64)
-    assert _apex_side(kp) == "up"  # the phantom's apical view
+    assert apex_side(kp) == "up"  # the phantom's apical view
     flipped = kp.copy()
     flipped[:, 1] = SIZE - 1 - flipped[:, 1]
-    assert _apex_side(flipped) == "down" and _apex_side(np.full_like(kp, np.nan)) == "auto"
+    assert apex_side(flipped) == "down" and apex_side(np.full_like(kp, np.nan)) == "auto"
     targets = synthetic_motion(clip.keypoints[0], ef=40, heart_rate_bpm=120, fps=16)
     oracle = OracleSegmentation(targets)
     frames = np.zeros((len(targets), SIZE, SIZE))
