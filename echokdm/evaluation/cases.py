@@ -124,10 +124,15 @@ def choose_frames(volumes: np.ndarray, max_targets: int, fps: float | None = Non
         warnings.simplefilter("ignore")
         cycle = cardiac_cycle(v, fps)
     filled = np.where(np.isfinite(v), v, np.nanmin(v) if np.isfinite(v).any() else 0.0)
-    if len(cycle.ed_frames):
+    if len(cycle.ed_frames) and cycle.es_frames[0] > cycle.ed_frames[0]:
         source, es = int(cycle.ed_frames[0]), int(cycle.es_frames[0])
         later = cycle.ed_frames[cycle.ed_frames > es]
         end = int(later[0]) if len(later) else len(v) - 1
+    elif len(cycle.ed_frames) and cycle.ed_frames[0] < len(v) - 1:
+        # a clip read as a filling (its ES before its ED, e.g. pydicom's real cine: ES 0, ED 18): the beat from ED
+        # runs to the clip's end (it had been cut to the two frames after ED)
+        source, end = int(cycle.ed_frames[0]), len(v) - 1
+        es = source + 1 + int(np.argmin(filled[source + 1:end + 1]))
     else:  # no beat found: largest volume, then up to the end of the clip
         source = int(np.argmax(filled[: max(1, len(v) - 2)]))
         end = len(v) - 1

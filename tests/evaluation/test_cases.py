@@ -32,6 +32,15 @@ def test_short_beat_keeps_every_frame_and_no_beat_falls_back():
         choose_frames(_volumes(), max_targets=1)
 
 
+def test_a_clip_read_as_a_filling_is_evaluated_from_ed_to_its_end():
+    """pydicom's real cine: end-systole at frame 0, filling to end-diastole at 18, then ejecting to frame 29. The
+    own beat starts at ED and runs to the clip's end (the targets had been the two frames after ED)."""
+    t = np.arange(30)
+    v = np.where(t <= 18, 10 + 5 * t / 18, 15 - 2.5 * (t - 18) / 11)  # ES 0, ED 18, falling to the end
+    source, targets = choose_frames(v, max_targets=8, fps=30.0)
+    assert source == 18 and len(targets) == 8 and targets[0] == 19 and targets[-1] == 29
+
+
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval_cohort")
