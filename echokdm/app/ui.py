@@ -73,7 +73,8 @@ def _resolve_input(path_text: str | None, upload) -> str | None:
 
 
 def open_input(session: _Session, path_text: str | None, upload=None, clip_id: str | None = None):
-    """``(status, clip choices, chosen clip, video, summary, frame slider max, picture)`` of a file or manifest."""
+    """``(status, clip choices, chosen clip, video, summary, frame slider max, picture, start frame)`` of a file or
+    manifest; the start frame is :func:`start_frame`'s."""
     from echokdm.app.clip import clip_summary, is_manifest, manifest_clips, open_clip
     from echokdm.app.render import frame_picture, write_overlay_video
 
@@ -90,10 +91,22 @@ def open_input(session: _Session, path_text: str | None, upload=None, clip_id: s
         view = open_clip(path, clip_id=clip_id, segmentation=models.segmentation)
     session.view, session.loop = view, None
     video = write_overlay_video(session.next_path("clip.mp4"), view)
-    kp = view.keypoints[0] if np.isfinite(view.keypoints[0]).any() else None
-    picture = frame_picture(view.cine.frames[0], kp)
+    start = start_frame(view)
+    kp = view.keypoints[start] if np.isfinite(view.keypoints[start]).any() else None
+    picture = frame_picture(view.cine.frames[start], kp)
     status = f"opened {view.path.name}" + (f", clip {clip_id} of {len(clips)}" if clips else "")
-    return status, clips, clip_id, str(video), clip_summary(view), view.n_frames - 1, picture
+    return status, clips, clip_id, str(video), clip_summary(view), view.n_frames - 1, picture, start
+
+
+def start_frame(view) -> int:
+    """The source frame the app starts at: the clip's end-diastole when it was measured (as ``echokdm generate
+    --ef/--transfer``: a new-EF beat from end-systole squeezes an LV that has already contracted), else 0."""
+    from echokdm.geometry.volumes import first_full_ed_frame
+
+    ed = first_full_ed_frame(view.volumes, view.ed_frames) if np.isfinite(view.volumes).any() else None
+    if ed is None or not np.isfinite(view.keypoints[ed]).all():
+        return 0
+    return int(ed)
 
 
 def drag_table(rows) -> dict[int, tuple[float, float]]:
@@ -385,9 +398,12 @@ def build_app(pipeline: str = "kdm_phantom_112", segmentation: str | None = "seg
         _results_tab(session, status)
 
         def do_open(path_text, upload_file, clip_id=None):
-            status_text, clips, chosen, video, text, last, pic = open_input(session, path_text, upload_file, clip_id)
+            status_text, clips, chosen, video, text, last, pic, start = open_input(session, path_text, upload_file,
+                                                                                  clip_id)
+            label = f"Source frame (end-diastole: {start})" if start else "Source frame"
             return (status_text, gr.update(choices=clips, value=chosen), video, text,
-                    gr.update(maximum=max(last, 1), value=0), pic, pd.DataFrame(columns=_DRAG_COLUMNS), None)
+                    gr.update(maximum=max(last, 1), value=start, label=label), pic,
+                    pd.DataFrame(columns=_DRAG_COLUMNS), None)
 
         opened = [status, clip_choice, clip_video, summary, frame, picture, drags, picked]
         open_button.click(_guarded(do_open, len(opened), 0), [path, upload, clip_choice], opened)
