@@ -65,11 +65,18 @@ needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="--multi_gp
 
 
 def _same_files(one: Path, two: Path) -> None:
-    """Every file of ``one`` is in ``two`` with the same bytes, and nothing else (no parts left)."""
+    """Every file of ``one`` is in ``two`` with the same bytes (videos: the same pictures), and nothing else (no
+    parts left)."""
     first = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
     second = sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
     assert first == second
     for relative in first:
+        if relative.suffix == ".mp4":  # H.264 bytes depend on the encoder's threads: the same pictures, decoded
+            import imageio.v3 as iio
+
+            a, b = iio.imread(one / relative).astype(float), iio.imread(two / relative).astype(float)
+            assert a.shape == b.shape and abs(a - b).mean() < 2.0, relative
+            continue
         assert (one / relative).read_bytes() == (two / relative).read_bytes(), relative
 
 
