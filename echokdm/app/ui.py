@@ -91,16 +91,16 @@ def open_input(session: _Session, path_text: str | None, upload=None, clip_id: s
         view = open_clip(path, clip_id=clip_id, segmentation=models.segmentation)
     session.view, session.loop = view, None
     video = write_overlay_video(session.next_path("clip.mp4"), view)
-    start = start_frame(view)
-    kp = view.keypoints[start] if np.isfinite(view.keypoints[start]).any() else None
-    picture = frame_picture(view.cine.frames[start], kp)
+    kp = view.keypoints[0] if np.isfinite(view.keypoints[0]).any() else None
+    picture = frame_picture(view.cine.frames[0], kp)
     status = f"opened {view.path.name}" + (f", clip {clip_id} of {len(clips)}" if clips else "")
-    return status, clips, clip_id, str(video), clip_summary(view), view.n_frames - 1, picture, start
+    return status, clips, clip_id, str(video), clip_summary(view), view.n_frames - 1, picture, ed_frame_of(view)
 
 
-def start_frame(view) -> int:
-    """The source frame the app starts at: the clip's end-diastole when it was measured (as ``echokdm generate
-    --ef/--transfer``: a new-EF beat from end-systole squeezes an LV that has already contracted), else 0."""
+def ed_frame_of(view) -> int:
+    """The clip's end-diastolic frame to start a new-EF or transferred beat from (as ``echokdm generate
+    --ef/--transfer`` do: a new-EF beat from end-systole squeezes an LV that has already contracted), 0 when
+    the clip was not measured. The slider names it; it starts at 0, where an own beat covers the most."""
     from echokdm.geometry.volumes import first_full_ed_frame
 
     ed = first_full_ed_frame(view.volumes, view.ed_frames) if np.isfinite(view.volumes).any() else None
@@ -398,11 +398,12 @@ def build_app(pipeline: str = "kdm_phantom_112", segmentation: str | None = "seg
         _results_tab(session, status)
 
         def do_open(path_text, upload_file, clip_id=None):
-            status_text, clips, chosen, video, text, last, pic, start = open_input(session, path_text, upload_file,
-                                                                                  clip_id)
-            label = f"Source frame (end-diastole: {start})" if start else "Source frame"
+            status_text, clips, chosen, video, text, last, pic, ed = open_input(session, path_text, upload_file,
+                                                                               clip_id)
+            label = (f"Source frame (end-diastole: {ed}; start new-EF and transferred beats there)" if ed
+                     else "Source frame")
             return (status_text, gr.update(choices=clips, value=chosen), video, text,
-                    gr.update(maximum=max(last, 1), value=start, label=label), pic,
+                    gr.update(maximum=max(last, 1), value=0, label=label), pic,
                     pd.DataFrame(columns=_DRAG_COLUMNS), None)
 
         opened = [status, clip_choice, clip_video, summary, frame, picture, drags, picked]

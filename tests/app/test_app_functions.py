@@ -62,11 +62,11 @@ def test_open_real_cine_reads_the_apex_side_and_ef_as_the_ef_command(tmp_path):
     ed = view.keypoints[view.ed_frames[0]]
     base_y = (ed[0, 1] + ed[39, 1]) / 2
     assert base_y > ed[15:25, 1].mean() + 30  # the base is below the apical chords
-    # the app's source frame starts at that end-diastole (the clip starts at end-systole)
-    from echokdm.app.ui import start_frame
+    # the app's source-frame slider names that end-diastole (the clip starts at end-systole)
+    from echokdm.app.ui import ed_frame_of
 
-    assert start_frame(view) == view.ed_frames[0] == 18
-    assert start_frame(open_clip(path)) == 0  # nothing measured without a model
+    assert ed_frame_of(view) == view.ed_frames[0] == 18
+    assert ed_frame_of(open_clip(path)) == 0  # nothing measured without a model
 
 
 def test_open_manifest_picks_a_clip(phantom_dicoms):
