@@ -104,7 +104,10 @@ def _curve_panel(ax, group: pd.DataFrame, clip: dict, fps: float | None) -> None
     volumes = group["volume"].to_numpy(float)
     scale = 1.0 / fps if fps and math.isfinite(fps) and fps > 0 else 1.0
     t = frames * scale
-    ax.plot(t, volumes, "-o", color="0.35", ms=2.5, lw=1.0, label="volume (keypoints)")
+    if str(clip.get("method")) == "cardiac cycle":
+        ax.plot(t, volumes, "-o", color="0.35", ms=2.5, lw=1.0, label="volume (keypoints)")
+    else:  # a few labelled frames (EchoNet's ED/ES tracings): no curve between them
+        ax.plot(t, volumes, "o", color="0.35", ms=4, label="volume of a labelled frame")
     flags = group["flags"].fillna("").astype(str)
     failed = flags.str.contains("failed:", regex=False).to_numpy()
     leak = flags.str.contains("open mitral valve", regex=False).to_numpy()

@@ -108,3 +108,15 @@ def test_write_refuses_existing_pictures_and_draws_an_unreadable_clip_without_fr
     with pytest.raises(FileExistsError, match="phantom_C1.png"):
         write_clip_ef_plots(table.frames, ef.clips, tmp_path, limit=3)
     assert write_clip_ef_plots(table.frames, ef.clips, tmp_path, limit=0)[0] == []
+
+
+def test_two_traced_frames_are_drawn_as_points_not_a_curve(measured):
+    table, ef, _ = measured
+    clip = ef.clips.iloc[0].to_dict()
+    ed, es = int(str(clip["ed_frames"]).split()[0]), int(str(clip["es_frames"]).split()[0])
+    group = table.frames[table.frames["frame"].isin([ed, es])]
+    fig = clip_ef_figure(group, {**clip, "method": "labelled frames max/min"})
+    line = fig.axes[2].get_lines()[0]
+    assert line.get_linestyle() == "None" and len(line.get_xdata()) == 2
+    assert fig.axes[2].get_legend_handles_labels()[1][0] == "volume of a labelled frame"
+    assert clip_ef_figure(table.frames, clip).axes[2].get_lines()[0].get_linestyle() == "-"
