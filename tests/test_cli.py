@@ -139,6 +139,19 @@ def test_manifest_detects_the_format_of_a_folder_or_asks_for_one(tmp_path, capsy
         guess_folder_format(tmp_path / "nothing")
 
 
+def test_info_says_what_the_commands_will_measure_with(capsys):
+    import warnings
+
+    import pydicom.examples
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["info", str(pydicom.examples.get_path("ybr_color"))]) == 0
+    printed = capsys.readouterr().out
+    assert "labels: none (segment, ef, generate and the app find the LV with the packaged seg_phantom_112)" in printed
+    assert "fan: found by motion" in printed and "apex of the sector: up" in printed
+
+
 def test_info_and_preview(tmp_path, capsys):
     frames = np.random.default_rng(0).random((7, 20, 30)).astype(np.float32)
     clip = write_video(tmp_path / "x.mp4", frames, fps=10)
