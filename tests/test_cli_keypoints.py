@@ -73,6 +73,9 @@ def test_ef_command_writes_per_clip_csv_summary_and_bland_altman(cohort, tmp_pat
     with pytest.raises(FileExistsError, match="ef_per_clip.csv"):
         _run(["ef", str(cohort / "manifest.csv"), "-o", str(out), "--no-progress"])
     assert _run(["ef", str(cohort / "manifest.csv"), "-o", str(out), "--overwrite", "--no-progress"]) == 0
+    assert _run(["ef", str(cohort / "manifest.csv"), "-o", str(out), "--overwrite", "--clip-plots", "1",
+                 "--no-progress"]) == 0
+    assert len(list((out / "ef_clips").iterdir())) == 1  # the earlier run's other picture is not left behind
     out2 = tmp_path / "ef_no_pictures"
     assert _run(["ef", str(cohort / "manifest.csv"), "-o", str(out2), "--clip-plots", "0", "--no-progress"]) == 0
     assert not (out2 / "ef_clips").exists()

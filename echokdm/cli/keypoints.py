@@ -110,6 +110,9 @@ def _clip_plots(args: argparse.Namespace, frames, clips, folder: Path) -> None:
     from echokdm.data.manifest import load_manifest, read_clip
     from echokdm.metrics.ef_plots import write_clip_ef_plots
 
+    if args.overwrite and folder.is_dir():  # an earlier run's pictures, of clips this run may not draw
+        for old in folder.glob("*.png"):
+            old.unlink()
     if args.clip_plots <= 0 or clips.empty:
         return
     rows = load_manifest(args.manifest)
