@@ -121,16 +121,19 @@ def _read(path: Path, clip_id: str | None, format: str | None):
     return read_clip(row), Path(row["path"]), str(row["format"])
 
 
-def _predicted_masks(cine, segmentation) -> tuple[np.ndarray, np.ndarray]:
-    """``(shown, measured)``: the segmentation model's masks ``uint8`` ``(T, H, W)`` of every frame, inside the
-    clip's ultrasound fan when one is found, repaired (a leak into the atrium cut at the annulus line) as
-    ``echokdm segment`` writes them, and the network's own, which the keypoints measure as ``echokdm ef``
-    does (:func:`echokdm.generation.loop.segment_clip`)."""
+def _predicted_masks(cine, segmentation, predicted=None) -> tuple[np.ndarray, np.ndarray, str | tuple]:
+    """``(shown, measured, apex side)``: the segmentation model's masks ``uint8`` ``(T, H, W)`` of every frame,
+    inside the clip's ultrasound fan when one is found, repaired (a leak into the atrium cut at the annulus line)
+    as ``echokdm segment`` writes them, and the network's own, which the keypoints measure as ``echokdm ef``
+    does (:func:`echokdm.generation.loop.segment_clip`), with the apex on the sector's side (``"auto"`` without
+    a fan), as ``ef`` reads a network's masks. ``predicted`` ``(shown, measured)``: masks already made."""
     from echokdm.generation.loop import load_segmentation, segment_clip
-    from echokdm.io.fan import fan_mask_or_none
+    from echokdm.io.fan import apex_direction_with_fan, fan_mask_or_none
 
-    shown, network, _ = segment_clip(load_segmentation(segmentation), cine.frames, fan_mask_or_none(cine))
-    return shown, network
+    fan = fan_mask_or_none(cine)
+    if predicted is None:
+        predicted = segment_clip(load_segmentation(segmentation), cine.frames, fan)[:2]
+    return predicted[0], predicted[1], apex_direction_with_fan(fan, "auto")
 
 
 def _labelled_everywhere(cine) -> bool:
@@ -138,18 +141,20 @@ def _labelled_everywhere(cine) -> bool:
 
 
 def _measured_cine(cine, segmentation, predicted=None):
-    """``(cine to measure, masks shown, mask source)``: own masks on every frame, else the model's (``predicted``
-    ``(shown, network)`` when already segmented), else the clip's own labels (tracings, some masks)."""
+    """``(cine to measure, masks shown, mask source, apex side)``: own masks on every frame, else the model's
+    (``predicted`` ``(shown, network)`` when already segmented), else the clip's own labels (tracings, some
+    masks); the apex side to measure them with (``"auto"``: from the masks' shape)."""
     if predicted is None and _labelled_everywhere(cine) and not cine.tracings:
-        return cine, cine.masks, "mask"
+        return cine, cine.masks, "mask", "auto"
     if segmentation is not None or predicted is not None:
-        shown, network = predicted if predicted is not None else _predicted_masks(cine, segmentation)
-        return dataclasses.replace(cine, masks=network, labelled_frames=None, tracings=None), shown, "segmentation"
+        shown, network, side = _predicted_masks(cine, segmentation, predicted)
+        measured = dataclasses.replace(cine, masks=network, labelled_frames=None, tracings=None)
+        return measured, shown, "segmentation", side
     if cine.tracings:
-        return cine, None, "tracing"
+        return cine, None, "tracing", "auto"
     if cine.masks is not None:
-        return cine, cine.masks, "mask"
-    return None, None, ""
+        return cine, cine.masks, "mask", "auto"
+    return None, None, "", "auto"
 
 
 def open_clip(path: str | os.PathLike, *, clip_id: str | None = None, segmentation=None,
@@ -176,7 +181,7 @@ def open_clip(path: str | os.PathLike, *, clip_id: str | None = None, segmentati
     from echokdm.metrics.lv_function import KEYPOINT_COLUMNS, ef_table, keypoints_table
 
     cine, source, fmt = _read(Path(path), clip_id, format)
-    measured, masks, mask_source = _measured_cine(cine, segmentation, predicted)
+    measured, masks, mask_source, side = _measured_cine(cine, segmentation, predicted)
     t = cine.n_frames
     keypoints = np.full((t, N_KEYPOINTS, 2), np.nan, np.float32)
     volumes = np.full(t, np.nan)
@@ -188,11 +193,6 @@ def open_clip(path: str | os.PathLike, *, clip_id: str | None = None, segmentati
         return dataclasses.replace(empty, note="no LV masks or tracings in the clip: choose a segmentation model")
     manifest = pd.DataFrame([{"clip_id": cine.clip_id or source.stem, "patient_id": cine.patient_id or "",
                               "dataset": cine.dataset or "", "path": str(source)}])
-    side = "auto"
-    if mask_source == "segmentation":  # a network's masks: the apex on the sector's side, as `ef` reads them
-        from echokdm.io.fan import apex_direction_with_fan, fan_mask_or_none
-
-        side = apex_direction_with_fan(fan_mask_or_none(cine), "auto")
     table = keypoints_table(manifest, read_clip=lambda row: measured, progress=False, apex_direction=side)
     if table.clips.empty:
         reason = table.skipped[0][1] if table.skipped else "not measured"

@@ -73,8 +73,8 @@ def _resolve_input(path_text: str | None, upload) -> str | None:
 
 
 def open_input(session: _Session, path_text: str | None, upload=None, clip_id: str | None = None):
-    """``(status, clip choices, chosen clip, video, summary, frame slider max, picture, start frame)`` of a file or
-    manifest; the start frame is :func:`start_frame`'s."""
+    """``(status, clip choices, chosen clip, video, summary, frame slider max, picture, ED frame)`` of a file or
+    manifest; the ED frame is :func:`ed_frame_of`'s (the slider names it)."""
     from echokdm.app.clip import clip_summary, is_manifest, manifest_clips, open_clip
     from echokdm.app.render import frame_picture, write_overlay_video
 

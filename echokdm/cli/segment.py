@@ -33,10 +33,12 @@ def _pick_previews(table, limit: int):
         return table.iloc[:0]
     dice = table["dice"].astype(float) if "dice" in table else None
     if dice is not None and dice.notna().any():
-        key = dice.fillna(np.inf)
+        key = dice.fillna(np.inf).to_numpy()
+    elif "frames_cut" in table:
+        key = -table["frames_cut"].fillna(0).astype(float).to_numpy()
     else:
-        key = -table["frames_cut"].fillna(0).astype(float) if "frames_cut" in table else table.index.to_series() * 0
-    return table.assign(_key=key.to_numpy()).sort_values("_key", kind="stable").drop(columns="_key").head(limit)
+        key = np.zeros(len(table))
+    return table.assign(_key=key).sort_values("_key", kind="stable").drop(columns="_key").head(limit)
 
 
 def _write_previews(args: argparse.Namespace, table) -> None:

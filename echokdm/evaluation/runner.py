@@ -308,8 +308,8 @@ def score_case(case: EvalCase, generated: dict[str, dict[str, Any]],
                                                                                     ef_kp[case.targets]]), spacing))
     lv_masks = np.stack([keypoints_to_mask(k, case.frames.shape[1:]) for k in tgt_kp])  # (K, S, S) target LV
     seg = scorers.segmentation is not None
-    # generated frames keep the source's geometry: re-detected with its apex side, not one guessed per loop from a
-    # few masks (on a real cine's two-frame loops the guess flipped the LV: MD 36 px for a warp that barely moved)
+    # generated frames keep the source's geometry: re-detected with its apex side, not one guessed per loop from
+    # its masks (on pydicom's real cine the guess flipped the LV: a TPS warp read keypoints 32.6 px away)
     side = apex_side(case.keypoints[case.source])
     src_detected = scorers.keypoints(case.frames[case.source][None], side) if seg else None
     frame_rows, clip_rows = [], []

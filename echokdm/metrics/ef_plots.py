@@ -197,8 +197,9 @@ def clip_ef_figure(group: pd.DataFrame, clip: dict, frames: np.ndarray | None = 
 
 
 def _file_name(clip: dict) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{clip.get('dataset')}_{clip.get('clip_id')}")
-    return f"{safe}.png"
+    from echokdm.data.manifest import clip_file_stem
+
+    return clip_file_stem(f"{clip.get('dataset')}_{clip.get('clip_id')}") + ".png"
 
 
 def write_clip_ef_plots(frames_table: pd.DataFrame, clips: pd.DataFrame, out_dir: str | os.PathLike, *,
