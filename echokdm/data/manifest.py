@@ -217,6 +217,7 @@ def _echonet_candidates(root: Path, skipped: list[tuple[str, str]]) -> tuple[lis
         for name in sorted(set(tracings) - in_filelist):
             skipped.append((str(tracings_csv), f"tracings of {name} ({len(tracings[name])} traced frame(s)) ignored: "
                                                "the clip is not listed in FileList.csv"))
+    sources = _cohort_patients(root, skipped)
     listed = set()
     out = []
     for rec in filelist.to_dict("records"):
@@ -236,6 +237,7 @@ def _echonet_candidates(root: Path, skipped: list[tuple[str, str]]) -> tuple[lis
                 "ef_reference": rec.get("EF"), "edv_reference": rec.get("EDV"), "esv_reference": rec.get("ESV"),
                 "split": split, "view": "A4C",
                 "tracings_path": str(tracings_csv) if tracings_csv.exists() else "",
+                "patient_id": sources.get(Path(name).stem),
             },
         ))
     videos = root / "Videos"
@@ -243,6 +245,29 @@ def _echonet_candidates(root: Path, skipped: list[tuple[str, str]]) -> tuple[lis
         for extra in sorted(p for p in videos.iterdir() if p.name not in listed and p.suffix.lower() == ".avi"):
             skipped.append((str(extra), "video not listed in FileList.csv"))
     return out, True
+
+
+def _cohort_patients(root: Path, skipped: list[tuple[str, str]]) -> dict[str, str]:
+    """Source patient of each loop of a synthetic cohort in the EchoNet layout (clip stem → patient),
+    from the side table that ``echokdm synthesize`` writes beside ``FileList.csv``
+    (:data:`~echokdm.io.echonet.COHORT_CSV_NAME`); empty for EchoNet-Dynamic itself.
+
+    EchoNet has no patient column, so without it every loop would count as its own patient and a
+    patient-level split or bootstrap would treat loops of one source heart as independent patients."""
+    from echokdm.io.echonet import COHORT_CSV_NAME
+
+    side = root / COHORT_CSV_NAME
+    if not side.is_file():
+        return {}
+    try:
+        table = pd.read_csv(side, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        skipped.append((str(side), f"not read ({type(exc).__name__}: {exc}); each clip counts as its own patient"))
+        return {}
+    if not {"FileName", "patient_id"} <= set(table.columns):
+        skipped.append((str(side), "no FileName and patient_id columns; each clip counts as its own patient"))
+        return {}
+    return {Path(f).stem: p.strip() for f, p in zip(table["FileName"], table["patient_id"]) if p.strip()}
 
 
 def _camus_candidates(root: Path) -> list[_Candidate]:

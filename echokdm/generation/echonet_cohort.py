@@ -26,13 +26,11 @@ from echokdm.geometry.keypoints import N_KEYPOINTS
 from echokdm.geometry.tracings import keypoints_to_tracing
 from echokdm.geometry.volumes import simpson_volume
 from echokdm.io.atomic import atomic_output
-from echokdm.io.echonet import write_echonet_dataset
+from echokdm.io.echonet import COHORT_CSV_NAME, write_echonet_dataset
 from echokdm.io.loop_record import LoopRecord, read_loop_record
 
 __all__ = ["COHORT_CSV_NAME", "write_echonet_cohort", "write_echonet_items"]
 
-#: Side table that :func:`write_echonet_cohort` writes next to ``FileList.csv``.
-COHORT_CSV_NAME = "echokdm_cohort.csv"
 
 
 def write_echonet_cohort(

@@ -41,6 +41,7 @@ from echokdm.io.cine import Cine
 from echokdm.io.video import read_video, write_video
 
 __all__ = [
+    "COHORT_CSV_NAME",
     "FILELIST_COLUMNS",
     "TRACING_COLUMNS",
     "SPLITS",
@@ -56,6 +57,10 @@ __all__ = [
 FILELIST_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split")
 TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
 SPLITS = ("TRAIN", "VAL", "TEST")
+#: Side table of a synthetic cohort in this layout (written by
+#: :func:`echokdm.generation.echonet_cohort.write_echonet_cohort`): what EchoNet has no column for,
+#: among it each loop's source ``patient_id``, which :func:`echokdm.data.manifest.scan_folder` reads.
+COHORT_CSV_NAME = "echokdm_cohort.csv"
 _FILELIST_FLOATS = ("EF", "ESV", "EDV", "FPS")
 _FILELIST_INTS = ("FrameHeight", "FrameWidth", "NumberOfFrames")
 _MAX_LISTED = 20  # problems listed in one error message

@@ -16,6 +16,7 @@ from echokdm.errors import EchoKDMWarning
 from echokdm.generation.echonet_cohort import COHORT_CSV_NAME, write_echonet_cohort
 from echokdm.geometry.keypoints import tracing_keypoints
 from echokdm.geometry.volumes import simpson_volume
+from echokdm.io.anonymise import pseudonymise
 from echokdm.io.echonet import read_echonet_clip, read_echonet_filelist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -100,3 +101,22 @@ def test_echonet_cohort_names_a_loop_without_keypoints(tmp_path):
     keypoints = np.full((8, 40, 2), np.nan, np.float32)
     with pytest.raises(ValueError, match="'bad'.*40 keypoints"):
         write_echonet_cohort(tmp_path, {"bad": make_loop(keypoints=keypoints)})
+
+
+def test_manifest_of_a_cohort_groups_loops_by_their_source_patient(tmp_path):
+    """EchoNet has no patient column: without the side table, each loop would be its own patient,
+    and a patient-level split or bootstrap would count loops of one heart as independent patients."""
+    from echokdm.data.manifest import scan_folder
+
+    other = pseudonymise("OTHER-SOURCE", salt="test")
+    loops = {"synA": make_loop(), "synB": make_loop(ef_target=40.0), "synC": make_loop(patient_id=other)}
+    root = write_echonet_cohort(tmp_path / "echonet", loops, split="train")
+    manifest = scan_folder(root, "echonet").manifest.set_index("clip_id")
+    assert len(manifest) == 3
+    ids = {Path(str(c)).stem: p for c, p in manifest["patient_id"].items()}
+    assert ids["synA"] == ids["synB"] == loops["synA"].patient_id
+    assert ids["synC"] == other != ids["synA"]
+
+    (root / COHORT_CSV_NAME).unlink()  # EchoNet-Dynamic itself: one clip per patient, as before
+    alone = scan_folder(root, "echonet").manifest
+    assert alone["patient_id"].nunique() == 3
