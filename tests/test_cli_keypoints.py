@@ -137,3 +137,19 @@ def test_ef_with_a_segmentation_model_segments_each_clip_as_echokdm_segment_woul
         _run(["ef", str(tmp_path / "real.csv"), "--segmentation", str(tmp_path / "nothing"),
               "-o", str(tmp_path / "bad"), "--no-progress"])
     assert not (tmp_path / "bad").exists()
+
+
+def test_segment_overwrite_removes_the_earlier_runs_previews(tmp_path):
+    """``segment --overwrite`` replaces a run: an earlier preview shows masks that no longer exist, of a clip this
+    run may not preview, so it goes; without --overwrite nothing of the earlier run is touched."""
+    from echokdm.cli.segment import _write_previews
+
+    folder = tmp_path / "previews"
+    folder.mkdir()
+    (folder / "old_clip.mp4").write_bytes(b"earlier run")
+    (folder / "notes.txt").write_text("the user's own file")
+    table = pd.DataFrame({"clip_id": ["a"], "masks": ["masks/a.npz"], "dice": [0.9]})
+    _write_previews(argparse.Namespace(out=str(tmp_path), overwrite=False, previews=0, manifest=""), table)
+    assert (folder / "old_clip.mp4").exists()
+    _write_previews(argparse.Namespace(out=str(tmp_path), overwrite=True, previews=0, manifest=""), table)
+    assert not (folder / "old_clip.mp4").exists() and (folder / "notes.txt").exists()

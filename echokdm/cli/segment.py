@@ -53,11 +53,14 @@ def _write_previews(args: argparse.Namespace, table) -> None:
     from echokdm.data.manifest import clip_file_stem, load_manifest
     from echokdm.metrics.ef_plots import shown_frames
 
+    folder = Path(args.out) / "previews"
+    if args.overwrite and folder.is_dir():  # the earlier run's previews show its masks, of clips this run may not show
+        for old in folder.glob("*.mp4"):
+            old.unlink()
     picked = _pick_previews(table, args.previews)
     if not len(picked):
         return
     rows = {str(r["clip_id"]): r for r in load_manifest(args.manifest).to_dict("records")}
-    folder = Path(args.out) / "previews"
     written, notes = 0, []
     for clip in picked.to_dict("records"):
         row = rows.get(str(clip["clip_id"]))
