@@ -267,7 +267,7 @@ def _cohort_patients(root: Path, skipped: list[tuple[str, str]]) -> dict[str, st
     if not {"FileName", "patient_id"} <= set(table.columns):
         skipped.append((str(side), "no FileName and patient_id columns; each clip counts as its own patient"))
         return {}
-    return {Path(f).stem: p.strip() for f, p in zip(table["FileName"], table["patient_id"]) if p.strip()}
+    return {Path(f).stem: p.strip() for f, p in zip(table["FileName"], table["patient_id"], strict=True) if p.strip()}
 
 
 def _camus_candidates(root: Path) -> list[_Candidate]:
