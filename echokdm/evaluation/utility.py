@@ -350,19 +350,14 @@ def _seg_config(settings: UtilitySettings, seed: int):
 
 
 def _ef_from_masks(model, cache: _Cache) -> pd.DataFrame:
-    """EF of every test clip from the model's masks of every frame (keypoints, Simpson, cardiac cycle)."""
-    import torch
-
+    """EF of every test clip from the model's masks of every frame (keypoints, Simpson, cardiac cycle), measured as
+    ``echokdm ef --segmentation`` measures it: segmented inside the clip's fan, the apex on the sector's side."""
     from echokdm.metrics.lv_function import ef_table, keypoints_table
 
     cines = cache.cines()
-
-    def reader(row):
-        cine = cines[str(row["clip_id"])]
-        masks = model.predict_masks(torch.from_numpy(np.ascontiguousarray(cine.frames))).numpy()
-        return dataclasses.replace(cine, masks=masks, labelled_frames=None, tracings=None)
-
-    clips = ef_table(keypoints_table(cache.data.test, read_clip=reader, progress=False)).clips
+    table = keypoints_table(cache.data.test, read_clip=lambda row: cines[str(row["clip_id"])], progress=False,
+                            segmentation=model)
+    clips = ef_table(table).clips
     return clips[["patient_id", "ef", "ef_reference"]]
 
 

@@ -265,9 +265,12 @@ def _segmentation_index(folder: str | os.PathLike | None) -> dict[tuple[str, str
 
 def segmentation_source(value: str | os.PathLike | None) -> tuple[dict[tuple[str, str], Path], Any]:
     """``(predicted-mask files by (dataset, clip_id), model or None)`` for a ``segmentation`` argument: an
-    ``echokdm segment`` output folder, else a segmentation model folder or packaged name (segmented here)."""
+    ``echokdm segment`` output folder, else a segmentation model folder or packaged name (segmented here), or a
+    loaded model (anything with ``predict_masks``)."""
     if value is None:
         return {}, None
+    if hasattr(value, "predict_masks"):
+        return {}, value
     if (Path(value) / "segmentation.csv").exists():
         return _segmentation_index(value), None
     from echokdm.pretrained import resolve_checkpoint
@@ -314,7 +317,7 @@ def keypoints_table(
     apex_direction: str | tuple[float, float] | None = "auto",
     progress: bool = True,
     read_clip: Callable | None = None,
-    segmentation: str | os.PathLike | None = None,
+    segmentation: str | os.PathLike | Any | None = None,
 ) -> KeypointsTable:
     """Keypoints, volume and flags of every labelled frame of every clip of a manifest.
 
@@ -332,9 +335,9 @@ def keypoints_table(
         Output folder of ``echokdm segment`` (``segmentation.csv`` + ``masks/*.npz``): clips found
         there use the predicted mask of every frame (``mask_source`` = ``"segmentation"``), so
         EchoNet clips get keypoints and volumes over the whole cycle; other clips keep their labels.
-        Or a segmentation model folder or packaged name (``seg_phantom_112``): every clip is
-        segmented here, inside its ultrasound fan (``predict_masks(region=)``), as ``echokdm segment``
-        would.
+        Or a segmentation model folder or packaged name (``seg_phantom_112``), or a loaded model: every
+        clip is segmented here, inside its ultrasound fan (``predict_masks(region=)``), as ``echokdm
+        segment`` would.
         For predicted masks, ``apex_direction="auto"`` takes the side of the clip's sector apex when its
         fan is found (:func:`echokdm.io.fan.apex_direction_with_fan`), else detects it from the masks.
 

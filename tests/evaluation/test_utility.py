@@ -150,3 +150,31 @@ def test_look_augmentation_reaches_every_segmentation_model():
     on = UtilitySettings(seg_look_augment=True)
     assert _seg_config(on, 1).data.look_augment is True and _seg_config(on, 1).data.augment is True
     assert on.record()["seg_look_augment"] is True  # part of the run's record: a rerun without it needs --overwrite
+
+
+def test_utility_reads_ef_from_a_models_masks_as_echokdm_ef_does(tmp_path):
+    """On pydicom's real scanner cine (320 × 240, text and an ECG around the fan), utility's "seg → EF" is the EF
+    that ``echokdm ef --segmentation MODEL`` reads: segmented inside the fan, the apex on the sector's side. It used
+    to segment the whole frame and guess the side from masks that run on into the atrium."""
+    import shutil
+    import types
+    import warnings
+
+    import pydicom.examples
+
+    from echokdm.echo.segmentation import LVSegmentationNet
+    from echokdm.evaluation.utility import _Cache, _ef_from_masks
+    from echokdm.metrics.lv_function import ef_table, keypoints_table
+    from echokdm.pretrained import resolve_checkpoint
+
+    (tmp_path / "dicom").mkdir()
+    shutil.copy(pydicom.examples.get_path("ybr_color"), tmp_path / "dicom" / "cine.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its calibration region belongs to another image size
+        manifest = scan_folder(tmp_path / "dicom", "dicom", progress=False).manifest.assign(split="test")
+        model = LVSegmentationNet.from_pretrained(resolve_checkpoint("seg_phantom_112", "segmentation")).eval()
+        utility = _ef_from_masks(model, _Cache(types.SimpleNamespace(test=manifest), None))
+        command = ef_table(keypoints_table(manifest, segmentation="seg_phantom_112", progress=False)).clips
+    assert command["apex_direction"].tolist() == ["up"]
+    assert utility["ef"].iloc[0] == pytest.approx(command["ef"].iloc[0], abs=1e-6)
+    assert 20 < utility["ef"].iloc[0] < 60
