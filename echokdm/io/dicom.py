@@ -606,10 +606,14 @@ def motion_fan_mask(frames: np.ndarray, threshold: float = MOTION_THRESHOLD) -> 
     return largest_region_hull(frames.std(axis=0) > threshold)
 
 
-def largest_region_hull(pixels: np.ndarray) -> np.ndarray:
+def largest_region_hull(pixels: np.ndarray, textured: np.ndarray | None = None) -> np.ndarray:
     """The convex hull of the largest region of a binary image ``(H, W)``, after an opening (thin
     lines and small text touching it go) and a closing with a disk of about 1 % of the image side;
-    all false when nothing is set. How a fan is found from the pixels that move or are bright."""
+    all false when nothing is set. How a fan is found from the pixels that move or are bright.
+
+    With ``textured`` (``bool`` ``(H, W)``), the largest of the regions of which at least half the
+    pixels are textured, when there is one (:func:`echokdm.io.fan.still_fan_mask`: a flat grey banner
+    with text, larger than the image, is not the fan)."""
     radius = max(2, int(round(min(pixels.shape) / 100)))
     disk = _disk(radius)
     padded = np.pad(np.asarray(pixels, dtype=bool), radius + 1)  # so that closing does not erode at the border
@@ -620,7 +624,12 @@ def largest_region_hull(pixels: np.ndarray) -> np.ndarray:
         return region
     from skimage.morphology import convex_hull_image  # imported here: slow to import
 
-    largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    sizes = np.bincount(labels.ravel())[1:].astype(float)
+    if textured is not None:
+        share = np.bincount(labels.ravel(), weights=np.asarray(textured, float).ravel())[1:] / np.maximum(sizes, 1)
+        if (share >= 0.5).any():
+            sizes = np.where(share >= 0.5, sizes, -1.0)
+    largest = 1 + int(np.argmax(sizes))
     return convex_hull_image(labels == largest, offset_coordinates=False)
 
 

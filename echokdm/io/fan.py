@@ -41,6 +41,9 @@ MIN_FAN_FRACTION = 0.05
 MAX_FAN_FRACTION = 0.97
 #: Brightness (frames in [0, 1]) above which a pixel of a still frame counts as image.
 STILL_THRESHOLD = 0.02
+#: Local (5 × 5) standard deviation above which a pixel of a still frame counts as textured (speckle):
+#: a scanner's flat banners and panels have none inside (their text only at its edges).
+TEXTURE_SD = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,18 +88,26 @@ class Fan:
 
 
 def still_fan_mask(frame: np.ndarray, threshold: float = STILL_THRESHOLD) -> np.ndarray:
-    """The fan of one frame: the largest region brighter than ``threshold``, convex hull.
+    """The fan of one frame: the largest textured region brighter than ``threshold``, convex hull.
 
     Pixels above ``threshold`` are opened (removes thin lines and small text touching the fan)
     and closed (joins speckle), radius ``max(2, min(H, W) / 100)``; the largest connected region
-    is kept and replaced by its convex hull. ``bool`` ``(H, W)``, all false when nothing is bright.
+    of which at least half the pixels are *textured* (5 × 5 standard deviation above
+    :data:`TEXTURE_SD`: speckle) is kept and replaced by its convex hull, so that a flat grey banner
+    or panel larger than the image (a scanner's title bar, textured only at its text's edges) does
+    not pass for the fan. When no region is textured (a drawn, flat sector) the largest one is kept.
+    ``bool`` ``(H, W)``, all false when nothing is bright.
     """
     frame = np.asarray(frame, dtype=np.float32)
     if frame.ndim != 2:
         raise ValueError(f"still_fan_mask needs one frame (H, W), got shape {frame.shape}")
+    from scipy import ndimage
+
     from echokdm.io.dicom import largest_region_hull
 
-    return largest_region_hull(frame > threshold)
+    mean = ndimage.uniform_filter(frame, 5)
+    sd = np.sqrt(np.maximum(ndimage.uniform_filter(frame * frame, 5) - mean * mean, 0.0))
+    return largest_region_hull(frame > threshold, textured=sd > TEXTURE_SD)
 
 
 def _plausible(mask: np.ndarray | None) -> bool:
