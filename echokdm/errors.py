@@ -99,5 +99,10 @@ class NonUltrasoundWarning(EchoKDMWarning):
     """A DICOM file whose modality is not US was read anyway."""
 
 
+class NonCardiacWarning(EchoKDMWarning):
+    """An ultrasound DICOM file whose header says it is not of the heart (another exam, or a linear
+    or curved-array probe) was read: the LV models would draw a ventricle where there is none."""
+
+
 class TracingWarning(EchoKDMWarning):
     """EchoNet tracings of a frame were odd (duplicated or unexpected row counts) and left out."""

@@ -349,6 +349,18 @@ def _resolve_frame(args: argparse.Namespace, seg, motion: str, cine=None):
     return cine
 
 
+def _refuse_non_cardiac(args: argparse.Namespace, cine) -> None:
+    """Refuse a source whose DICOM header says it is not of the heart (a beating lymph node is no use to anyone),
+    unless ``--allow-non-cardiac``."""
+    from echokdm.io.dicom import non_cardiac_reason
+
+    meta = cine.metadata or {}
+    reason = non_cardiac_reason(meta.get("exam_anatomy"), meta.get("transducer_type"))
+    if reason and not args.allow_non_cardiac:
+        raise ValueError(f"{args.source}: not an echocardiogram by its header ({reason}); the LV models would animate "
+                         "a ventricle that is not there, so nothing was generated (--allow-non-cardiac to go on)")
+
+
 def _check_numbers(args: argparse.Namespace) -> SamplingSettings:
     """One clear error for a setting that cannot work, before anything is loaded; the sampling settings."""
     sampling = sampling_settings(args)
@@ -461,6 +473,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     pipe = _load_pipeline(args.pipeline, args.device)
     seg = None if args.segmentation is None else load_segmentation(args.segmentation)
     source = _read_the_source(args, seg, _resolve_frame(args, seg, motion, cine))
+    _refuse_non_cardiac(args, source.cine)
     out = Path(args.out)
     stem = args.stem or _default_stem(source.cine, args.frame, motion)
     _check_free(out, stem, args.overwrite)
@@ -599,6 +612,9 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
                         "--transfer when the clip is not labelled on every frame, and the achieved EF (default: "
                         f"the packaged {DEFAULT_SEGMENTATION} for a clip with no masks or tracings and no --keypoints "
                         "or --mask)")
+    p.add_argument("--allow-non-cardiac", action="store_true",
+                   help="generate from a DICOM whose header says it is not an echocardiogram (another exam, or a "
+                        "linear or curved-array probe); refused by default")
     p.add_argument("--no-segmentation", action="store_true",
                    help="no segmentation model, even for an unlabelled clip (then --keypoints or --mask is needed, "
                         "and the EF of the loop is neither measured nor corrected)")

@@ -50,7 +50,7 @@ from pydicom.uid import (
 )
 from scipy import ndimage
 
-from echokdm.errors import EchoKDMWarning, MissingDecoderError, NonUltrasoundWarning, ReadError
+from echokdm.errors import EchoKDMWarning, MissingDecoderError, NonCardiacWarning, NonUltrasoundWarning, ReadError
 from echokdm.io._convert import to_gray_frames
 from echokdm.io.anonymise import pseudonymise
 from echokdm.io.atomic import atomic_output
@@ -60,6 +60,10 @@ __all__ = [
     "read_dicom",
     "write_dicom",
     "largest_region_hull",
+    "non_cardiac_note",
+    "non_cardiac_reason",
+    "NON_CARDIAC_ANATOMY",
+    "NON_CARDIAC_TRANSDUCERS",
     "motion_fan_mask",
     "calibration_region_box",
     "WRITABLE_TRANSFER_SYNTAXES",
@@ -167,7 +171,10 @@ def read_dicom(
         ``manufacturer_model``, ``bits_stored``, ``n_frames``, ``rows``, ``columns`` (of the
         file, before cropping), ``frame_time_ms`` (``1000 / fps``), ``fps_source``,
         ``spacing_source``, ``crop_box``, ``crop_method`` (``"region"``, ``"motion"`` or
-        ``None``), ``patient_id_source`` and ``clip_id_source``.
+        ``None``), ``patient_id_source``, ``clip_id_source``, ``exam_anatomy`` (*Image Type* value 3, e.g.
+        ``"EPICARDIAL"``, ``"OBSTETRICAL"``) and ``transducer_type`` (e.g. ``"CURVED LINEAR"``), ``None``
+        when the file does not say. A file whose header says it is not of the heart
+        (:func:`non_cardiac_note`) is read with a :class:`~echokdm.errors.NonCardiacWarning`.
 
     Raises
     ------
@@ -190,6 +197,7 @@ def read_dicom(
     path = Path(path)
     ds = _open_dataset(path)
     _check_modality(ds, path, allow_non_ultrasound)
+    anatomy, transducer = _check_cardiac(ds, path)
     frames = _decode_gray_frames(ds, path)  # (T, H, W) float32 in [0, 1]
     fps, fps_source = _frame_rate(ds)
     region = _calibration_region(ds)
@@ -201,6 +209,8 @@ def read_dicom(
     clip_id, clip_id_source = _clip_pseudonym(ds, path, salt)
     metadata = _technical_metadata(ds, fps)
     metadata.update(
+        exam_anatomy=anatomy,
+        transducer_type=transducer,
         fps_source=fps_source,
         spacing_source=spacing_source,
         crop_box=crop_box,
@@ -334,6 +344,73 @@ def _read_without_preamble(path: Path) -> Dataset:
     if not has_pixels:
         raise ReadError(path, problem)
     return ds
+
+
+#: *Image Type* value 3 (the anatomy of an ultrasound image, DICOM PS3.3 C.8.5.6.1.1) of exams that are not of
+#: the heart. Terms not listed (cardiac ones such as TRANSTHORACIC, EPICARDIAL, TEE, FETAL HEART, and any vendor
+#: term) raise nothing.
+NON_CARDIAC_ANATOMY = frozenset({
+    "ABDOMINAL", "BREAST", "ENDORECTAL", "ENDOVAGINAL", "GYNECOLOGY", "LAPAROSCOPIC", "MUSCULOSKELETAL",
+    "NEONATAL HEAD", "OBSTETRICAL", "OPHTHALMIC", "PELVIC", "RETROPERITONEAL", "SCROTAL", "SMALL PARTS", "THYROID",
+    "TRANSCRANIAL", "TRANSRECTAL", "TRANSVAGINAL", "UROLOGIC", "VASCULAR",
+})
+#: *Transducer Type* (0018,6031) of probes that do not make apical echocardiograms (a phased-array sector does).
+NON_CARDIAC_TRANSDUCERS = frozenset({"LINEAR", "CURVED LINEAR", "ENDOCAV_LINEAR", "ENDOCAV_CLA", "ENDOCAV_MECH"})
+_CARDIAC_WORDS = ("CARD", "ECHO", "HEART", "TEE", "TRANSESOPHAGEAL", "TRANSTHORACIC")
+
+
+def _check_cardiac(ds: Dataset, path: Path) -> tuple[str | None, str | None]:
+    """``(exam_anatomy, transducer_type)``; warns when they say the file is not of the heart."""
+    anatomy, transducer = _exam_anatomy(ds), _transducer_type(ds)
+    not_cardiac = non_cardiac_note(anatomy, transducer)
+    if not_cardiac:
+        warnings.warn(f"{path}: {not_cardiac}", NonCardiacWarning, stacklevel=3)
+    return anatomy, transducer
+
+
+def _exam_anatomy(ds: Dataset) -> str | None:
+    """*Image Type* value 3 (upper case), the anatomy of an ultrasound image; ``None`` when absent."""
+    values = ds.get("ImageType", None)
+    values = [values] if isinstance(values, str) else list(values or [])
+    return str(values[2]).strip().upper() or None if len(values) >= 3 else None
+
+
+def _transducer_type(ds: Dataset) -> str | None:
+    """*Transducer Type* (upper case), of the file or else of its first calibration region that says;
+    ``None`` when absent."""
+    for item in [ds, *(ds.get("SequenceOfUltrasoundRegions", None) or [])]:
+        value = str(item.get("TransducerType", "") or "").strip().upper()
+        if value:
+            return value
+    return None
+
+
+def non_cardiac_note(anatomy: str | None, transducer: str | None) -> str:
+    """Why a file's header says it is not an echocardiogram (``""`` when it does not say so).
+
+    ``anatomy`` is *Image Type* value 3 (:data:`NON_CARDIAC_ANATOMY`), ``transducer`` the *Transducer Type*
+    (:data:`NON_CARDIAC_TRANSDUCERS`, heeded only when the anatomy is not a cardiac term, so a fetal heart
+    scanned with a curved array raises nothing). echokdm's models find the left ventricle of apical
+    four-chamber views; on other images they draw one where there is none.
+    """
+    said = non_cardiac_reason(anatomy, transducer)
+    if not said:
+        return ""
+    return (f"its header says this is not an echocardiogram ({said}): echokdm's models find the left "
+            "ventricle of apical four-chamber views and on other images draw one where there is none, so its "
+            "keypoints, EF and generated beats would mean nothing")
+
+
+def non_cardiac_reason(anatomy: str | None, transducer: str | None) -> str:
+    """The header's words against an echocardiogram, e.g. ``"Image Type says OBSTETRICAL; a CURVED LINEAR
+    transducer"`` (``""`` when none; :func:`non_cardiac_note`)."""
+    cardiac = anatomy is not None and any(word in anatomy for word in _CARDIAC_WORDS)
+    said = []
+    if anatomy in NON_CARDIAC_ANATOMY:
+        said.append(f"Image Type says {anatomy}")
+    if transducer in NON_CARDIAC_TRANSDUCERS and not cardiac:
+        said.append(f"a {transducer} transducer")
+    return "; ".join(said)
 
 
 def _check_modality(ds: Dataset, path: Path, allow_non_ultrasound: bool) -> None:

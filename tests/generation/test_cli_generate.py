@@ -267,3 +267,30 @@ def test_a_labelled_clip_gets_no_default_segmentation(data, tmp_path, capsys):
                 "--out", str(tmp_path / "o"), *FAST]) == 0
     printed = capsys.readouterr().out
     assert "segmentation: seg_phantom_112" not in printed and "pipeline: kdm_phantom_112" not in printed
+
+
+def test_a_source_whose_header_says_it_is_not_of_the_heart_is_refused(data, tmp_path, capsys):
+    """pydicom's lymph-node frame (Image Type SMALL PARTS): the packaged models would find a "ventricle" in it and make
+    it beat; generate refuses with the reason and writes nothing, unless --allow-non-cardiac."""
+    import shutil
+    import warnings
+
+    import pydicom.data
+
+    from echokdm.cli.generate import _refuse_non_cardiac
+    from echokdm.io.dicom import read_dicom
+
+    scan = tmp_path / "node.dcm"
+    shutil.copy(pydicom.data.get_testdata_file("examples_jpeg2k.dcm"), scan)
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=r"not an echocardiogram by its header \(Image "
+                                                                    r"Type says SMALL PARTS\).*--allow-non-cardiac"):
+        warnings.simplefilter("ignore")
+        run([str(scan), "--ef", "60", "--pipeline", str(data["pipe"]), "--out", str(tmp_path / "out"), *FAST])
+    assert not (tmp_path / "out").exists()
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cine = read_dicom(scan)
+    _refuse_non_cardiac(argparse.Namespace(source=str(scan), allow_non_cardiac=True), cine)  # the user's call
+    with pytest.raises(ValueError, match="SMALL PARTS"):
+        _refuse_non_cardiac(argparse.Namespace(source=str(scan), allow_non_cardiac=False), cine)

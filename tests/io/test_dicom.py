@@ -644,3 +644,29 @@ def test_write_dicom_rejects_unwritable_syntax_and_bad_calibration(tmp_path):
     with pytest.raises(ValueError, match="spacing_mm"):
         write_dicom(tmp_path / "x.dcm", _gray8(2), spacing_mm=(0.0, 0.3))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_file_whose_header_says_it_is_not_of_the_heart_is_read_with_a_warning(tmp_path):
+    """pydicom's lymph-node (SMALL PARTS) and obstetric (OBSTETRICAL, CURVED LINEAR) frames: the LV models would draw a
+    ventricle on them, so the reader says so; its real cardiac cine (EPICARDIAL) and a fetal heart scanned with a
+    curved array read silently."""
+    from echokdm.errors import NonCardiacWarning
+
+    with pytest.warns(NonCardiacWarning, match=r"Image Type says OBSTETRICAL; a CURVED LINEAR transducer"):
+        obstetric = read_dicom(get_testdata_file("examples_palette.dcm"))
+    assert obstetric.metadata["exam_anatomy"] == "OBSTETRICAL"
+    assert obstetric.metadata["transducer_type"] == "CURVED LINEAR"
+    with pytest.warns(NonCardiacWarning, match="examples_jpeg2k.dcm: its header says this is not an echocardiogram"):
+        read_dicom(get_testdata_file("examples_jpeg2k.dcm"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NonCardiacWarning)
+        heart = read_dicom(examples.get_path("ybr_color"))
+        assert heart.metadata["exam_anatomy"] == "EPICARDIAL"
+        fetal = factory.us_dataset(np.zeros((2, 16, 16), np.uint8), TransducerType="CURVED LINEAR",
+                                   ImageType=["ORIGINAL", "PRIMARY", "FETAL HEART"])
+        assert read_dicom(factory.save(fetal, tmp_path / "fetal.dcm")).metadata["transducer_type"] == "CURVED LINEAR"
+        plain = factory.save(factory.us_dataset(np.zeros((2, 16, 16), np.uint8)), tmp_path / "plain.dcm")
+        assert read_dicom(plain).metadata["exam_anatomy"] is None  # a header that does not say: nothing
+    linear = factory.us_dataset(np.zeros((2, 16, 16), np.uint8), TransducerType="LINEAR")
+    with pytest.warns(NonCardiacWarning, match="a LINEAR transducer"):
+        read_dicom(factory.save(linear, tmp_path / "linear.dcm"))
