@@ -159,3 +159,20 @@ def test_cli_registers_app():
     args = build_parser().parse_args(["app", "clip.dcm", "--port", "7999"])
     assert (args.command, args.source, args.port, args.host) == ("app", "clip.dcm", 7999, "127.0.0.1")
     assert args.pipeline == "kdm_phantom_112" and args.segmentation == "seg_phantom_112"
+
+
+def test_the_app_says_when_a_files_header_says_it_is_not_of_the_heart(tmp_path):
+    """pydicom's obstetric frame (OBSTETRICAL, CURVED LINEAR): the page says the LV it draws is not there; the real
+    cardiac cine's page does not."""
+    import warnings
+
+    import pydicom.data
+    import pydicom.examples
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        obstetric = open_clip(pydicom.data.get_testdata_file("examples_palette.dcm"))
+        heart = open_clip(pydicom.examples.get_path("ybr_color"))
+    said = "Not an echocardiogram by its header** (Image Type says OBSTETRICAL; a CURVED LINEAR"
+    assert said in clip_summary(obstetric)
+    assert "echocardiogram" not in clip_summary(heart)
