@@ -393,6 +393,13 @@ def _source_from_row(row: pd.Series, truth: Path | None, segmentation, mask_fan:
     from echokdm.data.manifest import read_clip
 
     cine = read_clip(row)
+    from echokdm.io.dicom import non_cardiac_reason
+
+    meta = cine.metadata or {}
+    not_heart = non_cardiac_reason(meta.get("exam_anatomy"), meta.get("transducer_type"))
+    if not_heart:
+        raise ValueError(f"not an echocardiogram by its header ({not_heart}): left out (the LV models would animate a "
+                         "ventricle that is not there)")
     fan, fan_method = _source_fan(cine, mask_fan)
     ed, keypoints, how = _ed_keypoints(cine, truth, segmentation)
     keypoints = np.asarray(keypoints, dtype=np.float32)

@@ -410,3 +410,23 @@ def test_command_without_packaged_pipeline_says_what_to_give(data, tmp_path, mon
     monkeypatch.setattr("echokdm.pretrained.CHECKPOINTS", tmp_path / "no_checkpoints")
     with pytest.raises(FileNotFoundError, match="--pipeline"):
         run([str(data["manifest"]), "--out", str(tmp_path / "out"), "--n", "1"])
+
+
+def test_a_source_whose_header_says_it_is_not_of_the_heart_is_left_out(tmp_path):
+    """pydicom's lymph-node frame (Image Type SMALL PARTS) in a manifest: no loop is made from it, and the reason says
+    why (the LV models would animate a ventricle that is not there)."""
+    import shutil
+    import warnings
+
+    import pydicom.data
+
+    from echokdm.data.manifest import scan_folder, write_manifest
+
+    (tmp_path / "scans").mkdir()
+    shutil.copy(pydicom.data.get_testdata_file("examples_jpeg2k.dcm"), tmp_path / "scans" / "node.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        manifest = write_manifest(scan_folder(tmp_path / "scans", "dicom", progress=False).manifest,
+                                  tmp_path / "m.csv")
+        with pytest.raises(ValueError, match=r"not an echocardiogram by its header \(Image Type says SMALL PARTS\)"):
+            synthesize_cohort(manifest, CopyPipeline(), tmp_path / "out", n_loops=1, split="all", **FAST)
