@@ -181,9 +181,12 @@ def clip_ef_figure(group: pd.DataFrame, clip: dict, frames: np.ndarray | None = 
     grid = fig.add_gridspec(1, 4, width_ratios=[1, 1, 0.15, 2.2], left=0.03, right=0.98, top=0.82, bottom=0.22)
     units = str(clip.get("volume_units") or "mL")
     note = frames_note or "frames not read"
+    stand_ins = _stand_in_frames(volume_of)
     for col, (label, key, colour) in enumerate((("ED", "ed_frames", _ED_COLOUR), ("ES", "es_frames", _ES_COLOUR))):
         picks = [f for f in _frames_of(clip.get(key)) if f < n]
-        frame = picks[0] if picks else None
+        frame = picks[0] if picks else stand_ins[col]
+        if not picks and frame is not None:  # no beat measured: what the keypoints were found on, said so
+            label = "no ED; largest volume" if col == 0 else "no ES; smallest volume"
         _frame_panel(fig.add_subplot(grid[0, col]), frames, keypoints, frame, label, colour,
                      volume_of.get(frame, math.nan), units, note)
     _curve_panel(fig.add_subplot(grid[0, 3]), group, clip, fps)
@@ -194,6 +197,16 @@ def clip_ef_figure(group: pd.DataFrame, clip: dict, frames: np.ndarray | None = 
         text = textwrap.shorten("; ".join(lines), 600, placeholder=" …")
         fig.text(0.03, 0.02, textwrap.fill("flags: " + text, 170), fontsize=7, va="bottom", color="0.25")
     return fig
+
+
+def _stand_in_frames(volume_of: dict[int, float]) -> tuple[int | None, int | None]:
+    """The measured frames with the largest and the smallest volume (the smallest only when it is another frame),
+    shown when the clip has no ED/ES (a single frame, or no beat found)."""
+    measured = {f: v for f, v in volume_of.items() if math.isfinite(v)}
+    if not measured:
+        return None, None
+    largest, smallest = max(measured, key=measured.get), min(measured, key=measured.get)
+    return largest, (smallest if smallest != largest else None)
 
 
 def _file_name(clip: dict) -> str:

@@ -120,3 +120,16 @@ def test_two_traced_frames_are_drawn_as_points_not_a_curve(measured):
     assert line.get_linestyle() == "None" and len(line.get_xdata()) == 2
     assert fig.axes[2].get_legend_handles_labels()[1][0] == "volume of a labelled frame"
     assert clip_ef_figure(table.frames, clip).axes[2].get_lines()[0].get_linestyle() == "-"
+
+
+def test_a_single_measured_frame_is_shown_with_its_keypoints(measured):
+    """A still image (one frame, so no beat and no EF): the picture still shows the frame the keypoints were found on,
+    said to be no ED, rather than two empty panels."""
+    table, ef, cine = measured
+    clip = {**ef.clips.iloc[0].to_dict(), "ef": np.nan, "ed_frames": "", "es_frames": "", "method": "",
+            "flags": "fewer than 2 labelled frames with a volume (1)"}
+    group = table.frames[table.frames["frame"] == 4]
+    fig = clip_ef_figure(group, clip, cine.frames[:5])
+    assert fig.axes[0].get_title().startswith("no ED; largest volume, frame 4:") and len(fig.axes[0].images) == 1
+    assert len(fig.axes[0].get_lines()) == 2  # the outline and its keypoints
+    assert fig.axes[1].get_title() == "ES: none"
