@@ -551,7 +551,12 @@ def evaluate(manifest: str | os.PathLike, pipeline: str | os.PathLike | None = N
 
     if not shard_then_merge(rows, shard):
         return None  # another process merges
-    run = _run_cases(rows, manifest_path, size, config, pipes, scorers, out_path, progress)
+    try:
+        run = _run_cases(rows, manifest_path, size, config, pipes, scorers, out_path, progress)
+    except ValueError:
+        if out_path is not None:
+            _remove_empty_run(out_path)
+        raise
     frames_all = pd.concat(run.frame_parts, ignore_index=True)
     clips_all = pd.concat(run.clip_parts, ignore_index=True)
     patients, summary, table3 = summarise_frames(frames_all, clips_all, n_boot=config.n_boot, notes=notes)
@@ -641,8 +646,27 @@ def _run_cases(rows: pd.DataFrame, manifest: Path, size: int, config: EvaluateCo
         if config.realism is not None:
             run.own_frames[case.clip_id] = {m: g["frames"] for m, g in generated.items()}
     if not run.frame_parts:
-        raise ValueError(f"{manifest}: no clip could be evaluated: {run.skipped[:5]}")
+        listed = "; ".join(f"{clip}: {' '.join(reason.split())[:200]}" for clip, reason in run.skipped[:5])
+        more = f" (and {len(run.skipped) - 5} more)" if len(run.skipped) > 5 else ""
+        raise ValueError(f"{manifest}: no clip could be evaluated ({len(run.skipped)} skipped): {listed}{more}")
     return run
+
+
+def _remove_empty_run(out: Path) -> None:
+    """After a run that evaluated no clip: remove the run record and the empty ``parts``/``generated`` folders it
+    made (and ``out`` when nothing else is in it), so that no half-made evaluation folder is left behind. A folder
+    holding any finished clip is left as it is (a rerun resumes it)."""
+    import contextlib
+
+    parts, generated = out / "parts", out / "generated"
+    if any(p.is_dir() and any(p.iterdir()) for p in (parts, generated)):
+        return
+    for folder in (parts, generated):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    (out / "evaluate.json").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        out.rmdir()  # only when empty
 
 
 def _write_results(out: Path, frames: pd.DataFrame, clips: pd.DataFrame, patients: pd.DataFrame,

@@ -124,3 +124,23 @@ def test_baselines_without_a_model_and_errors(setup, tmp_path):
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="busy"):
         evaluate(manifest, None, out=tmp_path / "busy", config=EvaluateConfig(**CONFIG), progress=False)
+
+
+def test_an_evaluation_of_no_clip_says_why_and_leaves_no_folder(setup, tmp_path):
+    """Every clip unusable (here: a file that is not a clip): the error lists each clip with its reason, readably, and
+    the run folder it began is removed; a folder holding the user's own files is left as it was."""
+    table = pd.read_csv(setup / "cohort" / "manifest.csv").iloc[:2]
+    (tmp_path / "gone.nii.gz").write_bytes(b"not a NIfTI file")
+    table["path"] = str(tmp_path / "gone.nii.gz")  # unreadable
+    table["mask_path"] = ""
+    manifest = tmp_path / "broken.csv"
+    table.to_csv(manifest, index=False)
+    config = EvaluateConfig(**{**CONFIG, "size": SIZE})
+    listed = r"no clip could be evaluated \(2 skipped\): phantom0000: .*gone.*; phantom0001"
+    with pytest.raises(ValueError, match=listed):
+        evaluate(manifest, None, out=tmp_path / "eval", config=config, progress=False, plots=False)
+    assert not (tmp_path / "eval").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ValueError, match="no clip could be evaluated"):
+        evaluate(manifest, None, out=tmp_path / "mine", config=config, progress=False, plots=False)
+    assert not (tmp_path / "mine" / "evaluate.json").exists() and not (tmp_path / "mine" / "parts").exists()
