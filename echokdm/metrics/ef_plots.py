@@ -186,7 +186,7 @@ def clip_ef_figure(group: pd.DataFrame, clip: dict, frames: np.ndarray | None = 
         picks = [f for f in _frames_of(clip.get(key)) if f < n]
         frame = picks[0] if picks else stand_ins[col]
         if not picks and frame is not None:  # no beat measured: what the keypoints were found on, said so
-            label = "no ED; largest volume" if col == 0 else "no ES; smallest volume"
+            label = "no ED" if col == 0 else "no ES"  # the largest and the smallest volume measured
         _frame_panel(fig.add_subplot(grid[0, col]), frames, keypoints, frame, label, colour,
                      volume_of.get(frame, math.nan), units, note)
     _curve_panel(fig.add_subplot(grid[0, 3]), group, clip, fps)

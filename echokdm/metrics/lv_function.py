@@ -57,7 +57,8 @@ _ID_COLUMNS = ["clip_id", "patient_id", "dataset"]
 _FRAME_COLUMNS = [*_ID_COLUMNS, "frame", "mask_source", *KEYPOINT_COLUMNS, "volume", "volume_units", "flags",
                   "apex_direction"]
 _CLIP_COLUMNS = [*_ID_COLUMNS, "n_frames", "fps", "mask_source", "n_labelled", "all_labelled", "volume_units",
-                 "ef_reference", "edv_reference", "esv_reference", "apex_direction", "apex_note", "leak_note"]
+                 "ef_reference", "edv_reference", "esv_reference", "apex_direction", "apex_note", "leak_note",
+                 "header_note"]
 _EF_COLUMNS = [*_ID_COLUMNS, "method", "n_beats", "ed_frames", "es_frames", "edv", "esv", "ef", "volume_units",
                "ef_reference", "edv_reference", "esv_reference", "ef_error", "flags", "rejected_beats",
                "apex_direction"]
@@ -81,7 +82,8 @@ class KeypointsTable:
         One row per clip that was read: IDs, ``n_frames``, ``fps``, ``mask_source``,
         ``n_labelled``, ``all_labelled``, the manifest's references, ``apex_direction`` and
         ``apex_note`` (``""`` or why the detected direction is unsure), ``leak_note`` (``""`` or the frames
-        whose masks ran on through the open mitral valve).
+        whose masks ran on through the open mitral valve), ``header_note`` (``""`` or why the file's DICOM header
+        says it is not an echocardiogram: :func:`echokdm.io.dicom.non_cardiac_reason`).
     skipped : list of (str, str)
         ``(item, reason)``: clips that could not be used and frames without keypoints.
     """
@@ -237,8 +239,17 @@ def _clip_info(cine, row, frames: pd.DataFrame) -> dict:
         "volume_units": "mL" if cine.spacing_mm else "px^3",
         **{k: row.get(k, np.nan) for k in ("ef_reference", "edv_reference", "esv_reference")},
         "apex_direction": direction, "apex_note": str(unsure.iloc[0]) if len(unsure) else "",
-        "leak_note": _leak_note(frames),
+        "leak_note": _leak_note(frames), "header_note": _header_note(cine),
     }
+
+
+def _header_note(cine) -> str:
+    """A clip-level line when the file's header says it is not an echocardiogram (``""`` otherwise)."""
+    from echokdm.io.dicom import non_cardiac_reason
+
+    meta = cine.metadata or {}
+    reason = non_cardiac_reason(meta.get("exam_anatomy"), meta.get("transducer_type"))
+    return f"not an echocardiogram by its header ({reason}): the LV measured is not there" if reason else ""
 
 
 def _leak_note(frames: pd.DataFrame) -> str:
@@ -445,7 +456,8 @@ def ef_table(keypoints: KeypointsTable) -> EFTable:
                           info["fps"])
         if not np.isfinite(result["ef"]):
             skipped.append((f"{info['dataset']}/{info['clip_id']}", f"no EF: {result['flags'] or 'no beat found'}"))
-        result["flags"] = "; ".join(x for x in (result["flags"], info.get("apex_note"), info.get("leak_note")) if x)
+        notes = (info.get("header_note"), result["flags"], info.get("apex_note"), info.get("leak_note"))
+        result["flags"] = "; ".join(x for x in notes if isinstance(x, str) and x)
         result["apex_direction"] = info.get("apex_direction", "")
         rows.append({**{k: info[k] for k in _ID_COLUMNS}, **result, "volume_units": info["volume_units"],
                      **{k: info.get(k, np.nan) for k in ("ef_reference", "edv_reference", "esv_reference")}})

@@ -130,6 +130,6 @@ def test_a_single_measured_frame_is_shown_with_its_keypoints(measured):
             "flags": "fewer than 2 labelled frames with a volume (1)"}
     group = table.frames[table.frames["frame"] == 4]
     fig = clip_ef_figure(group, clip, cine.frames[:5])
-    assert fig.axes[0].get_title().startswith("no ED; largest volume, frame 4:") and len(fig.axes[0].images) == 1
+    assert fig.axes[0].get_title().startswith("no ED, frame 4:") and len(fig.axes[0].images) == 1
     assert len(fig.axes[0].get_lines()) == 2  # the outline and its keypoints
     assert fig.axes[1].get_title() == "ES: none"

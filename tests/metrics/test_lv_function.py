@@ -239,3 +239,24 @@ def test_segmentation_masks_fill_every_frame_of_traced_clips(tmp_path):
     assert (efs.set_index("clip_id")["ef"] - truth).abs().max() < 2.5
     traced = keypoints_table(cohort.out / "manifest.csv", progress=False)
     assert set(traced.frames["mask_source"]) == {"tracing"} and (traced.clips["n_labelled"] == 2).all()
+
+
+def test_the_ef_table_flags_a_file_that_is_not_of_the_heart(tmp_path):
+    """pydicom's lymph-node frame measured with the packaged segmentation: its row in ef_per_clip.csv says the LV
+    is not there (a batch's table is what researchers filter, not the console); the real cardiac cine's row does
+    not."""
+    import warnings
+
+    import pydicom.data
+    import pydicom.examples
+
+    rows = [{"clip_id": name, "patient_id": "p", "dataset": "dicom", "path": path, "format": "dicom"}
+            for name, path in (("node", pydicom.data.get_testdata_file("examples_jpeg2k.dcm")),
+                               ("heart", pydicom.examples.get_path("ybr_color")))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = keypoints_table(pd.DataFrame(rows), segmentation="seg_phantom_112", progress=False)
+    flags = ef_table(table).clips.set_index("clip_id")["flags"].fillna("")
+    assert flags["node"].startswith("not an echocardiogram by its header (Image Type says SMALL PARTS)")
+    assert "echocardiogram" not in flags["heart"]
+    assert table.clips.set_index("clip_id").loc["heart", "header_note"] == ""
