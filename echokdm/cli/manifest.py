@@ -78,7 +78,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     reader_kwargs = {"salt": args.salt} if args.salt else None
     scan = scan_folder(args.folder, args.format, dataset=args.dataset, seed=args.seed, fractions=args.fractions,
                        patient_from=args.patient_from, reader_kwargs=reader_kwargs, progress=not args.no_progress,
-                       fps=args.fps, clinical=args.clinical_csv)
+                       fps=args.fps, clinical=args.clinical_csv, skip_non_cardiac=args.skip_non_cardiac)
     write_manifest(scan.manifest, output, overwrite=args.overwrite)
     m = scan.manifest
     print(f"wrote {output}: {len(m)} clip(s), {m['patient_id'].nunique()} patient(s), " + _split_counts(m))
@@ -134,5 +134,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="per-clip or per-patient values the files lack: a key column (clip_id, file or patient_id) "
                         "and fps and/or ef_reference (edv_reference, esv_reference); they replace the files' own. "
                         "Columns: data_manifests/README.md")
+    p.add_argument("--skip-non-cardiac", action="store_true",
+                   help="leave out (and list) DICOMs whose header says they are not echocardiograms (another exam, or "
+                        "a linear or curved-array probe); by default they are kept with a warning")
     add_run_options(p, overwrite="replace an existing manifest")
     p.set_defaults(func=cmd_manifest)

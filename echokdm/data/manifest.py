@@ -502,6 +502,7 @@ def scan_folder(
     on_item: Callable[[Path], None] | None = None,
     fps: float | None = None,
     clinical: str | os.PathLike | None = None,
+    skip_non_cardiac: bool = False,
 ) -> ScanResult:
     """Build a manifest by reading every clip of a folder.
 
@@ -535,6 +536,10 @@ def scan_folder(
         reference EF/volumes. Its values replace the files' own (a differing value is noted in
         :attr:`ScanResult.skipped`), and its rows that match no clip are listed there too. The
         CSV is checked before any clip is read.
+    skip_non_cardiac : bool
+        Leave out (and list) the files whose DICOM header says they are not echocardiograms
+        (:func:`echokdm.io.dicom.non_cardiac_reason`: another exam, or a linear or curved-array probe);
+        by default they are kept, with the reader's warning listed.
 
     Returns
     -------
@@ -560,7 +565,8 @@ def scan_folder(
     else:
         candidates = _file_candidates(root, format, patient_from)
 
-    rows = _read_candidates(candidates, format, dataset, reader_kwargs or {}, progress, on_item, skipped)
+    rows = _read_candidates(candidates, format, dataset, reader_kwargs or {}, progress, on_item, skipped,
+                            skip_non_cardiac)
     if clinical_table is not None:
         _apply_clinical(rows, root, clinical_table, str(clinical), (reader_kwargs or {}).get("salt"), skipped)
     if fps is not None:
@@ -581,9 +587,12 @@ def scan_folder(
 
 def _read_candidates(candidates: list[_Candidate], format: str, dataset: str | None, reader_kwargs: dict[str, Any],
                      progress: bool, on_item: Callable[[Path], None] | None,
-                     skipped: list[tuple[str, str]]) -> list[dict[str, Any]]:
+                     skipped: list[tuple[str, str]], skip_non_cardiac: bool = False) -> list[dict[str, Any]]:
     """Read every candidate clip in full: its manifest row, or its failure (and warnings) in ``skipped``."""
     from tqdm.auto import tqdm
+
+    from echokdm.errors import NonCardiacWarning
+    from echokdm.io.dicom import non_cardiac_reason
 
     rows = []
     for cand in tqdm(candidates, desc=f"reading {format} clips", unit="clip", disable=not progress):
@@ -596,8 +605,14 @@ def _read_candidates(candidates: list[_Candidate], format: str, dataset: str | N
         except Exception as exc:  # noqa: BLE001 - a batch scan lists every failure and goes on
             skipped.append((str(cand.path), f"{type(exc).__name__}: {exc}"))
             continue
+        meta = cine.metadata or {}
+        not_heart = non_cardiac_reason(meta.get("exam_anatomy"), meta.get("transducer_type"))
+        if skip_non_cardiac and not_heart:
+            skipped.append((str(cand.path), f"not an echocardiogram by its header ({not_heart}); clip left out"))
+            continue
         for w in caught:
-            skipped.append((str(cand.path), f"warning (clip kept): {w.message}"))
+            if not (skip_non_cardiac and issubclass(w.category, NonCardiacWarning)):
+                skipped.append((str(cand.path), f"warning (clip kept): {w.message}"))
         rows.append(_row_from_cine(cine, cand, format, dataset))
     return rows
 

@@ -232,3 +232,33 @@ def test_cli_manifest_with_fps_and_clinical_csv(tmp_path, capsys):
     assert (m["fps"] == 30.0).all()
     assert m.loc["patient0001_4CH_half_sequence", "ef_reference"] == 58.0
     assert m.loc["patient0002_4CH_half_sequence", "ef_reference"] == 35.0
+
+
+def test_files_that_are_not_of_the_heart_are_flagged_or_left_out(tmp_path):
+    """A folder as a PACS export gives it: pydicom's real cardiac cine beside its lymph-node and obstetric frames. By
+    default all three are listed, the two with why their header says they are not echocardiograms; with
+    skip_non_cardiac only the heart is, the others listed as left out."""
+    import shutil
+    import warnings
+    from pathlib import Path
+
+    import pydicom.data
+    import pydicom.examples
+
+    from echokdm.data.manifest import scan_folder
+
+    (tmp_path / "scans").mkdir()
+    shutil.copy(pydicom.examples.get_path("ybr_color"), tmp_path / "scans" / "heart.dcm")
+    shutil.copy(pydicom.data.get_testdata_file("examples_jpeg2k.dcm"), tmp_path / "scans" / "node.dcm")
+    shutil.copy(pydicom.data.get_testdata_file("examples_palette.dcm"), tmp_path / "scans" / "ob.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kept = scan_folder(tmp_path / "scans", "dicom", progress=False)
+        cardiac = scan_folder(tmp_path / "scans", "dicom", progress=False, skip_non_cardiac=True)
+    assert len(kept.manifest) == 3
+    flagged = {Path(p).name: r for p, r in kept.skipped}
+    assert "warning (clip kept)" in flagged["node.dcm"] and "SMALL PARTS" in flagged["node.dcm"]
+    assert "OBSTETRICAL" in flagged["ob.dcm"] and "heart.dcm" not in flagged
+    assert [Path(p).name for p in cardiac.manifest["path"]] == ["heart.dcm"]
+    left_out = {Path(p).name: r for p, r in cardiac.skipped}
+    assert left_out["node.dcm"].endswith("clip left out") and "warning" not in left_out["ob.dcm"]
