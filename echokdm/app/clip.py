@@ -222,10 +222,9 @@ def clip_summary(view: ClipView) -> str:
     fps = f"{cine.fps:.3g} fps" if cine.fps else "fps unknown"
     lines = [f"**{view.path.name}**{f' (clip {cine.clip_id})' if cine.clip_id else ''}: {view.n_frames} frames "
              f"{w}×{h}, {fps}"]
-    from echokdm.io.dicom import non_cardiac_reason
+    from echokdm.io.dicom import cine_non_cardiac_reason
 
-    meta = cine.metadata or {}
-    not_heart = non_cardiac_reason(meta.get("exam_anatomy"), meta.get("transducer_type"))
+    not_heart = cine_non_cardiac_reason(cine)
     if not_heart:
         lines.append(f"**Not an echocardiogram by its header** ({not_heart}): the LV drawn below is not there")
     if not view.mask_source:

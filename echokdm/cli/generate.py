@@ -352,10 +352,9 @@ def _resolve_frame(args: argparse.Namespace, seg, motion: str, cine=None):
 def _refuse_non_cardiac(args: argparse.Namespace, cine) -> None:
     """Refuse a source whose DICOM header says it is not of the heart (a beating lymph node is no use to anyone),
     unless ``--allow-non-cardiac``."""
-    from echokdm.io.dicom import non_cardiac_reason
+    from echokdm.io.dicom import cine_non_cardiac_reason
 
-    meta = cine.metadata or {}
-    reason = non_cardiac_reason(meta.get("exam_anatomy"), meta.get("transducer_type"))
+    reason = cine_non_cardiac_reason(cine)
     if reason and not args.allow_non_cardiac:
         raise ValueError(f"{args.source}: not an echocardiogram by its header ({reason}); the LV models would animate "
                          "a ventricle that is not there, so nothing was generated (--allow-non-cardiac to go on)")

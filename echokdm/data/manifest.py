@@ -592,7 +592,7 @@ def _read_candidates(candidates: list[_Candidate], format: str, dataset: str | N
     from tqdm.auto import tqdm
 
     from echokdm.errors import NonCardiacWarning
-    from echokdm.io.dicom import non_cardiac_reason
+    from echokdm.io.dicom import cine_non_cardiac_reason
 
     rows = []
     for cand in tqdm(candidates, desc=f"reading {format} clips", unit="clip", disable=not progress):
@@ -605,8 +605,7 @@ def _read_candidates(candidates: list[_Candidate], format: str, dataset: str | N
         except Exception as exc:  # noqa: BLE001 - a batch scan lists every failure and goes on
             skipped.append((str(cand.path), f"{type(exc).__name__}: {exc}"))
             continue
-        meta = cine.metadata or {}
-        not_heart = non_cardiac_reason(meta.get("exam_anatomy"), meta.get("transducer_type"))
+        not_heart = cine_non_cardiac_reason(cine)
         if skip_non_cardiac and not_heart:
             skipped.append((str(cand.path), f"not an echocardiogram by its header ({not_heart}); clip left out"))
             continue

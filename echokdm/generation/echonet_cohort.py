@@ -32,7 +32,6 @@ from echokdm.io.loop_record import LoopRecord, read_loop_record
 __all__ = ["COHORT_CSV_NAME", "write_echonet_cohort", "write_echonet_items"]
 
 
-
 def write_echonet_cohort(
     root: str | os.PathLike,
     loops: Mapping[str, Any] | Iterable[Any],

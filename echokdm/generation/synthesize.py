@@ -391,12 +391,10 @@ def _source_fan(cine, mask_fan: bool) -> tuple[np.ndarray | None, str | None]:
 def _source_from_row(row: pd.Series, truth: Path | None, segmentation, mask_fan: bool = True) -> _Source:
     """The source of one manifest row; ValueError/OSError when it cannot be used."""
     from echokdm.data.manifest import read_clip
+    from echokdm.io.dicom import cine_non_cardiac_reason
 
     cine = read_clip(row)
-    from echokdm.io.dicom import non_cardiac_reason
-
-    meta = cine.metadata or {}
-    not_heart = non_cardiac_reason(meta.get("exam_anatomy"), meta.get("transducer_type"))
+    not_heart = cine_non_cardiac_reason(cine)
     if not_heart:
         raise ValueError(f"not an echocardiogram by its header ({not_heart}): left out (the LV models would animate a "
                          "ventricle that is not there)")

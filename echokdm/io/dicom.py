@@ -60,6 +60,7 @@ __all__ = [
     "read_dicom",
     "write_dicom",
     "largest_region_hull",
+    "cine_non_cardiac_reason",
     "non_cardiac_note",
     "non_cardiac_reason",
     "NON_CARDIAC_ANATOMY",
@@ -399,6 +400,13 @@ def non_cardiac_note(anatomy: str | None, transducer: str | None) -> str:
     return (f"its header says this is not an echocardiogram ({said}): echokdm's models find the left "
             "ventricle of apical four-chamber views and on other images draw one where there is none, so its "
             "keypoints, EF and generated beats would mean nothing")
+
+
+def cine_non_cardiac_reason(cine) -> str:
+    """:func:`non_cardiac_reason` of a read clip (its ``metadata``'s ``exam_anatomy`` and ``transducer_type``;
+    ``""`` for a clip whose reader records neither, e.g. a video or NIfTI)."""
+    meta = getattr(cine, "metadata", None) or {}
+    return non_cardiac_reason(meta.get("exam_anatomy"), meta.get("transducer_type"))
 
 
 def non_cardiac_reason(anatomy: str | None, transducer: str | None) -> str:

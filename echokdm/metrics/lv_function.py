@@ -245,10 +245,9 @@ def _clip_info(cine, row, frames: pd.DataFrame) -> dict:
 
 def _header_note(cine) -> str:
     """A clip-level line when the file's header says it is not an echocardiogram (``""`` otherwise)."""
-    from echokdm.io.dicom import non_cardiac_reason
+    from echokdm.io.dicom import cine_non_cardiac_reason
 
-    meta = cine.metadata or {}
-    reason = non_cardiac_reason(meta.get("exam_anatomy"), meta.get("transducer_type"))
+    reason = cine_non_cardiac_reason(cine)
     return f"not an echocardiogram by its header ({reason}): the LV measured is not there" if reason else ""
 
 
