@@ -30,6 +30,7 @@ from echokdm.io.cine import Cine
 from echokdm.io.dispatch import CAMUS_NAME, FORMATS, NIFTI_SUFFIXES, VIDEO_SUFFIXES, is_dicom_file, read_cine
 
 __all__ = [
+    "cohort_patients",
     "COLUMNS",
     "REQUIRED_COLUMNS",
     "SPLITS",
@@ -217,7 +218,7 @@ def _echonet_candidates(root: Path, skipped: list[tuple[str, str]]) -> tuple[lis
         for name in sorted(set(tracings) - in_filelist):
             skipped.append((str(tracings_csv), f"tracings of {name} ({len(tracings[name])} traced frame(s)) ignored: "
                                                "the clip is not listed in FileList.csv"))
-    sources = _cohort_patients(root, skipped)
+    sources = cohort_patients(root, skipped)
     listed = set()
     out = []
     for rec in filelist.to_dict("records"):
@@ -247,7 +248,7 @@ def _echonet_candidates(root: Path, skipped: list[tuple[str, str]]) -> tuple[lis
     return out, True
 
 
-def _cohort_patients(root: Path, skipped: list[tuple[str, str]]) -> dict[str, str]:
+def cohort_patients(root: str | os.PathLike, skipped: list[tuple[str, str]] | None = None) -> dict[str, str]:
     """Source patient of each loop of a synthetic cohort in the EchoNet layout (clip stem → patient),
     from the side table that ``echokdm synthesize`` writes beside ``FileList.csv``
     (:data:`~echokdm.io.echonet.COHORT_CSV_NAME`); empty for EchoNet-Dynamic itself.
@@ -256,7 +257,8 @@ def _cohort_patients(root: Path, skipped: list[tuple[str, str]]) -> dict[str, st
     patient-level split or bootstrap would treat loops of one source heart as independent patients."""
     from echokdm.io.echonet import COHORT_CSV_NAME
 
-    side = root / COHORT_CSV_NAME
+    skipped = [] if skipped is None else skipped
+    side = Path(root) / COHORT_CSV_NAME
     if not side.is_file():
         return {}
     try:

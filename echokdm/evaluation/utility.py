@@ -165,18 +165,14 @@ def split_real(real: pd.DataFrame, test_fraction: float | None = None,
 
 def _source_patients(synthetic: pd.DataFrame) -> pd.Series:
     """The source patient of each synthetic row (``echokdm_cohort.csv`` beside its videos), else ''."""
-    sources = pd.Series("", index=synthetic.index, dtype=object)
+    from echokdm.data.manifest import cohort_patients
+
     tables: dict[Path, dict[str, str]] = {}
+    sources = pd.Series("", index=synthetic.index, dtype=object)
     for i, path in synthetic["path"].items():
         root = Path(str(path)).parent.parent
         if root not in tables:
-            side = root / "echokdm_cohort.csv"
-            tables[root] = {}
-            if side.is_file():
-                t = pd.read_csv(side, dtype=str, keep_default_na=False)
-                if {"FileName", "patient_id"} <= set(t.columns):
-                    tables[root] = dict(zip(t["FileName"].str.replace(r"\.avi$", "", regex=True), t["patient_id"],
-                                            strict=True))
+            tables[root] = cohort_patients(root)
         sources[i] = tables[root].get(Path(str(path)).stem, "")
     return sources
 
